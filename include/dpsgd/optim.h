@@ -1,0 +1,5 @@
+/* dpsgd/optim.h (being written) */
+#ifndef DPSGD_OPTIM_H
+#define DPSGD_OPTIM_H
+#include "dpsgd/core.h"
+#endif

@@ -1,0 +1,228 @@
+/* core.c: status text, per-thread error messages, the tracked allocator, the RNG. */
+#include "dpsgd/core.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- status --------------------------------------------------------------------- */
+
+static const char *const status_text[] = {
+#define DP__TEXT(name, text) text,
+    DP_STATUS_LIST(DP__TEXT)
+#undef DP__TEXT
+};
+_Static_assert(sizeof status_text / sizeof status_text[0] == DP_STATUS_COUNT,
+               "every dp_status needs a text");
+
+const char *dp_strerror(dp_status s) {
+    if ((int)s < 0 || s >= DP_STATUS_COUNT) return "unknown status";
+    return status_text[s];
+}
+
+static _Thread_local char last_error[1024];
+
+const char *dp_last_error(void) { return last_error; }
+
+void dp_clear_error(void) { last_error[0] = '\0'; }
+
+dp_status dp_fail(dp_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+void dp__assert_fail(const char *cond, const char *file, int line) {
+    fprintf(stderr, "dpsgd: internal invariant failed: %s (%s:%d)\n", cond, file, line);
+    abort();
+}
+
+/* ---- tracked allocator ------------------------------------------------------------ */
+
+enum { HDR = 64 }; /* header keeps the size and a canary; keeps 64-byte alignment */
+#define CANARY 0xd95fd95fd95fd95fULL
+
+static atomic_size_t mem_live, mem_blocks, mem_peak, mem_stage_peak, mem_total;
+static atomic_long mem_fail_countdown;
+static atomic_size_t mem_limit;
+
+enum { MAX_STAGES = 32 };
+static dp_mem_stage_info stages[MAX_STAGES];
+static int n_stages;
+static int cur_stage = -1;
+
+static void update_peak(atomic_size_t *peak, size_t v) {
+    size_t old = atomic_load(peak);
+    while (v > old && !atomic_compare_exchange_weak(peak, &old, v)) {
+    }
+}
+
+void *dp_alloc(size_t bytes) {
+    long c = atomic_load(&mem_fail_countdown);
+    if (c > 0 && atomic_fetch_sub(&mem_fail_countdown, 1) == 1) {
+        dp_fail(DP_ERR_NOMEM, "allocation of %zu bytes failed (injected fault)", bytes);
+        return NULL;
+    }
+    size_t lim = atomic_load(&mem_limit);
+    if (lim && atomic_load(&mem_live) + bytes > lim) {
+        dp_fail(DP_ERR_NOMEM, "allocation of %zu bytes would exceed the memory limit of %zu bytes",
+                bytes, lim);
+        return NULL;
+    }
+    if (bytes > SIZE_MAX - 2 * HDR) {
+        dp_fail(DP_ERR_NOMEM, "allocation of %zu bytes is too large", bytes);
+        return NULL;
+    }
+    size_t total = (bytes + HDR + 63) & ~(size_t)63;
+    unsigned char *base = aligned_alloc(64, total);
+    if (!base) {
+        dp_fail(DP_ERR_NOMEM, "allocation of %zu bytes failed", bytes);
+        return NULL;
+    }
+    uint64_t *h = (uint64_t *)base;
+    h[0] = bytes;
+    h[1] = CANARY;
+    size_t live = atomic_fetch_add(&mem_live, bytes) + bytes;
+    atomic_fetch_add(&mem_blocks, 1);
+    atomic_fetch_add(&mem_total, 1);
+    update_peak(&mem_peak, live);
+    update_peak(&mem_stage_peak, live);
+    return base + HDR;
+}
+
+void *dp_calloc(size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size) {
+        dp_fail(DP_ERR_NOMEM, "allocation of %zu x %zu bytes overflows", count, size);
+        return NULL;
+    }
+    void *p = dp_alloc(count * size);
+    if (p) memset(p, 0, count * size);
+    return p;
+}
+
+void dp_free(void *p) {
+    if (!p) return;
+    unsigned char *base = (unsigned char *)p - HDR;
+    uint64_t *h = (uint64_t *)base;
+    DP_ASSERT(h[1] == CANARY); /* double free or a pointer not from dp_alloc */
+    h[1] = 0;
+    atomic_fetch_sub(&mem_live, (size_t)h[0]);
+    atomic_fetch_sub(&mem_blocks, 1);
+    free(base);
+}
+
+static void stage_close(void) {
+    if (cur_stage >= 0) {
+        size_t pk = atomic_load(&mem_stage_peak);
+        if (pk > stages[cur_stage].peak_bytes) stages[cur_stage].peak_bytes = pk;
+    }
+}
+
+dp_mem_stats dp_mem_get(void) {
+    dp_mem_stats s;
+    s.live_bytes = atomic_load(&mem_live);
+    s.live_blocks = atomic_load(&mem_blocks);
+    s.peak_bytes = atomic_load(&mem_peak);
+    s.stage_peak = atomic_load(&mem_stage_peak);
+    s.total_allocs = atomic_load(&mem_total);
+    return s;
+}
+
+void dp_mem_reset_peak(void) {
+    atomic_store(&mem_peak, atomic_load(&mem_live));
+    atomic_store(&mem_stage_peak, atomic_load(&mem_live));
+}
+
+void dp_mem_stage(const char *name) {
+    stage_close();
+    size_t live = atomic_load(&mem_live);
+    atomic_store(&mem_stage_peak, live);
+    int i;
+    for (i = 0; i < n_stages; i++)
+        if (strncmp(stages[i].name, name, sizeof stages[i].name - 1) == 0) break;
+    if (i == n_stages) {
+        if (n_stages == MAX_STAGES) {
+            cur_stage = -1;
+            return;
+        }
+        memset(&stages[i], 0, sizeof stages[i]);
+        snprintf(stages[i].name, sizeof stages[i].name, "%s", name);
+        n_stages++;
+    }
+    stages[i].start_bytes = live;
+    cur_stage = i;
+}
+
+int dp_mem_stage_report(dp_mem_stage_info *out, int cap) {
+    stage_close();
+    int n = n_stages < cap ? n_stages : cap;
+    for (int i = 0; i < n; i++) out[i] = stages[i];
+    return n;
+}
+
+void dp_mem_stage_reset(void) {
+    n_stages = 0;
+    cur_stage = -1;
+}
+
+void dp_mem_fail_after(long n) { atomic_store(&mem_fail_countdown, n > 0 ? n : 0); }
+void dp_mem_set_limit(size_t bytes) { atomic_store(&mem_limit, bytes); }
+
+/* ---- RNG ----------------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void dp_rng_seed(dp_rng *r, uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    r->has_spare = 0;
+    r->spare = 0.0;
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t dp_rng_u64(dp_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double dp_rng_uniform(dp_rng *r) { return (double)(dp_rng_u64(r) >> 11) * 0x1.0p-53; }
+
+double dp_rng_normal(dp_rng *r) {
+    if (r->has_spare) {
+        r->has_spare = 0;
+        return r->spare;
+    }
+    double u, v, s;
+    do {
+        u = 2.0 * dp_rng_uniform(r) - 1.0;
+        v = 2.0 * dp_rng_uniform(r) - 1.0;
+        s = u * u + v * v;
+    } while (s >= 1.0 || s == 0.0);
+    double m = sqrt(-2.0 * log(s) / s);
+    r->spare = v * m;
+    r->has_spare = 1;
+    return u * m;
+}
+
+void dp_rng_split(dp_rng *parent, dp_rng *child) {
+    dp_rng_seed(child, dp_rng_u64(parent) ^ 0x5851f42d4c957f2dULL);
+}
