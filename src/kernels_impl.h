@@ -1,0 +1,355 @@
+/* kernels_impl.h: the layer kernels, written once and compiled twice, for float (the
+ * engine) and for double (the finite-difference tests run the very same code in double).
+ * Include only from kernels_f32.c / kernels_f64.c, which define:
+ *   REAL       float or double
+ *   KN(name)   name mangling: dp__k_<name>_f32 / _f64
+ *   GEMM, SYRK the cblas routine for REAL
+ *
+ * Shape legend (per sample unless the batch B is named):
+ *   B batch, d input features, p output features,
+ *   Cin/Cout channels, H,W input size, k kernel, s stride, pad padding, Ho,Wo output size,
+ *   T = Ho*Wo output positions, D = Cin*k*k unfolded patch size.
+ * Layout: activations row-major [B, ...]; images NCHW; conv weight [Cout, Cin, k, k] = [Cout, D];
+ * linear weight [p, d]. Kernels named *_bwd_* ACCUMULATE (+=) into parameter gradients and
+ * per-sample squared norms; input gradients are written (=).
+ * Parallelism: OpenMP over the batch axis (each thread owns whole samples), so no atomics;
+ * cblas calls inside run single-threaded (OpenBLAS OpenMP build). Reductions over the batch
+ * (weight gradients) are single GEMMs over B*T rows, threaded inside OpenBLAS. */
+
+#include <math.h>
+#include <string.h>
+
+/* ---- Linear ------------------------------------------------------------------------- */
+
+/* out[B,p] = in[B,d] W^T + b */
+void KN(linear_fwd)(REAL *out, const REAL *in, const REAL *w, const REAL *b, int B, int d, int p) {
+    if (B == 0) return;
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B, p, d, 1, in, d, w, d, 0, out, p);
+    if (b) {
+#pragma omp parallel for schedule(static) if (B * p > 65536)
+        for (int i = 0; i < B; i++)
+            for (int o = 0; o < p; o++) out[(size_t)i * p + o] += b[o];
+    }
+}
+
+/* din[B,d] = dout[B,p] W[p,d] */
+void KN(linear_bwd_input)(REAL *din, const REAL *dout, const REAL *w, int B, int d, int p) {
+    if (B == 0) return;
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, d, p, 1, dout, p, w, d, 0, din, d);
+}
+
+/* dW[p,d] += dout^T in; db[p] += sum_i dout_i  (db may be NULL) */
+void KN(linear_bwd_param)(REAL *dw, REAL *db, const REAL *dout, const REAL *in, int B, int d, int p) {
+    if (B == 0) return;
+    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, p, d, B, 1, dout, p, in, d, 1, dw, d);
+    if (db)
+        for (int i = 0; i < B; i++)
+            for (int o = 0; o < p; o++) db[o] += dout[(size_t)i * p + o];
+}
+
+/* per-sample gradients: ps[i*stride + 0 .. p*d) = dout_i (x) in_i, then bias dout_i (if has_bias) */
+void KN(linear_ps_grad)(REAL *ps, size_t stride, const REAL *dout, const REAL *in, int B, int d, int p,
+                        int has_bias) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < B; i++) {
+        REAL *g = ps + (size_t)i * stride;
+        const REAL *gi = dout + (size_t)i * p, *ai = in + (size_t)i * d;
+        for (int o = 0; o < p; o++)
+            for (int j = 0; j < d; j++) g[(size_t)o * d + j] = gi[o] * ai[j];
+        if (has_bias) memcpy(g + (size_t)p * d, gi, sizeof(REAL) * (size_t)p);
+    }
+}
+
+/* ghost norm: sq[i] += ||dout_i||^2 ||in_i||^2 (+ ||dout_i||^2 for the bias) */
+void KN(linear_ghost_sq)(double *sq, const REAL *dout, const REAL *in, int B, int d, int p, int has_bias) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < B; i++) {
+        double gg = 0, aa = 0;
+        for (int o = 0; o < p; o++) gg += (double)dout[(size_t)i * p + o] * dout[(size_t)i * p + o];
+        for (int j = 0; j < d; j++) aa += (double)in[(size_t)i * d + j] * in[(size_t)i * d + j];
+        sq[i] += gg * aa + (has_bias ? gg : 0.0);
+    }
+}
+
+/* ---- Conv2d ------------------------------------------------------------------------- */
+
+/* col[T, D]: row t = output position (oy, ox), columns (c, ky, kx) like the weight layout */
+void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pad, int Ho, int Wo) {
+    const int D = Cin * k * k;
+    for (int oy = 0; oy < Ho; oy++)
+        for (int ox = 0; ox < Wo; ox++) {
+            REAL *row = col + (size_t)(oy * Wo + ox) * D;
+            int iy0 = oy * s - pad, ix0 = ox * s - pad;
+            for (int c = 0; c < Cin; c++)
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = iy0 + ky;
+                    REAL *dst = row + (c * k + ky) * k;
+                    if (iy < 0 || iy >= H) {
+                        for (int kx = 0; kx < k; kx++) dst[kx] = 0;
+                        continue;
+                    }
+                    const REAL *src = in + ((size_t)c * H + iy) * W;
+                    for (int kx = 0; kx < k; kx++) {
+                        int ix = ix0 + kx;
+                        dst[kx] = (ix >= 0 && ix < W) ? src[ix] : 0;
+                    }
+                }
+        }
+}
+
+/* din[Cin,H,W] += col2im(dcol[T, D]) */
+void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pad, int Ho, int Wo) {
+    const int D = Cin * k * k;
+    for (int oy = 0; oy < Ho; oy++)
+        for (int ox = 0; ox < Wo; ox++) {
+            const REAL *row = dcol + (size_t)(oy * Wo + ox) * D;
+            int iy0 = oy * s - pad, ix0 = ox * s - pad;
+            for (int c = 0; c < Cin; c++)
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = iy0 + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    const REAL *src = row + (c * k + ky) * k;
+                    REAL *dst = din + ((size_t)c * H + iy) * W;
+                    for (int kx = 0; kx < k; kx++) {
+                        int ix = ix0 + kx;
+                        if (ix >= 0 && ix < W) dst[ix] += src[kx];
+                    }
+                }
+        }
+}
+
+/* Forward over the batch. col[B, T, D] receives the unfolded input (kept for backward).
+ * out[B, Cout, T] = W[Cout, D] col_i^T + b */
+void KN(conv_fwd)(REAL *out, REAL *col, const REAL *in, const REAL *w, const REAL *b, int B, int Cin, int H,
+                  int W, int Cout, int k, int s, int pad, int Ho, int Wo) {
+    const int D = Cin * k * k, T = Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < B; i++) {
+        REAL *ci = col + (size_t)i * T * D;
+        REAL *oi = out + (size_t)i * Cout * T;
+        KN(im2col)(ci, in + (size_t)i * Cin * H * W, Cin, H, W, k, s, pad, Ho, Wo);
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, T, D, 1, w, D, ci, D, 0, oi, T);
+        if (b)
+            for (int c = 0; c < Cout; c++)
+                for (int t = 0; t < T; t++) oi[(size_t)c * T + t] += b[c];
+    }
+}
+
+/* din[B, Cin, H, W] = conv input gradient; work: per-thread scratch of T*D REALs each,
+ * nthreads blocks (caller allocates work[omp_get_max_threads() * T * D]). */
+void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, int Cin, int H,
+                        int W, int Cout, int k, int s, int pad, int Ho, int Wo) {
+    const int D = Cin * k * k, T = Ho * Wo;
+#pragma omp parallel
+    {
+        REAL *dcol = work + (size_t)dp__thread_num() * T * D;
+#pragma omp for schedule(static)
+        for (int i = 0; i < B; i++) {
+            REAL *di = din + (size_t)i * Cin * H * W;
+            memset(di, 0, sizeof(REAL) * (size_t)Cin * H * W);
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, Cout, 1, dout + (size_t)i * Cout * T, T, w, D,
+                 0, dcol, D);
+            KN(col2im)(di, dcol, Cin, H, W, k, s, pad, Ho, Wo);
+        }
+    }
+}
+
+/* dW[Cout, D] += sum_i dout_i col_i;  db += sum over i, t.  work: Cout*B*T REALs. */
+void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *col, int B, int Cout,
+                        int T, int D) {
+    if (B == 0) return;
+    /* doutT[Cout, B*T]: one GEMM over all samples instead of B small ones */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < Cout; c++)
+        for (int i = 0; i < B; i++)
+            memcpy(work + ((size_t)c * B + i) * T, dout + ((size_t)i * Cout + c) * T, sizeof(REAL) * (size_t)T);
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, D, B * T, 1, work, B * T, col, D, 1, dw, D);
+    if (db)
+        for (int c = 0; c < Cout; c++) {
+            double acc = 0;
+            const REAL *r = work + (size_t)c * B * T;
+            for (size_t j = 0; j < (size_t)B * T; j++) acc += r[j];
+            db[c] += (REAL)acc;
+        }
+}
+
+/* per-sample gradients: ps[i*stride ..] = dout_i[Cout,T] col_i[T,D] ([Cout, D]), then bias sums */
+void KN(conv_ps_grad)(REAL *ps, size_t stride, const REAL *dout, const REAL *col, int B, int Cout, int T,
+                      int D, int has_bias) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < B; i++) {
+        REAL *g = ps + (size_t)i * stride;
+        const REAL *gi = dout + (size_t)i * Cout * T;
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, D, T, 1, gi, T, col + (size_t)i * T * D, D, 0, g,
+             D);
+        if (has_bias)
+            for (int c = 0; c < Cout; c++) {
+                double acc = 0;
+                for (int t = 0; t < T; t++) acc += gi[(size_t)c * T + t];
+                g[(size_t)Cout * D + c] = (REAL)acc;
+            }
+    }
+}
+
+/* ghost norm: sq[i] += <A_i A_i^T, G_i G_i^T> with A_i = col_i [T, D], G_i = dout_i^T [T, Cout];
+ * plus ||sum_t G_i[t]||^2 for the bias. work: per-thread 2*T*T REALs. */
+void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *col, int B, int Cout, int T,
+                       int D, int has_bias) {
+#pragma omp parallel
+    {
+        REAL *aa = work + (size_t)dp__thread_num() * 2 * T * T, *gg = aa + (size_t)T * T;
+#pragma omp for schedule(static)
+        for (int i = 0; i < B; i++) {
+            const REAL *gi = dout + (size_t)i * Cout * T;
+            SYRK(CblasRowMajor, CblasUpper, CblasNoTrans, T, D, 1, col + (size_t)i * T * D, D, 0, aa, T);
+            SYRK(CblasRowMajor, CblasUpper, CblasTrans, T, Cout, 1, gi, T, 0, gg, T);
+            double acc = 0;
+            for (int t = 0; t < T; t++) {
+                acc += (double)aa[(size_t)t * T + t] * gg[(size_t)t * T + t];
+                double off = 0;
+                for (int u = t + 1; u < T; u++) off += (double)aa[(size_t)t * T + u] * gg[(size_t)t * T + u];
+                acc += 2 * off;
+            }
+            if (has_bias)
+                for (int c = 0; c < Cout; c++) {
+                    double sb = 0;
+                    for (int t = 0; t < T; t++) sb += gi[(size_t)c * T + t];
+                    acc += sb * sb;
+                }
+            sq[i] += acc;
+        }
+    }
+}
+
+/* ---- element-wise ------------------------------------------------------------------- */
+
+void KN(relu_fwd)(REAL *out, const REAL *in, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t j = 0; j < n; j++) out[j] = in[j] > 0 ? in[j] : 0;
+}
+/* din = dout * (out > 0) */
+void KN(relu_bwd)(REAL *din, const REAL *dout, const REAL *out, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t j = 0; j < n; j++) din[j] = out[j] > 0 ? dout[j] : 0;
+}
+void KN(tanh_fwd)(REAL *out, const REAL *in, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t j = 0; j < n; j++) out[j] = TANH(in[j]);
+}
+/* din = dout * (1 - out^2) */
+void KN(tanh_bwd)(REAL *din, const REAL *dout, const REAL *out, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t j = 0; j < n; j++) din[j] = dout[j] * (1 - out[j] * out[j]);
+}
+/* dropout with a precomputed keep mask: out = in * mask / (1-p) */
+void KN(dropout_fwd)(REAL *out, const REAL *in, const unsigned char *mask, REAL scale, size_t n) {
+    for (size_t j = 0; j < n; j++) out[j] = mask[j] ? in[j] * scale : 0;
+}
+void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REAL scale, size_t n) {
+    for (size_t j = 0; j < n; j++) din[j] = mask[j] ? dout[j] * scale : 0;
+}
+
+/* ---- pooling (no padding; floor mode) ----------------------------------------------- */
+
+/* out[B, C, Ho, Wo]; arg[B, C, Ho, Wo] = flat index within the sample's channel plane */
+void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, int k, int s, int Ho,
+                     int Wo) {
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < B * C; bc++) {
+        const REAL *x = in + (size_t)bc * H * W;
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                int best = (oy * s) * W + ox * s;
+                REAL bv = x[best];
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int idx = (oy * s + ky) * W + ox * s + kx;
+                        if (x[idx] > bv || isnan(x[idx])) {
+                            bv = x[idx];
+                            best = idx;
+                        }
+                    }
+                size_t o = (size_t)bc * Ho * Wo + oy * Wo + ox;
+                out[o] = bv;
+                arg[o] = best;
+            }
+    }
+}
+/* din (=) from dout via the argmax indices */
+void KN(maxpool_bwd)(REAL *din, const REAL *dout, const int32_t *arg, int B, int C, int H, int W, int Ho, int Wo) {
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < B * C; bc++) {
+        REAL *dx = din + (size_t)bc * H * W;
+        memset(dx, 0, sizeof(REAL) * (size_t)H * W);
+        for (int o = 0; o < Ho * Wo; o++) dx[arg[(size_t)bc * Ho * Wo + o]] += dout[(size_t)bc * Ho * Wo + o];
+    }
+}
+void KN(avgpool_fwd)(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int Ho, int Wo) {
+    const REAL inv = (REAL)1 / (REAL)(k * k);
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < B * C; bc++) {
+        const REAL *x = in + (size_t)bc * H * W;
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                REAL acc = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) acc += x[(oy * s + ky) * W + ox * s + kx];
+                out[(size_t)bc * Ho * Wo + oy * Wo + ox] = acc * inv;
+            }
+    }
+}
+void KN(avgpool_bwd)(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s, int Ho, int Wo) {
+    const REAL inv = (REAL)1 / (REAL)(k * k);
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < B * C; bc++) {
+        REAL *dx = din + (size_t)bc * H * W;
+        memset(dx, 0, sizeof(REAL) * (size_t)H * W);
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                REAL g = dout[(size_t)bc * Ho * Wo + oy * Wo + ox] * inv;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) dx[(oy * s + ky) * W + ox * s + kx] += g;
+            }
+    }
+}
+
+/* ---- losses: per-sample values and d loss_i / d logits_i ----------------------------- */
+
+/* cross-entropy: loss_i = logsumexp(z_i) - z_i[y_i]; dz_i = softmax(z_i) - onehot(y_i).
+ * Returns the number of non-finite losses (their rows still get written). */
+int KN(xent)(REAL *loss, REAL *dz, const REAL *z, const int32_t *y, int B, int K) {
+    int bad = 0;
+    for (int i = 0; i < B; i++) {
+        const REAL *zi = z + (size_t)i * K;
+        double mx = zi[0];
+        for (int c = 1; c < K; c++)
+            if (zi[c] > mx) mx = zi[c];
+        double se = 0;
+        for (int c = 0; c < K; c++) se += exp((double)zi[c] - mx);
+        double lse = mx + log(se);
+        double l = lse - (double)zi[y[i]];
+        if (loss) loss[i] = (REAL)l;
+        if (!isfinite(l)) bad++;
+        if (dz)
+            for (int c = 0; c < K; c++)
+                dz[(size_t)i * K + c] = (REAL)(exp((double)zi[c] - lse) - (c == y[i] ? 1.0 : 0.0));
+    }
+    return bad;
+}
+
+/* mean squared error per sample: loss_i = mean_c (z - t)^2 ; dz = 2 (z - t) / K */
+int KN(mse)(REAL *loss, REAL *dz, const REAL *z, const REAL *t, int B, int K) {
+    int bad = 0;
+    for (int i = 0; i < B; i++) {
+        double l = 0;
+        for (int c = 0; c < K; c++) {
+            double e = (double)z[(size_t)i * K + c] - t[(size_t)i * K + c];
+            l += e * e;
+            if (dz) dz[(size_t)i * K + c] = (REAL)(2 * e / K);
+        }
+        l /= K;
+        if (loss) loss[i] = (REAL)l;
+        if (!isfinite(l)) bad++;
+    }
+    return bad;
+}

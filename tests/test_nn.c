@@ -1,0 +1,421 @@
+/* test_nn.c: every layer's backward, per-sample gradient and ghost norm against central
+ * finite differences in double precision (the same kernel source compiled for double), and
+ * the clipping modes against the microbatch reference (one sample at a time). */
+#include "kernels.h"
+#include "test.h"
+
+static dp_rng R;
+
+static void fill(double *a, size_t n, double scale) {
+    for (size_t i = 0; i < n; i++) a[i] = scale * (2 * dp_rng_uniform(&R) - 1);
+}
+static double *dnew(size_t n) { return dp_calloc(n ? n : 1, sizeof(double)); }
+static double dot(const double *a, const double *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+/* max |a-b| / max(1e-3, max|b|) */
+static double max_rel(const double *a, const double *b, size_t n) {
+    double mx = 0, sc = 1e-3;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        if (d > mx) mx = d;
+        if (fabs(b[i]) > sc) sc = fabs(b[i]);
+    }
+    return mx / sc;
+}
+
+/* A layer under test as a function of (x, theta) -> y, all double, batch B. */
+typedef struct {
+    int B;
+    size_t nx, ny, nth; /* per batch sizes: input, output, params */
+    void (*fwd)(void *ctx, double *y, const double *x, const double *th);
+    void *ctx;
+} fd_fn;
+
+static const double H = 1e-6;
+
+/* gradient of f = <u, y(x, th)> with respect to v (x or th) by central differences */
+static void fd_grad(const fd_fn *f, double *g, double *x, double *th, const double *u, int wrt_x, size_t lo, size_t hi) {
+    double *y = dnew(f->ny);
+    double *v = wrt_x ? x : th;
+    for (size_t j = lo; j < hi; j++) {
+        double o = v[j];
+        v[j] = o + H;
+        f->fwd(f->ctx, y, x, th);
+        double fp = dot(u, y, f->ny);
+        v[j] = o - H;
+        f->fwd(f->ctx, y, x, th);
+        double fm = dot(u, y, f->ny);
+        v[j] = o;
+        g[j] = (fp - fm) / (2 * H);
+    }
+    dp_free(y);
+}
+
+/* ---- linear ---- */
+typedef struct { int B, d, p, bias; } lin_ctx;
+static void lin_fwd(void *c, double *y, const double *x, const double *th) {
+    lin_ctx *l = c;
+    dp__k_linear_fwd_f64(y, x, th, l->bias ? th + (size_t)l->p * l->d : NULL, l->B, l->d, l->p);
+}
+
+static void test_linear(int B, int d, int p, int bias) {
+    lin_ctx c = {B, d, p, bias};
+    size_t nw = (size_t)p * d, nth = nw + (bias ? p : 0);
+    fd_fn f = {B, (size_t)B * d, (size_t)B * p, nth, lin_fwd, &c};
+    double *x = dnew(f.nx), *th = dnew(nth), *u = dnew(f.ny), *gx = dnew(f.nx), *gth = dnew(nth);
+    double *din = dnew(f.nx), *dth = dnew(nth), *ps = dnew((size_t)B * nth), *sq = dnew(B);
+    fill(x, f.nx, 1);
+    fill(th, nth, 0.5);
+    fill(u, f.ny, 1);
+    fd_grad(&f, gx, x, th, u, 1, 0, f.nx);
+    fd_grad(&f, gth, x, th, u, 0, 0, nth);
+    dp__k_linear_bwd_input_f64(din, u, th, B, d, p);
+    dp__k_linear_bwd_param_f64(dth, bias ? dth + nw : NULL, u, x, B, d, p);
+    CHECK(max_rel(din, gx, f.nx) < 1e-7);
+    CHECK(max_rel(dth, gth, nth) < 1e-7);
+    /* per-sample: FD of f_i = <u_i, y_i> through a batch-of-one forward */
+    dp__k_linear_ps_grad_f64(ps, nth, u, x, B, d, p, bias);
+    dp__k_linear_ghost_sq_f64(sq, u, x, B, d, p, bias);
+    double worst = 0, worst_sq = 0;
+    for (int i = 0; i < B; i++) {
+        lin_ctx c1 = {1, d, p, bias};
+        fd_fn f1 = {1, (size_t)d, (size_t)p, nth, lin_fwd, &c1};
+        double *g1 = dnew(nth);
+        fd_grad(&f1, g1, x + (size_t)i * d, th, u + (size_t)i * p, 0, 0, nth);
+        double e = max_rel(ps + (size_t)i * nth, g1, nth);
+        if (e > worst) worst = e;
+        double n2 = dot(g1, g1, nth);
+        double es = fabs(sq[i] - n2) / n2;
+        if (es > worst_sq) worst_sq = es;
+        dp_free(g1);
+    }
+    CHECK(worst < 1e-7);
+    CHECK(worst_sq < 1e-7);
+    if (worst >= 1e-7 || worst_sq >= 1e-7) fprintf(stderr, "linear B%d d%d p%d: ps %g ghost %g\n", B, d, p, worst, worst_sq);
+    dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(din); dp_free(dth); dp_free(ps); dp_free(sq);
+}
+
+/* ---- conv2d ---- */
+typedef struct { int B, Cin, H, W, Cout, k, s, pad, Ho, Wo, bias; double *col; } conv_ctx;
+static void conv_fwd(void *cv, double *y, const double *x, const double *th) {
+    conv_ctx *c = cv;
+    size_t nw = (size_t)c->Cout * c->Cin * c->k * c->k;
+    dp__k_conv_fwd_f64(y, c->col, x, th, c->bias ? th + nw : NULL, c->B, c->Cin, c->H, c->W, c->Cout, c->k, c->s, c->pad,
+                       c->Ho, c->Wo);
+}
+
+static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias) {
+    int Ho = (Hh + 2 * pad - k) / s + 1, Wo = (Ww + 2 * pad - k) / s + 1, T = Ho * Wo, D = Cin * k * k;
+    size_t nw = (size_t)Cout * D, nth = nw + (bias ? Cout : 0);
+    double *col = dnew((size_t)B * T * D);
+    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo, bias, col};
+    fd_fn f = {B, (size_t)B * Cin * Hh * Ww, (size_t)B * Cout * T, nth, conv_fwd, &c};
+    double *x = dnew(f.nx), *th = dnew(nth), *u = dnew(f.ny), *gx = dnew(f.nx), *gth = dnew(nth), *y = dnew(f.ny);
+    double *din = dnew(f.nx), *dth = dnew(nth), *ps = dnew((size_t)B * nth), *sq = dnew(B);
+    int nt = dp__max_threads();
+    size_t wk = (size_t)nt * T * D;
+    if ((size_t)nt * 2 * T * T > wk) wk = (size_t)nt * 2 * T * T;
+    if ((size_t)Cout * B * T > wk) wk = (size_t)Cout * B * T;
+    double *work = dnew(wk);
+    fill(x, f.nx, 1);
+    fill(th, nth, 0.5);
+    fill(u, f.ny, 1);
+    fd_grad(&f, gx, x, th, u, 1, 0, f.nx);
+    fd_grad(&f, gth, x, th, u, 0, 0, nth);
+    conv_fwd(&c, y, x, th); /* leaves col for the current x */
+    dp__k_conv_bwd_input_f64(din, work, u, th, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
+    dp__k_conv_bwd_param_f64(dth, bias ? dth + nw : NULL, work, u, col, B, Cout, T, D);
+    double ex = max_rel(din, gx, f.nx), et = max_rel(dth, gth, nth);
+    CHECK(ex < 1e-7);
+    CHECK(et < 1e-7);
+    dp__k_conv_ps_grad_f64(ps, nth, u, col, B, Cout, T, D, bias);
+    dp__k_conv_ghost_sq_f64(sq, work, u, col, B, Cout, T, D, bias);
+    double worst = 0, worst_sq = 0;
+    for (int i = 0; i < B; i++) {
+        double *col1 = dnew((size_t)T * D);
+        conv_ctx c1 = c;
+        c1.B = 1;
+        c1.col = col1;
+        fd_fn f1 = {1, (size_t)Cin * Hh * Ww, (size_t)Cout * T, nth, conv_fwd, &c1};
+        double *g1 = dnew(nth);
+        fd_grad(&f1, g1, x + (size_t)i * Cin * Hh * Ww, th, u + (size_t)i * Cout * T, 0, 0, nth);
+        double e = max_rel(ps + (size_t)i * nth, g1, nth);
+        if (e > worst) worst = e;
+        double n2 = dot(g1, g1, nth), es = fabs(sq[i] - n2) / n2;
+        if (es > worst_sq) worst_sq = es;
+        dp_free(g1);
+        dp_free(col1);
+    }
+    CHECK(worst < 1e-7);
+    CHECK(worst_sq < 1e-7);
+    if (ex >= 1e-7 || et >= 1e-7 || worst >= 1e-7 || worst_sq >= 1e-7)
+        fprintf(stderr, "conv B%d Cin%d %dx%d Cout%d k%d s%d p%d: din %g dW %g ps %g ghost %g\n", B, Cin, Hh, Ww, Cout, k, s,
+                pad, ex, et, worst, worst_sq);
+    dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(y); dp_free(din); dp_free(dth);
+    dp_free(ps); dp_free(sq); dp_free(work); dp_free(col);
+}
+
+/* ---- parameter-free layers: input gradient only ---- */
+typedef struct { int kind, B, C, H, W, k, s, Ho, Wo; int32_t *arg; unsigned char *mask; double *y; } act_ctx;
+static void act_fwd(void *cv, double *y, const double *x, const double *th) {
+    act_ctx *c = cv;
+    size_t n = (size_t)c->B * c->C * c->H * c->W;
+    switch (c->kind) {
+    case DP_LAYER_RELU: dp__k_relu_fwd_f64(y, x, n); break;
+    case DP_LAYER_TANH: dp__k_tanh_fwd_f64(y, x, n); break;
+    case DP_LAYER_MAXPOOL: dp__k_maxpool_fwd_f64(y, c->arg, x, c->B, c->C, c->H, c->W, c->k, c->s, c->Ho, c->Wo); break;
+    case DP_LAYER_AVGPOOL: dp__k_avgpool_fwd_f64(y, x, c->B, c->C, c->H, c->W, c->k, c->s, c->Ho, c->Wo); break;
+    case DP_LAYER_DROPOUT: dp__k_dropout_fwd_f64(y, x, c->mask, 1 / 0.7, n); break;
+    }
+}
+
+static void test_act(int kind, int B, int C, int Hh, int Ww, int k, int s) {
+    int pool = kind == DP_LAYER_MAXPOOL || kind == DP_LAYER_AVGPOOL;
+    int Ho = pool ? (Hh - k) / s + 1 : Hh, Wo = pool ? (Ww - k) / s + 1 : Ww;
+    size_t nx = (size_t)B * C * Hh * Ww, ny = (size_t)B * C * Ho * Wo;
+    act_ctx c = {kind, B, C, Hh, Ww, k, s, Ho, Wo, dp_calloc(ny, sizeof(int32_t)), dp_calloc(nx, 1), NULL};
+    for (size_t j = 0; j < nx; j++) c.mask[j] = dp_rng_uniform(&R) < 0.7;
+    fd_fn f = {B, nx, ny, 0, act_fwd, &c};
+    double *x = dnew(nx), *u = dnew(ny), *g = dnew(nx), *din = dnew(nx), *y = dnew(ny);
+    fill(x, nx, 2);
+    /* keep inputs away from kinks (relu at 0, ties in max pooling) so FD is well defined */
+    for (size_t j = 0; j < nx; j++)
+        if (fabs(x[j]) < 1e-3) x[j] = 0.5;
+    if (kind == DP_LAYER_MAXPOOL)
+        for (size_t j = 0; j < nx; j++) x[j] = (double)((j * 7919) % 1009) / 1009.0 + 1e-3 * x[j];
+    fill(u, ny, 1);
+    fd_grad(&f, g, x, NULL, u, 1, 0, nx);
+    act_fwd(&c, y, x, NULL);
+    switch (kind) {
+    case DP_LAYER_RELU: dp__k_relu_bwd_f64(din, u, y, nx); break;
+    case DP_LAYER_TANH: dp__k_tanh_bwd_f64(din, u, y, nx); break;
+    case DP_LAYER_MAXPOOL: dp__k_maxpool_bwd_f64(din, u, c.arg, B, C, Hh, Ww, Ho, Wo); break;
+    case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f64(din, u, B, C, Hh, Ww, k, s, Ho, Wo); break;
+    case DP_LAYER_DROPOUT: dp__k_dropout_bwd_f64(din, u, c.mask, 1 / 0.7, nx); break;
+    }
+    double e = max_rel(din, g, nx);
+    CHECK(e < 1e-7);
+    if (e >= 1e-7) fprintf(stderr, "%s: input gradient rel err %g\n", dp_layer_kind_name(kind), e);
+    dp_free(c.arg); dp_free(c.mask); dp_free(x); dp_free(u); dp_free(g); dp_free(din); dp_free(y);
+}
+
+/* ---- losses: d loss_i / d z against FD ---- */
+static void test_losses(void) {
+    const int B = 5, K = 7;
+    double z[35], dz[35], t[35], loss[5], lp[5], lm[5];
+    int32_t y[5] = {0, 3, 6, 2, 2};
+    fill(z, 35, 3);
+    fill(t, 35, 1);
+    for (int which = 0; which < 2; which++) {
+        if (which == 0) dp__k_xent_f64(loss, dz, z, y, B, K);
+        else dp__k_mse_f64(loss, dz, z, t, B, K);
+        double worst = 0;
+        for (int j = 0; j < B * K; j++) {
+            double o = z[j];
+            z[j] = o + H;
+            if (which == 0) dp__k_xent_f64(lp, NULL, z, y, B, K);
+            else dp__k_mse_f64(lp, NULL, z, t, B, K);
+            z[j] = o - H;
+            if (which == 0) dp__k_xent_f64(lm, NULL, z, y, B, K);
+            else dp__k_mse_f64(lm, NULL, z, t, B, K);
+            z[j] = o;
+            double fd = (lp[j / K] - lm[j / K]) / (2 * H);
+            if (fabs(fd - dz[j]) > worst) worst = fabs(fd - dz[j]);
+        }
+        CHECK(worst < 1e-7);
+    }
+    /* a known value: uniform logits -> log K */
+    double zu[7] = {0}, l1;
+    int32_t y0 = 4;
+    dp__k_xent_f64(&l1, NULL, zu, &y0, 1, 7);
+    CHECK_CLOSE(l1, log(7.0), 1e-12);
+    /* non-finite detection */
+    float zf[3] = {1, NAN, 0}, lf, dzf[3];
+    int32_t yf = 0;
+    CHECK(dp_loss_xent(zf, &yf, 1, 3, &lf, dzf) == DP_ERR_NONFINITE);
+    yf = 3;
+    CHECK(dp_loss_xent(zf, &yf, 1, 3, &lf, dzf) == DP_ERR_RANGE);
+}
+
+/* float and double kernels agree (the engine runs the float ones) */
+static void test_f32_vs_f64(void) {
+    const int B = 3, Cin = 2, Hh = 9, Ww = 9, Cout = 4, k = 3, s = 2, pad = 1;
+    int Ho = (Hh + 2 * pad - k) / s + 1, Wo = Ho, T = Ho * Wo, D = Cin * k * k;
+    size_t nx = (size_t)B * Cin * Hh * Ww, ny = (size_t)B * Cout * T, nw = (size_t)Cout * D;
+    double *xd = dnew(nx), *wd = dnew(nw + Cout), *yd = dnew(ny), *cold = dnew((size_t)B * T * D);
+    float *xf = dp_alloc(nx * 4), *wf = dp_alloc((nw + Cout) * 4), *yf = dp_alloc(ny * 4), *colf = dp_alloc((size_t)B * T * D * 4);
+    fill(xd, nx, 1);
+    fill(wd, nw + Cout, 1);
+    for (size_t j = 0; j < nx; j++) xf[j] = (float)xd[j], xd[j] = xf[j];
+    for (size_t j = 0; j < nw + Cout; j++) wf[j] = (float)wd[j], wd[j] = wf[j];
+    dp__k_conv_fwd_f64(yd, cold, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
+    dp__k_conv_fwd_f32(yf, colf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
+    double worst = 0;
+    for (size_t j = 0; j < ny; j++)
+        if (fabs(yf[j] - yd[j]) > worst) worst = fabs(yf[j] - yd[j]);
+    CHECK(worst < 1e-5);
+    dp_free(xd); dp_free(wd); dp_free(yd); dp_free(cold); dp_free(xf); dp_free(wf); dp_free(yf); dp_free(colf);
+}
+
+/* ---- the engine: clipping modes against the microbatch reference ---- */
+
+static void check_modes(const char *spec, int c, int h, int w, int B, double C, int freeze_layer) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create(spec, c, h, w, &m));
+    if (!m) return;
+    dp_model_init(m, &R);
+    if (freeze_layer >= 0) CHECK_OK(dp_model_set_frozen(m, freeze_layer, 1));
+    size_t np = dp_model_num_params(m), dim = (size_t)c * h * w;
+    int K = dp_model_output_size(m);
+    float *x = dp_alloc(sizeof(float) * B * dim), *dz = dp_alloc(sizeof(float) * B * K);
+    int32_t *y = dp_alloc(sizeof(int32_t) * B);
+    for (size_t j = 0; j < B * dim; j++) x[j] = (float)(dp_rng_normal(&R));
+    for (int b = 0; b < B; b++) y[b] = (int32_t)(dp_rng_u64(&R) % (uint64_t)K);
+    /* microbatch reference */
+    float *g = dp_alloc(sizeof(float) * B * np), *ref = dp_calloc(np, sizeof(float));
+    double *rn = dnew(B);
+    const float *logits;
+    for (int b = 0; b < B; b++) {
+        dp_model_zero_grad(m);
+        CHECK_OK(dp_model_forward(m, x + b * dim, 1, 1, NULL, &logits));
+        CHECK_OK(dp_loss_xent(logits, y + b, 1, K, NULL, dz));
+        CHECK_OK(dp_model_backward(m, dz, 1));
+        memcpy(g + (size_t)b * np, dp_model_grad(m), sizeof(float) * np);
+        double s = 0;
+        for (size_t j = 0; j < np; j++) s += (double)g[(size_t)b * np + j] * g[(size_t)b * np + j];
+        rn[b] = sqrt(s);
+        double r = C / (rn[b] + 1e-6);
+        if (r > 1) r = 1;
+        for (size_t j = 0; j < np; j++) ref[j] += (float)(r * g[(size_t)b * np + j]);
+    }
+    /* frozen coordinates have zero gradient in the reference */
+    const unsigned char *mask = dp_model_trainable_mask(m);
+    for (size_t j = 0; j < np; j++)
+        if (!mask[j]) CHECK(ref[j] == 0.0f);
+    float *norms = dp_alloc(sizeof(float) * B), *fac = dp_alloc(sizeof(float) * B);
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+        dp_clip_params cp = {(dp_clip_mode)mode, C};
+        dp_model_zero_grad(m);
+        CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));
+        CHECK_OK(dp_loss_xent(logits, y, B, K, NULL, dz));
+        int bad = -1;
+        CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, norms, fac, &bad));
+        CHECK(bad == 0);
+        double e = t_rel_err(dp_model_grad(m), ref, np), en = 0;
+        for (int b = 0; b < B; b++) {
+            double d = fabs(norms[b] - rn[b]) / rn[b];
+            if (d > en) en = d;
+            /* the clipped per-sample gradient has norm <= C */
+            CHECK(fac[b] * rn[b] <= C * (1 + 1e-5));
+        }
+        CHECK(e < 1e-4);
+        CHECK(en < 1e-4);
+        if (e >= 1e-4 || en >= 1e-4)
+            fprintf(stderr, "mode %s on '%s' (frozen %d): clipped sum rel err %g, norm rel err %g\n",
+                    dp_clip_mode_name((dp_clip_mode)mode), spec, freeze_layer, e, en);
+        for (size_t j = 0; j < np; j++)
+            if (!mask[j] && dp_model_grad(m)[j] != 0.0f) {
+                CHECK(!"frozen coordinate got a gradient");
+                break;
+            }
+    }
+    /* empty batch: no change, no error */
+    dp_model_zero_grad(m);
+    dp_clip_params cp = {DP_CLIP_GHOST, C};
+    CHECK_OK(dp_model_forward(m, x, 0, 1, NULL, &logits));
+    CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 0, NULL, NULL, NULL));
+    double s = 0;
+    for (size_t j = 0; j < np; j++) s += fabs(dp_model_grad(m)[j]);
+    CHECK(s == 0);
+    dp_free(x); dp_free(dz); dp_free(y); dp_free(g); dp_free(ref); dp_free(rn); dp_free(norms); dp_free(fac);
+    dp_model_destroy(m);
+}
+
+static void test_nonfinite_sample(void) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create("linear(4) tanh linear(3)", 1, 1, 5, &m));
+    dp_model_init(m, &R);
+    float x[10], dz[6];
+    for (int j = 0; j < 10; j++) x[j] = (float)dp_rng_normal(&R);
+    const float *logits;
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+        dp_model_zero_grad(m);
+        CHECK_OK(dp_model_forward(m, x, 2, 1, NULL, &logits));
+        int32_t y[2] = {0, 2};
+        CHECK_OK(dp_loss_xent(logits, y, 2, 3, NULL, dz));
+        dz[3] = INFINITY; /* sample 1's loss gradient is not finite */
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.5};
+        float fac[2];
+        int bad = 0;
+        CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 2, NULL, fac, &bad));
+        CHECK(bad == 1 && fac[1] == 0.0f && fac[0] > 0.0f);
+        int finite = 1;
+        for (size_t j = 0; j < dp_model_num_params(m); j++) finite &= isfinite(dp_model_grad(m)[j]);
+        CHECK(finite);
+    }
+    dp_model_destroy(m);
+}
+
+static void test_spec_errors(void) {
+    dp_model *m = NULL;
+    const char *bad[] = {"", "linear", "linear(0)", "conv2d(4)", "conv2d(4,40)", "foo(3)", "linear(3", "dropout(1.5)",
+                         "maxpool(2,x)", "relu", "linear(3) relu(2)", "conv2d(4,3,q1)"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dp_status st = dp_model_create(bad[i], 1, 28, 28, &m);
+        CHECK(st != DP_OK);
+        if (st == DP_OK) {
+            fprintf(stderr, "spec '%s' accepted\n", bad[i]);
+            dp_model_destroy(m);
+        } else
+            CHECK(strstr(dp_last_error(), "model spec") != NULL);
+    }
+    /* the default CNN has 26,010 parameters */
+    CHECK_OK(dp_model_create_named("cnn", 1, 28, 28, 10, &m));
+    if (m) {
+        CHECK(dp_model_num_params(m) == 26010);
+        float *d;
+        size_t n;
+        CHECK_OK(dp_model_find_tensor(m, "7.weight", &d, &n));
+        CHECK(n == 32 * 512);
+        CHECK(dp_model_find_tensor(m, "2.weight", &d, &n) != DP_OK);
+        dp_model_destroy(m);
+    }
+    /* allocation failure while building is reported and leaks nothing */
+    for (long k = 1; k < 12; k++) {
+        dp_mem_fail_after(k);
+        dp_status st = dp_model_create("conv2d(4,3) relu flatten linear(10)", 1, 8, 8, &m);
+        dp_mem_fail_after(0);
+        if (st == DP_OK) dp_model_destroy(m);
+        else CHECK(st == DP_ERR_NOMEM);
+    }
+}
+
+int main(void) {
+    dp_rng_seed(&R, 7);
+    test_linear(3, 5, 4, 1);
+    test_linear(2, 7, 3, 0);
+    test_conv(2, 1, 8, 8, 3, 3, 1, 0, 1);
+    test_conv(2, 2, 9, 7, 3, 4, 2, 2, 1);
+    test_conv(3, 3, 6, 6, 2, 2, 2, 1, 0);
+    test_conv(1, 1, 28, 28, 2, 8, 2, 2, 1); /* the default CNN's first layer shape */
+    test_act(DP_LAYER_RELU, 2, 2, 3, 3, 0, 0);
+    test_act(DP_LAYER_TANH, 2, 2, 3, 3, 0, 0);
+    test_act(DP_LAYER_DROPOUT, 2, 2, 3, 3, 0, 0);
+    test_act(DP_LAYER_MAXPOOL, 2, 2, 5, 5, 2, 1);
+    test_act(DP_LAYER_MAXPOOL, 2, 3, 6, 6, 2, 2);
+    test_act(DP_LAYER_AVGPOOL, 2, 2, 5, 5, 2, 1);
+    test_act(DP_LAYER_AVGPOOL, 1, 2, 7, 7, 3, 2);
+    test_losses();
+    test_f32_vs_f64();
+    check_modes("flatten linear(16) relu linear(5)", 1, 4, 5, 9, 0.5, -1);
+    check_modes(dp_model_builtin_spec("cnn") ? "conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh linear(10)" : "", 1, 28, 28, 6, 0.1, -1);
+    check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten dropout(0) linear(7)", 2, 10, 10, 5, 0.05, -1);
+    check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 0.05, 0);
+    check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 1e3, 3);
+    test_nonfinite_sample();
+    test_spec_errors();
+    return t_finish("test_nn");
+}
