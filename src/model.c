@@ -384,6 +384,7 @@ float *dp_model_grad(dp_model *m) { return m->grad; }
 void dp_model_zero_grad(dp_model *m) { memset(m->grad, 0, m->np * sizeof(float)); }
 const unsigned char *dp_model_trainable_mask(const dp_model *m) { return m->tmask; }
 int dp_model_num_layers(const dp_model *m) { return m->n; }
+size_t dp_model_input_size(const dp_model *m) { return m->in_size; }
 int dp_model_output_size(const dp_model *m) { return (int)m->L[m->n - 1].out_size; }
 dp_layer_kind dp_model_layer_kind(const dp_model *m, int i) { return m->L[i].kind; }
 size_t dp_model_layer_params(const dp_model *m, int i, size_t *offset) {

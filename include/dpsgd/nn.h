@@ -84,6 +84,7 @@ void dp_model_zero_grad(dp_model *m);
 const unsigned char *dp_model_trainable_mask(const dp_model *m);
 int dp_model_num_layers(const dp_model *m);
 int dp_model_output_size(const dp_model *m);
+size_t dp_model_input_size(const dp_model *m); /* c*h*w */
 /* Layer i: kind, parameter offset and count (0 for parameter-free layers). */
 dp_layer_kind dp_model_layer_kind(const dp_model *m, int i);
 size_t dp_model_layer_params(const dp_model *m, int i, size_t *offset);

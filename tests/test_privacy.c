@@ -1,0 +1,613 @@
+/* test_privacy.c: noise, Poisson sampling, the RDP accountant (against Opacus 1.5.4
+ * reference values in DP_REFERENCE_DIR/accountant.json), composition, calibration. */
+#include "test.h"
+
+#include <limits.h>
+
+#ifndef DP_REFERENCE_DIR
+#define DP_REFERENCE_DIR "../shared/reference"
+#endif
+
+/* ---- tiny JSON helpers (the reference file is small and regular) ------------------ */
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf) buf[len] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Finds "key" at or after p (before end, if end != NULL), parses the number after the
+ * colon into *v; returns the position after the number, or NULL. */
+static const char *json_num(const char *p, const char *end, const char *key, double *v) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    const char *k = strstr(p, pat);
+    if (!k || (end && k >= end)) return NULL;
+    const char *c = strchr(k + strlen(pat), ':');
+    if (!c) return NULL;
+    char *after;
+    *v = strtod(c + 1, &after);
+    if (after == c + 1) return NULL;
+    return after;
+}
+
+/* The RDP orders as Opacus lists them (1.1 .. 10.9, 12 .. 63). */
+static int orders_ref(double *o) {
+    int n = 0;
+    for (int x = 1; x < 100; x++) o[n++] = 1.0 + x / 10.0;
+    for (int a = 12; a < 64; a++) o[n++] = a;
+    return n;
+}
+
+/* eps of a given RDP curve (independent re-implementation of the conversion). */
+static double conv_eps(const double *o, const double *rdp, int n, double delta, double *alpha) {
+    double best = INFINITY;
+    *alpha = NAN;
+    for (int k = 0; k < n; k++) {
+        double e = rdp[k] - (log(delta) + log(o[k])) / (o[k] - 1) + log((o[k] - 1) / o[k]);
+        if (e < best) {
+            best = e;
+            *alpha = o[k];
+        }
+    }
+    return best;
+}
+
+/* ---- reference grid ----------------------------------------------------------------- */
+
+static void test_reference_grid(void) {
+    const char *path = DP_REFERENCE_DIR "/accountant.json";
+    char *txt = read_text(path);
+    if (!txt) {
+        fprintf(stderr, "cannot read %s: the reference test cannot run\n", path);
+        CHECK(txt != NULL);
+        return;
+    }
+    /* meta.rdp_alphas must be the order set this library uses */
+    double o[160];
+    int no = orders_ref(o);
+    const char *al = strstr(txt, "\"rdp_alphas\"");
+    CHECK(al != NULL);
+    if (al) {
+        const char *p = strchr(al, '[');
+        const char *close = p ? strchr(p, ']') : NULL;
+        int k = 0, same = (p && close);
+        while (same && p < close) {
+            char *after;
+            double v = strtod(p + 1, &after);
+            if (after == p + 1) break;
+            if (k >= no || v != o[k]) same = 0;
+            k++;
+            p = after;
+            while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+        }
+        if (!same || k != no || k != DP_RDP_NUM_ORDERS)
+            fprintf(stderr, "rdp_alphas: %d entries read, %d expected (same=%d)\n", k, no, same);
+        CHECK(same && k == no && k == DP_RDP_NUM_ORDERS);
+    }
+
+    const char *grid = strstr(txt, "\"epsilon_grid\"");
+    CHECK(grid != NULL);
+    int n = 0, bad = 0;
+    double worst = 0;
+    const char *p = grid;
+    while (p) {
+        double q, sigma, steps, delta, eps_ref, alpha_ref;
+        const char *next = strstr(p, "\"sample_rate\"");
+        if (!next) break;
+        const char *end = strstr(next + 1, "\"sample_rate\""); /* the next entry */
+        const char *r;
+        if (!(p = json_num(next, end, "sample_rate", &q)) ||
+            !(p = json_num(next, end, "noise_multiplier", &sigma)) ||
+            !(p = json_num(next, end, "steps", &steps)) ||
+            !(p = json_num(next, end, "delta", &delta)) ||
+            !(r = strstr(next, "\"rdp\"")) || (end && r >= end) ||
+            !json_num(r, end, "epsilon", &eps_ref) ||
+            !json_num(r, end, "best_alpha", &alpha_ref)) {
+            fprintf(stderr, "accountant.json: cannot parse grid entry %d\n", n);
+            CHECK(0);
+            break;
+        }
+        double eps = NAN, alpha = NAN;
+        CHECK_OK(dp_rdp_epsilon(q, sigma, (long)steps, delta, &eps, &alpha));
+        double rel = fabs(eps - eps_ref) / fabs(eps_ref);
+        if (rel > worst) worst = rel;
+        if (!(rel <= 1e-6) || alpha != alpha_ref) {
+            bad++;
+            fprintf(stderr,
+                    "grid q=%g sigma=%g steps=%ld delta=%g: eps %.15g alpha %g, "
+                    "Opacus eps %.15g alpha %g (rel err %.3g)\n",
+                    q, sigma, (long)steps, delta, eps, alpha, eps_ref, alpha_ref, rel);
+        }
+        CHECK(rel <= 1e-6);
+        CHECK(alpha == alpha_ref);
+        /* the accountant route gives the same numbers */
+        dp_accountant *a = NULL;
+        CHECK_OK(dp_accountant_create(&a));
+        if (a) {
+            double e2 = NAN, a2 = NAN;
+            CHECK_OK(dp_accountant_step(a, q, sigma, (long)steps));
+            CHECK_OK(dp_accountant_epsilon(a, delta, &e2, &a2));
+            CHECK(e2 == eps && a2 == alpha);
+            dp_accountant_destroy(a);
+        }
+        n++;
+        p = end;
+    }
+    printf("reference grid: %d entries, %d mismatches, worst relative error %.3g\n", n, bad,
+           worst);
+    CHECK(n >= 20); /* the file holds 24 entries */
+    free(txt);
+}
+
+/* ---- closed form at q = 1 and composition -------------------------------------------- */
+
+static void test_q1_closed_form(void) {
+    double o[160], rdp[160];
+    int no = orders_ref(o);
+    const double sig[] = {0.7, 1.0, 2.5};
+    const long st[] = {1, 10, 1000};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            for (int k = 0; k < no; k++) rdp[k] = st[j] * o[k] / (2 * sig[i] * sig[i]);
+            double a_ref, e_ref = conv_eps(o, rdp, no, 1e-5, &a_ref);
+            double e = NAN, a = NAN;
+            CHECK_OK(dp_rdp_epsilon(1.0, sig[i], st[j], 1e-5, &e, &a));
+            CHECK_CLOSE(e, e_ref, 1e-12);
+            if (a != a_ref)
+                fprintf(stderr, "q=1 sigma %g steps %ld: alpha %g vs %g\n", sig[i], st[j], a,
+                        a_ref);
+            CHECK(a == a_ref);
+        }
+    /* two sigmas at q = 1: RDP adds, so (1, s1, 10) + (1, s2, 20) == 30 steps at s_eff with
+     * 30 / s_eff^2 = 10 / s1^2 + 20 / s2^2 */
+    dp_accountant *acc = NULL;
+    CHECK_OK(dp_accountant_create(&acc));
+    if (!acc) return;
+    const double s1 = 0.8, s2 = 1.7;
+    CHECK_OK(dp_accountant_step(acc, 1.0, s1, 10));
+    CHECK_OK(dp_accountant_step(acc, 1.0, s2, 20));
+    double seff = sqrt(30.0 / (10.0 / (s1 * s1) + 20.0 / (s2 * s2)));
+    double e_mix, a_mix, e_eff, a_eff;
+    CHECK_OK(dp_accountant_epsilon(acc, 1e-5, &e_mix, &a_mix));
+    CHECK_OK(dp_rdp_epsilon(1.0, seff, 30, 1e-5, &e_eff, &a_eff));
+    CHECK_CLOSE(e_mix, e_eff, 1e-12);
+    CHECK(a_mix == a_eff);
+    for (int k = 0; k < no; k++)
+        rdp[k] = 10 * o[k] / (2 * s1 * s1) + 20 * o[k] / (2 * s2 * s2);
+    double a_ref, e_ref = conv_eps(o, rdp, no, 1e-5, &a_ref);
+    CHECK_CLOSE(e_mix, e_ref, 1e-12);
+    CHECK(a_mix == a_ref);
+    dp_accountant_destroy(acc);
+}
+
+static void test_composition(void) {
+    const double q = 0.01, s = 1.1;
+    dp_accountant *a = NULL, *b = NULL;
+    CHECK_OK(dp_accountant_create(&a));
+    CHECK_OK(dp_accountant_create(&b));
+    if (!a || !b) {
+        dp_accountant_destroy(a);
+        dp_accountant_destroy(b);
+        return;
+    }
+    double e0 = -1, a0 = -1;
+    CHECK_OK(dp_accountant_epsilon(a, 1e-5, &e0, &a0)); /* empty: 0, 0 as Opacus */
+    CHECK(e0 == 0.0 && a0 == 0.0);
+    CHECK(dp_accountant_total_steps(a) == 0 && dp_accountant_history_len(a) == 0);
+
+    /* (q,s,10) + (q,s,20) == (q,s,30), merged into one entry */
+    CHECK_OK(dp_accountant_step(a, q, s, 10));
+    CHECK_OK(dp_accountant_step(a, q, s, 20));
+    CHECK(dp_accountant_history_len(a) == 1);
+    CHECK(dp_accountant_total_steps(a) == 30);
+    double e30, a30, e_acc, a_acc;
+    CHECK_OK(dp_rdp_epsilon(q, s, 30, 1e-5, &e30, &a30));
+    CHECK_OK(dp_accountant_epsilon(a, 1e-5, &e_acc, &a_acc));
+    if (e30 != e_acc) fprintf(stderr, "10+20 steps: %.17g vs 30 steps: %.17g\n", e_acc, e30);
+    CHECK(e30 == e_acc && a30 == a_acc);
+    /* one step at a time gives the same */
+    int steps_ok = 1;
+    for (int i = 0; i < 30; i++) steps_ok &= dp_accountant_step(b, q, s, 1) == DP_OK;
+    CHECK(steps_ok);
+    double eb, ab;
+    CHECK(dp_accountant_history_len(b) == 1);
+    CHECK_OK(dp_accountant_epsilon(b, 1e-5, &eb, &ab));
+    CHECK(eb == e30 && ab == a30);
+
+    /* heterogeneous: more steps at a second sigma can only cost more, and cost less than
+     * the same steps at the smaller sigma; block order does not matter */
+    CHECK_OK(dp_accountant_step(a, q, 2.0, 20));
+    CHECK(dp_accountant_history_len(a) == 2 && dp_accountant_total_steps(a) == 50);
+    double e_mix, a_mix, e50;
+    CHECK_OK(dp_accountant_epsilon(a, 1e-5, &e_mix, &a_mix));
+    CHECK_OK(dp_rdp_epsilon(q, s, 50, 1e-5, &e50, NULL));
+    printf("composition: eps(30 @ %.1f) = %.6f, + 20 @ 2.0 = %.6f, 50 @ %.1f = %.6f\n", s, e30,
+           e_mix, s, e50);
+    CHECK(e_mix > e30 && e_mix < e50);
+    dp_accountant *c = NULL;
+    CHECK_OK(dp_accountant_create(&c));
+    if (c) {
+        double ec;
+        CHECK_OK(dp_accountant_step(c, q, 2.0, 20));
+        CHECK_OK(dp_accountant_step(c, q, s, 30));
+        CHECK_OK(dp_accountant_epsilon(c, 1e-5, &ec, NULL));
+        CHECK_CLOSE(ec, e_mix, 1e-13);
+        dp_accountant_destroy(c);
+    }
+    /* a long alternating history equals the same steps in two blocks (RDP adds) */
+    {
+        dp_accountant *alt = NULL, *blk = NULL;
+        CHECK_OK(dp_accountant_create(&alt));
+        CHECK_OK(dp_accountant_create(&blk));
+        if (alt && blk) {
+            int ok = 1;
+            for (int i = 0; i < 100; i++) {
+                ok &= dp_accountant_step(alt, q, s, 3) == DP_OK;
+                ok &= dp_accountant_step(alt, 0.02, 1.5, 1) == DP_OK;
+            }
+            CHECK(ok);
+            CHECK(dp_accountant_history_len(alt) == 200 && dp_accountant_total_steps(alt) == 400);
+            CHECK_OK(dp_accountant_step(blk, q, s, 300));
+            CHECK_OK(dp_accountant_step(blk, 0.02, 1.5, 100));
+            double e1 = NAN, e2 = NAN, x1 = NAN, x2 = NAN;
+            CHECK_OK(dp_accountant_epsilon(alt, 1e-5, &e1, &x1));
+            CHECK_OK(dp_accountant_epsilon(blk, 1e-5, &e2, &x2));
+            CHECK_CLOSE(e1, e2, 1e-12);
+            CHECK(x1 == x2);
+        }
+        dp_accountant_destroy(alt);
+        dp_accountant_destroy(blk);
+    }
+
+    /* history round trip (checkpoints) */
+    CHECK_OK(dp_accountant_step(a, q, s, 5));
+    CHECK(dp_accountant_history_len(a) == 3 && dp_accountant_total_steps(a) == 55);
+    dp_accountant *r = NULL;
+    CHECK_OK(dp_accountant_create(&r));
+    if (r) {
+        for (size_t i = 0; i < dp_accountant_history_len(a); i++) {
+            double hq, hs;
+            long hn;
+            dp_accountant_history_get(a, i, &hq, &hs, &hn);
+            CHECK_OK(dp_accountant_step(r, hq, hs, hn));
+        }
+        double hq, hs;
+        long hn;
+        dp_accountant_history_get(a, 1, &hq, &hs, &hn);
+        CHECK(hq == q && hs == 2.0 && hn == 20);
+        double ea, er;
+        CHECK_OK(dp_accountant_epsilon(a, 1e-5, &ea, NULL));
+        CHECK_OK(dp_accountant_epsilon(r, 1e-5, &er, NULL));
+        CHECK(ea == er && dp_accountant_history_len(r) == 3);
+        dp_accountant_destroy(r);
+    }
+
+    /* invalid input: error naming the parameter, state and out-params untouched */
+    double keep = 42.0;
+    CHECK(dp_accountant_step(a, 1.5, s, 1) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate"));
+    CHECK(dp_accountant_step(a, NAN, s, 1) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate"));
+    CHECK(dp_accountant_step(a, q, 0.0, 1) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "noise multiplier"));
+    CHECK(dp_accountant_step(a, q, NAN, 1) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "noise multiplier"));
+    CHECK(dp_accountant_step(a, q, s, -1) == DP_ERR_RANGE && strstr(dp_last_error(), "steps"));
+    CHECK(dp_accountant_step(a, q, s, LONG_MAX) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "steps"));
+    CHECK(dp_accountant_total_steps(a) == 55 && dp_accountant_history_len(a) == 3);
+    CHECK(dp_accountant_epsilon(a, 0.0, &keep, NULL) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "delta") && keep == 42.0);
+    CHECK(dp_accountant_epsilon(a, 1.0, &keep, NULL) == DP_ERR_RANGE && keep == 42.0);
+    CHECK(dp_rdp_epsilon(-0.1, s, 1, 1e-5, &keep, NULL) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate") && keep == 42.0);
+    CHECK(dp_rdp_epsilon(q, -1, 1, 1e-5, &keep, NULL) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "noise multiplier"));
+    CHECK(dp_rdp_epsilon(q, s, -3, 1e-5, &keep, NULL) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "steps"));
+    CHECK(dp_rdp_epsilon(q, s, 3, NAN, &keep, NULL) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "delta") && keep == 42.0);
+    /* q = 0: RDP 0, epsilon is the conversion term alone (finite, sigma-independent) */
+    double ez1, ez2;
+    CHECK_OK(dp_rdp_epsilon(0.0, 1.0, 100, 1e-5, &ez1, NULL));
+    CHECK_OK(dp_rdp_epsilon(0.0, 5.0, 100, 1e-5, &ez2, NULL));
+    CHECK(isfinite(ez1) && ez1 == ez2);
+
+    /* allocation failure while growing the history leaves it unchanged */
+    dp_accountant *g = NULL;
+    CHECK_OK(dp_accountant_create(&g));
+    if (g) {
+        for (int i = 0; i < 8; i++) CHECK_OK(dp_accountant_step(g, q, 1.0 + i, 1));
+        dp_mem_fail_after(1);
+        CHECK(dp_accountant_step(g, q, 100.0, 1) == DP_ERR_NOMEM);
+        dp_mem_fail_after(0);
+        CHECK(dp_accountant_history_len(g) == 8 && dp_accountant_total_steps(g) == 8);
+        CHECK_OK(dp_accountant_step(g, q, 100.0, 1));
+        CHECK(dp_accountant_history_len(g) == 9);
+        dp_accountant_destroy(g);
+    }
+    dp_accountant *h = (dp_accountant *)&keep;
+    dp_mem_fail_after(1);
+    CHECK(dp_accountant_create(&h) == DP_ERR_NOMEM && h == (dp_accountant *)&keep);
+    dp_mem_fail_after(0);
+    dp_accountant_destroy(NULL);
+
+    dp_accountant_destroy(a);
+    dp_accountant_destroy(b);
+}
+
+/* ---- monotonicity and calibration ----------------------------------------------------- */
+
+static double eps_at(double q, double sigma, long steps, double delta) {
+    double e = NAN;
+    CHECK_OK(dp_rdp_epsilon(q, sigma, steps, delta, &e, NULL));
+    return e;
+}
+
+static void test_monotone(void) {
+    const double q = 0.02;
+    double prev = INFINITY;
+    for (double s = 0.4; s <= 4.0; s += 0.3) {
+        double e = eps_at(q, s, 500, 1e-5);
+        if (!(e < prev)) fprintf(stderr, "eps(sigma=%g) = %g not < %g\n", s, e, prev);
+        CHECK(e < prev);
+        prev = e;
+    }
+    prev = 0;
+    for (long t = 1; t <= 100000; t *= 4) {
+        double e = eps_at(q, 1.0, t, 1e-5);
+        if (!(e > prev)) fprintf(stderr, "eps(steps=%ld) = %g not > %g\n", t, e, prev);
+        CHECK(e > prev);
+        prev = e;
+    }
+    /* larger q costs more, larger delta costs less */
+    CHECK(eps_at(0.05, 1.0, 100, 1e-5) > eps_at(0.01, 1.0, 100, 1e-5));
+    CHECK(eps_at(0.01, 1.0, 100, 1e-3) < eps_at(0.01, 1.0, 100, 1e-5));
+}
+
+static void test_calibration(void) {
+    /* Tramer & Boneh (2021) MNIST recipe: batch 2048 of 60000, 40 epochs. Steps as Opacus
+     * get_noise_multiplier(epochs=40) counts them: int(epochs / q) = floor(1171.875) = 1171 */
+    const double q = 2048.0 / 60000.0, delta = 1e-5, target = 3.0, tol = 0.01;
+    const long steps = (long)(40.0 / q);
+    CHECK(steps == 1171);
+    double sigma = NAN;
+    CHECK_OK(dp_calibrate_sigma(target, delta, q, steps, 0.0, &sigma));
+    double e = eps_at(q, sigma, steps, delta);
+    double e_lo = eps_at(q, sigma - 0.01, steps, delta);
+    printf("calibration: q=2048/60000 steps=%ld delta=%g target eps=%g -> sigma=%.6f "
+           "(eps %.6f; sigma-0.01 gives eps %.6f)\n",
+           steps, delta, target, sigma, e, e_lo);
+    CHECK(e <= target);
+    CHECK(e >= target - tol);
+    CHECK(e_lo > target - tol);
+    CHECK(e_lo > e);
+    /* explicit default tolerance gives the same answer; a finer one a smaller-or-equal
+     * sigma (same bisection path, continued) with eps even closer to the target */
+    double s2 = NAN, s_fine = NAN;
+    CHECK_OK(dp_calibrate_sigma(target, delta, q, steps, DP_CALIBRATE_EPS_TOL_DEFAULT, &s2));
+    CHECK(s2 == sigma);
+    CHECK_OK(dp_calibrate_sigma(target, delta, q, steps, 1e-6, &s_fine));
+    double ef = eps_at(q, s_fine, steps, delta);
+    CHECK(s_fine <= sigma && sigma - s_fine < 0.05);
+    CHECK(ef <= target && ef >= target - 1e-6);
+    CHECK(eps_at(q, s_fine * (1 - 1e-4), steps, delta) > target - 1e-6);
+
+    /* other budgets */
+    const double targets[] = {0.5, 1.0, 8.0};
+    for (int i = 0; i < 3; i++) {
+        double s = NAN;
+        CHECK_OK(dp_calibrate_sigma(targets[i], delta, 0.01, 1000, 0.0, &s));
+        double es = eps_at(0.01, s, 1000, delta);
+        if (!(es <= targets[i] && es >= targets[i] - tol))
+            fprintf(stderr, "calibrate target %g: sigma %g gives eps %g\n", targets[i], s, es);
+        CHECK(es <= targets[i] && es >= targets[i] - tol);
+    }
+
+    /* unreachable and invalid */
+    double keep = 42.0;
+    CHECK(dp_calibrate_sigma(0.05, delta, 0.01, 1000, 0.0, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "unreachable") && keep == 42.0);
+    CHECK(dp_calibrate_sigma(-1, delta, q, steps, 0.0, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "target epsilon"));
+    CHECK(dp_calibrate_sigma(NAN, delta, q, steps, 0.0, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "target epsilon"));
+    CHECK(dp_calibrate_sigma(target, 0.0, q, steps, 0.0, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "delta"));
+    CHECK(dp_calibrate_sigma(target, delta, 0.0, steps, 0.0, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate"));
+    CHECK(dp_calibrate_sigma(target, delta, 1.2, steps, 0.0, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate"));
+    CHECK(dp_calibrate_sigma(target, delta, q, 0, 0.0, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "steps"));
+    CHECK(dp_calibrate_sigma(target, delta, q, steps, -0.1, &keep) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "tolerance"));
+    CHECK(keep == 42.0);
+}
+
+/* ---- noise ---------------------------------------------------------------------------- */
+
+static void test_noise(void) {
+    enum { N = 200000 };
+    float *g = dp_alloc(N * sizeof *g), *h = dp_alloc(N * sizeof *h);
+    CHECK(g && h);
+    if (!g || !h) {
+        dp_free(g);
+        dp_free(h);
+        return;
+    }
+    const double std = 2.5, base = 1.5;
+    for (size_t i = 0; i < N; i++) g[i] = h[i] = (float)base;
+    dp_rng r1, r2;
+    dp_rng_seed(&r1, 1234);
+    dp_rng_seed(&r2, 1234);
+    dp_noise_gaussian(g, N, std, &r1);
+    dp_noise_gaussian(h, N, std, &r2);
+    CHECK(memcmp(g, h, N * sizeof *g) == 0); /* deterministic for a seed */
+    double sum = 0, sq = 0;
+    for (size_t i = 0; i < N; i++) {
+        double d = g[i] - base;
+        sum += d;
+        sq += d * d;
+    }
+    double mean = sum / N, var = sq / N - mean * mean;
+    double mean_bound = 5 * std / sqrt(N), var_bound = 5 * std * std * sqrt(2.0 / N);
+    printf("noise: mean %.5f (bound %.5f), variance %.5f vs %.5f (bound %.5f)\n", mean,
+           mean_bound, var, std * std, var_bound);
+    CHECK(fabs(mean) <= mean_bound);
+    CHECK(fabs(var - std * std) <= var_bound);
+    /* a different seed gives different noise; std = 0 changes nothing */
+    dp_rng_seed(&r2, 1235);
+    for (size_t i = 0; i < N; i++) h[i] = (float)base;
+    dp_noise_gaussian(h, N, std, &r2);
+    CHECK(memcmp(g, h, N * sizeof *g) != 0);
+    dp_rng before = r2;
+    for (size_t i = 0; i < N; i++) h[i] = (float)base;
+    dp_noise_gaussian(h, N, 0.0, &r2);
+    int same = 1;
+    for (size_t i = 0; i < N; i++) same &= h[i] == (float)base;
+    CHECK(same && memcmp(&before, &r2, sizeof r2) == 0);
+    dp_noise_gaussian(NULL, 0, std, &r2);
+    dp_free(g);
+    dp_free(h);
+}
+
+/* ---- Poisson sampling ---------------------------------------------------------------- */
+
+static int sorted_unique(const size_t *idx, size_t c, size_t n) {
+    for (size_t i = 0; i < c; i++) {
+        if (idx[i] >= n) return 0;
+        if (i && idx[i] <= idx[i - 1]) return 0;
+    }
+    return 1;
+}
+
+static void test_poisson(void) {
+    enum { N = 10000, T = 200 };
+    size_t *idx = dp_alloc(N * sizeof *idx);
+    CHECK(idx != NULL);
+    if (!idx) return;
+    dp_rng r;
+    dp_rng_seed(&r, 7);
+    const double qs[] = {0.001, 0.01, 0.2, 0.5, 0.9};
+    for (int k = 0; k < 5; k++) {
+        const double q = qs[k], mu = N * q, sd = sqrt(N * q * (1 - q));
+        double total = 0;
+        int ok_sorted = 1, ok_count = 1;
+        for (int t = 0; t < T; t++) {
+            size_t c = 0;
+            if (dp_poisson_sample(&r, N, q, idx, &c) != DP_OK) {
+                CHECK_OK(dp_poisson_sample(&r, N, q, idx, &c)); /* reports the error */
+                break;
+            }
+            ok_sorted &= sorted_unique(idx, c, N);
+            if (fabs((double)c - mu) > 6 * sd) {
+                ok_count = 0;
+                fprintf(stderr, "q=%g: batch of %zu, expected %g +- %g\n", q, c, mu, sd);
+            }
+            total += (double)c;
+        }
+        double avg = total / T, bound = 5 * sd / sqrt(T);
+        if (!(fabs(avg - mu) <= bound))
+            fprintf(stderr, "q=%g: mean batch %g, expected %g (bound %g)\n", q, avg, mu, bound);
+        CHECK(ok_sorted);
+        CHECK(ok_count);
+        CHECK(fabs(avg - mu) <= bound);
+    }
+    /* per-example inclusion frequency ~ q, and consecutive pairs ~ q^2 (independence),
+     * on both code paths (geometric gaps for small q, direct Bernoulli otherwise) */
+    {
+        enum { M = 40, R = 40000 };
+        const double qq[] = {0.05, 0.3};
+        for (int k = 0; k < 2; k++) {
+            const double q = qq[k];
+            long hits[M] = {0}, pairs[M] = {0};
+            size_t small[M];
+            int all_ok = 1;
+            for (int t = 0; t < R; t++) {
+                size_t c = 0;
+                all_ok &= dp_poisson_sample(&r, M, q, small, &c) == DP_OK;
+                int in[M] = {0};
+                for (size_t i = 0; i < c; i++) in[small[i]] = 1;
+                for (int i = 0; i < M; i++) {
+                    hits[i] += in[i];
+                    if (i + 1 < M) pairs[i] += in[i] && in[i + 1];
+                }
+            }
+            int ok = 1, okp = 1;
+            const double b1 = 5.5 * sqrt(q * (1 - q) / R), b2 = 5.5 * sqrt(q * q * (1 - q * q) / R);
+            for (int i = 0; i < M; i++) {
+                double f = (double)hits[i] / R;
+                if (fabs(f - q) > b1) {
+                    ok = 0;
+                    fprintf(stderr, "q=%g example %d: frequency %g (bound %g)\n", q, i, f, b1);
+                }
+                if (i + 1 < M) {
+                    double fp = (double)pairs[i] / R;
+                    if (fabs(fp - q * q) > b2) {
+                        okp = 0;
+                        fprintf(stderr, "q=%g pair %d: frequency %g vs %g (bound %g)\n", q, i,
+                                fp, q * q, b2);
+                    }
+                }
+            }
+            CHECK(all_ok);
+            CHECK(ok);
+            CHECK(okp);
+        }
+    }
+    /* edge cases */
+    size_t c = 99;
+    dp_rng before = r;
+    CHECK_OK(dp_poisson_sample(&r, N, 0.0, idx, &c));
+    CHECK(c == 0 && memcmp(&before, &r, sizeof r) == 0);
+    CHECK_OK(dp_poisson_sample(&r, N, 1.0, idx, &c));
+    int all = c == N;
+    for (size_t i = 0; all && i < c; i++) all = idx[i] == i;
+    CHECK(all);
+    CHECK_OK(dp_poisson_sample(&r, 0, 0.5, NULL, &c));
+    CHECK(c == 0);
+    /* deterministic for a seed */
+    size_t c1, c2, *idx2 = dp_alloc(N * sizeof *idx2);
+    CHECK(idx2 != NULL);
+    if (idx2) {
+        dp_rng a, b;
+        dp_rng_seed(&a, 99);
+        dp_rng_seed(&b, 99);
+        CHECK_OK(dp_poisson_sample(&a, N, 0.01, idx, &c1));
+        CHECK_OK(dp_poisson_sample(&b, N, 0.01, idx2, &c2));
+        CHECK(c1 == c2 && memcmp(idx, idx2, c1 * sizeof *idx) == 0);
+        dp_free(idx2);
+    }
+    /* invalid q */
+    c = 77;
+    CHECK(dp_poisson_sample(&r, N, -0.01, idx, &c) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate") && c == 77);
+    CHECK(dp_poisson_sample(&r, N, 1.01, idx, &c) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate") && c == 77);
+    CHECK(dp_poisson_sample(&r, N, NAN, idx, &c) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "sample rate") && c == 77);
+    dp_free(idx);
+}
+
+int main(void) {
+    test_reference_grid();
+    test_q1_closed_form();
+    test_composition();
+    test_monotone();
+    test_calibration();
+    test_noise();
+    test_poisson();
+    return t_finish("test_privacy");
+}
