@@ -223,23 +223,24 @@ void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *col
 
 /* ---- element-wise ------------------------------------------------------------------- */
 
-void KN(relu_fwd)(REAL *out, const REAL *in, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t j = 0; j < n; j++) out[j] = in[j] > 0 ? in[j] : 0;
-}
+/* Element-wise loops run in blocks: OpenMP threads over blocks, SIMD inside a block. */
+#define DP__ELEMENTWISE(n, stmt)                                                              \
+    _Pragma("omp parallel for schedule(static) if (n > 65536)")                              \
+    for (size_t c0 = 0; c0 < n; c0 += 4096) {                                                 \
+        const size_t c1 = n - c0 < 4096 ? n : c0 + 4096;                                      \
+        _Pragma("omp simd")                                                                   \
+        for (size_t j = c0; j < c1; j++) stmt;                                                \
+    }
+
+void KN(relu_fwd)(REAL *out, const REAL *in, size_t n) { DP__ELEMENTWISE(n, out[j] = in[j] > 0 ? in[j] : 0) }
 /* din = dout * (out > 0) */
 void KN(relu_bwd)(REAL *din, const REAL *dout, const REAL *out, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t j = 0; j < n; j++) din[j] = out[j] > 0 ? dout[j] : 0;
+    DP__ELEMENTWISE(n, din[j] = out[j] > 0 ? dout[j] : 0)
 }
-void KN(tanh_fwd)(REAL *out, const REAL *in, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t j = 0; j < n; j++) out[j] = TANH(in[j]);
-}
+void KN(tanh_fwd)(REAL *out, const REAL *in, size_t n) { DP__ELEMENTWISE(n, out[j] = TANH(in[j])) }
 /* din = dout * (1 - out^2) */
 void KN(tanh_bwd)(REAL *din, const REAL *dout, const REAL *out, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t j = 0; j < n; j++) din[j] = dout[j] * (1 - out[j] * out[j]);
+    DP__ELEMENTWISE(n, din[j] = dout[j] * (1 - out[j] * out[j]))
 }
 /* dropout with a precomputed keep mask: out = in * mask / (1-p) */
 void KN(dropout_fwd)(REAL *out, const REAL *in, const unsigned char *mask, REAL scale, size_t n) {
@@ -251,28 +252,32 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
 
 /* ---- pooling (no padding; floor mode) ----------------------------------------------- */
 
-/* out[B, C, Ho, Wo]; arg[B, C, Ho, Wo] = flat index within the sample's channel plane */
+/* out[B, C, Ho, Wo]; arg[B, C, Ho, Wo] = flat index within the sample's channel plane.
+ * Ties keep the first maximum in scan order; a NaN wins (it propagates, as in PyTorch). */
 void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, int k, int s, int Ho,
                      int Wo) {
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < B * C; bc++) {
         const REAL *x = in + (size_t)bc * H * W;
-        for (int oy = 0; oy < Ho; oy++)
+        REAL *o = out + (size_t)bc * Ho * Wo;
+        int32_t *a = arg + (size_t)bc * Ho * Wo;
+        for (int oy = 0; oy < Ho; oy++) {
             for (int ox = 0; ox < Wo; ox++) {
                 int best = (oy * s) * W + ox * s;
                 REAL bv = x[best];
-                for (int ky = 0; ky < k; ky++)
+                for (int ky = 0; ky < k; ky++) {
+                    const int row = (oy * s + ky) * W + ox * s;
                     for (int kx = 0; kx < k; kx++) {
-                        int idx = (oy * s + ky) * W + ox * s + kx;
-                        if (x[idx] > bv || isnan(x[idx])) {
-                            bv = x[idx];
-                            best = idx;
-                        }
+                        REAL v = x[row + kx];
+                        int better = v > bv || (v != v && bv == bv);
+                        bv = better ? v : bv;
+                        best = better ? row + kx : best;
                     }
-                size_t o = (size_t)bc * Ho * Wo + oy * Wo + ox;
-                out[o] = bv;
-                arg[o] = best;
+                }
+                o[oy * Wo + ox] = bv;
+                a[oy * Wo + ox] = best;
             }
+        }
     }
 }
 /* din (=) from dout via the argmax indices */

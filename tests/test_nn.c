@@ -257,6 +257,17 @@ static void test_f32_vs_f64(void) {
     for (size_t j = 0; j < ny; j++)
         if (fabs(yf[j] - yd[j]) > worst) worst = fabs(yf[j] - yd[j]);
     CHECK(worst < 1e-5);
+    /* the float tanh (no libm) against libm's double tanh */
+    float tx[4001], ty[4001];
+    for (int j = 0; j <= 4000; j++) tx[j] = (float)((j - 2000) * 0.01);
+    dp__k_tanh_fwd_f32(ty, tx, 4001);
+    double wt = 0;
+    for (int j = 0; j <= 4000; j++) {
+        double ref = tanh((double)tx[j]), e = fabs(ty[j] - ref) / (fabs(ref) > 1e-30 ? fabs(ref) : 1.0);
+        if (e > wt) wt = e;
+    }
+    CHECK(wt < 1e-6);
+    if (wt >= 1e-6) fprintf(stderr, "float tanh: worst relative error %g\n", wt);
     dp_free(xd); dp_free(wd); dp_free(yd); dp_free(cold); dp_free(xf); dp_free(wf); dp_free(yf); dp_free(colf);
 }
 

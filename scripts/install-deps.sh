@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs the system packages dpsgd needs to build, test and train, and nothing else.
+# Idempotent: each package is checked with dpkg-query first, so on a machine that already
+# has them this does no network access at all; `apt-get update` runs only when something
+# must be installed.
+#
+#   build-essential          gcc (with its OpenMP runtime, libgomp), make, libc headers
+#   cmake                    the build system (+ ctest)
+#   pkg-config               to check the installed dpsgd.pc (docs/build.md)
+#   libopenblas-openmp-dev   BLAS, OpenMP flavour (single-threaded inside our OpenMP regions)
+#   zlib1g-dev               gzip'd IDX files
+#   dataset-fashion-mnist    the data, read in place from /usr/share/datasets/fashion-mnist/
+#
+# We use gcc's libgomp, which comes with gcc: libomp-dev (LLVM's runtime) is deliberately
+# not installed.
+set -euo pipefail
+
+PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#PACKAGES[@]} packages present"
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo -n)
+    else
+        echo "install-deps: error: not root and sudo is not available; install as root:" >&2
+        echo "  apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+if ! "${SUDO[@]}" apt-get update -qq; then
+    echo "install-deps: error: 'apt-get update' failed (no network or no package mirror?)" >&2
+    exit 1
+fi
+if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null; then
+    echo "install-deps: error: could not install: ${missing[*]}" >&2
+    exit 1
+fi
+echo "install-deps: done"
