@@ -687,7 +687,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
     if (!R) return DP_ERR_NOMEM;
     double *sq = m->sq;
     memset(sq, 0, sizeof(double) * (size_t)B);
-    int bad;
+    int bad = 0;
     if (cp->mode == DP_CLIP_VANILLA) {
         float *ps = dp_alloc(sizeof(float) * (size_t)B * m->np);
         if (!ps) {
