@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install what is missing, build the Release tree in build/, then train.
 # Every argument goes to `dpsgd train` (see `./build/dpsgd train --help`), e.g.
-#   scripts/train.sh --epochs 40 --target-epsilon 3
+#   scripts/train.sh --epochs 40 --epsilon 3
 # Fashion-MNIST is read in place from /usr/share/datasets/fashion-mnist/ (installed by
 # scripts/install-deps.sh).
 set -euo pipefail

@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# tests/cli_test.sh PATH-TO-DPSGD: the command-line tool end to end: help texts, unknown
+# commands and flags, every kind of bad value (each message must name its flag), missing and
+# malformed data, a small real private run with a JSON summary, a failing --out that leaves
+# no temporary files, and the non-private baseline. Data-dependent checks are skipped
+# (printed as SKIP, not counted) when the Fashion-MNIST files are not installed.
+# Last line: "cli_test: N passed, N failed"; exit status non-zero on any failure.
+set -u
+
+if [[ $# -ne 1 || ! -x "$1" ]]; then
+    echo "usage: $0 PATH-TO-DPSGD (an executable)" >&2
+    exit 2
+fi
+BIN=$1
+SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DATA=/usr/share/datasets/fashion-mnist
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+passed=0
+failed=0
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cli_test.XXXXXX") || exit 1
+trap 'rm -rf "$TMP"' EXIT
+
+ok() { passed=$((passed + 1)); }
+bad() {
+    failed=$((failed + 1))
+    echo "cli_test: FAIL: $*" >&2
+}
+
+# run ARGS...: runs the tool, sets RC, OUT (stdout) and ERR (stderr).
+run() {
+    "$BIN" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
+    RC=$?
+    OUT=$(<"$TMP/stdout")
+    ERR=$(<"$TMP/stderr")
+}
+
+show() {
+    echo "    command: dpsgd $*" >&2
+    echo "    exit $RC; stdout: ${OUT:0:400}" >&2
+    echo "    stderr: ${ERR:0:400}" >&2
+}
+
+# expect_rc WANT DESC ARGS...: exit status exactly WANT.
+expect_rc() {
+    local want=$1 desc=$2
+    shift 2
+    run "$@"
+    if [[ $RC -eq $want ]]; then ok; else
+        bad "$desc: exit $RC, want $want"
+        show "$@"
+    fi
+}
+
+# expect_fail WANT_RC NEEDLE ARGS...: exit WANT_RC (or any non-zero when WANT_RC is "nz"),
+# stderr mentions NEEDLE (fixed string) and, unless ALLOW_FINAL=1, no "final:" line.
+expect_fail() {
+    local want=$1 needle=$2
+    shift 2
+    run "$@"
+    local good=1
+    if [[ $want == nz ]]; then [[ $RC -ne 0 ]] || good=0; else [[ $RC -eq $want ]] || good=0; fi
+    if [[ $good -eq 1 ]]; then ok; else
+        bad "dpsgd $*: exit $RC, want $want"
+        show "$@"
+    fi
+    if grep -qF -- "$needle" "$TMP/stderr"; then ok; else
+        bad "dpsgd $*: stderr does not name '$needle'"
+        show "$@"
+    fi
+    # a failing run prints no final line (except when only writing --out failed, after training)
+    if [[ $RC -ne 0 && ${ALLOW_FINAL:-0} != 1 ]]; then
+        if grep -q '^final:' "$TMP/stdout"; then
+            bad "dpsgd $*: failed but printed a final line"
+        else ok; fi
+    fi
+}
+
+# ---- help ------------------------------------------------------------------------------
+expect_rc 0 "--help" --help
+grep -q 'train' <<<"$OUT" && ok || bad "--help does not mention 'train'"
+expect_rc 0 "help" help
+expect_rc 0 "help train" help train
+grep -q -- '--epochs' <<<"$OUT" && ok || bad "help train does not show the train options"
+expect_rc 2 "no command" # usage on stderr, exit 2
+[[ -n "$ERR" ]] && ok || bad "no command: no usage on stderr"
+expect_rc 0 "train --help" train --help
+HELP=$OUT
+expect_rc 0 "train -h" train -h
+[[ "$OUT" == "$HELP" ]] && ok || bad "train -h and train --help differ"
+
+# Every flag the parser accepts: the list below, plus whatever tools/dpsgd.c compares
+# against (so a new flag without help text fails here).
+FLAGS=(--data --normalize --train-limit --test-limit --model --freeze --no-dp --clipping
+    --max-grad-norm --epsilon --delta --noise-multiplier --epochs --batch-size
+    --physical-batch --optimizer --lr --momentum --nesterov --weight-decay --beta1 --beta2
+    --seed --threads --out --quiet --help -h)
+if [[ -f "$SRC_DIR/tools/dpsgd.c" ]]; then
+    while read -r f; do FLAGS+=("$f"); done < <(grep -oE 'strcmp\(a, "-[-a-z0-9]+"\)' "$SRC_DIR/tools/dpsgd.c" |
+        sed -E 's/.*"(-[-a-z0-9]+)".*/\1/' | sort -u)
+fi
+for f in "${FLAGS[@]}"; do
+    if grep -qE -- "(^|[^-a-z0-9])${f}([^-a-z0-9]|\$)" <<<"$HELP"; then ok; else bad "train --help does not mention $f"; fi
+done
+
+# ---- unknown command / flag ---------------------------------------------------------------
+expect_fail 2 frobnicate frobnicate
+expect_fail 2 "--bogus" train --bogus
+expect_fail 2 "--epoch" train --epoch 3
+expect_fail 2 "extra" train extra
+
+# ---- bad values: each names its flag (all rejected before any data is read) -------------
+NODATA=(--data "$TMP/never-read")
+expect_fail 2 --epochs train "${NODATA[@]}" --epochs 0
+expect_fail 2 --epochs train "${NODATA[@]}" --epochs x
+expect_fail 2 --epochs train "${NODATA[@]}" --epochs 1.5
+expect_fail 2 --epochs train "${NODATA[@]}" --epochs -1
+expect_fail 2 --epochs train "${NODATA[@]}" --epochs 99999999999999999999
+expect_fail 2 --lr train "${NODATA[@]}" --lr nan
+expect_fail 2 --lr train "${NODATA[@]}" --lr inf
+expect_fail 2 --lr train "${NODATA[@]}" --lr 1e999
+expect_fail 2 --lr train "${NODATA[@]}" --lr 0.1x
+expect_fail 2 --lr train "${NODATA[@]}" --lr ""
+expect_fail 2 --delta train "${NODATA[@]}" --delta 2
+expect_fail 2 --delta train "${NODATA[@]}" --delta 0
+expect_fail 2 --epsilon train "${NODATA[@]}" --epsilon 0
+expect_fail 2 --epsilon train "${NODATA[@]}" --epsilon -3
+expect_fail 2 --max-grad-norm train "${NODATA[@]}" --max-grad-norm 0
+expect_fail 2 --max-grad-norm train "${NODATA[@]}" --max-grad-norm -0.1
+expect_fail 2 --noise-multiplier train "${NODATA[@]}" --noise-multiplier 0
+expect_fail 2 --clipping train "${NODATA[@]}" --clipping foo
+expect_fail 2 --optimizer train "${NODATA[@]}" --optimizer bar
+expect_fail 2 --batch-size train "${NODATA[@]}" --batch-size
+expect_fail 2 --batch-size train "${NODATA[@]}" --batch-size 0
+expect_fail 2 --physical-batch train "${NODATA[@]}" --physical-batch 0
+expect_fail 2 --normalize train "${NODATA[@]}" --normalize 1
+expect_fail 2 --normalize train "${NODATA[@]}" --normalize 0.5,0
+expect_fail 2 --normalize train "${NODATA[@]}" --normalize 0.5,-1
+expect_fail 2 --normalize train "${NODATA[@]}" --normalize x,1
+expect_fail 2 --normalize train "${NODATA[@]}" --normalize nan,1
+expect_fail 2 --train-limit train "${NODATA[@]}" --train-limit 0
+expect_fail 2 --test-limit train "${NODATA[@]}" --test-limit -5
+expect_fail 2 --seed train "${NODATA[@]}" --seed -1
+expect_fail 2 --threads train "${NODATA[@]}" --threads 0
+expect_fail 2 --freeze train "${NODATA[@]}" --freeze x
+expect_fail 2 --out train "${NODATA[@]}" --out
+expect_fail 2 --data train --data
+
+# ---- missing data ----------------------------------------------------------------------
+expect_fail 1 /nonexistent train --data /nonexistent --epochs 1 --quiet
+
+# ---- data-dependent checks ---------------------------------------------------------------
+if [[ ! -f "$DATA/t10k-images-idx3-ubyte.gz" || ! -f "$DATA/train-images-idx3-ubyte.gz" ]]; then
+    echo "cli_test: SKIP data-dependent checks ($DATA not installed)"
+else
+    # A malformed IDX dir: the test split copied in as both splits, then one file damaged.
+    MAL=$TMP/idx
+    mkdir -p "$MAL"
+    for k in images-idx3 labels-idx1; do
+        cp "$DATA/t10k-$k-ubyte.gz" "$MAL/t10k-$k-ubyte.gz"
+        cp "$DATA/t10k-$k-ubyte.gz" "$MAL/train-$k-ubyte.gz"
+    done
+    # sanity: the copied dir itself works (a tiny run), so the failures below are the damage
+    expect_rc 0 "copied IDX dir trains" train --data "$MAL" --train-limit 200 --test-limit 100 --epochs 1 \
+        --batch-size 100 --model "flatten linear(10)" --quiet
+    # truncated gzip stream
+    head -c 100000 "$DATA/t10k-images-idx3-ubyte.gz" >"$MAL/train-images-idx3-ubyte.gz"
+    expect_fail 1 train-images-idx3-ubyte train --data "$MAL" --epochs 1 --quiet
+    cp "$DATA/t10k-images-idx3-ubyte.gz" "$MAL/train-images-idx3-ubyte.gz"
+    # corrupted header (bad magic) in an otherwise valid gzip file
+    gzip -dc "$DATA/t10k-labels-idx1-ubyte.gz" >"$TMP/labels.raw"
+    printf '\x00\x00\x09\x09' | dd of="$TMP/labels.raw" bs=1 seek=0 count=4 conv=notrunc status=none
+    gzip -c "$TMP/labels.raw" >"$MAL/t10k-labels-idx1-ubyte.gz"
+    expect_fail 1 t10k-labels-idx1-ubyte train --data "$MAL" --epochs 1 --quiet
+    # truncated payload (valid gzip of a short file)
+    head -c 5000 "$TMP/labels.raw" | gzip -c >"$MAL/t10k-labels-idx1-ubyte.gz"
+    expect_fail 1 t10k-labels-idx1-ubyte train --data "$MAL" --epochs 1 --quiet
+    # not gzip at all
+    echo "garbage" >"$MAL/t10k-labels-idx1-ubyte.gz"
+    expect_fail 1 t10k-labels-idx1-ubyte train --data "$MAL" --epochs 1 --quiet
+
+    SMALL=(--train-limit 2000 --test-limit 500 --epochs 1 --batch-size 256)
+    # a bad model spec / freeze index / optimizer value checked after loading
+    # (the spec error names the layer, "model spec: layer 0: linear(OUT..) needs OUT >= 1",
+    # not the flag itself)
+    expect_fail nz "model spec: layer 0" train "${SMALL[@]}" --model "linear(0)" --quiet
+    expect_fail nz "model spec" train "${SMALL[@]}" --model "linear(10) bogus" --quiet
+    expect_fail nz "--model" train "${SMALL[@]}" --model "flatten linear(7)" --quiet
+    expect_fail nz "--freeze" train "${SMALL[@]}" --model mlp --freeze 99 --quiet
+    expect_fail nz "--lr" train "${SMALL[@]}" --lr -1 --quiet
+    expect_fail nz "--momentum" train "${SMALL[@]}" --momentum 1.5 --quiet
+    expect_fail nz "--batch-size" train --train-limit 100 --test-limit 10 --epochs 1 --batch-size 200 --quiet
+    expect_fail nz "--delta" train --train-limit 1000 --test-limit 10 --epochs 1 --batch-size 100 --delta 0.01 --quiet
+
+    # a small real private run with a JSON summary
+    run train "${SMALL[@]}" --out "$TMP/out.json" --quiet
+    if [[ $RC -eq 0 ]]; then ok; else
+        bad "small run: exit $RC"
+        show train "${SMALL[@]}" --out "$TMP/out.json" --quiet
+    fi
+    grep -E '^final:.*epsilon' <<<"$OUT" >/dev/null && ok || bad "small run: no 'final: ... epsilon' line: $OUT"
+    [[ $(grep -c '^epoch' <<<"$OUT") -eq 0 ]] && ok || bad "small run: --quiet printed progress lines"
+    if [[ -f "$TMP/out.json" ]]; then
+        ok
+        grep -q '"epsilon"' "$TMP/out.json" && ok || bad "out.json has no \"epsilon\""
+        grep -q '"test_accuracy"' "$TMP/out.json" && ok || bad "out.json has no \"test_accuracy\""
+        grep -q '"private": true' "$TMP/out.json" && ok || bad "out.json is not marked private"
+        grep -q '"steps": 8,' "$TMP/out.json" && ok || bad "out.json: steps is not 8 (round(2000/256))"
+        if command -v python3 >/dev/null; then
+            python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert 0 < d["epsilon"] <= 3.0 + 1e-9, d; assert 0 <= d["test_accuracy"] <= 1, d' \
+                "$TMP/out.json" && ok || bad "out.json is not valid JSON with epsilon in (0, 3]: $(cat "$TMP/out.json")"
+        fi
+    else
+        bad "small run: $TMP/out.json not written"
+    fi
+    ls "$TMP" | grep -q 'tmp' && bad "temporary files left: $(ls "$TMP")" || ok
+
+    # progress output without --quiet (not a tty: one line per epoch)
+    run train --train-limit 500 --test-limit 100 --epochs 2 --batch-size 250 --model mlp
+    [[ $RC -eq 0 ]] && ok || bad "verbose run: exit $RC: $ERR"
+    [[ $(grep -c '^epoch ' <<<"$OUT") -eq 2 ]] && ok || bad "verbose run: want 2 epoch lines: $OUT"
+    grep -q '^model: mlp' <<<"$OUT" && ok || bad "verbose run: no model line: $OUT"
+
+    # --out into a directory that does not exist / onto a directory: fails, no temp files left
+    mkdir -p "$TMP/outs/adir"
+    before=$(ls -A "$TMP/outs")
+    ALLOW_FINAL=1 expect_fail 1 "--out" train --train-limit 500 --test-limit 100 --epochs 1 --batch-size 250 --quiet \
+        --out "$TMP/outs/missing/out.json"
+    ALLOW_FINAL=1 expect_fail 1 "--out" train --train-limit 500 --test-limit 100 --epochs 1 --batch-size 250 --quiet \
+        --out "$TMP/outs/adir"
+    after=$(ls -A "$TMP/outs")
+    [[ "$before" == "$after" ]] && ok || bad "--out failures left files behind: '$after'"
+    [[ -z $(ls -A "$TMP/outs/adir") ]] && ok || bad "--out onto a directory wrote into it"
+
+    # the non-private baseline
+    run train --no-dp --train-limit 2000 --test-limit 500 --epochs 1 --batch-size 256 --lr 0.1 --quiet \
+        --out "$TMP/nodp.json"
+    [[ $RC -eq 0 ]] && ok || bad "--no-dp run: exit $RC: $ERR"
+    grep -q '^final:.*non-private' <<<"$OUT" && ok || bad "--no-dp run: no 'non-private' final line: $OUT"
+    grep -q '"private": false' "$TMP/nodp.json" 2>/dev/null && ok || bad "--no-dp: out json not marked non-private"
+fi
+
+echo "cli_test: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,671 @@
+/* test_train.c: the DP-SGD training loop (dp_train) and dp_evaluate on tiny in-memory
+ * datasets: virtual batches give the same result as whole batches in every clipping mode,
+ * the noise has the documented scale sigma*C/(q n), empty Poisson batches, non-finite
+ * losses and parameters stop training with a message naming the step, frozen layers stay
+ * bit-identical, runs are deterministic per seed, private and non-private training learn an
+ * easy task, bad parameters are rejected naming their flag, and evaluation is exact on a
+ * hand-made case. */
+#include <float.h>
+#include <stdint.h>
+
+#include "test.h"
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+/* A dataset of n rows of shape c x h x w with labels in [0, k), all tracked memory. The
+ * rows are N(0,1) plus a class-dependent shift `sep` on every coordinate (sign +/- by an
+ * alternating per-class pattern), so sep > 0 makes the classes separable. */
+static void make_ds(dp_dataset *d, size_t n, int c, int h, int w, int k, double sep, uint64_t seed) {
+    dp_rng r;
+    dp_rng_seed(&r, seed);
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    d->c = c;
+    d->h = h;
+    d->w = w;
+    d->dim = (size_t)c * h * w;
+    d->n_classes = k;
+    d->x = dp_alloc(sizeof(float) * n * d->dim);
+    d->y = dp_alloc(sizeof(int32_t) * n);
+    for (size_t i = 0; i < n; i++) {
+        int y = (int)(i % (size_t)k);
+        d->y[i] = y;
+        for (size_t j = 0; j < d->dim; j++) {
+            /* class 0: +sep everywhere; class 1: -sep; class 2: alternating signs, ... */
+            double mu = 0;
+            if (sep != 0) {
+                if (y == 0) mu = sep;
+                else if (y == 1) mu = -sep;
+                else mu = ((j + (size_t)y) % 2 ? sep : -sep);
+            }
+            d->x[i * d->dim + j] = (float)(mu + dp_rng_normal(&r));
+        }
+    }
+}
+
+static dp_model *new_model(const char *spec, int c, int h, int w, uint64_t seed) {
+    dp_model *m = NULL;
+    dp_status st = dp_model_create(spec, c, h, w, &m);
+    if (st != DP_OK) {
+        fprintf(stderr, "dp_model_create(%s): %s\n", spec, dp_last_error());
+        exit(2);
+    }
+    dp_rng r;
+    dp_rng_seed(&r, seed);
+    dp_model_init(m, &r);
+    return m;
+}
+
+static float *copy_params(dp_model *m) {
+    size_t n = dp_model_num_params(m);
+    float *p = dp_alloc(sizeof(float) * n);
+    memcpy(p, dp_model_params(m), sizeof(float) * n);
+    return p;
+}
+
+static void set_params(dp_model *m, const float *p) {
+    memcpy(dp_model_params(m), p, sizeof(float) * dp_model_num_params(m));
+}
+
+/* Small, fast private training parameters (fixed sigma: no calibration). */
+static dp_train_params small_params(void) {
+    dp_train_params p = dp_train_default_params();
+    p.max_grad_norm = 0.5;
+    p.noise_multiplier = 1.0;
+    p.delta = 1e-3;
+    p.expected_batch = 20;
+    p.epochs = 2;
+    p.optim.lr = 0.5;
+    p.optim.momentum = 0.9;
+    p.seed = 7;
+    p.eval_batch = 64;
+    return p;
+}
+
+static int msg_has(const char *s) {
+    const char *e = dp_last_error();
+    int ok = e && strstr(e, s) != NULL;
+    if (!ok) fprintf(stderr, "  message \"%s\" does not contain \"%s\"\n", e ? e : "(null)", s);
+    return ok;
+}
+
+/* ---- virtual batches ------------------------------------------------------------------ */
+
+/* Trains from the same initial parameters with physical batch 7 and 0 (whole batch) in
+ * every mode; all runs must agree up to float rounding of the summation order. */
+static void test_virtual_batches(const char *spec, int c, int h, int w) {
+    dp_dataset d;
+    make_ds(&d, 60, c, h, w, 3, 0.3, 11);
+    dp_model *m = new_model(spec, c, h, w, 5);
+    size_t np = dp_model_num_params(m);
+    float *p0 = copy_params(m);
+    float *ref[DP_CLIP_COUNT];
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+        dp_train_params p = small_params();
+        p.clipping = (dp_clip_mode)mode;
+        dp_train_result r0, r7;
+        set_params(m, p0);
+        p.physical_batch = 0;
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r0));
+        ref[mode] = copy_params(m);
+        set_params(m, p0);
+        p.physical_batch = 7;
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r7));
+        double e = t_rel_err(dp_model_params(m), ref[mode], np);
+        if (!(e < 1e-5))
+            fprintf(stderr, "  %s, %s: physical 7 vs whole batch: rel err %g (tol 1e-5)\n", spec,
+                    dp_clip_mode_name((dp_clip_mode)mode), e);
+        CHECK(e < 1e-5);
+        /* and the parameters moved at all */
+        CHECK(t_rel_err(ref[mode], p0, np) > 1e-3);
+        CHECK(r0.steps == r7.steps && r0.steps == 6);
+        CHECK(r0.steps_per_epoch == 3);
+        CHECK_CLOSE(r0.q, 20.0 / 60.0, 1e-12);
+        CHECK(r0.mean_batch == r7.mean_batch);
+        CHECK(r0.test_accuracy == -1);
+    }
+    for (int mode = 1; mode < DP_CLIP_COUNT; mode++) {
+        double e = t_rel_err(ref[mode], ref[0], np);
+        if (!(e < 1e-4))
+            fprintf(stderr, "  %s: %s vs vanilla: rel err %g (tol 1e-4)\n", spec,
+                    dp_clip_mode_name((dp_clip_mode)mode), e);
+        CHECK(e < 1e-4);
+    }
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) dp_free(ref[mode]);
+    dp_free(p0);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
+/* ---- the noise ------------------------------------------------------------------------- */
+
+/* q = 1 (expected batch = n), one step, SGD lr 1 without momentum: theta1 = theta0 -
+ * (clipped sum + noise) / n. Against a run with (practically) no noise, the difference per
+ * coordinate is -noise/n ~ N(0, (sigma C / n)^2). The noise-free run must also equal theta0
+ * minus the clipped gradient computed directly by the engine. */
+static void test_noise_scale(void) {
+    const size_t n = 50;
+    const double S = 2.0, C = 0.5;
+    dp_dataset d;
+    make_ds(&d, n, 1, 1, 32, 3, 0.5, 21);
+    dp_model *m = new_model("flatten linear(64) tanh linear(3)", 1, 1, 32, 9);
+    size_t np = dp_model_num_params(m);
+    CHECK(np >= 2000);
+    float *p0 = copy_params(m);
+    dp_train_params p = dp_train_default_params();
+    p.clipping = DP_CLIP_GHOST;
+    p.max_grad_norm = C;
+    p.delta = 1e-3;
+    p.expected_batch = (int)n;
+    p.epochs = 1;
+    p.optim.lr = 1.0;
+    p.optim.momentum = 0.0;
+    p.seed = 123;
+    dp_train_result r;
+    p.noise_multiplier = S;
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    float *pn = copy_params(m);
+    CHECK(r.steps == 1 && r.steps_per_epoch == 1);
+    CHECK_CLOSE(r.q, 1.0, 0);
+    CHECK_CLOSE(r.sigma, S, 0);
+    CHECK_CLOSE(r.mean_batch, (double)n, 0);
+    CHECK(r.empty_batches == 0);
+    /* epsilon reported = the accountant's for one step at (q, S) */
+    double eps_ref = 0;
+    CHECK_OK(dp_rdp_epsilon(1.0, S, 1, p.delta, &eps_ref, NULL));
+    CHECK_CLOSE(r.epsilon, eps_ref, 1e-9);
+
+    set_params(m, p0);
+    p.noise_multiplier = 1e-9;
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    float *pc = copy_params(m);
+
+    /* the noise-free update by hand: forward the whole set, clipped sum, divide by n */
+    set_params(m, p0);
+    dp_model_zero_grad(m);
+    const float *z;
+    float *dz = dp_alloc(sizeof(float) * n * 3);
+    int bad = -1;
+    dp_clip_params cp = {DP_CLIP_VANILLA, C};
+    CHECK_OK(dp_model_forward(m, d.x, (int)n, 1, NULL, &z));
+    CHECK_OK(dp_loss_xent(z, d.y, (int)n, 3, NULL, dz));
+    CHECK_OK(dp_model_clipped_grad(m, &cp, dz, (int)n, NULL, NULL, &bad));
+    CHECK(bad == 0);
+    const float *g = dp_model_grad(m);
+    float *ph = dp_alloc(sizeof(float) * np);
+    double gmax = 0;
+    for (size_t j = 0; j < np; j++) {
+        ph[j] = (float)(p0[j] - (double)g[j] / (double)n);
+        if (fabs(g[j]) > gmax) gmax = fabs(g[j]);
+    }
+    CHECK(gmax > 0);
+    /* compare the updates theta1 - theta0 (the update is small against theta) */
+    double num = 0, den = 0;
+    for (size_t j = 0; j < np; j++) {
+        double a = (double)pc[j] - p0[j], b = (double)ph[j] - p0[j];
+        num += (a - b) * (a - b);
+        den += b * b;
+    }
+    double upd_err = sqrt(num / den);
+    if (!(upd_err < 1e-3)) fprintf(stderr, "  noise-free update vs clipped_grad/n: rel err %g\n", upd_err);
+    CHECK(upd_err < 1e-3);
+
+    /* the noise */
+    double sum = 0, sq = 0;
+    for (size_t j = 0; j < np; j++) {
+        double dd = ((double)pn[j] - pc[j]);
+        sum += dd;
+        sq += dd * dd;
+    }
+    double mean = sum / (double)np, sd = sqrt(sq / (double)np - mean * mean);
+    double want = S * C / (1.0 * (double)n);
+    if (fabs(sd / want - 1) > 0.1 || fabs(mean) > 4 * want / sqrt((double)np))
+        fprintf(stderr, "  noise per coordinate: mean %g sd %g, want mean 0 sd %g (%zu coords)\n", mean, sd, want, np);
+    CHECK(fabs(sd / want - 1) <= 0.1);
+    CHECK(fabs(mean) <= 4 * want / sqrt((double)np));
+
+    dp_free(ph);
+    dp_free(dz);
+    dp_free(pn);
+    dp_free(pc);
+    dp_free(p0);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
+/* ---- empty batches ------------------------------------------------------------------ */
+
+static int n_progress, n_epoch_end;
+static long last_step;
+static void count_progress(void *user, const dp_train_progress *pr) {
+    (void)user;
+    if (pr->epoch_end) n_epoch_end++;
+    else {
+        n_progress++;
+        last_step = pr->step;
+    }
+}
+
+static void test_empty_batches(void) {
+    dp_dataset d;
+    make_ds(&d, 200, 1, 1, 8, 3, 0.3, 31);
+    dp_model *m = new_model("flatten linear(8) tanh linear(3)", 1, 1, 8, 3);
+    dp_train_params p = small_params();
+    p.expected_batch = 1; /* q = 1/200, 200 steps: P(empty) = 0.995^200 ~ 0.37 per step */
+    p.epochs = 1;
+    p.seed = 1;
+    p.optim.momentum = 0;
+    p.progress = count_progress;
+    n_progress = n_epoch_end = 0;
+    dp_train_result r;
+    CHECK_OK(dp_train(m, &d, &d, &p, &r));
+    CHECK(r.steps == 200);
+    CHECK(r.empty_batches > 0);
+    CHECK(r.empty_batches < 200);
+    if (!(r.empty_batches > 0)) fprintf(stderr, "  empty_batches %ld\n", r.empty_batches);
+    CHECK(r.mean_batch > 0.5 && r.mean_batch < 1.5);
+    CHECK(r.test_accuracy >= 0 && r.test_accuracy <= 1);
+    CHECK(isfinite(r.test_loss));
+    CHECK(r.epsilon > 0);
+    CHECK(n_progress == 200 && n_epoch_end == 1 && last_step == 200);
+    for (size_t j = 0; j < dp_model_num_params(m); j++)
+        if (!isfinite(dp_model_params(m)[j])) {
+            CHECK(!"parameter not finite after empty batches");
+            break;
+        }
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
+/* ---- non-finite loss / parameters --------------------------------------------------- */
+
+static void test_nonfinite(void) {
+    dp_dataset d;
+    make_ds(&d, 40, 1, 1, 16, 3, 0.3, 41);
+    dp_train_result r, sentinel;
+    memset(&sentinel, 0xAB, sizeof sentinel);
+
+    /* (a) a huge input value with all weights 1: the logits overflow to inf at step 1 */
+    {
+        dp_model *m = new_model("flatten linear(3)", 1, 1, 16, 1);
+        float *w = dp_model_params(m);
+        for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
+        for (size_t j = 0; j < d.dim; j++) d.x[5 * d.dim + j] = 1e38f;
+        dp_train_params p = small_params();
+        p.expected_batch = 40; /* q = 1: row 5 is in the first batch */
+        memcpy(&r, &sentinel, sizeof r);
+        dp_status st = dp_train(m, &d, NULL, &p, &r);
+        if (st != DP_ERR_NONFINITE) fprintf(stderr, "  huge input: got %s: %s\n", dp_strerror(st), dp_last_error());
+        CHECK(st == DP_ERR_NONFINITE);
+        CHECK(msg_has("step 1"));
+        CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
+        /* the same in every mode and with virtual batches */
+        for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+            for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
+            p.clipping = (dp_clip_mode)mode;
+            p.physical_batch = 3;
+            memcpy(&r, &sentinel, sizeof r);
+            st = dp_train(m, &d, NULL, &p, &r);
+            CHECK(st == DP_ERR_NONFINITE);
+            CHECK(msg_has("step"));
+            CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
+        }
+        /* and without DP */
+        for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
+        p.no_dp = 1;
+        memcpy(&r, &sentinel, sizeof r);
+        st = dp_train(m, &d, NULL, &p, &r);
+        CHECK(st == DP_ERR_NONFINITE);
+        CHECK(msg_has("step"));
+        CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
+        dp_model_destroy(m);
+        dp_dataset_free(&d);
+        make_ds(&d, 40, 1, 1, 16, 3, 0.3, 41);
+    }
+    /* (b) a learning rate of 1e30 with noise of std 1e18: the parameters overflow at step 1 */
+    {
+        dp_model *m = new_model("flatten linear(8) tanh linear(3)", 1, 1, 16, 1);
+        dp_train_params p = small_params();
+        p.optim.lr = 1e30;
+        p.max_grad_norm = 1e9;
+        p.noise_multiplier = 1e9;
+        memcpy(&r, &sentinel, sizeof r);
+        dp_status st = dp_train(m, &d, NULL, &p, &r);
+        if (st != DP_ERR_NONFINITE) fprintf(stderr, "  lr 1e30: got %s: %s\n", dp_strerror(st), dp_last_error());
+        CHECK(st == DP_ERR_NONFINITE);
+        CHECK(msg_has("step 1"));
+        CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
+        dp_model_destroy(m);
+    }
+    /* (c) lr 1e30 alone (ordinary noise): training stops at some step, never succeeds
+     * silently with non-finite parameters */
+    {
+        dp_model *m = new_model("flatten linear(8) tanh linear(3)", 1, 1, 16, 1);
+        dp_train_params p = small_params();
+        p.optim.lr = 1e30;
+        p.epochs = 20;
+        memcpy(&r, &sentinel, sizeof r);
+        dp_status st = dp_train(m, &d, NULL, &p, &r);
+        int all_finite = 1;
+        for (size_t j = 0; j < dp_model_num_params(m); j++) all_finite &= isfinite(dp_model_params(m)[j]) != 0;
+        if (st == DP_OK) {
+            CHECK(all_finite);
+            CHECK(isfinite(r.epsilon));
+        } else {
+            CHECK(st == DP_ERR_NONFINITE);
+            CHECK(msg_has("step"));
+            CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
+        }
+        dp_model_destroy(m);
+    }
+    dp_dataset_free(&d);
+}
+
+/* ---- frozen layers -------------------------------------------------------------------- */
+
+static void test_frozen(void) {
+    dp_dataset d;
+    make_ds(&d, 60, 1, 1, 16, 3, 0.3, 51);
+    for (int variant = 0; variant < DP_CLIP_COUNT + 1; variant++) {
+        dp_model *m = new_model("flatten linear(8) tanh linear(3)", 1, 1, 16, 2);
+        CHECK(dp_model_layer_kind(m, 1) == DP_LAYER_LINEAR);
+        CHECK_OK(dp_model_set_frozen(m, 1, 1));
+        size_t off1, off3;
+        size_t n1 = dp_model_layer_params(m, 1, &off1), n3 = dp_model_layer_params(m, 3, &off3);
+        CHECK(n1 == 16 * 8 + 8 && n3 == 8 * 3 + 3);
+        CHECK(dp_model_num_trainable(m) == n3);
+        float *p0 = copy_params(m);
+        dp_train_params p = small_params();
+        if (variant < DP_CLIP_COUNT) p.clipping = (dp_clip_mode)variant;
+        else p.no_dp = 1;
+        p.physical_batch = 8;
+        dp_train_result r;
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+        const float *pp = dp_model_params(m);
+        int frozen_same = memcmp(pp + off1, p0 + off1, sizeof(float) * n1) == 0;
+        if (!frozen_same)
+            fprintf(stderr, "  frozen layer 1 changed (%s)\n",
+                    variant < DP_CLIP_COUNT ? dp_clip_mode_name((dp_clip_mode)variant) : "no_dp");
+        CHECK(frozen_same);
+        size_t changed = 0;
+        for (size_t j = 0; j < n3; j++) changed += pp[off3 + j] != p0[off3 + j];
+        CHECK(changed == n3);
+        dp_free(p0);
+        dp_model_destroy(m);
+    }
+    dp_dataset_free(&d);
+}
+
+/* ---- determinism -------------------------------------------------------------------- */
+
+static void test_determinism(void) {
+    dp_dataset d;
+    make_ds(&d, 36, 1, 6, 6, 3, 0.3, 61);
+    const char *spec = "conv2d(3,3,s1,p1) tanh maxpool(2) flatten linear(3)";
+    dp_model *m = new_model(spec, 1, 6, 6, 4);
+    size_t np = dp_model_num_params(m);
+    float *p0 = copy_params(m);
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+        dp_train_params p = small_params();
+        p.clipping = (dp_clip_mode)mode;
+        p.expected_batch = 12;
+        p.physical_batch = 5;
+        dp_train_result r1, r2, r3;
+        set_params(m, p0);
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r1));
+        float *a = copy_params(m);
+        set_params(m, p0);
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r2));
+        int same = memcmp(a, dp_model_params(m), sizeof(float) * np) == 0;
+        if (!same)
+            fprintf(stderr, "  %s: same seed, parameters differ (rel %g)\n", dp_clip_mode_name((dp_clip_mode)mode),
+                    t_rel_err(dp_model_params(m), a, np));
+        CHECK(same);
+        CHECK(r1.mean_batch == r2.mean_batch && r1.epsilon == r2.epsilon && r1.empty_batches == r2.empty_batches);
+        set_params(m, p0);
+        p.seed = 8;
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r3));
+        CHECK(t_rel_err(dp_model_params(m), a, np) > 1e-3);
+        dp_free(a);
+    }
+    /* no_dp: deterministic too */
+    {
+        dp_train_params p = small_params();
+        p.no_dp = 1;
+        dp_train_result r;
+        set_params(m, p0);
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+        float *a = copy_params(m);
+        set_params(m, p0);
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+        CHECK(memcmp(a, dp_model_params(m), sizeof(float) * np) == 0);
+        CHECK(r.epsilon == 0);
+        dp_free(a);
+    }
+    dp_free(p0);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
+/* ---- learning -------------------------------------------------------------------------- */
+
+static void test_learning(void) {
+    dp_dataset tr, te;
+    /* two gaussian blobs in 16-D, means +-0.75 per coordinate (6 sigma apart) */
+    make_ds(&tr, 400, 1, 1, 16, 2, 0.75, 71);
+    make_ds(&te, 400, 1, 1, 16, 2, 0.75, 72);
+    const char *spec = "flatten linear(8) tanh linear(2)";
+    /* non-private */
+    {
+        dp_model *m = new_model(spec, 1, 1, 16, 13);
+        double acc0, loss0, acc1, loss1;
+        CHECK_OK(dp_evaluate(m, &te, 100, &acc0, &loss0));
+        dp_train_params p = dp_train_default_params();
+        p.no_dp = 1;
+        p.expected_batch = 32;
+        p.epochs = 3;
+        p.optim.lr = 0.1;
+        p.optim.momentum = 0.9;
+        dp_train_result r;
+        CHECK_OK(dp_train(m, &tr, &te, &p, &r));
+        CHECK_OK(dp_evaluate(m, &te, 100, &acc1, &loss1));
+        if (!(acc1 > 0.95 && acc1 > acc0)) fprintf(stderr, "  no_dp: accuracy %g -> %g\n", acc0, acc1);
+        CHECK(acc1 > 0.95);
+        CHECK(acc1 > acc0 || acc0 > 0.95);
+        CHECK(loss1 < loss0);
+        CHECK(r.test_accuracy == acc1);
+        CHECK_CLOSE(r.test_loss, loss1, 1e-12);
+        CHECK(r.epsilon == 0);
+        CHECK(r.steps == 3L * 13); /* round(400/32) = 13 per epoch */
+        CHECK(r.mean_batch > 30 && r.mean_batch <= 32);
+        dp_model_destroy(m);
+    }
+    /* private, sigma calibrated for epsilon 4 */
+    {
+        dp_model *m = new_model(spec, 1, 1, 16, 13);
+        dp_train_params p = dp_train_default_params();
+        p.clipping = DP_CLIP_GHOST;
+        p.target_epsilon = 4.0;
+        p.delta = 1e-3;
+        p.max_grad_norm = 1.0;
+        p.expected_batch = 100;
+        p.epochs = 10;
+        p.optim.lr = 0.5;
+        p.optim.momentum = 0.5;
+        p.seed = 3;
+        dp_train_result r;
+        CHECK_OK(dp_train(m, &tr, &te, &p, &r));
+        if (!(r.test_accuracy > 0.9 && r.epsilon <= 4.0 + 1e-9))
+            fprintf(stderr, "  DP: accuracy %g at epsilon %g (sigma %g)\n", r.test_accuracy, r.epsilon, r.sigma);
+        CHECK(r.test_accuracy > 0.9);
+        CHECK(r.epsilon <= p.target_epsilon + 1e-9);
+        CHECK(r.epsilon >= p.target_epsilon - 0.02);
+        CHECK(r.sigma > 0);
+        CHECK(r.steps == 40);
+        CHECK_CLOSE(r.delta, 1e-3, 0);
+        double eps_ref;
+        CHECK_OK(dp_rdp_epsilon(0.25, r.sigma, 40, 1e-3, &eps_ref, NULL));
+        CHECK_CLOSE(r.epsilon, eps_ref, 1e-9);
+        dp_model_destroy(m);
+    }
+    dp_dataset_free(&tr);
+    dp_dataset_free(&te);
+}
+
+/* ---- parameter checks ---------------------------------------------------------------- */
+
+static void expect_reject(dp_model *m, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *p,
+                          const char *needle, int line) {
+    dp_train_result r, sentinel;
+    memset(&sentinel, 0x5A, sizeof sentinel);
+    memcpy(&r, &sentinel, sizeof r);
+    size_t np = dp_model_num_params(m);
+    float *before = copy_params(m);
+    dp_status st = dp_train(m, tr, te, p, &r);
+    if (st == DP_OK || !strstr(dp_last_error(), needle))
+        fprintf(stderr, "  line %d: expected a rejection naming \"%s\", got %s: %s\n", line, needle, dp_strerror(st),
+                dp_last_error());
+    CHECK(st != DP_OK);
+    CHECK(strstr(dp_last_error(), needle) != NULL);
+    CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
+    CHECK(memcmp(before, dp_model_params(m), sizeof(float) * np) == 0);
+    dp_free(before);
+}
+
+static void test_bad_params(void) {
+    dp_dataset d, d2, empty;
+    make_ds(&d, 50, 1, 1, 16, 3, 0.3, 81);
+    make_ds(&d2, 10, 1, 1, 15, 3, 0.3, 82);
+    memset(&empty, 0, sizeof empty);
+    empty.c = 1, empty.h = 1, empty.w = 16, empty.dim = 16, empty.n_classes = 3;
+    dp_model *m = new_model("flatten linear(8) tanh linear(3)", 1, 1, 16, 1);
+    dp_train_params p;
+
+    p = small_params(), p.epochs = 0;
+    expect_reject(m, &d, NULL, &p, "--epochs", __LINE__);
+    p = small_params(), p.epochs = -3;
+    expect_reject(m, &d, NULL, &p, "--epochs", __LINE__);
+    p = small_params(), p.expected_batch = 51;
+    expect_reject(m, &d, NULL, &p, "--batch-size", __LINE__);
+    p = small_params(), p.expected_batch = 0;
+    expect_reject(m, &d, NULL, &p, "--batch-size", __LINE__);
+    p = small_params(), p.physical_batch = -1;
+    expect_reject(m, &d, NULL, &p, "--physical-batch", __LINE__);
+    p = small_params(), p.delta = 1.0 / 50;
+    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    p = small_params(), p.delta = 0.5;
+    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    p = small_params(), p.delta = 0;
+    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    p = small_params(), p.delta = NAN;
+    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    p = small_params(), p.max_grad_norm = 0;
+    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    p = small_params(), p.max_grad_norm = -1;
+    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    p = small_params(), p.max_grad_norm = NAN;
+    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    p = small_params(), p.max_grad_norm = INFINITY;
+    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    p = small_params(), p.optim.lr = -1;
+    expect_reject(m, &d, NULL, &p, "--lr", __LINE__);
+    p = small_params(), p.optim.momentum = 1.5;
+    expect_reject(m, &d, NULL, &p, "--momentum", __LINE__);
+    /* calibration that cannot reach the target */
+    p = small_params(), p.noise_multiplier = 0, p.target_epsilon = -1;
+    expect_reject(m, &d, NULL, &p, "epsilon", __LINE__);
+    /* dataset shape */
+    p = small_params(), p.expected_batch = 5;
+    expect_reject(m, &d2, NULL, &p, "features", __LINE__);
+    expect_reject(m, &d, &d2, &p, "features", __LINE__);
+    expect_reject(m, &empty, NULL, &p, "empty", __LINE__);
+    /* the non-private baseline ignores the privacy parameters but not the others */
+    p = small_params(), p.no_dp = 1, p.delta = 0.9, p.max_grad_norm = 0;
+    {
+        dp_train_result r;
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    }
+    p = small_params(), p.no_dp = 1, p.epochs = 0;
+    expect_reject(m, &d, NULL, &p, "--epochs", __LINE__);
+
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+    dp_dataset_free(&d2);
+}
+
+/* ---- evaluation -------------------------------------------------------------------------- */
+
+static void test_evaluate(void) {
+    /* linear(2) with identity weights and zero bias on 2-D rows: logits = x */
+    dp_model *m = new_model("linear(2)", 2, 1, 1, 1);
+    float *w, *b;
+    size_t nw, nb;
+    CHECK_OK(dp_model_find_tensor(m, "0.weight", &w, &nw));
+    CHECK_OK(dp_model_find_tensor(m, "0.bias", &b, &nb));
+    CHECK(nw == 4 && nb == 2);
+    w[0] = 1, w[1] = 0, w[2] = 0, w[3] = 1;
+    b[0] = 0, b[1] = 0;
+    static const float X[5][2] = {{1, 0}, {0, 1}, {2, 0}, {0, 3}, {-1, 1}};
+    static const int32_t Y[5] = {0, 1, 1, 1, 0};
+    /* correct: rows 0, 1, 3 -> 3/5 */
+    dp_dataset d;
+    memset(&d, 0, sizeof d);
+    d.n = 5, d.c = 2, d.h = 1, d.w = 1, d.dim = 2, d.n_classes = 2;
+    d.x = dp_alloc(sizeof X);
+    d.y = dp_alloc(sizeof Y);
+    memcpy(d.x, X, sizeof X);
+    memcpy(d.y, Y, sizeof Y);
+    double want_loss = 0;
+    for (int i = 0; i < 5; i++) {
+        double z0 = X[i][0], z1 = X[i][1];
+        want_loss += log(exp(z0) + exp(z1)) - (Y[i] ? z1 : z0);
+    }
+    want_loss /= 5;
+    int batches[] = {1, 2, 3, 5, 7, 0};
+    for (size_t k = 0; k < sizeof batches / sizeof *batches; k++) {
+        double acc = -1, loss = -1;
+        CHECK_OK(dp_evaluate(m, &d, batches[k], &acc, &loss));
+        CHECK_CLOSE(acc, 0.6, 1e-15);
+        CHECK_CLOSE(loss, want_loss, 1e-6);
+    }
+    /* ties go to the lowest class: a row with equal logits counts as class 0 */
+    d.x[0] = 1, d.x[1] = 1; /* row 0, label 0: still correct */
+    double acc;
+    CHECK_OK(dp_evaluate(m, &d, 2, &acc, NULL));
+    CHECK_CLOSE(acc, 0.6, 1e-15);
+    /* an empty set: accuracy and loss 0 */
+    size_t n = d.n;
+    d.n = 0;
+    double loss = -1;
+    acc = -1;
+    CHECK_OK(dp_evaluate(m, &d, 4, &acc, &loss));
+    CHECK(acc == 0 && loss == 0);
+    d.n = n;
+    dp_dataset_free(&d);
+    dp_model_destroy(m);
+}
+
+static void test_steps_per_epoch(void) {
+    CHECK(dp_train_steps_per_epoch(200, 1) == 200);
+    CHECK(dp_train_steps_per_epoch(60, 20) == 3);
+    CHECK(dp_train_steps_per_epoch(400, 32) == 13);
+    CHECK(dp_train_steps_per_epoch(60000, 2048) == 29);
+    CHECK(dp_train_steps_per_epoch(10, 10) == 1);
+    CHECK(dp_train_steps_per_epoch(10, 20) == 1);
+    CHECK(dp_train_steps_per_epoch(10, 0) == 1);
+}
+
+int main(void) {
+    test_steps_per_epoch();
+    test_evaluate();
+    test_bad_params();
+    test_virtual_batches("flatten linear(8) tanh linear(3)", 1, 4, 4);
+    test_virtual_batches("conv2d(3,3,s1,p1) tanh maxpool(2) flatten linear(3)", 1, 6, 6);
+    test_noise_scale();
+    test_empty_batches();
+    test_nonfinite();
+    test_frozen();
+    test_determinism();
+    test_learning();
+    return t_finish("test_train");
+}
