@@ -142,6 +142,7 @@ typedef struct {
     dp_rng noise;
     size_t owned;              /* persistent tracked bytes of this mode */
     double *times;             /* [steps] seconds */
+    double *st_times;          /* [3 * steps]: forward+loss, backward/clip, noise+scale+optimizer */
     size_t transient;          /* max over timed steps: peak - live at step start */
     long stage_inc[S_COUNT];   /* max per stage: stage peak - live at step start; -1 unused */
 } mode_run;
@@ -149,6 +150,7 @@ typedef struct {
 typedef struct {
     int B;
     double med_ms[M_COUNT], min_ms[M_COUNT];
+    double stage_ms[M_COUNT][3]; /* medians: forward+loss, backward or clip, noise+scale+optimizer */
     double peak[M_COUNT];        /* bytes */
     size_t owned[M_COUNT];
     long stage_inc[M_COUNT][S_COUNT];
@@ -156,7 +158,7 @@ typedef struct {
 
 /* One step of a mode, timed; records memory. */
 static dp_status run_step(int mode, mode_run *r, const float *x, const int32_t *y, float *dz, float *lv, int B,
-                          double *seconds) {
+                          double *seconds, double *parts) {
     dp_model *m = r->model;
     const int K = dp_model_output_size(m);
     const size_t np = dp_model_num_params(m);
@@ -173,6 +175,7 @@ static dp_status run_step(int mode, mode_run *r, const float *x, const int32_t *
     dp_mem_stage("forward");
     if ((st = dp_model_forward(m, x, B, 1, NULL, &z)) != DP_OK) return st;
     if ((st = dp_loss_xent(z, y, B, K, lv, dz)) != DP_OK) return st;
+    const double ta = now_s();
     if (mode == M_NODP) {
         dp_mem_stage("backward");
         st = dp_model_backward(m, dz, B);
@@ -183,6 +186,7 @@ static dp_status run_step(int mode, mode_run *r, const float *x, const int32_t *
         st = dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, &bad);
     }
     if (st != DP_OK) return st;
+    const double tb = now_s();
     dp_mem_stage("optimizer");
     if (mode != M_NODP) dp_noise_gaussian(grad, np, SIGMA * CLIP_C, &r->noise);
     const double scale = 1.0 / (double)B;
@@ -190,6 +194,11 @@ static dp_status run_step(int mode, mode_run *r, const float *x, const int32_t *
     dp_optim_step(r->opt, params, grad, mask);
     const double t1 = now_s();
     *seconds = t1 - t0;
+    if (parts) {
+        parts[0] = ta - t0;
+        parts[1] = tb - ta;
+        parts[2] = t1 - tb;
+    }
 
     size_t peak = dp_mem_get().peak_bytes;
     size_t tr = peak > live0 ? peak - live0 : 0;
@@ -248,13 +257,14 @@ static int run_batch(int B, int steps, batch_result *res) {
         }
         dp_rng_seed(&r->noise, 7u + (uint64_t)k);
         r->times = malloc(sizeof(double) * (size_t)steps);
-        if (!r->times) {
+        r->st_times = malloc(sizeof(double) * 3 * (size_t)steps);
+        if (!r->times || !r->st_times) {
             fprintf(stderr, "bench_cnn: out of memory\n");
             goto done;
         }
         for (int w = 0; w < WARMUP; w++) {
             double t;
-            if ((st = run_step(k, r, x, y, dz, lv, B, &t)) != DP_OK) {
+            if ((st = run_step(k, r, x, y, dz, lv, B, &t, NULL)) != DP_OK) {
                 fprintf(stderr, "bench_cnn: batch %d, %s, warm-up step %d: %s\n", B, mode_names[k], w + 1,
                         dp_last_error());
                 goto done;
@@ -268,11 +278,13 @@ static int run_batch(int B, int steps, batch_result *res) {
     for (int rep = 0; rep < steps; rep++)
         for (int j = 0; j < M_COUNT; j++) {
             int k = (rep + j) % M_COUNT; /* rotate the starting mode */
-            dp_status st = run_step(k, &runs[k], x, y, dz, lv, B, &runs[k].times[rep]);
+            double parts[3];
+            dp_status st = run_step(k, &runs[k], x, y, dz, lv, B, &runs[k].times[rep], parts);
             if (st != DP_OK) {
                 fprintf(stderr, "bench_cnn: batch %d, %s, step %d: %s\n", B, mode_names[k], rep + 1, dp_last_error());
                 goto done;
             }
+            for (int p = 0; p < 3; p++) runs[k].st_times[(size_t)p * (size_t)steps + (size_t)rep] = parts[p];
         }
 
     res->B = B;
@@ -280,6 +292,7 @@ static int run_batch(int B, int steps, batch_result *res) {
         mode_run *r = &runs[k];
         res->med_ms[k] = 1e3 * median(r->times, steps); /* sorts times */
         res->min_ms[k] = 1e3 * r->times[0];
+        for (int p = 0; p < 3; p++) res->stage_ms[k][p] = 1e3 * median(r->st_times + (size_t)p * (size_t)steps, steps);
         res->owned[k] = inputs + r->owned;
         res->peak[k] = (double)(inputs + r->owned + r->transient);
         for (int s = 0; s < S_COUNT; s++) res->stage_inc[k][s] = r->stage_inc[s];
@@ -290,6 +303,7 @@ done:
         dp_optim_destroy(runs[k].opt);
         dp_model_destroy(runs[k].model);
         free(runs[k].times);
+        free(runs[k].st_times);
     }
     dp_free(x);
     dp_free(y);
@@ -400,6 +414,14 @@ int main(int argc, char **argv) {
                    s[S_OPTIM]);
         }
     }
+    printf("\nWhere the time goes (median ms per part of the step; medians of parts need not add up to the "
+           "step median):\n\n");
+    printf("| batch | mode | forward + loss | backward (no-DP) / clipped grad (DP) | noise + scale + optimizer |\n");
+    printf("|---:|---|---:|---:|---:|\n");
+    for (int b = 0; b < nb; b++)
+        for (int k = 0; k < M_COUNT; k++)
+            printf("| %d | %s | %.2f | %.2f | %.2f |\n", res[b].B, mode_names[k], res[b].stage_ms[k][0],
+                   res[b].stage_ms[k][1], res[b].stage_ms[k][2]);
     printf("\nTargets:\n");
     for (int b = 0; b < nb; b++) {
         const batch_result *r = &res[b];

@@ -169,7 +169,8 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             batch_sum += (double)count;
             if (count == 0) r.empty_batches++;
             dp_model_zero_grad(m);
-            size_t chunk = p->physical_batch > 0 ? (size_t)p->physical_batch : (count ? count : 1);
+            size_t chunk = count ? count : 1; /* buffers for what is processed at once, never more */
+            if (p->physical_batch > 0 && (size_t)p->physical_batch < chunk) chunk = (size_t)p->physical_batch;
             if ((st = grow((void **)&xb, &cap_x, chunk * dim, sizeof(float))) != DP_OK ||
                 (st = grow((void **)&yb, &cap_y, chunk, sizeof(int32_t))) != DP_OK ||
                 (st = grow((void **)&dz, &cap_dz, chunk * (size_t)K, sizeof(float))) != DP_OK ||

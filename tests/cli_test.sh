@@ -5,6 +5,8 @@
 # no temporary files, and the non-private baseline. Data-dependent checks are skipped
 # (printed as SKIP, not counted) when the Fashion-MNIST files are not installed.
 # Last line: "cli_test: N passed, N failed"; exit status non-zero on any failure.
+# `test && ok || bad ...` below is safe: ok() always succeeds.
+# shellcheck disable=SC2015
 set -u
 
 if [[ $# -ne 1 || ! -x "$1" ]]; then
@@ -213,7 +215,17 @@ else
     else
         bad "small run: $TMP/out.json not written"
     fi
-    ls "$TMP" | grep -q 'tmp' && bad "temporary files left: $(ls "$TMP")" || ok
+    shopt -s nullglob
+    left=("$TMP"/*.tmp*)
+    shopt -u nullglob
+    [[ ${#left[@]} -eq 0 ]] && ok || bad "temporary files left: ${left[*]}"
+
+    # a physical batch far above the logical batch behaves as the whole batch (it must not
+    # size buffers for 10^8 rows)
+    run train --train-limit 1000 --test-limit 100 --epochs 1 --batch-size 250 --physical-batch 100000000 --quiet
+    if [[ $RC -eq 0 ]]; then ok; else
+        bad "--physical-batch 100000000 on batches of ~250: exit $RC: $ERR"
+    fi
 
     # progress output without --quiet (not a tty: one line per epoch)
     run train --train-limit 500 --test-limit 100 --epochs 2 --batch-size 250 --model mlp

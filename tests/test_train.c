@@ -123,6 +123,20 @@ static void test_virtual_batches(const char *spec, int c, int h, int w) {
         CHECK_CLOSE(r0.q, 20.0 / 60.0, 1e-12);
         CHECK(r0.mean_batch == r7.mean_batch);
         CHECK(r0.test_accuracy == -1);
+        /* a physical batch far above the logical one behaves as the whole batch, and the
+         * buffers follow the drawn batch, not the requested chunk size (2^20 rows here would
+         * be ~80 MB of staging buffers for a 60-row set) */
+        if (mode == DP_CLIP_GHOST) {
+            dp_train_result rb;
+            set_params(m, p0);
+            p.physical_batch = 1 << 20;
+            CHECK_OK(dp_train(m, &d, NULL, &p, &rb));
+            CHECK(t_rel_err(dp_model_params(m), ref[mode], np) < 1e-6);
+            if (!(rb.peak_bytes <= 2 * r0.peak_bytes + 65536))
+                fprintf(stderr, "  physical batch 2^20 on a batch of ~20: peak %zu bytes, whole batch %zu bytes\n",
+                        rb.peak_bytes, r0.peak_bytes);
+            CHECK(rb.peak_bytes <= 2 * r0.peak_bytes + 65536);
+        }
     }
     for (int mode = 1; mode < DP_CLIP_COUNT; mode++) {
         double e = t_rel_err(ref[mode], ref[0], np);
@@ -228,6 +242,69 @@ static void test_noise_scale(void) {
     dp_free(dz);
     dp_free(pn);
     dp_free(pc);
+    dp_free(p0);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
+/* The clipped sum is divided by the EXPECTED batch size q n, not by the drawn one: with n
+ * identical rows every per-sample clipped gradient is the same g, so one step of SGD (lr 1,
+ * no momentum, negligible noise) moves theta by -count * g / (q n), where count (the drawn
+ * batch size) is the run's mean_batch. */
+static void test_expected_batch_divisor(void) {
+    const size_t n = 50;
+    dp_dataset d;
+    make_ds(&d, n, 1, 1, 8, 3, 0.3, 25);
+    for (size_t i = 1; i < n; i++) {
+        memcpy(d.x + i * d.dim, d.x, sizeof(float) * d.dim);
+        d.y[i] = d.y[0];
+    }
+    dp_model *m = new_model("flatten linear(8) tanh linear(3)", 1, 1, 8, 6);
+    size_t np = dp_model_num_params(m);
+    float *p0 = copy_params(m);
+    /* g: the clipped gradient of one row */
+    const float *z;
+    float dz[3];
+    dp_clip_params cp = {DP_CLIP_GHOST, 0.1};
+    dp_model_zero_grad(m);
+    CHECK_OK(dp_model_forward(m, d.x, 1, 1, NULL, &z));
+    CHECK_OK(dp_loss_xent(z, d.y, 1, 3, NULL, dz));
+    CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 1, NULL, NULL, NULL));
+    float *g = dp_alloc(sizeof(float) * np);
+    memcpy(g, dp_model_grad(m), sizeof(float) * np);
+    dp_train_params p = dp_train_default_params();
+    p.clipping = DP_CLIP_FAST;
+    p.max_grad_norm = 0.1;
+    p.noise_multiplier = 1e-9;
+    p.delta = 1e-3;
+    p.expected_batch = 40; /* q = 0.8, round(50/40) = 1 step */
+    p.epochs = 1;
+    p.optim.lr = 1.0;
+    p.optim.momentum = 0;
+    int tested = 0;
+    for (uint64_t seed = 1; seed <= 5 && tested < 2; seed++) {
+        p.seed = seed;
+        dp_train_result r;
+        set_params(m, p0);
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+        CHECK(r.steps == 1);
+        if (r.mean_batch == 40) continue; /* drawn == expected: not telling */
+        tested++;
+        const float *pp = dp_model_params(m);
+        double num = 0, den = 0;
+        for (size_t j = 0; j < np; j++) {
+            double got = (double)pp[j] - p0[j], want = -r.mean_batch * g[j] / 40.0;
+            num += (got - want) * (got - want);
+            den += want * want;
+        }
+        double e = sqrt(num / den);
+        if (!(e < 1e-3))
+            fprintf(stderr, "  drawn batch %g, expected 40: update rel err %g against -count*g/(q n)\n",
+                    r.mean_batch, e);
+        CHECK(e < 1e-3);
+    }
+    CHECK(tested == 2);
+    dp_free(g);
     dp_free(p0);
     dp_model_destroy(m);
     dp_dataset_free(&d);
@@ -440,6 +517,11 @@ static void test_determinism(void) {
         CHECK_OK(dp_train(m, &d, NULL, &p, &r));
         CHECK(memcmp(a, dp_model_params(m), sizeof(float) * np) == 0);
         CHECK(r.epsilon == 0);
+        /* the seed drives the shuffling of the non-private baseline */
+        set_params(m, p0);
+        p.seed = 8;
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+        CHECK(t_rel_err(dp_model_params(m), a, np) > 1e-4);
         dp_free(a);
     }
     dp_free(p0);
@@ -662,6 +744,7 @@ int main(void) {
     test_virtual_batches("flatten linear(8) tanh linear(3)", 1, 4, 4);
     test_virtual_batches("conv2d(3,3,s1,p1) tanh maxpool(2) flatten linear(3)", 1, 6, 6);
     test_noise_scale();
+    test_expected_batch_divisor();
     test_empty_batches();
     test_nonfinite();
     test_frozen();

@@ -338,7 +338,8 @@ static int cmd_train(int argc, char **argv) {
         dp_dataset_normalize(&te, mean, std);
     }
     if ((st = dp_model_create_named(model_name, tr.c, tr.h, tr.w, K, &m)) != DP_OK) {
-        rc = fail_status(st);
+        fprintf(stderr, "%s: --model %s: %s\n", prog, model_name, dp_last_error());
+        rc = 2;
         goto done;
     }
     if (dp_model_output_size(m) != K) {
