@@ -20,7 +20,7 @@ int dp__max_threads(void);
                          int Wo);                                                               \
     void dp__k_col2im##S(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pad, int Ho, \
                          int Wo);                                                               \
-    void dp__k_conv_fwd##S(REAL *out, REAL *col, const REAL *in, const REAL *w, const REAL *b, int B,      \
+    void dp__k_conv_fwd##S(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B,      \
                            int Cin, int H, int W, int Cout, int k, int s, int pad, int Ho, int Wo);       \
     void dp__k_conv_bwd_input##S(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, int Cin,   \
                                  int H, int W, int Cout, int k, int s, int pad, int Ho, int Wo);          \

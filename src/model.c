@@ -495,7 +495,7 @@ dp_status dp_model_forward(dp_model *m, const float *x, int B, int train, dp_rng
         switch (l->kind) {
         case DP_LAYER_LINEAR: dp__k_linear_fwd_f32(l->out, in, w, b, B, (int)l->in_size, l->oc); break;
         case DP_LAYER_CONV2D:
-            dp__k_conv_fwd_f32(l->out, l->col, in, w, b, B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->oh, l->ow);
+            dp__k_conv_fwd_f32(l->out, l->col, m->work, in, w, b, B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->oh, l->ow);
             break;
         case DP_LAYER_RELU: dp__k_relu_fwd_f32(l->out, in, n); break;
         case DP_LAYER_TANH: dp__k_tanh_fwd_f32(l->out, in, n); break;

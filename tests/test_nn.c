@@ -99,19 +99,19 @@ static void test_linear(int B, int d, int p, int bias) {
 }
 
 /* ---- conv2d ---- */
-typedef struct { int B, Cin, H, W, Cout, k, s, pad, Ho, Wo, bias; double *col; } conv_ctx;
+typedef struct { int B, Cin, H, W, Cout, k, s, pad, Ho, Wo, bias; double *col, *work; } conv_ctx;
 static void conv_fwd(void *cv, double *y, const double *x, const double *th) {
     conv_ctx *c = cv;
     size_t nw = (size_t)c->Cout * c->Cin * c->k * c->k;
-    dp__k_conv_fwd_f64(y, c->col, x, th, c->bias ? th + nw : NULL, c->B, c->Cin, c->H, c->W, c->Cout, c->k, c->s, c->pad,
+    dp__k_conv_fwd_f64(y, c->col, c->work, x, th, c->bias ? th + nw : NULL, c->B, c->Cin, c->H, c->W, c->Cout, c->k, c->s, c->pad,
                        c->Ho, c->Wo);
 }
 
 static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias) {
     int Ho = (Hh + 2 * pad - k) / s + 1, Wo = (Ww + 2 * pad - k) / s + 1, T = Ho * Wo, D = Cin * k * k;
     size_t nw = (size_t)Cout * D, nth = nw + (bias ? Cout : 0);
-    double *col = dnew((size_t)B * T * D);
-    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo, bias, col};
+    double *col = dnew((size_t)B * T * D), *fwork = dnew((size_t)B * T * Cout);
+    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo, bias, col, fwork};
     fd_fn f = {B, (size_t)B * Cin * Hh * Ww, (size_t)B * Cout * T, nth, conv_fwd, &c};
     double *x = dnew(f.nx), *th = dnew(nth), *u = dnew(f.ny), *gx = dnew(f.nx), *gth = dnew(nth), *y = dnew(f.ny);
     double *din = dnew(f.nx), *dth = dnew(nth), *ps = dnew((size_t)B * nth), *sq = dnew(B);
@@ -155,7 +155,7 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
         fprintf(stderr, "conv B%d Cin%d %dx%d Cout%d k%d s%d p%d: din %g dW %g ps %g ghost %g\n", B, Cin, Hh, Ww, Cout, k, s,
                 pad, ex, et, worst, worst_sq);
     dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(y); dp_free(din); dp_free(dth);
-    dp_free(ps); dp_free(sq); dp_free(work); dp_free(col);
+    dp_free(ps); dp_free(sq); dp_free(work); dp_free(col); dp_free(fwork);
 }
 
 /* ---- parameter-free layers: input gradient only ---- */
@@ -245,14 +245,15 @@ static void test_f32_vs_f64(void) {
     const int B = 3, Cin = 2, Hh = 9, Ww = 9, Cout = 4, k = 3, s = 2, pad = 1;
     int Ho = (Hh + 2 * pad - k) / s + 1, Wo = Ho, T = Ho * Wo, D = Cin * k * k;
     size_t nx = (size_t)B * Cin * Hh * Ww, ny = (size_t)B * Cout * T, nw = (size_t)Cout * D;
-    double *xd = dnew(nx), *wd = dnew(nw + Cout), *yd = dnew(ny), *cold = dnew((size_t)B * T * D);
+    double *xd = dnew(nx), *wd = dnew(nw + Cout), *yd = dnew(ny), *cold = dnew((size_t)B * T * D), *wkd = dnew(ny);
+    float *wkf = dp_alloc(ny * 4);
     float *xf = dp_alloc(nx * 4), *wf = dp_alloc((nw + Cout) * 4), *yf = dp_alloc(ny * 4), *colf = dp_alloc((size_t)B * T * D * 4);
     fill(xd, nx, 1);
     fill(wd, nw + Cout, 1);
     for (size_t j = 0; j < nx; j++) xf[j] = (float)xd[j], xd[j] = xf[j];
     for (size_t j = 0; j < nw + Cout; j++) wf[j] = (float)wd[j], wd[j] = wf[j];
-    dp__k_conv_fwd_f64(yd, cold, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
-    dp__k_conv_fwd_f32(yf, colf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
+    dp__k_conv_fwd_f64(yd, cold, wkd, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
+    dp__k_conv_fwd_f32(yf, colf, wkf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
     double worst = 0;
     for (size_t j = 0; j < ny; j++)
         if (fabs(yf[j] - yd[j]) > worst) worst = fabs(yf[j] - yd[j]);
@@ -268,7 +269,7 @@ static void test_f32_vs_f64(void) {
     }
     CHECK(wt < 1e-6);
     if (wt >= 1e-6) fprintf(stderr, "float tanh: worst relative error %g\n", wt);
-    dp_free(xd); dp_free(wd); dp_free(yd); dp_free(cold); dp_free(xf); dp_free(wf); dp_free(yf); dp_free(colf);
+    dp_free(xd); dp_free(wd); dp_free(yd); dp_free(cold); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf); dp_free(colf);
 }
 
 /* ---- the engine: clipping modes against the microbatch reference ---- */
