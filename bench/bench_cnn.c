@@ -37,6 +37,7 @@
 #include <cblas.h>
 
 #include "dpsgd.h"
+#include "../tools/tool_setup.h"
 
 enum { M_NODP, M_VANILLA, M_FAST, M_GHOST, M_COUNT };
 static const char *const mode_names[M_COUNT] = {"no-DP", "vanilla", "fast", "ghost"};
@@ -49,27 +50,6 @@ static const char *const stage_names[S_COUNT] = {"forward", "backward", "clip", 
 #define WARMUP 2
 #define SIGMA 1.0
 #define CLIP_C 1.0
-
-/* OpenBLAS 0.3.21 does not recognise some recent CPUs and falls back to its slow "Prescott"
- * kernels. If so (and the user did not choose a core), re-exec with OPENBLAS_CORETYPE set to
- * the best core the CPU supports; OpenBLAS reads it only at load time. DPSGD_NO_BLAS_FIX=1
- * disables this. Same logic as tools/dpsgd.c. */
-static void maybe_fix_blas_core(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("DPSGD_NO_BLAS_FIX")) return;
-    const char *core = openblas_get_corename();
-    if (!core || strcmp(core, "Prescott") != 0) return;
-    __builtin_cpu_init();
-    const char *want = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-        want = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        want = "Haswell";
-    if (!want) return;
-    setenv("OPENBLAS_CORETYPE", want, 1);
-    setenv("DPSGD_BENCH_BLAS_FIXED", "1", 1); /* only so the report can say who set it */
-    execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -318,7 +298,7 @@ static void fmt_stage(char *buf, size_t cap, long v) {
 }
 
 int main(int argc, char **argv) {
-    maybe_fix_blas_core(argv);
+    dp_tool_setup(argv);
     int batches[MAX_BATCHES] = {256, 2048};
     int nb = 2;
     long steps = 10, threads = 0;
@@ -379,7 +359,7 @@ int main(int argc, char **argv) {
     printf("- %s, core: %s (OPENBLAS_CORETYPE=%s%s); OPENBLAS_CORETYPE changes the kernels and so the "
            "results: compare runs with the same core\n",
            bp, openblas_get_corename(), ct ? ct : "unset",
-           getenv("DPSGD_BENCH_BLAS_FIXED") ? ", set by this program: OpenBLAS detected Prescott" : "");
+           getenv("DPSGD_BLAS_CORE_SET") ? ", set by this program: OpenBLAS detected Prescott" : "");
     printf("- %ld timed steps per mode after %d warm-up steps, interleaved (one step of each mode per repetition, "
            "rotating start); median step time; SGD momentum 0.9; DP: C = %g, sigma = %g\n",
            steps, WARMUP, CLIP_C, SIGMA);

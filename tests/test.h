@@ -55,6 +55,24 @@ static inline double t_rel_err(const float *a, const float *b, size_t n) {
     return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
 }
 
+/* The whole file as a NUL-terminated string (malloc'd: free it), or NULL. */
+static inline char *t_read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) != NULL) {
+        if (fread(buf, 1, (size_t)len, f) == (size_t)len) buf[len] = '\0';
+        else {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
 static inline int t_finish(const char *name) {
     dp_mem_stats m = dp_mem_get();
     if (m.live_blocks != 0) {

@@ -10,21 +10,6 @@
 
 /* ---- tiny JSON helpers (the reference file is small and regular) ------------------ */
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf) buf[len] = '\0';
-    fclose(f);
-    return buf;
-}
 
 /* Finds "key" at or after p (before end, if end != NULL), parses the number after the
  * colon into *v; returns the position after the number, or NULL. */
@@ -67,7 +52,7 @@ static double conv_eps(const double *o, const double *rdp, int n, double delta, 
 
 static void test_reference_grid(void) {
     const char *path = DP_REFERENCE_DIR "/accountant.json";
-    char *txt = read_text(path);
+    char *txt = t_read_text(path);
     if (!txt) {
         fprintf(stderr, "cannot read %s: the reference test cannot run\n", path);
         CHECK(txt != NULL);

@@ -51,21 +51,6 @@ static const char *ref_path(char path[PATH_CAP], const char *dir, const char *re
     return path;
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = n >= 0 ? dp_alloc((size_t)n + 1) : NULL;
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        dp_free(s);
-        s = NULL;
-    }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
 
 /* The text after `"key"` and its colon, or NULL. */
 static const char *json_value(const char *text, const char *key) {
@@ -120,7 +105,7 @@ static int json_param_sizes(const char *text, case_info *ci) {
 static int load_case_info(const char *dir, case_info *ci) {
     char path[PATH_CAP];
     ref_path(path, dir, "case.json");
-    char *text = read_text(path);
+    char *text = t_read_text(path);
     if (!text) {
         fail_msg("missing reference file %s\n", path);
         return 0;
@@ -133,7 +118,7 @@ static int load_case_info(const char *dir, case_info *ci) {
         ok = ci->B > 0 && ci->C > 0;
     }
     if (!ok) fail_msg("%s: cannot read batch_size, max_grad_norm, param_order or param_shapes\n", path);
-    dp_free(text);
+    free(text);
     return ok;
 }
 

@@ -2,7 +2,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -10,9 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cblas.h>
-
 #include "dpsgd.h"
+#include "tool_setup.h"
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 /* Published Fashion-MNIST pixel statistics (public constants, so normalising spends no
@@ -413,33 +411,8 @@ done:
     return rc;
 }
 
-/* OpenBLAS 0.3.21 (Debian 12) does not know recent Intel cores and falls back to its generic
- * "Prescott" (SSE3) kernels, 3-4x slower here. When the user has not chosen a core type and
- * the CPU has AVX-512 (or AVX2+FMA), restart once with OPENBLAS_CORETYPE set: OpenBLAS reads
- * it only when it is loaded. DPSGD_NO_BLAS_FIX=1 disables this. */
-static void maybe_fix_blas_core(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("DPSGD_NO_BLAS_FIX")) return;
-    const char *core = openblas_get_corename();
-    if (!core || strcmp(core, "Prescott") != 0) return;
-    __builtin_cpu_init();
-    const char *want = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-        want = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        want = "Haswell";
-    if (!want) return;
-    setenv("OPENBLAS_CORETYPE", want, 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
-}
-
 int main(int argc, char **argv) {
-    maybe_fix_blas_core(argv);
-    /* Per-step scratch blocks (per-sample gradients of one layer, up to hundreds of MB) are
-     * freed and allocated again every step; keep freed memory in the heap instead of
-     * returning it to the kernel each time (page faults were ~10% of a step). */
-    mallopt(M_MMAP_THRESHOLD, 1 << 30);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    dp_tool_setup(argv);
     if (argc < 2) {
         usage_main(stderr);
         return 2;
