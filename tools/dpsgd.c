@@ -1,414 +1,40 @@
-/* dpsgd: the command-line tool. `dpsgd train` trains a model with DP-SGD. */
+/* dpsgd: the command-line tool. Each command is in tools/cmd_<name>.c; this file lists them. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <omp.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "dpsgd.h"
+#include "cli.h"
 #include "tool_setup.h"
 
-#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
-/* Published Fashion-MNIST pixel statistics (public constants, so normalising spends no
- * privacy budget on the training data). */
-#define FMNIST_MEAN 0.2860
-#define FMNIST_STD 0.3530
+/* Commands built in other files are declared weak: a command whose file is not part of the
+ * build is simply not listed. */
+#define DP_CLI_COMMANDS(X)                                                                    \
+    X(train, "train a model with DP-SGD (default: the CNN on Fashion-MNIST at epsilon 3)")    \
+    X(epsilon, "the epsilon a run spends (accountants)")                                       \
+    X(noise, "the noise multiplier a target epsilon needs")                                    \
+    X(bench, "benchmarks: memory and time of the clipping modes")                              \
+    X(audit, "empirical privacy audit of a training run")
 
-static const char *prog = "dpsgd";
-
-static void usage_main(FILE *f) {
-    fprintf(f,
-            "usage: dpsgd <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  train     train a model with DP-SGD (default: the CNN on Fashion-MNIST at epsilon 3)\n"
-            "  help      show this help, or `dpsgd train --help` for the training options\n");
-}
-
-static void usage_train(FILE *f) {
-    fprintf(f,
-"usage: dpsgd train [options]\n"
-"\n"
-"Trains a model with differentially private SGD: Poisson sampling, per-sample clipping to\n"
-"norm C, Gaussian noise of std sigma*C, RDP accounting. The defaults reproduce the published\n"
-"recipe for Fashion-MNIST (Tramer & Boneh 2021): the 26,010-parameter tanh CNN, SGD lr 4\n"
-"momentum 0.9, C 0.1, expected batch 2048, 40 epochs, sigma calibrated for epsilon 3 at\n"
-"delta 1e-5.\n"
-"\n"
-"data:\n"
-"  --data DIR              IDX files (train/t10k-images-idx3-ubyte[.gz], -labels-idx1-)\n"
-"                          [" DEFAULT_DATA "]\n"
-"  --normalize MEAN,STD    standardise pixels with these public constants, or 'none'\n"
-"                          [0.2860,0.3530: published Fashion-MNIST statistics]\n"
-"  --train-limit N         use only the first N training examples (quick runs) [all]\n"
-"  --test-limit N          evaluate on the first N test examples [all]\n"
-"model:\n"
-"  --model NAME|SPEC       'cnn', 'mlp', or a layer spec such as\n"
-"                          \"conv2d(16,8,s2,p2) tanh maxpool(2,1) flatten linear(10)\" [cnn]\n"
-"                          (grammar: docs/model-spec.md)\n"
-"  --freeze I              freeze the parameters of layer I (repeatable)\n"
-"privacy:\n"
-"  --no-dp                 non-private baseline: no clipping, noise or accounting\n"
-"  --clipping MODE         vanilla | fast | ghost  [ghost]\n"
-"  --max-grad-norm C       per-sample clipping norm [0.1]\n"
-"  --epsilon E             target epsilon; sigma is calibrated to it [3]\n"
-"  --delta D               target delta [1e-5]\n"
-"  --noise-multiplier S    use this sigma instead of calibrating (epsilon is then reported)\n"
-"training:\n"
-"  --epochs N              [40]\n"
-"  --batch-size B          expected (logical) batch size; sample rate q = B / n [2048]\n"
-"  --physical-batch P      process each logical batch in chunks of at most P samples\n"
-"                          (virtual batches: bounds memory, same result) [whole batch]\n"
-"  --optimizer NAME        sgd | adam | adamw [sgd]\n"
-"  --lr X                  learning rate [4]\n"
-"  --momentum X            SGD momentum [0.9]\n"
-"  --nesterov              SGD Nesterov momentum\n"
-"  --weight-decay X        [0]\n"
-"  --beta1 X, --beta2 X    Adam/AdamW moment decay [0.9, 0.999]\n"
-"  --seed N                seed for initialisation, sampling and noise [0]\n"
-"  --threads N             OpenMP threads [all cores]\n"
-"output:\n"
-"  --out FILE              write a JSON summary (atomically)\n"
-"  --quiet                 no progress, only the final line\n"
-"  -h, --help              this help\n");
-}
-
-static int die(const char *what) {
-    fprintf(stderr, "%s: %s\n", prog, what);
-    return 2;
-}
-
-static int fail_status(dp_status st) {
-    const char *msg = dp_last_error();
-    fprintf(stderr, "%s: error: %s\n", prog, msg && *msg ? msg : dp_strerror(st));
-    return 1;
-}
-
-/* ---- value parsing: every bad value names its flag ---- */
-
-static int parse_double(const char *flag, const char *v, double *out) {
-    char *end;
-    errno = 0;
-    double x = v ? strtod(v, &end) : 0;
-    if (!v || end == v || *end || errno || !isfinite(x)) {
-        fprintf(stderr, "%s: %s %s: not a finite number\n", prog, flag, v ? v : "(missing value)");
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || end == v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "%s: %s %s: must be an integer in %ld..%ld\n", prog, flag, v ? v : "(missing value)", lo, hi);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
-/* ---- progress ---- */
+#define DP__DECL(name, help) int dp_cmd_##name(int argc, char **argv) __attribute__((weak));
+DP_CLI_COMMANDS(DP__DECL)
+#undef DP__DECL
 
 typedef struct {
-    int tty, quiet;
-    double sigma;
-} progress_state;
+    const char *name, *help;
+    int (*fn)(int, char **);
+} command;
 
-static void on_progress(void *user, const dp_train_progress *p) {
-    progress_state *ps = user;
-    if (ps->quiet) return;
-    if (!p->epoch_end) {
-        if (!ps->tty) return;
-        int width = 30, fill = (int)((double)p->step_in_epoch / p->steps_per_epoch * width);
-        fprintf(stderr, "\repoch %d/%d [", p->epoch, p->epochs);
-        for (int i = 0; i < width; i++) fputc(i < fill ? '#' : '.', stderr);
-        fprintf(stderr, "] step %d/%d loss %.4f %.0fs", p->step_in_epoch, p->steps_per_epoch, p->train_loss, p->elapsed);
-        fflush(stderr);
-        return;
-    }
-    if (ps->tty) fprintf(stderr, "\r\033[K");
-    char acc[32] = "-";
-    if (p->test_accuracy >= 0) snprintf(acc, sizeof acc, "%.2f%%", 100 * p->test_accuracy);
-    printf("epoch %3d/%d  loss %.4f  test acc %s  epsilon %.3f  elapsed %.1fs\n", p->epoch, p->epochs, p->train_loss, acc,
-           p->epsilon, p->elapsed);
-    fflush(stdout);
-}
+static const command commands[] = {
+#define DP__ROW(name, help) {#name, help, dp_cmd_##name},
+    DP_CLI_COMMANDS(DP__ROW)
+#undef DP__ROW
+};
 
-/* ---- JSON summary, written atomically (temp file, fsync, rename) ---- */
-
-static int write_json_atomic(const char *path, const char *text) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (!tmp) return 0;
-    snprintf(tmp, n + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        fprintf(stderr, "%s: --out %s: cannot create a file there: %s\n", prog, path, strerror(errno));
-        free(tmp);
-        return 0;
-    }
-    size_t len = strlen(text), off = 0;
-    int ok = 1;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w <= 0) {
-            ok = 0;
-            break;
-        }
-        off += (size_t)w;
-    }
-    if (ok && fsync(fd) != 0) ok = 0;
-    if (close(fd) != 0) ok = 0;
-    if (ok && rename(tmp, path) != 0) ok = 0;
-    if (!ok) {
-        fprintf(stderr, "%s: --out %s: write failed: %s\n", prog, path, strerror(errno));
-        unlink(tmp);
-    }
-    free(tmp);
-    return ok;
-}
-
-static void limit_dataset(dp_dataset *d, long limit) {
-    if (limit > 0 && (size_t)limit < d->n) d->n = (size_t)limit;
-}
-
-static int cmd_train(int argc, char **argv) {
-    dp_train_params p = dp_train_default_params();
-    const char *data = DEFAULT_DATA, *model_name = "cnn", *out = NULL, *norm = NULL;
-    long threads = 0, train_limit = 0, test_limit = 0;
-    int quiet = 0, nfreeze = 0;
-    long freeze[64];
-    dp_optim_kind okind = DP_OPT_SGD;
-    double lr = NAN, momentum = NAN, wd = NAN, beta1 = NAN, beta2 = NAN;
-    int nesterov = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-#define NEED_VALUE                                                                                                     \
-    do {                                                                                                               \
-        if (!v) {                                                                                                      \
-            fprintf(stderr, "%s: %s needs a value (see dpsgd train --help)\n", prog, a);                               \
-            return 2;                                                                                                  \
-        }                                                                                                              \
-        i++;                                                                                                           \
-    } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage_train(stdout);
-            return 0;
-        } else if (!strcmp(a, "--data")) {
-            NEED_VALUE;
-            data = v;
-        } else if (!strcmp(a, "--normalize")) {
-            NEED_VALUE;
-            norm = v;
-        } else if (!strcmp(a, "--train-limit")) {
-            NEED_VALUE;
-            if (!parse_long(a, v, 1, 1L << 40, &train_limit)) return 2;
-        } else if (!strcmp(a, "--test-limit")) {
-            NEED_VALUE;
-            if (!parse_long(a, v, 1, 1L << 40, &test_limit)) return 2;
-        } else if (!strcmp(a, "--model")) {
-            NEED_VALUE;
-            model_name = v;
-        } else if (!strcmp(a, "--freeze")) {
-            NEED_VALUE;
-            if (nfreeze == 64) return die("--freeze: at most 64 layers");
-            if (!parse_long(a, v, 0, 1 << 20, &freeze[nfreeze++])) return 2;
-        } else if (!strcmp(a, "--no-dp")) {
-            p.no_dp = 1;
-        } else if (!strcmp(a, "--clipping")) {
-            NEED_VALUE;
-            if (dp_clip_mode_parse(v, &p.clipping) != DP_OK) return die(dp_last_error());
-        } else if (!strcmp(a, "--max-grad-norm")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &p.max_grad_norm)) return 2;
-            if (p.max_grad_norm <= 0) return die("--max-grad-norm: must be > 0");
-        } else if (!strcmp(a, "--epsilon")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &p.target_epsilon)) return 2;
-            if (p.target_epsilon <= 0) return die("--epsilon: must be > 0");
-        } else if (!strcmp(a, "--delta")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &p.delta)) return 2;
-            if (!(p.delta > 0 && p.delta < 1)) return die("--delta: must be in (0, 1)");
-        } else if (!strcmp(a, "--noise-multiplier")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &p.noise_multiplier)) return 2;
-            if (p.noise_multiplier <= 0) return die("--noise-multiplier: must be > 0");
-        } else if (!strcmp(a, "--epochs")) {
-            NEED_VALUE;
-            if (!parse_long(a, v, 1, 1000000, &lv)) return 2;
-            p.epochs = (int)lv;
-        } else if (!strcmp(a, "--batch-size")) {
-            NEED_VALUE;
-            if (!parse_long(a, v, 1, 1 << 30, &lv)) return 2;
-            p.expected_batch = (int)lv;
-        } else if (!strcmp(a, "--physical-batch")) {
-            NEED_VALUE;
-            if (!parse_long(a, v, 1, 1 << 30, &lv)) return 2;
-            p.physical_batch = (int)lv;
-        } else if (!strcmp(a, "--optimizer")) {
-            NEED_VALUE;
-            if (dp_optim_parse(v, &okind) != DP_OK) return die(dp_last_error());
-        } else if (!strcmp(a, "--lr")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &lr)) return 2;
-        } else if (!strcmp(a, "--momentum")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &momentum)) return 2;
-        } else if (!strcmp(a, "--weight-decay")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &wd)) return 2;
-        } else if (!strcmp(a, "--beta1")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &beta1)) return 2;
-        } else if (!strcmp(a, "--beta2")) {
-            NEED_VALUE;
-            if (!parse_double(a, v, &beta2)) return 2;
-        } else if (!strcmp(a, "--nesterov")) {
-            nesterov = 1;
-        } else if (!strcmp(a, "--seed")) {
-            NEED_VALUE;
-            if (!parse_long(a, v, 0, 1L << 62, &lv)) return 2;
-            p.seed = (uint64_t)lv;
-        } else if (!strcmp(a, "--threads")) {
-            NEED_VALUE;
-            if (!parse_long(a, v, 1, 1024, &threads)) return 2;
-        } else if (!strcmp(a, "--out")) {
-            NEED_VALUE;
-            out = v;
-        } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else {
-            fprintf(stderr, "%s: unknown option '%s' (see dpsgd train --help)\n", prog, a);
-            return 2;
-        }
-#undef NEED_VALUE
-    }
-    /* optimizer: defaults of the recipe for SGD, PyTorch's for Adam/AdamW, then the flags */
-    if (okind != DP_OPT_SGD) p.optim = dp_optim_default_params(okind);
-    if (!isnan(lr)) p.optim.lr = lr;
-    if (!isnan(momentum)) p.optim.momentum = momentum;
-    if (!isnan(wd)) p.optim.weight_decay = wd;
-    if (!isnan(beta1)) p.optim.beta1 = beta1;
-    if (!isnan(beta2)) p.optim.beta2 = beta2;
-    p.optim.nesterov = nesterov;
-    if (threads > 0) omp_set_num_threads((int)threads);
-    double mean = FMNIST_MEAN, std = FMNIST_STD;
-    int do_norm = 1;
-    if (norm) {
-        if (!strcmp(norm, "none")) do_norm = 0;
-        else {
-            char *end;
-            mean = strtod(norm, &end);
-            if (*end != ',' || !parse_double("--normalize STD", end + 1, &std) || !(std > 0) || !isfinite(mean))
-                return die("--normalize: expected MEAN,STD with STD > 0, or 'none'");
-        }
-    }
-
-    dp_status st;
-    dp_dataset tr, te;
-    memset(&tr, 0, sizeof tr);
-    memset(&te, 0, sizeof te);
-    dp_model *m = NULL;
-    int rc = 1;
-    if ((st = dp_dataset_load_mnist_dir(data, 1, &tr)) != DP_OK || (st = dp_dataset_load_mnist_dir(data, 0, &te)) != DP_OK) {
-        rc = fail_status(st);
-        goto done;
-    }
-    limit_dataset(&tr, train_limit);
-    limit_dataset(&te, test_limit);
-    int K = tr.n_classes > te.n_classes ? tr.n_classes : te.n_classes;
-    if ((st = dp_dataset_validate(&tr, "training set", 2, K)) != DP_OK ||
-        (st = dp_dataset_validate(&te, "test set", 1, K)) != DP_OK) {
-        rc = fail_status(st);
-        goto done;
-    }
-    if (do_norm) {
-        dp_dataset_normalize(&tr, mean, std);
-        dp_dataset_normalize(&te, mean, std);
-    }
-    if ((st = dp_model_create_named(model_name, tr.c, tr.h, tr.w, K, &m)) != DP_OK) {
-        fprintf(stderr, "%s: --model %s: %s\n", prog, model_name, dp_last_error());
-        rc = 2;
-        goto done;
-    }
-    if (dp_model_output_size(m) != K) {
-        fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes\n", prog,
-                dp_model_output_size(m), K);
-        rc = 2;
-        goto done;
-    }
-    for (int f = 0; f < nfreeze; f++)
-        if ((st = dp_model_set_frozen(m, (int)freeze[f], 1)) != DP_OK) {
-            fprintf(stderr, "%s: --freeze %ld: %s\n", prog, freeze[f], dp_last_error());
-            rc = 2;
-            goto done;
-        }
-    dp_rng init;
-    dp_rng_seed(&init, p.seed ^ 0x1badc0ffeeULL);
-    dp_model_init(m, &init);
-
-    progress_state ps = {isatty(2), quiet, 0};
-    p.progress = on_progress;
-    p.progress_user = &ps;
-    if (!quiet) {
-        printf("data: %s (%zu train, %zu test, %dx%dx%d, %d classes)\n", data, tr.n, te.n, tr.c, tr.h, tr.w, K);
-        printf("model: %s, %zu parameters (%zu trainable)\n", model_name, dp_model_num_params(m), dp_model_num_trainable(m));
-        if (p.no_dp)
-            printf("training: non-private baseline (--no-dp), batch %d, %d epochs, %d threads\n", p.expected_batch, p.epochs,
-                   omp_get_max_threads());
-        else
-            printf("training: DP-SGD, clipping %s, C %g, expected batch %d (q %.5f), %d epochs x %d steps, target epsilon %g "
-                   "at delta %g, %d threads\n",
-                   dp_clip_mode_name(p.clipping), p.max_grad_norm, p.expected_batch, (double)p.expected_batch / (double)tr.n,
-                   p.epochs, dp_train_steps_per_epoch(tr.n, p.expected_batch), p.target_epsilon, p.delta,
-                   omp_get_max_threads());
-        fflush(stdout);
-    }
-    dp_train_result r;
-    if ((st = dp_train(m, &tr, &te, &p, &r)) != DP_OK) {
-        rc = fail_status(st);
-        goto done;
-    }
-    if (p.no_dp)
-        printf("final: test accuracy %.2f%%, non-private (no privacy guarantee), %ld steps, %.1f s\n", 100 * r.test_accuracy,
-               r.steps, r.seconds);
-    else
-        printf("final: test accuracy %.2f%% at epsilon %.3f (delta %g, RDP), sigma %.4f, %ld steps, %.1f s%s\n",
-               100 * r.test_accuracy, r.epsilon, r.delta, r.sigma, r.steps, r.seconds,
-               r.nonfinite_samples ? " (some samples had non-finite gradients and were dropped)" : "");
-    if (r.nonfinite_samples) printf("non-finite per-sample gradients: %ld (contributed nothing)\n", r.nonfinite_samples);
-    if (out) {
-        char json[2048];
-        snprintf(json, sizeof json,
-                 "{\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
-                 "  \"max_grad_norm\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n"
-                 "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
-                 "  \"epsilon\": %.17g,\n  \"accountant\": \"rdp\",\n  \"test_accuracy\": %.17g,\n  \"test_loss\": %.17g,\n"
-                 "  \"seconds\": %.3f,\n  \"mean_batch\": %.3f,\n  \"empty_batches\": %ld,\n  \"nonfinite_samples\": %ld,\n"
-                 "  \"peak_tracked_bytes\": %zu,\n  \"threads\": %d,\n  \"seed\": %llu\n}\n",
-                 dp_model_builtin_spec(model_name) ? model_name : "spec", dp_model_num_params(m), p.no_dp ? "false" : "true",
-                 p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.expected_batch, p.epochs,
-                 r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon, r.test_accuracy, r.test_loss, r.seconds,
-                 r.mean_batch, r.empty_batches, r.nonfinite_samples, r.peak_bytes, omp_get_max_threads(),
-                 (unsigned long long)p.seed);
-        if (!write_json_atomic(out, json)) goto done;
-    }
-    rc = 0;
-done:
-    dp_model_destroy(m);
-    dp_dataset_free(&tr);
-    dp_dataset_free(&te);
-    return rc;
+static void usage_main(FILE *f) {
+    fprintf(f, "usage: dpsgd <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].fn) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  help      this help; `dpsgd <command> --help` for a command's options\n");
 }
 
 int main(int argc, char **argv) {
@@ -417,13 +43,19 @@ int main(int argc, char **argv) {
         usage_main(stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-        if (argc > 2 && !strcmp(argv[2], "train")) usage_train(stdout);
-        else usage_main(stdout);
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        if (argc > 2) { /* `dpsgd help train` = `dpsgd train --help` */
+            char *sub[] = {(char *)"--help", NULL};
+            for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+                if (commands[i].fn && !strcmp(argv[2], commands[i].name)) return commands[i].fn(1, sub);
+        }
+        usage_main(stdout);
         return 0;
     }
-    if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
-    fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].fn && !strcmp(cmd, commands[i].name)) return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "%s: unknown command '%s'\n", dp_cli_prog, cmd);
     usage_main(stderr);
     return 2;
 }
