@@ -704,9 +704,11 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
                 sq[b] = acc;
             }
             bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
-            /* grad += ps^T R, skipping samples with R = 0 (non-finite rows would poison the sum) */
+            /* grad += ps^T R in one GEMV; rows of samples with R = 0 are zeroed first, since a
+             * non-finite row times 0 would still poison the sum */
             for (int b = 0; b < B; b++)
-                if (R[b] != 0.0f) cblas_saxpy((int)m->np, R[b], ps + (size_t)b * m->np, 1, m->grad, 1);
+                if (R[b] == 0.0f) memset(ps + (size_t)b * m->np, 0, sizeof(float) * m->np);
+            cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)m->np, 1.0f, ps, (int)m->np, R, 1, 1.0f, m->grad, 1);
         }
         dp_free(ps);
     } else {
