@@ -14,9 +14,13 @@
  *   dpsgd/core.h     status codes, tracked allocator, RNG
  *   dpsgd/data.h     IDX and .npy readers, datasets and their validation
  *   dpsgd/privacy.h  noise, Poisson sampling, RDP accountant, sigma calibration
+ *   dpsgd/accounting.h  RDP, PRV, PLD and GDP accountants; calibration with any of them
  *   dpsgd/optim.h    SGD (momentum, weight decay), Adam, AdamW
  *   dpsgd/nn.h       layers, models (built-in or from a spec string), clipping engine
  *   dpsgd/train.h    the training loop behind `dpsgd train`
+ *   dpsgd/audit.h    one-run privacy auditing behind `dpsgd audit`
+ *   dpsgd/io.h       safetensors weights, training checkpoints
+ *   dpsgd/secure.h   secure mode: OS-seeded CSPRNG, hardened noise and sampling
  *
  * Conventions: every fallible call returns dp_status and leaves a message in
  * dp_last_error(); create/destroy for heap handles (destroy(NULL) is a no-op); pointers
@@ -27,7 +31,11 @@
 #include "dpsgd/core.h"
 #include "dpsgd/data.h"
 #include "dpsgd/privacy.h"
+#include "dpsgd/accounting.h"
 #include "dpsgd/optim.h"
 #include "dpsgd/nn.h"
 #include "dpsgd/train.h"
+#include "dpsgd/audit.h"
+#include "dpsgd/io.h"
+#include "dpsgd/secure.h"
 #endif

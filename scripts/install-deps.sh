@@ -9,13 +9,14 @@
 #   pkg-config               to check the installed dpsgd.pc (docs/build.md)
 #   libopenblas-openmp-dev   BLAS, OpenMP flavour (single-threaded inside our OpenMP regions)
 #   zlib1g-dev               gzip'd IDX files
+#   libfftw3-dev             FFTW3 (double): the FFTs of the PRV and PLD accountants
 #   dataset-fashion-mnist    the data, read in place from /usr/share/datasets/fashion-mnist/
 #
 # We use gcc's libgomp, which comes with gcc: libomp-dev (LLVM's runtime) is deliberately
 # not installed.
 set -euo pipefail
 
-PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev dataset-fashion-mnist)
+PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libfftw3-dev dataset-fashion-mnist)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,11 +1,23 @@
 /* train.c: the DP-SGD training loop and evaluation. */
 #define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "dpsgd/io.h"
 #include "dpsgd/privacy.h"
+#include "dpsgd/secure.h"
 #include "dpsgd/train.h"
+
+_Static_assert(sizeof(size_t) == sizeof(int64_t), "the sampler permutation is checkpointed as I64");
 
 static double now_s(void) {
     struct timespec ts;
@@ -84,6 +96,259 @@ static dp_status grow(void **buf, size_t *cap, size_t need, size_t elem) {
     return *buf ? DP_OK : DP_ERR_NOMEM;
 }
 
+/* ---- checkpoints (dpsgd/io.h, docs/reliability.md) ------------------------------------ */
+
+/* "<prefix>: <the current message>" (copied first: dp_fail formats into the same buffer) */
+static dp_status prefix_error(dp_status st, const char *prefix) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", dp_last_error());
+    return dp_fail(st, "%s: %s", prefix, msg);
+}
+
+#define ST_PREFIX "state."
+#define ST_OPTIM "state.optimizer"
+#define ST_PERM "state.sampler_perm"
+
+/* Everything the loop needs to write a checkpoint; the info's configuration part is filled
+ * once, its state part before each write. */
+typedef struct {
+    char path[4096];
+    dp_checkpoint_info info;
+    dp_st_tensor *t; /* model tensors + optimizer state + sampler permutation */
+    int nt;
+} ckpt_writer;
+
+static void fill_config(dp_checkpoint_info *c, dp_model *m, const dp_dataset *tr, const dp_train_params *p,
+                        double sigma, double q, uint64_t checksum) {
+    memset(c, 0, sizeof *c);
+    dp_model_describe(m, c->model, sizeof c->model);
+    snprintf(c->data, sizeof c->data, "%s", p->data_id ? p->data_id : "");
+    c->data_n = tr->n;
+    c->data_dim = tr->dim;
+    c->data_checksum = checksum;
+    c->no_dp = p->no_dp;
+    c->clipping = (int)p->clipping;
+    c->expected_batch = p->expected_batch;
+    c->physical_batch = p->physical_batch;
+    c->epochs = p->epochs;
+    c->threads = p->threads > 0 ? p->threads : omp_get_max_threads();
+    c->secure = p->secure;
+    c->max_grad_norm = p->max_grad_norm;
+    c->sigma = sigma;
+    c->q = q;
+    c->delta = p->delta;
+    c->target_epsilon = p->noise_multiplier > 0 ? 0 : p->target_epsilon; /* 0: sigma was given */
+    c->optim = p->optim;
+    c->seed = p->seed;
+}
+
+/* The checkpoint `ck` (from `path`) against this run's configuration `cur`. Differences that
+ * change the privacy accounting (or make the state meaningless) are always refused; the rest
+ * only without `force`. */
+static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, const dp_checkpoint_info *cur,
+                                int force) {
+#define NEVER(cond, what, fmt, a, b)                                                                                   \
+    if (cond)                                                                                                          \
+        return dp_fail(DP_ERR_INVALID,                                                                                 \
+                       "--resume %s: the checkpoint was made with " what " " fmt ", this run has " fmt                \
+                       "; refusing (the privacy accounting depends on it; --force cannot override this)",             \
+                       path, a, b)
+#define UNLESS_FORCED(cond, what, fmt, a, b)                                                                           \
+    if ((cond) && !force)                                                                                              \
+        return dp_fail(DP_ERR_INVALID,                                                                                 \
+                       "--resume %s: the checkpoint was made with " what " " fmt ", this run has " fmt                \
+                       " (pass --force to continue with the new value)",                                              \
+                       path, a, b)
+    if (strcmp(ck->model, cur->model))
+        return dp_fail(DP_ERR_INVALID,
+                       "--resume %s: the checkpoint's model differs from this run's (--model/--freeze); refusing.\n"
+                       "checkpoint:\n%sthis run:\n%s",
+                       path, ck->model, cur->model);
+    NEVER(ck->data_n != cur->data_n, "training data of", "%llu examples", (unsigned long long)ck->data_n,
+          (unsigned long long)cur->data_n);
+    NEVER(ck->data_dim != cur->data_dim, "training data of", "%llu features", (unsigned long long)ck->data_dim,
+          (unsigned long long)cur->data_dim);
+    NEVER(ck->data_checksum != cur->data_checksum, "training data of", "checksum %016llx",
+          (unsigned long long)ck->data_checksum, (unsigned long long)cur->data_checksum);
+    NEVER(ck->no_dp != cur->no_dp, "--no-dp", "%s", ck->no_dp ? "on" : "off", cur->no_dp ? "on" : "off");
+    NEVER(ck->secure != cur->secure, "--secure", "%s", ck->secure ? "on" : "off", cur->secure ? "on" : "off");
+    if (!cur->no_dp) {
+        NEVER(ck->max_grad_norm != cur->max_grad_norm, "--max-grad-norm (C)", "%.17g", ck->max_grad_norm,
+              cur->max_grad_norm);
+        NEVER(ck->expected_batch != cur->expected_batch || ck->q != cur->q, "--batch-size", "%d (sample rate q)",
+              ck->expected_batch, cur->expected_batch);
+        NEVER(ck->delta != cur->delta, "--delta", "%.17g", ck->delta, cur->delta);
+        if ((ck->target_epsilon == 0) != (cur->target_epsilon == 0))
+            return dp_fail(DP_ERR_INVALID,
+                           "--resume %s: the checkpoint's sigma %.17g was %s, this run %s; refusing (the privacy "
+                           "accounting depends on it; --force cannot override this)",
+                           path, ck->sigma, ck->target_epsilon == 0 ? "given by --noise-multiplier" : "calibrated to --epsilon",
+                           cur->target_epsilon == 0 ? "gives --noise-multiplier" : "calibrates it to --epsilon");
+        NEVER(ck->target_epsilon != cur->target_epsilon, "--epsilon", "%.17g", ck->target_epsilon, cur->target_epsilon);
+        NEVER(cur->target_epsilon == 0 && ck->sigma != cur->sigma, "--noise-multiplier (sigma)", "%.17g", ck->sigma,
+              cur->sigma);
+    } else {
+        NEVER(ck->expected_batch != cur->expected_batch, "--batch-size", "%d", ck->expected_batch,
+              cur->expected_batch);
+    }
+    UNLESS_FORCED(strcmp(ck->data, cur->data), "--data", "'%s'", ck->data, cur->data);
+    UNLESS_FORCED(ck->epochs != cur->epochs, "--epochs", "%d", ck->epochs, cur->epochs);
+    UNLESS_FORCED(ck->threads != cur->threads, "--threads", "%d (results are bit-identical only for the same count)",
+                  ck->threads, cur->threads);
+    UNLESS_FORCED(ck->physical_batch != cur->physical_batch, "--physical-batch", "%d", ck->physical_batch,
+                  cur->physical_batch);
+    UNLESS_FORCED(ck->clipping != cur->clipping, "--clipping", "%s", dp_clip_mode_name((dp_clip_mode)ck->clipping),
+                  dp_clip_mode_name((dp_clip_mode)cur->clipping));
+    UNLESS_FORCED(ck->seed != cur->seed, "--seed", "%llu", (unsigned long long)ck->seed, (unsigned long long)cur->seed);
+    NEVER(ck->optim.kind != cur->optim.kind, "--optimizer", "%s", dp_optim_name(ck->optim.kind),
+          dp_optim_name(cur->optim.kind));
+    UNLESS_FORCED(ck->optim.lr != cur->optim.lr, "--lr", "%.17g", ck->optim.lr, cur->optim.lr);
+    UNLESS_FORCED(ck->optim.momentum != cur->optim.momentum, "--momentum", "%.17g", ck->optim.momentum,
+                  cur->optim.momentum);
+    UNLESS_FORCED(ck->optim.dampening != cur->optim.dampening, "dampening", "%.17g", ck->optim.dampening,
+                  cur->optim.dampening);
+    UNLESS_FORCED(ck->optim.nesterov != cur->optim.nesterov, "--nesterov", "%d", ck->optim.nesterov,
+                  cur->optim.nesterov);
+    UNLESS_FORCED(ck->optim.weight_decay != cur->optim.weight_decay, "--weight-decay", "%.17g",
+                  ck->optim.weight_decay, cur->optim.weight_decay);
+    UNLESS_FORCED(ck->optim.beta1 != cur->optim.beta1, "--beta1", "%.17g", ck->optim.beta1, cur->optim.beta1);
+    UNLESS_FORCED(ck->optim.beta2 != cur->optim.beta2, "--beta2", "%.17g", ck->optim.beta2, cur->optim.beta2);
+    UNLESS_FORCED(ck->optim.eps != cur->optim.eps, "Adam eps", "%.17g", ck->optim.eps, cur->optim.eps);
+#undef NEVER
+#undef UNLESS_FORCED
+    return DP_OK;
+}
+
+static dp_status write_checkpoint(ckpt_writer *w, dp_optim *opt, const dp_accountant *acc, const dp_rng *rs,
+                                  const dp_rng *rn, const dp_rng *rd) {
+    dp_checkpoint_info *c = &w->info;
+    c->optim_steps = dp_optim_steps(opt);
+    c->rng_sampling = *rs;
+    c->rng_noise = *rn;
+    c->rng_dropout = *rd;
+    size_t len = dp_accountant_history_len(acc);
+    c->acc_len = len;
+    c->acc_q = malloc(sizeof(double) * (len ? len : 1));
+    c->acc_sigma = malloc(sizeof(double) * (len ? len : 1));
+    c->acc_steps = malloc(sizeof(long) * (len ? len : 1));
+    dp_status st;
+    if (!c->acc_q || !c->acc_sigma || !c->acc_steps) st = dp_fail(DP_ERR_NOMEM, "checkpoint: out of memory");
+    else {
+        for (size_t i = 0; i < len; i++) dp_accountant_history_get(acc, i, &c->acc_q[i], &c->acc_sigma[i], &c->acc_steps[i]);
+        st = dp_checkpoint_write(w->path, c, w->t, w->nt);
+        if (st != DP_OK) st = prefix_error(st, "--checkpoint-dir");
+    }
+    dp_checkpoint_info_free(c);
+    return st;
+}
+
+/* Prepares the writer: creates the directory, refuses to replace another run's checkpoint
+ * (unless forced or it is the one being resumed), lists the tensors. */
+static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model *m, dp_optim *opt, size_t *perm,
+                             size_t n) {
+    if (mkdir(p->checkpoint_dir, 0777) != 0 && errno != EEXIST)
+        return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: cannot create it: %s", p->checkpoint_dir, strerror(errno));
+    struct stat sb;
+    if (stat(p->checkpoint_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: not a directory", p->checkpoint_dir);
+    int len = snprintf(w->path, sizeof w->path, "%s/%s", p->checkpoint_dir, DP_CHECKPOINT_FILE);
+    if (len < 0 || (size_t)len >= sizeof w->path) return dp_fail(DP_ERR_RANGE, "--checkpoint-dir: path too long");
+    if (access(w->path, F_OK) == 0 && !p->force) {
+        int same = 0;
+        if (p->resume) {
+            char rp[4096], a[4096], b[4096];
+            if (dp_checkpoint_path(p->resume, rp, sizeof rp) == DP_OK && realpath(rp, a) && realpath(w->path, b))
+                same = !strcmp(a, b);
+        }
+        if (!same)
+            return dp_fail(DP_ERR_INVALID,
+                           "--checkpoint-dir %s: already holds a checkpoint of another run (%s); continue it with "
+                           "--resume %s, or pass --force to replace it",
+                           p->checkpoint_dir, w->path, p->checkpoint_dir);
+    }
+    /* temporary files left by a crash in the middle of a write: never the checkpoint itself */
+    DIR *dir = opendir(p->checkpoint_dir);
+    if (dir) {
+        struct dirent *e;
+        const char *pre = DP_CHECKPOINT_FILE ".tmp";
+        while ((e = readdir(dir)) != NULL)
+            if (!strncmp(e->d_name, pre, strlen(pre))) {
+                char tmp[4096 + 256];
+                snprintf(tmp, sizeof tmp, "%s/%s", p->checkpoint_dir, e->d_name);
+                (void)unlink(tmp);
+            }
+        closedir(dir);
+    }
+    int nm = dp_model_num_tensors(m);
+    w->t = calloc((size_t)nm + 2, sizeof *w->t);
+    if (!w->t) return dp_fail(DP_ERR_NOMEM, "checkpoint: out of memory");
+    dp_status st = dp_model_st_tensors(m, w->t);
+    if (st != DP_OK) return st;
+    w->nt = nm;
+    size_t k = dp_optim_state_floats(opt);
+    if (k) w->t[w->nt++] = (dp_st_tensor){ST_OPTIM, DP_ST_F32, 1, {(int64_t)k}, dp_optim_state(opt)};
+    if (p->no_dp) w->t[w->nt++] = (dp_st_tensor){ST_PERM, DP_ST_I64, 1, {(int64_t)n}, perm};
+    return DP_OK;
+}
+
+/* Restores the model, optimizer, sampler permutation and accountant from a checkpoint whose
+ * configuration has been checked. */
+static dp_status restore_state(const dp_safetensors *s, const dp_checkpoint_info *c, dp_model *m, dp_optim *opt,
+                               dp_accountant *acc, size_t *perm, size_t n, int no_dp, long total_steps) {
+    const char *what = dp_safetensors_what(s);
+    dp_status st;
+    if (c->step > total_steps)
+        return dp_fail(DP_ERR_INVALID, "--resume %s: the checkpoint is at step %ld but this run has only %ld steps",
+                       what, c->step, total_steps);
+    if (c->optim_steps != c->step)
+        return dp_fail(DP_ERR_FORMAT, "%s: optimizer step count %ld differs from the step %ld", what, c->optim_steps,
+                       c->step);
+    long acc_total = 0;
+    for (size_t i = 0; i < c->acc_len; i++) acc_total += c->acc_steps[i];
+    if (!no_dp && acc_total != c->step)
+        return dp_fail(DP_ERR_FORMAT, "%s: accountant history holds %ld steps, the checkpoint is at step %ld", what,
+                       acc_total, c->step);
+    if ((st = dp_model_from_safetensors(m, s, ST_PREFIX)) != DP_OK) return st;
+    size_t k = dp_optim_state_floats(opt);
+    dp_st_dtype dt;
+    const void *data;
+    size_t count;
+    if (k) {
+        if ((st = dp_safetensors_find(s, ST_OPTIM, &dt, NULL, NULL, &data, &count)) != DP_OK) return st;
+        if (dt != DP_ST_F32 || count != k)
+            return dp_fail(DP_ERR_FORMAT, "%s: tensor '%s': %s x %zu, expected F32 x %zu", what, ST_OPTIM,
+                           dp_st_dtype_name(dt), count, k);
+        memcpy(dp_optim_state(opt), data, k * sizeof(float));
+    } else if (dp_safetensors_find(s, ST_OPTIM, NULL, NULL, NULL, NULL, &count) == DP_OK && count) {
+        return dp_fail(DP_ERR_FORMAT, "%s: tensor '%s' present but this optimizer has no state", what, ST_OPTIM);
+    }
+    dp_clear_error();
+    dp_optim_set_steps(opt, c->optim_steps);
+    if (no_dp) {
+        if ((st = dp_safetensors_find(s, ST_PERM, &dt, NULL, NULL, &data, &count)) != DP_OK) return st;
+        if (dt != DP_ST_I64 || count != n)
+            return dp_fail(DP_ERR_FORMAT, "%s: tensor '%s': %s x %zu, expected I64 x %zu", what, ST_PERM,
+                           dp_st_dtype_name(dt), count, n);
+        unsigned char *seen = calloc(n ? n : 1, 1);
+        if (!seen) return dp_fail(DP_ERR_NOMEM, "%s: out of memory", what);
+        for (size_t i = 0; i < n; i++) {
+            int64_t v;
+            memcpy(&v, (const char *)data + 8 * i, 8);
+            if (v < 0 || (uint64_t)v >= n || seen[v]) {
+                free(seen);
+                return dp_fail(DP_ERR_FORMAT, "%s: tensor '%s': entry %zu (%lld) breaks the permutation", what, ST_PERM,
+                               i, (long long)v);
+            }
+            seen[v] = 1;
+            perm[i] = (size_t)v;
+        }
+        free(seen);
+    }
+    for (size_t i = 0; i < c->acc_len; i++)
+        if ((st = dp_accountant_step(acc, c->acc_q[i], c->acc_sigma[i], c->acc_steps[i])) != DP_OK) return st;
+    return DP_OK;
+}
+
 dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *p,
                    dp_train_result *result) {
     const size_t N = tr->n, dim = tr->dim;
@@ -99,6 +364,9 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     if (p->expected_batch < 1 || (size_t)p->expected_batch > N)
         return dp_fail(DP_ERR_RANGE, "--batch-size %d: must be in 1..%zu (the training set size)", p->expected_batch, N);
     if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "--physical-batch %d: must be >= 0", p->physical_batch);
+    if (p->checkpoint_every < 0)
+        return dp_fail(DP_ERR_RANGE, "--checkpoint-every %ld: must be >= 0", p->checkpoint_every);
+    if (p->secure && p->no_dp) return dp_fail(DP_ERR_INVALID, "--secure: has no meaning with --no-dp (no noise)");
     if (!p->no_dp) {
         if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
             return dp_fail(DP_ERR_RANGE, "--max-grad-norm %g: must be a positive finite number", p->max_grad_norm);
@@ -112,17 +380,40 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     const long steps = (long)spe * p->epochs;
     double sigma = 0;
     dp_status st = DP_OK;
-    if (!p->no_dp) {
-        if (p->noise_multiplier > 0) sigma = p->noise_multiplier;
-        else if ((st = dp_calibrate_sigma(p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
-            return st;
-    }
     dp_accountant *acc = NULL;
     dp_optim *opt = NULL;
+    dp_csprng *crng = NULL;
     size_t *idx = NULL;
     float *xb = NULL, *dz = NULL, *lv = NULL;
     int32_t *yb = NULL;
     size_t cap_x = 0, cap_y = 0, cap_dz = 0, cap_l = 0;
+    dp_safetensors *ck = NULL;
+    dp_checkpoint_info cki;
+    memset(&cki, 0, sizeof cki);
+    ckpt_writer w;
+    memset(&w, 0, sizeof w);
+    int resumed = 0;
+    if (p->resume) {
+        char path[4096];
+        if ((st = dp_checkpoint_path(p->resume, path, sizeof path)) != DP_OK) return st;
+        if ((st = dp_safetensors_load(path, &ck)) != DP_OK) return prefix_error(st, "--resume");
+        if ((st = dp_checkpoint_info_read(ck, &cki)) != DP_OK) {
+            st = prefix_error(st, "--resume");
+            goto done;
+        }
+        resumed = 1;
+    }
+    if (!p->no_dp) {
+        if (p->noise_multiplier > 0) sigma = p->noise_multiplier;
+        else if (resumed && cki.target_epsilon == p->target_epsilon) sigma = cki.sigma; /* as calibrated then */
+        else if ((st = dp_calibrate_sigma(p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
+            goto done;
+    }
+    uint64_t checksum = 0;
+    if (p->checkpoint_dir || resumed) checksum = dp_checkpoint_data_checksum(tr->x, tr->y, N, dim);
+    dp_checkpoint_info cur;
+    fill_config(&cur, m, tr, p, sigma, q, checksum);
+    if (resumed && (st = compare_config(dp_safetensors_what(ck), &cki, &cur, p->force)) != DP_OK) goto done;
     dp_train_result r;
     memset(&r, 0, sizeof r);
     r.sigma = sigma;
@@ -136,33 +427,62 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         goto done;
     }
     for (size_t i = 0; i < N; i++) idx[i] = i;
+    if (p->secure && (st = dp_csprng_create(&crng)) != DP_OK) goto done;
     dp_rng root, rs, rn, rd;
     dp_rng_seed(&root, p->seed);
     dp_rng_split(&root, &rs); /* sampling */
     dp_rng_split(&root, &rn); /* noise */
     dp_rng_split(&root, &rd); /* dropout */
-    const unsigned char *mask = dp_model_trainable_mask(m);
-    float *grad = dp_model_grad(m), *params = dp_model_params(m);
-    const double t0 = now_s();
-    dp_mem_reset_peak();
     long step = 0;
-    double batch_sum = 0;
+    double batch_sum = 0, lsum0 = 0, elapsed0 = 0;
+    size_t lcount0 = 0;
     dp_train_progress pr;
     memset(&pr, 0, sizeof pr);
+    pr.test_accuracy = -1;
+    if (resumed) {
+        if ((st = restore_state(ck, &cki, m, opt, acc, idx, N, p->no_dp, steps)) != DP_OK) goto done;
+        rs = cki.rng_sampling;
+        rn = cki.rng_noise;
+        rd = cki.rng_dropout;
+        step = cki.step;
+        batch_sum = cki.batch_sum;
+        r.empty_batches = cki.empty_batches;
+        r.nonfinite_samples = cki.nonfinite_samples;
+        lsum0 = cki.lsum;
+        lcount0 = (size_t)cki.lcount;
+        elapsed0 = cki.elapsed;
+        pr.test_accuracy = cki.test_accuracy;
+        pr.test_loss = cki.test_loss;
+        if (!p->no_dp && (st = dp_accountant_epsilon(acc, p->delta, &pr.epsilon, NULL)) != DP_OK) goto done;
+    }
+    dp_safetensors_destroy(ck);
+    ck = NULL;
+    dp_checkpoint_info_free(&cki);
+    if (p->checkpoint_dir) {
+        if ((st = writer_init(&w, p, m, opt, idx, N)) != DP_OK) goto done;
+        w.info = cur;
+    }
+    const unsigned char *mask = dp_model_trainable_mask(m);
+    float *grad = dp_model_grad(m), *params = dp_model_params(m);
+    const double t0 = now_s() - elapsed0;
+    dp_mem_reset_peak();
     pr.epochs = p->epochs;
     pr.steps = steps;
     pr.steps_per_epoch = spe;
-    pr.test_accuracy = -1;
-    for (int ep = 1; ep <= p->epochs; ep++) {
-        double lsum = 0;
-        size_t lcount = 0;
-        if (p->no_dp) shuffle_prefix(idx, N, N, &rs);
-        for (int s = 0; s < spe; s++, step++) {
+    const long step0 = step;
+    for (int ep = (int)(step0 / spe) + 1; ep <= p->epochs; ep++) {
+        const int s0 = ep == (int)(step0 / spe) + 1 ? (int)(step0 % spe) : 0;
+        double lsum = s0 ? lsum0 : 0;
+        size_t lcount = s0 ? lcount0 : 0;
+        if (p->no_dp && s0 == 0) shuffle_prefix(idx, N, N, &rs);
+        for (int s = s0; s < spe; s++, step++) {
             size_t count, first = 0;
             dp_mem_stage("sample");
             if (p->no_dp) {
                 first = (size_t)s * (size_t)p->expected_batch % N;
                 count = N - first < (size_t)p->expected_batch ? N - first : (size_t)p->expected_batch;
+            } else if (crng) {
+                if ((st = dp_secure_poisson_sample(crng, N, q, idx, &count)) != DP_OK) goto done;
             } else {
                 if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
             }
@@ -211,7 +531,8 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             double scale;
             if (!p->no_dp) {
                 /* noise on every trainable coordinate, then divide by the EXPECTED batch size */
-                dp_noise_gaussian(grad, np, sigma * p->max_grad_norm, &rn);
+                if (crng) dp_secure_noise_gaussian(grad, np, sigma * p->max_grad_norm, crng);
+                else dp_noise_gaussian(grad, np, sigma * p->max_grad_norm, &rn);
                 scale = 1.0 / (q * (double)N);
             } else {
                 scale = count ? 1.0 / (double)count : 0.0;
@@ -232,6 +553,21 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             pr.elapsed = now_s() - t0;
             pr.epoch_end = 0;
             if (p->progress) p->progress(p->progress_user, &pr);
+            /* a checkpoint every checkpoint_every steps; the epoch's last step gets its own below,
+             * after the evaluation, so a checkpoint at an epoch boundary has always evaluated */
+            if (p->checkpoint_dir && p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0 && s + 1 < spe) {
+                dp_checkpoint_info *c = &w.info;
+                c->step = step + 1;
+                c->empty_batches = r.empty_batches;
+                c->nonfinite_samples = r.nonfinite_samples;
+                c->lcount = (long)lcount;
+                c->batch_sum = batch_sum;
+                c->lsum = lsum;
+                c->test_accuracy = pr.test_accuracy;
+                c->test_loss = pr.test_loss;
+                c->elapsed = now_s() - t0;
+                if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
+            }
         }
         dp_mem_stage("evaluate");
         if (te && (st = dp_evaluate(m, te, p->eval_batch, &pr.test_accuracy, &pr.test_loss)) != DP_OK) goto done;
@@ -239,16 +575,33 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         pr.elapsed = now_s() - t0;
         pr.epoch_end = 1;
         if (p->progress) p->progress(p->progress_user, &pr);
+        if (p->checkpoint_dir) {
+            dp_checkpoint_info *c = &w.info;
+            c->step = step;
+            c->empty_batches = r.empty_batches;
+            c->nonfinite_samples = r.nonfinite_samples;
+            c->lcount = (long)lcount;
+            c->batch_sum = batch_sum;
+            c->lsum = lsum;
+            c->test_accuracy = pr.test_accuracy;
+            c->test_loss = pr.test_loss;
+            c->elapsed = now_s() - t0;
+            if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
+        }
     }
+    if (!p->no_dp && (st = dp_accountant_epsilon(acc, p->delta, &r.epsilon, NULL)) != DP_OK) goto done;
     r.test_accuracy = te ? pr.test_accuracy : -1;
     r.test_loss = te ? pr.test_loss : 0;
-    r.epsilon = pr.epsilon;
     r.steps = step;
     r.seconds = now_s() - t0;
     r.mean_batch = step ? batch_sum / (double)step : 0;
     r.peak_bytes = dp_mem_get().peak_bytes;
     *result = r;
 done:
+    dp_safetensors_destroy(ck);
+    dp_checkpoint_info_free(&cki);
+    free(w.t);
+    dp_csprng_destroy(crng);
     dp_accountant_destroy(acc);
     dp_optim_destroy(opt);
     dp_free(idx);

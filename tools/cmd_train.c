@@ -61,6 +61,19 @@ void dp_cmd_train_usage(FILE *f) {
 "  --beta1 X, --beta2 X    Adam/AdamW moment decay [0.9, 0.999]\n"
 "  --seed N                seed for initialisation, sampling and noise [0]\n"
 "  --threads N             OpenMP threads [all cores]\n"
+"  --secure                noise and Poisson sampling from an OS-seeded CSPRNG, noise hardened\n"
+"                          against floating-point attacks (docs/reliability.md); no --seed\n"
+"checkpoints:\n"
+"  --checkpoint-dir DIR    write DIR/checkpoint.safetensors at each epoch end (atomically)\n"
+"  --checkpoint-every N    ... and every N steps\n"
+"  --resume DIR|FILE       continue a run from its checkpoint (bit-identical to an\n"
+"                          uninterrupted run with the same seed and threads; epsilon carries on)\n"
+"  --force                 resume although epochs, threads, optimizer settings or the data path\n"
+"                          changed, or replace another run's checkpoint (never model, data,\n"
+"                          sigma, q, C or delta)\n"
+"weights:\n"
+"  --init FILE             start from these weights (safetensors, PyTorch names, F32)\n"
+"  --save-weights FILE     write the trained weights (safetensors, atomically)\n"
 "output:\n"
 "  --out FILE              write a JSON summary (atomically)\n"
 "  --quiet                 no progress, only the final line\n"
@@ -101,6 +114,8 @@ static void limit_dataset(dp_dataset *d, long limit) {
 int dp_cmd_train(int argc, char **argv) {
     dp_train_params p = dp_train_default_params();
     const char *data = DEFAULT_DATA, *model_name = "cnn", *out = NULL, *norm = NULL;
+    const char *init_path = NULL, *save_weights = NULL;
+    int seed_given = 0;
     long threads = 0, train_limit = 0, test_limit = 0;
     int quiet = 0, nfreeze = 0;
     long freeze[64];
@@ -198,6 +213,29 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;
             p.seed = (uint64_t)lv;
+            seed_given = 1;
+        } else if (!strcmp(a, "--secure")) {
+            p.secure = 1;
+        } else if (!strcmp(a, "--checkpoint-dir")) {
+            NEED_VALUE;
+            if (!*v) return dp_cli_die("--checkpoint-dir: empty path");
+            p.checkpoint_dir = v;
+        } else if (!strcmp(a, "--checkpoint-every")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 1, 1L << 40, &p.checkpoint_every)) return 2;
+        } else if (!strcmp(a, "--resume")) {
+            NEED_VALUE;
+            if (!*v) return dp_cli_die("--resume: empty path");
+            p.resume = v;
+        } else if (!strcmp(a, "--force")) {
+            p.force = 1;
+        } else if (!strcmp(a, "--init")) {
+            NEED_VALUE;
+            init_path = v;
+        } else if (!strcmp(a, "--save-weights")) {
+            NEED_VALUE;
+            if (!*v) return dp_cli_die("--save-weights: empty path");
+            save_weights = v;
         } else if (!strcmp(a, "--threads")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 1, 1024, &threads)) return 2;
@@ -212,6 +250,13 @@ int dp_cmd_train(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
+    if (p.secure && seed_given)
+        return dp_cli_die("--seed: refused with --secure (secure noise and sampling are seeded by the operating "
+                          "system; a known seed would make the noise known)");
+    if (p.secure && p.no_dp) return dp_cli_die("--secure: has no meaning with --no-dp (there is no noise)");
+    if (p.checkpoint_every && !p.checkpoint_dir) return dp_cli_die("--checkpoint-every: needs --checkpoint-dir");
+    if (init_path && p.resume)
+        return dp_cli_die("--init: cannot be combined with --resume (the checkpoint holds the weights)");
     /* optimizer: defaults of the recipe for SGD, PyTorch's for Adam/AdamW, then the flags */
     if (okind != DP_OPT_SGD) p.optim = dp_optim_default_params(okind);
     if (!isnan(lr)) p.optim.lr = lr;
@@ -221,6 +266,8 @@ int dp_cmd_train(int argc, char **argv) {
     if (!isnan(beta2)) p.optim.beta2 = beta2;
     p.optim.nesterov = nesterov;
     if (threads > 0) omp_set_num_threads((int)threads);
+    p.threads = (int)threads;
+    p.data_id = data;
     double mean = FMNIST_MEAN, std = FMNIST_STD;
     int do_norm = 1;
     if (norm) {
@@ -275,6 +322,10 @@ int dp_cmd_train(int argc, char **argv) {
     dp_rng init;
     dp_rng_seed(&init, p.seed ^ 0x1badc0ffeeULL);
     dp_model_init(m, &init);
+    if (init_path && (st = dp_model_load_safetensors(m, init_path)) != DP_OK) {
+        fprintf(stderr, "%s: --init %s\n", prog, dp_last_error());
+        goto done;
+    }
 
     progress_state ps = {isatty(2), quiet, 0};
     p.progress = on_progress;
@@ -291,6 +342,8 @@ int dp_cmd_train(int argc, char **argv) {
                    dp_clip_mode_name(p.clipping), p.max_grad_norm, p.expected_batch, (double)p.expected_batch / (double)tr.n,
                    p.epochs, dp_train_steps_per_epoch(tr.n, p.expected_batch), p.target_epsilon, p.delta,
                    omp_get_max_threads());
+        if (p.resume) printf("resuming from %s\n", p.resume);
+        if (p.secure) printf("secure mode: noise and sampling from the OS-seeded CSPRNG\n");
         fflush(stdout);
     }
     dp_train_result r;
@@ -306,6 +359,10 @@ int dp_cmd_train(int argc, char **argv) {
                100 * r.test_accuracy, r.epsilon, r.delta, r.sigma, r.steps, r.seconds,
                r.nonfinite_samples ? " (some samples had non-finite gradients and were dropped)" : "");
     if (r.nonfinite_samples) printf("non-finite per-sample gradients: %ld (contributed nothing)\n", r.nonfinite_samples);
+    if (save_weights && (st = dp_model_save_safetensors(m, save_weights)) != DP_OK) {
+        fprintf(stderr, "%s: --save-weights %s\n", prog, dp_last_error());
+        goto done;
+    }
     if (out) {
         char json[2048];
         snprintf(json, sizeof json,
@@ -314,12 +371,12 @@ int dp_cmd_train(int argc, char **argv) {
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"rdp\",\n  \"test_accuracy\": %.17g,\n  \"test_loss\": %.17g,\n"
                  "  \"seconds\": %.3f,\n  \"mean_batch\": %.3f,\n  \"empty_batches\": %ld,\n  \"nonfinite_samples\": %ld,\n"
-                 "  \"peak_tracked_bytes\": %zu,\n  \"threads\": %d,\n  \"seed\": %llu\n}\n",
+                 "  \"peak_tracked_bytes\": %zu,\n  \"threads\": %d,\n  \"seed\": %llu,\n  \"secure\": %s\n}\n",
                  dp_model_builtin_spec(model_name) ? model_name : "spec", dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon, r.test_accuracy, r.test_loss, r.seconds,
                  r.mean_batch, r.empty_batches, r.nonfinite_samples, r.peak_bytes, omp_get_max_threads(),
-                 (unsigned long long)p.seed);
+                 (unsigned long long)p.seed, p.secure ? "true" : "false");
         if (!dp_cli_write_atomic("--out", out, json)) goto done;
     }
     rc = 0;

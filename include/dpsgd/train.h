@@ -48,6 +48,17 @@ typedef struct {
     int eval_batch;             /* 1000 */
     dp_progress_fn progress;    /* called after every step and at each epoch end; may be NULL */
     void *progress_user;
+    /* checkpoints and resume (dpsgd/io.h, docs/reliability.md) */
+    const char *checkpoint_dir; /* NULL: none; else DIR/checkpoint.safetensors is written every
+                                 * checkpoint_every steps and at each epoch end (atomically) */
+    long checkpoint_every;      /* 0: only at epoch ends */
+    const char *resume;         /* checkpoint directory or file to continue from; NULL: start afresh */
+    int force;                  /* resume although epochs, threads, optimizer, clipping mode, seed or
+                                 * data path differ; overwrite an existing checkpoint. Never
+                                 * overrides model, data content, sigma, q, C, delta. */
+    const char *data_id;        /* identity of the training data for checkpoints (its path); may be NULL */
+    int threads;                /* thread count recorded in checkpoints; 0: omp_get_max_threads() */
+    int secure;                 /* noise and sampling from the OS-seeded CSPRNG (dpsgd/secure.h) */
 } dp_train_params;
 
 dp_train_params dp_train_default_params(void);
@@ -69,7 +80,11 @@ typedef struct {
 int dp_train_steps_per_epoch(size_t n, int expected_batch);
 
 /* Train `model` (already initialised) on `train`; evaluate on `test` (may be NULL) after each
- * epoch. A non-finite loss or parameter stops training with DP_ERR_NONFINITE and a message
+ * epoch. With p->resume the model's parameters, the optimizer, RNG streams, accountant history
+ * and counters are taken from the checkpoint and training continues at its step: the result
+ * is bit-identical to a run never interrupted (same seed and thread count). A checkpoint made
+ * with another model, data, sigma, q, C or delta is refused with DP_ERR_INVALID naming the
+ * difference. A non-finite loss or parameter stops training with DP_ERR_NONFINITE and a message
  * naming the step. The result is written only on success. */
 dp_status dp_train(dp_model *model, const dp_dataset *train, const dp_dataset *test, const dp_train_params *p,
                    dp_train_result *result);

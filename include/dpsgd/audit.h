@@ -1,0 +1,130 @@
+/* dpsgd/audit.h: empirical privacy auditing in one training run (Steinke, Nasr and
+ * Jagielski, "Privacy Auditing with One (1) Training Run", NeurIPS 2023).
+ *
+ * An epsilon is a proof about an idealised algorithm; an implementation bug (noise too small,
+ * a layer left unclipped) silently voids it. The audit turns the claim into an experiment:
+ *   1. m canaries; each is included in training independently with probability 1/2;
+ *   2. one DP-SGD run (the same step as dp_train: Poisson sampling at a fixed rate q,
+ *      per-sample clipping to C, noise N(0, sigma^2 C^2), division by the expected batch,
+ *      optimizer step, RDP accountant) over the real data plus the included canaries;
+ *   3. a membership score per canary from what the run released;
+ *   4. guesses: "in" for the r/2 highest scores, "out" for the r/2 lowest, abstain on the rest;
+ *   5. the epsilon lower bound: the largest eps such that an (eps, delta)-DP run would give at
+ *      least the observed number of correct guesses with probability below 1 - confidence
+ *      (the p-value of the paper's analysis with delta, searched by bisection).
+ * An honest implementation exceeds its claimed epsilon only with probability
+ * 1 - confidence; a lower bound above the claim is evidence of a bug ("VIOLATION").
+ *
+ * Canaries:
+ *   DP_CANARY_INPUT     mislabelled examples (copies of images from a pool with a wrong
+ *                       label, fixed per canary). Black-box: score = decrease of the canary's
+ *                       loss from the initial to the final model.
+ *   DP_CANARY_GRADIENT  white-box: canary j is a virtual example whose clipped per-sample
+ *                       gradient is C * u_j (u_j a fixed random unit vector, +-1/sqrt(d) on
+ *                       the d trainable coordinates); when Poisson-sampled it joins the clipped
+ *                       sum exactly as a real sample would. Score = sum over steps of
+ *                       <released noisy sum - clipped sum of the sampled real examples, u_j>.
+ *
+ * Test-only switches (dp_audit_params.debug_*): they deliberately break the mechanism so tests
+ * can check that the audit catches what it exists to catch. Leave them at their defaults.
+ */
+#ifndef DPSGD_AUDIT_H
+#define DPSGD_AUDIT_H
+#include "dpsgd/core.h"
+#include "dpsgd/data.h"
+#include "dpsgd/nn.h"
+#include "dpsgd/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the bound (pure functions) ------------------------------------------------------- */
+
+/* p-value of the null hypothesis "the run is (eps, delta)-DP" after v correct guesses out of
+ * r (abstaining on the other m - r canaries): P[Binomial(r, e^eps/(1+e^eps)) >= v] plus
+ * 2 m delta times the largest mean tail max_i P[v - i <= Binomial < v] / i (Steinke et al.,
+ * section 5, as in their reference code), capped at 1. Requires 0 <= v <= r <= m, eps >= 0, delta in [0, 1]
+ * (DP_ERR_RANGE otherwise). */
+dp_status dp_audit_p_value(long m, long r, long v, double eps, double delta, double *p);
+
+/* The epsilon lower bound: the largest eps (bisection, to ~1e-6) whose p-value is below
+ * 1 - confidence; 0 when even eps = 0 cannot be rejected. confidence in (0, 1). */
+dp_status dp_audit_epsilon_bound(long m, long r, long v, double delta, double confidence, double *eps_lb);
+
+/* ---- the audited run ------------------------------------------------------------------ */
+
+#define DP_CANARY_LIST(X)                                                                     \
+    X(DP_CANARY_INPUT, "input")                                                               \
+    X(DP_CANARY_GRADIENT, "gradient")
+
+typedef enum {
+#define DP__ENUM(name, text) name,
+    DP_CANARY_LIST(DP__ENUM)
+#undef DP__ENUM
+        DP_CANARY_COUNT
+} dp_canary_kind;
+const char *dp_canary_kind_name(dp_canary_kind k);
+dp_status dp_canary_kind_parse(const char *s, dp_canary_kind *out);
+
+typedef struct {
+    dp_canary_kind canary;      /* gradient */
+    int num_canaries;           /* m = 1000 */
+    int guesses;                /* r; 0 (default): try r = m x {0.02, 0.05, 0.1, 0.2, 0.5, 1}
+                                 * (distinct values, at least 2) and keep the best, each
+                                 * tested at level (1-confidence)/(number tried): Bonferroni,
+                                 * so the reported bound keeps its confidence */
+    double confidence;          /* 0.95 */
+    dp_clip_mode clipping;      /* ghost */
+    double max_grad_norm;       /* C = 0.1 */
+    double noise_multiplier;    /* sigma; <= 0: calibrate for target_epsilon (default) */
+    double target_epsilon;      /* 3 */
+    double delta;               /* 1e-5 */
+    int expected_batch;         /* 500: q = expected_batch / (n + m/2) */
+    int physical_batch;         /* 0: whole logical batch at once */
+    int epochs;                 /* 20 */
+    dp_optim_params optim;      /* SGD lr 4, momentum 0.9 (as dp_train) */
+    uint64_t seed;              /* 0: canaries, inclusion, sampling, noise */
+    /* TEST-ONLY switches that break the privacy guarantee on purpose: */
+    double debug_noise_scale;   /* 1. The noise std is debug_noise_scale * sigma * C while the
+                                 * accountant still records sigma (0.1: "noise scaled down by
+                                 * 10", a broken build). */
+    double debug_canary_scale;  /* 1. Gradient canaries: per-sample canary gradient of norm
+                                 * debug_canary_scale * C (10: simulates a layer whose
+                                 * per-sample gradient escapes clipping, so one example moves
+                                 * the sum by more than C). Ignored for input canaries. */
+} dp_audit_params;
+
+dp_audit_params dp_audit_default_params(void);
+
+typedef struct {
+    double epsilon;             /* claimed: RDP accountant at delta, for the whole run */
+    double delta, sigma, q;
+    long steps;
+    int num_canaries, included; /* m, and how many were drawn "in" */
+    long guesses, correct;      /* r and v of the best guess count */
+    double eps_lower;           /* empirical lower bound at `confidence` */
+    double confidence;
+    double p_level;             /* level each guess count was tested at (1-conf, or / count) */
+    int violation;              /* eps_lower > epsilon */
+    double seconds;             /* wall time of the whole audit */
+} dp_audit_result;
+
+/* Runs one audited DP-SGD training of `model` (already initialised; it is trained in place)
+ * on `train` plus canaries and writes the result. pool (may be NULL: use `train`) supplies
+ * the images of input canaries (canary j copies pool row j mod pool->n, label != its own).
+ * scores ([m] floats) and in ([m] bytes), optional, receive each canary's score and
+ * inclusion. Errors name the parameter (as the CLI flag); the result is written only on
+ * success. */
+dp_status dp_audit_run(dp_model *model, const dp_dataset *train, const dp_dataset *pool, const dp_audit_params *p,
+                       dp_audit_result *result, float *scores, unsigned char *in);
+
+/* Guessing and bound from scores and inclusion bits alone (what dp_audit_run does after
+ * training): fills guesses, correct, eps_lower, confidence, p_level of *result. */
+dp_status dp_audit_guess(const float *scores, const unsigned char *in, int m, int guesses, double delta,
+                         double confidence, dp_audit_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

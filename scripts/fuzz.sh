@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# scripts/fuzz.sh [SECONDS] [TARGET...]: builds the libFuzzer targets (fuzz/fuzz_<parser>.c:
+# idx, npy, safetensors, checkpoint) with clang, AddressSanitizer and UBSan, and runs each for
+# SECONDS (default 60) on 1 job, starting from fuzz/corpus/<parser>/ (the grown corpus is kept
+# in build-fuzz/corpus/<parser>/, not in the repository). A crash leaves its input in
+# build-fuzz/crashes/<parser>/; copy it to tests/regress/<parser>/ once fixed (the normal
+# ctest replays that folder). Prints executions and time per target (docs/reliability.md).
+# Not part of scripts/test.sh: on demand only. Installs clang and libclang-rt-14-dev (Debian)
+# if they are missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SECS=${1:-60}
+shift || true
+TARGETS=("$@")
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(idx npy safetensors checkpoint)
+
+need=()
+command -v clang >/dev/null || need+=(clang)
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null || need+=(libclang-rt-14-dev)
+if [[ ${#need[@]} -gt 0 ]]; then
+    SUDO=()
+    [[ $(id -u) -eq 0 ]] || SUDO=(sudo -n)
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+OUT=build-fuzz
+mkdir -p "$OUT"
+# The parsers and what they need: no model, BLAS or OpenMP.
+SRCS=(src/core.c src/npy.c src/idx.c src/dataset.c src/safetensors.c src/checkpoint.c)
+CFLAGS=(-std=c17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+        -Iinclude -Isrc -Wall -Wextra -Wno-unused-parameter)
+for t in "${TARGETS[@]}"; do
+    clang "${CFLAGS[@]}" "fuzz/fuzz_$t.c" "${SRCS[@]}" -lz -lm -o "$OUT/fuzz_$t"
+done
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+status=0
+for t in "${TARGETS[@]}"; do
+    mkdir -p "$OUT/corpus/$t" "$OUT/crashes/$t"
+    cp -n fuzz/corpus/"$t"/* "$OUT/corpus/$t/" 2>/dev/null || true
+    log="$OUT/fuzz_$t.log"
+    t0=$EPOCHREALTIME
+    if ! "$OUT/fuzz_$t" -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix="$OUT/crashes/$t/" "$OUT/corpus/$t" >"$log" 2>&1; then
+        echo "fuzz.sh: $t: CRASH, see $log and $OUT/crashes/$t/" >&2
+        status=1
+    fi
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*' || echo '?')
+    awk -v t="$t" -v e="$execs" -v c="$cov" -v n="$(ls "$OUT/corpus/$t" | wc -l)" -v a="$t0" -v b="$EPOCHREALTIME" \
+        'BEGIN { printf "fuzz.sh: %-12s %10s executions in %6.0f s, coverage %s, corpus %d files\n", t, e, b - a, c, n }'
+done
+exit $status

@@ -1,0 +1,469 @@
+/* audit.c: one-run privacy auditing (Steinke, Nasr, Jagielski 2023): the p-value of an
+ * (eps, delta)-DP guesser, the epsilon lower bound, guessing from scores, and the audited
+ * DP-SGD run with input-space or white-box gradient canaries. See dpsgd/audit.h and
+ * docs/audit.md. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "dpsgd/audit.h"
+#include "dpsgd/privacy.h"
+#include "dpsgd/train.h"
+
+static const char *const canary_names[] = {
+#define DP__NAME(name, text) text,
+    DP_CANARY_LIST(DP__NAME)
+#undef DP__NAME
+};
+_Static_assert(sizeof canary_names / sizeof canary_names[0] == DP_CANARY_COUNT, "canary kind without a name");
+
+const char *dp_canary_kind_name(dp_canary_kind k) {
+    return (unsigned)k < DP_CANARY_COUNT ? canary_names[k] : "unknown";
+}
+
+dp_status dp_canary_kind_parse(const char *s, dp_canary_kind *out) {
+    for (int k = 0; s && k < DP_CANARY_COUNT; k++)
+        if (!strcasecmp(s, canary_names[k])) {
+            *out = (dp_canary_kind)k;
+            return DP_OK;
+        }
+    return dp_fail(DP_ERR_INVALID, "--canary-type %s: expected input or gradient", s ? s : "(null)");
+}
+
+/* ---- the bound ------------------------------------------------------------------------ */
+
+static double log_binom_pmf(long r, long k, double lq, double l1q) {
+    return lgamma((double)r + 1) - lgamma((double)k + 1) - lgamma((double)(r - k) + 1) + (double)k * lq +
+           (double)(r - k) * l1q;
+}
+
+dp_status dp_audit_p_value(long m, long r, long v, double eps, double delta, double *p) {
+    if (!(0 <= v && v <= r && r <= m))
+        return dp_fail(DP_ERR_RANGE, "audit: need 0 <= correct (%ld) <= guesses (%ld) <= canaries (%ld)", v, r, m);
+    if (!(eps >= 0) || isnan(eps)) return dp_fail(DP_ERR_RANGE, "audit: epsilon %g must be >= 0", eps);
+    if (!(delta >= 0 && delta <= 1)) return dp_fail(DP_ERR_RANGE, "audit: delta %g must be in [0, 1]", delta);
+    /* an eps-DP guess is right with probability at most e^eps / (1 + e^eps) (randomised response) */
+    const double l1p = log1p(exp(-eps));
+    const double lq = -l1p, l1q = -eps - l1p;
+    double beta = 0; /* P[Binomial(r, q) >= v] */
+    for (long k = v; k <= r; k++) beta += exp(log_binom_pmf(r, k, lq, l1q));
+    double alpha = 0, sum = 0; /* sum = P[v > Binomial(r, q) >= v - i] */
+    for (long i = 1; i <= v; i++) {
+        sum += exp(log_binom_pmf(r, v - i, lq, l1q));
+        if (sum > (double)i * alpha) alpha = sum / (double)i;
+    }
+    double pv = beta + alpha * delta * 2.0 * (double)m;
+    *p = pv < 1 ? pv : 1;
+    return DP_OK;
+}
+
+/* the bound at an explicit level (p-value threshold) */
+static dp_status bound_at_level(long m, long r, long v, double delta, double level, double *eps_lb) {
+    double pv;
+    dp_status st = dp_audit_p_value(m, r, v, 0, delta, &pv);
+    if (st != DP_OK) return st;
+    if (pv >= level) {
+        *eps_lb = 0;
+        return DP_OK;
+    }
+    double lo = 0, hi = 1; /* invariant: p(lo) < level <= p(hi) */
+    for (;;) {
+        dp_audit_p_value(m, r, v, hi, delta, &pv);
+        if (pv >= level || hi >= 256) break;
+        lo = hi;
+        hi *= 2;
+    }
+    if (pv < level) { /* cannot happen for v <= r (p -> 1 as eps grows); be safe */
+        *eps_lb = hi;
+        return DP_OK;
+    }
+    while (hi - lo > 1e-7) {
+        double mid = 0.5 * (lo + hi);
+        dp_audit_p_value(m, r, v, mid, delta, &pv);
+        if (pv < level) lo = mid;
+        else hi = mid;
+    }
+    *eps_lb = lo;
+    return DP_OK;
+}
+
+dp_status dp_audit_epsilon_bound(long m, long r, long v, double delta, double confidence, double *eps_lb) {
+    if (!(confidence > 0 && confidence < 1))
+        return dp_fail(DP_ERR_RANGE, "--confidence %g: must be in (0, 1)", confidence);
+    return bound_at_level(m, r, v, delta, 1 - confidence, eps_lb);
+}
+
+/* ---- guessing --------------------------------------------------------------------------- */
+
+typedef struct {
+    float s;
+    int j;
+} scored;
+
+static int cmp_desc(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1;
+    return x->j - y->j;
+}
+
+dp_status dp_audit_guess(const float *scores, const unsigned char *in, int m, int guesses, double delta,
+                         double confidence, dp_audit_result *result) {
+    if (m < 2) return dp_fail(DP_ERR_RANGE, "--canaries %d: need at least 2", m);
+    if (guesses < 0 || guesses > m) return dp_fail(DP_ERR_RANGE, "--guesses %d: must be in 0..%d", guesses, m);
+    if (!(confidence > 0 && confidence < 1))
+        return dp_fail(DP_ERR_RANGE, "--confidence %g: must be in (0, 1)", confidence);
+    if (!(delta >= 0 && delta < 1)) return dp_fail(DP_ERR_RANGE, "--delta %g: must be in [0, 1)", delta);
+    for (int j = 0; j < m; j++)
+        if (!isfinite(scores[j])) return dp_fail(DP_ERR_NONFINITE, "audit: canary %d has a non-finite score", j);
+    scored *s = dp_alloc(sizeof(scored) * (size_t)m);
+    if (!s) return DP_ERR_NOMEM;
+    for (int j = 0; j < m; j++) s[j] = (scored){scores[j], j};
+    qsort(s, (size_t)m, sizeof *s, cmp_desc);
+    /* candidate guess counts: the requested one, or a fixed grid (Bonferroni over its size) */
+    static const double fr[] = {0.02, 0.05, 0.1, 0.2, 0.5, 1.0};
+    long cand[6];
+    int nc = 0;
+    if (guesses > 0) cand[nc++] = guesses;
+    else
+        for (int i = 0; i < 6; i++) {
+            long r = lround(fr[i] * m);
+            if (r < 2) r = 2;
+            if (r > m) r = m;
+            if (nc == 0 || cand[nc - 1] != r) cand[nc++] = r;
+        }
+    const double level = (1 - confidence) / nc;
+    long best_r = cand[0], best_v = 0;
+    double best_eps = -1;
+    dp_status st = DP_OK;
+    for (int c = 0; c < nc; c++) {
+        long r = cand[c], kp = r / 2, km = r - kp, v = 0;
+        for (long i = 0; i < kp; i++) v += in[s[i].j] != 0;           /* top: guess "in" */
+        for (long i = 0; i < km; i++) v += in[s[m - 1 - i].j] == 0;   /* bottom: guess "out" */
+        double e;
+        if ((st = bound_at_level(m, r, v, delta, level, &e)) != DP_OK) break;
+        if (e > best_eps) {
+            best_eps = e;
+            best_r = r;
+            best_v = v;
+        }
+    }
+    dp_free(s);
+    if (st != DP_OK) return st;
+    result->guesses = best_r;
+    result->correct = best_v;
+    result->eps_lower = best_eps;
+    result->confidence = confidence;
+    result->p_level = level;
+    return DP_OK;
+}
+
+/* ---- the audited run ------------------------------------------------------------------ */
+
+dp_audit_params dp_audit_default_params(void) {
+    dp_audit_params p;
+    memset(&p, 0, sizeof p);
+    p.canary = DP_CANARY_GRADIENT;
+    p.num_canaries = 1000;
+    p.confidence = 0.95;
+    p.clipping = DP_CLIP_GHOST;
+    p.max_grad_norm = 0.1;
+    p.target_epsilon = 3.0;
+    p.delta = 1e-5;
+    p.expected_batch = 500;
+    p.epochs = 20;
+    p.optim = dp_optim_default_params(DP_OPT_SGD);
+    p.optim.lr = 4.0;
+    p.optim.momentum = 0.9;
+    p.debug_noise_scale = 1.0;
+    p.debug_canary_scale = 1.0;
+    return p;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Per-sample losses of the m input canaries under the current model (no training mode). */
+static dp_status canary_losses(dp_model *m, const dp_dataset *pool, const size_t *src, const int32_t *lab, int mc,
+                               float *xb, size_t cap, float *loss) {
+    const size_t dim = pool->dim;
+    const int K = dp_model_output_size(m);
+    for (int off = 0; off < mc; off += (int)cap) {
+        int B = mc - off < (int)cap ? mc - off : (int)cap;
+        for (int i = 0; i < B; i++) memcpy(xb + (size_t)i * dim, pool->x + src[off + i] * dim, sizeof(float) * dim);
+        const float *z;
+        dp_status st = dp_model_forward(m, xb, B, 0, NULL, &z);
+        if (st == DP_OK) st = dp_loss_xent(z, lab + off, B, K, loss + off, NULL);
+        if (st != DP_OK) return st;
+    }
+    return DP_OK;
+}
+
+static dp_status grow(void **buf, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return DP_OK;
+    dp_free(*buf);
+    *buf = dp_alloc(need * elem);
+    *cap = *buf ? need : 0;
+    return *buf ? DP_OK : DP_ERR_NOMEM;
+}
+
+dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *pool, const dp_audit_params *p,
+                       dp_audit_result *result, float *scores_out, unsigned char *in_out) {
+    const double t0 = now_s();
+    if (!pool) pool = tr;
+    const size_t n = tr->n, dim = tr->dim, np = dp_model_num_params(model);
+    const int K = dp_model_output_size(model), mc = p->num_canaries;
+    const int input = p->canary == DP_CANARY_INPUT;
+    if ((unsigned)p->canary >= DP_CANARY_COUNT) return dp_fail(DP_ERR_INVALID, "audit: unknown canary kind");
+    if (n == 0) return dp_fail(DP_ERR_INVALID, "training set is empty");
+    if (dim != dp_model_input_size(model))
+        return dp_fail(DP_ERR_INVALID, "training set rows have %zu features but the model expects %zu", dim,
+                       dp_model_input_size(model));
+    if (mc < 2 || mc > 10000000) return dp_fail(DP_ERR_RANGE, "--canaries %d: must be in 2..10000000", mc);
+    if (p->guesses < 0 || p->guesses > mc) return dp_fail(DP_ERR_RANGE, "--guesses %d: must be in 0..%d", p->guesses, mc);
+    if (!(p->confidence > 0 && p->confidence < 1))
+        return dp_fail(DP_ERR_RANGE, "--confidence %g: must be in (0, 1)", p->confidence);
+    if (p->epochs < 1) return dp_fail(DP_ERR_RANGE, "--epochs %d: must be >= 1", p->epochs);
+    if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "--physical-batch %d: must be >= 0", p->physical_batch);
+    if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
+        return dp_fail(DP_ERR_RANGE, "--max-grad-norm %g: must be a positive finite number", p->max_grad_norm);
+    if (!(p->debug_noise_scale >= 0) || !isfinite(p->debug_noise_scale))
+        return dp_fail(DP_ERR_RANGE, "debug_noise_scale %g: must be >= 0 and finite", p->debug_noise_scale);
+    if (!(p->debug_canary_scale > 0) || !isfinite(p->debug_canary_scale))
+        return dp_fail(DP_ERR_RANGE, "debug_canary_scale %g: must be > 0 and finite", p->debug_canary_scale);
+    if (input) {
+        if (K < 2) return dp_fail(DP_ERR_INVALID, "input canaries need a model with at least 2 outputs");
+        if (pool->n == 0 || pool->dim != dim)
+            return dp_fail(DP_ERR_INVALID, "canary pool: %zu rows of %zu features (need rows of %zu)", pool->n,
+                           pool->dim, dim);
+        for (size_t i = 0; i < pool->n; i++)
+            if (pool->y[i] < 0 || pool->y[i] >= K)
+                return dp_fail(DP_ERR_RANGE, "canary pool: label %d of row %zu outside 0..%d", (int)pool->y[i], i, K - 1);
+    }
+    /* the sample rate is fixed before the inclusions are drawn: q = B / (n + m/2) */
+    const double n_exp = (double)n + 0.5 * mc;
+    if (p->expected_batch < 1 || (double)p->expected_batch > n_exp)
+        return dp_fail(DP_ERR_RANGE, "--batch-size %d: must be in 1..%.0f (training set + half the canaries)",
+                       p->expected_batch, floor(n_exp));
+    if (!(p->delta > 0 && p->delta < 1.0 / n_exp))
+        return dp_fail(DP_ERR_RANGE, "--delta %g: must be in (0, 1/n) = (0, %g)", p->delta, 1.0 / n_exp);
+    const double q = (double)p->expected_batch / n_exp;
+    const int spe = dp_train_steps_per_epoch((size_t)llround(n_exp), p->expected_batch);
+    const long steps = (long)spe * p->epochs;
+    double sigma = p->noise_multiplier;
+    dp_status st = DP_OK;
+    if (!(sigma > 0) && (st = dp_calibrate_sigma(p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
+        return st;
+
+    dp_accountant *acc = NULL;
+    dp_optim *opt = NULL;
+    size_t *members = NULL, *idx = NULL, *src = NULL;
+    size_t *supp = NULL; /* gradient canaries: k coordinates each */
+    float *sgn = NULL;
+    int32_t *lab = NULL, *yb = NULL;
+    unsigned char *in = NULL;
+    float *z = NULL, *loss0 = NULL, *loss1 = NULL, *xb = NULL, *dz = NULL, *sc = NULL;
+    double *Z = NULL;
+    size_t cap_x = 0, cap_y = 0, cap_dz = 0;
+    dp_audit_result r;
+    memset(&r, 0, sizeof r);
+    if ((st = dp_accountant_create(&acc)) != DP_OK || (st = dp_optim_create(&p->optim, np, &opt)) != DP_OK) goto done;
+    members = dp_alloc(sizeof(size_t) * (n + (size_t)mc));
+    idx = dp_alloc(sizeof(size_t) * (n + (size_t)mc));
+    in = dp_alloc((size_t)mc);
+    sc = dp_alloc(sizeof(float) * (size_t)mc);
+    z = dp_alloc(sizeof(float) * (np ? np : 1));
+    if (!members || !idx || !in || !sc || !z) goto nomem;
+    if (input) {
+        src = dp_alloc(sizeof(size_t) * (size_t)mc);
+        lab = dp_alloc(sizeof(int32_t) * (size_t)mc);
+        loss0 = dp_alloc(sizeof(float) * (size_t)mc);
+        loss1 = dp_alloc(sizeof(float) * (size_t)mc);
+        if (!src || !lab || !loss0 || !loss1) goto nomem;
+    } else {
+        Z = dp_calloc(np ? np : 1, sizeof(double));
+        if (!Z) goto nomem;
+    }
+
+    dp_rng root, rc, rs, rn, rd;
+    dp_rng_seed(&root, p->seed);
+    dp_rng_split(&root, &rs); /* sampling (as dp_train) */
+    dp_rng_split(&root, &rn); /* noise */
+    dp_rng_split(&root, &rd); /* dropout */
+    dp_rng_split(&root, &rc); /* canaries: inclusion, directions, images, labels */
+    size_t N = 0;
+    for (size_t i = 0; i < n; i++) members[N++] = i;
+    for (int j = 0; j < mc; j++) {
+        in[j] = dp_rng_uniform(&rc) < 0.5;
+        if (in[j]) members[N++] = n + (size_t)j;
+        r.included += in[j];
+    }
+    const unsigned char *mask = dp_model_trainable_mask(model);
+    size_t d_train = 0;
+    for (size_t t = 0; t < np; t++) d_train += mask[t] != 0;
+    if (d_train == 0) {
+        st = dp_fail(DP_ERR_INVALID, "audit: the model has no trainable parameters");
+        goto done;
+    }
+    const double C = p->max_grad_norm;
+    int kc = 0; /* coordinates per gradient canary */
+    if (input) {
+        /* canary j: a pool row (a random permutation, cycled when m > pool size) with a
+         * wrong label drawn uniformly among the other K-1 classes */
+        size_t *perm = dp_alloc(sizeof(size_t) * pool->n);
+        if (!perm) goto nomem;
+        for (size_t i = 0; i < pool->n; i++) perm[i] = i;
+        for (size_t i = 0; i < pool->n && i < (size_t)mc; i++) {
+            size_t k = i + (size_t)(dp_rng_u64(&rc) % (uint64_t)(pool->n - i));
+            size_t t = perm[i];
+            perm[i] = perm[k];
+            perm[k] = t;
+        }
+        for (int j = 0; j < mc; j++) src[j] = perm[(size_t)j % pool->n];
+        dp_free(perm);
+        for (int j = 0; j < mc; j++) {
+            lab[j] = (int32_t)((pool->y[src[j]] + 1 + (int32_t)(dp_rng_u64(&rc) % (uint64_t)(K - 1))) % K);
+        }
+        size_t cap = 256;
+        if ((st = grow((void **)&xb, &cap_x, cap * dim, sizeof(float))) != DP_OK) goto done;
+        if ((st = canary_losses(model, pool, src, lab, mc, xb, cap, loss0)) != DP_OK) goto done;
+    } else {
+        /* canary j: unit vector with k = d/m (1..64) entries +-1/sqrt(k) on coordinates
+         * taken from one random permutation of the trainable coordinates, so canaries are
+         * orthogonal while m k <= d (the permutation is cycled beyond that) */
+        kc = (int)(d_train / (size_t)mc);
+        kc = kc < 1 ? 1 : kc > 64 ? 64 : kc;
+        size_t *perm = dp_alloc(sizeof(size_t) * d_train);
+        supp = dp_alloc(sizeof(size_t) * (size_t)mc * (size_t)kc);
+        sgn = dp_alloc(sizeof(float) * (size_t)mc * (size_t)kc);
+        if (!perm || !supp || !sgn) {
+            dp_free(perm);
+            goto nomem;
+        }
+        size_t k = 0;
+        for (size_t t = 0; t < np; t++)
+            if (mask[t]) perm[k++] = t;
+        for (size_t i = 0; i + 1 < d_train; i++) {
+            size_t j = i + (size_t)(dp_rng_u64(&rc) % (uint64_t)(d_train - i));
+            size_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        const float a = (float)(1.0 / sqrt((double)kc));
+        for (size_t i = 0; i < (size_t)mc * (size_t)kc; i++) {
+            supp[i] = perm[i % d_train];
+            sgn[i] = (dp_rng_u64(&rc) >> 63) ? a : -a;
+        }
+        dp_free(perm);
+    }
+
+    float *grad = dp_model_grad(model), *params = dp_model_params(model);
+    for (long step = 0; step < steps; step++) {
+        size_t count;
+        if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
+        /* real examples (and input canaries) go through the model; gradient canaries are
+         * added straight to the clipped sum, with norm C (as a clipped real sample) */
+        size_t nf = 0;
+        memset(z, 0, sizeof(float) * np);
+        for (size_t i = 0; i < count; i++) {
+            size_t e = members[idx[i]];
+            if (e >= n && !input) {
+                const size_t *sj = supp + (e - n) * (size_t)kc;
+                const float *gj = sgn + (e - n) * (size_t)kc;
+                for (int c = 0; c < kc; c++) z[sj[c]] += (float)(p->debug_canary_scale * C) * gj[c];
+            } else
+                idx[nf++] = e;
+        }
+        dp_model_zero_grad(model);
+        size_t chunk = nf ? nf : 1;
+        if (p->physical_batch > 0 && (size_t)p->physical_batch < chunk) chunk = (size_t)p->physical_batch;
+        if ((st = grow((void **)&xb, &cap_x, chunk * dim, sizeof(float))) != DP_OK ||
+            (st = grow((void **)&yb, &cap_y, chunk, sizeof(int32_t))) != DP_OK ||
+            (st = grow((void **)&dz, &cap_dz, chunk * (size_t)K, sizeof(float))) != DP_OK)
+            goto done;
+        for (size_t off = 0; off < nf; off += chunk) {
+            int B = (int)(nf - off < chunk ? nf - off : chunk);
+            for (int i = 0; i < B; i++) {
+                size_t e = idx[off + (size_t)i];
+                const float *x = e < n ? tr->x + e * dim : pool->x + src[e - n] * dim;
+                memcpy(xb + (size_t)i * dim, x, sizeof(float) * dim);
+                yb[i] = e < n ? tr->y[e] : lab[e - n];
+            }
+            const float *lg;
+            if ((st = dp_model_forward(model, xb, B, 1, &rd, &lg)) != DP_OK) goto done;
+            if ((st = dp_loss_xent(lg, yb, B, K, NULL, dz)) != DP_OK) {
+                if (st == DP_ERR_NONFINITE)
+                    st = dp_fail(DP_ERR_NONFINITE, "audit step %ld: %s (lower --lr?)", step + 1, dp_last_error());
+                goto done;
+            }
+            dp_clip_params cp = {p->clipping, C};
+            int bad = 0;
+            if ((st = dp_model_clipped_grad(model, &cp, dz, B, NULL, NULL, &bad)) != DP_OK) goto done;
+        }
+        /* noise (std sigma*C; debug_noise_scale is a test-only break), then divide by the
+         * expected batch size; z = canaries + noise = released sum - clipped real sum */
+        dp_noise_gaussian(z, np, p->debug_noise_scale * sigma * C, &rn);
+        if (Z)
+            for (size_t t = 0; t < np; t++) Z[t] += z[t];
+        const double scale = 1.0 / (q * n_exp);
+        for (size_t t = 0; t < np; t++) grad[t] = mask[t] ? (float)((grad[t] + z[t]) * scale) : 0.0f;
+        dp_optim_step(opt, params, grad, mask);
+        if ((st = dp_accountant_step(acc, q, sigma, 1)) != DP_OK) goto done;
+        for (size_t t = 0; t < np; t++)
+            if (!isfinite(params[t])) {
+                st = dp_fail(DP_ERR_NONFINITE, "audit step %ld: parameter %zu became non-finite (lower --lr?)", step + 1,
+                             t);
+                goto done;
+            }
+    }
+
+    if (input) {
+        if ((st = canary_losses(model, pool, src, lab, mc, xb, cap_x / dim, loss1)) != DP_OK) goto done;
+        for (int j = 0; j < mc; j++) sc[j] = loss0[j] - loss1[j];
+    } else {
+        for (int j = 0; j < mc; j++) {
+            double dot = 0;
+            for (int i = 0; i < kc; i++) dot += Z[supp[(size_t)j * kc + i]] * sgn[(size_t)j * kc + i];
+            sc[j] = (float)dot;
+        }
+    }
+    if ((st = dp_accountant_epsilon(acc, p->delta, &r.epsilon, NULL)) != DP_OK) goto done;
+    if ((st = dp_audit_guess(sc, in, mc, p->guesses, p->delta, p->confidence, &r)) != DP_OK) goto done;
+    r.delta = p->delta;
+    r.sigma = sigma;
+    r.q = q;
+    r.steps = steps;
+    r.num_canaries = mc;
+    r.violation = r.eps_lower > r.epsilon;
+    r.seconds = now_s() - t0;
+    if (scores_out) memcpy(scores_out, sc, sizeof(float) * (size_t)mc);
+    if (in_out) memcpy(in_out, in, (size_t)mc);
+    *result = r;
+    goto done;
+nomem:
+    st = dp_fail(DP_ERR_NOMEM, "audit: out of memory");
+done:
+    dp_accountant_destroy(acc);
+    dp_optim_destroy(opt);
+    dp_free(members);
+    dp_free(idx);
+    dp_free(src);
+    dp_free(supp);
+    dp_free(sgn);
+    dp_free(lab);
+    dp_free(yb);
+    dp_free(in);
+    dp_free(z);
+    dp_free(loss0);
+    dp_free(loss1);
+    dp_free(xb);
+    dp_free(dz);
+    dp_free(sc);
+    dp_free(Z);
+    return st;
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# tests/kill_resume_test.sh PATH-TO-DPSGD [SANITIZE]: exact resume after SIGKILL.
+# Trains a small private run uninterrupted, then kills the same run (SIGKILL) at several
+# random points, one of them while a checkpoint is being written (DPSGD_TEST_SLOW_CHECKPOINT
+# holds the temporary file open before its rename), one of them twice (the resumed run is
+# killed again), resumes each from its checkpoint directory, and requires the final weights
+# (--save-weights, compared with cmp) and epsilon (--out JSON) to be bit-identical to the
+# uninterrupted run. Skipped (exit 77) under sanitizers (SANITIZE=ON: timing-driven and slow)
+# and when the Fashion-MNIST files are not installed.
+# Last line: "kill_resume_test: N passed, N failed".
+set -u
+BIN=${1:?usage: kill_resume_test.sh PATH-TO-DPSGD [SANITIZE]}
+if [[ "${2:-OFF}" == ON || -n "${DPSGD_SKIP_KILL_TEST:-}" ]]; then
+    echo "kill_resume_test: SKIP (sanitizer build)"
+    exit 77
+fi
+DATA=/usr/share/datasets/fashion-mnist
+if [[ ! -e $DATA/train-images-idx3-ubyte.gz && ! -e $DATA/train-images-idx3-ubyte ]]; then
+    echo "kill_resume_test: SKIP (no data in $DATA)"
+    exit 77
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kill_resume.XXXXXX") || exit 1
+trap 'rm -rf "$TMP"' EXIT
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "kill_resume_test: FAIL: $*" >&2; }
+RUN=(train --train-limit 1500 --test-limit 300 --epochs 3 --batch-size 256 --seed 11 --quiet)
+CK=(--checkpoint-every 1)
+
+epsilon_of() { grep -o '"epsilon": [^,]*' "$1"; }
+# step of the checkpoint in DIR (0 if none yet)
+step_of() {
+    local f=$1/checkpoint.safetensors s
+    [[ -f $f ]] || { echo 0; return; }
+    s=$(head -c 4096 "$f" | grep -ao '"step":"[0-9]*"' | grep -o '[0-9]\+')
+    echo "${s:-0}"
+}
+
+t0=$EPOCHREALTIME
+"$BIN" "${RUN[@]}" --save-weights "$TMP/ref.st" --out "$TMP/ref.json" >/dev/null || { echo "reference run failed" >&2; exit 1; }
+REF_EPS=$(epsilon_of "$TMP/ref.json")
+TOTAL=18 # 3 epochs x round(1500/256) = 6 steps
+
+# start_and_kill DIR MODE TARGET: starts a checkpointing run in DIR (resuming if DIR holds a
+# checkpoint) and SIGKILLs it. MODE "step": once the checkpoint reaches step TARGET, after a
+# random pause of 0-100 ms; MODE "write": while a checkpoint's temporary file exists.
+start_and_kill() {
+    local dir=$1 mode=$2 target=$3 pid resume=() i
+    [[ -f $dir/checkpoint.safetensors ]] && resume=(--resume "$dir")
+    if [[ $mode == write ]]; then
+        DPSGD_TEST_SLOW_CHECKPOINT=300 "$BIN" "${RUN[@]}" --checkpoint-dir "$dir" "${CK[@]}" "${resume[@]}" >/dev/null 2>&1 &
+    else
+        "$BIN" "${RUN[@]}" --checkpoint-dir "$dir" "${CK[@]}" "${resume[@]}" >/dev/null 2>&1 &
+    fi
+    pid=$!
+    for ((i = 0; i < 3000; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        if [[ $mode == write ]]; then
+            compgen -G "$dir/checkpoint.safetensors.tmp*" >/dev/null && [[ $(step_of "$dir") -ge $target ]] && break
+        elif [[ $(step_of "$dir") -ge $target ]]; then
+            sleep "0.$(printf '%03d' $((RANDOM % 100)))"
+            break
+        fi
+        sleep 0.01
+    done
+    if kill -9 "$pid" 2>/dev/null; then
+        KILLS=$((KILLS + 1))
+        wait "$pid" 2>/dev/null
+        echo "  killed at checkpoint step $(step_of "$dir") (mode $mode, target $target)"
+    else
+        wait "$pid" 2>/dev/null
+        echo "  run finished before the kill (mode $mode, target $target)"
+    fi
+}
+
+# resume_and_check NAME DIR: resumes to the end and compares with the reference.
+resume_and_check() {
+    local name=$1 dir=$2 resume=()
+    [[ -f $dir/checkpoint.safetensors ]] && resume=(--resume "$dir")
+    if ! "$BIN" "${RUN[@]}" --checkpoint-dir "$dir" "${CK[@]}" "${resume[@]}" --save-weights "$dir/w.st" \
+            --out "$dir/out.json" >"$dir/log" 2>&1; then
+        bad "$name: resumed run failed: $(cat "$dir/log")"
+        return
+    fi
+    cmp -s "$dir/w.st" "$TMP/ref.st" && ok || bad "$name: final weights differ from the uninterrupted run"
+    local eps
+    eps=$(epsilon_of "$dir/out.json")
+    [[ "$eps" == "$REF_EPS" ]] && ok || bad "$name: $eps, uninterrupted run $REF_EPS"
+}
+
+echo "kill_resume_test: reference $REF_EPS"
+KILLS=0
+for k in 1 2 3; do
+    target=$((1 + RANDOM % (TOTAL - 6)))
+    start_and_kill "$TMP/ck$k" step "$target"
+    resume_and_check "kill $k (step $target)" "$TMP/ck$k"
+done
+# during a checkpoint write: the temporary file exists, the previous checkpoint must survive
+target=$((2 + RANDOM % (TOTAL - 6)))
+start_and_kill "$TMP/ckw" write "$target"
+if compgen -G "$TMP/ckw/checkpoint.safetensors.tmp*" >/dev/null; then ok; else bad "write kill: no temporary file was pending"; fi
+resume_and_check "kill during a checkpoint write (step $target)" "$TMP/ckw"
+compgen -G "$TMP/ckw/checkpoint.safetensors.tmp*" >/dev/null && bad "stale temporary file not removed" || ok
+# killed twice: once, then the resumed run again
+t1=$((1 + RANDOM % 6))
+t2=$((t1 + 3 + RANDOM % 6))
+start_and_kill "$TMP/ck2x" step "$t1"
+start_and_kill "$TMP/ck2x" step "$t2"
+resume_and_check "killed twice (steps $t1, $t2)" "$TMP/ck2x"
+
+# at least 5 real kills (a run that ended first does not count)
+[[ $KILLS -ge 5 ]] && ok || bad "only $KILLS runs were killed before they finished (need 5)"
+awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "kill_resume_test: %.1f s\n", b - a }'
+echo "kill_resume_test: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

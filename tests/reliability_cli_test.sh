@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# tests/reliability_cli_test.sh PATH-TO-DPSGD: the reliability flags of `dpsgd train` end to
+# end: bad values of --checkpoint-every/--checkpoint-dir/--resume/--init/--save-weights/
+# --secure each name their flag (exit 2 for usage, 1 for bad files), malformed --init files
+# name the file and field and leave nothing written, --init + --save-weights round trip
+# bit-exactly (lr 0), a resume with another C is refused, two --secure runs differ and
+# --seed is refused with --secure. Data-dependent checks are skipped without Fashion-MNIST.
+# Last line: "reliability_cli_test: N passed, N failed".
+# shellcheck disable=SC2015
+set -u
+BIN=${1:?usage: reliability_cli_test.sh PATH-TO-DPSGD}
+DATA=/usr/share/datasets/fashion-mnist
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/reliability_cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMP"' EXIT
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "reliability_cli_test: FAIL: $*" >&2; }
+run() {
+    "$BIN" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
+    RC=$?
+    ERR=$(<"$TMP/stderr")
+}
+# expect RC NEEDLE ARGS...: exit status RC and NEEDLE in stderr
+expect() {
+    local rc=$1 needle=$2
+    shift 2
+    run "$@"
+    [[ $RC -eq $rc && "$ERR" == *"$needle"* ]] && ok || bad "dpsgd $*: exit $RC (want $rc), stderr: $ERR (want '$needle')"
+}
+
+expect 2 "--checkpoint-every" train --checkpoint-every 0 --checkpoint-dir "$TMP/c"
+expect 2 "--checkpoint-every" train --checkpoint-every x --checkpoint-dir "$TMP/c"
+expect 2 "--checkpoint-every: needs --checkpoint-dir" train --checkpoint-every 5
+expect 2 "--checkpoint-dir" train --checkpoint-dir ""
+expect 2 "--resume needs a value" train --resume
+expect 2 "--seed: refused with --secure" train --secure --seed 3
+expect 2 "--secure" train --secure --no-dp
+expect 2 "--init: cannot be combined with --resume" train --init a --resume b
+
+if [[ ! -e $DATA/train-images-idx3-ubyte.gz && ! -e $DATA/train-images-idx3-ubyte ]]; then
+    echo "reliability_cli_test: SKIP data-dependent checks (no $DATA)"
+else
+    Q=(train --train-limit 600 --test-limit 100 --epochs 1 --batch-size 100 --quiet --model mlp)
+    expect 1 "--resume" "${Q[@]}" --resume "$TMP/none"
+    # malformed --init files: named, and --save-weights not written
+    printf 'abc' >"$TMP/short.st"
+    expect 1 "--init $TMP/short.st: truncated" "${Q[@]}" --init "$TMP/short.st" --save-weights "$TMP/never.st"
+    [[ ! -e $TMP/never.st ]] && ok || bad "--save-weights written after a failed --init"
+    printf '\x10\x00\x00\x00\x00\x00\x00\x00{"a":{"dtype":1}}' >"$TMP/json.st"
+    expect 1 "dtype" "${Q[@]}" --init "$TMP/json.st"
+    printf '\xff\xff\xff\xff\xff\x00\x00\x00{}' >"$TMP/huge.st"
+    expect 1 "header size" "${Q[@]}" --init "$TMP/huge.st"
+    # round trip: save, init with lr 0, save again: identical
+    run "${Q[@]}" --save-weights "$TMP/w1.st"
+    [[ $RC -eq 0 ]] && ok || bad "save-weights run failed: $ERR"
+    run "${Q[@]}" --init "$TMP/w1.st" --lr 0 --save-weights "$TMP/w2.st"
+    [[ $RC -eq 0 ]] && cmp -s "$TMP/w1.st" "$TMP/w2.st" && ok || bad "--init/--save-weights round trip differs ($ERR)"
+    expect 1 "not a parameter of this model" "${Q[@]}" --model cnn --init "$TMP/w1.st"
+    expect 1 "--save-weights $TMP/no/dir/w.st" "${Q[@]}" --save-weights "$TMP/no/dir/w.st"
+    compgen -G "$TMP/no/dir/w.st.tmp*" >/dev/null && bad "temporary file left" || ok
+    # resume refusals
+    run "${Q[@]}" --checkpoint-dir "$TMP/ck"
+    [[ $RC -eq 0 && -f $TMP/ck/checkpoint.safetensors ]] && ok || bad "checkpoint run failed: $ERR"
+    expect 1 "--max-grad-norm" "${Q[@]}" --resume "$TMP/ck" --max-grad-norm 0.2
+    expect 1 "--max-grad-norm" "${Q[@]}" --resume "$TMP/ck" --max-grad-norm 0.2 --force
+    expect 1 "--epochs" "${Q[@]}" --epochs 2 --resume "$TMP/ck"
+    expect 1 "already holds a checkpoint" "${Q[@]}" --checkpoint-dir "$TMP/ck"
+    other=3
+    [[ $OMP_NUM_THREADS == 3 ]] && other=4
+    expect 1 "--threads" "${Q[@]}" --threads $other --resume "$TMP/ck"
+    expect 1 "training data of" "${Q[@]/600/601}" --resume "$TMP/ck" --force
+    run "${Q[@]}" --epochs 2 --resume "$TMP/ck" --force
+    [[ $RC -eq 0 ]] && ok || bad "--force with more epochs refused: $ERR"
+    # secure: two runs differ
+    run "${Q[@]}" --secure --save-weights "$TMP/s1.st"
+    [[ $RC -eq 0 ]] && ok || bad "--secure run failed: $ERR"
+    run "${Q[@]}" --secure --save-weights "$TMP/s2.st"
+    [[ $RC -eq 0 ]] && ! cmp -s "$TMP/s1.st" "$TMP/s2.st" && ok || bad "two --secure runs gave the same weights"
+fi
+echo "reliability_cli_test: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

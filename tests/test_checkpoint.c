@@ -1,0 +1,493 @@
+/* test_checkpoint.c: safetensors (round trip bit-exact, PyTorch shapes, every kind of
+ * malformed file refused naming the file and field, model loading refusing missing, extra,
+ * mis-shaped or mis-typed tensors), checkpoints (a run resumed from a snapshot taken at any
+ * step ends bit-identical with the same epsilon: SGD momentum with dropout, Adam, the
+ * non-private baseline; resuming with another C, data, sigma or model is refused naming the
+ * difference, epochs only with force; corrupt checkpoints are refused), and secure mode
+ * (ChaCha20 known answer, OS-seeded generators differ, hardened noise on its grid with the
+ * right mean, variance, skewness and kurtosis, secure sampling rate, two secure runs differ). */
+#define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static char tmpdir[256];
+
+static void make_ds(dp_dataset *d, size_t n, size_t dim, int k, uint64_t seed) {
+    dp_rng r;
+    dp_rng_seed(&r, seed);
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    d->c = (int)dim;
+    d->h = d->w = 1;
+    d->dim = dim;
+    d->n_classes = k;
+    d->x = dp_alloc(sizeof(float) * n * dim);
+    d->y = dp_alloc(sizeof(int32_t) * n);
+    for (size_t i = 0; i < n; i++) {
+        d->y[i] = (int32_t)(i % (size_t)k);
+        for (size_t j = 0; j < dim; j++)
+            d->x[i * dim + j] = (float)(dp_rng_normal(&r) + (j % (size_t)k == (size_t)d->y[i]));
+    }
+}
+
+static dp_model *new_model(const char *spec, int c, int h, int w, uint64_t seed) {
+    dp_model *m = NULL;
+    if (dp_model_create(spec, c, h, w, &m) != DP_OK) {
+        fprintf(stderr, "dp_model_create(%s): %s\n", spec, dp_last_error());
+        exit(2);
+    }
+    dp_rng r;
+    dp_rng_seed(&r, seed);
+    dp_model_init(m, &r);
+    return m;
+}
+
+static int write_file(const char *path, const void *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    size_t w = fwrite(b, 1, n, f);
+    fclose(f);
+    return w == n;
+}
+
+static int copy_file(const char *from, const char *to) {
+    FILE *f = fopen(from, "rb");
+    if (!f) return 0;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return write_file(to, buf, n);
+}
+
+/* ---- safetensors --------------------------------------------------------------------- */
+
+static void test_roundtrip(void) {
+    dp_model *a = new_model("conv2d(4,3,s1,p1) tanh flatten linear(5) relu linear(3,nobias)", 2, 6, 6, 1);
+    dp_model *b = new_model("conv2d(4,3,s1,p1) tanh flatten linear(5) relu linear(3,nobias)", 2, 6, 6, 2);
+    char path[300];
+    snprintf(path, sizeof path, "%s/w.safetensors", tmpdir);
+    CHECK_OK(dp_model_save_safetensors(a, path));
+    CHECK_OK(dp_model_load_safetensors(b, path));
+    size_t n = dp_model_num_params(a);
+    CHECK(memcmp(dp_model_params(a), dp_model_params(b), n * sizeof(float)) == 0);
+    dp_safetensors *s = NULL;
+    CHECK_OK(dp_safetensors_load(path, &s));
+    if (s) {
+        int nd;
+        const int64_t *sh;
+        dp_st_dtype dt;
+        CHECK_OK(dp_safetensors_find(s, "0.weight", &dt, &nd, &sh, NULL, NULL));
+        CHECK(dt == DP_ST_F32 && nd == 4 && sh[0] == 4 && sh[1] == 2 && sh[2] == 3 && sh[3] == 3);
+        CHECK_OK(dp_safetensors_find(s, "3.weight", &dt, &nd, &sh, NULL, NULL));
+        CHECK(nd == 2 && sh[0] == 5 && sh[1] == 144);
+        CHECK_OK(dp_safetensors_find(s, "5.weight", &dt, &nd, &sh, NULL, NULL));
+        CHECK(nd == 2 && sh[0] == 3 && sh[1] == 5);
+        CHECK(dp_safetensors_find(s, "5.bias", NULL, NULL, NULL, NULL, NULL) == DP_ERR_INVALID);
+        CHECK(dp_safetensors_num_tensors(s) == 5);
+        dp_safetensors_destroy(s);
+    }
+    /* wrong model: mismatched shapes, missing or extra tensors, model unchanged */
+    dp_model *c = new_model("conv2d(4,3,s1,p1) tanh flatten linear(6) relu linear(3,nobias)", 2, 6, 6, 3);
+    size_t nc = dp_model_num_params(c);
+    float *before = malloc(nc * sizeof(float));
+    memcpy(before, dp_model_params(c), nc * sizeof(float));
+    CHECK(dp_model_load_safetensors(c, path) == DP_ERR_INVALID);
+    CHECK(strstr(dp_last_error(), "3.weight") && strstr(dp_last_error(), "shape"));
+    CHECK(memcmp(before, dp_model_params(c), nc * sizeof(float)) == 0);
+    free(before);
+    dp_model *d = new_model("conv2d(4,3,s1,p1) tanh flatten linear(5) relu linear(3)", 2, 6, 6, 3);
+    CHECK(dp_model_load_safetensors(d, path) == DP_ERR_INVALID);
+    CHECK(strstr(dp_last_error(), "5.bias") && strstr(dp_last_error(), "missing"));
+    dp_model *e = new_model("conv2d(4,3,s1,p1) tanh flatten linear(5)", 2, 6, 6, 3);
+    CHECK(dp_model_load_safetensors(e, path) == DP_ERR_INVALID);
+    CHECK(strstr(dp_last_error(), "not a parameter"));
+    /* F64 instead of F32 */
+    double dv[3] = {1, 2, 3};
+    dp_st_tensor t = {"0.weight", DP_ST_F64, 1, {3}, dv};
+    CHECK_OK(dp_safetensors_save(path, &t, 1, NULL, 0));
+    dp_model *f = new_model("linear(3,nobias)", 1, 1, 1, 3);
+    CHECK(dp_model_load_safetensors(f, path) == DP_ERR_UNSUPPORTED);
+    CHECK(strstr(dp_last_error(), "F64") && strstr(dp_last_error(), "0.weight"));
+    CHECK(dp_model_load_safetensors(f, "/nonexistent/w.safetensors") == DP_ERR_IO);
+    CHECK(strstr(dp_last_error(), "/nonexistent/w.safetensors") != NULL);
+    dp_model_destroy(a);
+    dp_model_destroy(b);
+    dp_model_destroy(c);
+    dp_model_destroy(d);
+    dp_model_destroy(e);
+    dp_model_destroy(f);
+}
+
+/* A safetensors image: header text, data section of dlen bytes (zeros); hlen_override != 0
+ * writes that header size instead of the real one. */
+static size_t image(unsigned char *buf, const char *header, size_t dlen, uint64_t hlen_override) {
+    size_t h = strlen(header);
+    uint64_t v = hlen_override ? hlen_override : h;
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(v >> (8 * i));
+    memcpy(buf + 8, header, h);
+    memset(buf + 8 + h, 0, dlen);
+    return 8 + h + dlen;
+}
+
+static void expect_bad(const char *header, size_t dlen, uint64_t hlen, dp_status want, const char *needle) {
+    static unsigned char buf[4096];
+    size_t n = image(buf, header, dlen, hlen);
+    dp_safetensors *s = NULL;
+    dp_status st = dp_safetensors_parse(buf, n, "bad.safetensors", &s);
+    int good = st == want && strstr(dp_last_error(), needle) && strstr(dp_last_error(), "bad.safetensors");
+    if (!good)
+        fprintf(stderr, "header %s: got %s '%s', wanted %s with '%s'\n", header, dp_strerror(st), dp_last_error(),
+                dp_strerror(want), needle);
+    CHECK(good);
+    CHECK(s == NULL);
+    dp_safetensors_destroy(s);
+}
+
+static void test_malformed(void) {
+    unsigned char small[4] = {1, 2, 3, 4};
+    dp_safetensors *s = NULL;
+    CHECK(dp_safetensors_parse(small, 4, "bad.safetensors", &s) == DP_ERR_FORMAT);
+    CHECK(strstr(dp_last_error(), "truncated") != NULL);
+    const char *ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    static unsigned char buf[4096];
+    size_t n = image(buf, ok, 8, 0);
+    CHECK_OK(dp_safetensors_parse(buf, n, "ok", &s));
+    dp_safetensors_destroy(s);
+    /* truncated data, header size past the end, huge header size */
+    expect_bad(ok, 4, 0, DP_ERR_FORMAT, "out of range");
+    expect_bad(ok, 8, 1000, DP_ERR_FORMAT, "does not fit");
+    expect_bad(ok, 8, (uint64_t)1 << 40, DP_ERR_RANGE, "exceeds the limit");
+    /* bad JSON */
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],", 0, 0, DP_ERR_FORMAT, "header");
+    expect_bad("[1,2]", 0, 0, DP_ERR_FORMAT, "expected '{'");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}} x", 8, 0, DP_ERR_FORMAT, "trailing");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"x\":1}}", 8, 0, DP_ERR_FORMAT,
+               "unknown field 'x'");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, 0, DP_ERR_FORMAT, "missing data_offsets");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"a\":{\"dtype\":\"F32\",\"shape\":[0],"
+               "\"data_offsets\":[8,8]}}",
+               8, 0, DP_ERR_FORMAT, "duplicate tensor 'a'");
+    expect_bad("{\"__metadata__\":{\"k\":1}}", 0, 0, DP_ERR_FORMAT, "must be strings");
+    /* offsets */
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,80]}}", 8, 0, DP_ERR_FORMAT,
+               "out of range");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, 0, DP_ERR_FORMAT,
+               "begin after end");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],"
+               "\"data_offsets\":[4,12]}}",
+               12, 0, DP_ERR_FORMAT, "overlap");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, 0, DP_ERR_FORMAT, "hole");
+    expect_bad(ok, 12, 0, DP_ERR_FORMAT, "trailing data");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, 0, DP_ERR_FORMAT, "needs 12");
+    /* dtype, negative and huge sizes */
+    expect_bad("{\"a\":{\"dtype\":\"F99\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, 0, DP_ERR_FORMAT, "dtype 'F99'");
+    expect_bad("{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]}}", 8, 0, DP_ERR_UNSUPPORTED, "BF16");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, 0, DP_ERR_FORMAT, "negative");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-1,8]}}", 8, 0, DP_ERR_FORMAT, "negative");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4611686018427387904],\"data_offsets\":[0,8]}}",
+               8, 0, DP_ERR_RANGE, "overflows");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,8]}}", 8, 0,
+               DP_ERR_RANGE, "too large");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,2],\"data_offsets\":[0,8]}}", 8, 0,
+               DP_ERR_UNSUPPORTED, "more than 8");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2.5],\"data_offsets\":[0,8]}}", 8, 0, DP_ERR_FORMAT,
+               "not an integer");
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------ */
+
+typedef struct {
+    long snap_step;
+    const char *from, *to;
+    int copied;
+} snap_state;
+
+/* After step k+1 the checkpoint of step k is on disk: copy it away (a crash right then). */
+static void snapshot(void *user, const dp_train_progress *p) {
+    snap_state *s = user;
+    if (!p->epoch_end && p->step == s->snap_step + 1 && !s->copied) s->copied = copy_file(s->from, s->to);
+}
+
+typedef struct {
+    const char *spec;
+    dp_optim_kind opt;
+    int no_dp;
+    long every, snap;
+} resume_case;
+
+static void test_resume_case(const resume_case *rc, const dp_dataset *tr, const dp_dataset *te) {
+    char dir[300], snapdir[300], ckfile[400], snapfile[400];
+    snprintf(dir, sizeof dir, "%s/ck_%ld", tmpdir, rc->snap);
+    snprintf(snapdir, sizeof snapdir, "%s/snap_%ld", tmpdir, rc->snap);
+    mkdir(snapdir, 0777);
+    snprintf(ckfile, sizeof ckfile, "%s/%s", dir, DP_CHECKPOINT_FILE);
+    snprintf(snapfile, sizeof snapfile, "%s/%s", snapdir, DP_CHECKPOINT_FILE);
+    dp_train_params p = dp_train_default_params();
+    p.no_dp = rc->no_dp;
+    p.noise_multiplier = 1.1;
+    p.max_grad_norm = 0.5;
+    p.expected_batch = 32;
+    p.epochs = 3;
+    p.optim = dp_optim_default_params(rc->opt);
+    if (rc->opt == DP_OPT_SGD) {
+        p.optim.lr = 0.5;
+        p.optim.momentum = 0.9;
+    }
+    p.seed = 5;
+    p.delta = 1e-3;
+    p.checkpoint_dir = dir;
+    p.checkpoint_every = rc->every;
+    p.force = 1; /* replace the directory's checkpoint of an earlier case */
+    snap_state ss = {rc->snap, ckfile, snapfile, 0};
+    p.progress = snapshot;
+    p.progress_user = &ss;
+    dp_model *a = new_model(rc->spec, (int)tr->dim, 1, 1, 9);
+    dp_train_result ra, rb;
+    CHECK_OK(dp_train(a, tr, te, &p, &ra));
+    CHECK(ss.copied);
+    /* resume from the snapshot in a fresh model with other initial weights */
+    dp_model *b = new_model(rc->spec, (int)tr->dim, 1, 1, 77);
+    p.progress = NULL;
+    p.force = 0;
+    p.resume = snapdir;
+    p.checkpoint_dir = snapdir;
+    CHECK_OK(dp_train(b, tr, te, &p, &rb));
+    size_t n = dp_model_num_params(a);
+    int same = memcmp(dp_model_params(a), dp_model_params(b), n * sizeof(float)) == 0;
+    if (!same)
+        fprintf(stderr, "resume case %s opt %d no_dp %d snap %ld: weights differ\n", rc->spec, rc->opt, rc->no_dp,
+                rc->snap);
+    CHECK(same);
+    CHECK(ra.epsilon == rb.epsilon);
+    CHECK(ra.steps == rb.steps && ra.empty_batches == rb.empty_batches && ra.mean_batch == rb.mean_batch);
+    CHECK(ra.test_accuracy == rb.test_accuracy);
+    dp_model_destroy(a);
+    dp_model_destroy(b);
+}
+
+static void test_resume(void) {
+    dp_dataset tr, te;
+    make_ds(&tr, 200, 6, 3, 1);
+    make_ds(&te, 50, 6, 3, 2);
+    /* 200 / 32 -> 6 steps per epoch, 18 in all */
+    resume_case cases[] = {
+        {"linear(8) tanh dropout(0.25) linear(3)", DP_OPT_SGD, 0, 1, 3},
+        {"linear(8) tanh dropout(0.25) linear(3)", DP_OPT_SGD, 0, 1, 6}, /* an epoch boundary */
+        {"linear(8) tanh dropout(0.25) linear(3)", DP_OPT_SGD, 0, 4, 8}, /* every 4: snapshot of step 8 */
+        {"linear(8) relu linear(3)", DP_OPT_ADAM, 0, 1, 10},
+        {"linear(8) relu linear(3)", DP_OPT_ADAMW, 1, 1, 7}, /* non-private: the shuffled permutation */
+        {"linear(8) relu linear(3)", DP_OPT_SGD, 0, 1, 17},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) test_resume_case(&cases[i], &tr, &te);
+
+    /* refusals: every difference named */
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/snap_3", tmpdir);
+    dp_train_params p = dp_train_default_params();
+    p.noise_multiplier = 1.1;
+    p.max_grad_norm = 0.5;
+    p.expected_batch = 32;
+    p.epochs = 3;
+    p.optim.lr = 0.5;
+    p.optim.momentum = 0.9;
+    p.seed = 5;
+    p.delta = 1e-3;
+    p.resume = dir;
+    dp_train_result r;
+    struct {
+        const char *needle;
+        int force_ok;
+    } want[] = {{"--max-grad-norm", 0}, {"--noise-multiplier", 0},
+                {"--batch-size", 0},    {"--epochs", 1},
+                {"checksum", 0},        {"model", 0},
+                {"--delta", 0},         {"--lr", 1}};
+    for (int k = 0; k < 8; k++) {
+        dp_train_params q = p;
+        dp_dataset *d = &tr;
+        const char *spec = "linear(8) tanh dropout(0.25) linear(3)";
+        float saved = tr.x[5];
+        switch (k) {
+        case 0:
+            q.max_grad_norm = 0.6;
+            break;
+        case 1:
+            q.noise_multiplier = 1.2;
+            break;
+        case 2:
+            q.expected_batch = 33;
+            break;
+        case 3:
+            q.epochs = 4;
+            break;
+        case 4:
+            tr.x[5] += 1;
+            break;
+        case 5:
+            spec = "linear(9) tanh dropout(0.25) linear(3)";
+            break;
+        case 6:
+            q.delta = 1e-4;
+            break;
+        case 7:
+            q.optim.lr = 0.25;
+            break;
+        }
+        dp_model *m = new_model(spec, 6, 1, 1, 1);
+        dp_status st = dp_train(m, d, &te, &q, &r);
+        int good = st == DP_ERR_INVALID && strstr(dp_last_error(), want[k].needle);
+        if (!good) fprintf(stderr, "refusal %d: %s: %s\n", k, dp_strerror(st), dp_last_error());
+        CHECK(good);
+        q.force = 1;
+        st = dp_train(m, d, &te, &q, &r);
+        CHECK(want[k].force_ok ? st == DP_OK : st == DP_ERR_INVALID);
+        tr.x[5] = saved;
+        dp_model_destroy(m);
+    }
+    /* an existing checkpoint is not replaced by a fresh run without force */
+    {
+        dp_train_params q = p;
+        q.resume = NULL;
+        q.checkpoint_dir = dir;
+        dp_model *m = new_model("linear(8) tanh dropout(0.25) linear(3)", 6, 1, 1, 1);
+        CHECK(dp_train(m, &tr, &te, &q, &r) == DP_ERR_INVALID);
+        CHECK(strstr(dp_last_error(), "already holds a checkpoint") != NULL);
+        dp_model_destroy(m);
+    }
+    /* corrupt checkpoints: truncated, a field mangled; and the structural check */
+    char path[400], bad[400];
+    snprintf(path, sizeof path, "%s/%s", dir, DP_CHECKPOINT_FILE);
+    char *img = t_read_text(path);
+    struct stat sb;
+    stat(path, &sb);
+    size_t len = (size_t)sb.st_size;
+    CHECK(img != NULL);
+    if (img) {
+        CHECK_OK(dp_checkpoint_check(img, len, "ck"));
+        snprintf(bad, sizeof bad, "%s/bad.safetensors", tmpdir);
+        write_file(bad, img, len / 2);
+        p.resume = bad;
+        dp_model *m = new_model("linear(8) tanh dropout(0.25) linear(3)", 6, 1, 1, 1);
+        CHECK(dp_train(m, &tr, &te, &p, &r) == DP_ERR_FORMAT);
+        CHECK(strstr(dp_last_error(), "bad.safetensors") != NULL);
+        char *f = strstr(img + 8, "\"rng.noise\":\"");
+        if (f) {
+            f[14] = 'z';
+            CHECK(dp_checkpoint_check(img, len, "ck") == DP_ERR_FORMAT);
+            CHECK(strstr(dp_last_error(), "rng.noise") != NULL);
+            f[14] = '0';
+        }
+        f = strstr(img + 8, "\"format\":\"dpsgd-");
+        if (f) {
+            f[10] = 'x';
+            CHECK(dp_checkpoint_check(img, len, "ck") == DP_ERR_FORMAT);
+            CHECK(strstr(dp_last_error(), "not a dpsgd checkpoint") != NULL);
+        }
+        dp_model_destroy(m);
+        free(img);
+    }
+    dp_dataset_free(&tr);
+    dp_dataset_free(&te);
+}
+
+/* ---- secure mode ------------------------------------------------------------------------ */
+
+static void test_secure(void) {
+    /* RFC 7539 appendix A.1, test vector 1: zero key, zero nonce, counter 0 */
+    unsigned char key[32] = {0};
+    dp_csprng *k = NULL;
+    CHECK_OK(dp_csprng_create_from_key(key, &k));
+    if (k) {
+        CHECK(dp_csprng_u64(k) == 0x903df1a0ade0b876ULL);
+        CHECK(dp_csprng_u64(k) == 0x28bd8653e56a5d40ULL);
+        dp_csprng_destroy(k);
+    }
+    dp_csprng *a = NULL, *b = NULL;
+    CHECK_OK(dp_csprng_create(&a));
+    CHECK_OK(dp_csprng_create(&b));
+    if (!a || !b) return;
+    CHECK(dp_csprng_u64(a) != dp_csprng_u64(b));
+    /* noise: on the grid, mean 0, variance std^2, skewness 0, kurtosis 3 */
+    const size_t n = 400000;
+    float *g = calloc(n, sizeof(float));
+    const double std = 0.37;
+    dp_secure_noise_gaussian(g, n, std, a);
+    double lam = dp_secure_noise_grid(std);
+    CHECK(lam == 0x1p-21); /* 2^-2 < 0.37 <= 2^-1: 2^(-1-20) */
+    double s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+    int on_grid = 1;
+    for (size_t i = 0; i < n; i++) {
+        double x = g[i] / std;
+        on_grid &= (double)g[i] / lam == nearbyint((double)g[i] / lam);
+        s1 += x;
+        s2 += x * x;
+        s3 += x * x * x;
+        s4 += x * x * x * x;
+    }
+    CHECK(on_grid);
+    double mean = s1 / n, var = s2 / n - mean * mean;
+    CHECK(fabs(mean) < 5 / sqrt((double)n));
+    CHECK(fabs(var - 1) < 5 * sqrt(2.0 / n));
+    CHECK(fabs(s3 / n) < 5 * sqrt(15.0 / n));
+    CHECK(fabs(s4 / n - 3) < 5 * sqrt(96.0 / n));
+    /* normality: the fraction within 1, 2 sigma */
+    size_t w1 = 0, w2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = fabs(g[i] / std);
+        w1 += x < 1;
+        w2 += x < 2;
+    }
+    CHECK(fabs((double)w1 / n - 0.682689492) < 0.004);
+    CHECK(fabs((double)w2 / n - 0.954499736) < 0.002);
+    /* sampling rate */
+    size_t *idx = malloc(sizeof(size_t) * 100000), cnt = 0;
+    CHECK_OK(dp_secure_poisson_sample(a, 100000, 0.05, idx, &cnt));
+    CHECK(fabs((double)cnt - 5000) < 5 * sqrt(5000 * 0.95));
+    int sorted = 1;
+    for (size_t i = 1; i < cnt; i++) sorted &= idx[i] > idx[i - 1];
+    CHECK(sorted);
+    CHECK(dp_secure_poisson_sample(a, 10, 1.5, idx, &cnt) == DP_ERR_RANGE);
+    free(idx);
+    free(g);
+    dp_csprng_destroy(a);
+    dp_csprng_destroy(b);
+    /* two secure training runs differ; the same plain seed twice does not */
+    dp_dataset tr;
+    make_ds(&tr, 120, 4, 2, 3);
+    dp_train_params p = dp_train_default_params();
+    p.noise_multiplier = 1.0;
+    p.expected_batch = 20;
+    p.epochs = 1;
+    p.delta = 1e-3;
+    p.optim.lr = 0.1;
+    p.secure = 1;
+    dp_model *m1 = new_model("linear(2)", 4, 1, 1, 1), *m2 = new_model("linear(2)", 4, 1, 1, 1);
+    dp_train_result r;
+    CHECK_OK(dp_train(m1, &tr, NULL, &p, &r));
+    CHECK_OK(dp_train(m2, &tr, NULL, &p, &r));
+    CHECK(memcmp(dp_model_params(m1), dp_model_params(m2), sizeof(float) * dp_model_num_params(m1)) != 0);
+    for (size_t i = 0; i < dp_model_num_params(m1); i++) CHECK(isfinite(dp_model_params(m1)[i]));
+    p.no_dp = 1;
+    CHECK(dp_train(m1, &tr, NULL, &p, &r) == DP_ERR_INVALID);
+    dp_model_destroy(m1);
+    dp_model_destroy(m2);
+    dp_dataset_free(&tr);
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_checkpoint.XXXXXX", DP_BINARY_DIR);
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    test_roundtrip();
+    test_malformed();
+    test_resume();
+    test_secure();
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return t_finish("test_checkpoint");
+}

@@ -1,0 +1,264 @@
+/* cmd_audit.c: `dpsgd audit`, an empirical privacy audit of one DP-SGD training run
+ * (Steinke, Nasr, Jagielski 2023; see docs/audit.md). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+#define FMNIST_MEAN 0.2860 /* published Fashion-MNIST pixel statistics, as `dpsgd train` */
+#define FMNIST_STD 0.3530
+#define DEFAULT_TRAIN_LIMIT 10000
+
+#define prog dp_cli_prog
+
+int dp_cmd_audit(int argc, char **argv);
+
+static void usage(FILE *f) {
+    fprintf(f,
+"usage: dpsgd audit [options]\n"
+"\n"
+"Empirical privacy audit in one training run (Steinke, Nasr & Jagielski, NeurIPS 2023).\n"
+"M canaries are each included with probability 1/2; one DP-SGD run (the step of `dpsgd\n"
+"train`) trains on the data plus the included canaries; each canary gets a membership score;\n"
+"the auditor guesses \"in\" for the top-scored and \"out\" for the bottom-scored canaries and\n"
+"abstains on the rest. From the number of correct guesses follows a lower bound on epsilon\n"
+"that holds with the given confidence for any (epsilon, delta)-DP run. A bound above the\n"
+"accountant's epsilon is a VIOLATION: the implementation leaks more than it claims.\n"
+"\n"
+"audit:\n"
+"  --canaries M            number of canaries [1000]\n"
+"  --canary-type T         gradient: white-box, a per-sample gradient of norm C in a fixed\n"
+"                          random direction, score from the released noisy sums;\n"
+"                          input: mislabelled images (held-out training rows with a wrong\n"
+"                          label), score = decrease of the canary's loss [gradient]\n"
+"  --guesses R             guess on R canaries (R/2 top, R/2 bottom) [0: best of\n"
+"                          R = M x 2%%,5%%,10%%,20%%,50%%,100%%, Bonferroni-corrected]\n"
+"  --confidence X          confidence of the lower bound [0.95]\n"
+"data and model:\n"
+"  --data DIR              Fashion-MNIST IDX files [" DEFAULT_DATA "]\n"
+"  --train-limit N         train on the first N training rows; input canaries come from\n"
+"                          the rows after them [%d]\n"
+"  --model NAME|SPEC       'cnn', 'mlp' or a layer spec [cnn]\n"
+"privacy and training (as `dpsgd train`):\n"
+"  --clipping MODE         vanilla | fast | ghost [ghost]\n"
+"  --max-grad-norm C       [0.1]\n"
+"  --epsilon E             claimed epsilon; sigma is calibrated to it [3]\n"
+"  --delta D               [1e-5]\n"
+"  --noise-multiplier S    use this sigma instead (the claimed epsilon is then computed)\n"
+"  --epochs N              [20]\n"
+"  --batch-size B          expected batch; q = B / (N + M/2) [500]\n"
+"  --physical-batch P      chunks of at most P samples [whole batch]\n"
+"  --lr X, --momentum X    SGD [4, 0.9]\n"
+"  --seed N                canaries, inclusion, sampling, noise, initialisation [0]\n"
+"  --threads N             OpenMP threads [all cores]\n"
+"output:\n"
+"  --json FILE             write a JSON summary (atomically)\n"
+"  -h, --help              this help\n"
+"test only (break the guarantee on purpose, to check that the audit notices):\n"
+"  --debug-noise-scale X   noise std X*sigma*C while the accountant assumes sigma [1]\n"
+"  --debug-canary-scale X  gradient canaries of norm X*C (an unclipped gradient) [1]\n"
+"\n"
+"Exit status: 0 consistent, 3 VIOLATION, 1 run-time error, 2 bad usage.\n",
+            DEFAULT_TRAIN_LIMIT);
+}
+
+int dp_cmd_audit(int argc, char **argv) {
+    dp_audit_params p = dp_audit_default_params();
+    const char *data = DEFAULT_DATA, *model_name = "cnn", *json = NULL;
+    long train_limit = DEFAULT_TRAIN_LIMIT, threads = 0, lv;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE                                                                                                     \
+    do {                                                                                                               \
+        if (!v) {                                                                                                      \
+            fprintf(stderr, "%s: %s needs a value (see dpsgd audit --help)\n", prog, a);                               \
+            return 2;                                                                                                  \
+        }                                                                                                              \
+        i++;                                                                                                           \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--canaries")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 2, 10000000, &lv)) return 2;
+            p.num_canaries = (int)lv;
+        } else if (!strcmp(a, "--canary-type")) {
+            NEED_VALUE;
+            if (dp_canary_kind_parse(v, &p.canary) != DP_OK) return dp_cli_die(dp_last_error());
+        } else if (!strcmp(a, "--guesses")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 0, 10000000, &lv)) return 2;
+            p.guesses = (int)lv;
+        } else if (!strcmp(a, "--confidence")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.confidence)) return 2;
+            if (!(p.confidence > 0 && p.confidence < 1)) return dp_cli_die("--confidence: must be in (0, 1)");
+        } else if (!strcmp(a, "--data")) {
+            NEED_VALUE;
+            data = v;
+        } else if (!strcmp(a, "--train-limit")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 1, 1L << 40, &train_limit)) return 2;
+        } else if (!strcmp(a, "--model")) {
+            NEED_VALUE;
+            model_name = v;
+        } else if (!strcmp(a, "--clipping")) {
+            NEED_VALUE;
+            if (dp_clip_mode_parse(v, &p.clipping) != DP_OK) return dp_cli_die(dp_last_error());
+        } else if (!strcmp(a, "--max-grad-norm")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.max_grad_norm)) return 2;
+            if (p.max_grad_norm <= 0) return dp_cli_die("--max-grad-norm: must be > 0");
+        } else if (!strcmp(a, "--epsilon")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.target_epsilon)) return 2;
+            if (p.target_epsilon <= 0) return dp_cli_die("--epsilon: must be > 0");
+        } else if (!strcmp(a, "--delta")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.delta)) return 2;
+            if (!(p.delta > 0 && p.delta < 1)) return dp_cli_die("--delta: must be in (0, 1)");
+        } else if (!strcmp(a, "--noise-multiplier")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.noise_multiplier)) return 2;
+            if (p.noise_multiplier <= 0) return dp_cli_die("--noise-multiplier: must be > 0");
+        } else if (!strcmp(a, "--epochs")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 1, 1000000, &lv)) return 2;
+            p.epochs = (int)lv;
+        } else if (!strcmp(a, "--batch-size")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 1, 1 << 30, &lv)) return 2;
+            p.expected_batch = (int)lv;
+        } else if (!strcmp(a, "--physical-batch")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 1, 1 << 30, &lv)) return 2;
+            p.physical_batch = (int)lv;
+        } else if (!strcmp(a, "--lr")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.optim.lr)) return 2;
+        } else if (!strcmp(a, "--momentum")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.optim.momentum)) return 2;
+        } else if (!strcmp(a, "--seed")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;
+            p.seed = (uint64_t)lv;
+        } else if (!strcmp(a, "--threads")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 1, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--json")) {
+            NEED_VALUE;
+            json = v;
+        } else if (!strcmp(a, "--debug-noise-scale")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.debug_noise_scale)) return 2;
+            if (p.debug_noise_scale < 0) return dp_cli_die("--debug-noise-scale: must be >= 0");
+        } else if (!strcmp(a, "--debug-canary-scale")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.debug_canary_scale)) return 2;
+            if (p.debug_canary_scale <= 0) return dp_cli_die("--debug-canary-scale: must be > 0");
+        } else {
+            fprintf(stderr, "%s: unknown option '%s' (see dpsgd audit --help)\n", prog, a);
+            return 2;
+        }
+#undef NEED_VALUE
+    }
+    if (p.guesses > p.num_canaries) return dp_cli_die("--guesses: must not exceed --canaries");
+    if (threads > 0) omp_set_num_threads((int)threads);
+
+    dp_status st;
+    dp_dataset all;
+    memset(&all, 0, sizeof all);
+    dp_model *m = NULL;
+    float *scores = NULL;
+    unsigned char *in = NULL;
+    int rc = 1;
+    if ((st = dp_dataset_load_mnist_dir(data, 1, &all)) != DP_OK ||
+        (st = dp_dataset_validate(&all, "training set", 2, 0)) != DP_OK) {
+        rc = dp_cli_fail(st);
+        goto done;
+    }
+    dp_dataset_normalize(&all, FMNIST_MEAN, FMNIST_STD);
+    /* training rows: the first train_limit; canary pool: the rows after them (held out) */
+    dp_dataset tr = all, pool = all;
+    if ((size_t)train_limit < all.n) {
+        tr.n = (size_t)train_limit;
+        pool.n = all.n - tr.n;
+        pool.x = all.x + tr.n * all.dim;
+        pool.y = all.y + tr.n;
+    }
+    if ((st = dp_model_create_named(model_name, all.c, all.h, all.w, all.n_classes, &m)) != DP_OK) {
+        fprintf(stderr, "%s: --model %s: %s\n", prog, model_name, dp_last_error());
+        rc = 2;
+        goto done;
+    }
+    if (dp_model_output_size(m) != all.n_classes) {
+        fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes\n", prog,
+                dp_model_output_size(m), all.n_classes);
+        rc = 2;
+        goto done;
+    }
+    dp_rng init;
+    dp_rng_seed(&init, p.seed ^ 0x1badc0ffeeULL);
+    dp_model_init(m, &init);
+    scores = malloc(sizeof(float) * (size_t)p.num_canaries);
+    in = malloc((size_t)p.num_canaries);
+    if (!scores || !in) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        goto done;
+    }
+    printf("audit: %d %s canaries (%s), model %s (%zu parameters), %zu training rows, clipping %s, C %g, "
+           "%d threads\n",
+           p.num_canaries, dp_canary_kind_name(p.canary), p.canary == DP_CANARY_GRADIENT ? "white-box" : "black-box",
+           model_name, dp_model_num_params(m), tr.n, dp_clip_mode_name(p.clipping), p.max_grad_norm,
+           omp_get_max_threads());
+    if (p.debug_noise_scale != 1 || p.debug_canary_scale != 1)
+        printf("WARNING: test-only switches on (noise scale %g, canary scale %g): this run is broken on purpose\n",
+               p.debug_noise_scale, p.debug_canary_scale);
+    fflush(stdout);
+    dp_audit_result r;
+    if ((st = dp_audit_run(m, &tr, &pool, &p, &r, scores, in)) != DP_OK) {
+        rc = dp_cli_fail(st);
+        goto done;
+    }
+    printf("training: %d epochs, %ld steps, q %.5f, sigma %.4f, %d of %d canaries included\n", p.epochs, r.steps, r.q,
+           r.sigma, r.included, r.num_canaries);
+    printf("claimed epsilon:       %.3f (RDP accountant, delta %g)\n", r.epsilon, r.delta);
+    printf("empirical lower bound: %.3f (%.0f%% confidence; %ld of %ld guesses correct, abstained on %ld)\n",
+           r.eps_lower, 100 * r.confidence, r.correct, r.guesses, (long)r.num_canaries - r.guesses);
+    printf("verdict: %s\n", r.violation ? "VIOLATION (the lower bound exceeds the claimed epsilon)"
+                                        : "consistent (lower bound <= claimed epsilon)");
+    printf("time: %.1f s\n", r.seconds);
+    if (json) {
+        char text[2048];
+        snprintf(text, sizeof text,
+                 "{\n  \"canary_type\": \"%s\",\n  \"canaries\": %d,\n  \"included\": %d,\n  \"model\": \"%s\",\n"
+                 "  \"parameters\": %zu,\n  \"train_rows\": %zu,\n  \"clipping\": \"%s\",\n  \"max_grad_norm\": %.17g,\n"
+                 "  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n  \"epochs\": %d,\n  \"steps\": %ld,\n"
+                 "  \"delta\": %.17g,\n  \"epsilon_claimed\": %.17g,\n  \"epsilon_lower_bound\": %.17g,\n"
+                 "  \"confidence\": %.17g,\n  \"guesses\": %ld,\n  \"correct\": %ld,\n  \"verdict\": \"%s\",\n"
+                 "  \"debug_noise_scale\": %.17g,\n  \"debug_canary_scale\": %.17g,\n  \"seconds\": %.3f,\n"
+                 "  \"threads\": %d,\n  \"seed\": %llu\n}\n",
+                 dp_canary_kind_name(p.canary), r.num_canaries, r.included,
+                 dp_model_builtin_spec(model_name) ? model_name : "spec", dp_model_num_params(m), tr.n,
+                 dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.epochs, r.steps, r.delta, r.epsilon,
+                 r.eps_lower, r.confidence, r.guesses, r.correct, r.violation ? "VIOLATION" : "consistent",
+                 p.debug_noise_scale, p.debug_canary_scale, r.seconds, omp_get_max_threads(),
+                 (unsigned long long)p.seed);
+        if (!dp_cli_write_atomic("--json", json, text)) goto done;
+    }
+    rc = r.violation ? 3 : 0;
+done:
+    free(scores);
+    free(in);
+    dp_model_destroy(m);
+    dp_dataset_free(&all);
+    return rc;
+}
