@@ -33,6 +33,7 @@ dp_train_params dp_train_default_params(void) {
     p.noise_multiplier = 0;
     p.target_epsilon = 3.0;
     p.delta = 1e-5;
+    p.accountant = DP_ACCT_PRV;
     p.expected_batch = 2048;
     p.epochs = 40;
     p.optim = dp_optim_default_params(DP_OPT_SGD);
@@ -349,6 +350,14 @@ static dp_status restore_state(const dp_safetensors *s, const dp_checkpoint_info
     return DP_OK;
 }
 
+/* epsilon spent so far at p->delta, by the chosen accountant */
+static dp_status spent_epsilon(const dp_accountant *acc, const dp_train_params *p, double *eps) {
+    dp_epsilon_report er;
+    dp_status st = dp_accountant_epsilon_kind(acc, p->accountant, p->delta, &er);
+    if (st == DP_OK) *eps = er.epsilon;
+    return st;
+}
+
 dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *p,
                    dp_train_result *result) {
     const size_t N = tr->n, dim = tr->dim;
@@ -406,7 +415,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     if (!p->no_dp) {
         if (p->noise_multiplier > 0) sigma = p->noise_multiplier;
         else if (resumed && cki.target_epsilon == p->target_epsilon) sigma = cki.sigma; /* as calibrated then */
-        else if ((st = dp_calibrate_sigma(p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
+        else if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
             goto done;
     }
     uint64_t checksum = 0;
@@ -453,7 +462,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         elapsed0 = cki.elapsed;
         pr.test_accuracy = cki.test_accuracy;
         pr.test_loss = cki.test_loss;
-        if (!p->no_dp && (st = dp_accountant_epsilon(acc, p->delta, &pr.epsilon, NULL)) != DP_OK) goto done;
+        if (!p->no_dp && (st = spent_epsilon(acc, p, &pr.epsilon)) != DP_OK) goto done;
     }
     dp_safetensors_destroy(ck);
     ck = NULL;
@@ -571,7 +580,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         }
         dp_mem_stage("evaluate");
         if (te && (st = dp_evaluate(m, te, p->eval_batch, &pr.test_accuracy, &pr.test_loss)) != DP_OK) goto done;
-        if (!p->no_dp && (st = dp_accountant_epsilon(acc, p->delta, &pr.epsilon, NULL)) != DP_OK) goto done;
+        if (!p->no_dp && (st = spent_epsilon(acc, p, &pr.epsilon)) != DP_OK) goto done;
         pr.elapsed = now_s() - t0;
         pr.epoch_end = 1;
         if (p->progress) p->progress(p->progress_user, &pr);
@@ -589,7 +598,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
         }
     }
-    if (!p->no_dp && (st = dp_accountant_epsilon(acc, p->delta, &r.epsilon, NULL)) != DP_OK) goto done;
+    if (!p->no_dp && (st = spent_epsilon(acc, p, &r.epsilon)) != DP_OK) goto done;
     r.test_accuracy = te ? pr.test_accuracy : -1;
     r.test_loss = te ? pr.test_loss : 0;
     r.steps = step;

@@ -70,6 +70,7 @@ static void set_params(dp_model *m, const float *p) {
 /* Small, fast private training parameters (fixed sigma: no calibration). */
 static dp_train_params small_params(void) {
     dp_train_params p = dp_train_default_params();
+    p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
     p.max_grad_norm = 0.5;
     p.noise_multiplier = 1.0;
     p.delta = 1e-3;
@@ -167,6 +168,7 @@ static void test_noise_scale(void) {
     CHECK(np >= 2000);
     float *p0 = copy_params(m);
     dp_train_params p = dp_train_default_params();
+    p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
     p.clipping = DP_CLIP_GHOST;
     p.max_grad_norm = C;
     p.delta = 1e-3;
@@ -273,6 +275,7 @@ static void test_expected_batch_divisor(void) {
     float *g = dp_alloc(sizeof(float) * np);
     memcpy(g, dp_model_grad(m), sizeof(float) * np);
     dp_train_params p = dp_train_default_params();
+    p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
     p.clipping = DP_CLIP_FAST;
     p.max_grad_norm = 0.1;
     p.noise_multiplier = 1e-9;
@@ -543,6 +546,8 @@ static void test_learning(void) {
         double acc0, loss0, acc1, loss1;
         CHECK_OK(dp_evaluate(m, &te, 100, &acc0, &loss0));
         dp_train_params p = dp_train_default_params();
+        p.accountant = DP_ACCT_RDP;
+    p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
         p.no_dp = 1;
         p.expected_batch = 32;
         p.epochs = 3;
@@ -566,6 +571,8 @@ static void test_learning(void) {
     {
         dp_model *m = new_model(spec, 1, 1, 16, 13);
         dp_train_params p = dp_train_default_params();
+        p.accountant = DP_ACCT_RDP;
+    p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
         p.clipping = DP_CLIP_GHOST;
         p.target_epsilon = 4.0;
         p.delta = 1e-3;
@@ -737,8 +744,41 @@ static void test_steps_per_epoch(void) {
     CHECK(dp_train_steps_per_epoch(10, 0) == 1);
 }
 
+/* the default accountant is PRV: calibration and the reported epsilon come from it */
+static void test_default_accountant(void) {
+    dp_train_params p = dp_train_default_params();
+    CHECK(p.accountant == DP_ACCT_PRV);
+    dp_dataset d;
+    make_ds(&d, 200, 1, 1, 16, 2, 1.5, 3);
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create("flatten linear(2)", 1, 1, 16, &m));
+    if (!m) {
+        dp_dataset_free(&d);
+        return;
+    }
+    dp_rng init;
+    dp_rng_seed(&init, 11);
+    dp_model_init(m, &init);
+    p.epochs = 2;
+    p.expected_batch = 20;
+    p.delta = 1e-3;
+    p.optim.lr = 0.1;
+    dp_train_result r;
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    dp_epsilon_report er;
+    CHECK_OK(dp_epsilon_kind(DP_ACCT_PRV, r.q, r.sigma, r.steps, p.delta, &er));
+    CHECK_CLOSE(r.epsilon, er.epsilon, 1e-9);
+    CHECK(r.epsilon <= p.target_epsilon + 1e-9 && r.epsilon > p.target_epsilon - 0.02);
+    double rdp_sigma = 0;
+    CHECK_OK(dp_calibrate_sigma(p.target_epsilon, p.delta, r.q, r.steps, 0.01, &rdp_sigma));
+    CHECK(r.sigma < rdp_sigma); /* PRV is tighter: less noise for the same target */
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
 int main(void) {
     test_steps_per_epoch();
+    test_default_accountant();
     test_evaluate();
     test_bad_params();
     test_virtual_batches("flatten linear(8) tanh linear(3)", 1, 4, 4);

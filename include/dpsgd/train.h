@@ -10,6 +10,7 @@
  */
 #ifndef DPSGD_TRAIN_H
 #define DPSGD_TRAIN_H
+#include "dpsgd/accounting.h"
 #include "dpsgd/core.h"
 #include "dpsgd/data.h"
 #include "dpsgd/nn.h"
@@ -40,6 +41,7 @@ typedef struct {
     double noise_multiplier;    /* sigma; <= 0: calibrate for target_epsilon (default) */
     double target_epsilon;      /* 3 */
     double delta;               /* 1e-5 */
+    dp_accountant_kind accountant; /* PRV: used to calibrate sigma and to report epsilon */
     int expected_batch;         /* 2048: q = expected_batch / n */
     int physical_batch;         /* 0: whole logical batch at once; else chunk size */
     int epochs;                 /* 40 */
@@ -65,7 +67,8 @@ dp_train_params dp_train_default_params(void);
 
 typedef struct {
     double test_accuracy, test_loss;
-    double epsilon, delta;      /* epsilon spent (RDP accountant) at delta */
+    double epsilon, delta;      /* epsilon spent at delta, by the chosen accountant (an upper
+                                 * bound, except GDP's approximation) */
     double sigma, q;            /* noise multiplier used and sample rate */
     long steps;
     int steps_per_epoch;
