@@ -11,21 +11,9 @@ if [[ $# -ne 1 || ! -x "$1" ]]; then
     exit 2
 fi
 BIN=$1
-passed=0
-failed=0
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/acct_cli.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-ok() { passed=$((passed + 1)); }
-bad() {
-    failed=$((failed + 1))
-    echo "accounting_cli_test: FAIL: $*" >&2
-}
-run() {
-    "$BIN" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
-    RC=$?
-    OUT=$(<"$TMP/stdout")
-    ERR=$(<"$TMP/stderr")
-}
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+t_setup accounting_cli_test acct_cli
 # expect_err FLAGTEXT ARGS...: exit 2 and stderr mentions FLAGTEXT
 expect_err() {
     local want=$1
@@ -80,5 +68,4 @@ expect_err "--delta" noise --target-epsilon 1 --delta 2 --sample-rate 0.1 --step
 run noise --target-epsilon 1e-9 --delta 1e-5 --sample-rate 1 --steps 100
 [[ $RC -eq 1 && "$ERR" == *"unreachable"* ]] && ok || bad "unreachable: rc $RC $ERR"
 
-echo "accounting_cli_test: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+t_summary

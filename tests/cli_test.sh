@@ -15,27 +15,10 @@ if [[ $# -ne 1 || ! -x "$1" ]]; then
 fi
 BIN=$1
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DATA=/usr/share/datasets/fashion-mnist
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-
-passed=0
-failed=0
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cli_test.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-
-ok() { passed=$((passed + 1)); }
-bad() {
-    failed=$((failed + 1))
-    echo "cli_test: FAIL: $*" >&2
-}
-
-# run ARGS...: runs the tool, sets RC, OUT (stdout) and ERR (stderr).
-run() {
-    "$BIN" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
-    RC=$?
-    OUT=$(<"$TMP/stdout")
-    ERR=$(<"$TMP/stderr")
-}
+t_setup cli_test cli_test
 
 show() {
     echo "    command: dpsgd $*" >&2
@@ -252,5 +235,4 @@ else
     grep -q '"private": false' "$TMP/nodp.json" 2>/dev/null && ok || bad "--no-dp: out json not marked non-private"
 fi
 
-echo "cli_test: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+t_summary

@@ -10,22 +10,18 @@
 # Last line: "kill_resume_test: N passed, N failed".
 set -u
 BIN=${1:?usage: kill_resume_test.sh PATH-TO-DPSGD [SANITIZE]}
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [[ "${2:-OFF}" == ON || -n "${DPSGD_SKIP_KILL_TEST:-}" ]]; then
     echo "kill_resume_test: SKIP (sanitizer build)"
     exit 77
 fi
-DATA=/usr/share/datasets/fashion-mnist
-if [[ ! -e $DATA/train-images-idx3-ubyte.gz && ! -e $DATA/train-images-idx3-ubyte ]]; then
+if ! have_data; then
     echo "kill_resume_test: SKIP (no data in $DATA)"
     exit 77
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/kill_resume.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "kill_resume_test: FAIL: $*" >&2; }
+t_setup kill_resume_test kill_resume
 RUN=(train --train-limit 1500 --test-limit 300 --epochs 3 --batch-size 256 --seed 11 --quiet)
 CK=(--checkpoint-every 1)
 
@@ -131,5 +127,4 @@ resume_and_check "killed twice (steps $t1, $t2)" "$TMP/ck2x"
 # at least 5 real kills (a run that ended first does not count)
 [[ $KILLS -ge 5 ]] && ok || bad "only $KILLS runs were killed before they finished (need 5)"
 awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "kill_resume_test: %.1f s\n", b - a }'
-echo "kill_resume_test: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+t_summary

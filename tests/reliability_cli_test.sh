@@ -9,19 +9,10 @@
 # shellcheck disable=SC2015
 set -u
 BIN=${1:?usage: reliability_cli_test.sh PATH-TO-DPSGD}
-DATA=/usr/share/datasets/fashion-mnist
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/reliability_cli.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "reliability_cli_test: FAIL: $*" >&2; }
-run() {
-    "$BIN" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
-    RC=$?
-    ERR=$(<"$TMP/stderr")
-}
+t_setup reliability_cli_test reliability_cli
 # expect RC NEEDLE ARGS...: exit status RC and NEEDLE in stderr
 expect() {
     local rc=$1 needle=$2
@@ -39,7 +30,7 @@ expect 2 "--seed: refused with --secure" train --secure --seed 3
 expect 2 "--secure" train --secure --no-dp
 expect 2 "--init: cannot be combined with --resume" train --init a --resume b
 
-if [[ ! -e $DATA/train-images-idx3-ubyte.gz && ! -e $DATA/train-images-idx3-ubyte ]]; then
+if ! have_data; then
     echo "reliability_cli_test: SKIP data-dependent checks (no $DATA)"
 else
     Q=(train --train-limit 600 --test-limit 100 --epochs 1 --batch-size 100 --quiet --model mlp)
@@ -79,5 +70,4 @@ else
     run "${Q[@]}" --secure --save-weights "$TMP/s2.st"
     [[ $RC -eq 0 ]] && ! cmp -s "$TMP/s1.st" "$TMP/s2.st" && ok || bad "two --secure runs gave the same weights"
 fi
-echo "reliability_cli_test: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+t_summary

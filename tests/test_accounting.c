@@ -3,24 +3,11 @@
  * the closed form of the Gaussian mechanism at q = 1, and as properties (monotone in sigma
  * and steps), with heterogeneous histories, edge cases and calibration. */
 #define _POSIX_C_SOURCE 200809L
-#include "test.h"
+#include "fixtures.h"
 
 #ifndef DP_REFERENCE_DIR
 #define DP_REFERENCE_DIR "../shared/reference"
 #endif
-
-/* number after "key": at or after p, before end */
-static const char *json_num(const char *p, const char *end, const char *key, double *v) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", key);
-    const char *k = strstr(p, pat);
-    if (!k || (end && k >= end)) return NULL;
-    const char *c = strchr(k + strlen(pat), ':');
-    if (!c) return NULL;
-    char *after;
-    *v = strtod(c + 1, &after);
-    return after == c + 1 ? NULL : after;
-}
 
 static dp_epsilon_report eps_of(dp_accountant_kind k, double q, double s, long n, double d) {
     dp_epsilon_report r = {NAN, NAN, NAN, NAN, NAN, 0};

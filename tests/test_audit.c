@@ -12,41 +12,7 @@
 #include <omp.h>
 #include <stdint.h>
 
-#include "test.h"
-
-static void make_ds(dp_dataset *d, size_t n, int c, int h, int w, int k, double sep, uint64_t seed) {
-    dp_rng r;
-    dp_rng_seed(&r, seed);
-    memset(d, 0, sizeof *d);
-    d->n = n;
-    d->c = c;
-    d->h = h;
-    d->w = w;
-    d->dim = (size_t)c * h * w;
-    d->n_classes = k;
-    d->x = dp_alloc(sizeof(float) * n * d->dim);
-    d->y = dp_alloc(sizeof(int32_t) * n);
-    for (size_t i = 0; i < n; i++) {
-        int y = (int)(i % (size_t)k);
-        d->y[i] = y;
-        for (size_t j = 0; j < d->dim; j++) {
-            double mu = y == 0 ? sep : y == 1 ? -sep : ((j + (size_t)y) % 2 ? sep : -sep);
-            d->x[i * d->dim + j] = (float)(mu + dp_rng_normal(&r));
-        }
-    }
-}
-
-static dp_model *new_model(const char *spec, int c, int h, int w, uint64_t seed) {
-    dp_model *m = NULL;
-    if (dp_model_create(spec, c, h, w, &m) != DP_OK) {
-        fprintf(stderr, "dp_model_create(%s): %s\n", spec, dp_last_error());
-        exit(2);
-    }
-    dp_rng r;
-    dp_rng_seed(&r, seed);
-    dp_model_init(m, &r);
-    return m;
-}
+#include "fixtures.h"
 
 /* ---- the bound ------------------------------------------------------------------------ */
 

@@ -11,11 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "test.h"
+#include "fixtures.h"
 
 static char tmpdir[256];
 
-static void make_ds(dp_dataset *d, size_t n, size_t dim, int k, uint64_t seed) {
+/* n rows of dim features, labels i mod k: N(0,1) plus 1 on the coordinates j = label (mod k)
+ * (not fixtures.h's make_ds: the checkpoint tests' data was drawn this way). */
+static void make_ds_dim(dp_dataset *d, size_t n, size_t dim, int k, uint64_t seed) {
     dp_rng r;
     dp_rng_seed(&r, seed);
     memset(d, 0, sizeof *d);
@@ -31,18 +33,6 @@ static void make_ds(dp_dataset *d, size_t n, size_t dim, int k, uint64_t seed) {
         for (size_t j = 0; j < dim; j++)
             d->x[i * dim + j] = (float)(dp_rng_normal(&r) + (j % (size_t)k == (size_t)d->y[i]));
     }
-}
-
-static dp_model *new_model(const char *spec, int c, int h, int w, uint64_t seed) {
-    dp_model *m = NULL;
-    if (dp_model_create(spec, c, h, w, &m) != DP_OK) {
-        fprintf(stderr, "dp_model_create(%s): %s\n", spec, dp_last_error());
-        exit(2);
-    }
-    dp_rng r;
-    dp_rng_seed(&r, seed);
-    dp_model_init(m, &r);
-    return m;
 }
 
 static int write_file(const char *path, const void *b, size_t n) {
@@ -270,8 +260,8 @@ static void test_resume_case(const resume_case *rc, const dp_dataset *tr, const 
 
 static void test_resume(void) {
     dp_dataset tr, te;
-    make_ds(&tr, 200, 6, 3, 1);
-    make_ds(&te, 50, 6, 3, 2);
+    make_ds_dim(&tr, 200, 6, 3, 1);
+    make_ds_dim(&te, 50, 6, 3, 2);
     /* 200 / 32 -> 6 steps per epoch, 18 in all */
     resume_case cases[] = {
         {"linear(8) tanh dropout(0.25) linear(3)", DP_OPT_SGD, 0, 1, 3},
@@ -455,7 +445,7 @@ static void test_secure(void) {
     dp_csprng_destroy(b);
     /* two secure training runs differ; the same plain seed twice does not */
     dp_dataset tr;
-    make_ds(&tr, 120, 4, 2, 3);
+    make_ds_dim(&tr, 120, 4, 2, 3);
     dp_train_params p = dp_train_default_params();
     p.noise_multiplier = 1.0;
     p.expected_batch = 20;

@@ -1,30 +1,12 @@
 /* test_privacy.c: noise, Poisson sampling, the RDP accountant (against Opacus 1.5.4
  * reference values in DP_REFERENCE_DIR/accountant.json), composition, calibration. */
-#include "test.h"
+#include "fixtures.h"
 
 #include <limits.h>
 
 #ifndef DP_REFERENCE_DIR
 #define DP_REFERENCE_DIR "../shared/reference"
 #endif
-
-/* ---- tiny JSON helpers (the reference file is small and regular) ------------------ */
-
-
-/* Finds "key" at or after p (before end, if end != NULL), parses the number after the
- * colon into *v; returns the position after the number, or NULL. */
-static const char *json_num(const char *p, const char *end, const char *key, double *v) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", key);
-    const char *k = strstr(p, pat);
-    if (!k || (end && k >= end)) return NULL;
-    const char *c = strchr(k + strlen(pat), ':');
-    if (!c) return NULL;
-    char *after;
-    *v = strtod(c + 1, &after);
-    if (after == c + 1) return NULL;
-    return after;
-}
 
 /* The RDP orders as Opacus lists them (1.1 .. 10.9, 12 .. 63). */
 static int orders_ref(double *o) {

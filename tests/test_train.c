@@ -8,53 +8,9 @@
 #include <float.h>
 #include <stdint.h>
 
-#include "test.h"
+#include "fixtures.h"
 
 /* ---- helpers ----------------------------------------------------------------------- */
-
-/* A dataset of n rows of shape c x h x w with labels in [0, k), all tracked memory. The
- * rows are N(0,1) plus a class-dependent shift `sep` on every coordinate (sign +/- by an
- * alternating per-class pattern), so sep > 0 makes the classes separable. */
-static void make_ds(dp_dataset *d, size_t n, int c, int h, int w, int k, double sep, uint64_t seed) {
-    dp_rng r;
-    dp_rng_seed(&r, seed);
-    memset(d, 0, sizeof *d);
-    d->n = n;
-    d->c = c;
-    d->h = h;
-    d->w = w;
-    d->dim = (size_t)c * h * w;
-    d->n_classes = k;
-    d->x = dp_alloc(sizeof(float) * n * d->dim);
-    d->y = dp_alloc(sizeof(int32_t) * n);
-    for (size_t i = 0; i < n; i++) {
-        int y = (int)(i % (size_t)k);
-        d->y[i] = y;
-        for (size_t j = 0; j < d->dim; j++) {
-            /* class 0: +sep everywhere; class 1: -sep; class 2: alternating signs, ... */
-            double mu = 0;
-            if (sep != 0) {
-                if (y == 0) mu = sep;
-                else if (y == 1) mu = -sep;
-                else mu = ((j + (size_t)y) % 2 ? sep : -sep);
-            }
-            d->x[i * d->dim + j] = (float)(mu + dp_rng_normal(&r));
-        }
-    }
-}
-
-static dp_model *new_model(const char *spec, int c, int h, int w, uint64_t seed) {
-    dp_model *m = NULL;
-    dp_status st = dp_model_create(spec, c, h, w, &m);
-    if (st != DP_OK) {
-        fprintf(stderr, "dp_model_create(%s): %s\n", spec, dp_last_error());
-        exit(2);
-    }
-    dp_rng r;
-    dp_rng_seed(&r, seed);
-    dp_model_init(m, &r);
-    return m;
-}
 
 static float *copy_params(dp_model *m) {
     size_t n = dp_model_num_params(m);
