@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "dpsgd/audit.h"
 #include "dpsgd/privacy.h"
 #include "dpsgd/train.h"
+#include "internal.h"
 
 static const char *const canary_names[] = {
 #define DP__NAME(name, text) text,
@@ -182,12 +182,6 @@ dp_audit_params dp_audit_default_params(void) {
     return p;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Per-sample losses of the m input canaries under the current model (no training mode). */
 static dp_status canary_losses(dp_model *m, const dp_dataset *pool, const size_t *src, const int32_t *lab, int mc,
                                float *xb, size_t cap, float *loss) {
@@ -214,7 +208,7 @@ static dp_status grow(void **buf, size_t *cap, size_t need, size_t elem) {
 
 dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *pool, const dp_audit_params *p,
                        dp_audit_result *result, float *scores_out, unsigned char *in_out) {
-    const double t0 = now_s();
+    const double t0 = dp__now_s();
     if (!pool) pool = tr;
     const size_t n = tr->n, dim = tr->dim, np = dp_model_num_params(model);
     const int K = dp_model_output_size(model), mc = p->num_canaries;
@@ -440,7 +434,7 @@ dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *
     r.steps = steps;
     r.num_canaries = mc;
     r.violation = r.eps_lower > r.epsilon;
-    r.seconds = now_s() - t0;
+    r.seconds = dp__now_s() - t0;
     if (scores_out) memcpy(scores_out, sc, sizeof(float) * (size_t)mc);
     if (in_out) memcpy(in_out, in, (size_t)mc);
     *result = r;

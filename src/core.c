@@ -1,4 +1,5 @@
-/* core.c: status text, per-thread error messages, the tracked allocator, the RNG. */
+/* core.c: status text, per-thread error messages, the tracked allocator, the RNG, the clock. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "dpsgd/core.h"
 
 #include <math.h>
@@ -7,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "internal.h"
 
 /* ---- status --------------------------------------------------------------------- */
 
@@ -206,23 +210,18 @@ uint64_t dp_rng_u64(dp_rng *r) {
 
 double dp_rng_uniform(dp_rng *r) { return (double)(dp_rng_u64(r) >> 11) * 0x1.0p-53; }
 
-double dp_rng_normal(dp_rng *r) {
-    if (r->has_spare) {
-        r->has_spare = 0;
-        return r->spare;
-    }
-    double u, v, s;
-    do {
-        u = 2.0 * dp_rng_uniform(r) - 1.0;
-        v = 2.0 * dp_rng_uniform(r) - 1.0;
-        s = u * u + v * v;
-    } while (s >= 1.0 || s == 0.0);
-    double m = sqrt(-2.0 * log(s) / s);
-    r->spare = v * m;
-    r->has_spare = 1;
-    return u * m;
-}
+static double rng_uniform(void *r) { return dp_rng_uniform(r); }
+
+double dp_rng_normal(dp_rng *r) { return dp__polar_normal(rng_uniform, r, &r->has_spare, &r->spare); }
 
 void dp_rng_split(dp_rng *parent, dp_rng *child) {
     dp_rng_seed(child, dp_rng_u64(parent) ^ 0x5851f42d4c957f2dULL);
+}
+
+/* ---- clock ---------------------------------------------------------------------- */
+
+double dp__now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -8,6 +8,7 @@
 #include <sys/random.h>
 
 #include "dpsgd/secure.h"
+#include "internal.h"
 
 struct dp_csprng {
     uint32_t key[8];
@@ -93,22 +94,9 @@ double dp_csprng_uniform(dp_csprng *r) {
     return (double)v * 0x1.0p-53;
 }
 
-double dp_csprng_normal(dp_csprng *r) {
-    if (r->has_spare) {
-        r->has_spare = 0;
-        return r->spare;
-    }
-    double u, v, s;
-    do {
-        u = 2.0 * dp_csprng_uniform(r) - 1.0;
-        v = 2.0 * dp_csprng_uniform(r) - 1.0;
-        s = u * u + v * v;
-    } while (s >= 1.0 || s == 0.0);
-    double m = sqrt(-2.0 * log(s) / s);
-    r->spare = v * m;
-    r->has_spare = 1;
-    return u * m;
-}
+static double csprng_uniform(void *r) { return dp_csprng_uniform(r); }
+
+double dp_csprng_normal(dp_csprng *r) { return dp__polar_normal(csprng_uniform, r, &r->has_spare, &r->spare); }
 
 double dp_secure_noise_grid(double std) {
     int e;

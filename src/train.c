@@ -9,21 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "dpsgd/io.h"
 #include "dpsgd/privacy.h"
 #include "dpsgd/secure.h"
 #include "dpsgd/train.h"
+#include "internal.h"
 
 _Static_assert(sizeof(size_t) == sizeof(int64_t), "the sampler permutation is checkpointed as I64");
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 dp_train_params dp_train_default_params(void) {
     dp_train_params p;
@@ -218,6 +212,20 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
 #undef NEVER
 #undef UNLESS_FORCED
     return DP_OK;
+}
+
+/* the state part of the info that the loop's counters make: step, counters, losses, elapsed */
+static void fill_counters(dp_checkpoint_info *c, long step, const dp_train_result *r, size_t lcount, double batch_sum,
+                          double lsum, const dp_train_progress *pr, double elapsed) {
+    c->step = step;
+    c->empty_batches = r->empty_batches;
+    c->nonfinite_samples = r->nonfinite_samples;
+    c->lcount = (long)lcount;
+    c->batch_sum = batch_sum;
+    c->lsum = lsum;
+    c->test_accuracy = pr->test_accuracy;
+    c->test_loss = pr->test_loss;
+    c->elapsed = elapsed;
 }
 
 static dp_status write_checkpoint(ckpt_writer *w, dp_optim *opt, const dp_accountant *acc, const dp_rng *rs,
@@ -473,7 +481,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     }
     const unsigned char *mask = dp_model_trainable_mask(m);
     float *grad = dp_model_grad(m), *params = dp_model_params(m);
-    const double t0 = now_s() - elapsed0;
+    const double t0 = dp__now_s() - elapsed0;
     dp_mem_reset_peak();
     pr.epochs = p->epochs;
     pr.steps = steps;
@@ -559,42 +567,24 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             pr.step = step + 1;
             pr.step_in_epoch = s + 1;
             pr.train_loss = lcount ? lsum / (double)lcount : 0;
-            pr.elapsed = now_s() - t0;
+            pr.elapsed = dp__now_s() - t0;
             pr.epoch_end = 0;
             if (p->progress) p->progress(p->progress_user, &pr);
             /* a checkpoint every checkpoint_every steps; the epoch's last step gets its own below,
              * after the evaluation, so a checkpoint at an epoch boundary has always evaluated */
             if (p->checkpoint_dir && p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0 && s + 1 < spe) {
-                dp_checkpoint_info *c = &w.info;
-                c->step = step + 1;
-                c->empty_batches = r.empty_batches;
-                c->nonfinite_samples = r.nonfinite_samples;
-                c->lcount = (long)lcount;
-                c->batch_sum = batch_sum;
-                c->lsum = lsum;
-                c->test_accuracy = pr.test_accuracy;
-                c->test_loss = pr.test_loss;
-                c->elapsed = now_s() - t0;
+                fill_counters(&w.info, step + 1, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0);
                 if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
             }
         }
         dp_mem_stage("evaluate");
         if (te && (st = dp_evaluate(m, te, p->eval_batch, &pr.test_accuracy, &pr.test_loss)) != DP_OK) goto done;
         if (!p->no_dp && (st = spent_epsilon(acc, p, &pr.epsilon)) != DP_OK) goto done;
-        pr.elapsed = now_s() - t0;
+        pr.elapsed = dp__now_s() - t0;
         pr.epoch_end = 1;
         if (p->progress) p->progress(p->progress_user, &pr);
         if (p->checkpoint_dir) {
-            dp_checkpoint_info *c = &w.info;
-            c->step = step;
-            c->empty_batches = r.empty_batches;
-            c->nonfinite_samples = r.nonfinite_samples;
-            c->lcount = (long)lcount;
-            c->batch_sum = batch_sum;
-            c->lsum = lsum;
-            c->test_accuracy = pr.test_accuracy;
-            c->test_loss = pr.test_loss;
-            c->elapsed = now_s() - t0;
+            fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0);
             if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
         }
     }
@@ -602,7 +592,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     r.test_accuracy = te ? pr.test_accuracy : -1;
     r.test_loss = te ? pr.test_loss : 0;
     r.steps = step;
-    r.seconds = now_s() - t0;
+    r.seconds = dp__now_s() - t0;
     r.mean_batch = step ? batch_sum / (double)step : 0;
     r.peak_bytes = dp_mem_get().peak_bytes;
     *result = r;

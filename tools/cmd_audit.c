@@ -9,9 +9,6 @@
 
 #include "cli.h"
 
-#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
-#define FMNIST_MEAN 0.2860 /* published Fashion-MNIST pixel statistics, as `dpsgd train` */
-#define FMNIST_STD 0.3530
 #define DEFAULT_TRAIN_LIMIT 10000
 
 #define prog dp_cli_prog
@@ -40,7 +37,7 @@ static void usage(FILE *f) {
 "                          R = M x 2%%,5%%,10%%,20%%,50%%,100%%, Bonferroni-corrected]\n"
 "  --confidence X          confidence of the lower bound [0.95]\n"
 "data and model:\n"
-"  --data DIR              Fashion-MNIST IDX files [" DEFAULT_DATA "]\n"
+"  --data DIR              Fashion-MNIST IDX files [" DP_CLI_DEFAULT_DATA "]\n"
 "  --train-limit N         train on the first N training rows; input canaries come from\n"
 "                          the rows after them [%d]\n"
 "  --model NAME|SPEC       'cnn', 'mlp' or a layer spec [cnn]\n"
@@ -69,19 +66,17 @@ static void usage(FILE *f) {
 
 int dp_cmd_audit(int argc, char **argv) {
     dp_audit_params p = dp_audit_default_params();
-    const char *data = DEFAULT_DATA, *model_name = "cnn", *json = NULL;
-    long train_limit = DEFAULT_TRAIN_LIMIT, threads = 0, lv;
+    dp_cli_train_opts o = DP_CLI_TRAIN_OPTS("audit", &p);
+    o.train_limit = DEFAULT_TRAIN_LIMIT;
+    const char *json = NULL;
+    long lv;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_VALUE                                                                                                     \
-    do {                                                                                                               \
-        if (!v) {                                                                                                      \
-            fprintf(stderr, "%s: %s needs a value (see dpsgd audit --help)\n", prog, a);                               \
-            return 2;                                                                                                  \
-        }                                                                                                              \
-        i++;                                                                                                           \
-    } while (0)
+        int common = dp_cli_train_flag(&o, a, v, &i);
+        if (common < 0) return 2;
+        if (common) continue;
+#define NEED_VALUE DP_CLI_NEED_VALUE(o.cmd)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -100,59 +95,6 @@ int dp_cmd_audit(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &p.confidence)) return 2;
             if (!(p.confidence > 0 && p.confidence < 1)) return dp_cli_die("--confidence: must be in (0, 1)");
-        } else if (!strcmp(a, "--data")) {
-            NEED_VALUE;
-            data = v;
-        } else if (!strcmp(a, "--train-limit")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1L << 40, &train_limit)) return 2;
-        } else if (!strcmp(a, "--model")) {
-            NEED_VALUE;
-            model_name = v;
-        } else if (!strcmp(a, "--clipping")) {
-            NEED_VALUE;
-            if (dp_clip_mode_parse(v, &p.clipping) != DP_OK) return dp_cli_die(dp_last_error());
-        } else if (!strcmp(a, "--max-grad-norm")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.max_grad_norm)) return 2;
-            if (p.max_grad_norm <= 0) return dp_cli_die("--max-grad-norm: must be > 0");
-        } else if (!strcmp(a, "--epsilon")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.target_epsilon)) return 2;
-            if (p.target_epsilon <= 0) return dp_cli_die("--epsilon: must be > 0");
-        } else if (!strcmp(a, "--delta")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.delta)) return 2;
-            if (!(p.delta > 0 && p.delta < 1)) return dp_cli_die("--delta: must be in (0, 1)");
-        } else if (!strcmp(a, "--noise-multiplier")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.noise_multiplier)) return 2;
-            if (p.noise_multiplier <= 0) return dp_cli_die("--noise-multiplier: must be > 0");
-        } else if (!strcmp(a, "--epochs")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1000000, &lv)) return 2;
-            p.epochs = (int)lv;
-        } else if (!strcmp(a, "--batch-size")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1 << 30, &lv)) return 2;
-            p.expected_batch = (int)lv;
-        } else if (!strcmp(a, "--physical-batch")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1 << 30, &lv)) return 2;
-            p.physical_batch = (int)lv;
-        } else if (!strcmp(a, "--lr")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.optim.lr)) return 2;
-        } else if (!strcmp(a, "--momentum")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.optim.momentum)) return 2;
-        } else if (!strcmp(a, "--seed")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;
-            p.seed = (uint64_t)lv;
-        } else if (!strcmp(a, "--threads")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--json")) {
             NEED_VALUE;
             json = v;
@@ -171,7 +113,9 @@ int dp_cmd_audit(int argc, char **argv) {
 #undef NEED_VALUE
     }
     if (p.guesses > p.num_canaries) return dp_cli_die("--guesses: must not exceed --canaries");
-    if (threads > 0) omp_set_num_threads((int)threads);
+    if (!isnan(o.lr)) p.optim.lr = o.lr;
+    if (!isnan(o.momentum)) p.optim.momentum = o.momentum;
+    if (o.threads > 0) omp_set_num_threads((int)o.threads);
 
     dp_status st;
     dp_dataset all;
@@ -179,35 +123,22 @@ int dp_cmd_audit(int argc, char **argv) {
     dp_model *m = NULL;
     float *scores = NULL;
     unsigned char *in = NULL;
-    int rc = 1;
-    if ((st = dp_dataset_load_mnist_dir(data, 1, &all)) != DP_OK ||
-        (st = dp_dataset_validate(&all, "training set", 2, 0)) != DP_OK) {
-        rc = dp_cli_fail(st);
+    int rc = 1, K;
+    static const double fmnist[2] = {DP_CLI_FMNIST_MEAN, DP_CLI_FMNIST_STD};
+    const dp_cli_data_spec ds = {.data = o.data, .model_name = o.model_name, .norm = fmnist, .seed = p.seed};
+    int bad = dp_cli_load_data_and_model(&ds, &all, NULL, &K, &m);
+    if (bad) {
+        rc = bad;
         goto done;
     }
-    dp_dataset_normalize(&all, FMNIST_MEAN, FMNIST_STD);
     /* training rows: the first train_limit; canary pool: the rows after them (held out) */
     dp_dataset tr = all, pool = all;
-    if ((size_t)train_limit < all.n) {
-        tr.n = (size_t)train_limit;
+    if ((size_t)o.train_limit < all.n) {
+        tr.n = (size_t)o.train_limit;
         pool.n = all.n - tr.n;
         pool.x = all.x + tr.n * all.dim;
         pool.y = all.y + tr.n;
     }
-    if ((st = dp_model_create_named(model_name, all.c, all.h, all.w, all.n_classes, &m)) != DP_OK) {
-        fprintf(stderr, "%s: --model %s: %s\n", prog, model_name, dp_last_error());
-        rc = 2;
-        goto done;
-    }
-    if (dp_model_output_size(m) != all.n_classes) {
-        fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes\n", prog,
-                dp_model_output_size(m), all.n_classes);
-        rc = 2;
-        goto done;
-    }
-    dp_rng init;
-    dp_rng_seed(&init, p.seed ^ 0x1badc0ffeeULL);
-    dp_model_init(m, &init);
     scores = malloc(sizeof(float) * (size_t)p.num_canaries);
     in = malloc((size_t)p.num_canaries);
     if (!scores || !in) {
@@ -217,7 +148,7 @@ int dp_cmd_audit(int argc, char **argv) {
     printf("audit: %d %s canaries (%s), model %s (%zu parameters), %zu training rows, clipping %s, C %g, "
            "%d threads\n",
            p.num_canaries, dp_canary_kind_name(p.canary), p.canary == DP_CANARY_GRADIENT ? "white-box" : "black-box",
-           model_name, dp_model_num_params(m), tr.n, dp_clip_mode_name(p.clipping), p.max_grad_norm,
+           o.model_name, dp_model_num_params(m), tr.n, dp_clip_mode_name(p.clipping), p.max_grad_norm,
            omp_get_max_threads());
     if (p.debug_noise_scale != 1 || p.debug_canary_scale != 1)
         printf("WARNING: test-only switches on (noise scale %g, canary scale %g): this run is broken on purpose\n",
@@ -247,7 +178,7 @@ int dp_cmd_audit(int argc, char **argv) {
                  "  \"debug_noise_scale\": %.17g,\n  \"debug_canary_scale\": %.17g,\n  \"seconds\": %.3f,\n"
                  "  \"threads\": %d,\n  \"seed\": %llu\n}\n",
                  dp_canary_kind_name(p.canary), r.num_canaries, r.included,
-                 dp_model_builtin_spec(model_name) ? model_name : "spec", dp_model_num_params(m), tr.n,
+                 dp_model_builtin_spec(o.model_name) ? o.model_name : "spec", dp_model_num_params(m), tr.n,
                  dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.epochs, r.steps, r.delta, r.epsilon,
                  r.eps_lower, r.confidence, r.guesses, r.correct, r.violation ? "VIOLATION" : "consistent",
                  p.debug_noise_scale, p.debug_canary_scale, r.seconds, omp_get_max_threads(),

@@ -143,21 +143,34 @@ static void json_num(const char *key, double v, int comma) {
     else printf("\"%s\": null%s", key, comma ? ", " : "");
 }
 
-int dp_cmd_epsilon(int argc, char **argv) {
+/* `dpsgd epsilon` (noise 0): epsilon of the given sigma; `dpsgd noise` (noise 1): the sigma
+ * calibrated to the target epsilon, and its epsilon. One line or JSON member per accountant. */
+static int run(int argc, char **argv, int noise) {
     opts o;
-    int rc = parse(argc, argv, 0, &o);
+    int rc = parse(argc, argv, noise, &o);
     if (rc >= 0) return rc;
     int k0 = o.all ? 0 : (int)o.kind, k1 = o.all ? DP_ACCT_COUNT : (int)o.kind + 1;
-    if (o.json)
+    if (o.json && noise)
+        printf("{\"target_epsilon\": %.17g, \"sample_rate\": %.17g, \"steps\": %ld, \"delta\": %.17g, "
+               "\"accountants\": {",
+               o.target, o.q, o.steps, o.delta);
+    else if (o.json)
         printf("{\"sample_rate\": %.17g, \"noise_multiplier\": %.17g, \"steps\": %ld, \"delta\": %.17g, "
                "\"accountants\": {",
                o.q, o.sigma, o.steps, o.delta);
+    else if (noise)
+        printf("target epsilon %g, sample rate %g, %ld steps, delta %g\n", o.target, o.q, o.steps,
+               o.delta);
     else
         printf("sample rate %g, noise multiplier %g, %ld steps, delta %g\n", o.q, o.sigma, o.steps,
                o.delta);
     for (int k = k0; k < k1; k++) {
+        double sigma = o.sigma;
         dp_epsilon_report r;
-        dp_status st = dp_epsilon_kind((dp_accountant_kind)k, o.q, o.sigma, o.steps, o.delta, &r);
+        dp_status st = noise ? dp_calibrate_sigma_kind((dp_accountant_kind)k, o.target, o.delta, o.q, o.steps, 0.0,
+                                                       &sigma)
+                             : DP_OK;
+        if (!st) st = dp_epsilon_kind((dp_accountant_kind)k, o.q, sigma, o.steps, o.delta, &r);
         if (st) {
             if (o.json) printf("}}\n");
             return dp_cli_fail(st);
@@ -165,11 +178,17 @@ int dp_cmd_epsilon(int argc, char **argv) {
         const char *name = dp_accountant_kind_name((dp_accountant_kind)k);
         if (o.json) {
             printf("%s\"%s\": {", k > k0 ? ", " : "", name);
+            if (noise) json_num("noise_multiplier", sigma, 1);
             json_num("epsilon", r.epsilon, 1);
-            json_num("estimate", r.estimate, 1);
-            json_num("lower", r.lower, 1);
-            json_num("upper", r.upper, 1);
+            if (!noise) {
+                json_num("estimate", r.estimate, 1);
+                json_num("lower", r.lower, 1);
+                json_num("upper", r.upper, 1);
+            }
             printf("\"approximate\": %s}", r.approximate ? "true" : "false");
+        } else if (noise) {
+            printf("  %s: noise multiplier %.4f  (epsilon %.4f)%s\n", name, sigma, r.epsilon,
+                   r.approximate ? "  (GDP APPROXIMATION: can underestimate epsilon)" : "");
         } else if (k == DP_ACCT_GDP) {
             printf("  gdp: epsilon %.4f  (central-limit APPROXIMATION: can underestimate)\n", r.epsilon);
         } else if (k == DP_ACCT_RDP) {
@@ -183,39 +202,6 @@ int dp_cmd_epsilon(int argc, char **argv) {
     return 0;
 }
 
-int dp_cmd_noise(int argc, char **argv) {
-    opts o;
-    int rc = parse(argc, argv, 1, &o);
-    if (rc >= 0) return rc;
-    int k0 = o.all ? 0 : (int)o.kind, k1 = o.all ? DP_ACCT_COUNT : (int)o.kind + 1;
-    if (o.json)
-        printf("{\"target_epsilon\": %.17g, \"sample_rate\": %.17g, \"steps\": %ld, \"delta\": %.17g, "
-               "\"accountants\": {",
-               o.target, o.q, o.steps, o.delta);
-    else
-        printf("target epsilon %g, sample rate %g, %ld steps, delta %g\n", o.target, o.q, o.steps,
-               o.delta);
-    for (int k = k0; k < k1; k++) {
-        double sigma;
-        dp_epsilon_report r;
-        dp_status st = dp_calibrate_sigma_kind((dp_accountant_kind)k, o.target, o.delta, o.q,
-                                               o.steps, 0.0, &sigma);
-        if (!st) st = dp_epsilon_kind((dp_accountant_kind)k, o.q, sigma, o.steps, o.delta, &r);
-        if (st) {
-            if (o.json) printf("}}\n");
-            return dp_cli_fail(st);
-        }
-        const char *name = dp_accountant_kind_name((dp_accountant_kind)k);
-        if (o.json) {
-            printf("%s\"%s\": {", k > k0 ? ", " : "", name);
-            json_num("noise_multiplier", sigma, 1);
-            json_num("epsilon", r.epsilon, 0);
-            printf(", \"approximate\": %s}", r.approximate ? "true" : "false");
-        } else {
-            printf("  %s: noise multiplier %.4f  (epsilon %.4f)%s\n", name, sigma, r.epsilon,
-                   r.approximate ? "  (GDP APPROXIMATION: can underestimate epsilon)" : "");
-        }
-    }
-    if (o.json) printf("}}\n");
-    return 0;
-}
+int dp_cmd_epsilon(int argc, char **argv) { return run(argc, argv, 0); }
+
+int dp_cmd_noise(int argc, char **argv) { return run(argc, argv, 1); }

@@ -11,12 +11,6 @@
 
 #include "cli.h"
 
-#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
-/* Published Fashion-MNIST pixel statistics (public constants, so normalising spends no
- * privacy budget on the training data). */
-#define FMNIST_MEAN 0.2860
-#define FMNIST_STD 0.3530
-
 #define prog dp_cli_prog
 
 void dp_cmd_train_usage(FILE *f) {
@@ -31,7 +25,7 @@ void dp_cmd_train_usage(FILE *f) {
 "\n"
 "data:\n"
 "  --data DIR              IDX files (train/t10k-images-idx3-ubyte[.gz], -labels-idx1-)\n"
-"                          [" DEFAULT_DATA "]\n"
+"                          [" DP_CLI_DEFAULT_DATA "]\n"
 "  --normalize MEAN,STD    standardise pixels with these public constants, or 'none'\n"
 "                          [0.2860,0.3530: published Fashion-MNIST statistics]\n"
 "  --train-limit N         use only the first N training examples (quick runs) [all]\n"
@@ -109,100 +103,45 @@ static void on_progress(void *user, const dp_train_progress *p) {
     fflush(stdout);
 }
 
-static void limit_dataset(dp_dataset *d, long limit) {
-    if (limit > 0 && (size_t)limit < d->n) d->n = (size_t)limit;
-}
-
 int dp_cmd_train(int argc, char **argv) {
     dp_train_params p = dp_train_default_params();
-    const char *data = DEFAULT_DATA, *model_name = "cnn", *out = NULL, *norm = NULL;
+    dp_cli_train_opts o = DP_CLI_TRAIN_OPTS("train", &p);
+    const char *out = NULL, *norm = NULL;
     const char *init_path = NULL, *save_weights = NULL;
-    int seed_given = 0;
-    long threads = 0, train_limit = 0, test_limit = 0;
+    long test_limit = 0;
     int quiet = 0, nfreeze = 0;
     long freeze[64];
     dp_optim_kind okind = DP_OPT_SGD;
-    double lr = NAN, momentum = NAN, wd = NAN, beta1 = NAN, beta2 = NAN;
+    double wd = NAN, beta1 = NAN, beta2 = NAN;
     int nesterov = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-#define NEED_VALUE                                                                                                     \
-    do {                                                                                                               \
-        if (!v) {                                                                                                      \
-            fprintf(stderr, "%s: %s needs a value (see dpsgd train --help)\n", prog, a);                               \
-            return 2;                                                                                                  \
-        }                                                                                                              \
-        i++;                                                                                                           \
-    } while (0)
+        int common = dp_cli_train_flag(&o, a, v, &i);
+        if (common < 0) return 2;
+        if (common) continue;
+#define NEED_VALUE DP_CLI_NEED_VALUE(o.cmd)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             dp_cmd_train_usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--data")) {
-            NEED_VALUE;
-            data = v;
         } else if (!strcmp(a, "--normalize")) {
             NEED_VALUE;
             norm = v;
-        } else if (!strcmp(a, "--train-limit")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1L << 40, &train_limit)) return 2;
         } else if (!strcmp(a, "--test-limit")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 1, 1L << 40, &test_limit)) return 2;
-        } else if (!strcmp(a, "--model")) {
-            NEED_VALUE;
-            model_name = v;
         } else if (!strcmp(a, "--freeze")) {
             NEED_VALUE;
             if (nfreeze == 64) return dp_cli_die("--freeze: at most 64 layers");
             if (!dp_cli_parse_long(a, v, 0, 1 << 20, &freeze[nfreeze++])) return 2;
         } else if (!strcmp(a, "--no-dp")) {
             p.no_dp = 1;
-        } else if (!strcmp(a, "--clipping")) {
-            NEED_VALUE;
-            if (dp_clip_mode_parse(v, &p.clipping) != DP_OK) return dp_cli_die(dp_last_error());
-        } else if (!strcmp(a, "--max-grad-norm")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.max_grad_norm)) return 2;
-            if (p.max_grad_norm <= 0) return dp_cli_die("--max-grad-norm: must be > 0");
-        } else if (!strcmp(a, "--epsilon")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.target_epsilon)) return 2;
-            if (p.target_epsilon <= 0) return dp_cli_die("--epsilon: must be > 0");
         } else if (!strcmp(a, "--accountant")) {
             NEED_VALUE;
             if (dp_accountant_kind_parse(v, &p.accountant) != DP_OK) return dp_cli_die(dp_last_error());
-        } else if (!strcmp(a, "--delta")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.delta)) return 2;
-            if (!(p.delta > 0 && p.delta < 1)) return dp_cli_die("--delta: must be in (0, 1)");
-        } else if (!strcmp(a, "--noise-multiplier")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.noise_multiplier)) return 2;
-            if (p.noise_multiplier <= 0) return dp_cli_die("--noise-multiplier: must be > 0");
-        } else if (!strcmp(a, "--epochs")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1000000, &lv)) return 2;
-            p.epochs = (int)lv;
-        } else if (!strcmp(a, "--batch-size")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1 << 30, &lv)) return 2;
-            p.expected_batch = (int)lv;
-        } else if (!strcmp(a, "--physical-batch")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1 << 30, &lv)) return 2;
-            p.physical_batch = (int)lv;
         } else if (!strcmp(a, "--optimizer")) {
             NEED_VALUE;
             if (dp_optim_parse(v, &okind) != DP_OK) return dp_cli_die(dp_last_error());
-        } else if (!strcmp(a, "--lr")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &lr)) return 2;
-        } else if (!strcmp(a, "--momentum")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &momentum)) return 2;
         } else if (!strcmp(a, "--weight-decay")) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &wd)) return 2;
@@ -214,11 +153,6 @@ int dp_cmd_train(int argc, char **argv) {
             if (!dp_cli_parse_double(a, v, &beta2)) return 2;
         } else if (!strcmp(a, "--nesterov")) {
             nesterov = 1;
-        } else if (!strcmp(a, "--seed")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;
-            p.seed = (uint64_t)lv;
-            seed_given = 1;
         } else if (!strcmp(a, "--secure")) {
             p.secure = 1;
         } else if (!strcmp(a, "--checkpoint-dir")) {
@@ -241,9 +175,6 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!*v) return dp_cli_die("--save-weights: empty path");
             save_weights = v;
-        } else if (!strcmp(a, "--threads")) {
-            NEED_VALUE;
-            if (!dp_cli_parse_long(a, v, 1, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--out")) {
             NEED_VALUE;
             out = v;
@@ -255,7 +186,7 @@ int dp_cmd_train(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
-    if (p.secure && seed_given)
+    if (p.secure && o.seed_given)
         return dp_cli_die("--seed: refused with --secure (secure noise and sampling are seeded by the operating "
                           "system; a known seed would make the noise known)");
     if (p.secure && p.no_dp) return dp_cli_die("--secure: has no meaning with --no-dp (there is no noise)");
@@ -264,23 +195,24 @@ int dp_cmd_train(int argc, char **argv) {
         return dp_cli_die("--init: cannot be combined with --resume (the checkpoint holds the weights)");
     /* optimizer: defaults of the recipe for SGD, PyTorch's for Adam/AdamW, then the flags */
     if (okind != DP_OPT_SGD) p.optim = dp_optim_default_params(okind);
-    if (!isnan(lr)) p.optim.lr = lr;
-    if (!isnan(momentum)) p.optim.momentum = momentum;
+    if (!isnan(o.lr)) p.optim.lr = o.lr;
+    if (!isnan(o.momentum)) p.optim.momentum = o.momentum;
     if (!isnan(wd)) p.optim.weight_decay = wd;
     if (!isnan(beta1)) p.optim.beta1 = beta1;
     if (!isnan(beta2)) p.optim.beta2 = beta2;
     p.optim.nesterov = nesterov;
-    if (threads > 0) omp_set_num_threads((int)threads);
-    p.threads = (int)threads;
-    p.data_id = data;
-    double mean = FMNIST_MEAN, std = FMNIST_STD;
+    if (o.threads > 0) omp_set_num_threads((int)o.threads);
+    p.threads = (int)o.threads;
+    p.data_id = o.data;
+    double mean_std[2] = {DP_CLI_FMNIST_MEAN, DP_CLI_FMNIST_STD};
     int do_norm = 1;
     if (norm) {
         if (!strcmp(norm, "none")) do_norm = 0;
         else {
             char *end;
-            mean = strtod(norm, &end);
-            if (*end != ',' || !dp_cli_parse_double("--normalize STD", end + 1, &std) || !(std > 0) || !isfinite(mean))
+            mean_std[0] = strtod(norm, &end);
+            if (*end != ',' || !dp_cli_parse_double("--normalize STD", end + 1, &mean_std[1]) || !(mean_std[1] > 0) ||
+                !isfinite(mean_std[0]))
                 return dp_cli_die("--normalize: expected MEAN,STD with STD > 0, or 'none'");
         }
     }
@@ -290,43 +222,15 @@ int dp_cmd_train(int argc, char **argv) {
     memset(&tr, 0, sizeof tr);
     memset(&te, 0, sizeof te);
     dp_model *m = NULL;
-    int rc = 1;
-    if ((st = dp_dataset_load_mnist_dir(data, 1, &tr)) != DP_OK || (st = dp_dataset_load_mnist_dir(data, 0, &te)) != DP_OK) {
-        rc = dp_cli_fail(st);
+    int rc = 1, K;
+    const dp_cli_data_spec ds = {.data = o.data, .model_name = o.model_name, .train_limit = o.train_limit,
+                                 .test_limit = test_limit, .norm = do_norm ? mean_std : NULL, .freeze = freeze,
+                                 .nfreeze = nfreeze, .seed = p.seed};
+    int bad = dp_cli_load_data_and_model(&ds, &tr, &te, &K, &m);
+    if (bad) {
+        rc = bad;
         goto done;
     }
-    limit_dataset(&tr, train_limit);
-    limit_dataset(&te, test_limit);
-    int K = tr.n_classes > te.n_classes ? tr.n_classes : te.n_classes;
-    if ((st = dp_dataset_validate(&tr, "training set", 2, K)) != DP_OK ||
-        (st = dp_dataset_validate(&te, "test set", 1, K)) != DP_OK) {
-        rc = dp_cli_fail(st);
-        goto done;
-    }
-    if (do_norm) {
-        dp_dataset_normalize(&tr, mean, std);
-        dp_dataset_normalize(&te, mean, std);
-    }
-    if ((st = dp_model_create_named(model_name, tr.c, tr.h, tr.w, K, &m)) != DP_OK) {
-        fprintf(stderr, "%s: --model %s: %s\n", prog, model_name, dp_last_error());
-        rc = 2;
-        goto done;
-    }
-    if (dp_model_output_size(m) != K) {
-        fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes\n", prog,
-                dp_model_output_size(m), K);
-        rc = 2;
-        goto done;
-    }
-    for (int f = 0; f < nfreeze; f++)
-        if ((st = dp_model_set_frozen(m, (int)freeze[f], 1)) != DP_OK) {
-            fprintf(stderr, "%s: --freeze %ld: %s\n", prog, freeze[f], dp_last_error());
-            rc = 2;
-            goto done;
-        }
-    dp_rng init;
-    dp_rng_seed(&init, p.seed ^ 0x1badc0ffeeULL);
-    dp_model_init(m, &init);
     if (init_path && (st = dp_model_load_safetensors(m, init_path)) != DP_OK) {
         fprintf(stderr, "%s: --init %s\n", prog, dp_last_error());
         goto done;
@@ -336,8 +240,8 @@ int dp_cmd_train(int argc, char **argv) {
     p.progress = on_progress;
     p.progress_user = &ps;
     if (!quiet) {
-        printf("data: %s (%zu train, %zu test, %dx%dx%d, %d classes)\n", data, tr.n, te.n, tr.c, tr.h, tr.w, K);
-        printf("model: %s, %zu parameters (%zu trainable)\n", model_name, dp_model_num_params(m), dp_model_num_trainable(m));
+        printf("data: %s (%zu train, %zu test, %dx%dx%d, %d classes)\n", o.data, tr.n, te.n, tr.c, tr.h, tr.w, K);
+        printf("model: %s, %zu parameters (%zu trainable)\n", o.model_name, dp_model_num_params(m), dp_model_num_trainable(m));
         if (p.no_dp)
             printf("training: non-private baseline (--no-dp), batch %d, %d epochs, %d threads\n", p.expected_batch, p.epochs,
                    omp_get_max_threads());
@@ -378,7 +282,7 @@ int dp_cmd_train(int argc, char **argv) {
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"test_accuracy\": %.17g,\n  \"test_loss\": %.17g,\n"
                  "  \"seconds\": %.3f,\n  \"mean_batch\": %.3f,\n  \"empty_batches\": %ld,\n  \"nonfinite_samples\": %ld,\n"
                  "  \"peak_tracked_bytes\": %zu,\n  \"threads\": %d,\n  \"seed\": %llu,\n  \"secure\": %s\n}\n",
-                 dp_model_builtin_spec(model_name) ? model_name : "spec", dp_model_num_params(m), p.no_dp ? "false" : "true",
+                 dp_model_builtin_spec(o.model_name) ? o.model_name : "spec", dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
                  p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), r.test_accuracy, r.test_loss, r.seconds,
