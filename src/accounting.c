@@ -657,6 +657,20 @@ dp_status dp_epsilon_kind(dp_accountant_kind k, double q, double sigma, long ste
 enum { CALIB_MAX_BISECT = 200 };
 #define CALIB_MAX_SIGMA 1e6
 
+/* epsilon at sigma; a sigma too small for the grid (huge privacy loss) is simply not private
+ * enough: +inf */
+static dp_status calib_eval(dp_accountant_kind k, double q, double sigma, long steps, double delta, double *eps) {
+    dp_epsilon_report r;
+    dp_status st = dp_epsilon_kind(k, q, sigma, steps, delta, &r);
+    if (st == DP_ERR_RANGE) {
+        dp_clear_error();
+        *eps = INFINITY;
+        return DP_OK;
+    }
+    if (st == DP_OK) *eps = r.epsilon;
+    return st;
+}
+
 dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, double delta, double q,
                                   long steps, double eps_tol, double *sigma) {
     if ((unsigned)k >= DP_ACCT_COUNT)
@@ -672,32 +686,70 @@ dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, doubl
     if (!(eps_tol >= 0.0) || !isfinite(eps_tol))
         return dp_fail(DP_ERR_RANGE, "epsilon tolerance %g must be finite and >= 0", eps_tol);
     if (eps_tol == 0.0) eps_tol = DP_CALIBRATE_EPS_TOL_DEFAULT;
+    /* eps(sigma) is smooth and decreasing, and each evaluation of PRV or PLD costs up to a
+     * second, so: start from the sigma the (instant) GDP approximation needs, bracket the
+     * answer by steps of 10%, then narrow the bracket by regula falsi with the Illinois
+     * modification (superlinear; a few evaluations instead of a dozen bisections). The
+     * invariant is eps(hi) <= target < eps(lo); the answer hi has target - tol <= eps(hi). */
     dp_status st;
-    dp_epsilon_report r;
-    double lo = 0.0, hi = 10.0, eh = INFINITY;
-    while (!(eh <= target_eps)) {
-        hi *= 2.0;
-        if (hi > CALIB_MAX_SIGMA)
-            return dp_fail(DP_ERR_RANGE,
-                           "target epsilon %g is unreachable at sample rate %g, %ld steps, "
-                           "delta %g with the %s accountant: it needs a noise multiplier above %g",
-                           target_eps, q, steps, delta, kind_names[k], CALIB_MAX_SIGMA);
-        if ((st = dp_epsilon_kind(k, q, hi, steps, delta, &r))) return st;
-        eh = r.epsilon;
+    double s0 = 1.0;
+    if (k != DP_ACCT_GDP) {
+        double g;
+        if (dp_calibrate_sigma_kind(DP_ACCT_GDP, target_eps, delta, q, steps, eps_tol, &g) == DP_OK) s0 = g;
+        dp_clear_error();
     }
-    for (int it = 0; it < CALIB_MAX_BISECT && target_eps - eh > eps_tol; it++) {
-        double mid = 0.5 * (lo + hi);
-        st = dp_epsilon_kind(k, q, mid, steps, delta, &r);
-        /* a sigma too small for the grid (huge loss) is simply not private enough */
-        double em = st == DP_OK ? r.epsilon : INFINITY;
-        if (st != DP_OK && st != DP_ERR_RANGE) return st;
-        if (em < target_eps) {
-            hi = mid;
-            eh = em;
-        } else {
-            lo = mid;
+    double lo, hi, el, eh;
+    if ((st = calib_eval(k, q, s0, steps, delta, &eh)) != DP_OK) return st;
+    if (eh <= target_eps) {
+        hi = s0;
+        lo = s0;
+        el = eh;
+        while (el <= target_eps) { /* walk down until not private enough */
+            hi = lo;
+            eh = el;
+            lo = hi / 1.1;
+            if ((st = calib_eval(k, q, lo, steps, delta, &el)) != DP_OK) return st;
+        }
+    } else {
+        lo = s0;
+        el = eh;
+        hi = s0;
+        while (eh > target_eps) { /* walk up until private enough */
+            lo = hi;
+            el = eh;
+            hi = lo * 1.1;
+            if (hi > CALIB_MAX_SIGMA)
+                return dp_fail(DP_ERR_RANGE,
+                               "target epsilon %g is unreachable at sample rate %g, %ld steps, "
+                               "delta %g with the %s accountant: it needs a noise multiplier above %g",
+                               target_eps, q, steps, delta, kind_names[k], CALIB_MAX_SIGMA);
+            if ((st = calib_eval(k, q, hi, steps, delta, &eh)) != DP_OK) return st;
         }
     }
+    double fl = el - target_eps, fh = eh - target_eps; /* fl > 0 (may be inf), fh <= 0 */
+    int side = 0;
+    for (int it = 0; it < CALIB_MAX_BISECT && -fh > eps_tol; it++) {
+        double x = 0.5 * (lo + hi);
+        if (isfinite(fl)) {
+            double xf = hi - fh * (hi - lo) / (fh - fl);
+            if (xf > lo && xf < hi) x = xf;
+        }
+        double ex;
+        if ((st = calib_eval(k, q, x, steps, delta, &ex)) != DP_OK) return st;
+        double fx = ex - target_eps;
+        if (fx <= 0) {
+            hi = x;
+            fh = fx;
+            if (side == -1) fl *= 0.5; /* Illinois: the stale end's value is halved */
+            side = -1;
+        } else {
+            lo = x;
+            fl = fx;
+            if (side == 1) fh *= 0.5;
+            side = 1;
+        }
+    }
+    if (-fh > eps_tol) return dp_fail(DP_ERR_RANGE, "calibrate sigma: no convergence with the %s accountant", kind_names[k]);
     *sigma = hi;
     return DP_OK;
 }

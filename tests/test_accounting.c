@@ -265,8 +265,22 @@ static double now(void) {
         printf("%-22s %.2f s\n", #f, now() - t_);                                              \
     } while (0)
 
+/* a million steps: every accountant answers, the bounds are ordered and below RDP */
+static void test_million_steps(void) {
+    const double q = 0.001, s = 1.0, d = 1e-5;
+    const long n = 1000000;
+    dp_epsilon_report r = eps_of(DP_ACCT_RDP, q, s, n, d), p = eps_of(DP_ACCT_PRV, q, s, n, d),
+                      l = eps_of(DP_ACCT_PLD, q, s, n, d), g = eps_of(DP_ACCT_GDP, q, s, n, d);
+    CHECK(isfinite(r.epsilon) && r.epsilon > 1.0);
+    CHECK(p.lower <= p.estimate && p.estimate <= p.upper && p.epsilon == p.upper);
+    CHECK(p.epsilon <= r.epsilon && l.epsilon <= r.epsilon);
+    CHECK(l.lower <= p.upper && p.lower <= l.upper); /* the two intervals overlap */
+    CHECK(isfinite(g.epsilon) && g.approximate);
+}
+
 int main(void) {
     RUN(test_reference);
+    RUN(test_million_steps);
     RUN(test_pld_prv_agree);
     RUN(test_q1_closed_form);
     RUN(test_monotone);
