@@ -11,12 +11,15 @@
 #   zlib1g-dev               gzip'd IDX files
 #   libfftw3-dev             FFTW3 (double): the FFTs of the PRV and PLD accountants
 #   dataset-fashion-mnist    the data, read in place from /usr/share/datasets/fashion-mnist/
+#   libopenmpi-dev openmpi-bin  Open MPI, for `mpirun -np N dpsgd train` (optional at build
+#                            time: CMake's DP_MPI is OFF without it; tests/mpi_test.sh)
 #
 # We use gcc's libgomp, which comes with gcc: libomp-dev (LLVM's runtime) is deliberately
 # not installed.
 set -euo pipefail
 
-PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libfftw3-dev dataset-fashion-mnist)
+PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libfftw3-dev dataset-fashion-mnist
+          libopenmpi-dev openmpi-bin)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -103,6 +103,44 @@ static dp_status prefix_error(dp_status st, const char *prefix) {
 #define ST_PREFIX "state."
 #define ST_OPTIM "state.optimizer"
 #define ST_PERM "state.sampler_perm"
+#define ST_SHARDS "state.shards"
+
+/* splitmix64 finaliser */
+static uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The stream of shard r at step `step` (0-based) for purpose `salt`: a function of the seed,
+ * step and shard only, so a rank needs no state to resume and one process can emulate any
+ * rank's draws (shards > 1). */
+static void shard_rng(dp_rng *r, uint64_t seed, long step, int shard, uint64_t salt) {
+    dp_rng_seed(r, mix64(mix64(mix64(seed ^ salt) ^ (uint64_t)step) ^ (uint64_t)shard));
+}
+
+/* FNV-1a over the parameters' bytes */
+static uint64_t params_hash(const float *x, size_t n) {
+    const unsigned char *b = (const unsigned char *)x;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* every rank holds the same parameters: sums the hash halves; a differing rank shows */
+static dp_status check_replicas(const dp_train_comm *c, const float *params, size_t np, long step) {
+    uint64_t h = params_hash(params, np);
+    double b[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)};
+    dp_status st = c->sum_f64(c->user, b, 2);
+    if (st != DP_OK) return st;
+    double bad = b[0] != c->size * (double)(h >> 32) || b[1] != c->size * (double)(h & 0xffffffffu);
+    if ((st = c->sum_f64(c->user, &bad, 1)) != DP_OK) return st;
+    if (bad != 0)
+        return dp_fail(DP_ERR_INVALID, "step %ld: the ranks' models differ after the update (rank %d of %d); "
+                       "training stopped", step, c->rank, c->size);
+    return DP_OK;
+}
 
 /* Everything the loop needs to write a checkpoint; the info's configuration part is filled
  * once, its state part before each write. */
@@ -254,7 +292,7 @@ static dp_status write_checkpoint(ckpt_writer *w, dp_optim *opt, const dp_accoun
 /* Prepares the writer: creates the directory, refuses to replace another run's checkpoint
  * (unless forced or it is the one being resumed), lists the tensors. */
 static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model *m, dp_optim *opt, size_t *perm,
-                             size_t n) {
+                             size_t n, int64_t *shards_val) {
     if (mkdir(p->checkpoint_dir, 0777) != 0 && errno != EEXIST)
         return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: cannot create it: %s", p->checkpoint_dir, strerror(errno));
     struct stat sb;
@@ -289,7 +327,7 @@ static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model 
         closedir(dir);
     }
     int nm = dp_model_num_tensors(m);
-    w->t = calloc((size_t)nm + 2, sizeof *w->t);
+    w->t = calloc((size_t)nm + 3, sizeof *w->t);
     if (!w->t) return dp_fail(DP_ERR_NOMEM, "checkpoint: out of memory");
     dp_status st = dp_model_st_tensors(m, w->t);
     if (st != DP_OK) return st;
@@ -297,6 +335,7 @@ static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model 
     size_t k = dp_optim_state_floats(opt);
     if (k) w->t[w->nt++] = (dp_st_tensor){ST_OPTIM, DP_ST_F32, 1, {(int64_t)k}, dp_optim_state(opt)};
     if (p->no_dp) w->t[w->nt++] = (dp_st_tensor){ST_PERM, DP_ST_I64, 1, {(int64_t)n}, perm};
+    if (shards_val[0] > 1) w->t[w->nt++] = (dp_st_tensor){ST_SHARDS, DP_ST_I64, 1, {1}, shards_val};
     return DP_OK;
 }
 
@@ -392,6 +431,20 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             return dp_fail(DP_ERR_RANGE, "--delta %g: must be below 1/n = %g, or the guarantee is void", p->delta,
                            1.0 / (double)N);
     }
+    const dp_train_comm *comm = p->comm && p->comm->size > 1 ? p->comm : NULL;
+    if (p->comm && (p->comm->size < 1 || p->comm->rank < 0 || p->comm->rank >= p->comm->size || !p->comm->sum_f32 ||
+                    !p->comm->sum_f64))
+        return dp_fail(DP_ERR_INVALID, "communicator: rank %d of %d, or a missing sum function", p->comm->rank,
+                       p->comm->size);
+    if (p->shards < 0) return dp_fail(DP_ERR_RANGE, "shards %d: must be >= 0", p->shards);
+    if (comm && p->shards > 1 && p->shards != comm->size)
+        return dp_fail(DP_ERR_INVALID, "shards %d: differs from the %d ranks", p->shards, comm->size);
+    if (comm && p->no_dp) return dp_fail(DP_ERR_INVALID, "--no-dp: not supported with several ranks (MPI)");
+    if (p->shards > 1 && p->no_dp) return dp_fail(DP_ERR_INVALID, "--no-dp: not supported with shards");
+    /* S > 1: sharded sampling; this process samples shards [sh_lo, sh_hi) */
+    const int S = comm ? comm->size : (p->shards > 1 ? p->shards : 1);
+    const int sh_lo = comm ? comm->rank : 0, sh_hi = comm ? comm->rank + 1 : S;
+    int64_t shards_val[1] = {S};
     const double q = (double)p->expected_batch / (double)N;
     const int spe = dp_train_steps_per_epoch(N, p->expected_batch);
     const long steps = (long)spe * p->epochs;
@@ -431,6 +484,23 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     dp_checkpoint_info cur;
     fill_config(&cur, m, tr, p, sigma, q, checksum);
     if (resumed && (st = compare_config(dp_safetensors_what(ck), &cki, &cur, p->force)) != DP_OK) goto done;
+    if (resumed) {
+        int64_t ck_shards = 1;
+        dp_st_dtype sdt;
+        const void *sdata;
+        size_t scount;
+        if (dp_safetensors_find(ck, ST_SHARDS, &sdt, NULL, NULL, &sdata, &scount) == DP_OK && sdt == DP_ST_I64 &&
+            scount == 1)
+            memcpy(&ck_shards, sdata, 8);
+        dp_clear_error();
+        if (ck_shards != S) {
+            st = dp_fail(DP_ERR_INVALID,
+                         "--resume %s: the checkpoint was made with %lld rank(s) (MPI processes or shards), this run has "
+                         "%d; resume on the same number of ranks",
+                         dp_safetensors_what(ck), (long long)ck_shards, S);
+            goto done;
+        }
+    }
     dp_train_result r;
     memset(&r, 0, sizeof r);
     r.sigma = sigma;
@@ -475,8 +545,9 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     dp_safetensors_destroy(ck);
     ck = NULL;
     dp_checkpoint_info_free(&cki);
-    if (p->checkpoint_dir) {
-        if ((st = writer_init(&w, p, m, opt, idx, N)) != DP_OK) goto done;
+    const int writer = !comm || comm->rank == 0; /* checkpoints from rank 0 only */
+    if (p->checkpoint_dir && writer) {
+        if ((st = writer_init(&w, p, m, opt, idx, N, shards_val)) != DP_OK) goto done;
         w.info = cur;
     }
     const unsigned char *mask = dp_model_trainable_mask(m);
@@ -493,9 +564,27 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         size_t lcount = s0 ? lcount0 : 0;
         if (p->no_dp && s0 == 0) shuffle_prefix(idx, N, N, &rs);
         for (int s = s0; s < spe; s++, step++) {
-            size_t count, first = 0;
+            size_t count = 0, first = 0;
+            const double lsum_b = lsum;
+            const size_t lcount_b = lcount;
+            const long bad_b = r.nonfinite_samples;
             dp_mem_stage("sample");
-            if (p->no_dp) {
+            if (S > 1) {
+                /* shard sh holds the examples sh, sh + S, ...; each sampled with its own stream */
+                for (int sh = sh_lo; sh < sh_hi; sh++) {
+                    size_t nsh = N > (size_t)sh ? (N - (size_t)sh + (size_t)S - 1) / (size_t)S : 0, c = 0;
+                    dp_rng t;
+                    shard_rng(&t, p->seed, step, sh, 0x73616d706c65ULL);
+                    if (nsh) {
+                        if (crng) st = dp_secure_poisson_sample(crng, nsh, q, idx + count, &c);
+                        else st = dp_poisson_sample(&t, nsh, q, idx + count, &c);
+                        if (st != DP_OK) goto done;
+                    }
+                    for (size_t k = 0; k < c; k++) idx[count + k] = (size_t)sh + (size_t)S * idx[count + k];
+                    count += c;
+                }
+                if (comm) shard_rng(&rd, p->seed, step, comm->rank, 0x64726f70ULL); /* this rank's dropout */
+            } else if (p->no_dp) {
                 first = (size_t)s * (size_t)p->expected_batch % N;
                 count = N - first < (size_t)p->expected_batch ? N - first : (size_t)p->expected_batch;
             } else if (crng) {
@@ -503,8 +592,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             } else {
                 if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
             }
-            batch_sum += (double)count;
-            if (count == 0) r.empty_batches++;
+            const size_t local_count = count;
             dp_model_zero_grad(m);
             size_t chunk = count ? count : 1; /* buffers for what is processed at once, never more */
             if (p->physical_batch > 0 && (size_t)p->physical_batch < chunk) chunk = (size_t)p->physical_batch;
@@ -544,18 +632,38 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                 }
                 if (st != DP_OK) goto done;
             }
+            count = local_count;
             dp_mem_stage("optimizer");
             double scale;
             if (!p->no_dp) {
-                /* noise on every trainable coordinate, then divide by the EXPECTED batch size */
-                if (crng) dp_secure_noise_gaussian(grad, np, sigma * p->max_grad_norm, crng);
-                else dp_noise_gaussian(grad, np, sigma * p->max_grad_norm, &rn);
+                /* noise on every trainable coordinate, then divide by the EXPECTED batch size;
+                 * with several ranks the noise is drawn once, by rank 0, before the sum */
+                if (p->test_noise == 2) dp_model_zero_grad(m);
+                if (p->test_noise != 1 && (!comm || comm->rank == 0)) {
+                    if (crng) dp_secure_noise_gaussian(grad, np, sigma * p->max_grad_norm, crng);
+                    else dp_noise_gaussian(grad, np, sigma * p->max_grad_norm, &rn);
+                }
+                if (comm) {
+                    dp_mem_stage("allreduce");
+                    if ((st = comm->sum_f32(comm->user, grad, np)) != DP_OK) goto done;
+                    double b[4] = {(double)count, lsum - lsum_b, (double)(lcount - lcount_b),
+                                   (double)(r.nonfinite_samples - bad_b)};
+                    if ((st = comm->sum_f64(comm->user, b, 4)) != DP_OK) goto done;
+                    count = (size_t)b[0];
+                    lsum = lsum_b + b[1];
+                    lcount = lcount_b + (size_t)b[2];
+                    r.nonfinite_samples = bad_b + (long)b[3];
+                    dp_mem_stage("optimizer");
+                }
                 scale = 1.0 / (q * (double)N);
             } else {
                 scale = count ? 1.0 / (double)count : 0.0;
             }
             for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
+            batch_sum += (double)count;
+            if (count == 0) r.empty_batches++;
             dp_optim_step(opt, params, grad, mask);
+            if (comm && (st = check_replicas(comm, params, np, step + 1)) != DP_OK) goto done;
             if (!p->no_dp && (st = dp_accountant_step(acc, q, sigma, 1)) != DP_OK) goto done;
             for (size_t j = 0; j < np; j++)
                 if (!isfinite(params[j])) {
@@ -572,7 +680,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             if (p->progress) p->progress(p->progress_user, &pr);
             /* a checkpoint every checkpoint_every steps; the epoch's last step gets its own below,
              * after the evaluation, so a checkpoint at an epoch boundary has always evaluated */
-            if (p->checkpoint_dir && p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0 && s + 1 < spe) {
+            if (p->checkpoint_dir && writer && p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0 && s + 1 < spe) {
                 fill_counters(&w.info, step + 1, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0);
                 if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
             }
@@ -583,7 +691,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         pr.elapsed = dp__now_s() - t0;
         pr.epoch_end = 1;
         if (p->progress) p->progress(p->progress_user, &pr);
-        if (p->checkpoint_dir) {
+        if (p->checkpoint_dir && writer) {
             fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0);
             if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
         }

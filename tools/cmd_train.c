@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "mpi_comm.h"
 
 #define prog dp_cli_prog
 
@@ -73,7 +74,11 @@ void dp_cmd_train_usage(FILE *f) {
 "output:\n"
 "  --out FILE              write a JSON summary (atomically)\n"
 "  --quiet                 no progress, only the final line\n"
-"  -h, --help              this help\n");
+"  -h, --help              this help\n"
+"\n"
+"Data-parallel training: `mpirun -np N dpsgd train ...` (when built with MPI) runs N ranks that\n"
+"each sample and clip their share of the data; the noise is drawn once per step; rank 0 alone\n"
+"prints, writes --out, --save-weights and checkpoints (docs/distributed.md).\n");
 }
 
 /* ---- progress ---- */
@@ -217,6 +222,25 @@ int dp_cmd_train(int argc, char **argv) {
         }
     }
 
+    /* test-only switches (tests/mpi_test.sh); they void the privacy guarantee */
+    const char *tn = getenv("DPSGD_TEST_NOISE");
+    if (tn && !strcmp(tn, "off")) p.test_noise = 1;
+    else if (tn && !strcmp(tn, "only")) p.test_noise = 2;
+    const char *tsh = getenv("DPSGD_TEST_SHARDS");
+    if (tsh && *tsh) p.shards = atoi(tsh);
+    dp_train_comm comm = {0, 1, NULL, NULL, NULL};
+    int mpi = dp_cli_mpi_init(&comm);
+    if (!mpi) {
+        const char *ws = getenv("OMPI_COMM_WORLD_SIZE");
+        if (ws && atoi(ws) > 1)
+            return dp_cli_die("launched by mpirun with several processes, but this dpsgd was built without MPI "
+                              "(rebuild with Open MPI installed, -DDP_MPI=ON)");
+    }
+    if (mpi) p.comm = &comm;
+    const int rank0 = comm.rank == 0;
+    if (!rank0) quiet = 1;
+    int rank_weights = getenv("DPSGD_TEST_RANK_WEIGHTS") != NULL;
+
     dp_status st;
     dp_dataset tr, te;
     memset(&tr, 0, sizeof tr);
@@ -251,13 +275,28 @@ int dp_cmd_train(int argc, char **argv) {
                    dp_clip_mode_name(p.clipping), p.max_grad_norm, p.expected_batch, (double)p.expected_batch / (double)tr.n,
                    p.epochs, dp_train_steps_per_epoch(tr.n, p.expected_batch), p.target_epsilon, p.delta,
                    dp_accountant_kind_name(p.accountant), omp_get_max_threads());
+        if (comm.size > 1) printf("data-parallel: %d ranks (MPI)\n", comm.size);
         if (p.resume) printf("resuming from %s\n", p.resume);
         if (p.secure) printf("secure mode: noise and sampling from the OS-seeded CSPRNG\n");
         fflush(stdout);
     }
     dp_train_result r;
     if ((st = dp_train(m, &tr, &te, &p, &r)) != DP_OK) {
+        if (comm.size > 1) fprintf(stderr, "%s: rank %d of %d:\n", prog, comm.rank, comm.size);
         rc = dp_cli_fail(st);
+        if (comm.size > 1) dp_cli_mpi_abort(rc);
+        goto done;
+    }
+    if (rank_weights && save_weights) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.rank%d", save_weights, comm.rank);
+        if ((st = dp_model_save_safetensors(m, path)) != DP_OK) {
+            fprintf(stderr, "%s: --save-weights %s\n", prog, dp_last_error());
+            goto done;
+        }
+    }
+    if (!rank0) {
+        rc = 0;
         goto done;
     }
     if (p.no_dp)
@@ -292,6 +331,7 @@ int dp_cmd_train(int argc, char **argv) {
     }
     rc = 0;
 done:
+    dp_cli_mpi_finalize();
     dp_model_destroy(m);
     dp_dataset_free(&tr);
     dp_dataset_free(&te);

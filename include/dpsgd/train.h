@@ -34,6 +34,27 @@ typedef struct {
 
 typedef void (*dp_progress_fn)(void *user, const dp_train_progress *p);
 
+/* Data-parallel training (docs/distributed.md). The library itself has no MPI in it: the
+ * caller supplies the collective. `size` processes ("ranks") each call dp_train with the same
+ * model initialisation, data, parameters and seed, and a comm with their own `rank`. Example i
+ * belongs to rank i % size, which Poisson-samples its examples with the same rate q (so the
+ * union over ranks is one Poisson sample of the whole set) from a stream derived from
+ * (seed, step, rank). Each rank computes its clipped sum; rank 0 alone adds the Gaussian noise
+ * (drawn once per step, variance exactly sigma^2 C^2 in total); sum_f32 sums the noised grad
+ * block over the ranks; every rank divides by q*n (n the global size) and applies the same
+ * optimizer step. After each step the ranks compare a hash of their parameters (one more
+ * small sum) and all stop with DP_ERR_INVALID if they differ.
+ * Both sums must leave bit-identical results on every rank (e.g. MPI_Reduce to rank 0 then
+ * MPI_Bcast: the result is computed once and copied), and return DP_OK or an error on every
+ * rank alike. Checkpoints are written by rank 0 only and record the rank count; a resume with
+ * another count is refused. --no-dp is not supported with size > 1. */
+typedef struct dp_train_comm {
+    int rank, size;
+    void *user;
+    dp_status (*sum_f32)(void *user, float *buf, size_t n);  /* in place, over all ranks */
+    dp_status (*sum_f64)(void *user, double *buf, size_t n); /* in place, over all ranks */
+} dp_train_comm;
+
 typedef struct {
     dp_clip_mode clipping;      /* ghost */
     int no_dp;                  /* 0: private training; 1: the non-private baseline */
@@ -61,6 +82,13 @@ typedef struct {
     const char *data_id;        /* identity of the training data for checkpoints (its path); may be NULL */
     int threads;                /* thread count recorded in checkpoints; 0: omp_get_max_threads() */
     int secure;                 /* noise and sampling from the OS-seeded CSPRNG (dpsgd/secure.h) */
+    /* data-parallel training (see dp_train_comm above) */
+    const dp_train_comm *comm;  /* NULL (or size 1): one process */
+    int shards;                 /* 0/1: ordinary sampling. S > 1 in one process: sample exactly as S ranks
+                                 * would (each shard i % S == r from its own stream); the union equals an
+                                 * S-rank run's sample. With comm->size > 1 it must be 0 or the size. */
+    int test_noise;             /* TEST ONLY, breaks the privacy guarantee: 0 normal; 1 no noise is added;
+                                 * 2 noise only (the clipped sum is zeroed before the noise) */
 } dp_train_params;
 
 dp_train_params dp_train_default_params(void);

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# tests/mpi_test.sh PATH-TO-DPSGD [SANITIZE [MPIEXEC]]: data-parallel training with
+# `mpirun -np 2` (docs/distributed.md).
+#  (a) noise off (DPSGD_TEST_NOISE=off, test only), fixed seed: the weights after the run equal
+#      a single-process run on the same sample (DPSGD_TEST_SHARDS=2 draws exactly the 2 ranks'
+#      union) within float rounding; a single-process run with ordinary sampling differs a lot
+#      (so the check can fail);
+#  (b) noise on: the two ranks' final weights are bit-identical (each rank saves its own with
+#      DPSGD_TEST_RANK_WEIGHTS; the library also compares a hash of the ranks' parameters after
+#      every step and stops if they differ), and rank 0's --save-weights is that model;
+#  (c) the total noise variance per coordinate is sigma^2 C^2, not 2 sigma^2 C^2: one step of
+#      noise only (DPSGD_TEST_NOISE=only), SGD without momentum, lr = B so the update is minus
+#      the noise; the sample variance over the 26,010 coordinates must be within 5% of 1
+#      (its standard error is sqrt(2/26010) < 1%);
+#  (d) a checkpoint of a 2-rank run is refused by a 1-process resume, naming the rank count, and
+#      a 2-rank resume continues it to the same weights as the uninterrupted run.
+# Skipped (exit 77) under sanitizers, without mpirun or python3, or without Fashion-MNIST.
+# Last line: "mpi_test: N passed, N failed".
+# shellcheck disable=SC2015
+set -u
+BIN=${1:?usage: mpi_test.sh PATH-TO-DPSGD [SANITIZE [MPIEXEC]]}
+MPIEXEC=${3:-mpirun}
+SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+if [[ "${2:-OFF}" == ON ]]; then
+    echo "mpi_test: SKIP (sanitizer build)"
+    exit 77
+fi
+if ! command -v "$MPIEXEC" >/dev/null || ! command -v python3 >/dev/null; then
+    echo "mpi_test: SKIP (no $MPIEXEC or python3)"
+    exit 77
+fi
+if ! have_data; then
+    echo "mpi_test: SKIP (no data in $DATA)"
+    exit 77
+fi
+# two ranks, one thread each; as root Open MPI needs the explicit permission
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPI=("$MPIEXEC" --oversubscribe -np 2)
+ST=(python3 "$SRC_DIR/tests/st_tool.py")
+t_setup mpi_test mpi_test
+RUN=(train --train-limit 2000 --test-limit 200 --batch-size 256 --seed 5 --quiet --noise-multiplier 1)
+
+# mpirun LABEL ARGS...: 2 ranks; on failure reports LABEL with the output
+mpi2() {
+    local label=$1
+    shift
+    if "${MPI[@]}" "$BIN" "$@" >"$TMP/mpi.out" 2>&1; then ok; else
+        bad "$label: mpirun -np 2 dpsgd $* failed"
+        sed 's/^/    /' "$TMP/mpi.out" | tail -n 20 >&2
+    fi
+}
+# within LABEL VALUE LIMIT: VALUE <= LIMIT (floats)
+within() {
+    if python3 -c "import sys; sys.exit(0 if float('$2') <= float('$3') else 1)" 2>/dev/null; then ok; else
+        bad "$1: $2 > $3"
+    fi
+}
+
+# (a) noise off: 2 ranks == one process on the same sample
+DPSGD_TEST_NOISE=off DPSGD_TEST_RANK_WEIGHTS=1 mpi2 "(a)" "${RUN[@]}" --epochs 2 --save-weights "$TMP/a2.st"
+DPSGD_TEST_NOISE=off DPSGD_TEST_SHARDS=2 run "${RUN[@]}" --epochs 2 --save-weights "$TMP/a1.st"
+[[ $RC -eq 0 ]] && ok || bad "(a) single process with DPSGD_TEST_SHARDS=2: exit $RC: $ERR"
+DPSGD_TEST_NOISE=off run "${RUN[@]}" --epochs 2 --save-weights "$TMP/a0.st"
+[[ $RC -eq 0 ]] && ok || bad "(a) single process: exit $RC: $ERR"
+if [[ -f $TMP/a1.st && -f $TMP/a2.st && -f $TMP/a0.st ]]; then
+    d=$("${ST[@]}" maxdiff "$TMP/a1.st" "$TMP/a2.st")
+    within "(a) max |w(2 ranks) - w(1 process, same sample)| after 16 steps" "$d" 1e-5
+    d0=$("${ST[@]}" maxdiff "$TMP/a0.st" "$TMP/a2.st")
+    within "(a) control: another sample must change the weights (max diff $d0)" 1e-3 "$d0"
+    echo "mpi_test: (a) max diff same sample $d, other sample $d0"
+fi
+
+# (b) noise on: identical replicas; rank 0's --save-weights is its model
+DPSGD_TEST_RANK_WEIGHTS=1 mpi2 "(b)" "${RUN[@]}" --epochs 2 --save-weights "$TMP/b.st" --out "$TMP/b.json"
+cmp -s "$TMP/b.st.rank0" "$TMP/b.st.rank1" && ok || bad "(b) the two ranks' weights differ"
+cmp -s "$TMP/b.st" "$TMP/b.st.rank0" && ok || bad "(b) --save-weights is not rank 0's model"
+grep -q '"epsilon"' "$TMP/b.json" 2>/dev/null && ok || bad "(b) no --out JSON from rank 0"
+cmp -s "$TMP/b.st" "$TMP/a2.st" && bad "(b) noise on gave the same weights as noise off" || ok
+
+# (c) the noise variance: one step, noise only, SGD lr B without momentum: update = -noise
+NOISE=(train --train-limit 2000 --test-limit 200 --batch-size 2000 --epochs 1 --seed 5 --quiet
+       --noise-multiplier 1 --max-grad-norm 0.1 --momentum 0)
+run "${NOISE[@]}" --lr 0 --save-weights "$TMP/c0.st"
+[[ $RC -eq 0 ]] && ok || bad "(c) lr 0 run: exit $RC: $ERR"
+DPSGD_TEST_NOISE=only mpi2 "(c)" "${NOISE[@]}" --lr 2000 --save-weights "$TMP/c2.st"
+DPSGD_TEST_NOISE=only run "${NOISE[@]}" --lr 2000 --save-weights "$TMP/c1.st"
+if [[ -f $TMP/c0.st && -f $TMP/c2.st && -f $TMP/c1.st ]]; then
+    read -r v2 n2 < <("${ST[@]}" var "$TMP/c0.st" "$TMP/c2.st" 0.1)
+    read -r v1 _ < <("${ST[@]}" var "$TMP/c0.st" "$TMP/c1.st" 0.1)
+    echo "mpi_test: (c) noise variance / (sigma C)^2 over $n2 coordinates: 2 ranks $v2, 1 process $v1"
+    within "(c) 2 ranks: variance/(sigma C)^2 - 1" "$(python3 -c "print(abs($v2 - 1))")" 0.05
+    within "(c) 1 process: variance/(sigma C)^2 - 1" "$(python3 -c "print(abs($v1 - 1))")" 0.05
+fi
+
+# (d) checkpoints: rank count recorded; resume on 2 ranks is exact
+mpi2 "(d) uninterrupted" "${RUN[@]}" --epochs 2 --save-weights "$TMP/d_full.st"
+mpi2 "(d) first epoch" "${RUN[@]}" --epochs 1 --checkpoint-dir "$TMP/ck"
+run "${RUN[@]}" --epochs 2 --force --resume "$TMP/ck"
+[[ $RC -ne 0 ]] && grep -q "rank" <<<"$ERR" && ok || bad "(d) 1-process resume of a 2-rank checkpoint: exit $RC: $ERR"
+mpi2 "(d) resume" "${RUN[@]}" --epochs 2 --force --resume "$TMP/ck" --save-weights "$TMP/d_res.st"
+cmp -s "$TMP/d_full.st" "$TMP/d_res.st" && ok || bad "(d) resumed 2-rank run differs from the uninterrupted one"
+
+t_summary

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""tests/st_tool.py: small safetensors (F32) checks for tests/mpi_test.sh, standard library only.
+
+  st_tool.py maxdiff A B          largest |a - b| over all tensors (same names and shapes)
+  st_tool.py var A B SCALE        variance of (b - a) / SCALE over all coordinates
+"""
+import json
+import struct
+import sys
+
+
+def load(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    (hlen,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + hlen])
+    base = 8 + hlen
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        if t["dtype"] != "F32":
+            raise SystemExit(f"{path}: tensor {name}: dtype {t['dtype']}, expected F32")
+        a, b = t["data_offsets"]
+        n = (b - a) // 4
+        out[name] = struct.unpack(f"<{n}f", raw[base + a:base + b])
+    return out
+
+
+def pairs(pa, pb):
+    a, b = load(pa), load(pb)
+    if sorted(a) != sorted(b):
+        raise SystemExit("tensor names differ")
+    for k in sorted(a):
+        if len(a[k]) != len(b[k]):
+            raise SystemExit(f"tensor {k}: sizes differ")
+        yield from zip(a[k], b[k])
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "maxdiff":
+        print(max(abs(x - y) for x, y in pairs(sys.argv[2], sys.argv[3])))
+    elif cmd == "var":
+        s = float(sys.argv[4])
+        d = [(y - x) / s for x, y in pairs(sys.argv[2], sys.argv[3])]
+        m = sum(d) / len(d)
+        print(sum((v - m) ** 2 for v in d) / (len(d) - 1), len(d))
+    else:
+        raise SystemExit(__doc__)
+
+
+main()
