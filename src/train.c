@@ -601,6 +601,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                 (st = grow((void **)&dz, &cap_dz, chunk * (size_t)K, sizeof(float))) != DP_OK ||
                 (st = grow((void **)&lv, &cap_l, chunk, sizeof(float))) != DP_OK)
                 goto done;
+            size_t step_dropped = 0; /* samples with a non-finite loss, dropped this step */
             for (size_t off = 0; off < count; off += chunk) {
                 int B = (int)(count - off < chunk ? count - off : chunk);
                 for (int i = 0; i < B; i++) {
@@ -612,6 +613,27 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                 dp_mem_stage("forward");
                 if ((st = dp_model_forward(m, xb, B, 1, &rd, &z)) != DP_OK) goto done;
                 st = dp_loss_xent(z, yb, B, K, lv, dz);
+                if (st == DP_ERR_NONFINITE && !p->no_dp) {
+                    /* DP: a sample whose loss is not finite (e.g. Inf features) is dropped from
+                     * the chunk: it contributes nothing (clip factor 0), which keeps the
+                     * sensitivity bound, and is counted. The others are forwarded again, since
+                     * its activations would poison the batched weight gradients. */
+                    int keep = 0;
+                    for (int i = 0; i < B; i++) {
+                        if (!isfinite(lv[i])) continue;
+                        if (keep != i) {
+                            memmove(xb + (size_t)keep * dim, xb + (size_t)i * dim, sizeof(float) * dim);
+                            yb[keep] = yb[i];
+                        }
+                        keep++;
+                    }
+                    r.nonfinite_samples += B - keep;
+                    step_dropped += (size_t)(B - keep);
+                    B = keep;
+                    if (B == 0) continue;
+                    if ((st = dp_model_forward(m, xb, B, 1, &rd, &z)) != DP_OK) goto done;
+                    st = dp_loss_xent(z, yb, B, K, lv, dz);
+                }
                 if (st == DP_ERR_NONFINITE) {
                     st = dp_fail(DP_ERR_NONFINITE, "step %ld (epoch %d): %s; training stopped (lower --lr?)", step + 1,
                                  ep, dp_last_error());
@@ -631,6 +653,14 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                     r.nonfinite_samples += bad;
                 }
                 if (st != DP_OK) goto done;
+            }
+            if (count > 0 && step_dropped == count) {
+                /* every sampled example failed: the model has diverged, stop rather than take
+                 * noise-only steps */
+                st = dp_fail(DP_ERR_NONFINITE,
+                             "step %ld (epoch %d): the loss of every sampled example (%zu) is not finite; training "
+                             "stopped (lower --lr?)", step + 1, ep, count);
+                goto done;
             }
             count = local_count;
             dp_mem_stage("optimizer");

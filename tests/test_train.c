@@ -321,38 +321,45 @@ static void test_nonfinite(void) {
     dp_train_result r, sentinel;
     memset(&sentinel, 0xAB, sizeof sentinel);
 
-    /* (a) a huge input value with all weights 1: the logits overflow to inf at step 1 */
-    {
+    /* (a) one sample's features are Inf (or huge: its logits overflow): with DP it is dropped
+     * (clip factor 0), counted, and training goes on with finite weights, in every mode and
+     * with virtual batches; without DP a non-finite loss stops training */
+    for (int kind = 0; kind < 2; kind++) {
         dp_model *m = new_model("flatten linear(3)", 1, 1, 16, 1);
         float *w = dp_model_params(m);
-        for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
-        for (size_t j = 0; j < d.dim; j++) d.x[5 * d.dim + j] = 1e38f;
+        for (size_t j = 0; j < d.dim; j++) d.x[5 * d.dim + j] = kind == 0 ? INFINITY : 1e38f;
         dp_train_params p = small_params();
-        p.expected_batch = 40; /* q = 1: row 5 is in the first batch */
-        memcpy(&r, &sentinel, sizeof r);
-        dp_status st = dp_train(m, &d, NULL, &p, &r);
-        if (st != DP_ERR_NONFINITE) fprintf(stderr, "  huge input: got %s: %s\n", dp_strerror(st), dp_last_error());
-        CHECK(st == DP_ERR_NONFINITE);
-        CHECK(msg_has("step 1"));
-        CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
-        /* the same in every mode and with virtual batches */
-        for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-            for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
-            p.clipping = (dp_clip_mode)mode;
-            p.physical_batch = 3;
-            memcpy(&r, &sentinel, sizeof r);
-            st = dp_train(m, &d, NULL, &p, &r);
-            CHECK(st == DP_ERR_NONFINITE);
-            CHECK(msg_has("step"));
-            CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
-        }
-        /* and without DP */
+        p.expected_batch = 40; /* q = 1: row 5 is in every batch */
+        for (int mode = 0; mode < DP_CLIP_COUNT; mode++)
+            for (int phys = 0; phys <= 3; phys += 3) {
+                for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
+                p.clipping = (dp_clip_mode)mode;
+                p.physical_batch = phys;
+                dp_status st = dp_train(m, &d, NULL, &p, &r);
+                if (st != DP_OK) fprintf(stderr, "  bad row (kind %d, mode %d): %s\n", kind, mode, dp_last_error());
+                CHECK(st == DP_OK);
+                CHECK(r.nonfinite_samples == r.steps); /* row 5, once per step */
+                int finite = 1;
+                for (size_t j = 0; j < dp_model_num_params(m); j++) finite &= isfinite(w[j]) != 0;
+                CHECK(finite);
+            }
+        /* without DP */
         for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
         p.no_dp = 1;
+        p.physical_batch = 0;
+        memcpy(&r, &sentinel, sizeof r);
+        dp_status st = dp_train(m, &d, NULL, &p, &r);
+        CHECK(st == DP_ERR_NONFINITE);
+        CHECK(msg_has("step"));
+        CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
+        /* with DP, when every sampled example is non-finite the run stops */
+        for (size_t i = 0; i < d.n * d.dim; i++) d.x[i] = 1e38f;
+        for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] = 1.0f;
+        p.no_dp = 0;
         memcpy(&r, &sentinel, sizeof r);
         st = dp_train(m, &d, NULL, &p, &r);
         CHECK(st == DP_ERR_NONFINITE);
-        CHECK(msg_has("step"));
+        CHECK(msg_has("step 1") && msg_has("every sampled example"));
         CHECK(memcmp(&r, &sentinel, sizeof r) == 0);
         dp_model_destroy(m);
         dp_dataset_free(&d);
