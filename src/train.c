@@ -654,14 +654,6 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                 }
                 if (st != DP_OK) goto done;
             }
-            if (count > 0 && step_dropped == count) {
-                /* every sampled example failed: the model has diverged, stop rather than take
-                 * noise-only steps */
-                st = dp_fail(DP_ERR_NONFINITE,
-                             "step %ld (epoch %d): the loss of every sampled example (%zu) is not finite; training "
-                             "stopped (lower --lr?)", step + 1, ep, count);
-                goto done;
-            }
             count = local_count;
             dp_mem_stage("optimizer");
             double scale;
@@ -676,14 +668,24 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                 if (comm) {
                     dp_mem_stage("allreduce");
                     if ((st = comm->sum_f32(comm->user, grad, np)) != DP_OK) goto done;
-                    double b[4] = {(double)count, lsum - lsum_b, (double)(lcount - lcount_b),
-                                   (double)(r.nonfinite_samples - bad_b)};
-                    if ((st = comm->sum_f64(comm->user, b, 4)) != DP_OK) goto done;
+                    double b[5] = {(double)count, lsum - lsum_b, (double)(lcount - lcount_b),
+                                   (double)(r.nonfinite_samples - bad_b), (double)step_dropped};
+                    if ((st = comm->sum_f64(comm->user, b, 5)) != DP_OK) goto done;
                     count = (size_t)b[0];
                     lsum = lsum_b + b[1];
                     lcount = lcount_b + (size_t)b[2];
                     r.nonfinite_samples = bad_b + (long)b[3];
+                    step_dropped = (size_t)b[4];
                     dp_mem_stage("optimizer");
+                }
+                if (count > 0 && step_dropped == count) {
+                    /* every sampled example (over all ranks) failed: the model has diverged;
+                     * stop rather than take noise-only steps. Decided on the summed counts,
+                     * so every rank stops at the same step. */
+                    st = dp_fail(DP_ERR_NONFINITE,
+                                 "step %ld (epoch %d): the loss of every sampled example (%zu) is not finite; "
+                                 "training stopped (lower --lr?)", step + 1, ep, count);
+                    goto done;
                 }
                 scale = 1.0 / (q * (double)N);
             } else {
