@@ -688,6 +688,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
     double *sq = m->sq;
     memset(sq, 0, sizeof(double) * (size_t)B);
     int bad = 0;
+    dp_mem_stage("backward 1");
     if (cp->mode == DP_CLIP_VANILLA) {
         float *ps = dp_alloc(sizeof(float) * (size_t)B * m->np);
         if (!ps) {
@@ -706,6 +707,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
             bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
             /* grad += ps^T R in one GEMV; rows of samples with R = 0 are zeroed first, since a
              * non-finite row times 0 would still poison the sum */
+            dp_mem_stage("backward 2");
             for (int b = 0; b < B; b++)
                 if (R[b] == 0.0f) memset(ps + (size_t)b * m->np, 0, sizeof(float) * m->np);
             cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)m->np, 1.0f, ps, (int)m->np, R, 1, 1.0f, m->grad, 1);
@@ -715,6 +717,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
         st = backward(m, dlogits, NULL, B, BWD_NORMS, cp->mode, NULL, sq);
         if (st == DP_OK) {
             bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
+            dp_mem_stage("backward 2");
             st = backward(m, dlogits, R, B, BWD_PARAM, cp->mode, NULL, NULL);
         }
     }

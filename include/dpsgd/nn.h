@@ -125,7 +125,9 @@ dp_clip_params dp_clip_default_params(void); /* ghost, C = 1 */
  * clip factors R_i = min(1, C / (||g_i|| + 1e-6)), then grad += sum_i R_i g_i (pass 2, or the
  * stored per-sample gradients in vanilla mode). A sample whose norm is not finite gets
  * R_i = 0 and is counted in *n_nonfinite. norms and factors ([B], optional) receive ||g_i||
- * and R_i. Frozen layers are skipped. */
+ * and R_i. Frozen layers are skipped. Memory stages (dp_mem_stage): "backward 1" while norms are
+ * found (vanilla: all per-sample gradients), "backward 2" for the clipped sum (second backward
+ * pass, or vanilla's weighted sum). */
 dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B,
                                 float *norms, float *factors, int *n_nonfinite);
 
