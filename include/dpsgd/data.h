@@ -111,6 +111,67 @@ void dp_dataset_stats(const dp_dataset *d, double *mean, double *std);
  * (constant data is only centred). */
 void dp_dataset_normalize(dp_dataset *d, double mean, double std);
 
+/* ---- Token sequences (transformer inputs) ---------------------------------------------
+ * A token dataset is a dp_dataset with c = 1, h = 1, w = dim = T (the sequence length):
+ * x[i*T + t] holds the token id at position t of row i AS A FLOAT (an exact integer, ids
+ * below 2^24 so float32 holds them exactly), and -1 marks padding. Models treat any negative
+ * id as padding; the loaders and the generator below write exactly -1. Labels as usual.
+ *
+ *   dp_dataset d;                               // ids [N, T] int32/int64, labels [N]
+ *   dp_dataset_load_tokens("ids.npy", "labels.npy", 0, &d);   // id 0 is the pad token
+ *   dp_dataset_validate_tokens(&d, "ids.npy", 30522);
+ *   dp_dataset_free(&d);
+ *
+ * File format, Python snippets and the synthetic task: docs/sequence-data.md. */
+enum {
+    DP_TOKENS_MAX_LEN = 65536,        /* longest sequence T accepted */
+    DP_TOKENS_MAX_VOCAB = 1 << 24     /* ids are < 2^24 (exact in float32) */
+};
+
+/* Reads a token dataset from two .npy files: ids_path, shape [N, T], and labels_path, shape
+ * [N]. Ids dtypes: <i4 and <i8, also |u1; <f4 and <f8 only when every value is a finite
+ * exact integer. Mapping: a negative id becomes -1 (padding); when pad_id >= 0, an id equal
+ * to pad_id becomes -1 too (pad_id < 0: no such mapping). Labels dtypes: <i4, <i8, |u1; each
+ * label in [0, 2^31-2]; n_classes = 1 + max label.
+ * Errors, each naming the file and the reason (and the row and position for a bad id):
+ * everything dp_npy_load reports; DP_ERR_FORMAT: ids not 2-d or labels not 1-d, N or T is 0,
+ * label count differs from N, an id that is not an integer (f4/f8); DP_ERR_NONFINITE: NaN or
+ * infinite id; DP_ERR_RANGE: T > DP_TOKENS_MAX_LEN, an id >= DP_TOKENS_MAX_VOCAB, a negative or
+ * too large label, size overflow; DP_ERR_UNSUPPORTED: a float labels file;
+ * DP_ERR_INVALID: NULL arguments or pad_id >= DP_TOKENS_MAX_VOCAB. The loader does not look
+ * at the vocabulary or at all-padding rows: dp_dataset_validate_tokens does.
+ * On success *out owns new tracked blocks (free with dp_dataset_free): c = 1, h = 1,
+ * w = dim = T. */
+dp_status dp_dataset_load_tokens(const char *ids_path, const char *labels_path, int pad_id,
+                                 dp_dataset *out);
+
+/* Checks a token dataset before training, in this order: vocab in 1..DP_TOKENS_MAX_VOCAB
+ * (DP_ERR_INVALID); everything dp_dataset_validate(d, what, 1, 0) checks (consistent struct,
+ * at least one row, finite values, labels in [0, d->n_classes)); the shape is 1 x 1 x T with
+ * 1 <= T <= DP_TOKENS_MAX_LEN (DP_ERR_INVALID / DP_ERR_RANGE); every id an integer
+ * (DP_ERR_FORMAT) in [-1, vocab) (DP_ERR_RANGE: padding must be exactly -1 here), the first
+ * bad one reported with its row, position and value; every row holds at least one id that
+ * is not padding (DP_ERR_FORMAT, naming the row). `what` names the dataset in messages
+ * ("train ids.npy"); may be NULL. */
+dp_status dp_dataset_validate_tokens(const dp_dataset *d, const char *what, int vocab);
+
+/* Built-in synthetic text classification task in which the ORDER of tokens decides the label
+ * and the multiset of tokens does not, so bag-of-words models stay at chance (50%) and a
+ * model needs attention with position information. Each of the n rows:
+ *   - a length L uniform in [max(3, ceil(T/2)), T]; positions L..T-1 are padding (-1);
+ *   - position 0 holds id 0 (a [CLS] token);
+ *   - two distinct positions p < q drawn uniformly from 1..L-1 hold the markers: label 1
+ *     puts id 1 at p and id 2 at q (marker 1 first), label 0 puts id 2 at p and id 1 at q;
+ *   - every other position in 1..L-1 holds an id uniform in [3, vocab).
+ * A row of class 0 is a row of class 1 with the two markers swapped, so the distribution of
+ * lengths, of the token multiset and of the set of marker positions is identical in the two
+ * classes. Labels are exactly balanced (floor(n/2) of class 1) in a shuffled order;
+ * n_classes = 2; c = 1, h = 1, w = dim = T. Deterministic for a seed (dp_rng) on every
+ * platform. Errors: DP_ERR_INVALID: n == 0, T < 4 or T > DP_TOKENS_MAX_LEN, vocab < 4 or
+ * vocab > DP_TOKENS_MAX_VOCAB, out NULL; DP_ERR_RANGE: n * T overflows; DP_ERR_NOMEM.
+ * On success *out owns new tracked blocks (free with dp_dataset_free). */
+dp_status dp_text_synthetic(size_t n, int T, int vocab, uint64_t seed, dp_dataset *out);
+
 #ifdef __cplusplus
 }
 #endif
