@@ -1,10 +1,15 @@
-/* kernels_f64.c: the double instance of kernels_impl.h (finite-difference tests). */
+/* kernels_f64.c: the double instance of kernels_impl.h and kernels_seq_impl.h (finite-difference
+ * tests). */
 #include <cblas.h>
 
 #include "kernels.h"
+#include "kernels_seq.h"
 #define REAL double
 #define KN(name) dp__k_##name##_f64
 #define GEMM cblas_dgemm
 #define SYRK cblas_dsyrk
 #define TANH tanh
+#define EXP exp
+#define ERF erf
 #include "kernels_impl.h"
+#include "kernels_seq_impl.h"
