@@ -1,4 +1,19 @@
-/* model.c: sequential models, the spec parser, forward, backward and the clipping engine. */
+/* model.c: models as graphs of layers (nodes in topological order), the spec parser, the
+ * transformer builder, forward, backward and the clipping engine.
+ *
+ * A node reads the outputs of up to three earlier nodes (or the model input) and writes one
+ * output. Sequential specs give a chain; the transformer builder adds residual connections
+ * (add) and attention (a parameter-free core fed by separate q, k, v Linear nodes, so that
+ * the attention's per-sample norms come from its Linears).
+ *
+ * Memory plan (recomputed when freezing changes, see plan()): a node "needs grad" when it
+ * is trainable or reads a node that needs grad. Only what some backward reads is kept per
+ * node (a trainable Linear's input, a tanh's output, a LayerNorm's normalised rows, the
+ * attention probabilities); every other activation (the whole frozen prefix of a
+ * fine-tuned transformer, which runs as inference) lives in a small pool of slots reused
+ * in forward order, with its saved tensors in one shared scratch. Backward gradients live
+ * in a pool of slots assigned in reverse order (two for a chain), plus one accumulation
+ * buffer for nodes read by several others. */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +24,7 @@
 
 #include "dpsgd/nn.h"
 #include "kernels.h"
+#include "kernels_seq.h"
 
 /* ---- name tables ---------------------------------------------------------------------- */
 
@@ -37,7 +53,10 @@ dp_status dp_clip_mode_parse(const char *s, dp_clip_mode *out) {
             *out = (dp_clip_mode)i;
             return DP_OK;
         }
-    return dp_fail(DP_ERR_INVALID, "--clipping %s: unknown mode (choose vanilla, fast or ghost)", s ? s : "(null)");
+    char known[128] = "";
+    for (int i = 0; i < DP_CLIP_COUNT; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", clip_names[i]);
+    return dp_fail(DP_ERR_INVALID, "--clipping %s: unknown mode (choose %s)", s ? s : "(null)", known);
 }
 
 dp_clip_params dp_clip_default_params(void) {
@@ -47,67 +66,240 @@ dp_clip_params dp_clip_default_params(void) {
 
 /* ---- the model ------------------------------------------------------------------------ */
 
+enum { NAME_LEN = 80 };
+
 typedef struct {
     dp_layer_kind kind;
+    int in[3], nin;      /* input nodes, -1 = the model input */
+    int seq;             /* the output is a sequence [T, F] (oc = F, oh = T, ow = 1) */
+    int iseq;            /* the input is a sequence */
     int ic, ih, iw, oc, oh, ow;
     size_t in_size, out_size;
-    int k, s, pad, has_bias;
-    float p; /* dropout probability */
+    int k, s, pad, has_bias, groups, heads, vocab;
+    float p, eps;
     size_t w_off, nw, b_off, nb;
     int frozen;
-    float *out;          /* [cap, out_size] */
-    float *col;          /* conv: [cap, T, D] unfolded input */
-    int32_t *arg;        /* maxpool: [cap, out_size] */
-    unsigned char *mask; /* dropout: [cap, out_size] */
-} layer;
+    char name[NAME_LEN];
+    /* plan */
+    int need_grad, keep_out, keep_saved, fslot, gslot, last_use;
+    /* buffers: own_* are owned; out/col/xhat/rstd/P/arg/mask point at own or shared memory */
+    float *own_out, *own_saved;
+    float *out, *col, *xhat, *rstd, *P;
+    int32_t *arg;
+    unsigned char *mask;
+} node;
 
 struct dp_model {
-    int n;
-    layer *L;
+    int n, capn;
+    node *L;
     int c, h, w;
+    int tokens;       /* the input is T = c*h*w token ids (first node is an embedding) */
+    int bert_init;    /* N(0, 0.02) weights, zero biases (the transformer builder) */
     size_t in_size, max_size;
     size_t np;
     float *params, *grad;
     unsigned char *tmask;
+    int planned;      /* plan() is current */
     int cap;          /* batch capacity of the activation buffers */
     const float *x;   /* input of the last forward (borrowed) */
     int fwd_B, fwd_train;
-    float *g0, *g1;   /* backward ping-pong buffers [cap, max_size] */
-    float *work;      /* conv scratch */
+    int32_t *ids;     /* token models: [cap, T] */
+    unsigned char *kvalid; /* [cap, T] */
+    int nfslots, ngslots;
+    float **fslots, **gslots, *gacc;
+    void *shared_saved;
+    unsigned char *gw; /* [n] gradient slot written in this backward */
+    float *work;      /* scratch for conv, ghost norms, attention */
     size_t work_floats;
-    double *sq;       /* [cap] */
+    double *sq, *sq1; /* [cap] */
     int ntensors;
-    char (*tnames)[24];
+    char (*tnames)[NAME_LEN + 8];
     size_t *toff, *tcount;
+    int *tnode;
 };
 
-static int has_params(const layer *l) { return l->nw > 0; }
+static int has_params(const node *l) { return l->nw > 0; }
+static int trainable(const node *l) { return has_params(l) && !l->frozen; }
 
-static void layer_free_buffers(layer *l) {
-    dp_free(l->out);
-    dp_free(l->col);
-    dp_free(l->arg);
-    dp_free(l->mask);
-    l->out = l->col = NULL;
-    l->arg = NULL;
-    l->mask = NULL;
+static void free_buffers(dp_model *m) {
+    for (int i = 0; i < m->n; i++) {
+        node *l = &m->L[i];
+        dp_free(l->own_out);
+        dp_free(l->own_saved);
+        l->own_out = l->own_saved = l->out = l->col = l->xhat = l->rstd = l->P = NULL;
+        l->arg = NULL;
+        l->mask = NULL;
+    }
+    for (int i = 0; i < m->nfslots; i++) dp_free(m->fslots ? m->fslots[i] : NULL);
+    for (int i = 0; i < m->ngslots; i++) dp_free(m->gslots ? m->gslots[i] : NULL);
+    dp_free(m->fslots);
+    dp_free(m->gslots);
+    dp_free(m->gacc);
+    dp_free(m->shared_saved);
+    dp_free(m->work);
+    dp_free(m->sq);
+    dp_free(m->sq1);
+    dp_free(m->ids);
+    dp_free(m->kvalid);
+    m->fslots = m->gslots = NULL;
+    m->gacc = NULL;
+    m->shared_saved = NULL;
+    m->work = NULL;
+    m->sq = m->sq1 = NULL;
+    m->ids = NULL;
+    m->kvalid = NULL;
+    m->cap = 0;
 }
 
 void dp_model_destroy(dp_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n; i++) layer_free_buffers(&m->L[i]);
+    free_buffers(m);
     dp_free(m->L);
     dp_free(m->params);
     dp_free(m->grad);
     dp_free(m->tmask);
-    dp_free(m->g0);
-    dp_free(m->g1);
-    dp_free(m->work);
-    dp_free(m->sq);
+    dp_free(m->gw);
     dp_free(m->tnames);
     dp_free(m->toff);
     dp_free(m->tcount);
+    dp_free(m->tnode);
     dp_free(m);
+}
+
+/* ---- building ------------------------------------------------------------------------- */
+
+static dp_model *model_new(int c, int h, int w) {
+    dp_model *m = dp_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->c = c;
+    m->h = h;
+    m->w = w;
+    m->in_size = m->max_size = (size_t)c * h * w;
+    return m;
+}
+
+/* Append a node (zeroed, kind set) reading `in0` (-1: model input); NULL when out of memory. */
+static node *push_node(dp_model *m, dp_layer_kind kind, int in0) {
+    if (m->n == m->capn) {
+        int nc = m->capn ? 2 * m->capn : 16;
+        node *nl = dp_calloc((size_t)nc, sizeof *nl);
+        if (!nl) return NULL;
+        if (m->L) memcpy(nl, m->L, sizeof *nl * (size_t)m->n);
+        dp_free(m->L);
+        m->L = nl;
+        m->capn = nc;
+    }
+    node *l = &m->L[m->n++];
+    memset(l, 0, sizeof *l);
+    l->kind = kind;
+    l->in[0] = in0;
+    l->in[1] = l->in[2] = -1;
+    l->nin = 1;
+    if (in0 < 0) {
+        l->ic = m->c;
+        l->ih = m->h;
+        l->iw = m->w;
+        l->iseq = 0;
+    } else {
+        const node *p = &m->L[in0];
+        l->ic = p->oc;
+        l->ih = p->oh;
+        l->iw = p->ow;
+        l->iseq = p->seq;
+    }
+    l->in_size = (size_t)l->ic * l->ih * l->iw;
+    l->oc = l->ic;
+    l->oh = l->ih;
+    l->ow = l->iw;
+    l->seq = l->iseq;
+    return l;
+}
+
+/* Shapes, parameters and names once a node's kind-specific fields are set. */
+static dp_status finish_node(dp_model *m, node *l, int idx, const char *name) {
+    switch (l->kind) {
+    case DP_LAYER_LINEAR:
+        if (l->iseq) {
+            l->nw = (size_t)l->oc * l->ic;
+            l->oh = l->ih;
+            l->ow = 1;
+            l->seq = 1;
+        } else {
+            l->nw = (size_t)l->oc * l->in_size;
+            l->oh = l->ow = 1;
+            l->seq = 0;
+        }
+        l->nb = l->has_bias ? (size_t)l->oc : 0;
+        break;
+    case DP_LAYER_CONV2D:
+        l->nw = (size_t)l->oc * l->ic * l->k * l->k;
+        l->nb = l->has_bias ? (size_t)l->oc : 0;
+        break;
+    case DP_LAYER_EMBEDDING:
+        l->nw = (size_t)l->vocab * l->oc;
+        l->oh = (int)l->in_size; /* T */
+        l->ow = 1;
+        l->seq = 1;
+        break;
+    case DP_LAYER_POSEMBED: l->nw = (size_t)l->ic * l->ih; break;
+    case DP_LAYER_LAYERNORM:
+    case DP_LAYER_GROUPNORM:
+        l->nw = l->nb = (size_t)l->ic;
+        l->has_bias = 1;
+        break;
+    case DP_LAYER_RMSNORM: l->nw = (size_t)l->ic; break;
+    case DP_LAYER_MEANPOOL:
+    case DP_LAYER_FIRSTTOKEN:
+        l->oh = l->ow = 1;
+        l->seq = 0;
+        break;
+    default: break;
+    }
+    l->out_size = (size_t)l->oc * l->oh * l->ow;
+    if (l->out_size > m->max_size) m->max_size = l->out_size;
+    l->w_off = m->np;
+    m->np += l->nw;
+    l->b_off = m->np;
+    m->np += l->nb;
+    if (has_params(l)) m->ntensors += l->nb ? 2 : 1;
+    if (name)
+        snprintf(l->name, sizeof l->name, "%s", name);
+    else
+        snprintf(l->name, sizeof l->name, "%d", idx);
+    return DP_OK;
+}
+
+/* Parameter blocks and the tensor table, once every node is in. */
+static dp_status finish_model(dp_model *m) {
+    if (m->n == 0) return dp_fail(DP_ERR_INVALID, "model spec: no layers");
+    if (m->np == 0) return dp_fail(DP_ERR_INVALID, "model spec: the model has no parameters to train");
+    m->params = dp_calloc(m->np, sizeof(float));
+    m->grad = dp_calloc(m->np, sizeof(float));
+    m->tmask = dp_alloc(m->np);
+    m->gw = dp_calloc((size_t)m->n, 1);
+    m->tnames = dp_calloc((size_t)m->ntensors, sizeof *m->tnames);
+    m->toff = dp_calloc((size_t)m->ntensors, sizeof(size_t));
+    m->tcount = dp_calloc((size_t)m->ntensors, sizeof(size_t));
+    m->tnode = dp_calloc((size_t)m->ntensors, sizeof(int));
+    if (!m->params || !m->grad || !m->tmask || !m->gw || !m->tnames || !m->toff || !m->tcount || !m->tnode)
+        return DP_ERR_NOMEM;
+    memset(m->tmask, 1, m->np);
+    int ti = 0;
+    for (int i = 0; i < m->n; i++) {
+        node *l = &m->L[i];
+        if (!has_params(l)) continue;
+        snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s.weight", l->name);
+        m->toff[ti] = l->w_off;
+        m->tnode[ti] = i;
+        m->tcount[ti++] = l->nw;
+        if (l->nb) {
+            snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s.bias", l->name);
+            m->toff[ti] = l->b_off;
+            m->tnode[ti] = i;
+            m->tcount[ti++] = l->nb;
+        }
+    }
+    return DP_OK;
 }
 
 /* ---- spec parser ---------------------------------------------------------------------- */
@@ -116,6 +308,7 @@ typedef struct {
     char name[16];
     char args[8][16];
     int nargs;
+    char label[NAME_LEN]; /* optional "@name" suffix: the module name for parameter names */
 } token;
 
 static dp_status next_token(const char **sp, token *t, int idx) {
@@ -150,6 +343,15 @@ static dp_status next_token(const char **sp, token *t, int idx) {
                 return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): missing ')'", idx, t->name);
         }
     }
+    if (*s == '@') {
+        s++;
+        size_t a = 0;
+        while (*s && (isalnum((unsigned char)*s) || *s == '_' || *s == '.')) {
+            if (a + 1 >= sizeof t->label) return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): name too long", idx, t->name);
+            t->label[a++] = *s++;
+        }
+        if (a == 0) return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): empty name after '@'", idx, t->name);
+    }
     if (*s && !isspace((unsigned char)*s))
         return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): unexpected '%c'", idx, t->name, *s);
     while (isspace((unsigned char)*s)) s++;
@@ -165,24 +367,19 @@ static int parse_int(const char *a, long lo, long hi, long *v) {
     return 1;
 }
 
-static dp_status build_layer(layer *l, const token *t, int idx, int c, int h, int w) {
-    memset(l, 0, sizeof *l);
-    l->ic = c;
-    l->ih = h;
-    l->iw = w;
-    l->in_size = (size_t)c * h * w;
+static int parse_real(const char *a, double lo, double hi, double *v) {
+    char *end;
+    double x = strtod(a, &end);
+    if (end == a || *end || !(x >= lo && x <= hi)) return 0;
+    *v = x;
+    return 1;
+}
+
+/* Kind-specific fields of a spec layer on the current node. */
+static dp_status spec_layer(dp_model *m, node *l, const token *t, int idx) {
     long v;
-    int kind = -1;
-    for (int k = 0; k < DP_LAYER_COUNT; k++)
-        if (strcmp(t->name, layer_names[k]) == 0) kind = k;
-    if (kind < 0)
-        return dp_fail(DP_ERR_INVALID,
-                       "model spec: layer %d: unknown layer '%s' (known: linear conv2d relu tanh maxpool avgpool "
-                       "flatten dropout)", idx, t->name);
-    l->kind = (dp_layer_kind)kind;
-    l->oc = c;
-    l->oh = h;
-    l->ow = w;
+    double x;
+    const int c = l->ic, h = l->ih, w = l->iw;
     switch (l->kind) {
     case DP_LAYER_LINEAR:
         if (t->nargs < 1 || t->nargs > 2 || !parse_int(t->args[0], 1, 1 << 24, &v))
@@ -191,12 +388,10 @@ static dp_status build_layer(layer *l, const token *t, int idx, int c, int h, in
         if (t->nargs == 2 && l->has_bias)
             return dp_fail(DP_ERR_INVALID, "model spec: layer %d: linear: unknown option '%s'", idx, t->args[1]);
         l->oc = (int)v;
-        l->oh = l->ow = 1;
-        l->nw = (size_t)v * l->in_size;
-        l->nb = l->has_bias ? (size_t)v : 0;
         break;
     case DP_LAYER_CONV2D: {
         long out, k, s = 1, p = 0;
+        if (l->iseq) return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d needs an image input, not a sequence", idx);
         if (t->nargs < 2 || !parse_int(t->args[0], 1, 1 << 16, &out) || !parse_int(t->args[1], 1, 1 << 10, &k))
             return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d(OUT,K[,sS][,pP][,nobias]) needs OUT, K >= 1", idx);
         l->has_bias = 1;
@@ -217,13 +412,12 @@ static dp_status build_layer(layer *l, const token *t, int idx, int c, int h, in
         l->oc = (int)out;
         l->oh = (int)((h + 2 * p - k) / s + 1);
         l->ow = (int)((w + 2 * p - k) / s + 1);
-        l->nw = (size_t)out * c * k * k;
-        l->nb = l->has_bias ? (size_t)out : 0;
         break;
     }
     case DP_LAYER_MAXPOOL:
     case DP_LAYER_AVGPOOL: {
         long k, s;
+        if (l->iseq) return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s needs an image input, not a sequence", idx, t->name);
         if (t->nargs < 1 || t->nargs > 2 || !parse_int(t->args[0], 1, 1 << 10, &k))
             return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s(K[,S]) needs K >= 1", idx, t->name);
         s = k;
@@ -237,103 +431,93 @@ static dp_status build_layer(layer *l, const token *t, int idx, int c, int h, in
         l->ow = (int)((w - k) / s + 1);
         break;
     }
-    case DP_LAYER_DROPOUT: {
-        char *end;
-        double p = t->nargs == 1 ? strtod(t->args[0], &end) : -1;
-        if (t->nargs != 1 || *end || !(p >= 0 && p < 1))
+    case DP_LAYER_DROPOUT:
+        if (t->nargs != 1 || !parse_real(t->args[0], 0, 0.999999, &x))
             return dp_fail(DP_ERR_INVALID, "model spec: layer %d: dropout(P) needs P in [0, 1)", idx);
-        l->p = (float)p;
+        l->p = (float)x;
+        break;
+    case DP_LAYER_EMBEDDING: {
+        long V, d;
+        if (idx != 0) return dp_fail(DP_ERR_INVALID, "model spec: layer %d: embedding must be the first layer (it reads token ids)", idx);
+        if (t->nargs != 2 || !parse_int(t->args[0], 1, 1 << 24, &V) || !parse_int(t->args[1], 1, 1 << 16, &d))
+            return dp_fail(DP_ERR_INVALID, "model spec: layer %d: embedding(VOCAB,DIM) needs VOCAB, DIM >= 1", idx);
+        l->vocab = (int)V;
+        l->oc = (int)d;
+        m->tokens = 1;
         break;
     }
+    case DP_LAYER_POSEMBED:
+    case DP_LAYER_LAYERNORM:
+    case DP_LAYER_RMSNORM:
+    case DP_LAYER_MEANPOOL:
+    case DP_LAYER_FIRSTTOKEN:
+        if (!l->iseq) return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s needs a sequence input (after embedding)", idx, t->name);
+        if (l->kind == DP_LAYER_LAYERNORM || l->kind == DP_LAYER_RMSNORM) {
+            l->eps = 1e-5f;
+            if (t->nargs > 1 || (t->nargs == 1 && !parse_real(t->args[0], 1e-12, 1, &x)))
+                return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s([EPS]) needs EPS in (0, 1]", idx, t->name);
+            if (t->nargs == 1) l->eps = (float)x;
+        } else if (t->nargs)
+            return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s takes no arguments", idx, t->name);
+        break;
+    case DP_LAYER_GROUPNORM:
+        if (l->iseq) return dp_fail(DP_ERR_INVALID, "model spec: layer %d: groupnorm needs an image input (C x H x W)", idx);
+        if (t->nargs != 1 || !parse_int(t->args[0], 1, 1 << 16, &v) || c % v)
+            return dp_fail(DP_ERR_INVALID, "model spec: layer %d: groupnorm(G) needs G >= 1 dividing the %d channels", idx, c);
+        l->groups = (int)v;
+        l->eps = 1e-5f;
+        break;
+    case DP_LAYER_ADD:
+    case DP_LAYER_ATTENTION:
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s joins several inputs and exists only in built models "
+                       "(--model transformer)", idx, t->name);
     case DP_LAYER_FLATTEN:
         l->oc = (int)l->in_size;
         l->oh = l->ow = 1;
+        l->seq = 0;
         /* fall through */
     case DP_LAYER_RELU:
     case DP_LAYER_TANH:
+    case DP_LAYER_GELU:
         if (t->nargs) return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s takes no arguments", idx, t->name);
         break;
-    case DP_LAYER_COUNT:
-        break;
+    case DP_LAYER_COUNT: break;
     }
-    l->out_size = (size_t)l->oc * l->oh * l->ow;
     return DP_OK;
 }
 
 dp_status dp_model_create(const char *spec, int c, int h, int w, dp_model **out) {
     if (!spec) return dp_fail(DP_ERR_INVALID, "model spec: empty");
     if (c < 1 || h < 1 || w < 1) return dp_fail(DP_ERR_INVALID, "model: input shape %dx%dx%d is not positive", c, h, w);
-    dp_model *m = dp_calloc(1, sizeof *m);
+    dp_model *m = model_new(c, h, w);
     if (!m) return DP_ERR_NOMEM;
     dp_status st = DP_OK;
-    int capL = 0;
     const char *s = spec;
     while (isspace((unsigned char)*s)) s++;
-    int cc = c, hh = h, ww = w;
-    m->c = c;
-    m->h = h;
-    m->w = w;
-    m->in_size = m->max_size = (size_t)c * h * w;
     while (*s) {
         token t;
         if ((st = next_token(&s, &t, m->n)) != DP_OK) goto fail;
-        if (m->n == capL) {
-            int nc = capL ? 2 * capL : 8;
-            layer *nl = dp_calloc((size_t)nc, sizeof *nl);
-            if (!nl) {
-                st = DP_ERR_NOMEM;
-                goto fail;
-            }
-            if (m->L) memcpy(nl, m->L, sizeof *nl * (size_t)m->n);
-            dp_free(m->L);
-            m->L = nl;
-            capL = nc;
+        int kind = -1;
+        for (int k = 0; k < DP_LAYER_COUNT; k++)
+            if (strcmp(t.name, layer_names[k]) == 0) kind = k;
+        if (kind < 0) {
+            char known[256] = "";
+            for (int k = 0; k < DP_LAYER_COUNT; k++)
+                if (k != DP_LAYER_ADD && k != DP_LAYER_ATTENTION)
+                    snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", *known ? " " : "", layer_names[k]);
+            st = dp_fail(DP_ERR_INVALID, "model spec: layer %d: unknown layer '%s' (known: %s)", m->n, t.name, known);
+            goto fail;
         }
-        layer *l = &m->L[m->n];
-        if ((st = build_layer(l, &t, m->n, cc, hh, ww)) != DP_OK) goto fail;
-        m->n++;
-        cc = l->oc;
-        hh = l->oh;
-        ww = l->ow;
-        if (l->out_size > m->max_size) m->max_size = l->out_size;
-        l->w_off = m->np;
-        m->np += l->nw;
-        l->b_off = m->np;
-        m->np += l->nb;
-        if (has_params(l)) m->ntensors += l->has_bias ? 2 : 1;
-    }
-    if (m->n == 0) {
-        st = dp_fail(DP_ERR_INVALID, "model spec: no layers");
-        goto fail;
-    }
-    if (m->np == 0) {
-        st = dp_fail(DP_ERR_INVALID, "model spec: the model has no parameters to train");
-        goto fail;
-    }
-    m->params = dp_calloc(m->np, sizeof(float));
-    m->grad = dp_calloc(m->np, sizeof(float));
-    m->tmask = dp_alloc(m->np);
-    m->tnames = dp_calloc((size_t)m->ntensors, sizeof *m->tnames);
-    m->toff = dp_calloc((size_t)m->ntensors, sizeof(size_t));
-    m->tcount = dp_calloc((size_t)m->ntensors, sizeof(size_t));
-    if (!m->params || !m->grad || !m->tmask || !m->tnames || !m->toff || !m->tcount) {
-        st = DP_ERR_NOMEM;
-        goto fail;
-    }
-    memset(m->tmask, 1, m->np);
-    int ti = 0;
-    for (int i = 0; i < m->n; i++) {
-        layer *l = &m->L[i];
-        if (!has_params(l)) continue;
-        snprintf(m->tnames[ti], sizeof m->tnames[ti], "%d.weight", i);
-        m->toff[ti] = l->w_off;
-        m->tcount[ti++] = l->nw;
-        if (l->has_bias) {
-            snprintf(m->tnames[ti], sizeof m->tnames[ti], "%d.bias", i);
-            m->toff[ti] = l->b_off;
-            m->tcount[ti++] = l->nb;
+        int idx = m->n;
+        node *l = push_node(m, (dp_layer_kind)kind, idx - 1);
+        if (!l) {
+            st = DP_ERR_NOMEM;
+            goto fail;
         }
+        if ((st = spec_layer(m, l, &t, idx)) != DP_OK) goto fail;
+        if ((st = finish_node(m, l, idx, t.label[0] ? t.label : NULL)) != DP_OK) goto fail;
     }
+    if ((st = finish_model(m)) != DP_OK) goto fail;
     *out = m;
     return DP_OK;
 fail:
@@ -361,14 +545,216 @@ dp_status dp_model_create_named(const char *name_or_spec, int c, int h, int w, i
     return dp_model_create(spec, c, h, w, out);
 }
 
+/* ---- the transformer builder ------------------------------------------------------------ */
+
+dp_transformer_params dp_transformer_default_params(void) {
+    dp_transformer_params p;
+    memset(&p, 0, sizeof p);
+    p.vocab = 1000;
+    p.seq_len = 32;
+    p.width = 64;
+    p.heads = 4;
+    p.layers = 2;
+    p.ffn = 0;
+    p.n_classes = 2;
+    p.pre_norm = 0;
+    p.gelu = 1;
+    p.pool = DP_POOL_FIRST;
+    p.dropout = 0.0f;
+    p.train_last = -1;
+    return p;
+}
+
+static int add_node(dp_model *m, dp_layer_kind kind, int in0, const char *name, int oc, int has_bias) {
+    node *l = push_node(m, kind, in0);
+    if (!l) return -1;
+    int idx = m->n - 1;
+    if (kind == DP_LAYER_LINEAR) {
+        l->oc = oc;
+        l->has_bias = has_bias;
+    }
+    if (kind == DP_LAYER_LAYERNORM) l->eps = 1e-12f;
+    finish_node(m, l, idx, name);
+    return idx;
+}
+
+static int add_binary(dp_model *m, dp_layer_kind kind, int a, int b) {
+    int i = add_node(m, kind, a, NULL, 0, 0);
+    if (i < 0) return -1;
+    m->L[i].in[1] = b;
+    m->L[i].nin = 2;
+    return i;
+}
+
+dp_status dp_model_create_transformer(const dp_transformer_params *tp, dp_model **out) {
+    const dp_transformer_params *p = tp;
+    int ffn = p->ffn > 0 ? p->ffn : 4 * p->width;
+    if (p->vocab < 1 || p->vocab > (1 << 24)) return dp_fail(DP_ERR_INVALID, "--vocab %d: must be in 1..16777216", p->vocab);
+    if (p->seq_len < 1 || p->seq_len > 65536) return dp_fail(DP_ERR_INVALID, "--seq-len %d: must be in 1..65536", p->seq_len);
+    if (p->width < 1 || p->width > 65536) return dp_fail(DP_ERR_INVALID, "--width %d: must be in 1..65536", p->width);
+    if (p->heads < 1 || p->width % p->heads)
+        return dp_fail(DP_ERR_INVALID, "--heads %d: must be >= 1 and divide --width %d", p->heads, p->width);
+    if (p->layers < 0 || p->layers > 1024) return dp_fail(DP_ERR_INVALID, "--layers %d: must be in 0..1024", p->layers);
+    if (ffn < 1) return dp_fail(DP_ERR_INVALID, "--ffn %d: must be >= 1", p->ffn);
+    if (p->n_classes < 1) return dp_fail(DP_ERR_INVALID, "transformer: number of classes %d must be >= 1", p->n_classes);
+    if (!(p->dropout >= 0 && p->dropout < 1)) return dp_fail(DP_ERR_INVALID, "--dropout %g: must be in [0, 1)", p->dropout);
+    if (p->pool != DP_POOL_FIRST && p->pool != DP_POOL_MEAN) return dp_fail(DP_ERR_INVALID, "transformer: unknown pooling %d", p->pool);
+    if (p->train_last > p->layers)
+        return dp_fail(DP_ERR_INVALID, "--train-last-blocks %d: the model has only %d blocks", p->train_last, p->layers);
+    dp_model *m = model_new(1, 1, p->seq_len);
+    if (!m) return DP_ERR_NOMEM;
+    m->tokens = 1;
+    m->bert_init = 1;
+    dp_status st = DP_OK;
+    char nm[NAME_LEN];
+    const int d = p->width;
+    int fail = 0;
+#define NODE(var, kind, in, name, oc, bias)                                                        \
+    do {                                                                                           \
+        var = add_node(m, kind, in, name, oc, bias);                                               \
+        if (var < 0) fail = 1;                                                                     \
+    } while (0)
+#define DROP(var)                                                                                  \
+    do {                                                                                           \
+        if (p->dropout > 0 && !fail) {                                                             \
+            int dr_ = add_node(m, DP_LAYER_DROPOUT, var, NULL, 0, 0);                              \
+            if (dr_ < 0) fail = 1;                                                                 \
+            else {                                                                                 \
+                m->L[dr_].p = p->dropout;                                                          \
+                var = dr_;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+    int x, t;
+    {
+        node *e = push_node(m, DP_LAYER_EMBEDDING, -1);
+        if (!e) goto nomem;
+        e->vocab = p->vocab;
+        e->oc = d;
+        finish_node(m, e, 0, "bert.embeddings.word_embeddings");
+        x = 0;
+    }
+    NODE(x, DP_LAYER_POSEMBED, x, "bert.embeddings.position_embeddings", 0, 0);
+    if (!p->pre_norm) NODE(x, DP_LAYER_LAYERNORM, x, "bert.embeddings.LayerNorm", 0, 0);
+    DROP(x);
+    for (int b = 0; b < p->layers && !fail; b++) {
+        char pre[48];
+        snprintf(pre, sizeof pre, "bert.encoder.layer.%d", b);
+        int h = x, q, k, v, a, o;
+        if (p->pre_norm) {
+            snprintf(nm, sizeof nm, "%s.attention.LayerNorm", pre);
+            NODE(h, DP_LAYER_LAYERNORM, x, nm, 0, 0);
+        }
+        snprintf(nm, sizeof nm, "%s.attention.self.query", pre);
+        NODE(q, DP_LAYER_LINEAR, h, nm, d, 1);
+        snprintf(nm, sizeof nm, "%s.attention.self.key", pre);
+        NODE(k, DP_LAYER_LINEAR, h, nm, d, 1);
+        snprintf(nm, sizeof nm, "%s.attention.self.value", pre);
+        NODE(v, DP_LAYER_LINEAR, h, nm, d, 1);
+        if (fail) break;
+        a = add_node(m, DP_LAYER_ATTENTION, q, NULL, 0, 0);
+        if (a < 0) goto nomem;
+        m->L[a].in[1] = k;
+        m->L[a].in[2] = v;
+        m->L[a].nin = 3;
+        m->L[a].heads = p->heads;
+        snprintf(nm, sizeof nm, "%s.attention.output.dense", pre);
+        NODE(o, DP_LAYER_LINEAR, a, nm, d, 1);
+        DROP(o);
+        if (fail) break;
+        if ((t = add_binary(m, DP_LAYER_ADD, o, x)) < 0) goto nomem;
+        if (!p->pre_norm) {
+            snprintf(nm, sizeof nm, "%s.attention.output.LayerNorm", pre);
+            NODE(t, DP_LAYER_LAYERNORM, t, nm, 0, 0);
+        }
+        x = t;
+        h = x;
+        if (p->pre_norm) {
+            snprintf(nm, sizeof nm, "%s.output.LayerNorm", pre); /* the pre-FFN norm */
+            NODE(h, DP_LAYER_LAYERNORM, x, nm, 0, 0);
+        }
+        int f;
+        snprintf(nm, sizeof nm, "%s.intermediate.dense", pre);
+        NODE(f, DP_LAYER_LINEAR, h, nm, ffn, 1);
+        NODE(f, p->gelu ? DP_LAYER_GELU : DP_LAYER_RELU, f, NULL, 0, 0);
+        snprintf(nm, sizeof nm, "%s.output.dense", pre);
+        NODE(f, DP_LAYER_LINEAR, f, nm, d, 1);
+        DROP(f);
+        if (fail) break;
+        if ((t = add_binary(m, DP_LAYER_ADD, f, x)) < 0) goto nomem;
+        if (!p->pre_norm) {
+            snprintf(nm, sizeof nm, "%s.output.LayerNorm", pre);
+            NODE(t, DP_LAYER_LAYERNORM, t, nm, 0, 0);
+        }
+        x = t;
+    }
+    if (p->pre_norm) NODE(x, DP_LAYER_LAYERNORM, x, "bert.encoder.final_LayerNorm", 0, 0);
+    NODE(x, p->pool == DP_POOL_FIRST ? DP_LAYER_FIRSTTOKEN : DP_LAYER_MEANPOOL, x, NULL, 0, 0);
+    NODE(x, DP_LAYER_LINEAR, x, "bert.pooler.dense", d, 1);
+    NODE(x, DP_LAYER_TANH, x, NULL, 0, 0);
+    DROP(x);
+    NODE(x, DP_LAYER_LINEAR, x, "classifier", p->n_classes, 1);
+#undef NODE
+#undef DROP
+    if (fail) goto nomem;
+    if ((st = finish_model(m)) != DP_OK) goto fail_;
+    if (p->train_last >= 0) {
+        char keep[NAME_LEN];
+        for (int i = 0; i < m->n; i++) {
+            node *l = &m->L[i];
+            if (!has_params(l)) continue;
+            int train = 0;
+            for (int b = p->layers - p->train_last; b < p->layers; b++) {
+                snprintf(keep, sizeof keep, "bert.encoder.layer.%d.", b);
+                if (strncmp(l->name, keep, strlen(keep)) == 0) train = 1;
+            }
+            if (strncmp(l->name, "bert.pooler", 11) == 0 || strcmp(l->name, "classifier") == 0 ||
+                strcmp(l->name, "bert.encoder.final_LayerNorm") == 0)
+                train = 1;
+            l->frozen = !train;
+            memset(m->tmask + l->w_off, train, l->nw + l->nb);
+        }
+    }
+    *out = m;
+    return DP_OK;
+nomem:
+    st = DP_ERR_NOMEM;
+fail_:
+    dp_model_destroy(m);
+    return st;
+}
+
+/* ---- parameters --------------------------------------------------------------------- */
+
 void dp_model_init(dp_model *m, dp_rng *rng) {
     for (int i = 0; i < m->n; i++) {
-        layer *l = &m->L[i];
+        node *l = &m->L[i];
         if (!has_params(l)) continue;
-        size_t fan_in = l->kind == DP_LAYER_CONV2D ? (size_t)l->ic * l->k * l->k : l->in_size;
-        double bound = 1.0 / sqrt((double)fan_in);
-        for (size_t j = 0; j < l->nw; j++) m->params[l->w_off + j] = (float)((2 * dp_rng_uniform(rng) - 1) * bound);
-        for (size_t j = 0; j < l->nb; j++) m->params[l->b_off + j] = (float)((2 * dp_rng_uniform(rng) - 1) * bound);
+        float *w = m->params + l->w_off, *b = m->params + l->b_off;
+        switch (l->kind) {
+        case DP_LAYER_LAYERNORM:
+        case DP_LAYER_RMSNORM:
+        case DP_LAYER_GROUPNORM:
+            for (size_t j = 0; j < l->nw; j++) w[j] = 1.0f;
+            for (size_t j = 0; j < l->nb; j++) b[j] = 0.0f;
+            break;
+        case DP_LAYER_EMBEDDING:
+        case DP_LAYER_POSEMBED: {
+            double sd = m->bert_init || l->kind == DP_LAYER_POSEMBED ? 0.02 : 1.0;
+            for (size_t j = 0; j < l->nw; j++) w[j] = (float)(sd * dp_rng_normal(rng));
+            break;
+        }
+        default:
+            if (m->bert_init) {
+                for (size_t j = 0; j < l->nw; j++) w[j] = (float)(0.02 * dp_rng_normal(rng));
+                for (size_t j = 0; j < l->nb; j++) b[j] = 0.0f;
+            } else {
+                size_t fan_in = l->kind == DP_LAYER_CONV2D ? (size_t)l->ic * l->k * l->k : l->nw / (size_t)l->oc;
+                double bound = 1.0 / sqrt((double)fan_in);
+                for (size_t j = 0; j < l->nw; j++) w[j] = (float)((2 * dp_rng_uniform(rng) - 1) * bound);
+                for (size_t j = 0; j < l->nb; j++) b[j] = (float)((2 * dp_rng_uniform(rng) - 1) * bound);
+            }
+        }
     }
 }
 
@@ -386,24 +772,61 @@ const unsigned char *dp_model_trainable_mask(const dp_model *m) { return m->tmas
 int dp_model_num_layers(const dp_model *m) { return m->n; }
 size_t dp_model_input_size(const dp_model *m) { return m->in_size; }
 int dp_model_output_size(const dp_model *m) { return (int)m->L[m->n - 1].out_size; }
+int dp_model_input_is_tokens(const dp_model *m) { return m->tokens; }
+int dp_model_vocab(const dp_model *m) { return m->tokens ? m->L[0].vocab : 0; }
 dp_layer_kind dp_model_layer_kind(const dp_model *m, int i) { return m->L[i].kind; }
+const char *dp_model_layer_name(const dp_model *m, int i) { return m->L[i].name; }
 size_t dp_model_layer_params(const dp_model *m, int i, size_t *offset) {
     if (offset) *offset = m->L[i].w_off;
     return m->L[i].nw + m->L[i].nb;
 }
+int dp_model_layer_frozen(const dp_model *m, int i) { return m->L[i].frozen; }
+
+static dp_status set_frozen(dp_model *m, int i, int frozen) {
+    node *l = &m->L[i];
+    l->frozen = frozen != 0;
+    memset(m->tmask + l->w_off, !l->frozen, l->nw + l->nb);
+    m->planned = 0;
+    return DP_OK;
+}
 
 dp_status dp_model_set_frozen(dp_model *m, int i, int frozen) {
     if (i < 0 || i >= m->n) return dp_fail(DP_ERR_RANGE, "freeze: layer %d does not exist (model has %d layers)", i, m->n);
-    layer *l = &m->L[i];
+    node *l = &m->L[i];
     if (!has_params(l)) return dp_fail(DP_ERR_INVALID, "freeze: layer %d (%s) has no parameters", i, layer_names[l->kind]);
-    l->frozen = frozen != 0;
-    memset(m->tmask + l->w_off, !l->frozen, l->nw + l->nb);
+    int was = l->frozen;
+    set_frozen(m, i, frozen);
     if (dp_model_num_trainable(m) == 0) {
-        l->frozen = 0;
-        memset(m->tmask + l->w_off, 1, l->nw + l->nb);
+        set_frozen(m, i, was);
         return dp_fail(DP_ERR_INVALID, "freeze: layer %d is the last trainable layer; nothing would be trained", i);
     }
     return DP_OK;
+}
+
+dp_status dp_model_set_frozen_prefix(dp_model *m, const char *prefix, int frozen, int *count) {
+    size_t n = strlen(prefix);
+    int hits = 0;
+    unsigned char *was = dp_alloc((size_t)m->n);
+    if (!was) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->n; i++) was[i] = (unsigned char)m->L[i].frozen;
+    for (int i = 0; i < m->n; i++) {
+        node *l = &m->L[i];
+        if (!has_params(l) || strncmp(l->name, prefix, n) != 0) continue;
+        if (l->name[n] != 0 && l->name[n] != '.' && n && prefix[n - 1] != '.') continue;
+        set_frozen(m, i, frozen);
+        hits++;
+    }
+    dp_status st = DP_OK;
+    if (hits == 0)
+        st = dp_fail(DP_ERR_INVALID, "freeze: no layer with parameters is named '%s' or '%s.*'", prefix, prefix);
+    else if (dp_model_num_trainable(m) == 0)
+        st = dp_fail(DP_ERR_INVALID, "freeze: '%s' would freeze every parameter; nothing would be trained", prefix);
+    if (st != DP_OK)
+        for (int i = 0; i < m->n; i++)
+            if (has_params(&m->L[i])) set_frozen(m, i, was[i]);
+    dp_free(was);
+    if (st == DP_OK && count) *count = hits;
+    return st;
 }
 
 int dp_model_num_tensors(const dp_model *m) { return m->ntensors; }
@@ -420,85 +843,322 @@ dp_status dp_model_find_tensor(dp_model *m, const char *name, float **data, size
     return dp_fail(DP_ERR_INVALID, "parameter '%s' does not exist in this model", name);
 }
 
+int dp_model_tensor_shape(const dp_model *m, int t, int64_t shape[4]) {
+    if (t < 0 || t >= m->ntensors) return 0;
+    const node *l = &m->L[m->tnode[t]];
+    int bias = m->toff[t] == l->b_off && l->nb > 0 && m->toff[t] != l->w_off;
+    if (bias) {
+        shape[0] = (int64_t)l->nb;
+        return 1;
+    }
+    switch (l->kind) {
+    case DP_LAYER_LINEAR:
+        shape[0] = l->oc;
+        shape[1] = (int64_t)(l->nw / (size_t)l->oc);
+        return 2;
+    case DP_LAYER_CONV2D:
+        shape[0] = l->oc;
+        shape[1] = l->ic;
+        shape[2] = shape[3] = l->k;
+        return 4;
+    case DP_LAYER_EMBEDDING:
+        shape[0] = l->vocab;
+        shape[1] = l->oc;
+        return 2;
+    case DP_LAYER_POSEMBED:
+        shape[0] = l->ih;
+        shape[1] = l->ic;
+        return 2;
+    default: shape[0] = (int64_t)l->nw; return 1;
+    }
+}
+
 void dp_model_describe(const dp_model *m, char *buf, size_t cap) {
     size_t o = 0;
-    o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "input %dx%dx%d\n", m->c, m->h, m->w);
+    if (m->tokens)
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "input %d token ids (vocabulary %d)\n", (int)m->in_size, m->L[0].vocab);
+    else
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "input %dx%dx%d\n", m->c, m->h, m->w);
     for (int i = 0; i < m->n && o < cap; i++) {
-        const layer *l = &m->L[i];
-        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "%3d %-8s -> %dx%dx%d  params %zu%s\n", i,
-                              layer_names[l->kind], l->oc, l->oh, l->ow, l->nw + l->nb, l->frozen ? " (frozen)" : "");
+        const node *l = &m->L[i];
+        char ins[48] = "";
+        int chain = l->nin == 1 && l->in[0] == i - 1;
+        if (!chain) {
+            snprintf(ins, sizeof ins, " <-");
+            for (int j = 0; j < l->nin; j++) snprintf(ins + strlen(ins), sizeof ins - strlen(ins), " %d", l->in[j]);
+        }
+        char shp[40];
+        if (l->seq)
+            snprintf(shp, sizeof shp, "%dx%d", l->oh, l->oc);
+        else
+            snprintf(shp, sizeof shp, "%dx%dx%d", l->oc, l->oh, l->ow);
+        int named = has_params(l) && !(l->name[0] >= '0' && l->name[0] <= '9');
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "%3d %-10s -> %-10s params %zu%s%s%s%s\n", i, layer_names[l->kind],
+                              shp, l->nw + l->nb, l->frozen ? " (frozen)" : "", ins, named ? "  " : "", named ? l->name : "");
     }
     if (o < cap) snprintf(buf + o, cap - o, "total parameters %zu, trainable %zu\n", m->np, dp_model_num_trainable(m));
 }
 
-/* ---- buffers ------------------------------------------------------------------------- */
+/* ---- memory plan ---------------------------------------------------------------------- */
 
-static size_t conv_T(const layer *l) { return (size_t)l->oh * l->ow; }
-static size_t conv_D(const layer *l) { return (size_t)l->ic * l->k * l->k; }
+static size_t conv_T(const node *l) { return (size_t)l->oh * l->ow; }
+static size_t conv_D(const node *l) { return (size_t)l->ic * l->k * l->k; }
+static int seq_T(const node *l) { return l->iseq ? l->ih : 1; }  /* rows per sample of a Linear */
+static int lin_d(const node *l) { return l->iseq ? l->ic : (int)l->in_size; }
+
+/* Does node c read input slot j (its value, not just shape) in its backward? */
+static int reads_input_in_bwd(const node *c) {
+    switch (c->kind) {
+    case DP_LAYER_LINEAR: return trainable(c);
+    case DP_LAYER_GELU:
+    case DP_LAYER_ATTENTION: return c->need_grad;
+    default: return 0;
+    }
+}
+
+static void plan(dp_model *m) {
+    for (int k = 0; k < m->n; k++) {
+        node *l = &m->L[k];
+        l->need_grad = trainable(l);
+        for (int j = 0; j < l->nin; j++)
+            if (l->in[j] >= 0 && m->L[l->in[j]].need_grad) l->need_grad = 1;
+        l->keep_saved = l->need_grad;
+        if (l->kind == DP_LAYER_CONV2D) l->keep_saved = trainable(l); /* col: only weight gradients read it */
+        l->keep_out = k == m->n - 1 || ((l->kind == DP_LAYER_RELU || l->kind == DP_LAYER_TANH) && l->need_grad);
+        l->last_use = k;
+    }
+    for (int c = 0; c < m->n; c++) {
+        node *l = &m->L[c];
+        for (int j = 0; j < l->nin; j++) {
+            int i = l->in[j];
+            if (i < 0) continue;
+            if (reads_input_in_bwd(l)) m->L[i].keep_out = 1;
+            if (c > m->L[i].last_use) m->L[i].last_use = c;
+        }
+    }
+    /* forward slots for outputs nobody reads in backward */
+    int nslots = 0;
+    int owner[64];
+    for (int k = 0; k < m->n; k++) {
+        node *l = &m->L[k];
+        l->fslot = -1;
+        if (l->keep_out) continue;
+        int s = -1;
+        for (int q = 0; q < nslots; q++)
+            if (owner[q] < 0) {
+                s = q;
+                break;
+            }
+        if (s < 0) {
+            if (nslots == 64) { /* cannot happen for the graphs built here; keep it own */
+                l->keep_out = 1;
+                continue;
+            }
+            s = nslots++;
+        }
+        owner[s] = k;
+        l->fslot = s;
+        for (int q = 0; q < nslots; q++)
+            if (owner[q] >= 0 && owner[q] != k && m->L[owner[q]].last_use <= k) owner[q] = -1;
+    }
+    m->nfslots = nslots;
+    /* backward slots, in reverse order */
+    int gs = 0;
+    int gowner[64];
+    for (int k = 0; k < m->n; k++) m->L[k].gslot = -1;
+    for (int k = m->n - 1; k >= 0; k--) {
+        node *l = &m->L[k];
+        if (!l->need_grad) continue;
+        if (l->gslot < 0) { /* the output node, or a node whose output nobody uses */
+            int s = -1;
+            for (int q = 0; q < gs; q++)
+                if (gowner[q] < 0) s = q;
+            if (s < 0) s = gs++;
+            gowner[s] = k;
+            l->gslot = s;
+        }
+        for (int j = 0; j < l->nin; j++) {
+            int i = l->in[j];
+            if (i < 0 || !m->L[i].need_grad || m->L[i].gslot >= 0) continue;
+            int s = -1;
+            for (int q = 0; q < gs && s < 0; q++)
+                if (gowner[q] < 0) s = q;
+            if (s < 0) s = gs++;
+            gowner[s] = i;
+            m->L[i].gslot = s;
+        }
+        gowner[l->gslot] = -1;
+    }
+    m->ngslots = gs;
+    m->planned = 1;
+}
+
+/* Floats of saved tensors per sample (col, xhat + rstd, P) and bytes of arg/mask. */
+static size_t saved_floats(const node *l) {
+    switch (l->kind) {
+    case DP_LAYER_CONV2D: return conv_T(l) * conv_D(l);
+    case DP_LAYER_LAYERNORM:
+    case DP_LAYER_RMSNORM: return l->out_size + (size_t)l->ih;
+    case DP_LAYER_GROUPNORM: return l->out_size + (size_t)l->groups;
+    case DP_LAYER_ATTENTION: return (size_t)l->heads * l->ih * l->ih;
+    case DP_LAYER_MAXPOOL: return l->out_size; /* int32 arg */
+    case DP_LAYER_DROPOUT: return (l->out_size + 3) / 4; /* bytes */
+    default: return 0;
+    }
+}
+
+/* Scratch floats a node needs (conv GEMMs, ghost norms, attention backward) for B samples. */
+static size_t work_floats(const node *l, int B, size_t nt) {
+    size_t need = 0;
+    if (l->kind == DP_LAYER_CONV2D) {
+        size_t T = conv_T(l), D = conv_D(l);
+        need = nt * T * D;
+        if (nt * 2 * T * T > need) need = nt * 2 * T * T;
+        if ((size_t)l->oc * B * T > need) need = (size_t)l->oc * B * T;
+    } else if (l->kind == DP_LAYER_LINEAR && l->iseq) {
+        need = nt * 2 * (size_t)l->ih * l->ih;
+    } else if (l->kind == DP_LAYER_EMBEDDING) {
+        need = nt * (size_t)l->oc;
+    } else if (l->kind == DP_LAYER_ATTENTION) {
+        need = nt * DP_ATTN_BWD_WORK(l->ih, l->ic);
+    }
+    return need;
+}
+
+/* Bytes the activation buffers take for batch B (what ensure_capacity allocates). */
+static size_t buffer_bytes(const dp_model *m, int B, size_t nt) {
+    size_t bytes = 0, shared = 0, work = 0;
+    for (int i = 0; i < m->n; i++) {
+        const node *l = &m->L[i];
+        if (l->keep_out) bytes += sizeof(float) * (size_t)B * l->out_size;
+        size_t s = sizeof(float) * (size_t)B * saved_floats(l);
+        if (l->keep_saved) bytes += s;
+        else if (s > shared) shared = s;
+        size_t wf = work_floats(l, B, nt);
+        if (wf > work) work = wf;
+    }
+    bytes += shared + sizeof(float) * work;
+    bytes += sizeof(float) * (size_t)B * m->max_size * (size_t)(m->nfslots + m->ngslots + 1);
+    bytes += 2 * sizeof(double) * (size_t)B;
+    if (m->tokens) bytes += (sizeof(int32_t) + 1) * (size_t)B * m->in_size;
+    return bytes;
+}
+
+static void assign_saved(node *l, char *base, size_t B) {
+    size_t fl = B * saved_floats(l);
+    (void)fl;
+    switch (l->kind) {
+    case DP_LAYER_CONV2D: l->col = (float *)base; break;
+    case DP_LAYER_LAYERNORM:
+    case DP_LAYER_RMSNORM:
+    case DP_LAYER_GROUPNORM:
+        l->xhat = (float *)base;
+        l->rstd = (float *)base + B * l->out_size;
+        break;
+    case DP_LAYER_ATTENTION: l->P = (float *)base; break;
+    case DP_LAYER_MAXPOOL: l->arg = (int32_t *)base; break;
+    case DP_LAYER_DROPOUT: l->mask = (unsigned char *)base; break;
+    default: break;
+    }
+}
 
 static dp_status ensure_capacity(dp_model *m, int B) {
-    if (B <= m->cap) return DP_OK;
-    int nc = B;
-    size_t nt = (size_t)dp__max_threads();
-    size_t work = 0;
-    for (int i = 0; i < m->n; i++) {
-        layer *l = &m->L[i];
-        layer_free_buffers(l);
-        l->out = dp_alloc(sizeof(float) * (size_t)nc * l->out_size);
-        if (!l->out) return DP_ERR_NOMEM;
-        if (l->kind == DP_LAYER_CONV2D) {
-            size_t T = conv_T(l), D = conv_D(l);
-            l->col = dp_alloc(sizeof(float) * (size_t)nc * T * D);
-            if (!l->col) return DP_ERR_NOMEM;
-            size_t need = nt * T * D;
-            if (nt * 2 * T * T > need) need = nt * 2 * T * T;
-            if ((size_t)l->oc * nc * T > need) need = (size_t)l->oc * nc * T;
-            if (need > work) work = need;
-        }
-        if (l->kind == DP_LAYER_MAXPOOL && !(l->arg = dp_alloc(sizeof(int32_t) * (size_t)nc * l->out_size)))
-            return DP_ERR_NOMEM;
-        if (l->kind == DP_LAYER_DROPOUT && !(l->mask = dp_alloc((size_t)nc * l->out_size))) return DP_ERR_NOMEM;
+    if (!m->planned) {
+        free_buffers(m);
+        plan(m);
     }
-    dp_free(m->g0);
-    dp_free(m->g1);
-    dp_free(m->work);
-    dp_free(m->sq);
-    m->g0 = dp_alloc(sizeof(float) * (size_t)nc * m->max_size);
-    m->g1 = dp_alloc(sizeof(float) * (size_t)nc * m->max_size);
+    if (B <= m->cap) return DP_OK;
+    free_buffers(m);
+    const size_t nc = (size_t)B, nt = (size_t)dp__max_threads();
+    size_t shared = 0, work = 0;
+    for (int i = 0; i < m->n; i++) {
+        node *l = &m->L[i];
+        if (l->keep_out) {
+            if (!(l->own_out = dp_alloc(sizeof(float) * nc * l->out_size))) return DP_ERR_NOMEM;
+            l->out = l->own_out;
+        }
+        size_t s = sizeof(float) * nc * saved_floats(l);
+        if (s && l->keep_saved) {
+            if (!(l->own_saved = dp_alloc(s))) return DP_ERR_NOMEM;
+            assign_saved(l, (char *)l->own_saved, nc);
+        } else if (s > shared)
+            shared = s;
+        size_t wf = work_floats(l, B, nt);
+        if (wf > work) work = wf;
+    }
+    if (shared && !(m->shared_saved = dp_alloc(shared))) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->n; i++) {
+        node *l = &m->L[i];
+        if (!l->keep_saved && saved_floats(l)) assign_saved(l, (char *)m->shared_saved, nc);
+    }
+    size_t slot = sizeof(float) * nc * m->max_size;
+    m->fslots = dp_calloc((size_t)m->nfslots + 1, sizeof(float *));
+    m->gslots = dp_calloc((size_t)m->ngslots + 1, sizeof(float *));
+    if (!m->fslots || !m->gslots) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->nfslots; i++)
+        if (!(m->fslots[i] = dp_alloc(slot))) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->ngslots; i++)
+        if (!(m->gslots[i] = dp_alloc(slot))) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->n; i++)
+        if (!m->L[i].keep_out) m->L[i].out = m->fslots[m->L[i].fslot];
+    if (!(m->gacc = dp_alloc(slot))) return DP_ERR_NOMEM;
     m->work = work ? dp_alloc(sizeof(float) * work) : NULL;
     m->work_floats = work;
-    m->sq = dp_alloc(sizeof(double) * (size_t)nc);
-    if (!m->g0 || !m->g1 || (work && !m->work) || !m->sq) return DP_ERR_NOMEM;
-    m->cap = nc;
+    m->sq = dp_alloc(sizeof(double) * nc);
+    m->sq1 = dp_alloc(sizeof(double) * nc);
+    if ((work && !m->work) || !m->sq || !m->sq1) return DP_ERR_NOMEM;
+    if (m->tokens) {
+        m->ids = dp_alloc(sizeof(int32_t) * nc * m->in_size);
+        m->kvalid = dp_alloc(nc * m->in_size);
+        if (!m->ids || !m->kvalid) return DP_ERR_NOMEM;
+    }
+    m->cap = B;
     return DP_OK;
 }
 
 /* ---- forward ------------------------------------------------------------------------- */
 
-static const float *layer_input(const dp_model *m, int i) { return i == 0 ? m->x : m->L[i - 1].out; }
+static const float *input_of(const dp_model *m, const node *l, int j) {
+    return l->in[j] < 0 ? m->x : m->L[l->in[j]].out;
+}
 
 dp_status dp_model_forward(dp_model *m, const float *x, int B, int train, dp_rng *rng, const float **logits) {
     if (B < 0) return dp_fail(DP_ERR_INVALID, "forward: negative batch size %d", B);
     dp_status st = ensure_capacity(m, B > 0 ? B : 1);
     if (st != DP_OK) {
-        m->cap = 0; /* buffers are in an unknown state: rebuild on the next call */
+        free_buffers(m); /* buffers are in an unknown state: rebuild on the next call */
         return st;
     }
     m->x = x;
     m->fwd_B = B;
     m->fwd_train = train;
+    if (m->tokens) {
+        const size_t T = m->in_size;
+        const int V = m->L[0].vocab;
+        for (size_t i = 0; i < (size_t)B * T; i++) {
+            float v = x[i];
+            if (!(v >= -1.0f && v < (float)V) || v != floorf(v))
+                return dp_fail(DP_ERR_RANGE, "forward: token %zu of sample %zu is %g: ids must be integers in -1..%d (-1: padding)",
+                               i % T, i / T, (double)v, V - 1);
+            m->ids[i] = (int32_t)v;
+            m->kvalid[i] = v >= 0;
+        }
+    }
+    const unsigned char *kv = m->tokens ? m->kvalid : NULL;
     for (int i = 0; i < m->n; i++) {
-        layer *l = &m->L[i];
-        const float *in = layer_input(m, i);
+        node *l = &m->L[i];
+        const float *in = input_of(m, l, 0);
         size_t n = (size_t)B * l->out_size;
-        const float *w = m->params + l->w_off, *b = l->has_bias ? m->params + l->b_off : NULL;
+        const float *w = m->params + l->w_off, *b = l->nb ? m->params + l->b_off : NULL;
+        const int T = l->ih, F = l->ic, R = B * T;
         switch (l->kind) {
-        case DP_LAYER_LINEAR: dp__k_linear_fwd_f32(l->out, in, w, b, B, (int)l->in_size, l->oc); break;
+        case DP_LAYER_LINEAR: dp__k_linear_fwd_f32(l->out, in, w, b, B * seq_T(l), lin_d(l), l->oc); break;
         case DP_LAYER_CONV2D:
             dp__k_conv_fwd_f32(l->out, l->col, m->work, in, w, b, B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->oh, l->ow);
             break;
         case DP_LAYER_RELU: dp__k_relu_fwd_f32(l->out, in, n); break;
         case DP_LAYER_TANH: dp__k_tanh_fwd_f32(l->out, in, n); break;
+        case DP_LAYER_GELU: dp__k_gelu_fwd_f32(l->out, in, n); break;
         case DP_LAYER_MAXPOOL:
             dp__k_maxpool_fwd_f32(l->out, l->arg, in, B, l->ic, l->ih, l->iw, l->k, l->s, l->oh, l->ow);
             break;
@@ -514,6 +1174,24 @@ dp_status dp_model_forward(dp_model *m, const float *x, int B, int train, dp_rng
                 memcpy(l->out, in, sizeof(float) * n);
             }
             break;
+        case DP_LAYER_EMBEDDING: dp__k_embed_fwd_f32(l->out, m->ids, w, B, l->oh, l->oc); break;
+        case DP_LAYER_POSEMBED: dp__k_posemb_fwd_f32(l->out, in, w, B, T, F); break;
+        case DP_LAYER_LAYERNORM: dp__k_layernorm_fwd_f32(l->out, l->xhat, l->rstd, in, w, b, R, F, l->eps); break;
+        case DP_LAYER_RMSNORM: dp__k_rmsnorm_fwd_f32(l->out, l->xhat, l->rstd, in, w, R, F, l->eps); break;
+        case DP_LAYER_GROUPNORM:
+            dp__k_groupnorm_fwd_f32(l->out, l->xhat, l->rstd, in, w, b, B, l->ic, l->ih * l->iw, l->groups, l->eps);
+            break;
+        case DP_LAYER_ADD: {
+            const float *a2 = input_of(m, l, 1);
+#pragma omp parallel for schedule(static) if (n > 65536)
+            for (size_t j = 0; j < n; j++) l->out[j] = in[j] + a2[j];
+            break;
+        }
+        case DP_LAYER_ATTENTION:
+            dp__k_attn_fwd_f32(l->out, l->P, in, input_of(m, l, 1), input_of(m, l, 2), kv, B, T, F, l->heads);
+            break;
+        case DP_LAYER_MEANPOOL: dp__k_meanpool_fwd_f32(l->out, in, kv, B, T, F); break;
+        case DP_LAYER_FIRSTTOKEN: dp__k_firsttok_fwd_f32(l->out, in, B, T, F); break;
         case DP_LAYER_COUNT: break;
         }
     }
@@ -537,125 +1215,291 @@ dp_status dp_loss_mse(const float *logits, const float *t, int B, int K, float *
     return DP_OK;
 }
 
-/* ---- backward ------------------------------------------------------------------------ */
+/* ---- per-layer gradient operations -------------------------------------------------------- */
 
 enum { BWD_PARAM, BWD_NORMS, BWD_PS };
 
-static int first_trainable(const dp_model *m) {
-    for (int i = 0; i < m->n; i++)
-        if (has_params(&m->L[i]) && !m->L[i].frozen) return i;
-    return m->n;
-}
-
 dp_norm_method dp_model_norm_method(const dp_model *m, int i, dp_clip_mode mode, double *fg, double *fi) {
-    const layer *l = &m->L[i];
-    if (!has_params(l) || l->frozen) return DP_NORM_NONE;
-    double T = 1, d = (double)l->in_size, p = l->oc;
-    if (l->kind == DP_LAYER_CONV2D) {
-        T = (double)conv_T(l);
-        d = (double)conv_D(l);
+    const node *l = &m->L[i];
+    if (!trainable(l)) return DP_NORM_NONE;
+    double g = INFINITY, in = 2.0 * (double)(l->nw + l->nb) * seq_T(l);
+    if (l->kind == DP_LAYER_LINEAR || l->kind == DP_LAYER_CONV2D) {
+        double T = seq_T(l), d = lin_d(l), p = l->oc;
+        if (l->kind == DP_LAYER_CONV2D) {
+            T = (double)conv_T(l);
+            d = (double)conv_D(l);
+        }
+        g = 2 * T * T * (d + p);
+        in = 2 * T * d * p;
+    } else if (l->kind == DP_LAYER_EMBEDDING) {
+        double T = l->oh, d = l->oc;
+        g = T * T + 2 * T * d;
+        in = (double)l->nw + T * d;
     }
-    double g = 2 * T * T * (d + p), in = 2 * T * d * p;
     if (fg) *fg = g;
     if (fi) *fi = in;
     if (mode == DP_CLIP_GHOST && g <= in) return DP_NORM_GHOST;
     return DP_NORM_INSTANTIATE;
 }
 
-/* Per-sample gradients of layer l into ps (row stride `stride`, weight then bias). */
-static void layer_ps_grad(const dp_model *m, const layer *l, int i, float *ps, size_t stride, const float *dout, int B) {
-    if (l->kind == DP_LAYER_LINEAR)
-        dp__k_linear_ps_grad_f32(ps, stride, dout, layer_input(m, i), B, (int)l->in_size, l->oc, l->has_bias);
-    else
-        dp__k_conv_ps_grad_f32(ps, stride, dout, l->col, B, l->oc, (int)conv_T(l), (int)conv_D(l), l->has_bias);
+/* Per-sample gradients of node k for samples b0 .. b0+nb-1 into ps (row stride `stride`,
+ * weight then bias), from the output gradient rows dout (of those same samples). */
+static void node_ps_grad(const dp_model *m, const node *l, float *ps, size_t stride, const float *dout, int b0, int nb) {
+    const float *in = input_of(m, l, 0);
+    const size_t s0 = (size_t)b0;
+    switch (l->kind) {
+    case DP_LAYER_LINEAR:
+        if (l->iseq)
+            dp__k_seqlin_ps_grad_f32(ps, stride, dout, in + s0 * l->in_size, nb, l->ih, l->ic, l->oc, l->has_bias);
+        else
+            dp__k_linear_ps_grad_f32(ps, stride, dout, in + s0 * l->in_size, nb, (int)l->in_size, l->oc, l->has_bias);
+        break;
+    case DP_LAYER_CONV2D:
+        dp__k_conv_ps_grad_f32(ps, stride, dout, l->col + s0 * conv_T(l) * conv_D(l), nb, l->oc, (int)conv_T(l), (int)conv_D(l),
+                               l->has_bias);
+        break;
+    case DP_LAYER_EMBEDDING:
+        dp__k_embed_ps_grad_f32(ps, stride, dout, m->ids + s0 * m->in_size, nb, l->oh, l->oc, l->vocab);
+        break;
+    case DP_LAYER_POSEMBED:
+        for (int b = 0; b < nb; b++) memcpy(ps + (size_t)b * stride, dout + (size_t)b * l->out_size, sizeof(float) * l->out_size);
+        break;
+    case DP_LAYER_LAYERNORM:
+        dp__k_layernorm_ps_grad_f32(ps, stride, dout, l->xhat + s0 * l->out_size, nb, l->ih, l->ic);
+        break;
+    case DP_LAYER_RMSNORM: dp__k_rmsnorm_ps_grad_f32(ps, stride, dout, l->xhat + s0 * l->out_size, nb, l->ih, l->ic); break;
+    case DP_LAYER_GROUPNORM:
+        dp__k_groupnorm_ps_grad_f32(ps, stride, dout, l->xhat + s0 * l->out_size, nb, l->ic, l->ih * l->iw);
+        break;
+    default: break;
+    }
 }
 
-static dp_status layer_norms(dp_model *m, int i, dp_clip_mode mode, const float *dout, int B, double *sq) {
-    layer *l = &m->L[i];
-    if (dp_model_norm_method(m, i, mode, NULL, NULL) == DP_NORM_GHOST) {
-        if (l->kind == DP_LAYER_LINEAR)
-            dp__k_linear_ghost_sq_f32(sq, dout, layer_input(m, i), B, (int)l->in_size, l->oc, l->has_bias);
-        else
+/* Batched weight gradients: grad += sum_i dL_i/dtheta of node l. */
+static void node_bwd_param(dp_model *m, const node *l, const float *dout, int B) {
+    const float *in = input_of(m, l, 0);
+    float *gw = m->grad + l->w_off, *gb = l->nb ? m->grad + l->b_off : NULL;
+    switch (l->kind) {
+    case DP_LAYER_LINEAR: dp__k_linear_bwd_param_f32(gw, gb, dout, in, B * seq_T(l), lin_d(l), l->oc); break;
+    case DP_LAYER_CONV2D:
+        dp__k_conv_bwd_param_f32(gw, gb, m->work, dout, l->col, B, l->oc, (int)conv_T(l), (int)conv_D(l));
+        break;
+    case DP_LAYER_EMBEDDING: dp__k_embed_bwd_param_f32(gw, dout, m->ids, B, l->oh, l->oc); break;
+    case DP_LAYER_POSEMBED: dp__k_posemb_bwd_param_f32(gw, dout, B, l->ih, l->ic); break;
+    case DP_LAYER_LAYERNORM: dp__k_layernorm_bwd_param_f32(gw, gb, dout, l->xhat, B * l->ih, l->ic); break;
+    case DP_LAYER_RMSNORM: dp__k_rmsnorm_bwd_param_f32(gw, dout, l->xhat, B * l->ih, l->ic); break;
+    case DP_LAYER_GROUPNORM: dp__k_groupnorm_bwd_param_f32(gw, gb, dout, l->xhat, B, l->ic, l->ih * l->iw); break;
+    default: break;
+    }
+}
+
+/* Floats at most in one instantiation chunk (per-sample gradients of one layer). */
+#define INST_CHUNK_FLOATS ((size_t)16 << 20)
+
+static size_t inst_chunk(const node *l, int B) {
+    size_t pl = l->nw + l->nb, nt = (size_t)dp__max_threads();
+    size_t c = INST_CHUNK_FLOATS / (pl ? pl : 1);
+    if (c < nt) c = nt;
+    if (c > (size_t)B) c = (size_t)B;
+    return c;
+}
+
+/* sq[b] += this node's per-sample squared gradient norms. */
+static dp_status node_norms(dp_model *m, int k, dp_clip_mode mode, const float *dout, int B, double *sq) {
+    node *l = &m->L[k];
+    if (dp_model_norm_method(m, k, mode, NULL, NULL) == DP_NORM_GHOST) {
+        const float *in = input_of(m, l, 0);
+        if (l->kind == DP_LAYER_LINEAR && l->iseq)
+            dp__k_seqlin_ghost_sq_f32(sq, m->work, dout, in, B, l->ih, l->ic, l->oc, l->has_bias);
+        else if (l->kind == DP_LAYER_LINEAR)
+            dp__k_linear_ghost_sq_f32(sq, dout, in, B, (int)l->in_size, l->oc, l->has_bias);
+        else if (l->kind == DP_LAYER_CONV2D)
             dp__k_conv_ghost_sq_f32(sq, m->work, dout, l->col, B, l->oc, (int)conv_T(l), (int)conv_D(l), l->has_bias);
+        else
+            dp__k_embed_ghost_sq_f32(sq, m->work, dout, m->ids, B, l->oh, l->oc);
         return DP_OK;
     }
-    /* fast gradient clipping: instantiate this layer's per-sample gradients, norm, free */
-    size_t pl = l->nw + l->nb;
-    float *ps = dp_alloc(sizeof(float) * (size_t)B * pl);
+    /* fast gradient clipping: instantiate this layer's per-sample gradients (in chunks of
+     * samples), take their norms, free them */
+    size_t pl = l->nw + l->nb, chunk = inst_chunk(l, B);
+    float *ps = dp_alloc(sizeof(float) * chunk * pl);
     if (!ps) return DP_ERR_NOMEM;
-    layer_ps_grad(m, l, i, ps, pl, dout, B);
+    for (int b0 = 0; b0 < B; b0 += (int)chunk) {
+        int nb = B - b0 < (int)chunk ? B - b0 : (int)chunk;
+        node_ps_grad(m, l, ps, pl, dout + (size_t)b0 * l->out_size, b0, nb);
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        double acc = 0;
-        const float *g = ps + (size_t)b * pl;
-        for (size_t j = 0; j < pl; j++) acc += (double)g[j] * g[j];
-        sq[b] += acc;
+        for (int b = 0; b < nb; b++) {
+            double acc = 0;
+            const float *g = ps + (size_t)b * pl;
+            for (size_t j = 0; j < pl; j++) acc += (double)g[j] * g[j];
+            sq[b0 + b] += acc;
+        }
     }
     dp_free(ps);
     return DP_OK;
 }
 
-/* Backward through the whole model from dlogits (rows optionally scaled by scale[i]). */
+/* Where node j's input gradient goes: its slot if nothing wrote it yet in this backward,
+ * else the accumulation buffer (added by grad_done). */
+static float *grad_dst(dp_model *m, int j) { return m->gw[j] ? m->gacc : m->gslots[m->L[j].gslot]; }
+static void grad_done(dp_model *m, int j, int B) {
+    const node *l = &m->L[j];
+    if (m->gw[j]) {
+        float *g = m->gslots[l->gslot];
+        size_t n = (size_t)B * l->out_size;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t q = 0; q < n; q++) g[q] += m->gacc[q];
+    }
+    m->gw[j] = 1;
+}
+
+static int needs(const dp_model *m, const node *l, int j) { return l->in[j] >= 0 && m->L[l->in[j]].need_grad; }
+
+/* Input gradients of node l from its output gradient g. */
+static dp_status node_bwd_input(dp_model *m, const node *l, const float *g, int B) {
+    const float *w = m->params + l->w_off;
+    const int T = l->ih, F = l->ic;
+    const size_t n = (size_t)B * l->in_size;
+    if (l->kind == DP_LAYER_ADD) {
+        for (int j = 0; j < 2; j++) {
+            if (!needs(m, l, j)) continue;
+            int s = l->in[j];
+            float *dst = m->gslots[m->L[s].gslot];
+            if (m->gw[s]) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+                for (size_t q = 0; q < n; q++) dst[q] += g[q];
+            } else
+                memcpy(dst, g, sizeof(float) * n);
+            m->gw[s] = 1;
+        }
+        return DP_OK;
+    }
+    if (l->kind == DP_LAYER_ATTENTION) {
+        float *d3[3];
+        for (int j = 0; j < 3; j++) {
+            int s = l->in[j];
+            if (s < 0 || !m->L[s].need_grad || m->gw[s])
+                return dp_fail(DP_ERR_INVALID, "backward: attention inputs must be distinct trainable-path nodes read only by it");
+            d3[j] = m->gslots[m->L[s].gslot];
+        }
+        dp__k_attn_bwd_f32(d3[0], d3[1], d3[2], m->work, g, l->P, input_of(m, l, 0), input_of(m, l, 1), input_of(m, l, 2), B, T,
+                           F, l->heads);
+        for (int j = 0; j < 3; j++) m->gw[l->in[j]] = 1;
+        return DP_OK;
+    }
+    if (!needs(m, l, 0)) return DP_OK;
+    int src = l->in[0];
+    float *din = grad_dst(m, src);
+    const float *in = input_of(m, l, 0);
+    switch (l->kind) {
+    case DP_LAYER_LINEAR: dp__k_linear_bwd_input_f32(din, g, w, B * seq_T(l), lin_d(l), l->oc); break;
+    case DP_LAYER_CONV2D:
+        dp__k_conv_bwd_input_f32(din, m->work, g, w, B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->oh, l->ow);
+        break;
+    case DP_LAYER_RELU: dp__k_relu_bwd_f32(din, g, l->out, n); break;
+    case DP_LAYER_TANH: dp__k_tanh_bwd_f32(din, g, l->out, n); break;
+    case DP_LAYER_GELU: dp__k_gelu_bwd_f32(din, g, in, n); break;
+    case DP_LAYER_MAXPOOL: dp__k_maxpool_bwd_f32(din, g, l->arg, B, l->ic, l->ih, l->iw, l->oh, l->ow); break;
+    case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f32(din, g, B, l->ic, l->ih, l->iw, l->k, l->s, l->oh, l->ow); break;
+    case DP_LAYER_FLATTEN:
+    case DP_LAYER_POSEMBED: memcpy(din, g, sizeof(float) * n); break;
+    case DP_LAYER_DROPOUT: dp__k_dropout_bwd_f32(din, g, l->mask, l->p > 0 ? 1.0f / (1.0f - l->p) : 1.0f, n); break;
+    case DP_LAYER_LAYERNORM: dp__k_layernorm_bwd_input_f32(din, g, l->xhat, l->rstd, w, B * T, F); break;
+    case DP_LAYER_RMSNORM: dp__k_rmsnorm_bwd_input_f32(din, g, l->xhat, l->rstd, w, B * T, F); break;
+    case DP_LAYER_GROUPNORM:
+        dp__k_groupnorm_bwd_input_f32(din, g, l->xhat, l->rstd, w, B, l->ic, l->ih * l->iw, l->groups);
+        break;
+    case DP_LAYER_MEANPOOL: dp__k_meanpool_bwd_f32(din, g, m->tokens ? m->kvalid : NULL, B, T, F); break;
+    case DP_LAYER_FIRSTTOKEN: dp__k_firsttok_bwd_f32(din, g, B, T, F); break;
+    default: break;
+    }
+    grad_done(m, src, B);
+    return DP_OK;
+}
+
+/* Backward through the graph from dlogits (rows optionally scaled by scale[i]). what:
+ * BWD_PARAM accumulates weight gradients, BWD_NORMS adds per-sample squared norms into sq
+ * (and, when sq_layers is given, into its column per node: sq_layers[b * n + k]), BWD_PS
+ * writes per-sample gradients into ps [B, np]. */
 static dp_status backward(dp_model *m, const float *dlogits, const float *scale, int B, int what, dp_clip_mode mode,
-                          float *ps, double *sq) {
+                          float *ps, double *sq, double *sq_layers) {
     if (B == 0) return DP_OK;
-    if (B != m->fwd_B || !m->fwd_train)
-        return dp_fail(DP_ERR_INVALID, "backward: needs a training forward of the same batch (%d samples, got %d)", m->fwd_B, B);
-    const int stop = first_trainable(m);
-    float *cur = m->g0, *nxt = m->g1;
-    size_t K = m->L[m->n - 1].out_size;
+    if (B != m->fwd_B || !m->fwd_train || !m->planned)
+        return dp_fail(DP_ERR_INVALID, "backward: needs a training forward of the same batch (forward had %d samples, "
+                       "backward %d; freezing layers also needs a new forward)", m->fwd_B, B);
+    memset(m->gw, 0, (size_t)m->n);
+    const int top = m->n - 1;
+    float *cur = m->gslots[m->L[top].gslot];
+    size_t K = m->L[top].out_size;
     for (int b = 0; b < B; b++) {
         float s = scale ? scale[b] : 1.0f;
         for (size_t j = 0; j < K; j++) cur[(size_t)b * K + j] = s == 0.0f ? 0.0f : dlogits[(size_t)b * K + j] * s;
     }
-    for (int i = m->n - 1; i >= stop; i--) {
-        layer *l = &m->L[i];
-        const float *in = layer_input(m, i);
-        const float *w = m->params + l->w_off;
-        if (has_params(l) && !l->frozen) {
-            if (what == BWD_PARAM) {
-                float *gb = l->has_bias ? m->grad + l->b_off : NULL;
-                if (l->kind == DP_LAYER_LINEAR)
-                    dp__k_linear_bwd_param_f32(m->grad + l->w_off, gb, cur, in, B, (int)l->in_size, l->oc);
-                else
-                    dp__k_conv_bwd_param_f32(m->grad + l->w_off, gb, m->work, cur, l->col, B, l->oc, (int)conv_T(l),
-                                             (int)conv_D(l));
-            } else if (what == BWD_NORMS) {
-                dp_status st = layer_norms(m, i, mode, cur, B, sq);
+    m->gw[top] = 1;
+    for (int k = top; k >= 0; k--) {
+        node *l = &m->L[k];
+        if (!l->need_grad) continue;
+        float *g = m->gslots[l->gslot];
+        if (!m->gw[k]) { /* no path to the output: its gradient is zero */
+            memset(g, 0, sizeof(float) * (size_t)B * l->out_size);
+            m->gw[k] = 1;
+        }
+        if (trainable(l)) {
+            if (what == BWD_PARAM)
+                node_bwd_param(m, l, g, B);
+            else if (what == BWD_PS)
+                node_ps_grad(m, l, ps + l->w_off, m->np, g, 0, B);
+            else if (sq_layers) {
+                memset(m->sq1, 0, sizeof(double) * (size_t)B);
+                dp_status st = node_norms(m, k, mode, g, B, m->sq1);
                 if (st != DP_OK) return st;
+                for (int b = 0; b < B; b++) {
+                    sq[b] += m->sq1[b];
+                    sq_layers[(size_t)b * m->n + k] = m->sq1[b];
+                }
             } else {
-                layer_ps_grad(m, l, i, ps + l->w_off, m->np, cur, B);
+                dp_status st = node_norms(m, k, mode, g, B, sq);
+                if (st != DP_OK) return st;
             }
         }
-        if (i == stop) break; /* nothing trainable below: no input gradient needed */
-        size_t n = (size_t)B * l->in_size;
-        switch (l->kind) {
-        case DP_LAYER_LINEAR: dp__k_linear_bwd_input_f32(nxt, cur, w, B, (int)l->in_size, l->oc); break;
-        case DP_LAYER_CONV2D:
-            dp__k_conv_bwd_input_f32(nxt, m->work, cur, w, B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->oh, l->ow);
-            break;
-        case DP_LAYER_RELU: dp__k_relu_bwd_f32(nxt, cur, l->out, n); break;
-        case DP_LAYER_TANH: dp__k_tanh_bwd_f32(nxt, cur, l->out, n); break;
-        case DP_LAYER_MAXPOOL: dp__k_maxpool_bwd_f32(nxt, cur, l->arg, B, l->ic, l->ih, l->iw, l->oh, l->ow); break;
-        case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f32(nxt, cur, B, l->ic, l->ih, l->iw, l->k, l->s, l->oh, l->ow); break;
-        case DP_LAYER_FLATTEN: memcpy(nxt, cur, sizeof(float) * n); break;
-        case DP_LAYER_DROPOUT: dp__k_dropout_bwd_f32(nxt, cur, l->mask, l->p > 0 ? 1.0f / (1.0f - l->p) : 1.0f, n); break;
-        case DP_LAYER_COUNT: break;
-        }
-        float *t = cur;
-        cur = nxt;
-        nxt = t;
+        dp_status st = node_bwd_input(m, l, g, B);
+        if (st != DP_OK) return st;
     }
     return DP_OK;
 }
 
 dp_status dp_model_backward(dp_model *m, const float *dlogits, int B) {
-    return backward(m, dlogits, NULL, B, BWD_PARAM, DP_CLIP_VANILLA, NULL, NULL);
+    return backward(m, dlogits, NULL, B, BWD_PARAM, DP_CLIP_VANILLA, NULL, NULL, NULL);
 }
 
 dp_status dp_model_per_sample_grads(dp_model *m, const float *dlogits, int B, float *ps) {
     memset(ps, 0, sizeof(float) * (size_t)B * m->np);
-    return backward(m, dlogits, NULL, B, BWD_PS, DP_CLIP_VANILLA, ps, NULL);
+    return backward(m, dlogits, NULL, B, BWD_PS, DP_CLIP_VANILLA, ps, NULL, NULL);
+}
+
+dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *dlogits, int B, double *sq_layers) {
+    if ((int)mode < 0 || mode >= DP_CLIP_COUNT) return dp_fail(DP_ERR_INVALID, "clipping mode %d unknown", (int)mode);
+    if (B == 0) return DP_OK;
+    memset(sq_layers, 0, sizeof(double) * (size_t)B * m->n);
+    memset(m->sq, 0, sizeof(double) * (size_t)B);
+    if (mode != DP_CLIP_VANILLA) return backward(m, dlogits, NULL, B, BWD_NORMS, mode, NULL, m->sq, sq_layers);
+    float *ps = dp_alloc(sizeof(float) * (size_t)B * m->np);
+    if (!ps) return DP_ERR_NOMEM;
+    dp_status st = dp_model_per_sample_grads(m, dlogits, B, ps);
+    if (st == DP_OK)
+        for (int k = 0; k < m->n; k++) {
+            const node *l = &m->L[k];
+            if (!trainable(l)) continue;
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < B; b++) {
+                double acc = 0;
+                const float *g = ps + (size_t)b * m->np + l->w_off;
+                for (size_t j = 0; j < l->nw + l->nb; j++) acc += (double)g[j] * g[j];
+                sq_layers[(size_t)b * m->n + k] = acc;
+            }
+        }
+    dp_free(ps);
+    return st;
 }
 
 /* R_i from squared norms; non-finite norms get R_i = 0 */
@@ -705,20 +1549,20 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
                 sq[b] = acc;
             }
             bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
+            dp_mem_stage("backward 2");
             /* grad += ps^T R in one GEMV; rows of samples with R = 0 are zeroed first, since a
              * non-finite row times 0 would still poison the sum */
-            dp_mem_stage("backward 2");
             for (int b = 0; b < B; b++)
                 if (R[b] == 0.0f) memset(ps + (size_t)b * m->np, 0, sizeof(float) * m->np);
             cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)m->np, 1.0f, ps, (int)m->np, R, 1, 1.0f, m->grad, 1);
         }
         dp_free(ps);
     } else {
-        st = backward(m, dlogits, NULL, B, BWD_NORMS, cp->mode, NULL, sq);
+        st = backward(m, dlogits, NULL, B, BWD_NORMS, cp->mode, NULL, sq, NULL);
         if (st == DP_OK) {
             bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
             dp_mem_stage("backward 2");
-            st = backward(m, dlogits, R, B, BWD_PARAM, cp->mode, NULL, NULL);
+            st = backward(m, dlogits, R, B, BWD_PARAM, cp->mode, NULL, NULL, NULL);
         }
     }
     if (st == DP_OK) {
@@ -727,4 +1571,28 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
     }
     dp_free(R);
     return st;
+}
+
+/* ---- memory estimates ------------------------------------------------------------------ */
+
+size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp) {
+    if (!m->planned) {
+        free_buffers(m);
+        plan(m);
+    }
+    if (B < 1) B = 1;
+    size_t nt = (size_t)dp__max_threads();
+    size_t bytes = buffer_bytes(m, B, nt);
+    if (no_dp) return bytes;
+    size_t extra = 0;
+    if (mode == DP_CLIP_VANILLA)
+        extra = sizeof(float) * (size_t)B * m->np;
+    else
+        for (int k = 0; k < m->n; k++)
+            if (dp_model_norm_method(m, k, mode, NULL, NULL) == DP_NORM_INSTANTIATE) {
+                const node *l = &m->L[k];
+                size_t e = sizeof(float) * inst_chunk(l, B) * (l->nw + l->nb);
+                if (e > extra) extra = e;
+            }
+    return bytes + extra + sizeof(float) * (size_t)B;
 }

@@ -8,74 +8,19 @@
 
 /* ---- model weights ---------------------------------------------------------------------- */
 
-/* PyTorch shapes of the model's tensors, from the layer table and output shapes (read from
- * dp_model_describe, the one public place that has them). */
+/* The model's tensors with their PyTorch shapes (dp_model_tensor_shape). */
 dp_status dp_model_st_tensors(dp_model *m, dp_st_tensor *out) {
-    int L = dp_model_num_layers(m);
-    size_t cap = 160 * (size_t)(L + 2) + 256;
-    char *desc = malloc(cap);
-    int(*osh)[3] = malloc(sizeof(int[3]) * (size_t)(L + 1));
-    if (!desc || !osh) {
-        free(desc);
-        free(osh);
-        return dp_fail(DP_ERR_NOMEM, "model tensors: out of memory");
-    }
-    dp_model_describe(m, desc, cap);
-    const char *p = desc;
-    dp_status st = DP_OK;
-    if (sscanf(p, "input %dx%dx%d", &osh[0][0], &osh[0][1], &osh[0][2]) != 3) st = DP_ERR_INVALID;
-    for (int i = 0; i < L && st == DP_OK; i++) {
-        p = strchr(p, '\n');
-        const char *arrow = p ? strstr(p, "-> ") : NULL;
-        if (!arrow || sscanf(arrow, "-> %dx%dx%d", &osh[i + 1][0], &osh[i + 1][1], &osh[i + 1][2]) != 3)
-            st = DP_ERR_INVALID;
-        else
-            p++;
-    }
-    free(desc);
-    if (st != DP_OK) {
-        free(osh);
-        return dp_fail(DP_ERR_INVALID, "model tensors: cannot read the layer shapes");
-    }
     int nt = dp_model_num_tensors(m);
     for (int t = 0; t < nt; t++) {
         const char *name;
         float *data;
-        size_t count;
-        dp_model_tensor(m, t, &name, &data, &count);
-        int li = atoi(name);
-        const char *dot = strchr(name, '.');
+        dp_model_tensor(m, t, &name, &data, NULL);
         dp_st_tensor *o = &out[t];
         o->name = name;
         o->dtype = DP_ST_F32;
         o->data = data;
-        int64_t outc = osh[li + 1][0], inc = osh[li][0];
-        int64_t in_all = (int64_t)osh[li][0] * osh[li][1] * osh[li][2];
-        if (dot && !strcmp(dot, ".bias")) {
-            o->ndim = 1;
-            o->shape[0] = (int64_t)count;
-        } else if (dp_model_layer_kind(m, li) == DP_LAYER_LINEAR && (int64_t)count == outc * in_all) {
-            o->ndim = 2;
-            o->shape[0] = outc;
-            o->shape[1] = in_all;
-        } else if (dp_model_layer_kind(m, li) == DP_LAYER_CONV2D && outc * inc > 0 &&
-                   (int64_t)count % (outc * inc) == 0) {
-            int64_t kk = (int64_t)count / (outc * inc), k = 1;
-            while (k * k < kk) k++;
-            o->ndim = 4;
-            o->shape[0] = outc;
-            o->shape[1] = inc;
-            o->shape[2] = o->shape[3] = k;
-            if (k * k != kk) {
-                o->ndim = 1;
-                o->shape[0] = (int64_t)count;
-            }
-        } else {
-            o->ndim = 1;
-            o->shape[0] = (int64_t)count;
-        }
+        o->ndim = dp_model_tensor_shape(m, t, o->shape);
     }
-    free(osh);
     return DP_OK;
 }
 

@@ -25,6 +25,8 @@ static const ref_case CASES[] = {
     {"mlp_f64", "linear(128) relu linear(10)", 1, 1, 784},
     {"cnn_f64", "conv2d(16,8,s2,p3) relu maxpool(2,1) conv2d(32,4,s2) relu maxpool(2,1) flatten linear(32) relu linear(10)",
      1, 28, 28},
+    {"seq", "embedding(100,32)@emb layernorm@ln linear(32)@proj meanpool linear(4)@head", 1, 1, 12},
+    {"seq_f64", "embedding(100,32)@emb layernorm@ln linear(32)@proj meanpool linear(4)@head", 1, 1, 12},
 };
 
 /* What case.json tells us. */

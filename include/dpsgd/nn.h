@@ -5,12 +5,21 @@
  * another of the same size. Activations for a batch are kept inside the model (grown on
  * demand, through the tracked allocator) between dp_model_forward and the backward calls.
  *
- * Spec grammar (layers separated by spaces; the input shape is given separately):
+ * Spec grammar (layers separated by spaces; the input shape is given separately; any layer may
+ * carry a module name as a suffix "@name", used in its parameter names):
  *   linear(OUT[,nobias])            fully connected; flattens its input
  *   conv2d(OUT,K[,sS][,pP][,nobias]) 2-D convolution, square kernel K, stride S (1), padding P (0)
  *   relu  tanh  flatten
  *   maxpool(K[,S])  avgpool(K[,S])  pooling, stride S (default K), no padding
  *   dropout(P)                      drop probability P in [0,1)
+ *   groupnorm(G)                    GroupNorm over G groups of channels (affine per channel)
+ *   gelu                            GELU (exact, erf)
+ *   embedding(V,D)                  first layer only: the input (c*h*w values) is T token ids
+ *                                   (integers in -1..V-1, -1 = padding), output T x D
+ *   posembed                        adds a learned positional embedding [T, D]
+ *   layernorm([EPS])  rmsnorm([EPS]) over the features of each token (EPS 1e-5)
+ *   meanpool  firsttoken            sequence -> vector: mean over real tokens / first token
+ * On a sequence input linear(OUT) acts on every token ([T, D] -> [T, OUT]).
  * Example (the default CNN): "conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh
  *   maxpool(2,1) flatten linear(32) tanh linear(10)".
  * Layers are numbered from 0 in spec order; parameter names follow PyTorch's nn.Sequential:
@@ -32,7 +41,17 @@ extern "C" {
     X(DP_LAYER_MAXPOOL, "maxpool")                                                            \
     X(DP_LAYER_AVGPOOL, "avgpool")                                                            \
     X(DP_LAYER_FLATTEN, "flatten")                                                            \
-    X(DP_LAYER_DROPOUT, "dropout")
+    X(DP_LAYER_DROPOUT, "dropout")                                                            \
+    X(DP_LAYER_EMBEDDING, "embedding")                                                        \
+    X(DP_LAYER_POSEMBED, "posembed")                                                          \
+    X(DP_LAYER_LAYERNORM, "layernorm")                                                        \
+    X(DP_LAYER_RMSNORM, "rmsnorm")                                                            \
+    X(DP_LAYER_GROUPNORM, "groupnorm")                                                        \
+    X(DP_LAYER_GELU, "gelu")                                                                  \
+    X(DP_LAYER_ADD, "add")                                                                    \
+    X(DP_LAYER_ATTENTION, "attention")                                                        \
+    X(DP_LAYER_MEANPOOL, "meanpool")                                                          \
+    X(DP_LAYER_FIRSTTOKEN, "firsttoken")
 
 typedef enum {
 #define DP__ENUM(name, text) name,
@@ -70,6 +89,30 @@ dp_status dp_model_create(const char *spec, int c, int h, int w, dp_model **out)
 dp_status dp_model_create_named(const char *name_or_spec, int c, int h, int w, int n_classes, dp_model **out);
 /* The spec string of a built-in name (NULL if not built-in). */
 const char *dp_model_builtin_spec(const char *name);
+
+/* A BERT-like encoder classifier for token ids (forward input: [B, seq_len] ids as floats,
+ * -1 = padding). Nodes: word embedding + learned positional embedding (+ LayerNorm when
+ * post-norm), `layers` encoder blocks (separate query/key/value Linears, multi-head attention
+ * with padding masks, output projection, residual, LayerNorm, feed-forward Linear-GELU/ReLU-
+ * Linear, residual, LayerNorm; pre-norm moves each LayerNorm before its sub-block and adds a
+ * final one), pooling (first token or mean over real tokens), pooler Linear + tanh, classifier.
+ * Parameter names follow Hugging Face's BertForSequenceClassification ("bert.encoder.layer.0.
+ * attention.self.query.weight", "bert.pooler.dense.weight", "classifier.weight"); BERT's
+ * initialisation (weights N(0, 0.02), biases 0, LayerNorm 1/0, eps 1e-12). */
+enum { DP_POOL_FIRST = 0, DP_POOL_MEAN = 1 };
+typedef struct {
+    int vocab, seq_len, width, heads, layers;
+    int ffn;          /* feed-forward width; 0 = 4 * width */
+    int n_classes;
+    int pre_norm;     /* 0: post-norm (BERT), 1: pre-norm */
+    int gelu;         /* 1: GELU feed-forward, 0: ReLU */
+    int pool;         /* DP_POOL_FIRST or DP_POOL_MEAN */
+    float dropout;    /* hidden dropout probability */
+    int train_last;   /* >= 0: train only the last k blocks, the pooler and the classifier */
+} dp_transformer_params;
+dp_transformer_params dp_transformer_default_params(void);
+dp_status dp_model_create_transformer(const dp_transformer_params *p, dp_model **out);
+
 void dp_model_destroy(dp_model *m);
 
 /* PyTorch default initialisation (kaiming-uniform weights, bias U(-1/sqrt(fan_in), ..)). */
@@ -88,6 +131,18 @@ size_t dp_model_input_size(const dp_model *m); /* c*h*w */
 /* Layer i: kind, parameter offset and count (0 for parameter-free layers). */
 dp_layer_kind dp_model_layer_kind(const dp_model *m, int i);
 size_t dp_model_layer_params(const dp_model *m, int i, size_t *offset);
+/* Layer i's module name ("3" in spec models, "bert.encoder.layer.0.attention.self.query" in
+ * transformers; with the spec suffix "@name", that name) and whether it is frozen. */
+const char *dp_model_layer_name(const dp_model *m, int i);
+int dp_model_layer_frozen(const dp_model *m, int i);
+/* Token models: the input is token ids (the first layer is an embedding) and its vocabulary. */
+int dp_model_input_is_tokens(const dp_model *m);
+int dp_model_vocab(const dp_model *m);
+/* Freeze (or unfreeze) every layer with parameters whose name is `prefix` or starts with
+ * "prefix." (or with prefix when it ends in '.'); *count (optional) gets how many. Refused,
+ * changing nothing, when no layer matches or nothing would remain trainable. A forward must
+ * follow before the next backward (buffers are re-planned). */
+dp_status dp_model_set_frozen_prefix(dp_model *m, const char *prefix, int frozen, int *count);
 /* Freeze (or unfreeze) the parameters of layer i: they take no part in clipping, noise or the
  * optimizer step. */
 dp_status dp_model_set_frozen(dp_model *m, int layer, int frozen);
@@ -95,6 +150,9 @@ dp_status dp_model_set_frozen(dp_model *m, int layer, int frozen);
 int dp_model_num_tensors(const dp_model *m);
 dp_status dp_model_tensor(dp_model *m, int t, const char **name, float **data, size_t *count);
 dp_status dp_model_find_tensor(dp_model *m, const char *name, float **data, size_t *count);
+/* PyTorch shape of tensor t (Linear [out, in], Conv2d [out, in, k, k], Embedding [vocab, dim],
+ * positional [T, dim], norms and biases [n]); returns the number of dimensions (0: no tensor). */
+int dp_model_tensor_shape(const dp_model *m, int t, int64_t shape[4]);
 /* A readable description: one line per layer with output shape and parameter count. */
 void dp_model_describe(const dp_model *m, char *buf, size_t cap);
 
@@ -130,6 +188,17 @@ dp_clip_params dp_clip_default_params(void); /* ghost, C = 1 */
  * pass, or vanilla's weighted sum). */
 dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B,
                                 float *norms, float *factors, int *n_nonfinite);
+
+/* Per-layer per-sample squared gradient norms of a forwarded batch, in a mode (every mode
+ * gives the same numbers up to rounding): sq_layers[b * num_layers + i] (0 for layers without
+ * trainable parameters). Accumulates no gradient. */
+dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *dlogits, int B, double *sq_layers);
+
+/* Estimated tracked bytes the engine allocates for a step of B samples beyond the parameter,
+ * gradient and optimizer blocks: activation and gradient buffers, scratch, and what the mode
+ * adds (vanilla: B per-sample gradients; fast/ghost: the largest instantiated layer chunk).
+ * no_dp != 0: a non-private step (forward + backward only). */
+size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp);
 
 /* The method the engine uses for layer i in a mode, and its estimated FLOPs for B samples. */
 dp_norm_method dp_model_norm_method(const dp_model *m, int layer, dp_clip_mode mode, double *flops_ghost,
