@@ -160,7 +160,7 @@ static dp_status run_step(int mode, mode_run *r, const float *x, const int32_t *
         dp_mem_stage("backward");
         st = dp_model_backward(m, dz, B);
     } else {
-        dp_clip_params cp = {clip_of[mode], CLIP_C};
+        dp_clip_params cp = {clip_of[mode], CLIP_C, 0};
         int bad = 0;
         dp_mem_stage("clip");
         st = dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, &bad);

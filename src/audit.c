@@ -395,7 +395,7 @@ dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *
                     st = dp_fail(DP_ERR_NONFINITE, "audit step %ld: %s (lower --lr?)", step + 1, dp_last_error());
                 goto done;
             }
-            dp_clip_params cp = {p->clipping, C};
+            dp_clip_params cp = {p->clipping, C, 0};
             int bad = 0;
             if ((st = dp_model_clipped_grad(model, &cp, dz, B, NULL, NULL, &bad)) != DP_OK) goto done;
         }

@@ -60,7 +60,7 @@ dp_status dp_clip_mode_parse(const char *s, dp_clip_mode *out) {
 }
 
 dp_clip_params dp_clip_default_params(void) {
-    dp_clip_params p = {DP_CLIP_GHOST, 1.0};
+    dp_clip_params p = {DP_CLIP_AUTO, 1.0, 0};
     return p;
 }
 
@@ -82,6 +82,8 @@ typedef struct {
     char name[NAME_LEN];
     /* plan */
     int need_grad, keep_out, keep_saved, fslot, gslot, last_use;
+    int cm;              /* dp_sum_method in bk/auto steps */
+    float *keep;         /* kept G or per-sample gradients during a bk/auto step */
     /* buffers: own_* are owned; out/col/xhat/rstd/P/arg/mask point at own or shared memory */
     float *own_out, *own_saved;
     float *out, *col, *xhat, *rstd, *P;
@@ -112,6 +114,8 @@ struct dp_model {
     float *work;      /* scratch for conv, ghost norms, attention */
     size_t work_floats;
     double *sq, *sq1; /* [cap] */
+    int keeping;      /* backward pass 1 of a bk/auto step: fill the nodes' keep buffers */
+    int pass2_low;    /* >= 0: a second pass for the DP_SUM_SECOND_PASS nodes, down to this one */
     int ntensors;
     char (*tnames)[NAME_LEN + 8];
     size_t *toff, *tcount;
@@ -175,6 +179,7 @@ static dp_model *model_new(int c, int h, int w) {
     m->h = h;
     m->w = w;
     m->in_size = m->max_size = (size_t)c * h * w;
+    m->pass2_low = -1;
     return m;
 }
 
@@ -1238,7 +1243,7 @@ dp_norm_method dp_model_norm_method(const dp_model *m, int i, dp_clip_mode mode,
     }
     if (fg) *fg = g;
     if (fi) *fi = in;
-    if (mode == DP_CLIP_GHOST && g <= in) return DP_NORM_GHOST;
+    if (mode != DP_CLIP_FAST && mode != DP_CLIP_VANILLA && g <= in) return DP_NORM_GHOST;
     return DP_NORM_INSTANTIATE;
 }
 
@@ -1445,9 +1450,23 @@ static dp_status backward(dp_model *m, const float *dlogits, const float *scale,
             m->gw[k] = 1;
         }
         if (trainable(l)) {
-            if (what == BWD_PARAM)
+            if (what == BWD_PARAM && m->pass2_low >= 0) {
+                if (l->cm == DP_SUM_SECOND_PASS) node_bwd_param(m, l, g, B);
+                if (k == m->pass2_low) break; /* nothing below needs this pass */
+            } else if (what == BWD_PARAM)
                 node_bwd_param(m, l, g, B);
-            else if (what == BWD_PS)
+            else if (m->keeping && l->cm == DP_SUM_KEEP_PS) {
+                /* per-sample gradients, kept whole; the norms come from them */
+                size_t pl = l->nw + l->nb;
+                node_ps_grad(m, l, l->keep, pl, g, 0, B);
+#pragma omp parallel for schedule(static)
+                for (int b = 0; b < B; b++) {
+                    double acc = 0;
+                    const float *q = l->keep + (size_t)b * pl;
+                    for (size_t j = 0; j < pl; j++) acc += (double)q[j] * q[j];
+                    sq[b] += acc;
+                }
+            }             else if (what == BWD_PS)
                 node_ps_grad(m, l, ps + l->w_off, m->np, g, 0, B);
             else if (sq_layers) {
                 memset(m->sq1, 0, sizeof(double) * (size_t)B);
@@ -1461,6 +1480,8 @@ static dp_status backward(dp_model *m, const float *dlogits, const float *scale,
                 dp_status st = node_norms(m, k, mode, g, B, sq);
                 if (st != DP_OK) return st;
             }
+            if (what == BWD_NORMS && m->keeping && l->cm == DP_SUM_KEEP_GRAD)
+                memcpy(l->keep, g, sizeof(float) * (size_t)B * l->out_size);
         }
         dp_status st = node_bwd_input(m, l, g, B);
         if (st != DP_OK) return st;
@@ -1519,6 +1540,168 @@ static int clip_factors(const double *sq, int B, double C, float *R, float *norm
     return bad;
 }
 
+/* ---- book-keeping and the automatic plan ------------------------------------------------- */
+
+static size_t keep_bytes(const node *l, int cm, int B) {
+    if (cm == DP_SUM_KEEP_GRAD) return sizeof(float) * (size_t)B * l->out_size;
+    if (cm == DP_SUM_KEEP_PS) return sizeof(float) * (size_t)B * (l->nw + l->nb);
+    return 0;
+}
+
+/* Sets every trainable node's cm for a bk/auto step of B samples; *budget and *kept (optional)
+ * get the byte budget for kept tensors (auto) and what the plan keeps. */
+static void clip_plan(dp_model *m, const dp_clip_params *cp, int B, size_t *budget, size_t *kept) {
+    size_t total = 0, allowed = (size_t)-1;
+    for (int k = 0; k < m->n; k++) {
+        node *l = &m->L[k];
+        l->cm = DP_SUM_SECOND_PASS;
+        if (!trainable(l) || (cp->mode != DP_CLIP_BK && cp->mode != DP_CLIP_AUTO)) continue;
+        if (cp->mode == DP_CLIP_BK) {
+            l->cm = DP_SUM_KEEP_GRAD;
+        } else {
+            double fg, fi;
+            dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, &fg, &fi);
+            double pl = (double)(l->nw + l->nb);
+            double t_grad = (nm == DP_NORM_GHOST ? fg : fi) + fi; /* norms, then A^T diag(R) G */
+            double t_ps = fi + 2 * pl;                            /* instantiate, weighted sum */
+            size_t mg = keep_bytes(l, DP_SUM_KEEP_GRAD, B), mp = keep_bytes(l, DP_SUM_KEEP_PS, B);
+            if (t_ps < 0.9 * t_grad) l->cm = DP_SUM_KEEP_PS;
+            else if (t_grad < 0.9 * t_ps) l->cm = DP_SUM_KEEP_GRAD;
+            else l->cm = mp < mg ? DP_SUM_KEEP_PS : DP_SUM_KEEP_GRAD;
+        }
+        total += keep_bytes(l, l->cm, B);
+    }
+    if (cp->mode == DP_CLIP_AUTO) {
+        size_t base = dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 0);
+        size_t b = cp->mem_budget ? cp->mem_budget : (size_t)(1.2 * (double)dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 1));
+        allowed = b > base ? b - base : 0;
+        if (budget) *budget = b;
+        /* over budget: the layers keeping the most go back to a second pass, largest first */
+        while (total > allowed) {
+            int worst = -1;
+            size_t wb = 0;
+            for (int k = 0; k < m->n; k++) {
+                size_t kb = trainable(&m->L[k]) ? keep_bytes(&m->L[k], m->L[k].cm, B) : 0;
+                if (kb > wb) {
+                    wb = kb;
+                    worst = k;
+                }
+            }
+            if (worst < 0) break;
+            m->L[worst].cm = DP_SUM_SECOND_PASS;
+            total -= wb;
+        }
+    } else if (budget)
+        *budget = 0;
+    if (kept) *kept = total;
+}
+
+static const char *sum_name(int cm) {
+    return cm == DP_SUM_KEEP_GRAD ? "keep G (book-keeping)" : cm == DP_SUM_KEEP_PS ? "keep per-sample grads" : "second pass";
+}
+
+static void fmt_bytes(char *b, size_t n, double v) {
+    if (v >= 1 << 30) snprintf(b, n, "%.2f GiB", v / (1 << 30));
+    else if (v >= 1 << 20) snprintf(b, n, "%.1f MiB", v / (1 << 20));
+    else snprintf(b, n, "%.1f KiB", v / 1024);
+}
+
+dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, char *buf, size_t cap) {
+    if ((int)cp->mode < 0 || cp->mode >= DP_CLIP_COUNT) return dp_fail(DP_ERR_INVALID, "clipping mode %d unknown", (int)cp->mode);
+    if (B < 1) B = 1;
+    size_t budget = 0, kept = 0;
+    if (!m->planned) {
+        free_buffers(m);
+        plan(m);
+    }
+    clip_plan(m, cp, B, &budget, &kept);
+    size_t o = 0;
+    char b1[32], b2[32];
+    o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "clipping plan, mode %s, batch %d:\n", clip_names[cp->mode], B);
+    int second = 0;
+    for (int k = 0; k < m->n && o < cap; k++) {
+        const node *l = &m->L[k];
+        if (!trainable(l)) continue;
+        double fg, fi;
+        dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, &fg, &fi);
+        int cm = (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) ? l->cm : (cp->mode == DP_CLIP_VANILLA ? -1 : DP_SUM_SECOND_PASS);
+        second |= cm == DP_SUM_SECOND_PASS;
+        fmt_bytes(b1, sizeof b1, cm >= 0 ? (double)keep_bytes(l, cm, B) : (double)sizeof(float) * B * (l->nw + l->nb));
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "  %3d %-10s %-40s norm %-11s sum %-22s keeps %10s  norm %.3g FLOP\n", k,
+                              layer_names[l->kind], l->name, cp->mode == DP_CLIP_VANILLA ? "per-sample" : nm == DP_NORM_GHOST ? "ghost" : "instantiate",
+                              cm < 0 ? "stored per-sample grads" : sum_name(cm), b1,
+                              (double)B * (cp->mode == DP_CLIP_VANILLA ? fi : nm == DP_NORM_GHOST ? fg : fi));
+    }
+    fmt_bytes(b1, sizeof b1, (double)dp_model_plan_bytes(m, cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO ? DP_CLIP_GHOST : cp->mode, B, 0) + (double)kept);
+    fmt_bytes(b2, sizeof b2, (double)dp_model_plan_bytes(m, cp->mode, B, 1));
+    if (o < cap)
+        o += (size_t)snprintf(buf + o, cap - o, "  step memory (estimate) %s; non-private step %s; second backward pass: %s\n", b1, b2,
+                              cp->mode == DP_CLIP_VANILLA ? "no" : second ? "yes" : "no");
+    if (cp->mode == DP_CLIP_AUTO && o < cap) {
+        fmt_bytes(b1, sizeof b1, (double)budget);
+        snprintf(buf + o, cap - o, "  memory budget %s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step)");
+    }
+    return DP_OK;
+}
+
+/* Pass 1 with kept tensors, clip factors, then the clipped sum from what was kept (and a
+ * second pass for the layers that keep nothing). */
+static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B, float *R, int *bad) {
+    clip_plan(m, cp, B, NULL, NULL);
+    dp_status st = DP_OK;
+    int low = -1;
+    for (int k = 0; k < m->n; k++) {
+        node *l = &m->L[k];
+        l->keep = NULL;
+        if (!trainable(l)) continue;
+        if (l->cm == DP_SUM_SECOND_PASS) {
+            if (low < 0) low = k;
+            continue;
+        }
+        if (!(l->keep = dp_alloc(keep_bytes(l, l->cm, B)))) {
+            st = DP_ERR_NOMEM;
+            goto done;
+        }
+    }
+    m->keeping = 1;
+    st = backward(m, dlogits, NULL, B, BWD_NORMS, cp->mode, NULL, m->sq, NULL);
+    m->keeping = 0;
+    if (st != DP_OK) goto done;
+    *bad = clip_factors(m->sq, B, cp->max_grad_norm, R, NULL);
+    dp_mem_stage("backward 2");
+    for (int k = 0; k < m->n; k++) {
+        node *l = &m->L[k];
+        if (!l->keep) continue;
+        if (l->cm == DP_SUM_KEEP_GRAD) {
+            size_t n = l->out_size;
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < B; b++) {
+                float *g = l->keep + (size_t)b * n;
+                if (R[b] == 0.0f) memset(g, 0, sizeof(float) * n); /* 0 * inf would be NaN */
+                else if (R[b] != 1.0f)
+                    for (size_t j = 0; j < n; j++) g[j] *= R[b];
+            }
+            node_bwd_param(m, l, l->keep, B);
+        } else {
+            size_t pl = l->nw + l->nb;
+            for (int b = 0; b < B; b++)
+                if (R[b] == 0.0f) memset(l->keep + (size_t)b * pl, 0, sizeof(float) * pl);
+            cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)pl, 1.0f, l->keep, (int)pl, R, 1, 1.0f, m->grad + l->w_off, 1);
+        }
+    }
+    if (low >= 0) {
+        m->pass2_low = low;
+        st = backward(m, dlogits, R, B, BWD_PARAM, cp->mode, NULL, NULL, NULL);
+        m->pass2_low = -1;
+    }
+done:
+    for (int k = 0; k < m->n; k++) {
+        dp_free(m->L[k].keep);
+        m->L[k].keep = NULL;
+    }
+    return st;
+}
+
 dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B, float *norms,
                                 float *factors, int *n_nonfinite) {
     if (!(cp->max_grad_norm > 0) || !isfinite(cp->max_grad_norm))
@@ -1557,6 +1740,10 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
             cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)m->np, 1.0f, ps, (int)m->np, R, 1, 1.0f, m->grad, 1);
         }
         dp_free(ps);
+    } else if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
+        st = clipped_grad_bk(m, cp, dlogits, B, R, &bad);
+        if (st == DP_OK && norms)
+            for (int b = 0; b < B; b++) norms[b] = (float)sqrt(sq[b]);
     } else {
         st = backward(m, dlogits, NULL, B, BWD_NORMS, cp->mode, NULL, sq, NULL);
         if (st == DP_OK) {

@@ -646,7 +646,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                     dp_mem_stage("backward");
                     st = dp_model_backward(m, dz, B);
                 } else {
-                    dp_clip_params cp = {p->clipping, p->max_grad_norm};
+                    dp_clip_params cp = {p->clipping, p->max_grad_norm, 0};
                     int bad = 0;
                     dp_mem_stage("clip");
                     st = dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, &bad);

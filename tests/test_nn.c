@@ -309,7 +309,7 @@ static void check_modes(const char *spec, int c, int h, int w, int B, double C, 
         if (!mask[j]) CHECK(ref[j] == 0.0f);
     float *norms = dp_alloc(sizeof(float) * B), *fac = dp_alloc(sizeof(float) * B);
     for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-        dp_clip_params cp = {(dp_clip_mode)mode, C};
+        dp_clip_params cp = {(dp_clip_mode)mode, C, 0};
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));
         CHECK_OK(dp_loss_xent(logits, y, B, K, NULL, dz));
@@ -336,7 +336,7 @@ static void check_modes(const char *spec, int c, int h, int w, int B, double C, 
     }
     /* empty batch: no change, no error */
     dp_model_zero_grad(m);
-    dp_clip_params cp = {DP_CLIP_GHOST, C};
+    dp_clip_params cp = {DP_CLIP_GHOST, C, 0};
     CHECK_OK(dp_model_forward(m, x, 0, 1, NULL, &logits));
     CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 0, NULL, NULL, NULL));
     double s = 0;
@@ -359,7 +359,7 @@ static void test_nonfinite_sample(void) {
         int32_t y[2] = {0, 2};
         CHECK_OK(dp_loss_xent(logits, y, 2, 3, NULL, dz));
         dz[3] = INFINITY; /* sample 1's loss gradient is not finite */
-        dp_clip_params cp = {(dp_clip_mode)mode, 0.5};
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0};
         float fac[2];
         int bad = 0;
         CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 2, NULL, fac, &bad));

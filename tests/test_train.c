@@ -158,7 +158,7 @@ static void test_noise_scale(void) {
     const float *z;
     float *dz = dp_alloc(sizeof(float) * n * 3);
     int bad = -1;
-    dp_clip_params cp = {DP_CLIP_VANILLA, C};
+    dp_clip_params cp = {DP_CLIP_VANILLA, C, 0};
     CHECK_OK(dp_model_forward(m, d.x, (int)n, 1, NULL, &z));
     CHECK_OK(dp_loss_xent(z, d.y, (int)n, 3, NULL, dz));
     CHECK_OK(dp_model_clipped_grad(m, &cp, dz, (int)n, NULL, NULL, &bad));
@@ -223,7 +223,7 @@ static void test_expected_batch_divisor(void) {
     /* g: the clipped gradient of one row */
     const float *z;
     float dz[3];
-    dp_clip_params cp = {DP_CLIP_GHOST, 0.1};
+    dp_clip_params cp = {DP_CLIP_GHOST, 0.1, 0};
     dp_model_zero_grad(m);
     CHECK_OK(dp_model_forward(m, d.x, 1, 1, NULL, &z));
     CHECK_OK(dp_loss_xent(z, d.y, 1, 3, NULL, dz));

@@ -65,7 +65,10 @@ const char *dp_layer_kind_name(dp_layer_kind k);
 #define DP_CLIP_LIST(X)                                                                       \
     X(DP_CLIP_VANILLA, "vanilla") /* per-sample gradients of all parameters at once */        \
     X(DP_CLIP_FAST, "fast")       /* per layer: instantiate, norm, free; second backward */   \
-    X(DP_CLIP_GHOST, "ghost")     /* ghost norms where cheaper, else instantiate; 2nd bwd */
+    X(DP_CLIP_GHOST, "ghost")     /* ghost norms where cheaper, else instantiate; 2nd bwd */ \
+    X(DP_CLIP_BK, "bk")           /* book-keeping: ghost norms, keep output grads, no 2nd bwd */ \
+    X(DP_CLIP_AUTO, "auto")       /* per layer: book-keeping, keep per-sample grads, or 2nd bwd, \
+                                     the fastest plan within a memory budget */
 
 typedef enum {
 #define DP__ENUM(name, text) name,
@@ -176,8 +179,18 @@ dp_status dp_model_per_sample_grads(dp_model *m, const float *dlogits, int B, fl
 typedef struct {
     dp_clip_mode mode;
     double max_grad_norm;  /* C > 0 */
+    /* auto: the most bytes a step may allocate beyond parameters, gradients and optimizer
+     * state (dp_model_plan_bytes' scope); 0 = 1.2 x the non-private step's */
+    size_t mem_budget;
 } dp_clip_params;
-dp_clip_params dp_clip_default_params(void); /* ghost, C = 1 */
+dp_clip_params dp_clip_default_params(void); /* auto, C = 1, default budget */
+
+/* How the clipped sum of one trainable layer is formed (bk and auto modes). */
+typedef enum {
+    DP_SUM_SECOND_PASS, /* norms in pass 1; the layer's weight gradient in a second backward */
+    DP_SUM_KEEP_GRAD,   /* book-keeping: keep the output gradients G, then A^T diag(R) G */
+    DP_SUM_KEEP_PS      /* keep the per-sample gradients, then their R-weighted sum */
+} dp_sum_method;
 
 /* The private gradient of a forwarded batch: per-sample norms (pass 1, in the chosen mode),
  * clip factors R_i = min(1, C / (||g_i|| + 1e-6)), then grad += sum_i R_i g_i (pass 2, or the
@@ -199,6 +212,11 @@ dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *d
  * adds (vanilla: B per-sample gradients; fast/ghost: the largest instantiated layer chunk).
  * no_dp != 0: a non-private step (forward + backward only). */
 size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp);
+
+/* The clipping plan for a batch of B samples in cp's mode: per trainable layer, the norm
+ * method, how its clipped sum is formed, the bytes it keeps and its estimated FLOPs, one line
+ * each, then the totals and the budget (auto). Written to buf (cap bytes, truncated). */
+dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, char *buf, size_t cap);
 
 /* The method the engine uses for layer i in a mode, and its estimated FLOPs for B samples. */
 dp_norm_method dp_model_norm_method(const dp_model *m, int layer, dp_clip_mode mode, double *flops_ghost,
