@@ -108,6 +108,7 @@ struct dp_model {
     int32_t *ids;     /* token models: [cap, T] */
     unsigned char *kvalid; /* [cap, T] */
     int nfslots, ngslots;
+    size_t fsz[64], gsz[64], accsz; /* floats per sample of each slot and of the accumulator */
     float **fslots, **gslots, *gacc;
     void *shared_saved;
     unsigned char *gw; /* [n] gradient slot written in this backward */
@@ -921,7 +922,13 @@ static int reads_input_in_bwd(const node *c) {
     }
 }
 
+enum { MAX_SLOTS = 64 };
+static size_t saved_floats(const node *l);
+
 static void plan(dp_model *m) {
+    memset(m->fsz, 0, sizeof m->fsz);
+    memset(m->gsz, 0, sizeof m->gsz);
+    m->accsz = 0;
     for (int k = 0; k < m->n; k++) {
         node *l = &m->L[k];
         l->need_grad = trainable(l);
@@ -941,56 +948,74 @@ static void plan(dp_model *m) {
             if (c > m->L[i].last_use) m->L[i].last_use = c;
         }
     }
-    /* forward slots for outputs nobody reads in backward */
+    /* forward slots for outputs nobody reads in backward: best fit among the free slots
+     * (the smallest that holds the output, else the largest, which grows) */
     int nslots = 0;
-    int owner[64];
+    int owner[MAX_SLOTS];
     for (int k = 0; k < m->n; k++) {
         node *l = &m->L[k];
         l->fslot = -1;
-        if (l->keep_out) continue;
-        int s = -1;
-        for (int q = 0; q < nslots; q++)
-            if (owner[q] < 0) {
-                s = q;
-                break;
+        int src = l->in[0];
+        if (!l->keep_out && src >= 0 && m->L[src].fslot >= 0 && m->L[src].last_use == k && owner[m->L[src].fslot] == src &&
+            m->L[src].out_size == l->out_size &&
+            (l->kind == DP_LAYER_RELU || l->kind == DP_LAYER_TANH || l->kind == DP_LAYER_GELU || l->kind == DP_LAYER_ADD ||
+             l->kind == DP_LAYER_POSEMBED || l->kind == DP_LAYER_DROPOUT)) {
+            /* an elementwise op whose input dies here works in place (inference only: an
+             * output read by a backward is kept, never pooled) */
+            l->fslot = m->L[src].fslot;
+            owner[l->fslot] = k;
+        } else if (!l->keep_out) {
+            int s = -1;
+            for (int q = 0; q < nslots; q++) {
+                if (owner[q] >= 0) continue;
+                if (s < 0) s = q;
+                else if (m->fsz[q] >= l->out_size ? (m->fsz[s] < l->out_size || m->fsz[q] < m->fsz[s])
+                                                  : (m->fsz[s] < l->out_size && m->fsz[q] > m->fsz[s]))
+                    s = q;
             }
-        if (s < 0) {
-            if (nslots == 64) { /* cannot happen for the graphs built here; keep it own */
-                l->keep_out = 1;
-                continue;
+            if (s < 0) {
+                DP_ASSERT(nslots < MAX_SLOTS);
+                s = nslots++;
             }
-            s = nslots++;
+            owner[s] = k;
+            l->fslot = s;
+            if (l->out_size > m->fsz[s]) m->fsz[s] = l->out_size;
         }
-        owner[s] = k;
-        l->fslot = s;
         for (int q = 0; q < nslots; q++)
             if (owner[q] >= 0 && owner[q] != k && m->L[owner[q]].last_use <= k) owner[q] = -1;
     }
     m->nfslots = nslots;
-    /* backward slots, in reverse order */
+    /* backward slots, in reverse order; the accumulator for nodes read by several */
     int gs = 0;
-    int gowner[64];
+    int gowner[MAX_SLOTS];
     for (int k = 0; k < m->n; k++) m->L[k].gslot = -1;
+    for (int i = 0; i < m->n; i++) {
+        int readers = 0;
+        for (int c = i + 1; c < m->n; c++)
+            for (int j = 0; j < m->L[c].nin; j++) readers += m->L[c].in[j] == i;
+        if (m->L[i].need_grad && readers > 1 && m->L[i].out_size > m->accsz) m->accsz = m->L[i].out_size;
+    }
     for (int k = m->n - 1; k >= 0; k--) {
         node *l = &m->L[k];
         if (!l->need_grad) continue;
-        if (l->gslot < 0) { /* the output node, or a node whose output nobody uses */
-            int s = -1;
-            for (int q = 0; q < gs; q++)
-                if (gowner[q] < 0) s = q;
-            if (s < 0) s = gs++;
-            gowner[s] = k;
-            l->gslot = s;
-        }
-        for (int j = 0; j < l->nin; j++) {
-            int i = l->in[j];
+        for (int j = -1; j < l->nin; j++) {
+            int i = j < 0 ? k : l->in[j];
             if (i < 0 || !m->L[i].need_grad || m->L[i].gslot >= 0) continue;
+            size_t need = m->L[i].out_size;
             int s = -1;
-            for (int q = 0; q < gs && s < 0; q++)
-                if (gowner[q] < 0) s = q;
-            if (s < 0) s = gs++;
+            for (int q = 0; q < gs; q++) {
+                if (gowner[q] >= 0) continue;
+                if (s < 0) s = q;
+                else if (m->gsz[q] >= need ? (m->gsz[s] < need || m->gsz[q] < m->gsz[s]) : (m->gsz[s] < need && m->gsz[q] > m->gsz[s]))
+                    s = q;
+            }
+            if (s < 0) {
+                DP_ASSERT(gs < MAX_SLOTS);
+                s = gs++;
+            }
             gowner[s] = i;
             m->L[i].gslot = s;
+            if (need > m->gsz[s]) m->gsz[s] = need;
         }
         gowner[l->gslot] = -1;
     }
@@ -998,6 +1023,7 @@ static void plan(dp_model *m) {
     m->planned = 1;
 }
 
+static size_t saved_floats(const node *l);
 /* Floats of saved tensors per sample (col, xhat + rstd, P) and bytes of arg/mask. */
 static size_t saved_floats(const node *l) {
     switch (l->kind) {
@@ -1043,7 +1069,9 @@ static size_t buffer_bytes(const dp_model *m, int B, size_t nt) {
         if (wf > work) work = wf;
     }
     bytes += shared + sizeof(float) * work;
-    bytes += sizeof(float) * (size_t)B * m->max_size * (size_t)(m->nfslots + m->ngslots + 1);
+    for (int q = 0; q < m->nfslots; q++) bytes += sizeof(float) * (size_t)B * m->fsz[q];
+    for (int q = 0; q < m->ngslots; q++) bytes += sizeof(float) * (size_t)B * m->gsz[q];
+    bytes += sizeof(float) * (size_t)B * m->accsz;
     bytes += 2 * sizeof(double) * (size_t)B;
     if (m->tokens) bytes += (sizeof(int32_t) + 1) * (size_t)B * m->in_size;
     return bytes;
@@ -1096,17 +1124,16 @@ static dp_status ensure_capacity(dp_model *m, int B) {
         node *l = &m->L[i];
         if (!l->keep_saved && saved_floats(l)) assign_saved(l, (char *)m->shared_saved, nc);
     }
-    size_t slot = sizeof(float) * nc * m->max_size;
     m->fslots = dp_calloc((size_t)m->nfslots + 1, sizeof(float *));
     m->gslots = dp_calloc((size_t)m->ngslots + 1, sizeof(float *));
     if (!m->fslots || !m->gslots) return DP_ERR_NOMEM;
     for (int i = 0; i < m->nfslots; i++)
-        if (!(m->fslots[i] = dp_alloc(slot))) return DP_ERR_NOMEM;
+        if (!(m->fslots[i] = dp_alloc(sizeof(float) * nc * m->fsz[i]))) return DP_ERR_NOMEM;
     for (int i = 0; i < m->ngslots; i++)
-        if (!(m->gslots[i] = dp_alloc(slot))) return DP_ERR_NOMEM;
+        if (!(m->gslots[i] = dp_alloc(sizeof(float) * nc * m->gsz[i]))) return DP_ERR_NOMEM;
     for (int i = 0; i < m->n; i++)
         if (!m->L[i].keep_out) m->L[i].out = m->fslots[m->L[i].fslot];
-    if (!(m->gacc = dp_alloc(slot))) return DP_ERR_NOMEM;
+    if (m->accsz && !(m->gacc = dp_alloc(sizeof(float) * nc * m->accsz))) return DP_ERR_NOMEM;
     m->work = work ? dp_alloc(sizeof(float) * work) : NULL;
     m->work_floats = work;
     m->sq = dp_alloc(sizeof(double) * nc);
@@ -1559,15 +1586,12 @@ static void clip_plan(dp_model *m, const dp_clip_params *cp, int B, size_t *budg
         if (cp->mode == DP_CLIP_BK) {
             l->cm = DP_SUM_KEEP_GRAD;
         } else {
-            double fg, fi;
-            dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, &fg, &fi);
-            double pl = (double)(l->nw + l->nb);
-            double t_grad = (nm == DP_NORM_GHOST ? fg : fi) + fi; /* norms, then A^T diag(R) G */
-            double t_ps = fi + 2 * pl;                            /* instantiate, weighted sum */
+            /* a layer whose norm comes from instantiated per-sample gradients keeps them when
+             * that is no bigger than keeping G (its weighted sum then replaces the weight
+             * GEMM); otherwise book-keeping */
+            dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, NULL, NULL);
             size_t mg = keep_bytes(l, DP_SUM_KEEP_GRAD, B), mp = keep_bytes(l, DP_SUM_KEEP_PS, B);
-            if (t_ps < 0.9 * t_grad) l->cm = DP_SUM_KEEP_PS;
-            else if (t_grad < 0.9 * t_ps) l->cm = DP_SUM_KEEP_GRAD;
-            else l->cm = mp < mg ? DP_SUM_KEEP_PS : DP_SUM_KEEP_GRAD;
+            l->cm = nm == DP_NORM_INSTANTIATE && mp <= mg ? DP_SUM_KEEP_PS : DP_SUM_KEEP_GRAD;
         }
         total += keep_bytes(l, l->cm, B);
     }
@@ -1576,20 +1600,14 @@ static void clip_plan(dp_model *m, const dp_clip_params *cp, int B, size_t *budg
         size_t b = cp->mem_budget ? cp->mem_budget : (size_t)(1.2 * (double)dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 1));
         allowed = b > base ? b - base : 0;
         if (budget) *budget = b;
-        /* over budget: the layers keeping the most go back to a second pass, largest first */
-        while (total > allowed) {
-            int worst = -1;
-            size_t wb = 0;
-            for (int k = 0; k < m->n; k++) {
-                size_t kb = trainable(&m->L[k]) ? keep_bytes(&m->L[k], m->L[k].cm, B) : 0;
-                if (kb > wb) {
-                    wb = kb;
-                    worst = k;
-                }
-            }
-            if (worst < 0) break;
-            m->L[worst].cm = DP_SUM_SECOND_PASS;
-            total -= wb;
+        /* over budget: layers go back to a second pass from the top down, since that pass
+         * only runs from the output to the lowest such layer (the head's layers are cheap
+         * to reach) */
+        for (int k = m->n - 1; k >= 0 && total > allowed; k--) {
+            node *l = &m->L[k];
+            if (!trainable(l) || l->cm == DP_SUM_SECOND_PASS) continue;
+            total -= keep_bytes(l, l->cm, B);
+            l->cm = DP_SUM_SECOND_PASS;
         }
     } else if (budget)
         *budget = 0;
@@ -1762,6 +1780,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
 
 /* ---- memory estimates ------------------------------------------------------------------ */
 
+
 size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp) {
     if (!m->planned) {
         free_buffers(m);
@@ -1772,6 +1791,13 @@ size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp) {
     size_t bytes = buffer_bytes(m, B, nt);
     if (no_dp) return bytes;
     size_t extra = 0;
+    if (mode == DP_CLIP_BK || mode == DP_CLIP_AUTO) {
+        dp_clip_params cp = dp_clip_default_params();
+        cp.mode = mode;
+        size_t kept = 0;
+        clip_plan(m, &cp, B, NULL, &kept);
+        bytes += kept;
+    }
     if (mode == DP_CLIP_VANILLA)
         extra = sizeof(float) * (size_t)B * m->np;
     else

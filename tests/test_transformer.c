@@ -243,6 +243,16 @@ static void test_frozen_prefix_memory(void) {
     size_t used = dp_mem_get().peak_bytes - before;
     CHECK(used <= bl + 4096 && used * 10 >= bl * 9);
     if (!(used <= bl + 4096 && used * 10 >= bl * 9)) fprintf(stderr, "plan %zu bytes, step used %zu\n", bl, used);
+    /* the inference prefix (pooled buffers, elementwise ops in place) computes the same
+     * logits as the fully trainable model with the same weights */
+    dp_model_init(full, &R);
+    float *wl = dp_model_params(last), *wf = dp_model_params(full);
+    for (size_t j = 0; j < dp_model_num_params(full); j++) wf[j] += (float)(0.2 * dp_rng_normal(&R));
+    memcpy(wl, wf, sizeof(float) * dp_model_num_params(full));
+    const float *lf, *ll;
+    CHECK_OK(dp_model_forward(full, x, B, 1, NULL, &lf));
+    CHECK_OK(dp_model_forward(last, x, B, 1, NULL, &ll));
+    CHECK(memcmp(lf, ll, sizeof(float) * 3 * B) == 0);
     dp_free(x); dp_free(dz); dp_free(y);
     dp_model_destroy(full);
     dp_model_destroy(last);
