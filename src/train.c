@@ -22,7 +22,7 @@ _Static_assert(sizeof(size_t) == sizeof(int64_t), "the sampler permutation is ch
 dp_train_params dp_train_default_params(void) {
     dp_train_params p;
     memset(&p, 0, sizeof p);
-    p.clipping = DP_CLIP_GHOST;
+    p.clipping = DP_CLIP_AUTO;
     p.max_grad_norm = 0.1;
     p.noise_multiplier = 0;
     p.target_epsilon = 3.0;
@@ -646,7 +646,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                     dp_mem_stage("backward");
                     st = dp_model_backward(m, dz, B);
                 } else {
-                    dp_clip_params cp = {p->clipping, p->max_grad_norm, 0};
+                    dp_clip_params cp = {p->clipping, p->max_grad_norm, p->mem_budget};
                     int bad = 0;
                     dp_mem_stage("clip");
                     st = dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, &bad);

@@ -3,7 +3,8 @@
  * Each step: Poisson-sample a logical batch with rate q = expected_batch / n (variable size,
  * possibly empty); process it in physical chunks of at most physical_batch samples (virtual
  * batches: memory is bounded by the chunk, the result is the same); per chunk forward, the
- * clipping engine's two backward passes accumulate the clipped sum; then Gaussian noise of
+ * clipping engine accumulates the clipped sum (auto: book-keeping where memory allows, else a
+ * second backward pass); then Gaussian noise of
  * std sigma*C on every trainable coordinate, division by the EXPECTED batch size q*n, the
  * optimizer step, and the accountant records (q, sigma). With no_dp the batch is a plain
  * shuffled mini-batch of expected_batch samples and nothing is clipped, noised or accounted.
@@ -56,7 +57,8 @@ typedef struct dp_train_comm {
 } dp_train_comm;
 
 typedef struct {
-    dp_clip_mode clipping;      /* ghost */
+    dp_clip_mode clipping;      /* auto */
+    size_t mem_budget;          /* auto: bytes a step may allocate (dp_clip_params); 0 = default */
     int no_dp;                  /* 0: private training; 1: the non-private baseline */
     double max_grad_norm;       /* C = 0.1 */
     double noise_multiplier;    /* sigma; <= 0: calibrate for target_epsilon (default) */
