@@ -1261,8 +1261,10 @@ dp_norm_method dp_model_norm_method(const dp_model *m, int i, dp_clip_mode mode,
             T = (double)conv_T(l);
             d = (double)conv_D(l);
         }
-        g = 2 * T * T * (d + p);
-        in = 2 * T * d * p;
+        /* ghost: two Gram matrices by SYRK (T^2 d and T^2 p multiply-adds, half of each
+         * computed) and their inner product; instantiation: one T-deep GEMM and a norm */
+        g = T * T * (d + p) + 2 * T * T;
+        in = 2 * T * d * p + 2 * d * p;
     } else if (l->kind == DP_LAYER_EMBEDDING) {
         double T = l->oh, d = l->oc;
         g = T * T + 2 * T * d;
@@ -1373,11 +1375,17 @@ static dp_status node_norms(dp_model *m, int k, dp_clip_mode mode, const float *
 
 /* Where node j's input gradient goes: its slot if nothing wrote it yet in this backward,
  * else the accumulation buffer (added by grad_done). */
-static float *grad_dst(dp_model *m, int j) { return m->gw[j] ? m->gacc : m->gslots[m->L[j].gslot]; }
+/* Node j's output-gradient buffer: its slot, or during pass 1 of a book-keeping step its
+ * keep buffer (so G is kept without a copy). */
+static float *gbuf(const dp_model *m, int j) {
+    const node *l = &m->L[j];
+    return m->keeping && l->keep && l->cm == DP_SUM_KEEP_GRAD ? l->keep : m->gslots[l->gslot];
+}
+static float *grad_dst(dp_model *m, int j) { return m->gw[j] ? m->gacc : gbuf(m, j); }
 static void grad_done(dp_model *m, int j, int B) {
     const node *l = &m->L[j];
     if (m->gw[j]) {
-        float *g = m->gslots[l->gslot];
+        float *g = gbuf(m, j);
         size_t n = (size_t)B * l->out_size;
 #pragma omp parallel for schedule(static) if (n > 65536)
         for (size_t q = 0; q < n; q++) g[q] += m->gacc[q];
@@ -1396,7 +1404,7 @@ static dp_status node_bwd_input(dp_model *m, const node *l, const float *g, int 
         for (int j = 0; j < 2; j++) {
             if (!needs(m, l, j)) continue;
             int s = l->in[j];
-            float *dst = m->gslots[m->L[s].gslot];
+            float *dst = gbuf(m, s);
             if (m->gw[s]) {
 #pragma omp parallel for schedule(static) if (n > 65536)
                 for (size_t q = 0; q < n; q++) dst[q] += g[q];
@@ -1412,7 +1420,7 @@ static dp_status node_bwd_input(dp_model *m, const node *l, const float *g, int 
             int s = l->in[j];
             if (s < 0 || !m->L[s].need_grad || m->gw[s])
                 return dp_fail(DP_ERR_INVALID, "backward: attention inputs must be distinct trainable-path nodes read only by it");
-            d3[j] = m->gslots[m->L[s].gslot];
+            d3[j] = gbuf(m, s);
         }
         dp__k_attn_bwd_f32(d3[0], d3[1], d3[2], m->work, g, l->P, input_of(m, l, 0), input_of(m, l, 1), input_of(m, l, 2), B, T,
                            F, l->heads);
@@ -1461,7 +1469,7 @@ static dp_status backward(dp_model *m, const float *dlogits, const float *scale,
                        "backward %d; freezing layers also needs a new forward)", m->fwd_B, B);
     memset(m->gw, 0, (size_t)m->n);
     const int top = m->n - 1;
-    float *cur = m->gslots[m->L[top].gslot];
+    float *cur = gbuf(m, top);
     size_t K = m->L[top].out_size;
     for (int b = 0; b < B; b++) {
         float s = scale ? scale[b] : 1.0f;
@@ -1471,7 +1479,7 @@ static dp_status backward(dp_model *m, const float *dlogits, const float *scale,
     for (int k = top; k >= 0; k--) {
         node *l = &m->L[k];
         if (!l->need_grad) continue;
-        float *g = m->gslots[l->gslot];
+        float *g = gbuf(m, k);
         if (!m->gw[k]) { /* no path to the output: its gradient is zero */
             memset(g, 0, sizeof(float) * (size_t)B * l->out_size);
             m->gw[k] = 1;
@@ -1507,8 +1515,6 @@ static dp_status backward(dp_model *m, const float *dlogits, const float *scale,
                 dp_status st = node_norms(m, k, mode, g, B, sq);
                 if (st != DP_OK) return st;
             }
-            if (what == BWD_NORMS && m->keeping && l->cm == DP_SUM_KEEP_GRAD)
-                memcpy(l->keep, g, sizeof(float) * (size_t)B * l->out_size);
         }
         dp_status st = node_bwd_input(m, l, g, B);
         if (st != DP_OK) return st;
