@@ -127,7 +127,9 @@ expect_fail 2 --train-limit train "${NODATA[@]}" --train-limit 0
 expect_fail 2 --test-limit train "${NODATA[@]}" --test-limit -5
 expect_fail 2 --seed train "${NODATA[@]}" --seed -1
 expect_fail 2 --threads train "${NODATA[@]}" --threads 0
-expect_fail 2 --freeze train "${NODATA[@]}" --freeze x
+expect_fail 2 --freeze train "${NODATA[@]}" --freeze -1
+expect_fail 2 --freeze train "${NODATA[@]}" --freeze ""
+expect_fail 2 --freeze train "${NODATA[@]}" --freeze 99999999999
 expect_fail 2 --out train "${NODATA[@]}" --out
 expect_fail 2 --data train --data
 
@@ -172,6 +174,7 @@ else
     expect_fail nz "model spec" train "${SMALL[@]}" --model "linear(10) bogus" --quiet
     expect_fail nz "--model" train "${SMALL[@]}" --model "flatten linear(7)" --quiet
     expect_fail nz "--freeze" train "${SMALL[@]}" --model mlp --freeze 99 --quiet
+    expect_fail 2 "--freeze nosuchlayer" train "${SMALL[@]}" --model mlp --freeze nosuchlayer --quiet
     expect_fail nz "--lr" train "${SMALL[@]}" --lr -1 --quiet
     expect_fail nz "--momentum" train "${SMALL[@]}" --momentum 1.5 --quiet
     expect_fail nz "--batch-size" train --train-limit 100 --test-limit 10 --epochs 1 --batch-size 200 --quiet

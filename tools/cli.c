@@ -1,5 +1,6 @@
 /* cli.c: helpers shared by the dpsgd commands (see cli.h). */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -132,6 +133,7 @@ int dp_cli_train_flag(dp_cli_train_opts *o, const char *a, const char *v, int *i
     int ok = 1;
     if (!strcmp(a, "--data")) {
         o->data = v;
+        o->data_given = 1;
     } else if (!strcmp(a, "--model")) {
         o->model_name = v;
     } else if (!strcmp(a, "--train-limit")) {
@@ -180,36 +182,570 @@ static void limit_dataset(dp_dataset *d, long limit) {
     if (limit > 0 && (size_t)limit < d->n) d->n = (size_t)limit;
 }
 
+/* ---- data and model flags (train and norms) ---- */
+
+void dp_cli_model_opts_init(dp_cli_model_opts *o, const char *cmd) {
+    memset(o, 0, sizeof *o);
+    o->cmd = cmd;
+    o->pad_id = -1;
+    o->synthetic_seed = -1;
+    o->holdout = NAN;
+    o->tp = dp_transformer_default_params();
+    o->tp.seq_len = 0; /* from the data (synthetic-text: DP_CLI_SYN_SEQ) */
+    o->tp.vocab = 0;   /* from the data (synthetic-text: DP_CLI_SYN_VOCAB) */
+}
+
+void dp_cli_model_usage(FILE *f) {
+    dp_transformer_params d = dp_transformer_default_params();
+    fprintf(f,
+"token data (for --model transformer and specs that start with embedding(V,D)):\n"
+"  --data " DP_CLI_SYNTHETIC "   the built-in order task (docs/sequence-data.md), on which\n"
+"                          bag-of-words models stay at 50%%; the default data of token models\n"
+"  --synthetic-n N         its training examples [%d]\n"
+"  --synthetic-test-n N    its test examples (a split drawn from another seed) [%d]\n"
+"  --synthetic-seed S      seed of the training split; the test split uses S + 1000003 [%d]\n"
+"  --data-ids FILE.npy     token ids [N, T] (int32/int64/uint8; -1 = padding) ...\n"
+"  --data-labels FILE.npy  ... and labels [N] (int32/int64/uint8)\n"
+"  --test-ids FILE.npy, --test-labels FILE.npy   the test split; without them a random\n"
+"                          fraction of --data-ids is held out (--holdout)\n"
+"  --pad-id K              read id K as padding (e.g. 0 for BERT's [PAD]) [none]\n"
+"  --seq-len T             sequence length; must match the data [from the data; synthetic: %d]\n"
+"  --vocab V               vocabulary size [1 + largest id in the data; synthetic: %d]\n"
+"other .npy data:\n"
+"  --data-x FILE.npy       float features [N, D], [N, H, W] or [N, C, H, W] with --data-labels;\n"
+"                          --test-x/--test-labels, or --holdout; --normalize applies (default none)\n"
+"  --holdout F             fraction of the rows held out as the test split when no test files\n"
+"                          are given (the same rows whatever --seed) [%g]\n"
+"transformer (--model transformer: a BERT-like encoder classifier, Hugging Face names):\n"
+"  --layers N              encoder blocks [%d]\n"
+"  --width D               hidden size [%d]\n"
+"  --heads H               attention heads; must divide --width [%d]\n"
+"  --ffn F                 feed-forward width; 0 = 4 x width [%d]\n"
+"  --pre-norm              LayerNorm before each sub-block (and a final one) [post-norm, as BERT]\n"
+"  --activation A          gelu | relu [%s]\n"
+"  --pool P                first | mean: the first token or the mean over real tokens [%s]\n"
+"  --dropout P             hidden dropout probability [%g]\n"
+"  --train-last-blocks K   train only the last K blocks, the pooler and the classifier [all]\n"
+"                          (more: --freeze bert.embeddings, --freeze bert.encoder.layer.0)\n",
+            DP_CLI_SYN_N, DP_CLI_SYN_TEST_N, DP_CLI_SYN_SEED, DP_CLI_SYN_SEQ, DP_CLI_SYN_VOCAB, DP_CLI_HOLDOUT,
+            d.layers, d.width, d.heads, d.ffn, d.gelu ? "gelu" : "relu", d.pool == DP_POOL_FIRST ? "first" : "mean",
+            (double)d.dropout);
+}
+
+int dp_cli_model_flag(dp_cli_model_opts *o, const char *a, const char *v, int *i) {
+    static const char *const with_value[] = {
+        "--data-x", "--data-ids", "--data-labels", "--test-x", "--test-ids", "--test-labels", "--pad-id",
+        "--synthetic-n", "--synthetic-test-n", "--synthetic-seed", "--holdout", "--normalize", "--seq-len",
+        "--vocab", "--layers", "--width", "--heads", "--ffn", "--activation", "--pool", "--dropout",
+        "--train-last-blocks", "--freeze"};
+    if (!strcmp(a, "--pre-norm")) {
+        o->tp.pre_norm = 1;
+        o->given |= DP_CLI_G_PRENORM;
+        return 1;
+    }
+    size_t f = 0, nf = sizeof with_value / sizeof with_value[0];
+    while (f < nf && strcmp(a, with_value[f])) f++;
+    if (f == nf) return 0;
+    if (!dp_cli_need_value(o->cmd, a, v, i)) return -1;
+    long lv;
+    double dv;
+    int ok = 1;
+#define PATH_FLAG(name, field)                                                                                         \
+    else if (!strcmp(a, name)) {                                                                                       \
+        if (!*v) {                                                                                                     \
+            fprintf(stderr, "%s: %s: empty path\n", prog, a);                                                          \
+            return -1;                                                                                                 \
+        }                                                                                                              \
+        o->field = v;                                                                                                  \
+    }
+    if (0) {
+    }
+    PATH_FLAG("--data-x", data_x)
+    PATH_FLAG("--data-ids", data_ids)
+    PATH_FLAG("--data-labels", data_labels)
+    PATH_FLAG("--test-x", test_x)
+    PATH_FLAG("--test-ids", test_ids)
+    PATH_FLAG("--test-labels", test_labels)
+#undef PATH_FLAG
+    else if (!strcmp(a, "--pad-id")) ok = dp_cli_parse_long(a, v, 0, DP_TOKENS_MAX_VOCAB - 1, &o->pad_id);
+    else if (!strcmp(a, "--synthetic-n")) ok = dp_cli_parse_long(a, v, 2, 100000000, &o->synthetic_n);
+    else if (!strcmp(a, "--synthetic-test-n")) ok = dp_cli_parse_long(a, v, 1, 100000000, &o->synthetic_test_n);
+    else if (!strcmp(a, "--synthetic-seed")) ok = dp_cli_parse_long(a, v, 0, 1L << 62, &o->synthetic_seed);
+    else if (!strcmp(a, "--holdout")) {
+        ok = dp_cli_parse_double(a, v, &dv);
+        if (ok && !(dv > 0 && dv < 1)) {
+            fprintf(stderr, "%s: --holdout %s: must be in (0, 1)\n", prog, v);
+            ok = 0;
+        }
+        if (ok) o->holdout = dv;
+    } else if (!strcmp(a, "--normalize")) {
+        if (!strcmp(v, "none")) o->norm_mode = 2;
+        else {
+            char *end;
+            o->norm[0] = strtod(v, &end);
+            if (end == v || *end != ',' || !dp_cli_parse_double("--normalize STD", end + 1, &o->norm[1]) ||
+                !(o->norm[1] > 0) || !isfinite(o->norm[0])) {
+                dp_cli_die("--normalize: expected MEAN,STD with STD > 0, or 'none'");
+                return -1;
+            }
+            o->norm_mode = 1;
+        }
+    } else if (!strcmp(a, "--seq-len")) {
+        ok = dp_cli_parse_long(a, v, 1, DP_TOKENS_MAX_LEN, &lv);
+        o->tp.seq_len = (int)lv;
+        o->seq_len_given = 1;
+    } else if (!strcmp(a, "--vocab")) {
+        ok = dp_cli_parse_long(a, v, 1, DP_TOKENS_MAX_VOCAB, &lv);
+        o->tp.vocab = (int)lv;
+        o->vocab_given = 1;
+    } else if (!strcmp(a, "--layers")) {
+        ok = dp_cli_parse_long(a, v, 0, 1024, &lv);
+        o->tp.layers = (int)lv;
+        o->given |= DP_CLI_G_LAYERS;
+    } else if (!strcmp(a, "--width")) {
+        ok = dp_cli_parse_long(a, v, 1, 65536, &lv);
+        o->tp.width = (int)lv;
+        o->given |= DP_CLI_G_WIDTH;
+    } else if (!strcmp(a, "--heads")) {
+        ok = dp_cli_parse_long(a, v, 1, 65536, &lv);
+        o->tp.heads = (int)lv;
+        o->given |= DP_CLI_G_HEADS;
+    } else if (!strcmp(a, "--ffn")) {
+        ok = dp_cli_parse_long(a, v, 0, 1 << 20, &lv);
+        o->tp.ffn = (int)lv;
+        o->given |= DP_CLI_G_FFN;
+    } else if (!strcmp(a, "--activation")) {
+        if (!strcmp(v, "gelu")) o->tp.gelu = 1;
+        else if (!strcmp(v, "relu")) o->tp.gelu = 0;
+        else {
+            fprintf(stderr, "%s: --activation %s: must be gelu or relu\n", prog, v);
+            ok = 0;
+        }
+        o->given |= DP_CLI_G_ACT;
+    } else if (!strcmp(a, "--pool")) {
+        if (!strcmp(v, "first")) o->tp.pool = DP_POOL_FIRST;
+        else if (!strcmp(v, "mean")) o->tp.pool = DP_POOL_MEAN;
+        else {
+            fprintf(stderr, "%s: --pool %s: must be first or mean\n", prog, v);
+            ok = 0;
+        }
+        o->given |= DP_CLI_G_POOL;
+    } else if (!strcmp(a, "--dropout")) {
+        ok = dp_cli_parse_double(a, v, &dv);
+        if (ok && !(dv >= 0 && dv < 1)) {
+            fprintf(stderr, "%s: --dropout %s: must be in [0, 1)\n", prog, v);
+            ok = 0;
+        }
+        o->tp.dropout = (float)dv;
+        o->given |= DP_CLI_G_DROPOUT;
+    } else if (!strcmp(a, "--train-last-blocks")) {
+        ok = dp_cli_parse_long(a, v, 0, 1024, &lv);
+        o->tp.train_last = (int)lv;
+        o->given |= DP_CLI_G_TRAINLAST;
+    } else { /* --freeze */
+        if (o->nfreeze == DP_CLI_MAX_FREEZE) {
+            fprintf(stderr, "%s: --freeze: at most %d layers\n", prog, DP_CLI_MAX_FREEZE);
+            return -1;
+        }
+        if (!*v || *v == '-' || isspace((unsigned char)*v)) {
+            fprintf(stderr, "%s: --freeze '%s': expected a layer index (>= 0) or a module name\n", prog, v);
+            return -1;
+        }
+        if (strspn(v, "0123456789") == strlen(v) && !dp_cli_parse_long(a, v, 0, 1 << 20, &lv)) return -1;
+        o->freeze[o->nfreeze++] = v;
+    }
+    return ok ? 1 : -1;
+}
+
+/* a model that takes token ids: the transformer, or a spec whose first layer is embedding */
+static int token_model_name(const char *name) {
+    if (!strcmp(name, "transformer")) return 1;
+    while (isspace((unsigned char)*name)) name++;
+    return !strncmp(name, "embedding", 9) && (name[9] == '(' || name[9] == '@' || isspace((unsigned char)name[9]));
+}
+
+int dp_cli_model_check(const dp_cli_model_opts *o, const char *model_name, const char **data, int data_given) {
+    char msg[256];
+#define BAD(...)                                                                                                       \
+    do {                                                                                                               \
+        snprintf(msg, sizeof msg, __VA_ARGS__);                                                                        \
+        dp_cli_die(msg);                                                                                               \
+        return 0;                                                                                                      \
+    } while (0)
+    if (o->data_x && o->data_ids) BAD("--data-x: cannot be combined with --data-ids");
+    const char *file = o->data_x ? "--data-x" : o->data_ids ? "--data-ids" : NULL;
+    if (file && data_given) BAD("%s: cannot be combined with --data", file);
+    if (o->data_labels && !file) BAD("--data-labels: needs --data-ids or --data-x");
+    if (file && !o->data_labels) BAD("%s: needs --data-labels", file);
+    if (o->test_x && !o->data_x) BAD("--test-x: needs --data-x");
+    if (o->test_ids && !o->data_ids) BAD("--test-ids: needs --data-ids");
+    if ((o->test_x || o->test_ids) && !o->test_labels) BAD("%s: needs --test-labels", o->test_x ? "--test-x" : "--test-ids");
+    if (o->test_labels && !o->test_x && !o->test_ids) BAD("--test-labels: needs --test-ids or --test-x");
+    if (!isnan(o->holdout) && (!file || o->test_labels))
+        BAD("--holdout: only with --data-ids or --data-x and no test files");
+    if (o->pad_id >= 0 && !o->data_ids) BAD("--pad-id: only with --data-ids");
+    if (!file && !data_given && token_model_name(model_name)) *data = DP_CLI_SYNTHETIC;
+    int synthetic = !file && !strcmp(*data, DP_CLI_SYNTHETIC);
+    if (!synthetic && (o->synthetic_n || o->synthetic_test_n || o->synthetic_seed >= 0))
+        BAD("%s: only with --data " DP_CLI_SYNTHETIC,
+            o->synthetic_n ? "--synthetic-n" : o->synthetic_test_n ? "--synthetic-test-n" : "--synthetic-seed");
+    int tokens = synthetic || o->data_ids;
+    if (!tokens && o->seq_len_given) BAD("--seq-len: only for token data (--data " DP_CLI_SYNTHETIC " or --data-ids)");
+    if (!tokens && o->vocab_given) BAD("--vocab: only for token data (--data " DP_CLI_SYNTHETIC " or --data-ids)");
+    if (tokens && o->norm_mode)
+        BAD("--normalize: does not apply to token data (token ids are not scaled; only images and --data-x are)");
+    if (synthetic && o->seq_len_given && o->tp.seq_len < 4)
+        BAD("--seq-len %d: the synthetic task needs sequences of at least 4 tokens", o->tp.seq_len);
+    if (synthetic && o->vocab_given && o->tp.vocab < 4)
+        BAD("--vocab %d: the synthetic task needs a vocabulary of at least 4 ids", o->tp.vocab);
+    int transformer = !strcmp(model_name, "transformer");
+    if (!transformer && o->given) {
+        static const char *const names[] = {"--layers", "--width", "--heads", "--ffn", "--pre-norm",
+                                            "--activation", "--pool", "--dropout", "--train-last-blocks"};
+        int b = 0;
+        while (!(o->given & (1u << b))) b++;
+        BAD("%s: only with --model transformer (not --model %s)", names[b], model_name);
+    }
+    if (transformer && !tokens)
+        BAD("--model transformer: needs token data (--data " DP_CLI_SYNTHETIC " or --data-ids), not %s",
+            o->data_x ? o->data_x : *data);
+#undef BAD
+    return 1;
+}
+
+/* labels [N] (int32/int64/uint8, each in 0..2^31-2) for a --data-x file */
+static dp_status load_labels(const char *path, size_t n, const char *xpath, int32_t **out, int *n_classes) {
+    dp_npy a;
+    dp_status st = dp_npy_load(path, &a);
+    if (st != DP_OK) return st;
+    if (a.ndim != 1 || (size_t)a.shape[0] != n) {
+        dp_npy_free(&a);
+        return dp_fail(DP_ERR_FORMAT, "%s: labels must be a 1-d array of %zu values (one per row of %s)", path, n, xpath);
+    }
+    if (a.dtype != DP_NPY_I32 && a.dtype != DP_NPY_I64 && a.dtype != DP_NPY_U8) {
+        dp_npy_free(&a);
+        return dp_fail(DP_ERR_UNSUPPORTED, "%s: labels of dtype %s are not supported (int32, int64, uint8)", path,
+                       dp_npy_dtype_name(a.dtype));
+    }
+    int32_t *y = dp_alloc(sizeof(int32_t) * (n ? n : 1));
+    if (!y) {
+        dp_npy_free(&a);
+        return DP_ERR_NOMEM;
+    }
+    int64_t mx = -1;
+    for (size_t i = 0; i < n; i++) {
+        int64_t v = a.dtype == DP_NPY_I32 ? ((const int32_t *)a.data)[i]
+                    : a.dtype == DP_NPY_I64 ? ((const int64_t *)a.data)[i]
+                                            : ((const uint8_t *)a.data)[i];
+        if (v < 0 || v > 2147483646) {
+            dp_free(y);
+            dp_npy_free(&a);
+            return dp_fail(DP_ERR_RANGE, "%s: label %lld at index %zu is outside 0..2147483646", path, (long long)v, i);
+        }
+        y[i] = (int32_t)v;
+        if (v > mx) mx = v;
+    }
+    dp_npy_free(&a);
+    *out = y;
+    *n_classes = (int)(mx + 1);
+    return DP_OK;
+}
+
+/* float features [N, D] / [N, H, W] / [N, C, H, W] and labels [N] */
+static dp_status load_npy_x(const char *xpath, const char *ypath, dp_dataset *d) {
+    int64_t shape[DP_NPY_MAX_DIMS];
+    int ndim;
+    size_t count;
+    float *x;
+    dp_status st = dp_npy_load_f32(xpath, &x, shape, &ndim, &count);
+    if (st != DP_OK) return st;
+    int c = 1, h = 1, w = 1;
+    if (ndim < 2 || ndim > 4 || shape[0] < 1) {
+        dp_free(x);
+        return dp_fail(DP_ERR_FORMAT, "%s: features must have shape [N, D], [N, H, W] or [N, C, H, W] with N >= 1 (%d dimensions)",
+                       xpath, ndim);
+    }
+    for (int k = 1; k < ndim; k++)
+        if (shape[k] < 1 || shape[k] > INT32_MAX) {
+            dp_free(x);
+            return dp_fail(DP_ERR_FORMAT, "%s: dimension %d is %lld", xpath, k, (long long)shape[k]);
+        }
+    if (ndim == 2) c = (int)shape[1];
+    else if (ndim == 3) h = (int)shape[1], w = (int)shape[2];
+    else c = (int)shape[1], h = (int)shape[2], w = (int)shape[3];
+    memset(d, 0, sizeof *d);
+    d->n = (size_t)shape[0];
+    d->c = c;
+    d->h = h;
+    d->w = w;
+    d->dim = count / d->n;
+    d->x = x;
+    if ((st = load_labels(ypath, d->n, xpath, &d->y, &d->n_classes)) != DP_OK) {
+        dp_free(x);
+        memset(d, 0, sizeof *d);
+    }
+    return st;
+}
+
+/* uniform in [0, k) without modulo bias */
+static uint64_t below(dp_rng *r, uint64_t k) {
+    uint64_t lim = (0 - k) % k;
+    for (;;) {
+        uint64_t v = dp_rng_u64(r);
+        if (v >= lim) return v % k;
+    }
+}
+
+/* Moves a random fraction of all's rows (fixed seed) into te (rows keep their order). */
+static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_dataset *te) {
+    size_t n = all->n, nt = (size_t)llround(frac * (double)n);
+    if (nt < 1) nt = 1;
+    if (n < 3 || nt > n - 2) {
+        fprintf(stderr, "%s: --holdout %g: %s has %zu rows; need at least 2 for training and 1 to hold out\n", prog, frac,
+                flag, n);
+        return 2;
+    }
+    unsigned char *mark = calloc(n, 1);
+    size_t *idx = malloc(sizeof(size_t) * n);
+    memset(te, 0, sizeof *te);
+    te->x = dp_alloc(sizeof(float) * nt * all->dim);
+    te->y = dp_alloc(sizeof(int32_t) * nt);
+    if (!mark || !idx || !te->x || !te->y) {
+        free(mark);
+        free(idx);
+        dp_dataset_free(te);
+        return dp_cli_fail(DP_ERR_NOMEM);
+    }
+    dp_rng r;
+    dp_rng_seed(&r, DP_CLI_HOLDOUT_SEED);
+    for (size_t i = 0; i < n; i++) idx[i] = i;
+    for (size_t i = 0; i < nt; i++) { /* partial Fisher-Yates: the first nt of a random permutation */
+        size_t j = i + (size_t)below(&r, n - i), t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+        mark[idx[i]] = 1;
+    }
+    size_t a = 0, b = 0;
+    int mx = -1;
+    for (size_t i = 0; i < n; i++) {
+        const float *row = all->x + i * all->dim;
+        if (mark[i]) {
+            memcpy(te->x + b * all->dim, row, sizeof(float) * all->dim);
+            te->y[b] = all->y[i];
+            if (te->y[b] > mx) mx = te->y[b];
+            b++;
+        } else {
+            if (a != i) memcpy(all->x + a * all->dim, row, sizeof(float) * all->dim);
+            all->y[a++] = all->y[i];
+        }
+    }
+    all->n = a;
+    te->n = b;
+    te->c = all->c;
+    te->h = all->h;
+    te->w = all->w;
+    te->dim = all->dim;
+    te->n_classes = mx + 1;
+    free(mark);
+    free(idx);
+    return 0;
+}
+
+static int max_id(const dp_dataset *d) {
+    float mx = -1;
+    size_t k = d->n * d->dim;
+    for (size_t i = 0; i < k; i++)
+        if (d->x[i] > mx) mx = d->x[i];
+    return (int)mx;
+}
+
 int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dataset *te, int *K, dp_model **m) {
     dp_status st;
-    if ((st = dp_dataset_load_mnist_dir(s->data, 1, tr)) != DP_OK ||
-        (te && (st = dp_dataset_load_mnist_dir(s->data, 0, te)) != DP_OK))
-        return dp_cli_fail(st);
-    limit_dataset(tr, s->train_limit);
-    if (te) limit_dataset(te, s->test_limit);
-    int k = te && te->n_classes > tr->n_classes ? te->n_classes : tr->n_classes;
-    *K = k;
-    if ((st = dp_dataset_validate(tr, "training set", 2, k)) != DP_OK ||
-        (te && (st = dp_dataset_validate(te, "test set", 1, k)) != DP_OK))
-        return dp_cli_fail(st);
-    if (s->norm) {
-        dp_dataset_normalize(tr, s->norm[0], s->norm[1]);
-        if (te) dp_dataset_normalize(te, s->norm[0], s->norm[1]);
+    dp_cli_model_opts dflt;
+    const dp_cli_model_opts *o = s->mo;
+    if (!o) {
+        dp_cli_model_opts_init(&dflt, "train");
+        o = &dflt;
     }
-    if ((st = dp_model_create_named(s->model_name, tr->c, tr->h, tr->w, k, m)) != DP_OK) {
-        fprintf(stderr, "%s: --model %s: %s\n", prog, s->model_name, dp_last_error());
-        return 2;
+    dp_cli_data_info info_local, *info = s->info ? s->info : &info_local;
+    memset(info, 0, sizeof *info);
+    const int synthetic = !o->data_x && !o->data_ids && !strcmp(s->data, DP_CLI_SYNTHETIC);
+    const int tokens = synthetic || o->data_ids;
+    const int transformer = !strcmp(s->model_name, "transformer");
+    info->tokens = tokens;
+    info->data_id = o->data_ids ? o->data_ids : o->data_x ? o->data_x : s->data;
+    dp_dataset hold;
+    memset(&hold, 0, sizeof hold);
+    int k = 0, T = 0;
+    long syn_n = o->synthetic_n ? o->synthetic_n : DP_CLI_SYN_N;
+    long syn_test_n = o->synthetic_test_n ? o->synthetic_test_n : DP_CLI_SYN_TEST_N;
+    uint64_t syn_seed = o->synthetic_seed >= 0 ? (uint64_t)o->synthetic_seed : DP_CLI_SYN_SEED;
+
+    /* 1. the data (synthetic-text: after the model, which may fix the vocabulary) */
+    if (synthetic) {
+        T = o->seq_len_given ? o->tp.seq_len : DP_CLI_SYN_SEQ;
+        k = 2;
+        snprintf(info->data_desc, sizeof info->data_desc, DP_CLI_SYNTHETIC " (seeds %llu/%llu)",
+                 (unsigned long long)syn_seed, (unsigned long long)(syn_seed + 1000003));
+    } else if (o->data_x || o->data_ids) {
+        const char *flag = o->data_x ? "--data-x" : "--data-ids", *tflag = o->data_x ? "--test-x" : "--test-ids";
+        const char *path = o->data_x ? o->data_x : o->data_ids, *tpath = o->data_x ? o->test_x : o->test_ids;
+        st = o->data_x ? load_npy_x(path, o->data_labels, tr) : dp_dataset_load_tokens(path, o->data_labels, (int)o->pad_id, tr);
+        if (st != DP_OK) {
+            fprintf(stderr, "%s: error: %s %s: %s\n", prog, flag, path, dp_last_error());
+            return 1;
+        }
+        if (tpath) {
+            dp_dataset *t = te ? te : &hold;
+            st = o->data_x ? load_npy_x(tpath, o->test_labels, t) : dp_dataset_load_tokens(tpath, o->test_labels, (int)o->pad_id, t);
+            if (st != DP_OK) {
+                fprintf(stderr, "%s: error: %s %s: %s\n", prog, tflag, tpath, dp_last_error());
+                return 1;
+            }
+            if (t->dim != tr->dim || t->c != tr->c || t->h != tr->h || t->w != tr->w) {
+                fprintf(stderr, "%s: error: %s %s: examples of shape %dx%dx%d, but %s %s has %dx%dx%d\n", prog, tflag,
+                        tpath, t->c, t->h, t->w, flag, path, tr->c, tr->h, tr->w);
+                dp_dataset_free(&hold);
+                return 1;
+            }
+            snprintf(info->data_desc, sizeof info->data_desc, "%s, test %s", path, tpath);
+        } else {
+            double frac = isnan(o->holdout) ? DP_CLI_HOLDOUT : o->holdout;
+            int bad = holdout_split(tr, frac, flag, te ? te : &hold);
+            if (bad) return bad;
+            info->holdout = 1;
+            snprintf(info->data_desc, sizeof info->data_desc, "%s, %g%% held out as the test split", path, 100 * frac);
+        }
+        dp_dataset_free(&hold);
+        if (o->data_ids) {
+            T = tr->w;
+            if (o->seq_len_given && o->tp.seq_len != T) {
+                fprintf(stderr, "%s: --seq-len %d: the data has sequences of %d tokens (%s %s)\n", prog, o->tp.seq_len, T,
+                        flag, path);
+                return 2;
+            }
+        }
+    } else {
+        if ((st = dp_dataset_load_mnist_dir(s->data, 1, tr)) != DP_OK ||
+            (te && (st = dp_dataset_load_mnist_dir(s->data, 0, te)) != DP_OK))
+            return dp_cli_fail(st);
+        snprintf(info->data_desc, sizeof info->data_desc, "%s", s->data);
+    }
+    if (!synthetic) {
+        limit_dataset(tr, s->train_limit);
+        if (te) limit_dataset(te, s->test_limit);
+        k = te && te->n_classes > tr->n_classes ? te->n_classes : tr->n_classes;
+        if ((st = dp_dataset_validate(tr, "training set", 2, k)) != DP_OK ||
+            (te && (st = dp_dataset_validate(te, "test set", 1, k)) != DP_OK))
+            return dp_cli_fail(st);
+    }
+    *K = k;
+    if (!tokens) {
+        const double *norm = s->mo ? NULL : s->norm;
+        static const double fmnist[2] = {DP_CLI_FMNIST_MEAN, DP_CLI_FMNIST_STD};
+        if (s->mo) norm = o->norm_mode == 1 ? o->norm : o->norm_mode == 2 || o->data_x ? NULL : fmnist;
+        if (norm) {
+            dp_dataset_normalize(tr, norm[0], norm[1]);
+            if (te) dp_dataset_normalize(te, norm[0], norm[1]);
+        }
+    }
+
+    /* 2. the model */
+    int vocab = 0;
+    if (transformer) {
+        dp_transformer_params tp = o->tp;
+        tp.seq_len = T;
+        tp.n_classes = k;
+        if (o->vocab_given) tp.vocab = o->tp.vocab;
+        else if (synthetic) tp.vocab = DP_CLI_SYN_VOCAB;
+        else {
+            int mx = max_id(tr);
+            if (te && max_id(te) > mx) mx = max_id(te);
+            tp.vocab = mx + 1 > 0 ? mx + 1 : 1;
+        }
+        if ((st = dp_model_create_transformer(&tp, m)) != DP_OK) {
+            fprintf(stderr, "%s: --model transformer: %s\n", prog, dp_last_error());
+            return 2;
+        }
+        int ffn = tp.ffn > 0 ? tp.ffn : 4 * tp.width;
+        char extra[96] = "";
+        if (tp.dropout > 0) snprintf(extra, sizeof extra, ", dropout %g", (double)tp.dropout);
+        if (tp.train_last >= 0)
+            snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", training the last %d block%s", tp.train_last,
+                     tp.train_last == 1 ? "" : "s");
+        snprintf(info->model_desc, sizeof info->model_desc,
+                 "transformer (%d layers, width %d, %d heads, ffn %d, %s, %s, pool %s, vocab %d, seq %d%s)", tp.layers,
+                 tp.width, tp.heads, ffn, tp.pre_norm ? "pre-norm" : "post-norm", tp.gelu ? "gelu" : "relu",
+                 tp.pool == DP_POOL_FIRST ? "first" : "mean", tp.vocab, tp.seq_len, extra);
+    } else {
+        int c = synthetic ? 1 : tr->c, h = synthetic ? 1 : tr->h, w = synthetic ? T : tr->w;
+        if ((st = dp_model_create_named(s->model_name, c, h, w, k, m)) != DP_OK) {
+            fprintf(stderr, "%s: --model %s: %s\n", prog, s->model_name, dp_last_error());
+            return 2;
+        }
+        snprintf(info->model_desc, sizeof info->model_desc, "%s", s->model_name);
+        if (dp_model_input_is_tokens(*m) && !tokens) {
+            fprintf(stderr, "%s: --model: the model starts with an embedding and takes token ids, but %s holds "
+                            "real-valued data (use --data " DP_CLI_SYNTHETIC " or --data-ids)\n",
+                    prog, info->data_id);
+            return 2;
+        }
+        if (!dp_model_input_is_tokens(*m) && tokens) {
+            fprintf(stderr, "%s: --model %s: takes real-valued inputs, but the data is token ids (use --model "
+                            "transformer or a spec that starts with embedding(V,D))\n",
+                    prog, s->model_name);
+            return 2;
+        }
+        if (tokens && o->vocab_given && o->tp.vocab != dp_model_vocab(*m)) {
+            fprintf(stderr, "%s: --vocab %d: the model's embedding has a vocabulary of %d\n", prog, o->tp.vocab,
+                    dp_model_vocab(*m));
+            return 2;
+        }
     }
     if (dp_model_output_size(*m) != k) {
         fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes\n", prog,
                 dp_model_output_size(*m), k);
         return 2;
     }
-    for (int f = 0; f < s->nfreeze; f++)
-        if ((st = dp_model_set_frozen(*m, (int)s->freeze[f], 1)) != DP_OK) {
-            fprintf(stderr, "%s: --freeze %ld: %s\n", prog, s->freeze[f], dp_last_error());
+
+    /* 3. token data: generate (synthetic) and validate against the model's vocabulary */
+    if (tokens) {
+        vocab = dp_model_vocab(*m);
+        info->vocab = vocab;
+        info->seq_len = T;
+        if (synthetic) {
+            int sv = o->vocab_given ? o->tp.vocab : transformer ? DP_CLI_SYN_VOCAB : vocab;
+            if ((st = dp_text_synthetic((size_t)syn_n, T, sv, syn_seed, tr)) != DP_OK ||
+                (te && (st = dp_text_synthetic((size_t)syn_test_n, T, sv, syn_seed + 1000003, te)) != DP_OK)) {
+                fprintf(stderr, "%s: --data " DP_CLI_SYNTHETIC ": %s\n", prog, dp_last_error());
+                return 2;
+            }
+            limit_dataset(tr, s->train_limit);
+            if (te) limit_dataset(te, s->test_limit);
+            if ((st = dp_dataset_validate(tr, "training set", 2, k)) != DP_OK) return dp_cli_fail(st);
+        }
+        char what[600];
+        snprintf(what, sizeof what, "%s%s (vocabulary %d%s)", synthetic ? "--data " : "--data-ids ",
+                 synthetic ? DP_CLI_SYNTHETIC : o->data_ids, vocab, o->vocab_given ? ", --vocab" : "");
+        if ((st = dp_dataset_validate_tokens(tr, what, vocab)) != DP_OK) return dp_cli_fail(st);
+        if (te) {
+            snprintf(what, sizeof what, "%s%s (vocabulary %d%s)", synthetic ? "--data " : o->test_ids ? "--test-ids " : "held-out rows of ",
+                     synthetic ? DP_CLI_SYNTHETIC " test split" : o->test_ids ? o->test_ids : o->data_ids, vocab,
+                     o->vocab_given ? ", --vocab" : "");
+            if ((st = dp_dataset_validate_tokens(te, what, vocab)) != DP_OK) return dp_cli_fail(st);
+        }
+    }
+
+    /* 4. freezing and initialisation */
+    for (int f = 0; f < o->nfreeze; f++) {
+        const char *name = o->freeze[f];
+        if (strspn(name, "0123456789") == strlen(name)) st = dp_model_set_frozen(*m, atoi(name), 1);
+        else st = dp_model_set_frozen_prefix(*m, name, 1, NULL);
+        if (st != DP_OK) {
+            fprintf(stderr, "%s: --freeze %s: %s\n", prog, name, dp_last_error());
             return 2;
         }
+    }
     dp_rng init;
     dp_rng_seed(&init, s->seed ^ 0x1badc0ffeeULL);
     dp_model_init(*m, &init);

@@ -5,6 +5,7 @@
 #ifndef DP_CLI_H
 #define DP_CLI_H
 #include <math.h>
+#include <stdio.h>
 
 #include "dpsgd.h"
 
@@ -43,6 +44,7 @@ int dp_cli_need_value(const char *cmd, const char *a, const char *v, int *i);
 typedef struct {
     const char *cmd;               /* "train", "audit": for "see dpsgd <cmd> --help" */
     const char *data, *model_name; /* --data, --model */
+    int data_given;                /* --data was given */
     long train_limit, threads;     /* --train-limit, --threads */
     int seed_given;                /* --seed was given */
     double lr, momentum;           /* --lr, --momentum; NAN where not given */
@@ -65,23 +67,90 @@ typedef struct {
  * status 2). */
 int dp_cli_train_flag(dp_cli_train_opts *o, const char *a, const char *v, int *i);
 
+/* ---- data and model flags beyond --data and --model (train and norms) ----
+ * Data sources: an IDX directory (--data DIR, the default), the built-in synthetic text task
+ * (--data synthetic-text), float features in .npy (--data-x), or token ids in .npy
+ * (--data-ids); the last two with --data-labels and optional --test-x/--test-ids and
+ * --test-labels (without test files a random 10% of the rows is held out, --holdout).
+ * Models: the built-in names, spec strings, and "transformer" (dp_model_create_transformer,
+ * configured by the --layers ... flags). */
+#define DP_CLI_SYNTHETIC "synthetic-text"
+#define DP_CLI_SYN_N 20000       /* --synthetic-n */
+#define DP_CLI_SYN_TEST_N 2000   /* --synthetic-test-n */
+#define DP_CLI_SYN_SEQ 32        /* --seq-len for synthetic-text */
+#define DP_CLI_SYN_VOCAB 100     /* --vocab for synthetic-text */
+#define DP_CLI_SYN_SEED 1        /* --synthetic-seed: the train split; the test split uses seed + 1000003 */
+#define DP_CLI_HOLDOUT 0.1       /* --holdout */
+#define DP_CLI_HOLDOUT_SEED 0x401d0075ULL /* the held-out rows do not depend on --seed */
+#define DP_CLI_MAX_FREEZE 64
+
+/* bits of dp_cli_model_opts.given: the transformer flags that were given */
+enum {
+    DP_CLI_G_LAYERS = 1 << 0, DP_CLI_G_WIDTH = 1 << 1, DP_CLI_G_HEADS = 1 << 2, DP_CLI_G_FFN = 1 << 3,
+    DP_CLI_G_PRENORM = 1 << 4, DP_CLI_G_ACT = 1 << 5, DP_CLI_G_POOL = 1 << 6, DP_CLI_G_DROPOUT = 1 << 7,
+    DP_CLI_G_TRAINLAST = 1 << 8
+};
+
+typedef struct {
+    const char *cmd;                     /* for "see dpsgd <cmd> --help" */
+    /* data */
+    const char *data_x, *data_ids, *data_labels, *test_x, *test_ids, *test_labels;
+    long pad_id;                         /* --pad-id; -1: none */
+    long synthetic_n, synthetic_test_n;  /* 0: default */
+    long synthetic_seed;                 /* -1: default */
+    double holdout;                      /* NAN: default */
+    int norm_mode;                       /* --normalize: 0 not given, 1 MEAN,STD, 2 none */
+    double norm[2];
+    /* transformer (--model transformer); seq_len and vocab 0 = from the data */
+    dp_transformer_params tp;
+    unsigned given;                      /* DP_CLI_G_* */
+    int seq_len_given, vocab_given;
+    /* --freeze: layer indices or module-name prefixes */
+    const char *freeze[DP_CLI_MAX_FREEZE];
+    int nfreeze;
+} dp_cli_model_opts;
+
+/* Defaults (nothing given). */
+void dp_cli_model_opts_init(dp_cli_model_opts *o, const char *cmd);
+/* One argument of the flags above (same contract as dp_cli_train_flag). */
+int dp_cli_model_flag(dp_cli_model_opts *o, const char *a, const char *v, int *i);
+/* The help text of these flags (for `train --help` and `norms --help`). */
+void dp_cli_model_usage(FILE *f);
+/* Checks that need all flags (which flags go with which data and model): 1 fine, 0 message
+ * printed (exit status 2). data_given: --data was given explicitly; *data may be set to
+ * DP_CLI_SYNTHETIC (a token model without any data flag). */
+int dp_cli_model_check(const dp_cli_model_opts *o, const char *model_name, const char **data, int data_given);
+
+/* What the loader found, for the commands' summary lines. */
+typedef struct {
+    int tokens;                /* the data are token ids */
+    int seq_len, vocab;        /* token data: T and the model's vocabulary */
+    char data_desc[512];       /* "synthetic-text (seeds 1/1000004)", the files, the directory */
+    char model_desc[256];      /* "transformer (2 layers, width 64, ...)" or the name/spec */
+    const char *data_id;       /* identity of the training data for checkpoints */
+    int holdout;               /* the test split was held out of the training file */
+} dp_cli_data_info;
+
 /* What dp_cli_load_data_and_model loads and builds. */
 typedef struct {
     const char *data, *model_name;
     long train_limit, test_limit; /* keep only the first N rows; 0: all */
-    const double *norm;           /* {mean, std} to standardise the pixels with; NULL: none */
-    const long *freeze;           /* layers to freeze (nfreeze of them) */
-    int nfreeze;
+    const double *norm;           /* {mean, std} to standardise the pixels with; NULL: none. Used
+                                   * only without mo (with mo: mo's --normalize) */
+    const dp_cli_model_opts *mo;  /* the flags above; NULL: IDX data, built-in names and specs */
     uint64_t seed;                /* initialisation: dp_rng seeded with seed ^ 0x1badc0ffee */
+    dp_cli_data_info *info;       /* filled when not NULL */
 } dp_cli_data_spec;
 
-/* Loads the IDX training set (and the test set into te when te != NULL) from s->data, keeps
- * the first rows, validates them (at least 2 training and 1 test rows, labels below K, the
- * larger class count), normalises, then creates s->model_name for that input and K classes,
- * freezes layers and initialises it. Returns 0, or the exit status with the error printed
- * (1: the data, 2: --model or --freeze); the caller frees tr, te and *m either way. */
+/* Loads the training set (and the test set into te when te != NULL) from the data flags,
+ * keeps the first rows, validates them (at least 2 training and 1 test rows, labels below K,
+ * the larger class count; token ids against the model's vocabulary), normalises images,
+ * then creates the model for that input and K classes, freezes layers and initialises it.
+ * Returns 0, or the exit status with the error printed (1: the data, 2: a flag such as
+ * --model, --freeze, --seq-len); the caller frees tr, te and *m either way. */
 int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dataset *te, int *K, dp_model **m);
 
 int dp_cmd_train(int argc, char **argv);
 void dp_cmd_train_usage(FILE *f);
+int dp_cmd_norms(int argc, char **argv);
 #endif

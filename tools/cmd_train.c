@@ -15,6 +15,9 @@
 #define prog dp_cli_prog
 
 void dp_cmd_train_usage(FILE *f) {
+    char modes[128] = "";
+    for (int c = 0; c < DP_CLIP_COUNT; c++)
+        snprintf(modes + strlen(modes), sizeof modes - strlen(modes), "%s%s", c ? " | " : "", dp_clip_mode_name((dp_clip_mode)c));
     fprintf(f,
 "usage: dpsgd train [options]\n"
 "\n"
@@ -25,20 +28,23 @@ void dp_cmd_train_usage(FILE *f) {
 "for epsilon 3 at delta 1e-5.\n"
 "\n"
 "data:\n"
-"  --data DIR              IDX files (train/t10k-images-idx3-ubyte[.gz], -labels-idx1-)\n"
-"                          [" DP_CLI_DEFAULT_DATA "]\n"
+"  --data DIR              IDX files (train/t10k-images-idx3-ubyte[.gz], -labels-idx1-),\n"
+"                          or " DP_CLI_SYNTHETIC " (below) [" DP_CLI_DEFAULT_DATA "]\n"
 "  --normalize MEAN,STD    standardise pixels with these public constants, or 'none'\n"
-"                          [0.2860,0.3530: published Fashion-MNIST statistics]\n"
+"                          [0.2860,0.3530: published Fashion-MNIST statistics, for IDX data]\n"
 "  --train-limit N         use only the first N training examples (quick runs) [all]\n"
 "  --test-limit N          evaluate on the first N test examples [all]\n"
 "model:\n"
-"  --model NAME|SPEC       'cnn', 'mlp', or a layer spec such as\n"
+"  --model NAME|SPEC       'cnn', 'mlp', 'transformer', or a layer spec such as\n"
 "                          \"conv2d(16,8,s2,p2) tanh maxpool(2,1) flatten linear(10)\" [cnn]\n"
-"                          (grammar: docs/model-spec.md)\n"
-"  --freeze I              freeze the parameters of layer I (repeatable)\n"
+"                          (grammar and the transformer: docs/model-spec.md)\n"
+"  --freeze I|NAME         freeze layer I, or every layer named NAME or NAME.* (a module-name\n"
+"                          prefix such as bert.embeddings) (repeatable)\n");
+    dp_cli_model_usage(f);
+    fprintf(f,
 "privacy:\n"
 "  --no-dp                 non-private baseline: no clipping, noise or accounting\n"
-"  --clipping MODE         vanilla | fast | ghost  [ghost]\n"
+"  --clipping MODE         %s [%s]\n"
 "  --max-grad-norm C       per-sample clipping norm [0.1]\n"
 "  --epsilon E             target epsilon; sigma is calibrated to it [3]\n"
 "  --delta D               target delta [1e-5]\n"
@@ -78,7 +84,8 @@ void dp_cmd_train_usage(FILE *f) {
 "\n"
 "Data-parallel training: `mpirun -np N dpsgd train ...` (when built with MPI) runs N ranks that\n"
 "each sample and clip their share of the data; the noise is drawn once per step; rank 0 alone\n"
-"prints, writes --out, --save-weights and checkpoints (docs/distributed.md).\n");
+"prints, writes --out, --save-weights and checkpoints (docs/distributed.md).\n",
+            modes, dp_clip_mode_name(dp_train_default_params().clipping));
 }
 
 /* ---- progress ---- */
@@ -111,11 +118,12 @@ static void on_progress(void *user, const dp_train_progress *p) {
 int dp_cmd_train(int argc, char **argv) {
     dp_train_params p = dp_train_default_params();
     dp_cli_train_opts o = DP_CLI_TRAIN_OPTS("train", &p);
-    const char *out = NULL, *norm = NULL;
+    const char *out = NULL;
     const char *init_path = NULL, *save_weights = NULL;
     long test_limit = 0;
-    int quiet = 0, nfreeze = 0;
-    long freeze[64];
+    int quiet = 0;
+    dp_cli_model_opts mo;
+    dp_cli_model_opts_init(&mo, "train");
     dp_optim_kind okind = DP_OPT_SGD;
     double wd = NAN, beta1 = NAN, beta2 = NAN;
     int nesterov = 0;
@@ -125,20 +133,15 @@ int dp_cmd_train(int argc, char **argv) {
         int common = dp_cli_train_flag(&o, a, v, &i);
         if (common < 0) return 2;
         if (common) continue;
+        if ((common = dp_cli_model_flag(&mo, a, v, &i)) < 0) return 2;
+        if (common) continue;
 #define NEED_VALUE DP_CLI_NEED_VALUE(o.cmd)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             dp_cmd_train_usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--normalize")) {
-            NEED_VALUE;
-            norm = v;
         } else if (!strcmp(a, "--test-limit")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 1, 1L << 40, &test_limit)) return 2;
-        } else if (!strcmp(a, "--freeze")) {
-            NEED_VALUE;
-            if (nfreeze == 64) return dp_cli_die("--freeze: at most 64 layers");
-            if (!dp_cli_parse_long(a, v, 0, 1 << 20, &freeze[nfreeze++])) return 2;
         } else if (!strcmp(a, "--no-dp")) {
             p.no_dp = 1;
         } else if (!strcmp(a, "--accountant")) {
@@ -208,19 +211,7 @@ int dp_cmd_train(int argc, char **argv) {
     p.optim.nesterov = nesterov;
     if (o.threads > 0) omp_set_num_threads((int)o.threads);
     p.threads = (int)o.threads;
-    p.data_id = o.data;
-    double mean_std[2] = {DP_CLI_FMNIST_MEAN, DP_CLI_FMNIST_STD};
-    int do_norm = 1;
-    if (norm) {
-        if (!strcmp(norm, "none")) do_norm = 0;
-        else {
-            char *end;
-            mean_std[0] = strtod(norm, &end);
-            if (*end != ',' || !dp_cli_parse_double("--normalize STD", end + 1, &mean_std[1]) || !(mean_std[1] > 0) ||
-                !isfinite(mean_std[0]))
-                return dp_cli_die("--normalize: expected MEAN,STD with STD > 0, or 'none'");
-        }
-    }
+    if (!dp_cli_model_check(&mo, o.model_name, &o.data, o.data_given)) return 2;
 
     /* test-only switches (tests/mpi_test.sh); they void the privacy guarantee */
     const char *tn = getenv("DPSGD_TEST_NOISE");
@@ -247,14 +238,15 @@ int dp_cmd_train(int argc, char **argv) {
     memset(&te, 0, sizeof te);
     dp_model *m = NULL;
     int rc = 1, K;
+    dp_cli_data_info info;
     const dp_cli_data_spec ds = {.data = o.data, .model_name = o.model_name, .train_limit = o.train_limit,
-                                 .test_limit = test_limit, .norm = do_norm ? mean_std : NULL, .freeze = freeze,
-                                 .nfreeze = nfreeze, .seed = p.seed};
+                                 .test_limit = test_limit, .mo = &mo, .seed = p.seed, .info = &info};
     int bad = dp_cli_load_data_and_model(&ds, &tr, &te, &K, &m);
     if (bad) {
         rc = bad;
         goto done;
     }
+    p.data_id = info.data_id;
     if (init_path && (st = dp_model_load_safetensors(m, init_path)) != DP_OK) {
         fprintf(stderr, "%s: --init %s\n", prog, dp_last_error());
         goto done;
@@ -264,8 +256,14 @@ int dp_cmd_train(int argc, char **argv) {
     p.progress = on_progress;
     p.progress_user = &ps;
     if (!quiet) {
-        printf("data: %s (%zu train, %zu test, %dx%dx%d, %d classes)\n", o.data, tr.n, te.n, tr.c, tr.h, tr.w, K);
-        printf("model: %s, %zu parameters (%zu trainable)\n", o.model_name, dp_model_num_params(m), dp_model_num_trainable(m));
+        if (info.tokens)
+            printf("data: %s (%zu train, %zu test, sequences of %d tokens, vocabulary %d, %d classes)\n", info.data_desc,
+                   tr.n, te.n, info.seq_len, info.vocab, K);
+        else
+            printf("data: %s (%zu train, %zu test, %dx%dx%d, %d classes)\n", info.data_desc, tr.n, te.n, tr.c, tr.h,
+                   tr.w, K);
+        printf("model: %s, %zu parameters (%zu trainable)\n", info.model_desc, dp_model_num_params(m),
+               dp_model_num_trainable(m));
         if (p.no_dp)
             printf("training: non-private baseline (--no-dp), batch %d, %d epochs, %d threads\n", p.expected_batch, p.epochs,
                    omp_get_max_threads());
@@ -321,7 +319,8 @@ int dp_cmd_train(int argc, char **argv) {
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"test_accuracy\": %.17g,\n  \"test_loss\": %.17g,\n"
                  "  \"seconds\": %.3f,\n  \"mean_batch\": %.3f,\n  \"empty_batches\": %ld,\n  \"nonfinite_samples\": %ld,\n"
                  "  \"peak_tracked_bytes\": %zu,\n  \"threads\": %d,\n  \"seed\": %llu,\n  \"secure\": %s\n}\n",
-                 dp_model_builtin_spec(o.model_name) ? o.model_name : "spec", dp_model_num_params(m), p.no_dp ? "false" : "true",
+                 dp_model_builtin_spec(o.model_name) || !strcmp(o.model_name, "transformer") ? o.model_name : "spec",
+                 dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
                  p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), r.test_accuracy, r.test_loss, r.seconds,

@@ -10,6 +10,7 @@
  * build is simply not listed. */
 #define DP_CLI_COMMANDS(X)                                                                    \
     X(train, "train a model with DP-SGD (default: the CNN on Fashion-MNIST at epsilon 3)")    \
+    X(norms, "per-sample gradient norms of a model on data (to choose the clipping norm C)")   \
     X(epsilon, "the epsilon a run spends (accountants)")                                       \
     X(noise, "the noise multiplier a target epsilon needs")                                    \
     X(bench, "benchmarks: memory and time of the clipping modes")                              \

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# tests/bench_cli_test.sh PATH-TO-DPSGD: `dpsgd bench` end to end on tiny batches: the
+# markdown table, the JSON (parsed) and the SVG (well-formed) of a quick synthetic run; a
+# --mem-limit too small for vanilla gives OOM (by plan, and by the allocator) and exit 0;
+# every bad flag exits 2 naming the flag; `bench bert` says it is not available yet.
+# Last line: "bench_cli_test: N passed, N failed"; exit status non-zero on any failure.
+# shellcheck disable=SC2015
+set -u
+if [[ $# -ne 1 || ! -x "$1" ]]; then
+    echo "usage: $0 PATH-TO-DPSGD" >&2
+    exit 2
+fi
+BIN=$1
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+t_setup bench_cli_test bench_cli
+# expect_err FLAGTEXT ARGS...: exit 2 and stderr mentions FLAGTEXT
+expect_err() {
+    local want=$1
+    shift
+    run "$@"
+    [[ $RC -eq 2 && "$ERR" == *"$want"* ]] && ok || bad "$* -> rc $RC, stderr: $ERR (wanted '$want')"
+}
+
+run bench --help
+[[ $RC -eq 0 && "$OUT" == *"--mem-limit"* && "$OUT" == *"synthetic"* && "$OUT" == *"ghost"* ]] && ok || bad "bench --help: $OUT"
+run help
+[[ "$OUT" == *"bench"* ]] && ok || bad "bench not listed: $OUT"
+
+# the quick synthetic run: every mode, two batch sizes, one timed step
+run bench synthetic --quick --batch-sizes 4,8 --reps 1 --warmup 0 --json "$TMP/b.json" --plot "$TMP/b.svg"
+[[ $RC -eq 0 ]] && ok || bad "quick run: rc $RC: $ERR"
+for want in "### batch 4" "### batch 8" "| model creation |" "| first backward |" "| second backward |" \
+    "| optimizer step |" "peak tracked" "peak RSS" "step time × no-DP" "GFLOP/s" "SGEMM" "### summary"; do
+    [[ "$OUT" == *"$want"* ]] && ok || bad "table lacks '$want'"
+done
+head=$(grep -m1 '^|  | no-DP' <<<"$OUT")
+[[ "$head" == *"vanilla"* && "$head" == *"fast"* && "$head" == *"ghost"* ]] && ok || bad "mode columns: $head"
+[[ "$ERR" == *"batch 8, ghost"* ]] && ok || bad "progress on stderr: $ERR"
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$TMP/b.json" <<'EOF' && ok || bad "json content"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["workload"] == "synthetic" and d["parameters"] == 16387840, d["parameters"]
+assert [r["batch"] for r in d["results"]] == [4, 8]
+for r in d["results"]:
+    m = r["modes"]
+    assert {"no-DP", "vanilla", "fast", "ghost"} <= set(m), set(m)  # and any later mode
+    for name, v in m.items():
+        assert v["status"] == "ok", (name, v)
+        assert v["memory"]["peak_tracked_bytes"] > 0 and v["time"]["median_ms"] > 0
+    B = r["batch"]
+    # vanilla holds B x all parameters at once; ghost only O(B) bytes in its first backward
+    assert m["vanilla"]["memory"]["backward_1_bytes"] >= B * 16387840 * 4
+    assert m["ghost"]["memory"]["backward_1_bytes"] < 64 * B
+    assert m["no-DP"]["memory"]["backward_2_bytes"] is None
+    assert m["no-DP"]["time"]["gflops"] > 0
+EOF
+else
+    [[ -s "$TMP/b.json" ]] && ok || bad "json written"
+fi
+[[ -s "$TMP/b.svg" && "$(tail -c 8 "$TMP/b.svg")" == *"</svg>"* ]] && ok || bad "svg written"
+if command -v xmllint >/dev/null 2>&1; then
+    xmllint --noout "$TMP/b.svg" && ok || bad "svg not well-formed"
+fi
+grep -q "batch size" "$TMP/b.svg" && grep -q "step time" "$TMP/b.svg" && grep -q ">ghost<" "$TMP/b.svg" && ok || bad "svg labels"
+ls "$TMP"/b.json.tmp* >/dev/null 2>&1 && bad "temporary file left" || ok
+
+# OOM by plan: vanilla needs B x 62.5 MiB more than no-DP; the run goes on and exits 0
+run bench synthetic --quick --batch-sizes 4 --reps 1 --warmup 0 --modes no-dp,vanilla --mem-limit 300MiB \
+    --json "$TMP/oom.json" --plot "$TMP/oom.svg"
+[[ $RC -eq 0 && "$OUT" == *"OOM (plan:"* && "$ERR" == *"vanilla: OOM"* ]] && ok || bad "OOM by plan: rc $RC $OUT $ERR"
+line=$(grep '^| 4 | no-DP' <<<"$OUT")
+[[ "$line" != *OOM* && -n "$line" ]] && ok || bad "no-DP should run: $line"
+if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); m=d["results"][0]["modes"]; assert m["vanilla"]["status"]=="oom_plan" and m["no-DP"]["status"]=="ok", m' \
+        "$TMP/oom.json" && ok || bad "OOM json"
+fi
+grep -q ">OOM<" "$TMP/oom.svg" && ok || bad "OOM marked in the svg"
+# OOM by the allocator (--no-plan runs the mode): vanilla's per-sample gradients are refused
+run bench synthetic --quick --batch-sizes 4 --reps 1 --warmup 0 --modes vanilla --mem-limit 300MiB --no-plan
+[[ $RC -eq 0 && "$OUT" == *"OOM (first backward)"* && "$OUT" == *"OOM here"* ]] && ok || bad "OOM by the allocator: rc $RC $OUT $ERR"
+
+# bad usage: exit 2, the flag named
+expect_err "workload" bench
+expect_err "unknown workload" bench resnet
+expect_err "--batch-sizes" bench synthetic --batch-sizes 0
+expect_err "--batch-sizes" bench synthetic --batch-sizes 4,x
+expect_err "--batch-sizes" bench synthetic --batch-sizes ,
+expect_err "--modes" bench synthetic --modes ghost,turbo
+expect_err "--reps" bench synthetic --reps 0
+expect_err "--warmup" bench synthetic --warmup -1
+expect_err "--mem-limit" bench synthetic --mem-limit 12XB
+expect_err "--mem-limit" bench synthetic --mem-limit -5GiB
+expect_err "--threads" bench synthetic --threads 0
+expect_err "--seed" bench synthetic --seed abc
+expect_err "--json" bench synthetic --json
+expect_err "--plot" bench synthetic --plot "$TMP/no/such/dir/x.svg"
+expect_err "unknown option" bench synthetic --frobnicate
+run bench bert
+[[ $RC -eq 1 && "$ERR" == *"not available yet"* ]] && ok || bad "bert: rc $RC $ERR"
+
+t_summary
