@@ -512,6 +512,8 @@ void KN(attn_bwd)(REAL *dq, REAL *dk, REAL *dv, REAL *work, const REAL *dctx, co
             const int i = bh / h, j = bh % h;
             const size_t off = (size_t)i * T * d + (size_t)j * dh;
             const REAL *Pb = P + (size_t)bh * T * T, *dO = dctx + off;
+            if (dv) GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1, Pb, T, dO, d, 0, dv + off, d);
+            if (!dq && !dk) continue;
             GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1, dO, d, v + off, d, 0, W, T);
             for (int t = 0; t < T; t++) {
                 const REAL *pr = Pb + (size_t)t * T;
@@ -522,9 +524,8 @@ void KN(attn_bwd)(REAL *dq, REAL *dk, REAL *dv, REAL *work, const REAL *dctx, co
 #pragma omp simd
                 for (int u = 0; u < T; u++) wr[u] = pr[u] * (wr[u] - r);
             }
-            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, W, T, k + off, d, 0, dq + off, d);
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, W, T, q + off, d, 0, dk + off, d);
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1, Pb, T, dO, d, 0, dv + off, d);
+            if (dq) GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, W, T, k + off, d, 0, dq + off, d);
+            if (dk) GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, W, T, q + off, d, 0, dk + off, d);
         }
     }
 }

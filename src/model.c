@@ -1416,15 +1416,18 @@ static dp_status node_bwd_input(dp_model *m, const node *l, const float *g, int 
     }
     if (l->kind == DP_LAYER_ATTENTION) {
         float *d3[3];
-        for (int j = 0; j < 3; j++) {
+        for (int j = 0; j < 3; j++) { /* inputs off the trainable path get no gradient */
             int s = l->in[j];
-            if (s < 0 || !m->L[s].need_grad || m->gw[s])
-                return dp_fail(DP_ERR_INVALID, "backward: attention inputs must be distinct trainable-path nodes read only by it");
+            d3[j] = NULL;
+            if (!needs(m, l, j)) continue;
+            if (m->gw[s])
+                return dp_fail(DP_ERR_INVALID, "backward: attention inputs must be distinct nodes read only by it");
             d3[j] = gbuf(m, s);
         }
         dp__k_attn_bwd_f32(d3[0], d3[1], d3[2], m->work, g, l->P, input_of(m, l, 0), input_of(m, l, 1), input_of(m, l, 2), B, T,
                            F, l->heads);
-        for (int j = 0; j < 3; j++) m->gw[l->in[j]] = 1;
+        for (int j = 0; j < 3; j++)
+            if (d3[j]) m->gw[l->in[j]] = 1;
         return DP_OK;
     }
     if (!needs(m, l, 0)) return DP_OK;

@@ -175,6 +175,27 @@ static void test_transformer_modes(int pre_norm, int pool, int pad, int train_la
     dp_model_destroy(m);
 }
 
+/* Only some of an attention's q, k, v projections train (and nothing in front of them):
+ * the attention backward computes gradients for those inputs only. */
+static void test_partial_attention(const char *const *frozen, int nfrozen) {
+    dp_transformer_params p = small_params();
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create_transformer(&p, &m));
+    if (!m) return;
+    dp_model_init(m, &R);
+    float *w = dp_model_params(m);
+    for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] += (float)(0.3 * dp_rng_normal(&R));
+    for (int i = 0; i < nfrozen; i++) CHECK_OK(dp_model_set_frozen_prefix(m, frozen[i], 1, NULL));
+    int B = 5;
+    float *x = dp_alloc(sizeof(float) * B * p.seq_len);
+    make_tokens(x, B, p.seq_len, p.vocab, 1);
+    char what[160];
+    snprintf(what, sizeof what, "partial attention (%d frozen, first %s)", nfrozen, frozen[0]);
+    check_modes_model(m, what, x, B);
+    dp_free(x);
+    dp_model_destroy(m);
+}
+
 static void test_spec_seq(const char *spec, int T, int pad) {
     dp_model *m = NULL;
     CHECK_OK(dp_model_create(spec, 1, 1, T, &m));
@@ -361,6 +382,15 @@ int main(void) {
         test_transformer_modes(1, DP_POOL_FIRST, pad, 1);
     }
     test_transformer_modes(0, DP_POOL_FIRST, 1, 0);
+    static const char *const only_q[] = {"bert.embeddings", "bert.encoder.layer.0.attention.self.key",
+                                         "bert.encoder.layer.0.attention.self.value"};
+    static const char *const only_v[] = {"bert.embeddings", "bert.encoder.layer.0.attention.self.key",
+                                         "bert.encoder.layer.0.attention.self.query"};
+    static const char *const only_k[] = {"bert.embeddings", "bert.encoder.layer.0.attention.self.query",
+                                         "bert.encoder.layer.0.attention.self.value"};
+    test_partial_attention(only_q, 3);
+    test_partial_attention(only_v, 3);
+    test_partial_attention(only_k, 3);
     test_frozen_prefix_memory();
     test_names_and_io();
     test_seq_spec_errors();
