@@ -1659,14 +1659,16 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
                               cm < 0 ? "stored per-sample grads" : sum_name(cm), b1,
                               (double)B * (cp->mode == DP_CLIP_VANILLA ? fi : nm == DP_NORM_GHOST ? fg : fi));
     }
-    fmt_bytes(b1, sizeof b1, (double)dp_model_plan_bytes(m, cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO ? DP_CLIP_GHOST : cp->mode, B, 0) + (double)kept);
+    const double step = (double)dp_model_plan_bytes(m, cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO ? DP_CLIP_GHOST : cp->mode, B, 0) + (double)kept;
+    fmt_bytes(b1, sizeof b1, step);
     fmt_bytes(b2, sizeof b2, (double)dp_model_plan_bytes(m, cp->mode, B, 1));
     if (o < cap)
         o += (size_t)snprintf(buf + o, cap - o, "  step memory (estimate) %s; non-private step %s; second backward pass: %s\n", b1, b2,
                               cp->mode == DP_CLIP_VANILLA ? "no" : second ? "yes" : "no");
     if (cp->mode == DP_CLIP_AUTO && o < cap) {
         fmt_bytes(b1, sizeof b1, (double)budget);
-        snprintf(buf + o, cap - o, "  memory budget %s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step)");
+        snprintf(buf + o, cap - o, "  memory budget %s%s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step)",
+                 step > (double)budget ? "; no plan fits it: every layer takes the second pass, the smallest plan" : "");
     }
     return DP_OK;
 }

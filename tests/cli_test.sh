@@ -114,6 +114,8 @@ expect_fail 2 --max-grad-norm train "${NODATA[@]}" --max-grad-norm 0
 expect_fail 2 --max-grad-norm train "${NODATA[@]}" --max-grad-norm -0.1
 expect_fail 2 --noise-multiplier train "${NODATA[@]}" --noise-multiplier 0
 expect_fail 2 --clipping train "${NODATA[@]}" --clipping foo
+expect_fail 2 --mem-budget train "${NODATA[@]}" --mem-budget 3Q
+expect_fail 2 --mem-budget train "${NODATA[@]}" --mem-budget -1GiB
 expect_fail 2 --optimizer train "${NODATA[@]}" --optimizer bar
 expect_fail 2 --batch-size train "${NODATA[@]}" --batch-size
 expect_fail 2 --batch-size train "${NODATA[@]}" --batch-size 0
@@ -218,6 +220,16 @@ else
     [[ $RC -eq 0 ]] && ok || bad "verbose run: exit $RC: $ERR"
     [[ $(grep -c '^epoch ' <<<"$OUT") -eq 2 ]] && ok || bad "verbose run: want 2 epoch lines: $OUT"
     grep -q '^model: mlp' <<<"$OUT" && ok || bad "verbose run: no model line: $OUT"
+
+    # --verbose prints the auto plan; a budget below every plan is said so, and the run goes on
+    run train --train-limit 500 --test-limit 100 --epochs 1 --batch-size 250 --verbose
+    [[ $RC -eq 0 ]] && ok || bad "--verbose: exit $RC: $ERR"
+    grep -q '^clipping plan, mode auto, batch 250' <<<"$OUT" && ok || bad "--verbose: no plan header: $OUT"
+    [[ $(grep -c ' norm \(ghost\|instantiate\) ' <<<"$OUT") -eq 4 ]] && ok || bad "--verbose: want 4 layer lines: $OUT"
+    grep -q 'second backward pass: no' <<<"$OUT" && ok || bad "--verbose: default budget should need no second pass: $OUT"
+    run train --train-limit 500 --test-limit 100 --epochs 1 --batch-size 250 --verbose --mem-budget 1MiB
+    [[ $RC -eq 0 ]] && ok || bad "--mem-budget 1MiB: exit $RC: $ERR"
+    grep -q 'no plan fits it' <<<"$OUT" && ok || bad "--mem-budget 1MiB: plan does not say it cannot fit: $OUT"
 
     # --out into a directory that does not exist / onto a directory: fails, no temp files left
     mkdir -p "$TMP/outs/adir"

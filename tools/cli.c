@@ -113,6 +113,38 @@ static int positive(const char *a, const char *v, double *out) {
     return 1;
 }
 
+/* SIZE: a number of bytes with an optional unit: K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024),
+ * KB/MB/GB/TB (powers of 1000), B; "none" or 0: no limit */
+int dp_cli_parse_size(const char *cmd, const char *flag, const char *v, size_t *out) {
+    if (!strcmp(v, "none")) {
+        *out = 0;
+        return 1;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || errno || !isfinite(x) || x < 0) goto bad;
+    static const struct {
+        const char *suffix;
+        double mult;
+    } units[] = {{"", 1},     {"B", 1},          {"K", 1024.0},       {"KiB", 1024.0}, {"KB", 1e3},
+                 {"M", (1024.0 * 1024)},  {"MiB", (1024.0 * 1024)},      {"MB", 1e6},         {"G", (1024.0 * 1024 * 1024)},      {"GiB", (1024.0 * 1024 * 1024)},
+                 {"GB", 1e9}, {"T", (1024.0 * 1024 * 1024) * 1024}, {"TiB", (1024.0 * 1024 * 1024) * 1024}, {"TB", 1e12}};
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++)
+        if (!strcmp(end, units[u].suffix)) {
+            double bytes = x * units[u].mult;
+            if (bytes > 1e18) goto bad;
+            *out = (size_t)bytes;
+            return 1;
+        }
+bad:
+    fprintf(stderr,
+            "%s: %s: %s %s: not a size (a number of bytes with an optional unit: 512MiB, 16GiB, 2e9, "
+            "or none)\n",
+            prog, cmd, flag, v);
+    return 0;
+}
+
 static int parse_int(const char *a, const char *v, long hi, int *out) {
     long lv;
     if (!dp_cli_parse_long(a, v, 1, hi, &lv)) return 0;

@@ -17,6 +17,9 @@ int dp_cli_die(const char *what);
 int dp_cli_fail(dp_status st);
 /* parse a flag's value; on failure print "<flag> <value>: <reason>" and return 0 */
 int dp_cli_parse_double(const char *flag, const char *v, double *out);
+/* SIZE: bytes with an optional unit (K/KiB, M/MiB, G/GiB, T/TiB are powers of 1024; KB, MB,
+ * GB, TB powers of 1000); "none" or 0 give 0. 0 with a message naming cmd and flag if bad. */
+int dp_cli_parse_size(const char *cmd, const char *flag, const char *v, size_t *out);
 int dp_cli_parse_long(const char *flag, const char *v, long lo, long hi, long *out);
 /* write text to path atomically (temp file in the same directory, fsync, rename); on failure
  * print a message naming `flag` and path, leave nothing behind, return 0 */

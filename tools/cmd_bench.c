@@ -193,38 +193,6 @@ static int bad_usage(const char *fmt, const char *a, const char *b) {
     return 2;
 }
 
-/* SIZE: a number of bytes with an optional unit: K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024),
- * KB/MB/GB/TB (powers of 1000), B; "none" or 0: no limit */
-static int parse_size(const char *flag, const char *v, size_t *out) {
-    if (!strcmp(v, "none")) {
-        *out = 0;
-        return 1;
-    }
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || errno || !isfinite(x) || x < 0) goto bad;
-    static const struct {
-        const char *suffix;
-        double mult;
-    } units[] = {{"", 1},     {"B", 1},          {"K", 1024.0},       {"KiB", 1024.0}, {"KB", 1e3},
-                 {"M", MIB},  {"MiB", MIB},      {"MB", 1e6},         {"G", GIB},      {"GiB", GIB},
-                 {"GB", 1e9}, {"T", GIB * 1024}, {"TiB", GIB * 1024}, {"TB", 1e12}};
-    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++)
-        if (!strcmp(end, units[u].suffix)) {
-            double bytes = x * units[u].mult;
-            if (bytes > 1e18) goto bad;
-            *out = (size_t)bytes;
-            return 1;
-        }
-bad:
-    fprintf(stderr,
-            "%s: bench: %s %s: not a size (a number of bytes with an optional unit: 512MiB, 16GiB, 2e9, "
-            "or none)\n",
-            prog, flag, v);
-    return 0;
-}
-
 static int cmp_int(const void *a, const void *b) {
     return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
 }
@@ -320,7 +288,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--warmup"))
             ok = dp_cli_parse_long(a, v, 0, 100000, &o->warmup);
         else if (!strcmp(a, "--mem-limit"))
-            ok = parse_size(a, v, &o->mem_limit);
+            ok = dp_cli_parse_size("bench", a, v, &o->mem_limit);
         else if (!strcmp(a, "--threads"))
             ok = dp_cli_parse_long(a, v, 1, 1024, &o->threads);
         else if (!strcmp(a, "--seed"))

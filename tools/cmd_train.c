@@ -46,6 +46,9 @@ void dp_cmd_train_usage(FILE *f) {
 "  --no-dp                 non-private baseline: no clipping, noise or accounting\n"
 "  --clipping MODE         %s [%s]\n"
 "  --max-grad-norm C       per-sample clipping norm [0.1]\n"
+"  --mem-budget SIZE       auto: bytes a step may allocate (e.g. 2GiB); layers go back from\n"
+"                          keeping to a second backward pass until the plan fits\n"
+"                          [1.2 x the non-private step]\n"
 "  --epsilon E             target epsilon; sigma is calibrated to it [3]\n"
 "  --delta D               target delta [1e-5]\n"
 "  --accountant A          rdp | prv | pld | gdp: calibrates sigma and reports epsilon [prv]\n"
@@ -80,6 +83,8 @@ void dp_cmd_train_usage(FILE *f) {
 "output:\n"
 "  --out FILE              write a JSON summary (atomically)\n"
 "  --quiet                 no progress, only the final line\n"
+"  --verbose               print the clipping plan (per layer: norm method, how the clipped\n"
+"                          sum is formed, bytes and FLOPs) before training\n"
 "  -h, --help              this help\n"
 "\n"
 "Data-parallel training: `mpirun -np N dpsgd train ...` (when built with MPI) runs N ranks that\n"
@@ -121,7 +126,7 @@ int dp_cmd_train(int argc, char **argv) {
     const char *out = NULL;
     const char *init_path = NULL, *save_weights = NULL;
     long test_limit = 0;
-    int quiet = 0;
+    int quiet = 0, verbose = 0;
     dp_cli_model_opts mo;
     dp_cli_model_opts_init(&mo, "train");
     dp_optim_kind okind = DP_OPT_SGD;
@@ -188,6 +193,11 @@ int dp_cmd_train(int argc, char **argv) {
             out = v;
         } else if (!strcmp(a, "--quiet")) {
             quiet = 1;
+        } else if (!strcmp(a, "--verbose")) {
+            verbose = 1;
+        } else if (!strcmp(a, "--mem-budget")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_size("train", a, v, &p.mem_budget)) return 2;
         } else {
             fprintf(stderr, "%s: unknown option '%s' (see dpsgd train --help)\n", prog, a);
             return 2;
@@ -273,6 +283,21 @@ int dp_cmd_train(int argc, char **argv) {
                    dp_clip_mode_name(p.clipping), p.max_grad_norm, p.expected_batch, (double)p.expected_batch / (double)tr.n,
                    p.epochs, dp_train_steps_per_epoch(tr.n, p.expected_batch), p.target_epsilon, p.delta,
                    dp_accountant_kind_name(p.accountant), omp_get_max_threads());
+        if (verbose && !p.no_dp) {
+            /* the plan at the expected batch (Poisson batches vary around it) or the physical one */
+            int B = p.physical_batch > 0 && p.physical_batch < p.expected_batch ? p.physical_batch : p.expected_batch;
+            dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget};
+            size_t cap = 1 << 16;
+            char *buf = malloc(cap);
+            if (buf && dp_model_describe_plan(m, &cp, B, buf, cap) == DP_OK)
+                fputs(buf, stdout);
+            else
+                fprintf(stderr, "%s: --verbose: %s\n", prog, buf ? dp_last_error() : "out of memory");
+            free(buf);
+        } else if (verbose) {
+            printf("memory plan: a non-private step of %d samples allocates %.1f MiB\n", p.expected_batch,
+                   (double)dp_model_plan_bytes(m, p.clipping, p.expected_batch, 1) / (1024.0 * 1024.0));
+        }
         if (comm.size > 1) printf("data-parallel: %d ranks (MPI)\n", comm.size);
         if (p.resume) printf("resuming from %s\n", p.resume);
         if (p.secure) printf("secure mode: noise and sampling from the OS-seeded CSPRNG\n");
