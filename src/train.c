@@ -663,7 +663,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                 if (p->test_noise == 2) dp_model_zero_grad(m);
                 if (p->test_noise != 1 && (!comm || comm->rank == 0)) {
                     if (crng) dp_secure_noise_gaussian(grad, np, sigma * p->max_grad_norm, crng);
-                    else dp_noise_gaussian(grad, np, sigma * p->max_grad_norm, &rn);
+                    else dp_noise_gaussian_masked(grad, np, mask, sigma * p->max_grad_norm, &rn);
                 }
                 if (comm) {
                     dp_mem_stage("allreduce");

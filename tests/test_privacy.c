@@ -3,6 +3,7 @@
 #include "fixtures.h"
 
 #include <limits.h>
+#include <omp.h>
 
 #ifndef DP_REFERENCE_DIR
 #define DP_REFERENCE_DIR "../shared/reference"
@@ -450,6 +451,116 @@ static void test_noise(void) {
     dp_free(h);
 }
 
+/* The noise's distribution: a Kolmogorov-Smirnov test against the normal CDF, the mass in
+ * the tails (beyond 2, 3 and the ziggurat's base r = 3.654, where the exact tail method takes
+ * over) against its expectation, and the fourth moment; the same noise for 1 and 2 threads;
+ * the masked variant leaves masked coordinates alone and draws nothing for them. */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_noise_distribution(void) {
+    enum { N = 2000003 }; /* not a multiple of the block size */
+    float *g = dp_alloc(N * sizeof *g), *h = dp_alloc(N * sizeof *h);
+    double *z = dp_alloc(N * sizeof *z);
+    unsigned char *mask = dp_alloc(N);
+    CHECK(g && h && z && mask);
+    if (!g || !h || !z || !mask) goto out;
+    memset(g, 0, N * sizeof *g);
+    dp_rng r;
+    dp_rng_seed(&r, 99);
+    dp_noise_gaussian(g, N, 1.0, &r);
+    double m4 = 0;
+    size_t t2 = 0, t3 = 0, tr = 0;
+    for (size_t i = 0; i < N; i++) {
+        z[i] = g[i];
+        m4 += z[i] * z[i] * z[i] * z[i];
+        double a = fabs(z[i]);
+        t2 += a > 2;
+        t3 += a > 3;
+        tr += a > 3.6541528853610088;
+    }
+    m4 /= N;
+    qsort(z, N, sizeof *z, cmp_double);
+    double D = 0;
+    for (size_t i = 0; i < N; i++) {
+        double F = 0.5 * erfc(-z[i] / sqrt(2.0));
+        double d1 = fabs(F - (double)i / N), d2 = fabs((double)(i + 1) / N - F);
+        if (d1 > D) D = d1;
+        if (d2 > D) D = d2;
+    }
+    /* P(sqrt(N) D > 1.95) ~ 0.001 */
+    printf("noise distribution: KS D %.2e (sqrt(N) D %.3f), P(|z|>2) %.5f, P(|z|>3) %.6f, P(|z|>r) %.7f, E z^4 %.4f\n", D,
+           sqrt((double)N) * D, (double)t2 / N, (double)t3 / N, (double)tr / N, m4);
+    CHECK(sqrt((double)N) * D < 1.95);
+    const double p2 = erfc(2 / sqrt(2.0)), p3 = erfc(3 / sqrt(2.0)), pr = erfc(3.6541528853610088 / sqrt(2.0));
+    CHECK(fabs((double)t2 / N - p2) < 5 * sqrt(p2 / N));
+    CHECK(fabs((double)t3 / N - p3) < 5 * sqrt(p3 / N));
+    CHECK(fabs((double)tr / N - pr) < 5 * sqrt(pr / N));
+    CHECK(fabs(m4 - 3) < 0.05); /* sd of the estimate: sqrt(96 / N) = 0.007 */
+
+    /* the tail beyond r (its own exact method): the mean excess E[|z| - r | |z| > r] =
+     * phi(r) / Q(r) - r, over 2e7 draws (about 5200 in the tail) */
+    {
+        const double rr = 3.6541528853610088;
+        double ex = 0, ex2 = 0;
+        size_t cnt = 0;
+        for (int rep = 0; rep < 10; rep++) {
+            memset(g, 0, N * sizeof *g);
+            dp_noise_gaussian(g, N, 1.0, &r);
+            for (size_t i = 0; i < N; i++)
+                if (fabs(g[i]) > rr) {
+                    double e = fabs(g[i]) - rr;
+                    ex += e;
+                    ex2 += e * e;
+                    cnt++;
+                }
+        }
+        const double phi = exp(-0.5 * rr * rr) / sqrt(8 * atan(1.0)), Q = 0.5 * erfc(rr / sqrt(2.0));
+        const double want = phi / Q - rr, mean = cnt ? ex / cnt : 0, sd = cnt ? sqrt((ex2 / cnt - mean * mean) / cnt) : 1;
+        printf("noise tail: %zu beyond r, mean excess %.4f vs %.4f (sd %.4f)\n", cnt, mean, want, sd);
+        CHECK(cnt > 4000 && fabs(mean - want) < 4 * sd);
+    }
+
+    /* thread count does not change the noise */
+    int nt = omp_get_max_threads();
+    memset(g, 0, N * sizeof *g);
+    memset(h, 0, N * sizeof *h);
+    dp_rng_seed(&r, 7);
+    omp_set_num_threads(1);
+    dp_noise_gaussian(g, N, 0.5, &r);
+    dp_rng_seed(&r, 7);
+    omp_set_num_threads(nt > 1 ? nt : 2);
+    dp_noise_gaussian(h, N, 0.5, &r);
+    omp_set_num_threads(nt);
+    CHECK(memcmp(g, h, N * sizeof *g) == 0);
+
+    /* masked: frozen coordinates untouched, the others noised with the right variance */
+    size_t on = 0;
+    double sq = 0;
+    for (size_t i = 0; i < N; i++) {
+        mask[i] = (i / 1000) % 3 != 0;
+        h[i] = 1.0f;
+    }
+    dp_noise_gaussian_masked(h, N, mask, 2.0, &r);
+    int untouched = 1;
+    for (size_t i = 0; i < N; i++) {
+        if (!mask[i]) untouched &= h[i] == 1.0f;
+        else {
+            on++;
+            sq += (h[i] - 1.0) * (h[i] - 1.0);
+        }
+    }
+    CHECK(untouched);
+    CHECK(fabs(sq / on - 4.0) < 5 * 4.0 * sqrt(2.0 / on));
+out:
+    dp_free(g);
+    dp_free(h);
+    dp_free(z);
+    dp_free(mask);
+}
+
 /* ---- Poisson sampling ---------------------------------------------------------------- */
 
 static int sorted_unique(const size_t *idx, size_t c, size_t n) {
@@ -575,6 +686,7 @@ int main(void) {
     test_monotone();
     test_calibration();
     test_noise();
+    test_noise_distribution();
     test_poisson();
     return t_finish("test_privacy");
 }

@@ -24,12 +24,19 @@ extern "C" {
 
 /* ---- noise ------------------------------------------------------------------------- */
 
-/* g[i] += std * N(0,1) for i < n. Each normal is drawn in double precision from rng
- * (dp_rng_normal), the sum g[i] + std*z is formed in double and rounded once to float.
- * g: [n] floats, borrowed, updated in place (may be NULL when n == 0). std: the noise
- * standard deviation in gradient units (sigma * C), finite and >= 0; std == 0 leaves g and
- * rng untouched. A negative or non-finite std is a programming error (aborts). */
+/* g[i] += std * N(0,1) for i < n, in parallel (OpenMP). One 64-bit key is drawn from rng
+ * per call; the coordinates are cut into fixed blocks with their own streams derived from
+ * it, so the noise depends on rng's state and n only (not on the thread count). Normals are
+ * drawn exactly (ziggurat with an exact tail) in double precision, the sum g[i] + std*z is
+ * formed in double and rounded once to float. g: [n] floats, borrowed, updated in place
+ * (may be NULL when n == 0). std: the noise standard deviation in gradient units (sigma * C),
+ * finite and >= 0; std == 0 leaves g and rng untouched. A negative or non-finite std is a
+ * programming error (aborts). For noise hardened against floating-point attacks see
+ * dp_secure_noise_gaussian (secure.h). */
 void dp_noise_gaussian(float *g, size_t n, double std, dp_rng *rng);
+/* The same, on the coordinates with mask[i] != 0 only (the others are neither changed nor
+ * drawn for): frozen parameters cost nothing. mask: [n], borrowed. */
+void dp_noise_gaussian_masked(float *g, size_t n, const unsigned char *mask, double std, dp_rng *rng);
 
 /* ---- Poisson sampling -------------------------------------------------------------- */
 
