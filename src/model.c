@@ -116,6 +116,7 @@ struct dp_model {
     size_t work_floats;
     double *sq, *sq1; /* [cap] */
     int keeping;      /* backward pass 1 of a bk/auto step: fill the nodes' keep buffers */
+    int ps_compact;   /* BWD_PS writes rows of the trainable coordinates only ([B, trainable]) */
     int pass2_low;    /* >= 0: a second pass for the DP_SUM_SECOND_PASS nodes, down to this one */
     int ntensors;
     char (*tnames)[NAME_LEN + 8];
@@ -1460,6 +1461,32 @@ static dp_status node_bwd_input(dp_model *m, const node *l, const float *g, int 
     return DP_OK;
 }
 
+/* Where node k's coordinates start among the trainable ones (the rows of compact per-sample
+ * gradients: vanilla keeps only what trains, as Opacus does). */
+static size_t trainable_offset(const dp_model *m, int k) {
+    size_t o = 0;
+    for (int j = 0; j < k; j++)
+        if (trainable(&m->L[j])) o += m->L[j].nw + m->L[j].nb;
+    return o;
+}
+
+static dp_status backward(dp_model *m, const float *dlogits, const float *scale, int B, int what, dp_clip_mode mode,
+                          float *ps, double *sq, double *sq_layers);
+
+/* Per-sample gradients of the trainable coordinates only: ps [B, trainable], into a buffer
+ * it allocates (*out, dp_free it). */
+static dp_status ps_trainable(dp_model *m, const float *dlogits, int B, float **out) {
+    const size_t nt = dp_model_num_trainable(m);
+    float *ps = dp_alloc(sizeof(float) * (size_t)B * nt);
+    *out = ps;
+    if (!ps) return DP_ERR_NOMEM;
+    memset(ps, 0, sizeof(float) * (size_t)B * nt);
+    m->ps_compact = 1;
+    dp_status st = backward(m, dlogits, NULL, B, BWD_PS, DP_CLIP_VANILLA, ps, NULL, NULL);
+    m->ps_compact = 0;
+    return st;
+}
+
 /* Backward through the graph from dlogits (rows optionally scaled by scale[i]). what:
  * BWD_PARAM accumulates weight gradients, BWD_NORMS adds per-sample squared norms into sq
  * (and, when sq_layers is given, into its column per node: sq_layers[b * n + k]), BWD_PS
@@ -1504,8 +1531,12 @@ static dp_status backward(dp_model *m, const float *dlogits, const float *scale,
                     for (size_t j = 0; j < pl; j++) acc += (double)q[j] * q[j];
                     sq[b] += acc;
                 }
-            }             else if (what == BWD_PS)
-                node_ps_grad(m, l, ps + l->w_off, m->np, g, 0, B);
+            } else if (what == BWD_PS) {
+                if (m->ps_compact)
+                    node_ps_grad(m, l, ps + trainable_offset(m, k), dp_model_num_trainable(m), g, 0, B);
+                else
+                    node_ps_grad(m, l, ps + l->w_off, m->np, g, 0, B);
+            }
             else if (sq_layers) {
                 memset(m->sq1, 0, sizeof(double) * (size_t)B);
                 dp_status st = node_norms(m, k, mode, g, B, m->sq1);
@@ -1540,17 +1571,18 @@ dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *d
     memset(sq_layers, 0, sizeof(double) * (size_t)B * m->n);
     memset(m->sq, 0, sizeof(double) * (size_t)B);
     if (mode != DP_CLIP_VANILLA) return backward(m, dlogits, NULL, B, BWD_NORMS, mode, NULL, m->sq, sq_layers);
-    float *ps = dp_alloc(sizeof(float) * (size_t)B * m->np);
-    if (!ps) return DP_ERR_NOMEM;
-    dp_status st = dp_model_per_sample_grads(m, dlogits, B, ps);
+    float *ps;
+    const size_t nt = dp_model_num_trainable(m);
+    dp_status st = ps_trainable(m, dlogits, B, &ps);
     if (st == DP_OK)
         for (int k = 0; k < m->n; k++) {
             const node *l = &m->L[k];
             if (!trainable(l)) continue;
+            const size_t to = trainable_offset(m, k);
 #pragma omp parallel for schedule(static)
             for (int b = 0; b < B; b++) {
                 double acc = 0;
-                const float *g = ps + (size_t)b * m->np + l->w_off;
+                const float *g = ps + (size_t)b * nt + to;
                 for (size_t j = 0; j < l->nw + l->nb; j++) acc += (double)g[j] * g[j];
                 sq_layers[(size_t)b * m->n + k] = acc;
             }
@@ -1586,6 +1618,10 @@ static size_t keep_bytes(const node *l, int cm, int B) {
 
 /* Sets every trainable node's cm for a bk/auto step of B samples; *budget and *kept (optional)
  * get the byte budget for kept tensors (auto) and what the plan keeps. */
+size_t dp_model_default_mem_budget(dp_model *m, int B) {
+    return (size_t)(1.2 * (double)dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 1) + 0.2 * 2.0 * sizeof(float) * (double)m->np);
+}
+
 static void clip_plan(dp_model *m, const dp_clip_params *cp, int B, size_t *budget, size_t *kept) {
     size_t total = 0, allowed = (size_t)-1;
     for (int k = 0; k < m->n; k++) {
@@ -1606,7 +1642,7 @@ static void clip_plan(dp_model *m, const dp_clip_params *cp, int B, size_t *budg
     }
     if (cp->mode == DP_CLIP_AUTO) {
         size_t base = dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 0);
-        size_t b = cp->mem_budget ? cp->mem_budget : (size_t)(1.2 * (double)dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 1));
+        size_t b = cp->mem_budget ? cp->mem_budget : dp_model_default_mem_budget(m, B);
         allowed = b > base ? b - base : 0;
         if (budget) *budget = b;
         /* over budget: layers go back to a second pass from the top down, since that pass
@@ -1667,7 +1703,7 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
                               cp->mode == DP_CLIP_VANILLA ? "no" : second ? "yes" : "no");
     if (cp->mode == DP_CLIP_AUTO && o < cap) {
         fmt_bytes(b1, sizeof b1, (double)budget);
-        snprintf(buf + o, cap - o, "  memory budget %s%s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step)",
+        snprintf(buf + o, cap - o, "  memory budget %s%s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step with parameters and gradients)",
                  step > (double)budget ? "; no plan fits it: every layer takes the second pass, the smallest plan" : "");
     }
     return DP_OK;
@@ -1746,27 +1782,29 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
     int bad = 0;
     dp_mem_stage("backward 1");
     if (cp->mode == DP_CLIP_VANILLA) {
-        float *ps = dp_alloc(sizeof(float) * (size_t)B * m->np);
-        if (!ps) {
-            dp_free(R);
-            return DP_ERR_NOMEM;
-        }
-        st = dp_model_per_sample_grads(m, dlogits, B, ps);
+        float *ps;
+        const size_t nt = dp_model_num_trainable(m);
+        st = ps_trainable(m, dlogits, B, &ps);
         if (st == DP_OK) {
 #pragma omp parallel for schedule(static)
             for (int b = 0; b < B; b++) {
                 double acc = 0;
-                const float *g = ps + (size_t)b * m->np;
-                for (size_t j = 0; j < m->np; j++) acc += (double)g[j] * g[j];
+                const float *g = ps + (size_t)b * nt;
+                for (size_t j = 0; j < nt; j++) acc += (double)g[j] * g[j];
                 sq[b] = acc;
             }
             bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
             dp_mem_stage("backward 2");
-            /* grad += ps^T R in one GEMV; rows of samples with R = 0 are zeroed first, since a
-             * non-finite row times 0 would still poison the sum */
+            /* grad += ps^T R, one GEMV per layer's columns; rows of samples with R = 0 are
+             * zeroed first, since a non-finite row times 0 would still poison the sum */
             for (int b = 0; b < B; b++)
-                if (R[b] == 0.0f) memset(ps + (size_t)b * m->np, 0, sizeof(float) * m->np);
-            cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)m->np, 1.0f, ps, (int)m->np, R, 1, 1.0f, m->grad, 1);
+                if (R[b] == 0.0f) memset(ps + (size_t)b * nt, 0, sizeof(float) * nt);
+            for (int k = 0; k < m->n; k++) {
+                const node *l = &m->L[k];
+                if (!trainable(l)) continue;
+                cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)(l->nw + l->nb), 1.0f, ps + trainable_offset(m, k), (int)nt,
+                            R, 1, 1.0f, m->grad + l->w_off, 1);
+            }
         }
         dp_free(ps);
     } else if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
@@ -1793,24 +1831,34 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
 
 
 size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp) {
+    if (no_dp) {
+        if (!m->planned) {
+            free_buffers(m);
+            plan(m);
+        }
+        return buffer_bytes(m, B < 1 ? 1 : B, (size_t)dp__max_threads());
+    }
+    dp_clip_params cp = dp_clip_default_params();
+    cp.mode = mode;
+    return dp_model_clip_plan_bytes(m, &cp, B);
+}
+
+size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B) {
     if (!m->planned) {
         free_buffers(m);
         plan(m);
     }
     if (B < 1) B = 1;
-    size_t nt = (size_t)dp__max_threads();
-    size_t bytes = buffer_bytes(m, B, nt);
-    if (no_dp) return bytes;
+    const dp_clip_mode mode = cp->mode;
+    size_t bytes = buffer_bytes(m, B, (size_t)dp__max_threads());
     size_t extra = 0;
     if (mode == DP_CLIP_BK || mode == DP_CLIP_AUTO) {
-        dp_clip_params cp = dp_clip_default_params();
-        cp.mode = mode;
         size_t kept = 0;
-        clip_plan(m, &cp, B, NULL, &kept);
+        clip_plan(m, cp, B, NULL, &kept);
         bytes += kept;
     }
     if (mode == DP_CLIP_VANILLA)
-        extra = sizeof(float) * (size_t)B * m->np;
+        extra = sizeof(float) * (size_t)B * dp_model_num_trainable(m);
     else
         for (int k = 0; k < m->n; k++)
             if (dp_model_norm_method(m, k, mode, NULL, NULL) == DP_NORM_INSTANTIATE) {

@@ -2,7 +2,8 @@
 # tests/bench_cli_test.sh PATH-TO-DPSGD: `dpsgd bench` end to end on tiny batches: the
 # markdown table, the JSON (parsed) and the SVG (well-formed) of a quick synthetic run; a
 # --mem-limit too small for vanilla gives OOM (by plan, and by the allocator) and exit 0;
-# every bad flag exits 2 naming the flag; `bench bert` says it is not available yet.
+# every bad flag exits 2 naming the flag; the BERT plan (--plan-only) runs out where the
+# article's does; a tiny bert-small run.
 # Last line: "bench_cli_test: N passed, N failed"; exit status non-zero on any failure.
 # shellcheck disable=SC2015
 set -u
@@ -97,7 +98,26 @@ expect_err "--seed" bench synthetic --seed abc
 expect_err "--json" bench synthetic --json
 expect_err "--plot" bench synthetic --plot "$TMP/no/such/dir/x.svg"
 expect_err "unknown option" bench synthetic --frobnicate
-run bench bert
-[[ $RC -eq 1 && "$ERR" == *"not available yet"* ]] && ok || bad "bert: rc $RC $ERR"
+expect_err "--plan-only" bench bert --plan-only --json "$TMP/p.json"
+
+# BERT-base by plan (nothing run): vanilla fits at 128 and runs out from 512 (per-sample
+# gradients of 7.68M parameters), ghost reaches the same largest batch as no-DP (1024)
+run bench bert --plan-only
+[[ $RC -eq 0 ]] && ok || bad "bert --plan-only: rc $RC $ERR"
+row() { grep "^| $1 |" <<<"$OUT"; }
+# columns: | batch | no-DP | vanilla | x | fast | x | ghost | x | bk | x | auto | x |
+col() { row "$1" | awk -F'|' -v c="$2" '{print $c}'; }
+[[ $(col 128 4) != *OOM* && $(col 512 4) == *OOM* ]] && ok || bad "bert plan: vanilla should fit at 128, not 512: $OUT"
+[[ $(col 1024 3) != *OOM* && $(col 1024 8) != *OOM* && $(col 1024 12) != *OOM* ]] && ok ||
+    bad "bert plan: no-DP, ghost and auto should fit at 1024: $OUT"
+[[ $(col 2048 3) == *OOM* && $(col 2048 8) == *OOM* ]] && ok || bad "bert plan: no-DP and ghost should not fit at 2048: $OUT"
+ratio=$(col 1024 9 | tr -d ' ')
+awk -v r="$ratio" 'BEGIN { exit !(r + 0 > 0 && r + 0 <= 1.05) }' && ok || bad "bert plan: ghost/no-DP $ratio > 1.05"
+
+# the small BERT runs for real, tiny
+run bench bert-small --batch-sizes 2 --reps 1 --warmup 0 --modes no-dp,ghost,auto
+[[ $RC -eq 0 ]] && ok || bad "bert-small: rc $RC $ERR"
+grep -q '^| 2 | auto |' <<<"$OUT" && ok || bad "bert-small: no auto row in the summary: $OUT"
+grep -q 'ghost step time <= 1.25x' <<<"$OUT" && ok || bad "bert-small: the bert targets are not reported: $OUT"
 
 t_summary

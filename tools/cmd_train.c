@@ -48,7 +48,7 @@ void dp_cmd_train_usage(FILE *f) {
 "  --max-grad-norm C       per-sample clipping norm [0.1]\n"
 "  --mem-budget SIZE       auto: bytes a step may allocate (e.g. 2GiB); layers go back from\n"
 "                          keeping to a second backward pass until the plan fits\n"
-"                          [1.2 x the non-private step]\n"
+"                          [1.2 x the non-private step's buffers, parameters and gradients]\n"
 "  --epsilon E             target epsilon; sigma is calibrated to it [3]\n"
 "  --delta D               target delta [1e-5]\n"
 "  --accountant A          rdp | prv | pld | gdp: calibrates sigma and reports epsilon [prv]\n"

@@ -180,10 +180,14 @@ typedef struct {
     dp_clip_mode mode;
     double max_grad_norm;  /* C > 0 */
     /* auto: the most bytes a step may allocate beyond parameters, gradients and optimizer
-     * state (dp_model_plan_bytes' scope); 0 = 1.2 x the non-private step's */
+     * state (dp_model_plan_bytes' scope); 0 = dp_model_default_mem_budget */
     size_t mem_budget;
 } dp_clip_params;
 dp_clip_params dp_clip_default_params(void); /* auto, C = 1, default budget */
+/* auto's default budget for B samples: what keeps a step's buffers plus the parameter and
+ * gradient blocks within 1.2 x the non-private step's, i.e. 1.2 x the non-private buffers
+ * + 0.2 x (parameters + gradients); optimizer state only lowers the ratio further. */
+size_t dp_model_default_mem_budget(dp_model *m, int B);
 
 /* How the clipped sum of one trainable layer is formed (bk and auto modes). */
 typedef enum {
@@ -212,6 +216,8 @@ dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *d
  * adds (vanilla: B per-sample gradients; fast/ghost: the largest instantiated layer chunk).
  * no_dp != 0: a non-private step (forward + backward only). */
 size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp);
+/* The same for a private step with all of cp (auto: with cp->mem_budget). */
+size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B);
 
 /* The clipping plan for a batch of B samples in cp's mode: per trainable layer, the norm
  * method, how its clipped sum is formed, the bytes it keeps and its estimated FLOPs, one line
