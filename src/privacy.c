@@ -18,6 +18,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 /* ---- noise -------------------------------------------------------------------------- */
 
@@ -94,13 +97,21 @@ static inline uint64_t mix64(uint64_t *x) {
 /* uniform in (0, 1]: never 0, so that log() is finite */
 static inline double xo_unit(xo256 *r) { return ((double)(xo_next(r) >> 11) + 1.0) * 0x1.0p-53; }
 
-static double zig_normal(xo256 *r) {
+/* One ziggurat attempt's x from a 64-bit draw: bits 0..7 give the layer i, bits 12..63 a
+ * uniform in [-1, 1) (as a double in [2, 4) minus 3, exactly) */
+static inline double zig_x_of(uint64_t u, int *i) {
+    *i = (int)(u & (ZIG_N - 1));
+    const uint64_t bits = (u >> 12) | 0x4000000000000000ULL;
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return (d - 3.0) * zig_x[*i];
+}
+
+/* The rest of the method once the attempt (i, x) fell outside its layer's inner rectangle:
+ * the tail (base layer) or the wedge test, then fresh attempts from r until one is accepted */
+static double zig_slow(xo256 *r, int i, double x) {
     for (;;) {
-        const uint64_t u = xo_next(r);
-        const int i = (int)(u & (ZIG_N - 1));                         /* bits 0..7: layer */
-        const double x = ((double)(int64_t)(u >> 11 << 11) * 0x1.0p-63) * zig_x[i]; /* bits 11..63: signed uniform */
-        if (fabs(x) < zig_x[i + 1]) return x; /* inside the rectangle under the curve */
-        if (i == 0) {                         /* the base layer's part beyond r: the tail */
+        if (i == 0) { /* beyond r: Marsaglia's exact tail */
             double a, b;
             do {
                 a = -log(xo_unit(r)) / zig_x[1];
@@ -110,34 +121,137 @@ static double zig_normal(xo256 *r) {
         }
         /* the wedge: accept with the density's height against a uniform height in the layer */
         if (zig_f[i] + xo_unit(r) * (zig_f[i + 1] - zig_f[i]) < gauss_f(x)) return x;
+        x = zig_x_of(xo_next(r), &i);
+        if (fabs(x) < zig_x[i + 1]) return x;
     }
 }
 
-static void noise_blocks(float *g, size_t n, const unsigned char *mask, double std, dp_rng *rng) {
+static inline double zig_normal(xo256 *r) {
+    int i;
+    const double x = zig_x_of(xo_next(r), &i);
+    return fabs(x) < zig_x[i + 1] ? x : zig_slow(r, i, x);
+}
+
+/* cnt standard normals for block b of the call with this key: the first attempts from four
+ * interleaved xoshiro256** lanes (AVX2 where the build has it: the rectangle test of four
+ * draws at once), everything after a failed first attempt and the last cnt % 4 from a
+ * fifth, scalar stream. The same numbers with or without AVX2. */
+static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
+    uint64_t x = key ^ (0xd1b54a32d192ed03ULL * (b + 1));
+    uint64_t ls[4][4]; /* ls[word][lane] */
+    for (int l = 0; l < 4; l++)
+        for (int w = 0; w < 4; w++) ls[w][l] = mix64(&x);
+    xo256 rs;
+    for (int w = 0; w < 4; w++) rs.s[w] = mix64(&x);
+    const size_t n4 = cnt & ~(size_t)3;
+#if defined(__AVX2__)
+    __m256i s0 = _mm256_loadu_si256((const __m256i *)ls[0]), s1 = _mm256_loadu_si256((const __m256i *)ls[1]);
+    __m256i s2 = _mm256_loadu_si256((const __m256i *)ls[2]), s3 = _mm256_loadu_si256((const __m256i *)ls[3]);
+    const __m256i m255 = _mm256_set1_epi64x(ZIG_N - 1), two = _mm256_set1_epi64x(0x4000000000000000LL);
+    const __m256d three = _mm256_set1_pd(3.0), sign = _mm256_set1_pd(-0.0);
+    for (size_t k = 0; k < n4; k += 4) {
+        const __m256i s1x5 = _mm256_add_epi64(s1, _mm256_slli_epi64(s1, 2));
+        const __m256i rot = _mm256_or_si256(_mm256_slli_epi64(s1x5, 7), _mm256_srli_epi64(s1x5, 57));
+        const __m256i u = _mm256_add_epi64(rot, _mm256_slli_epi64(rot, 3));
+        const __m256i t = _mm256_slli_epi64(s1, 17);
+        s2 = _mm256_xor_si256(s2, s0);
+        s3 = _mm256_xor_si256(s3, s1);
+        s1 = _mm256_xor_si256(s1, s2);
+        s0 = _mm256_xor_si256(s0, s3);
+        s2 = _mm256_xor_si256(s2, t);
+        s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
+        const __m256i idx = _mm256_and_si256(u, m255);
+        const __m256d xi = _mm256_i64gather_pd(zig_x, idx, 8), xi1 = _mm256_i64gather_pd(zig_x + 1, idx, 8);
+        const __m256d uni = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(u, 12), two)), three);
+        const __m256d zz = _mm256_mul_pd(uni, xi);
+        const int ok = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, zz), xi1, _CMP_LT_OQ));
+        _mm256_storeu_pd(z + k, zz);
+        if (ok != 15) {
+            int64_t id[4];
+            _mm256_storeu_si256((__m256i *)id, idx);
+            for (int l = 0; l < 4; l++)
+                if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, (int)id[l], z[k + (size_t)l]);
+        }
+    }
+#else
+    for (size_t k = 0; k < n4; k += 4) {
+        uint64_t u[4];
+        for (int l = 0; l < 4; l++) { /* lane l's xoshiro256** step */
+            const uint64_t a = ls[1][l], t = a << 17;
+            u[l] = xo_rotl(a * 5, 7) * 9;
+            ls[2][l] ^= ls[0][l];
+            ls[3][l] ^= ls[1][l];
+            ls[1][l] ^= ls[2][l];
+            ls[0][l] ^= ls[3][l];
+            ls[2][l] ^= t;
+            ls[3][l] = xo_rotl(ls[3][l], 45);
+        }
+        for (int l = 0; l < 4; l++) {
+            int i;
+            const double v = zig_x_of(u[l], &i);
+            z[k + (size_t)l] = fabs(v) < zig_x[i + 1] ? v : zig_slow(&rs, i, v);
+        }
+    }
+#endif
+    for (size_t k = n4; k < cnt; k++) z[k] = zig_normal(&rs);
+}
+
+/* g[i] += std z_i where mask is NULL or mask[i]; with zero_masked, then g[i] *= scale and
+ * masked coordinates become 0 (one pass for "noise, then average"). Every coordinate of a
+ * block with a trainable one has its z_i, so the three variants see the same numbers. */
+static void noise_blocks(float *g, size_t n, const unsigned char *mask, double std, int zero_masked, double scale,
+                         dp_rng *rng) {
     DP_ASSERT(std >= 0.0 && isfinite(std));
-    if (n == 0 || std == 0.0) return;
+    if (n == 0 || (std == 0.0 && !zero_masked)) return;
     DP_ASSERT(g != NULL && rng != NULL);
+    if (std == 0.0) { /* only the scaling and masking; nothing drawn */
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t i = 0; i < n; i++) g[i] = mask[i] ? (float)((double)g[i] * scale) : 0.0f;
+        return;
+    }
     pthread_once(&zig_once, zig_init);
     const uint64_t key = dp_rng_u64(rng);
     const size_t nb = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
-#pragma omp parallel for schedule(static) if (nb > 4)
-    for (size_t b = 0; b < nb; b++) {
-        uint64_t x = key ^ (0xd1b54a32d192ed03ULL * (b + 1));
-        xo256 r;
-        for (int j = 0; j < 4; j++) r.s[j] = mix64(&x);
-        const size_t hi = (b + 1) * NOISE_BLOCK < n ? (b + 1) * NOISE_BLOCK : n;
-        for (size_t i = b * NOISE_BLOCK; i < hi; i++) {
-            if (mask && !mask[i]) continue;
-            g[i] = (float)((double)g[i] + std * zig_normal(&r));
+#pragma omp parallel if (nb > 4)
+    {
+        double z[NOISE_BLOCK];
+#pragma omp for schedule(static)
+        for (size_t b = 0; b < nb; b++) {
+            const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n, cnt = hi - lo;
+            float *gb = g + lo;
+            const unsigned char *mb = mask ? mask + lo : NULL;
+            if (mb && !memchr(mb, 1, cnt)) { /* a frozen block: nothing to draw */
+                if (zero_masked) memset(gb, 0, sizeof(float) * cnt);
+                continue;
+            }
+            block_normals(z, cnt, key, b);
+            if (zero_masked) {
+                /* rounded to float twice, as noise then a separate scaling pass would */
+#pragma omp simd
+                for (size_t i = 0; i < cnt; i++)
+                    gb[i] = mb[i] ? (float)((double)(float)((double)gb[i] + std * z[i]) * scale) : 0.0f;
+            } else if (mb) {
+#pragma omp simd
+                for (size_t i = 0; i < cnt; i++) gb[i] = mb[i] ? (float)((double)gb[i] + std * z[i]) : gb[i];
+            } else {
+#pragma omp simd
+                for (size_t i = 0; i < cnt; i++) gb[i] = (float)((double)gb[i] + std * z[i]);
+            }
         }
     }
 }
 
-void dp_noise_gaussian(float *g, size_t n, double std, dp_rng *rng) { noise_blocks(g, n, NULL, std, rng); }
+void dp_noise_gaussian(float *g, size_t n, double std, dp_rng *rng) { noise_blocks(g, n, NULL, std, 0, 1.0, rng); }
 
 void dp_noise_gaussian_masked(float *g, size_t n, const unsigned char *mask, double std, dp_rng *rng) {
     DP_ASSERT(n == 0 || mask != NULL);
-    noise_blocks(g, n, mask, std, rng);
+    noise_blocks(g, n, mask, std, 0, 1.0, rng);
+}
+
+void dp_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale, dp_rng *rng) {
+    DP_ASSERT(n == 0 || mask != NULL);
+    DP_ASSERT(isfinite(scale));
+    noise_blocks(g, n, mask, std, 1, scale, rng);
 }
 
 /* ---- Poisson sampling ------------------------------------------------------------------ */

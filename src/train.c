@@ -657,13 +657,18 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             count = local_count;
             dp_mem_stage("optimizer");
             double scale;
+            int scaled = 0; /* the noise pass also did the scaling */
             if (!p->no_dp) {
                 /* noise on every trainable coordinate, then divide by the EXPECTED batch size;
                  * with several ranks the noise is drawn once, by rank 0, before the sum */
                 if (p->test_noise == 2) dp_model_zero_grad(m);
                 if (p->test_noise != 1 && (!comm || comm->rank == 0)) {
                     if (crng) dp_secure_noise_gaussian(grad, np, sigma * p->max_grad_norm, crng);
-                    else dp_noise_gaussian_masked(grad, np, mask, sigma * p->max_grad_norm, &rn);
+                    else if (!comm) {
+                        dp_noise_gaussian_scaled(grad, np, mask, sigma * p->max_grad_norm, 1.0 / (q * (double)N), &rn);
+                        scaled = 1;
+                    } else
+                        dp_noise_gaussian_masked(grad, np, mask, sigma * p->max_grad_norm, &rn);
                 }
                 if (comm) {
                     dp_mem_stage("allreduce");
@@ -691,7 +696,10 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             } else {
                 scale = count ? 1.0 / (double)count : 0.0;
             }
-            for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
+            if (!scaled) {
+#pragma omp parallel for schedule(static) if (np > 65536)
+                for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
+            }
             batch_sum += (double)count;
             if (count == 0) r.empty_batches++;
             dp_optim_step(opt, params, grad, mask);

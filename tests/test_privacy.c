@@ -554,6 +554,21 @@ static void test_noise_distribution(void) {
     }
     CHECK(untouched);
     CHECK(fabs(sq / on - 4.0) < 5 * 4.0 * sqrt(2.0 / on));
+
+    /* scaled: bit-equal to masked noise followed by a scaling pass that zeroes the masked,
+     * and the rng advances alike; with std 0 only the scaling, nothing drawn */
+    dp_rng ra, rb;
+    dp_rng_seed(&ra, 31);
+    rb = ra;
+    for (size_t i = 0; i < N; i++) g[i] = h[i] = (float)(0.001 * (double)(i % 977));
+    dp_noise_gaussian_masked(g, N, mask, 0.7, &ra);
+    for (size_t i = 0; i < N; i++) g[i] = mask[i] ? (float)(g[i] * (1.0 / 3)) : 0.0f;
+    dp_noise_gaussian_scaled(h, N, mask, 0.7, 1.0 / 3, &rb);
+    CHECK(memcmp(g, h, N * sizeof *g) == 0 && memcmp(&ra, &rb, sizeof ra) == 0);
+    dp_noise_gaussian_scaled(h, N, mask, 0.0, 3.0, &rb);
+    int sc = 1;
+    for (size_t i = 0; i < N; i++) sc &= h[i] == (mask[i] ? (float)(g[i] * 3.0) : 0.0f);
+    CHECK(sc && memcmp(&ra, &rb, sizeof ra) == 0);
 out:
     dp_free(g);
     dp_free(h);

@@ -832,9 +832,13 @@ static dp_status step(runner *r, const batch *d, double parts[3], double inc[ST_
     *at = ST_OPTIM;
     start[ST_OPTIM] = dp_mem_get().live_bytes;
     dp_mem_stage(stage_mem[ST_OPTIM]);
-    if (r->mode != 0) dp_noise_gaussian_masked(grad, np, mask, SIGMA * CLIP_C, &r->noise);
     const double scale = 1.0 / (double)B;
-    for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
+    if (r->mode != 0) /* as src/train.c: noise and averaging in one pass */
+        dp_noise_gaussian_scaled(grad, np, mask, SIGMA * CLIP_C, scale, &r->noise);
+    else {
+#pragma omp parallel for schedule(static) if (np > 65536)
+        for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
+    }
     dp_optim_step(r->opt, params, grad, mask);
     const double t1 = now_s();
     if (parts) {

@@ -37,6 +37,10 @@ void dp_noise_gaussian(float *g, size_t n, double std, dp_rng *rng);
 /* The same, on the coordinates with mask[i] != 0 only (the others are neither changed nor
  * drawn for): frozen parameters cost nothing. mask: [n], borrowed. */
 void dp_noise_gaussian_masked(float *g, size_t n, const unsigned char *mask, double std, dp_rng *rng);
+/* One pass for a step's "noise, then average": g[i] = (g[i] + std * z_i) * scale where
+ * mask[i], else 0; z_i and the rng's advance are those of dp_noise_gaussian_masked (std may
+ * be 0: then only the scaling and masking). */
+void dp_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale, dp_rng *rng);
 
 /* ---- Poisson sampling -------------------------------------------------------------- */
 
