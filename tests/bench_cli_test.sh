@@ -120,4 +120,10 @@ run bench bert-small --batch-sizes 2 --reps 1 --warmup 0 --modes no-dp,ghost,aut
 grep -q '^| 2 | auto |' <<<"$OUT" && ok || bad "bert-small: no auto row in the summary: $OUT"
 grep -q 'ghost step time <= 1.25x' <<<"$OUT" && ok || bad "bert-small: the bert targets are not reported: $OUT"
 
+# modes that would not fit in memory together are timed in groups, each with no-DP
+DPSGD_TEST_BENCH_AVAIL=1 run bench bert-small --batch-sizes 2 --reps 1 --warmup 0 --modes no-dp,ghost,auto
+[[ $RC -eq 0 ]] && ok || bad "bert-small in groups: rc $RC $ERR"
+grep -q 'timing: in 2 processes' <<<"$OUT" && ok || bad "bert-small in groups: no note of 2 processes: $OUT"
+grep -q '^| 2 | auto |.*| [0-9.]* | [0-9.]* |$' <<<"$OUT" && ok || bad "bert-small in groups: auto not timed: $OUT"
+
 t_summary

@@ -444,8 +444,8 @@ static double median(double *v, int n) {
 }
 
 /* a "VmHWM:" / "VmRSS:" line of /proc/self/status, in bytes (0 if unavailable) */
-static size_t proc_status_bytes(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
+static size_t proc_file_bytes(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
     if (!f) return 0;
     char line[256];
     size_t v = 0, n = strlen(key);
@@ -457,6 +457,7 @@ static size_t proc_status_bytes(const char *key) {
     fclose(f);
     return v;
 }
+static size_t proc_status_bytes(const char *key) { return proc_file_bytes("/proc/self/status", key); }
 
 /* the 1-minute load average (-1 if unavailable): other work on the machine skews the times */
 static double loadavg1(void) {
@@ -1083,6 +1084,7 @@ typedef struct {
     cell c[NMODES];
     double inputs;
     int time_failed;
+    int time_groups; /* processes the timing took (modes that do not fit in memory together) */
     char time_msg[320];
     double gemm_gflops; /* SGEMM rate measured in the timing process */
 } batch_res;
@@ -1222,6 +1224,10 @@ static void print_batch_table(const opts *o, const batch_res *r, const probe_res
         if (c->note[0]) printf("\n- %s: %s", mode_name(modes[j]), c->note);
     }
     if (r->time_failed) printf("\n- timing: %s", r->time_msg);
+    if (r->time_groups > 1)
+        printf("\n- timing: in %d processes, since the modes would not fit in memory together; each ran no-DP "
+               "too, interleaved with its modes (the no-DP column is the first process's)",
+               r->time_groups);
     printf("\n");
 }
 
@@ -1606,13 +1612,30 @@ int dp_cmd_bench(int argc, char **argv) {
             else
                 fprintf(stderr, "bench %s: batch %d, %s: %s\n", o.w->name, B, mode_name(k), c->note);
         }
-        /* time: one child for every mode that fitted */
-        time_arg ta = {o.w, &pr, B, {0}, (uint64_t)o.seed, (int)o.reps, (int)o.warmup, (int)o.threads, ga.n, 3, pr.budget[i]};
-        int any = 0;
-        for (int k = 0; k < NMODES; k++) any |= ta.run_mode[k] = r->c[k].state == C_OK;
-        if (any) {
-            fprintf(stderr, "bench %s: batch %d: timing %ld + %ld steps per mode ...\n", o.w->name, B, o.warmup,
-                    o.reps);
+        /* time: one child for the modes that fitted, interleaved; when their models would not
+         * fit in memory together (each holds its buffers), several children, each with no-DP
+         * and as many modes as fit in 80% of the available memory */
+        int todo[NMODES], left = 0;
+        for (int k = 0; k < NMODES; k++) left += todo[k] = r->c[k].state == C_OK;
+        double avail = 0.8 * (double)proc_file_bytes("/proc/meminfo", "MemAvailable:");
+        const char *av = getenv("DPSGD_TEST_BENCH_AVAIL"); /* tests: pretend this much is available */
+        if (av && *av) avail = atof(av);
+        while (left > 0 && !r->time_failed) {
+            time_arg ta = {o.w, &pr, B, {0}, (uint64_t)o.seed, (int)o.reps, (int)o.warmup, (int)o.threads, ga.n, 3, pr.budget[i]};
+            double used = 0;
+            int added = 0;
+            for (int k = 0; k < NMODES; k++) {
+                if (r->c[k].state != C_OK || (k > 0 && !todo[k])) continue;
+                const double need = fmax(r->c[k].mem.rss_peak, r->c[k].plan);
+                if (k > 0 && added > 0 && avail > 0 && used + need > avail) continue;
+                ta.run_mode[k] = 1;
+                used += need;
+                if (k > 0) added++;
+                if (todo[k]) left--;
+                todo[k] = 0;
+            }
+            fprintf(stderr, "bench %s: batch %d: timing %ld + %ld steps per mode%s ...\n", o.w->name, B, o.warmup,
+                    o.reps, left > 0 || r->time_groups > 0 ? " (modes in groups that fit in memory)" : "");
             time_result tr;
             int got = in_child(time_child, &ta, &tr, sizeof tr, &sig);
             if (got != 0 || tr.status != RES_OK) {
@@ -1627,17 +1650,18 @@ int dp_cmd_bench(int argc, char **argv) {
                 fprintf(stderr, "bench %s: batch %d: timing failed: %s\n", o.w->name, B, r->time_msg);
             } else {
                 for (int k = 0; k < NMODES; k++) {
-                    if (!ta.run_mode[k]) continue;
+                    if (!ta.run_mode[k] || (k == 0 && r->time_groups > 0)) continue;
                     cell *c = &r->c[k];
                     c->timed = 1;
                     c->med_ms = tr.med_ms[k];
                     c->min_ms = tr.min_ms[k];
                     memcpy(c->part_ms, tr.part_ms[k], sizeof c->part_ms);
                 }
-                r->gemm_gflops = tr.gemm_gflops;
+                if (r->time_groups == 0) r->gemm_gflops = tr.gemm_gflops;
                 fprintf(stderr, "bench %s: batch %d: timed (%.1f s; SGEMM %.1f GFLOP/s)\n", o.w->name, B, tr.seconds,
                         tr.gemm_gflops);
             }
+            r->time_groups++;
         }
         print_batch_table(&o, r, &pr);
         fflush(stdout);
