@@ -20,47 +20,6 @@ SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 t_setup cli_test cli_test
 
-show() {
-    echo "    command: dpsgd $*" >&2
-    echo "    exit $RC; stdout: ${OUT:0:400}" >&2
-    echo "    stderr: ${ERR:0:400}" >&2
-}
-
-# expect_rc WANT DESC ARGS...: exit status exactly WANT.
-expect_rc() {
-    local want=$1 desc=$2
-    shift 2
-    run "$@"
-    if [[ $RC -eq $want ]]; then ok; else
-        bad "$desc: exit $RC, want $want"
-        show "$@"
-    fi
-}
-
-# expect_fail WANT_RC NEEDLE ARGS...: exit WANT_RC (or any non-zero when WANT_RC is "nz"),
-# stderr mentions NEEDLE (fixed string) and, unless ALLOW_FINAL=1, no "final:" line.
-expect_fail() {
-    local want=$1 needle=$2
-    shift 2
-    run "$@"
-    local good=1
-    if [[ $want == nz ]]; then [[ $RC -ne 0 ]] || good=0; else [[ $RC -eq $want ]] || good=0; fi
-    if [[ $good -eq 1 ]]; then ok; else
-        bad "dpsgd $*: exit $RC, want $want"
-        show "$@"
-    fi
-    if grep -qF -- "$needle" "$TMP/stderr"; then ok; else
-        bad "dpsgd $*: stderr does not name '$needle'"
-        show "$@"
-    fi
-    # a failing run prints no final line (except when only writing --out failed, after training)
-    if [[ $RC -ne 0 && ${ALLOW_FINAL:-0} != 1 ]]; then
-        if grep -q '^final:' "$TMP/stdout"; then
-            bad "dpsgd $*: failed but printed a final line"
-        else ok; fi
-    fi
-}
-
 # ---- help ------------------------------------------------------------------------------
 expect_rc 0 "--help" --help
 grep -q 'train' <<<"$OUT" && ok || bad "--help does not mention 'train'"

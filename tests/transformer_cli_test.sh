@@ -27,37 +27,6 @@ if ! command -v python3 >/dev/null; then
     exit 77
 fi
 
-show() {
-    echo "    command: dpsgd $*" >&2
-    echo "    exit $RC; stdout: ${OUT:0:600}" >&2
-    echo "    stderr: ${ERR:0:600}" >&2
-}
-# expect_rc WANT DESC ARGS...
-expect_rc() {
-    local want=$1 desc=$2
-    shift 2
-    run "$@"
-    if [[ $RC -eq $want ]]; then ok; else
-        bad "$desc: exit $RC, want $want"
-        show "$@"
-    fi
-}
-# expect_fail WANT_RC NEEDLE ARGS...: exit WANT_RC, stderr names NEEDLE, no final line
-expect_fail() {
-    local want=$1 needle=$2
-    shift 2
-    run "$@"
-    if [[ $RC -eq $want ]]; then ok; else
-        bad "dpsgd $*: exit $RC, want $want"
-        show "$@"
-    fi
-    if grep -qF -- "$needle" "$TMP/stderr"; then ok; else
-        bad "dpsgd $*: stderr does not name '$needle'"
-        show "$@"
-    fi
-    if grep -q '^final:' "$TMP/stdout"; then bad "dpsgd $*: failed but printed a final line"; else ok; fi
-}
-
 # npy.py: write small .npy files (ids, labels, features) and read float32 ones back
 cat >"$TMP/npy.py" <<'EOF'
 import ast, struct, sys
