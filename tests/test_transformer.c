@@ -152,48 +152,43 @@ static dp_transformer_params small_params(void) {
     return p;
 }
 
+/* A transformer of p with BERT initialisation plus N(0, 0.3^2) on every weight (larger than
+ * BERT's 0.02, so that every layer matters numerically), the listed module-name prefixes
+ * frozen, checked in every mode on B token rows (padded when pad). */
+static void check_transformer(const dp_transformer_params *p, const char *const *frozen, int nfrozen, int B, int pad,
+                              const char *what) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create_transformer(p, &m));
+    if (!m) return;
+    dp_model_init(m, &R);
+    float *w = dp_model_params(m);
+    for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] += (float)(0.3 * dp_rng_normal(&R));
+    for (int i = 0; i < nfrozen; i++) CHECK_OK(dp_model_set_frozen_prefix(m, frozen[i], 1, NULL));
+    float *x = dp_alloc(sizeof(float) * B * p->seq_len);
+    make_tokens(x, B, p->seq_len, p->vocab, pad);
+    check_modes_model(m, what, x, B);
+    dp_free(x);
+    dp_model_destroy(m);
+}
+
 static void test_transformer_modes(int pre_norm, int pool, int pad, int train_last) {
     dp_transformer_params p = small_params();
     p.pre_norm = pre_norm;
     p.pool = pool;
     p.train_last = train_last;
     p.gelu = !pre_norm;
-    dp_model *m = NULL;
-    CHECK_OK(dp_model_create_transformer(&p, &m));
-    if (!m) return;
-    dp_model_init(m, &R);
-    /* larger weights than BERT's 0.02 so that every layer matters numerically */
-    float *w = dp_model_params(m);
-    for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] += (float)(0.3 * dp_rng_normal(&R));
-    int B = 7;
-    float *x = dp_alloc(sizeof(float) * B * p.seq_len);
-    make_tokens(x, B, p.seq_len, p.vocab, pad);
     char what[96];
     snprintf(what, sizeof what, "transformer pre_norm %d pool %d pad %d train_last %d", pre_norm, pool, pad, train_last);
-    check_modes_model(m, what, x, B);
-    dp_free(x);
-    dp_model_destroy(m);
+    check_transformer(&p, NULL, 0, 7, pad, what);
 }
 
 /* Only some of an attention's q, k, v projections train (and nothing in front of them):
  * the attention backward computes gradients for those inputs only. */
 static void test_partial_attention(const char *const *frozen, int nfrozen) {
     dp_transformer_params p = small_params();
-    dp_model *m = NULL;
-    CHECK_OK(dp_model_create_transformer(&p, &m));
-    if (!m) return;
-    dp_model_init(m, &R);
-    float *w = dp_model_params(m);
-    for (size_t j = 0; j < dp_model_num_params(m); j++) w[j] += (float)(0.3 * dp_rng_normal(&R));
-    for (int i = 0; i < nfrozen; i++) CHECK_OK(dp_model_set_frozen_prefix(m, frozen[i], 1, NULL));
-    int B = 5;
-    float *x = dp_alloc(sizeof(float) * B * p.seq_len);
-    make_tokens(x, B, p.seq_len, p.vocab, 1);
     char what[160];
     snprintf(what, sizeof what, "partial attention (%d frozen, first %s)", nfrozen, frozen[0]);
-    check_modes_model(m, what, x, B);
-    dp_free(x);
-    dp_model_destroy(m);
+    check_transformer(&p, frozen, nfrozen, 5, 1, what);
 }
 
 static void test_spec_seq(const char *spec, int T, int pad) {

@@ -1076,6 +1076,7 @@ typedef struct {
     int sig;
     int timed; /* times below are valid */
     double med_ms, min_ms, part_ms[3];
+    double ref_ms; /* the no-DP median of the process that timed this mode: its ratios' base */
     char note[320]; /* why it failed */
 } cell;
 
@@ -1201,7 +1202,7 @@ static void print_batch_table(const opts *o, const batch_res *r, const probe_res
     for (int j = 0; j < n; j++) {
         const cell *c = &r->c[modes[j]];
         if (c->timed && c0->timed)
-            printf(" %.3f |", c->med_ms / c0->med_ms);
+            printf(" %.3f |", c->med_ms / c->ref_ms);
         else
             printf(" – |");
     }
@@ -1226,7 +1227,8 @@ static void print_batch_table(const opts *o, const batch_res *r, const probe_res
     if (r->time_failed) printf("\n- timing: %s", r->time_msg);
     if (r->time_groups > 1)
         printf("\n- timing: in %d processes, since the modes would not fit in memory together; each ran no-DP "
-               "too, interleaved with its modes (the no-DP column is the first process's)",
+               "too, interleaved with its modes; the no-DP column is the first process's, and every ratio is "
+               "against the no-DP median of the mode's own process",
                r->time_groups);
     printf("\n");
 }
@@ -1354,7 +1356,7 @@ static void build_json(dp_strbuf *b, const opts *o, const probe_result *pr, cons
                     ",\n        \"time\": {\"median_ms\": %.6g, \"min_ms\": %.6g, \"forward_loss_ms\": %.6g, "
                     "\"backward_ms\": %.6g, \"noise_scale_optimizer_ms\": %.6g, \"x_nodp\": ",
                     c->med_ms, c->min_ms, c->part_ms[0], c->part_ms[1], c->part_ms[2]);
-                json_num(b, c0->timed ? c->med_ms / c0->med_ms : NAN);
+                json_num(b, c0->timed && c->ref_ms > 0 ? c->med_ms / c->ref_ms : NAN);
                 if (k == 0) {
                     double gf = (double)r->B * (pr->flops_fwd + pr->flops_bwd) / (c->med_ms * 1e-3) / 1e9;
                     dp_strbuf_printf(b, ", \"gflops\": ");
@@ -1654,6 +1656,7 @@ int dp_cmd_bench(int argc, char **argv) {
                     cell *c = &r->c[k];
                     c->timed = 1;
                     c->med_ms = tr.med_ms[k];
+                    c->ref_ms = ta.run_mode[0] ? tr.med_ms[0] : NAN;
                     c->min_ms = tr.min_ms[k];
                     memcpy(c->part_ms, tr.part_ms[k], sizeof c->part_ms);
                 }
@@ -1692,7 +1695,7 @@ int dp_cmd_bench(int argc, char **argv) {
                 snprintf(t, sizeof t, "%.2f", c->med_ms);
             else
                 snprintf(t, sizeof t, "–");
-            if (c->timed && c0->timed) snprintf(trt, sizeof trt, "%.3f", c->med_ms / c0->med_ms);
+            if (c->timed && c0->timed && c->ref_ms > 0) snprintf(trt, sizeof trt, "%.3f", c->med_ms / c->ref_ms);
             printf("| %d | %s | %s | %s | %s | %s | %s | %s |\n", r->B, mode_name(k), a, mr, b2, rr, t, trt);
         }
     }
@@ -1713,7 +1716,8 @@ int dp_cmd_bench(int argc, char **argv) {
                 x = c->mem.peak_tracked / c0->mem.peak_tracked;
             } else {
                 if (!c0->timed || !c->timed) continue;
-                x = c->med_ms / c0->med_ms;
+                if (!(c->ref_ms > 0)) continue;
+                x = c->med_ms / c->ref_ms;
             }
             printf("- batch %d: %s %s <= %.2fx no-DP: %.3fx: %s\n", r->B, mode_name(k),
                    o.w->targets[t].what == 'm' ? "peak tracked memory" : "step time", tmax, x, x <= tmax ? "PASS" : "MISS");
