@@ -1428,10 +1428,20 @@ static void build_svg(dp_strbuf *b, const opts *o, const batch_res *res, double 
     snprintf(title, sizeof title, "dpsgd bench %s: memory and time per training step, by clipping mode", o->w->name);
     char gemm[64] = "";
     if (gemm_gflops > 0) snprintf(gemm, sizeof gemm, "; SGEMM %.0f GFLOP/s", gemm_gflops);
+    /* a long workload description goes on two lines (broken at a space) to fit the width */
+    char wt[300];
+    snprintf(wt, sizeof wt, "%s", o->w->title);
+    const size_t wmax = 110;
+    if (strlen(wt) > wmax)
+        for (size_t k = wmax; k > wmax / 2; k--)
+            if (wt[k] == ' ') {
+                wt[k] = '\n';
+                break;
+            }
     snprintf(note, sizeof note,
              "%s\n%d OpenMP threads%s; memory: one process per mode; time: median of %ld interleaved steps; "
              "OOM: over %s",
-             o->w->title, omp_get_max_threads(), gemm, o->reps, o->mem_limit ? lim : "the memory limit");
+             wt, omp_get_max_threads(), gemm, o->reps, o->mem_limit ? lim : "the memory limit");
     dp_svg_charts(b, title, note, ch, 2, 2);
 out:
     free(xs);
