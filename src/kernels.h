@@ -7,6 +7,10 @@
 
 int dp__thread_num(void);
 int dp__max_threads(void);
+int dp__num_threads(void);
+/* scratch (in REALs) that conv_bwd_param needs for batch B */
+#define DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, nt) \
+    ((size_t)(Cout) * (size_t)(B) * (size_t)(T) + (size_t)(nt) * (size_t)(Cout) * ((size_t)(D) + 1))
 
 #define DP__KERNEL_DECLS(REAL, S)                                                              \
     void dp__k_linear_fwd##S(REAL *out, const REAL *in, const REAL *w, const REAL *b, int B, int d, int p); \

@@ -74,3 +74,4 @@ static inline float dp__expf(float x) {
 
 int dp__thread_num(void) { return omp_get_thread_num(); }
 int dp__max_threads(void) { return omp_get_max_threads(); }
+int dp__num_threads(void) { return omp_get_num_threads(); }

@@ -14,7 +14,8 @@
  * per-sample squared norms; input gradients are written (=).
  * Parallelism: OpenMP over the batch axis (each thread owns whole samples), so no atomics;
  * cblas calls inside run single-threaded (OpenBLAS OpenMP build). Reductions over the batch
- * (weight gradients) are single GEMMs over B*T rows, threaded inside OpenBLAS. */
+ * (weight gradients) are single GEMMs over B*T rows, threaded inside OpenBLAS, except the
+ * convolution's (see conv_bwd_param). */
 
 #include <math.h>
 #include <string.h>
@@ -160,23 +161,49 @@ void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, 
     }
 }
 
-/* dW[Cout, D] += sum_i dout_i col_i;  db += sum over i, t.  work: Cout*B*T REALs. */
+/* dW[Cout, D] += sum_i dout_i col_i;  db += sum over i, t.
+ * work: DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, threads) REALs.
+ * The weight GEMM has few rows (Cout) and columns (D) and a long inner dimension (B*T), which
+ * OpenBLAS threads poorly, so each thread takes a contiguous run of samples: it gathers their
+ * output gradients as [Cout, nb*T], forms its partial dW and db with one single-threaded GEMM,
+ * and the partials are added at the end in thread order (reproducible for a thread count). */
 void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *col, int B, int Cout,
                         int T, int D) {
     if (B == 0) return;
-    /* doutT[Cout, B*T]: one GEMM over all samples instead of B small ones */
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < Cout; c++)
-        for (int i = 0; i < B; i++)
-            memcpy(work + ((size_t)c * B + i) * T, dout + ((size_t)i * Cout + c) * T, sizeof(REAL) * (size_t)T);
-    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, D, B * T, 1, work, B * T, col, D, 1, dw, D);
-    if (db)
-        for (int c = 0; c < Cout; c++) {
-            double acc = 0;
-            const REAL *r = work + (size_t)c * B * T;
-            for (size_t j = 0; j < (size_t)B * T; j++) acc += r[j];
-            db[c] += (REAL)acc;
+    int nt = dp__max_threads();
+    if (nt > B) nt = B;
+    const size_t P = (size_t)Cout * (D + 1);
+    REAL *part = work + (size_t)Cout * B * T;
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = dp__thread_num(), n = dp__num_threads();
+        const int i0 = (int)((long)B * t / n), i1 = (int)((long)B * (t + 1) / n), nb = i1 - i0;
+        REAL *tr = work + (size_t)Cout * T * i0, *p = part + (size_t)t * P;
+        memset(p, 0, sizeof(REAL) * P);
+        if (nb > 0) {
+            for (int c = 0; c < Cout; c++)
+                for (int i = i0; i < i1; i++)
+                    memcpy(tr + ((size_t)c * nb + (i - i0)) * T, dout + ((size_t)i * Cout + c) * T,
+                           sizeof(REAL) * (size_t)T);
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, D, nb * T, 1, tr, nb * T, col + (size_t)i0 * T * D,
+                 D, 0, p, D);
+            if (db)
+                for (int c = 0; c < Cout; c++) {
+                    double acc = 0;
+                    const REAL *r = tr + (size_t)c * nb * T;
+                    for (size_t j = 0; j < (size_t)nb * T; j++) acc += r[j];
+                    p[(size_t)Cout * D + c] = (REAL)acc;
+                }
         }
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int c = 0; c < Cout; c++)
+            for (int u = 0; u < n; u++) {
+                const REAL *pu = part + (size_t)u * P;
+                for (int j = 0; j < D; j++) dw[(size_t)c * D + j] += pu[(size_t)c * D + j];
+                if (db) db[c] += pu[(size_t)Cout * D + c];
+            }
+    }
 }
 
 /* per-sample gradients: ps[i*stride ..] = dout_i[Cout,T] col_i[T,D] ([Cout, D]), then bias sums */

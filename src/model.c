@@ -115,6 +115,9 @@ struct dp_model {
     float *work;      /* scratch for conv, ghost norms, attention */
     size_t work_floats;
     double *sq, *sq1; /* [cap] */
+    void *scratch;    /* a DP step's large block (bk/auto's kept tensors, vanilla's per-sample
+                       * gradients), kept between steps so that it is not faulted in anew */
+    size_t scratch_bytes;
     int keeping;      /* backward pass 1 of a bk/auto step: fill the nodes' keep buffers */
     int ps_compact;   /* BWD_PS writes rows of the trainable coordinates only ([B, trainable]) */
     int pass2_low;    /* >= 0: a second pass for the DP_SUM_SECOND_PASS nodes, down to this one */
@@ -147,6 +150,9 @@ static void free_buffers(dp_model *m) {
     dp_free(m->sq1);
     dp_free(m->ids);
     dp_free(m->kvalid);
+    dp_free(m->scratch);
+    m->scratch = NULL;
+    m->scratch_bytes = 0;
     m->fslots = m->gslots = NULL;
     m->gacc = NULL;
     m->shared_saved = NULL;
@@ -1046,7 +1052,7 @@ static size_t work_floats(const node *l, int B, size_t nt) {
         size_t T = conv_T(l), D = conv_D(l);
         need = nt * T * D;
         if (nt * 2 * T * T > need) need = nt * 2 * T * T;
-        if ((size_t)l->oc * B * T > need) need = (size_t)l->oc * B * T;
+        if (DP_CONV_BWD_PARAM_WORK(B, l->oc, T, D, nt) > need) need = DP_CONV_BWD_PARAM_WORK(B, l->oc, T, D, nt);
     } else if (l->kind == DP_LAYER_LINEAR && l->iseq) {
         need = nt * 2 * (size_t)l->ih * l->ih;
     } else if (l->kind == DP_LAYER_EMBEDDING) {
@@ -1473,11 +1479,25 @@ static size_t trainable_offset(const dp_model *m, int k) {
 static dp_status backward(dp_model *m, const float *dlogits, const float *scale, int B, int what, dp_clip_mode mode,
                           float *ps, double *sq, double *sq_layers);
 
-/* Per-sample gradients of the trainable coordinates only: ps [B, trainable], into a buffer
- * it allocates (*out, dp_free it). */
-static dp_status ps_trainable(dp_model *m, const float *dlogits, int B, float **out) {
+/* The model's step scratch, at least `bytes` long: the block of the previous step when it is
+ * large enough, else a new one. A training loop allocates it once (on its largest batch)
+ * instead of every step: blocks of hundreds of MB, freed and allocated again, go back to the
+ * kernel and come back as page faults, which took seconds a step for GB-sized blocks. The
+ * bytes are the same that a step holds anyway (dp_model_plan_bytes counts them); they stay
+ * allocated until the buffers are resized or the model is destroyed. */
+static void *step_scratch(dp_model *m, size_t bytes) {
+    if (m->scratch && m->scratch_bytes >= bytes) return m->scratch;
+    dp_free(m->scratch);
+    m->scratch = dp_alloc(bytes ? bytes : 1);
+    m->scratch_bytes = m->scratch ? bytes : 0;
+    return m->scratch;
+}
+
+/* Per-sample gradients of the trainable coordinates only: ps [B, trainable], into the step
+ * scratch (cached: the clipping step) or a buffer it allocates (*out, dp_free it). */
+static dp_status ps_trainable(dp_model *m, const float *dlogits, int B, float **out, int cached) {
     const size_t nt = dp_model_num_trainable(m);
-    float *ps = dp_alloc(sizeof(float) * (size_t)B * nt);
+    float *ps = cached ? step_scratch(m, sizeof(float) * (size_t)B * nt) : dp_alloc(sizeof(float) * (size_t)B * nt);
     *out = ps;
     if (!ps) return DP_ERR_NOMEM;
     memset(ps, 0, sizeof(float) * (size_t)B * nt);
@@ -1573,7 +1593,7 @@ dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *d
     if (mode != DP_CLIP_VANILLA) return backward(m, dlogits, NULL, B, BWD_NORMS, mode, NULL, m->sq, sq_layers);
     float *ps;
     const size_t nt = dp_model_num_trainable(m);
-    dp_status st = ps_trainable(m, dlogits, B, &ps);
+    dp_status st = ps_trainable(m, dlogits, B, &ps, 0);
     if (st == DP_OK)
         for (int k = 0; k < m->n; k++) {
             const node *l = &m->L[k];
@@ -1715,18 +1735,24 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
     clip_plan(m, cp, B, NULL, NULL);
     dp_status st = DP_OK;
     int low = -1;
+    /* every kept tensor in one block of the step scratch, each at a 64-byte boundary */
+    size_t total = 0;
     for (int k = 0; k < m->n; k++) {
         node *l = &m->L[k];
         l->keep = NULL;
+        if (trainable(l) && l->cm != DP_SUM_SECOND_PASS) total += (keep_bytes(l, l->cm, B) + 63) / 64 * 64;
+    }
+    char *block = total ? step_scratch(m, total) : NULL;
+    if (total && !block) return DP_ERR_NOMEM;
+    for (int k = 0; k < m->n; k++) {
+        node *l = &m->L[k];
         if (!trainable(l)) continue;
         if (l->cm == DP_SUM_SECOND_PASS) {
             if (low < 0) low = k;
             continue;
         }
-        if (!(l->keep = dp_alloc(keep_bytes(l, l->cm, B)))) {
-            st = DP_ERR_NOMEM;
-            goto done;
-        }
+        l->keep = (float *)block;
+        block += (keep_bytes(l, l->cm, B) + 63) / 64 * 64;
     }
     m->keeping = 1;
     st = backward(m, dlogits, NULL, B, BWD_NORMS, cp->mode, NULL, m->sq, NULL);
@@ -1760,10 +1786,7 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
         m->pass2_low = -1;
     }
 done:
-    for (int k = 0; k < m->n; k++) {
-        dp_free(m->L[k].keep);
-        m->L[k].keep = NULL;
-    }
+    for (int k = 0; k < m->n; k++) m->L[k].keep = NULL;
     return st;
 }
 
@@ -1784,7 +1807,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
     if (cp->mode == DP_CLIP_VANILLA) {
         float *ps;
         const size_t nt = dp_model_num_trainable(m);
-        st = ps_trainable(m, dlogits, B, &ps);
+        st = ps_trainable(m, dlogits, B, &ps, 1);
         if (st == DP_OK) {
 #pragma omp parallel for schedule(static)
             for (int b = 0; b < B; b++) {
@@ -1806,7 +1829,6 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
                             R, 1, 1.0f, m->grad + l->w_off, 1);
             }
         }
-        dp_free(ps);
     } else if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
         st = clipped_grad_bk(m, cp, dlogits, B, R, &bad);
         if (st == DP_OK && norms)

@@ -118,7 +118,7 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
     int nt = dp__max_threads();
     size_t wk = (size_t)nt * T * D;
     if ((size_t)nt * 2 * T * T > wk) wk = (size_t)nt * 2 * T * T;
-    if ((size_t)Cout * B * T > wk) wk = (size_t)Cout * B * T;
+    if (DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, nt) > wk) wk = DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, nt);
     double *work = dnew(wk);
     fill(x, f.nx, 1);
     fill(th, nth, 0.5);
