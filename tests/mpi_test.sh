@@ -58,17 +58,17 @@ within() {
     fi
 }
 
-# (a) noise off: 2 ranks == one process on the same sample. Book-keeping clipping: the ranks
-# clip their halves (B ~ 128 each) where the single process clips the union (B ~ 256) at once,
-# and bk's result does not depend on that split beyond float rounding (6e-8 after 16 steps).
-# With ghost and auto the weights after 16 steps differ by up to 8e-5 between the two splits
-# on an AMD EPYC / OpenBLAS Haswell machine (1e-7 on an Intel Xeon / SkylakeX), and by 1.4e-5
-# in ONE process between --physical-batch 100 and 256: a batch-split dependence of those modes
-# that is not MPI's (docs/distributed.md; under investigation), so it is kept out of this test.
-DPSGD_TEST_NOISE=off DPSGD_TEST_RANK_WEIGHTS=1 mpi2 "(a)" "${RUN[@]}" --clipping bk --epochs 2 --save-weights "$TMP/a2.st"
-DPSGD_TEST_NOISE=off DPSGD_TEST_SHARDS=2 run "${RUN[@]}" --clipping bk --epochs 2 --save-weights "$TMP/a1.st"
+# (a) noise off: 2 ranks == one process on the same sample, in the default clipping mode. The
+# ranks clip their halves (B ~ 128 each) where the single process clips the union at once, and
+# OpenBLAS rounds a sample's forward differently in different batch sizes (1e-7); on the CNN,
+# max pooling turns that into a different gradient path for a few samples with near-tied
+# window values (per-sample norms 1e-4 apart), so the CNN's weights after 16 steps can differ
+# by 1e-5-1e-4 between the two splits whatever the sharding does (docs/distributed.md). The
+# MLP has no such discontinuity, so it tests the sharding itself: 6e-8 after 16 steps.
+DPSGD_TEST_NOISE=off DPSGD_TEST_RANK_WEIGHTS=1 mpi2 "(a)" "${RUN[@]}" --model mlp --epochs 2 --save-weights "$TMP/a2.st"
+DPSGD_TEST_NOISE=off DPSGD_TEST_SHARDS=2 run "${RUN[@]}" --model mlp --epochs 2 --save-weights "$TMP/a1.st"
 [[ $RC -eq 0 ]] && ok || bad "(a) single process with DPSGD_TEST_SHARDS=2: exit $RC: $ERR"
-DPSGD_TEST_NOISE=off run "${RUN[@]}" --clipping bk --epochs 2 --save-weights "$TMP/a0.st"
+DPSGD_TEST_NOISE=off run "${RUN[@]}" --model mlp --epochs 2 --save-weights "$TMP/a0.st"
 [[ $RC -eq 0 ]] && ok || bad "(a) single process: exit $RC: $ERR"
 if [[ -f $TMP/a1.st && -f $TMP/a2.st && -f $TMP/a0.st ]]; then
     d=$("${ST[@]}" maxdiff "$TMP/a1.st" "$TMP/a2.st")
