@@ -14,13 +14,6 @@ BIN=$1
 # shellcheck source=tests/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 t_setup accounting_cli_test acct_cli
-# expect_err FLAGTEXT ARGS...: exit 2 and stderr mentions FLAGTEXT
-expect_err() {
-    local want=$1
-    shift
-    run "$@"
-    [[ $RC -eq 2 && "$ERR" == *"$want"* ]] && ok || bad "$* -> rc $RC, stderr: $ERR (wanted '$want')"
-}
 
 BASE=(--sample-rate 0.01 --noise-multiplier 1 --steps 1000 --delta 1e-5)
 

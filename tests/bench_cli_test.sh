@@ -15,13 +15,6 @@ BIN=$1
 # shellcheck source=tests/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 t_setup bench_cli_test bench_cli
-# expect_err FLAGTEXT ARGS...: exit 2 and stderr mentions FLAGTEXT
-expect_err() {
-    local want=$1
-    shift
-    run "$@"
-    [[ $RC -eq 2 && "$ERR" == *"$want"* ]] && ok || bad "$* -> rc $RC, stderr: $ERR (wanted '$want')"
-}
 
 run bench --help
 [[ $RC -eq 0 && "$OUT" == *"--mem-limit"* && "$OUT" == *"synthetic"* && "$OUT" == *"ghost"* ]] && ok || bad "bench --help: $OUT"

@@ -59,6 +59,15 @@ expect_rc() {
     fi
 }
 
+# expect_err FLAGTEXT ARGS...: exit 2 and stderr mentions FLAGTEXT
+# shellcheck disable=SC2015
+expect_err() {
+    local want=$1
+    shift
+    run "$@"
+    [[ $RC -eq 2 && "$ERR" == *"$want"* ]] && ok || bad "$* -> rc $RC, stderr: $ERR (wanted '$want')"
+}
+
 # expect_fail WANT_RC NEEDLE ARGS...: exit WANT_RC (or any non-zero when WANT_RC is "nz"),
 # stderr mentions NEEDLE (fixed string) and, unless ALLOW_FINAL=1, no "final:" line.
 expect_fail() {
