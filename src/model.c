@@ -1636,6 +1636,10 @@ static size_t keep_bytes(const node *l, int cm, int B) {
     return 0;
 }
 
+/* Bytes node l's kept tensor takes in the step scratch: keep_bytes rounded up to 64, so each
+ * tensor starts at a 64-byte boundary. */
+static size_t keep_span(const node *l, int B) { return (keep_bytes(l, l->cm, B) + 63) / 64 * 64; }
+
 /* Sets every trainable node's cm for a bk/auto step of B samples; *budget and *kept (optional)
  * get the byte budget for kept tensors (auto) and what the plan keeps. */
 size_t dp_model_default_mem_budget(dp_model *m, int B) {
@@ -1658,7 +1662,7 @@ static void clip_plan(dp_model *m, const dp_clip_params *cp, int B, size_t *budg
             size_t mg = keep_bytes(l, DP_SUM_KEEP_GRAD, B), mp = keep_bytes(l, DP_SUM_KEEP_PS, B);
             l->cm = nm == DP_NORM_INSTANTIATE && mp <= mg ? DP_SUM_KEEP_PS : DP_SUM_KEEP_GRAD;
         }
-        total += keep_bytes(l, l->cm, B);
+        total += keep_span(l, B); /* what clipped_grad_bk allocates for it */
     }
     if (cp->mode == DP_CLIP_AUTO) {
         size_t base = dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 0);
@@ -1671,7 +1675,7 @@ static void clip_plan(dp_model *m, const dp_clip_params *cp, int B, size_t *budg
         for (int k = m->n - 1; k >= 0 && total > allowed; k--) {
             node *l = &m->L[k];
             if (!trainable(l) || l->cm == DP_SUM_SECOND_PASS) continue;
-            total -= keep_bytes(l, l->cm, B);
+            total -= keep_span(l, B);
             l->cm = DP_SUM_SECOND_PASS;
         }
     } else if (budget)
@@ -1735,12 +1739,12 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
     clip_plan(m, cp, B, NULL, NULL);
     dp_status st = DP_OK;
     int low = -1;
-    /* every kept tensor in one block of the step scratch, each at a 64-byte boundary */
+    /* every kept tensor in one block of the step scratch (keep_span each) */
     size_t total = 0;
     for (int k = 0; k < m->n; k++) {
         node *l = &m->L[k];
         l->keep = NULL;
-        if (trainable(l) && l->cm != DP_SUM_SECOND_PASS) total += (keep_bytes(l, l->cm, B) + 63) / 64 * 64;
+        if (trainable(l) && l->cm != DP_SUM_SECOND_PASS) total += keep_span(l, B);
     }
     char *block = total ? step_scratch(m, total) : NULL;
     if (total && !block) return DP_ERR_NOMEM;
@@ -1752,7 +1756,7 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
             continue;
         }
         l->keep = (float *)block;
-        block += (keep_bytes(l, l->cm, B) + 63) / 64 * 64;
+        block += keep_span(l, B);
     }
     m->keeping = 1;
     st = backward(m, dlogits, NULL, B, BWD_NORMS, cp->mode, NULL, m->sq, NULL);
