@@ -10,9 +10,6 @@
 
 #include "test.h"
 
-#ifndef DP_REFERENCE_DIR
-#define DP_REFERENCE_DIR "../shared/reference"
-#endif
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
 static char tmpdir[64];
@@ -89,14 +86,15 @@ static int count_tmpdir_files(void) {
 /* ---- .npy -------------------------------------------------------------------------------- */
 
 static void test_npy_reference(void) {
-    dp_npy a;
+    /* out-parameters are written only on success: start from zeroed values so that a missing
+     * fixture is a failed check and the frees below stay harmless */
+    dp_npy a = {0}, y = {0}, d = {0}, c = {0}, l = {0};
     const char *p = DP_REFERENCE_DIR "/cases/mlp/input_x.npy";
     CHECK_OK(dp_npy_load(p, &a));
     CHECK(a.dtype == DP_NPY_F32 && a.ndim == 2 && a.shape[0] == 16 && a.shape[1] == 784);
     CHECK(a.count == 16 * 784 && a.data != NULL);
     if (a.data) CHECK_CLOSE(((float *)a.data)[0], 0.2952568531036377, 1e-7);
 
-    dp_npy y;
     CHECK_OK(dp_npy_load(DP_REFERENCE_DIR "/cases/mlp/target_y.npy", &y));
     CHECK(y.dtype == DP_NPY_I64 && y.ndim == 1 && y.shape[0] == 16 && y.count == 16);
     int labels_ok = y.data != NULL;
@@ -106,17 +104,20 @@ static void test_npy_reference(void) {
     if (y.data) CHECK(((int64_t *)y.data)[0] == 9 && ((int64_t *)y.data)[15] == 4);
 
     /* float64 case: same inputs as the float32 case, cast; load_f32 must give them exactly */
-    dp_npy d;
-    CHECK_OK(dp_npy_load(DP_REFERENCE_DIR "/cases/mlp_f64/input_x.npy", &d));
-    CHECK(d.dtype == DP_NPY_F64 && d.ndim == 2 && d.shape[0] == 16 && d.shape[1] == 784);
+    CHECK_OK(dp_npy_load(DP_REFERENCE_DIR "/cases/cnn/input_x.npy", &c));
+    CHECK_OK(dp_npy_load(DP_REFERENCE_DIR "/cases/cnn_f64/input_x.npy", &d));
+    CHECK(d.dtype == DP_NPY_F64 && d.ndim == 4 && d.shape[0] == 8 && d.shape[1] == 1 && d.shape[3] == 28);
+    if (c.data) CHECK_CLOSE(((float *)c.data)[0], -1.5408073663711548, 1e-7);
     float *f = NULL;
     int64_t shape[8];
     int ndim = -1;
     size_t count = 0;
-    CHECK_OK(dp_npy_load_f32(DP_REFERENCE_DIR "/cases/mlp_f64/input_x.npy", &f, shape, &ndim, &count));
-    CHECK(ndim == 2 && shape[0] == 16 && shape[1] == 784 && shape[2] == 0 && count == 16 * 784);
-    if (f && a.data) CHECK(memcmp(f, a.data, count * sizeof(float)) == 0);
+    CHECK_OK(dp_npy_load_f32(DP_REFERENCE_DIR "/cases/cnn_f64/input_x.npy", &f, shape, &ndim, &count));
+    CHECK(ndim == 4 && shape[0] == 8 && shape[1] == 1 && shape[2] == 28 && shape[3] == 28 && shape[4] == 0 &&
+          count == 8 * 784);
+    CHECK(f && c.data && c.count == count && memcmp(f, c.data, count * sizeof(float)) == 0);
     dp_free(f);
+    dp_npy_free(&c);
 
     /* i64 -> f32 */
     f = NULL;
@@ -125,7 +126,6 @@ static void test_npy_reference(void) {
     if (f && y.data) CHECK(f[0] == 9.0f && f[15] == 4.0f);
     dp_free(f);
 
-    dp_npy l;
     CHECK_OK(dp_npy_load(DP_REFERENCE_DIR "/cases/cnn_f64/logits.npy", &l));
     CHECK(l.dtype == DP_NPY_F64 && l.ndim == 2 && l.shape[1] == 10);
     dp_npy_free(&l);
@@ -325,7 +325,7 @@ static void test_npy_malformed(void) {
     }
     float *f = NULL;
     dp_mem_fail_after(3); /* header, data, then the f64 -> f32 copy */
-    CHECK_FAIL(dp_npy_load_f32(DP_REFERENCE_DIR "/cases/mlp_f64/input_x.npy", &f, NULL, NULL, NULL),
+    CHECK_FAIL(dp_npy_load_f32(DP_REFERENCE_DIR "/cases/cnn_f64/input_x.npy", &f, NULL, NULL, NULL),
                DP_ERR_NOMEM, "");
     dp_mem_fail_after(0);
     CHECK(f == NULL);

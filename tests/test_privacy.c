@@ -5,9 +5,6 @@
 #include <limits.h>
 #include <omp.h>
 
-#ifndef DP_REFERENCE_DIR
-#define DP_REFERENCE_DIR "../shared/reference"
-#endif
 
 /* The RDP orders as Opacus lists them (1.1 .. 10.9, 12 .. 63). */
 static int orders_ref(double *o) {
