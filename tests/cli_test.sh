@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/cli_test.sh PATH-TO-DPSGD: the command-line tool end to end: help texts, unknown
 # commands and flags, every kind of bad value (each message must name its flag), missing and
-# malformed data, a small real private run with a JSON summary, a failing --out that leaves
+# malformed data (an IDX label above the 10 classes refused by train, norms and audit), a
+# small real private run with a JSON summary, a failing --out that leaves
 # no temporary files, and the non-private baseline. Data-dependent checks are skipped
 # (printed as SKIP, not counted) when the Fashion-MNIST files are not installed.
 # Last line: "cli_test: N passed, N failed"; exit status non-zero on any failure.
@@ -35,7 +36,7 @@ expect_rc 0 "train -h" train -h
 
 # Every flag the parser accepts: the list below, plus whatever tools/dpsgd.c compares
 # against (so a new flag without help text fails here).
-FLAGS=(--data --normalize --train-limit --test-limit --model --freeze --no-dp --clipping
+FLAGS=(--data --classes --normalize --train-limit --test-limit --model --freeze --no-dp --clipping
     --max-grad-norm --epsilon --delta --noise-multiplier --epochs --batch-size
     --physical-batch --optimizer --lr --momentum --nesterov --weight-decay --beta1 --beta2
     --seed --threads --out --quiet --help -h)
@@ -88,6 +89,8 @@ expect_fail 2 --train-limit train "${NODATA[@]}" --train-limit 0
 expect_fail 2 --test-limit train "${NODATA[@]}" --test-limit -5
 expect_fail 2 --seed train "${NODATA[@]}" --seed -1
 expect_fail 2 --threads train "${NODATA[@]}" --threads 0
+expect_fail 2 --classes train "${NODATA[@]}" --classes 0
+expect_fail 2 --classes audit "${NODATA[@]}" --classes x
 expect_fail 2 --freeze train "${NODATA[@]}" --freeze -1
 expect_fail 2 --freeze train "${NODATA[@]}" --freeze ""
 expect_fail 2 --freeze train "${NODATA[@]}" --freeze 99999999999
@@ -126,6 +129,27 @@ else
     # not gzip at all
     echo "garbage" >"$MAL/t10k-labels-idx1-ubyte.gz"
     expect_fail 1 t10k-labels-idx1-ubyte train --data "$MAL" --epochs 1 --quiet
+
+    # One training label byte set to 200: the class count of IDX data is 10 (or --classes), never
+    # 1 + the largest label (that made a 201-class model, its shape revealing the record). Refused
+    # by every command that loads data, naming the file and the flag but not the label or its row.
+    BIG=$TMP/idxbig
+    mkdir -p "$BIG"
+    for k in images-idx3 labels-idx1; do cp "$DATA/t10k-$k-ubyte.gz" "$BIG/t10k-$k-ubyte.gz"; done
+    cp "$DATA/t10k-images-idx3-ubyte.gz" "$BIG/train-images-idx3-ubyte.gz"
+    gzip -dc "$DATA/t10k-labels-idx1-ubyte.gz" >"$TMP/labels.raw"
+    printf '\310' | dd of="$TMP/labels.raw" bs=1 seek=$((8 + 4321)) count=1 conv=notrunc status=none
+    gzip -c "$TMP/labels.raw" >"$BIG/train-labels-idx1-ubyte.gz"
+    NEEDLE="$BIG/train-labels-idx1-ubyte.gz: a label is outside 0..9 (--classes 10, the default for IDX data)"
+    # (the rows a limit leaves out are checked too: the file is refused, whatever the limit)
+    SMALLBIG=(--model mlp --train-limit 200 --test-limit 100 --epochs 1 --batch-size 100 --quiet)
+    expect_fail 1 "$NEEDLE" train --data "$BIG" "${SMALLBIG[@]}"
+    sed "s|$BIG/||g" "$TMP/stderr" | grep -qE '200|4321|index|row' && bad "label 200: the message quotes it or its row: $ERR" || ok
+    expect_fail 1 "$NEEDLE" norms --data "$BIG" --model mlp --limit 100 --quiet
+    expect_fail 1 "$NEEDLE" audit --data "$BIG" --model mlp --train-limit 200 --canaries 10 --epochs 1 --batch-size 100
+    expect_fail 1 "(--classes 12)" train --data "$BIG" "${SMALLBIG[@]}" --classes 12
+    # a larger --classes is a public choice: then the label is in range
+    expect_rc 0 "IDX --classes 201" norms --data "$BIG" --model "flatten linear(201)" --classes 201 --limit 200 --quiet
 
     SMALL=(--train-limit 2000 --test-limit 500 --epochs 1 --batch-size 256)
     # a bad model spec / freeze index / optimizer value checked after loading

@@ -224,12 +224,16 @@ void dp_cli_model_opts_init(dp_cli_model_opts *o, const char *cmd) {
     o->holdout = NAN;
     o->tp = dp_transformer_default_params();
     o->tp.seq_len = 0; /* from the data (synthetic-text: DP_CLI_SYN_SEQ) */
-    o->tp.vocab = 0;   /* from the data (synthetic-text: DP_CLI_SYN_VOCAB) */
+    o->tp.vocab = 0;   /* --vocab (synthetic-text: DP_CLI_SYN_VOCAB); never from the data */
 }
 
 void dp_cli_model_usage(FILE *f) {
     dp_transformer_params d = dp_transformer_default_params();
     fprintf(f,
+"sizes (public choices, never read off the data: from private data they would leak it):\n"
+"  --classes K             number of classes; every label must lie in 0..K-1; required with\n"
+"                          --data-ids and --data-x [IDX data (the MNIST format): 10;\n"
+"                          synthetic-text: 2]\n"
 "token data (for --model transformer and specs that start with embedding(V,D)):\n"
 "  --data " DP_CLI_SYNTHETIC "   the built-in order task (docs/sequence-data.md), on which\n"
 "                          bag-of-words models stay at 50%%; the default data of token models\n"
@@ -242,7 +246,8 @@ void dp_cli_model_usage(FILE *f) {
 "                          fraction of --data-ids is held out (--holdout)\n"
 "  --pad-id K              read id K as padding (e.g. 0 for BERT's [PAD]) [none]\n"
 "  --seq-len T             sequence length; must match the data [from the data; synthetic: %d]\n"
-"  --vocab V               vocabulary size [1 + largest id in the data; synthetic: %d]\n"
+"  --vocab V               vocabulary size; every id must lie in 0..V-1; required for\n"
+"                          --model transformer on --data-ids [synthetic: %d; a spec: its V]\n"
 "other .npy data:\n"
 "  --data-x FILE.npy       float features [N, D], [N, H, W] or [N, C, H, W] with --data-labels;\n"
 "                          --test-x/--test-labels, or --holdout; --normalize applies (default none)\n"
@@ -268,7 +273,7 @@ int dp_cli_model_flag(dp_cli_model_opts *o, const char *a, const char *v, int *i
     static const char *const with_value[] = {
         "--data-x", "--data-ids", "--data-labels", "--test-x", "--test-ids", "--test-labels", "--pad-id",
         "--synthetic-n", "--synthetic-test-n", "--synthetic-seed", "--holdout", "--normalize", "--seq-len",
-        "--vocab", "--layers", "--width", "--heads", "--ffn", "--activation", "--pool", "--dropout",
+        "--vocab", "--classes", "--layers", "--width", "--heads", "--ffn", "--activation", "--pool", "--dropout",
         "--train-last-blocks", "--freeze"};
     if (!strcmp(a, "--pre-norm")) {
         o->tp.pre_norm = 1;
@@ -326,6 +331,8 @@ int dp_cli_model_flag(dp_cli_model_opts *o, const char *a, const char *v, int *i
         ok = dp_cli_parse_long(a, v, 1, DP_TOKENS_MAX_LEN, &lv);
         o->tp.seq_len = (int)lv;
         o->seq_len_given = 1;
+    } else if (!strcmp(a, "--classes")) {
+        ok = dp_cli_parse_long(a, v, 1, DP_CLI_MAX_CLASSES, &o->classes);
     } else if (!strcmp(a, "--vocab")) {
         ok = dp_cli_parse_long(a, v, 1, DP_TOKENS_MAX_VOCAB, &lv);
         o->tp.vocab = (int)lv;
@@ -397,7 +404,7 @@ static int token_model_name(const char *name) {
 }
 
 int dp_cli_model_check(const dp_cli_model_opts *o, const char *model_name, const char **data, int data_given) {
-    char msg[256];
+    char msg[512];
 #define BAD(...)                                                                                                       \
     do {                                                                                                               \
         snprintf(msg, sizeof msg, __VA_ARGS__);                                                                        \
@@ -424,6 +431,16 @@ int dp_cli_model_check(const dp_cli_model_opts *o, const char *model_name, const
     int tokens = synthetic || o->data_ids;
     if (!tokens && o->seq_len_given) BAD("--seq-len: only for token data (--data " DP_CLI_SYNTHETIC " or --data-ids)");
     if (!tokens && o->vocab_given) BAD("--vocab: only for token data (--data " DP_CLI_SYNTHETIC " or --data-ids)");
+    /* The class count and the vocabulary are shapes of the released model (the classifier's
+     * output, the embedding's rows). Taken as 1 + the largest label or id in private files they
+     * would tell whether some record holds a rare large one: epsilon would be infinite for it. */
+    if (file && !o->classes)
+        BAD("%s: needs --classes K (labels 0..K-1): the number of classes is the size of the model's output, "
+            "and computed from the private labels it would reveal the largest one, which the privacy guarantee "
+            "does not cover (docs/privacy.md)",
+            file);
+    if (synthetic && o->classes && o->classes != 2)
+        BAD("--classes %ld: the " DP_CLI_SYNTHETIC " task has 2 classes", o->classes);
     if (tokens && o->norm_mode)
         BAD("--normalize: does not apply to token data (token ids are not scaled; only images and --data-x are)");
     if (synthetic && o->seq_len_given && o->tp.seq_len < 4)
@@ -441,12 +458,32 @@ int dp_cli_model_check(const dp_cli_model_opts *o, const char *model_name, const
     if (transformer && !tokens)
         BAD("--model transformer: needs token data (--data " DP_CLI_SYNTHETIC " or --data-ids), not %s",
             o->data_x ? o->data_x : *data);
+    /* a spec's embedding(V,D) states V itself */
+    if (transformer && o->data_ids && !o->vocab_given)
+        BAD("--data-ids: --model transformer needs --vocab V (ids 0..V-1): the vocabulary is the number of rows of "
+            "the model's embedding, and computed from the private ids it would reveal the largest one, which the "
+            "privacy guarantee does not cover (docs/privacy.md)");
 #undef BAD
     return 1;
 }
 
-/* labels [N] (int32/int64/uint8, each in 0..2^31-2) for a --data-x file */
-static dp_status load_labels(const char *path, size_t n, const char *xpath, int32_t **out, int *n_classes) {
+/* A label of file outside 0..k-1 (why: "--classes 10", the public source of k). The message
+ * names the file and the flag but neither the label nor its row, nor how many rows: what the
+ * command prints about private data is a release of it too, and the guarantee covers none of it. */
+static dp_status label_outside(const char *file, int k, const char *why) {
+    return dp_fail(DP_ERR_RANGE, "%s: a label is outside 0..%d (%s); labels must lie in 0..K-1 for --classes K", file,
+                   k - 1, why);
+}
+
+/* every label of d in 0..k-1; else label_outside */
+static dp_status check_labels(const dp_dataset *d, int k, const char *file, const char *why) {
+    for (size_t i = 0; i < d->n; i++)
+        if (d->y[i] < 0 || d->y[i] >= k) return label_outside(file, k, why);
+    return DP_OK;
+}
+
+/* labels [N] (int32/int64/uint8, each in 0..k-1) for a --data-x file */
+static dp_status load_labels(const char *path, size_t n, const char *xpath, int k, const char *why, int32_t **out) {
     dp_npy a;
     dp_status st = dp_npy_load(path, &a);
     if (st != DP_OK) return st;
@@ -464,27 +501,24 @@ static dp_status load_labels(const char *path, size_t n, const char *xpath, int3
         dp_npy_free(&a);
         return DP_ERR_NOMEM;
     }
-    int64_t mx = -1;
     for (size_t i = 0; i < n; i++) {
         int64_t v = a.dtype == DP_NPY_I32 ? ((const int32_t *)a.data)[i]
                     : a.dtype == DP_NPY_I64 ? ((const int64_t *)a.data)[i]
                                             : ((const uint8_t *)a.data)[i];
-        if (v < 0 || v > 2147483646) {
+        if (v < 0 || v >= k) {
             dp_free(y);
             dp_npy_free(&a);
-            return dp_fail(DP_ERR_RANGE, "%s: label %lld at index %zu is outside 0..2147483646", path, (long long)v, i);
+            return label_outside(path, k, why);
         }
         y[i] = (int32_t)v;
-        if (v > mx) mx = v;
     }
     dp_npy_free(&a);
     *out = y;
-    *n_classes = (int)(mx + 1);
     return DP_OK;
 }
 
-/* float features [N, D] / [N, H, W] / [N, C, H, W] and labels [N] */
-static dp_status load_npy_x(const char *xpath, const char *ypath, dp_dataset *d) {
+/* float features [N, D] / [N, H, W] / [N, C, H, W] and labels [N] in 0..classes-1 */
+static dp_status load_npy_x(const char *xpath, const char *ypath, int classes, const char *why, dp_dataset *d) {
     int64_t shape[DP_NPY_MAX_DIMS];
     int ndim;
     size_t count;
@@ -512,7 +546,8 @@ static dp_status load_npy_x(const char *xpath, const char *ypath, dp_dataset *d)
     d->w = w;
     d->dim = count / d->n;
     d->x = x;
-    if ((st = load_labels(ypath, d->n, xpath, &d->y, &d->n_classes)) != DP_OK) {
+    d->n_classes = classes;
+    if ((st = load_labels(ypath, d->n, xpath, classes, why, &d->y)) != DP_OK) {
         dp_free(x);
         memset(d, 0, sizeof *d);
     }
@@ -558,13 +593,11 @@ static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_data
         mark[idx[i]] = 1;
     }
     size_t a = 0, b = 0;
-    int mx = -1;
     for (size_t i = 0; i < n; i++) {
         const float *row = all->x + i * all->dim;
         if (mark[i]) {
             memcpy(te->x + b * all->dim, row, sizeof(float) * all->dim);
             te->y[b] = all->y[i];
-            if (te->y[b] > mx) mx = te->y[b];
             b++;
         } else {
             if (a != i) memcpy(all->x + a * all->dim, row, sizeof(float) * all->dim);
@@ -577,18 +610,25 @@ static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_data
     te->h = all->h;
     te->w = all->w;
     te->dim = all->dim;
-    te->n_classes = mx + 1;
+    te->n_classes = all->n_classes; /* the public --classes, not the labels the split happened to draw */
     free(mark);
     free(idx);
     return 0;
 }
 
-static int max_id(const dp_dataset *d) {
-    float mx = -1;
+/* Every token id of d is padding (-1) or in 0..vocab-1. Checked here before
+ * dp_dataset_validate_tokens, whose message would quote the id, its row and its position. */
+static int ids_within(const dp_dataset *d, int vocab) {
     size_t k = d->n * d->dim;
     for (size_t i = 0; i < k; i++)
-        if (d->x[i] > mx) mx = d->x[i];
-    return (int)mx;
+        if (!(d->x[i] >= -1.0f && d->x[i] < (float)vocab)) return 0;
+    return 1;
+}
+
+/* the labels file dp_dataset_load_mnist_dir reads: DIR/SPLIT-labels-idx1-ubyte.gz, else without .gz */
+static void idx_labels_path(const char *dir, int train, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, "%s/%s-labels-idx1-ubyte.gz", dir, train ? "train" : "t10k");
+    if (n > 3 && (size_t)n < cap && access(buf, F_OK) != 0) buf[n - 3] = 0;
 }
 
 int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dataset *te, int *K, dp_model **m) {
@@ -608,7 +648,20 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
     info->data_id = o->data_ids ? o->data_ids : o->data_x ? o->data_x : s->data;
     dp_dataset hold;
     memset(&hold, 0, sizeof hold);
-    int k = 0, T = 0;
+    int T = 0;
+    /* The number of classes is a public input, never 1 + the largest label: the model's output
+     * size is released with it (docs/privacy.md). dp_cli_model_check requires --classes for files. */
+    const int classes = (int)(s->mo ? o->classes : s->classes);
+    const int idx = !synthetic && !o->data_x && !o->data_ids;
+    const int k = synthetic ? 2 : classes > 0 ? classes : idx ? DP_CLI_IDX_CLASSES : 0;
+    if (k < 1) {
+        fprintf(stderr, "%s: %s: needs --classes K (the number of classes is not read off the private labels)\n",
+                prog, o->data_x ? "--data-x" : "--data-ids");
+        return 2;
+    }
+    char why[64]; /* where k came from, for the messages */
+    if (synthetic) snprintf(why, sizeof why, "the classes of " DP_CLI_SYNTHETIC);
+    else snprintf(why, sizeof why, "--classes %d%s", k, classes > 0 ? "" : ", the default for IDX data");
     long syn_n = o->synthetic_n ? o->synthetic_n : DP_CLI_SYN_N;
     long syn_test_n = o->synthetic_test_n ? o->synthetic_test_n : DP_CLI_SYN_TEST_N;
     uint64_t syn_seed = o->synthetic_seed >= 0 ? (uint64_t)o->synthetic_seed : DP_CLI_SYN_SEED;
@@ -616,22 +669,26 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
     /* 1. the data (synthetic-text: after the model, which may fix the vocabulary) */
     if (synthetic) {
         T = o->seq_len_given ? o->tp.seq_len : DP_CLI_SYN_SEQ;
-        k = 2;
         snprintf(info->data_desc, sizeof info->data_desc, DP_CLI_SYNTHETIC " (seeds %llu/%llu)",
                  (unsigned long long)syn_seed, (unsigned long long)(syn_seed + 1000003));
     } else if (o->data_x || o->data_ids) {
         const char *flag = o->data_x ? "--data-x" : "--data-ids", *tflag = o->data_x ? "--test-x" : "--test-ids";
         const char *path = o->data_x ? o->data_x : o->data_ids, *tpath = o->data_x ? o->test_x : o->test_ids;
-        st = o->data_x ? load_npy_x(path, o->data_labels, tr) : dp_dataset_load_tokens(path, o->data_labels, (int)o->pad_id, tr);
+        st = o->data_x ? load_npy_x(path, o->data_labels, k, why, tr)
+                       : dp_dataset_load_tokens(path, o->data_labels, (int)o->pad_id, tr);
+        if (st == DP_OK && o->data_ids && (st = check_labels(tr, k, o->data_labels, why)) == DP_OK) tr->n_classes = k;
         if (st != DP_OK) {
             fprintf(stderr, "%s: error: %s %s: %s\n", prog, flag, path, dp_last_error());
             return 1;
         }
         if (tpath) {
             dp_dataset *t = te ? te : &hold;
-            st = o->data_x ? load_npy_x(tpath, o->test_labels, t) : dp_dataset_load_tokens(tpath, o->test_labels, (int)o->pad_id, t);
+            st = o->data_x ? load_npy_x(tpath, o->test_labels, k, why, t)
+                           : dp_dataset_load_tokens(tpath, o->test_labels, (int)o->pad_id, t);
+            if (st == DP_OK && o->data_ids && (st = check_labels(t, k, o->test_labels, why)) == DP_OK) t->n_classes = k;
             if (st != DP_OK) {
                 fprintf(stderr, "%s: error: %s %s: %s\n", prog, tflag, tpath, dp_last_error());
+                dp_dataset_free(&hold);
                 return 1;
             }
             if (t->dim != tr->dim || t->c != tr->c || t->h != tr->h || t->w != tr->w) {
@@ -661,12 +718,20 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         if ((st = dp_dataset_load_mnist_dir(s->data, 1, tr)) != DP_OK ||
             (te && (st = dp_dataset_load_mnist_dir(s->data, 0, te)) != DP_OK))
             return dp_cli_fail(st);
+        /* a label byte is 0..255 whatever the class count: refuse those at or above it */
+        for (int split = 1; split >= 0; split--) {
+            dp_dataset *d = split ? tr : te;
+            if (!d) continue;
+            char lpath[4200];
+            idx_labels_path(s->data, split, lpath, sizeof lpath);
+            if ((st = check_labels(d, k, lpath, why)) != DP_OK) return dp_cli_fail(st);
+            d->n_classes = k;
+        }
         snprintf(info->data_desc, sizeof info->data_desc, "%s", s->data);
     }
     if (!synthetic) {
         limit_dataset(tr, s->train_limit);
         if (te) limit_dataset(te, s->test_limit);
-        k = te && te->n_classes > tr->n_classes ? te->n_classes : tr->n_classes;
         if ((st = dp_dataset_validate(tr, "training set", 2, k)) != DP_OK ||
             (te && (st = dp_dataset_validate(te, "test set", 1, k)) != DP_OK))
             return dp_cli_fail(st);
@@ -688,12 +753,14 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         dp_transformer_params tp = o->tp;
         tp.seq_len = T;
         tp.n_classes = k;
+        /* never 1 + the largest id: the embedding's rows are released (dp_cli_model_check requires --vocab) */
         if (o->vocab_given) tp.vocab = o->tp.vocab;
         else if (synthetic) tp.vocab = DP_CLI_SYN_VOCAB;
         else {
-            int mx = max_id(tr);
-            if (te && max_id(te) > mx) mx = max_id(te);
-            tp.vocab = mx + 1 > 0 ? mx + 1 : 1;
+            fprintf(stderr, "%s: --data-ids: --model transformer needs --vocab V (the vocabulary is not read off the "
+                            "private ids)\n",
+                    prog);
+            return 2;
         }
         if ((st = dp_model_create_transformer(&tp, m)) != DP_OK) {
             fprintf(stderr, "%s: --model transformer: %s\n", prog, dp_last_error());
@@ -735,8 +802,8 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         }
     }
     if (dp_model_output_size(*m) != k) {
-        fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes\n", prog,
-                dp_model_output_size(*m), k);
+        fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes (%s)\n", prog,
+                dp_model_output_size(*m), k, why);
         return 2;
     }
 
@@ -755,6 +822,23 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
             limit_dataset(tr, s->train_limit);
             if (te) limit_dataset(te, s->test_limit);
             if ((st = dp_dataset_validate(tr, "training set", 2, k)) != DP_OK) return dp_cli_fail(st);
+        } else {
+            /* Ids at or above the vocabulary, refused naming the file and where V came from but not
+             * the id or its row (as label_outside); dp_dataset_validate_tokens then finds none. */
+            char vwhy[64];
+            if (o->vocab_given) snprintf(vwhy, sizeof vwhy, "--vocab %d", vocab);
+            else snprintf(vwhy, sizeof vwhy, "the vocabulary of the model's embedding(%d,D)", vocab);
+            for (int split = 0; split < 2; split++) {
+                const dp_dataset *d = split ? te : tr;
+                int test_file = split && o->test_ids;
+                if (d && !ids_within(d, vocab)) {
+                    fprintf(stderr, "%s: error: %s %s: a token id is outside 0..%d (%s); ids must lie in 0..V-1 for "
+                                    "--vocab V (negative ids, and --pad-id, are padding)\n",
+                            prog, test_file ? "--test-ids" : "--data-ids", test_file ? o->test_ids : o->data_ids,
+                            vocab - 1, vwhy);
+                    return 1;
+                }
+            }
         }
         char what[600];
         snprintf(what, sizeof what, "%s%s (vocabulary %d%s)", synthetic ? "--data " : "--data-ids ",

@@ -74,7 +74,8 @@ int dp_cli_train_flag(dp_cli_train_opts *o, const char *a, const char *v, int *i
  * Data sources: an IDX directory (--data DIR, the default), the built-in synthetic text task
  * (--data synthetic-text), float features in .npy (--data-x), or token ids in .npy
  * (--data-ids); the last two with --data-labels and optional --test-x/--test-ids and
- * --test-labels (without test files a random 10% of the rows is held out, --holdout).
+ * --test-labels (without test files a random 10% of the rows is held out, --holdout) and
+ * --classes K (and --vocab V for the transformer on --data-ids).
  * Models: the built-in names, spec strings, and "transformer" (dp_model_create_transformer,
  * configured by the --layers ... flags). */
 #define DP_CLI_SYNTHETIC "synthetic-text"
@@ -84,6 +85,8 @@ int dp_cli_train_flag(dp_cli_train_opts *o, const char *a, const char *v, int *i
 #define DP_CLI_SYN_VOCAB 100     /* --vocab for synthetic-text */
 #define DP_CLI_SYN_SEED 1        /* --synthetic-seed: the train split; the test split uses seed + 1000003 */
 #define DP_CLI_HOLDOUT 0.1       /* --holdout */
+#define DP_CLI_IDX_CLASSES 10    /* --classes for IDX data: the (Fashion-)MNIST format's 10 classes */
+#define DP_CLI_MAX_CLASSES (1 << 24) /* --classes: the largest linear(OUT) a spec allows */
 #define DP_CLI_HOLDOUT_SEED 0x401d0075ULL /* the held-out rows do not depend on --seed */
 #define DP_CLI_MAX_FREEZE 64
 
@@ -103,8 +106,10 @@ typedef struct {
     long synthetic_seed;                 /* -1: default */
     double holdout;                      /* NAN: default */
     int norm_mode;                       /* --normalize: 0 not given, 1 MEAN,STD, 2 none */
+    long classes;                        /* --classes; 0: not given */
     double norm[2];
-    /* transformer (--model transformer); seq_len and vocab 0 = from the data */
+    /* transformer (--model transformer); seq_len 0 = from the data's shape; vocab 0 = not given
+     * (synthetic-text: DP_CLI_SYN_VOCAB; --data-ids needs --vocab) */
     dp_transformer_params tp;
     unsigned given;                      /* DP_CLI_G_* */
     int seq_len_given, vocab_given;
@@ -141,14 +146,19 @@ typedef struct {
     const double *norm;           /* {mean, std} to standardise the pixels with; NULL: none. Used
                                    * only without mo (with mo: mo's --normalize) */
     const dp_cli_model_opts *mo;  /* the flags above; NULL: IDX data, built-in names and specs */
+    int classes;                  /* without mo: --classes for the IDX data; 0: DP_CLI_IDX_CLASSES */
     uint64_t seed;                /* initialisation: dp_rng seeded with seed ^ 0x1badc0ffee */
     dp_cli_data_info *info;       /* filled when not NULL */
 } dp_cli_data_spec;
 
 /* Loads the training set (and the test set into te when te != NULL) from the data flags,
- * keeps the first rows, validates them (at least 2 training and 1 test rows, labels below K,
- * the larger class count; token ids against the model's vocabulary), normalises images,
- * then creates the model for that input and K classes, freezes layers and initialises it.
+ * keeps the first rows, validates them (at least 2 training and 1 test rows, labels below K;
+ * token ids against the model's vocabulary), normalises images, then creates the model for
+ * that input and K classes, freezes layers and initialises it. K and the vocabulary are public
+ * inputs, never read off the data: K is --classes (required for .npy files), 2 for
+ * synthetic-text, DP_CLI_IDX_CLASSES for IDX data without --classes; the transformer's
+ * vocabulary is --vocab (required for --data-ids). A label or id outside them is refused with
+ * a message that names the file and the flag but not the value or its row.
  * Returns 0, or the exit status with the error printed (1: the data, 2: a flag such as
  * --model, --freeze, --seq-len); the caller frees tr, te and *m either way. */
 int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dataset *te, int *K, dp_model **m);

@@ -38,6 +38,8 @@ static void usage(FILE *f) {
 "  --confidence X          confidence of the lower bound [0.95]\n"
 "data and model:\n"
 "  --data DIR              Fashion-MNIST IDX files [" DP_CLI_DEFAULT_DATA "]\n"
+"  --classes K             number of classes, a public choice (never read off the labels);\n"
+"                          every label must lie in 0..K-1 [10, as the MNIST format]\n"
 "  --train-limit N         train on the first N training rows; input canaries come from\n"
 "                          the rows after them [%d]\n"
 "  --model NAME|SPEC       'cnn', 'mlp' or a layer spec [cnn]\n"
@@ -69,7 +71,7 @@ int dp_cmd_audit(int argc, char **argv) {
     dp_cli_train_opts o = DP_CLI_TRAIN_OPTS("audit", &p);
     o.train_limit = DEFAULT_TRAIN_LIMIT;
     const char *json = NULL;
-    long lv;
+    long lv, classes = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -95,6 +97,9 @@ int dp_cmd_audit(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &p.confidence)) return 2;
             if (!(p.confidence > 0 && p.confidence < 1)) return dp_cli_die("--confidence: must be in (0, 1)");
+        } else if (!strcmp(a, "--classes")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 1, DP_CLI_MAX_CLASSES, &classes)) return 2;
         } else if (!strcmp(a, "--json")) {
             NEED_VALUE;
             json = v;
@@ -125,7 +130,8 @@ int dp_cmd_audit(int argc, char **argv) {
     unsigned char *in = NULL;
     int rc = 1, K;
     static const double fmnist[2] = {DP_CLI_FMNIST_MEAN, DP_CLI_FMNIST_STD};
-    const dp_cli_data_spec ds = {.data = o.data, .model_name = o.model_name, .norm = fmnist, .seed = p.seed};
+    const dp_cli_data_spec ds = {.data = o.data, .model_name = o.model_name, .norm = fmnist, .classes = (int)classes,
+                                 .seed = p.seed};
     int bad = dp_cli_load_data_and_model(&ds, &all, NULL, &K, &m);
     if (bad) {
         rc = bad;
