@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -136,7 +137,85 @@ dp_status dp_meta_u64(const dp_safetensors *s, const char *key, uint64_t *out) {
 /* ---- the info block as metadata ------------------------------------------------------- */
 
 #define FORMAT_NAME    "dpsgd-checkpoint"
-#define FORMAT_VERSION "1"
+#define FORMAT_VERSION "2"
+#define CHECKSUM_KEY   "checksum" /* since version 2; version 1 files are refused (info_read) */
+
+/* ---- integrity ----------------------------------------------------------------------- */
+
+/* CRC-64/XZ (ECMA-182 polynomial, reflected, init and final xor all ones; "123456789" gives
+ * 995dc9bbdf1939fa). A CRC rather than the multiply-xorshift hash above: it detects every
+ * burst of up to 64 flipped bits and every odd number of flips, which is what a damaged
+ * file looks like. The table is rebuilt per checksum (2048 shifts) to need no global state. */
+typedef struct {
+    uint64_t table[256];
+    uint64_t crc;
+} crc64;
+
+static void crc64_init(crc64 *h) {
+    for (unsigned i = 0; i < 256; i++) {
+        uint64_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0xc96c5795d7870f42ULL : c >> 1;
+        h->table[i] = c;
+    }
+    h->crc = ~0ULL;
+}
+
+static void crc64_bytes(crc64 *h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    uint64_t c = h->crc;
+    for (size_t i = 0; i < n; i++) c = h->table[(c ^ b[i]) & 0xff] ^ (c >> 8);
+    h->crc = c;
+}
+
+static void crc64_u64(crc64 *h, uint64_t v) {
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
+    crc64_bytes(h, b, 8);
+}
+
+/* A tagged, length-prefixed part: no two different contents give the same byte stream (a
+ * byte moved from one value to the next, or a pair moved into a tensor name, changes it). */
+static void crc64_part(crc64 *h, char tag, const void *p, size_t n) {
+    crc64_bytes(h, &tag, 1);
+    crc64_u64(h, (uint64_t)n);
+    if (n) crc64_bytes(h, p, n);
+}
+
+static void absorb_meta(crc64 *h, const char *key, const char *value) {
+    crc64_part(h, 'k', key, strlen(key));
+    crc64_part(h, 'v', value, strlen(value));
+}
+
+static void absorb_tensor(crc64 *h, const char *name, dp_st_dtype dt, int ndim, const int64_t *shape,
+                          const void *data, size_t bytes) {
+    const char *dn = dp_st_dtype_name(dt);
+    crc64_part(h, 't', name, strlen(name));
+    crc64_part(h, 'd', dn, strlen(dn));
+    crc64_u64(h, (uint64_t)ndim);
+    for (int i = 0; i < ndim; i++) crc64_u64(h, (uint64_t)shape[i]);
+    crc64_part(h, 'b', data, bytes);
+}
+
+uint64_t dp_checkpoint_content_checksum(const dp_safetensors *s) {
+    crc64 h;
+    crc64_init(&h);
+    for (int i = 0; i < dp_safetensors_num_meta(s); i++) {
+        const char *k, *v;
+        dp_safetensors_meta_at(s, i, &k, &v);
+        if (strcmp(k, CHECKSUM_KEY)) absorb_meta(&h, k, v);
+    }
+    for (int i = 0; i < dp_safetensors_num_tensors(s); i++) {
+        const char *name;
+        dp_st_dtype dt;
+        int ndim;
+        const int64_t *shape;
+        const void *data;
+        size_t count;
+        dp_safetensors_tensor(s, i, &name, &dt, &ndim, &shape, &data, &count);
+        absorb_tensor(&h, name, dt, ndim, shape, data, count * dp_st_dtype_size(dt));
+    }
+    return ~h.crc;
+}
 
 typedef struct {
     char *kv[2 * 64];
@@ -200,6 +279,11 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     put(&m, "optim.beta2", "%a", c->optim.beta2);
     put(&m, "optim.eps", "%a", c->optim.eps);
     put(&m, "seed", "%016" PRIx64, c->seed);
+    put(&m, "noise_seed", "%016" PRIx64, c->noise_seed);
+    put(&m, "noise", "%s",
+        c->no_dp ? "none (non-private run)"
+        : c->secure ? "OS CSPRNG (never written; a resumed run draws fresh noise)"
+                    : "seeded by noise_seed: epsilon holds only while the noise seed stays secret");
     put(&m, "step", "%ld", c->step);
     put(&m, "optim.steps", "%ld", c->optim_steps);
     put(&m, "rng.sampling", "%s", r1);
@@ -225,6 +309,20 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
         free(acc);
     } else
         m.oom = 1;
+    /* the checksum last, over the pairs above and the tensors, as the reader recomputes it
+     * from the file (dp_checkpoint_content_checksum: file order is this order) */
+    if (!m.oom) {
+        crc64 h;
+        crc64_init(&h);
+        for (int i = 0; i < m.n; i++) absorb_meta(&h, m.kv[2 * i], m.kv[2 * i + 1]);
+        for (int i = 0; i < nt; i++) {
+            size_t count = 1;
+            for (int d = 0; d < t[i].ndim; d++) count *= (size_t)t[i].shape[d];
+            absorb_tensor(&h, t[i].name, t[i].dtype, t[i].ndim, t[i].shape, t[i].data,
+                          count * dp_st_dtype_size(t[i].dtype));
+        }
+        put(&m, CHECKSUM_KEY, "%016" PRIx64, ~h.crc);
+    }
     dp_status st;
     if (m.oom)
         st = dp_fail(DP_ERR_NOMEM, "%s: out of memory", path);
@@ -320,6 +418,67 @@ bad:
                    c->acc_len + 1);
 }
 
+static dp_status history_fail(const dp_safetensors *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static dp_status history_fail(const dp_safetensors *s, const char *fmt, ...) {
+    char detail[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    return dp_fail(DP_ERR_FORMAT,
+                   "%s: checkpoint field 'accountant' (the privacy accountant's history): %s; it must be what the "
+                   "checkpoint's q, sigma and step make; refusing it (the reported epsilon depends on it; --force "
+                   "cannot override this)",
+                   dp_safetensors_what(s), detail);
+}
+
+/* The file's integrity, checked after every field has parsed (so a malformed field is still
+ * named as such, and the fuzzer reaches every field's parser). First the checksum: any
+ * damaged or edited byte. Then the accountant history, which a CRC cannot protect against a
+ * deliberate edit (anyone can recompute one): the reported epsilon is computed from the
+ * history alone, so an edited q or sigma in it lowers epsilon. The training loop records
+ * (q, sigma, 1) at every private step and the accountant merges equal neighbours, so the
+ * history is determined by the checkpoint's q, sigma and step: rebuild it and require the
+ * stored one to be exactly that (no entry without DP or before the first step). */
+static dp_status check_integrity(const dp_safetensors *s, const dp_checkpoint_info *c) {
+    const char *what = dp_safetensors_what(s);
+    uint64_t stored;
+    if (!dp_safetensors_meta(s, CHECKSUM_KEY))
+        return dp_fail(DP_ERR_FORMAT,
+                       "%s: checkpoint field '" CHECKSUM_KEY "' is missing: the checkpoint is corrupt or edited; "
+                       "refusing it (--force cannot override this)",
+                       what);
+    dp_status st = dp_meta_u64(s, CHECKSUM_KEY, &stored);
+    if (st != DP_OK) return st;
+    uint64_t actual = dp_checkpoint_content_checksum(s);
+    if (stored != actual)
+        return dp_fail(DP_ERR_FORMAT,
+                       "%s: checkpoint field '" CHECKSUM_KEY "' is %016" PRIx64
+                       " but the content's checksum is %016" PRIx64
+                       ": the checkpoint is corrupt or edited; refusing it (--force cannot override this)",
+                       what, stored, actual);
+    const size_t want_len = !c->no_dp && c->step > 0;
+    long total = 0;
+    for (size_t i = 0; i < c->acc_len; i++) {
+        if (c->no_dp) return history_fail(s, "it has %zu entries but the run is non-private (no_dp 1)", c->acc_len);
+        /* bit for bit: the accountant keys its entries on exact equality too */
+        if (memcmp(&c->acc_q[i], &c->q, sizeof(double)))
+            return history_fail(s, "entry %zu has q %.17g, the checkpoint's q is %.17g", i + 1, c->acc_q[i], c->q);
+        if (memcmp(&c->acc_sigma[i], &c->sigma, sizeof(double)))
+            return history_fail(s, "entry %zu has sigma %.17g, the checkpoint's sigma is %.17g", i + 1, c->acc_sigma[i],
+                                c->sigma);
+        if (c->acc_steps[i] > LONG_MAX - total)
+            return history_fail(s, "its step counts overflow");
+        total += c->acc_steps[i];
+    }
+    if (total != (c->no_dp ? 0 : c->step))
+        return history_fail(s, "it holds %ld steps, the checkpoint is at step %ld", total, c->step);
+    if (c->acc_len != want_len)
+        return history_fail(s, "it has %zu entries, expected %zu (one (q, sigma, step) entry after the first step)",
+                            c->acc_len, want_len);
+    return DP_OK;
+}
+
 dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *out) {
     dp_checkpoint_info c;
     memset(&c, 0, sizeof c);
@@ -329,6 +488,13 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
     if (strcmp(fmt, FORMAT_NAME))
         return dp_fail(DP_ERR_FORMAT, "%s: not a dpsgd checkpoint (format '%.40s')", dp_safetensors_what(s), fmt);
     if ((st = dp_meta_string(s, "version", &ver)) != DP_OK) return st;
+    /* safety first: a version 1 file has no checksum, so neither its weights nor the history
+     * that the reported epsilon rests on can be trusted (no users hold such files) */
+    if (!strcmp(ver, "1"))
+        return dp_fail(DP_ERR_UNSUPPORTED,
+                       "%s: checkpoint version 1 predates integrity checks (no checksum); refusing it (--force cannot "
+                       "override this): start a new run",
+                       dp_safetensors_what(s));
     if (strcmp(ver, FORMAT_VERSION))
         return dp_fail(DP_ERR_UNSUPPORTED, "%s: checkpoint version '%.20s' (this build reads %s)",
                        dp_safetensors_what(s), ver, FORMAT_VERSION);
@@ -360,7 +526,7 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
         (st = get_finite(s, "optim.beta1", 0, 1, &c.optim.beta1)) != DP_OK ||
         (st = get_finite(s, "optim.beta2", 0, 1, &c.optim.beta2)) != DP_OK ||
         (st = get_finite(s, "optim.eps", 0, INFINITY, &c.optim.eps)) != DP_OK ||
-        (st = dp_meta_u64(s, "seed", &c.seed)) != DP_OK || (st = dp_meta_long(s, "step", 0, LMAX, &c.step)) != DP_OK ||
+        (st = dp_meta_u64(s, "seed", &c.seed)) != DP_OK || (st = dp_meta_u64(s, "noise_seed", &c.noise_seed)) != DP_OK || (st = dp_meta_long(s, "step", 0, LMAX, &c.step)) != DP_OK ||
         (st = dp_meta_long(s, "optim.steps", 0, LMAX, &c.optim_steps)) != DP_OK ||
         (st = get_rng(s, "rng.sampling", &c.rng_sampling)) != DP_OK ||
         (st = get_rng(s, "rng.noise", &c.rng_noise)) != DP_OK ||
@@ -377,7 +543,7 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
     c.optim.kind = (dp_optim_kind)kind;
     c.data_n = (uint64_t)dn;
     c.data_dim = (uint64_t)dd;
-    if ((st = parse_history(s, &c)) != DP_OK) {
+    if ((st = parse_history(s, &c)) != DP_OK || (st = check_integrity(s, &c)) != DP_OK) {
         dp_checkpoint_info_free(&c);
         return st;
     }

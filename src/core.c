@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "testhooks.h"
 
 /* ---- status --------------------------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "dpsgd/io.h"
+#include "testhooks.h"
 
 static const char *const dtype_names[DP_ST_DTYPE_COUNT] = {"F32", "F64", "I64", "I32", "U8"};
 static const size_t dtype_sizes[DP_ST_DTYPE_COUNT] = {4, 8, 8, 4, 1};
@@ -556,6 +557,14 @@ const char *dp_safetensors_meta(const dp_safetensors *s, const char *key) {
     return NULL;
 }
 
+int dp_safetensors_num_meta(const dp_safetensors *s) { return s->nmeta / 2; }
+
+void dp_safetensors_meta_at(const dp_safetensors *s, int i, const char **key, const char **value) {
+    DP_ASSERT(i >= 0 && 2 * i + 1 < s->nmeta);
+    if (key) *key = s->meta[2 * i];
+    if (value) *value = s->meta[2 * i + 1];
+}
+
 /* ---- writing ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -614,13 +623,13 @@ static int write_all(int fd, const void *buf, size_t n) {
     return 1;
 }
 
-/* Test hook (docs/reliability.md): DPSGD_TEST_SLOW_CHECKPOINT=MS sleeps MS milliseconds
- * between writing the temporary file and renaming it, so a test can kill the process while
- * a checkpoint is half done. */
+/* Test hook (testhooks.h; the test CLI sets it from DPSGD_TEST_SLOW_CHECKPOINT=MS): sleeps
+ * between writing the temporary file and renaming it, so a test can kill the process while a
+ * checkpoint is half done. */
+long dp__test_slow_write_ms = 0;
+
 static void test_slow_write(void) {
-    const char *e = getenv("DPSGD_TEST_SLOW_CHECKPOINT");
-    if (!e || !*e) return;
-    long ms = strtol(e, NULL, 10);
+    long ms = dp__test_slow_write_ms;
     if (ms > 0 && ms < 60000) {
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);

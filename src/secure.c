@@ -12,6 +12,7 @@
 
 struct dp_csprng {
     uint32_t key[8];
+    uint32_t nonce[2]; /* 0 for a generator; the block index for the noise's per-block streams */
     uint64_t counter;
     uint32_t block[16];
     int used; /* 32-bit words of block consumed (16: empty) */
@@ -25,13 +26,14 @@ static uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
                     b = rotl(b, 7)
 
 /* RFC 8439 block: constants, key, 32-bit counter + 96-bit nonce; here counter (low) and the
- * upper counter bits in the first nonce word, nonce otherwise zero. */
+ * upper counter bits in the first nonce word, then the 64-bit nonce of the stream. */
 static void chacha_block(dp_csprng *r) {
     uint32_t in[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};
     memcpy(in + 4, r->key, 32);
     in[12] = (uint32_t)r->counter;
     in[13] = (uint32_t)(r->counter >> 32);
-    in[14] = in[15] = 0;
+    in[14] = r->nonce[0];
+    in[15] = r->nonce[1];
     uint32_t x[16];
     memcpy(x, in, sizeof x);
     for (int i = 0; i < 10; i++) {
@@ -105,15 +107,52 @@ double dp_secure_noise_grid(double std) {
     return ldexp(1.0, e - 20);
 }
 
-void dp_secure_noise_gaussian(float *g, size_t n, double std, dp_csprng *r) {
+enum { NOISE_BLOCK = 4096 };
+
+void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale,
+                                     dp_csprng *r) {
     DP_ASSERT(std >= 0.0 && isfinite(std));
-    if (n == 0 || std == 0.0) return;
+    if (n == 0) return;
     DP_ASSERT(g != NULL && r != NULL);
-    const double lam = dp_secure_noise_grid(std);
-    for (size_t i = 0; i < n; i++) {
-        double y = (double)g[i] + std * dp_csprng_normal(r);
-        g[i] = (float)(lam * nearbyint(y / lam)); /* y / lam and lam * k are exact (power of 2) */
+    /* a fresh 256-bit key for this call from the generator; block b of NOISE_BLOCK coordinates
+     * draws from ChaCha20 under that key with nonce b, so the blocks run in parallel and the
+     * noise does not depend on the thread count */
+    uint32_t key[8];
+    for (int i = 0; i < 4; i++) {
+        uint64_t v = dp_csprng_u64(r);
+        key[2 * i] = (uint32_t)v;
+        key[2 * i + 1] = (uint32_t)(v >> 32);
     }
+    const double lam = std > 0.0 ? dp_secure_noise_grid(std) : 1.0;
+    const size_t nblocks = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
+#pragma omp parallel for schedule(static) if (nblocks > 1)
+    for (size_t b = 0; b < nblocks; b++) {
+        dp_csprng s;
+        memset(&s, 0, sizeof s);
+        memcpy(s.key, key, sizeof key);
+        s.nonce[0] = (uint32_t)b;
+        s.nonce[1] = (uint32_t)((uint64_t)b >> 32);
+        s.used = 16;
+        const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n;
+        for (size_t i = lo; i < hi; i++) {
+            if (mask && !mask[i]) {
+                g[i] = 0.0f;
+                continue;
+            }
+            double y = (double)g[i];
+            if (std > 0.0) {
+                y += std * dp_csprng_normal(&s);
+                y = lam * nearbyint(y / lam); /* y / lam and lam * k are exact (power of 2) */
+            }
+            g[i] = (float)(y * scale); /* a function of the grid value: post-processing */
+        }
+        explicit_bzero(&s, sizeof s);
+    }
+    explicit_bzero(key, sizeof key);
+}
+
+void dp_secure_noise_gaussian(float *g, size_t n, double std, dp_csprng *r) {
+    dp_secure_noise_gaussian_scaled(g, n, NULL, std, 1.0, r);
 }
 
 dp_status dp_secure_poisson_sample(dp_csprng *r, size_t n, double q, size_t *idx, size_t *count) {

@@ -16,6 +16,7 @@
 #include "dpsgd/secure.h"
 #include "dpsgd/train.h"
 #include "internal.h"
+#include "testhooks.h"
 
 _Static_assert(sizeof(size_t) == sizeof(int64_t), "the sampler permutation is checkpointed as I64");
 
@@ -120,26 +121,94 @@ static void shard_rng(dp_rng *r, uint64_t seed, long step, int shard, uint64_t s
     dp_rng_seed(r, mix64(mix64(mix64(seed ^ salt) ^ (uint64_t)step) ^ (uint64_t)shard));
 }
 
-/* FNV-1a over the parameters' bytes */
-static uint64_t params_hash(const float *x, size_t n) {
-    const unsigned char *b = (const unsigned char *)x;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
+/* FNV-1a over n bytes, continuing from h (start: FNV_START) */
+#define FNV_START 1469598103934665603ULL
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
     return h;
+}
+
+static uint64_t params_hash(const float *x, size_t n) { return fnv_bytes(FNV_START, x, n * sizeof(float)); }
+
+/* Sums the hashes h[0..n) over the ranks (as two exact 32-bit halves each) and returns, on
+ * every rank alike, the index of the first one that differs between ranks, or -1. */
+static dp_status first_difference(const dp_train_comm *c, const uint64_t *h, int n, int *which) {
+    enum { MAXH = 16 };
+    DP_ASSERT(n <= MAXH);
+    double b[2 * MAXH], bad[MAXH];
+    for (int i = 0; i < n; i++) {
+        b[2 * i] = (double)(h[i] >> 32);
+        b[2 * i + 1] = (double)(h[i] & 0xffffffffu);
+    }
+    dp_status st = c->sum_f64(c->user, b, (size_t)(2 * n));
+    if (st != DP_OK) return st;
+    for (int i = 0; i < n; i++)
+        bad[i] = b[2 * i] != c->size * (double)(h[i] >> 32) || b[2 * i + 1] != c->size * (double)(h[i] & 0xffffffffu);
+    /* a rank whose value happens to equal the mean sees no difference: the flags are summed */
+    if ((st = c->sum_f64(c->user, bad, (size_t)n)) != DP_OK) return st;
+    *which = -1;
+    for (int i = 0; i < n && *which < 0; i++)
+        if (bad[i] != 0) *which = i;
+    return DP_OK;
+}
+
+/* Every rank must run one configuration: a rank clipping at another C, or with another sigma,
+ * q or step count, would break the guarantee or hang in a collective. Compared before any
+ * collective whose size depends on it. */
+static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_info *k, long steps) {
+    uint64_t data[2] = {k->data_n, k->data_dim}, seeds[3] = {(uint64_t)k->secure, k->noise_seed, k->seed};
+    const dp_optim_params *o = &k->optim; /* field by field: a struct's padding is not part of it */
+    double optim[9] = {(double)o->kind, o->lr,    o->momentum, o->dampening, (double)o->nesterov,
+                       o->weight_decay, o->beta1, o->beta2,    o->eps};
+    /* in cause-first order: another step count or delta also changes a calibrated sigma */
+    const struct {
+        const char *what;
+        uint64_t h;
+    } f[] = {
+        {"model (--model, --freeze)", fnv_bytes(FNV_START, k->model, strlen(k->model))},
+        {"training data size (--data, --train-limit)", fnv_bytes(FNV_START, data, sizeof data)},
+        {"training data content (checksum)", k->data_checksum},
+        {"clipping norm (--max-grad-norm)", fnv_bytes(FNV_START, &k->max_grad_norm, sizeof k->max_grad_norm)},
+        {"sample rate (--batch-size)", fnv_bytes(FNV_START, &k->q, sizeof k->q)},
+        {"step count (--epochs, --batch-size)", fnv_bytes(FNV_START, &steps, sizeof steps)},
+        {"delta (--delta)", fnv_bytes(FNV_START, &k->delta, sizeof k->delta)},
+        {"noise multiplier (--epsilon, --noise-multiplier, --accountant)", fnv_bytes(FNV_START, &k->sigma, sizeof k->sigma)},
+        {"clipping mode (--clipping)", (uint64_t)k->clipping},
+        {"noise source and seeds (--noise-seed, --seed)", fnv_bytes(FNV_START, seeds, sizeof seeds)},
+        {"optimizer (--optimizer, --lr, --momentum, ...)", fnv_bytes(FNV_START, optim, sizeof optim)},
+        {"--no-dp", (uint64_t)k->no_dp},
+    };
+    enum { NF = sizeof f / sizeof f[0] };
+    uint64_t h[NF];
+    for (int i = 0; i < NF; i++) h[i] = f[i].h;
+    int which;
+    dp_status st = first_difference(c, h, NF, &which);
+    if (st != DP_OK) return st;
+    if (which >= 0)
+        return dp_fail(DP_ERR_INVALID, "the %d ranks were started with different settings: %s differs between ranks; "
+                       "every rank must run the same command", c->size, f[which].what);
+    return DP_OK;
 }
 
 /* every rank holds the same parameters: sums the hash halves; a differing rank shows */
 static dp_status check_replicas(const dp_train_comm *c, const float *params, size_t np, long step) {
     uint64_t h = params_hash(params, np);
-    double b[2] = {(double)(h >> 32), (double)(h & 0xffffffffu)};
-    dp_status st = c->sum_f64(c->user, b, 2);
+    int which;
+    dp_status st = first_difference(c, &h, 1, &which);
     if (st != DP_OK) return st;
-    double bad = b[0] != c->size * (double)(h >> 32) || b[1] != c->size * (double)(h & 0xffffffffu);
-    if ((st = c->sum_f64(c->user, &bad, 1)) != DP_OK) return st;
-    if (bad != 0)
+    if (which >= 0)
         return dp_fail(DP_ERR_INVALID, "step %ld: the ranks' models differ after the update (rank %d of %d); "
                        "training stopped", step, c->rank, c->size);
     return DP_OK;
+}
+
+/* test hook (testhooks.h): appends n floats to the file at path */
+static dp_status dump_floats(const char *path, const float *x, size_t n) {
+    FILE *f = fopen(path, "ab");
+    int ok = f && fwrite(x, sizeof *x, n, f) == n;
+    if (f && fclose(f) != 0) ok = 0;
+    return ok ? DP_OK : dp_fail(DP_ERR_IO, "%s: cannot append the released gradient", path);
 }
 
 /* Everything the loop needs to write a checkpoint; the info's configuration part is filled
@@ -165,7 +234,7 @@ static void fill_config(dp_checkpoint_info *c, dp_model *m, const dp_dataset *tr
     c->physical_batch = p->physical_batch;
     c->epochs = p->epochs;
     c->threads = p->threads > 0 ? p->threads : omp_get_max_threads();
-    c->secure = p->secure;
+    c->secure = !p->no_dp && !p->noise_seeded;
     c->max_grad_norm = p->max_grad_norm;
     c->sigma = sigma;
     c->q = q;
@@ -173,6 +242,7 @@ static void fill_config(dp_checkpoint_info *c, dp_model *m, const dp_dataset *tr
     c->target_epsilon = p->noise_multiplier > 0 ? 0 : p->target_epsilon; /* 0: sigma was given */
     c->optim = p->optim;
     c->seed = p->seed;
+    c->noise_seed = p->noise_seeded ? p->noise_seed : 0;
 }
 
 /* The checkpoint `ck` (from `path`) against this run's configuration `cur`. Differences that
@@ -204,7 +274,8 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
     NEVER(ck->data_checksum != cur->data_checksum, "training data of", "checksum %016llx",
           (unsigned long long)ck->data_checksum, (unsigned long long)cur->data_checksum);
     NEVER(ck->no_dp != cur->no_dp, "--no-dp", "%s", ck->no_dp ? "on" : "off", cur->no_dp ? "on" : "off");
-    NEVER(ck->secure != cur->secure, "--secure", "%s", ck->secure ? "on" : "off", cur->secure ? "on" : "off");
+    NEVER(!cur->no_dp && ck->secure != cur->secure, "noise", "%s", ck->secure ? "from the OS CSPRNG" : "from --noise-seed",
+          cur->secure ? "from the OS CSPRNG" : "from --noise-seed");
     if (!cur->no_dp) {
         NEVER(ck->max_grad_norm != cur->max_grad_norm, "--max-grad-norm (C)", "%.17g", ck->max_grad_norm,
               cur->max_grad_norm);
@@ -233,6 +304,8 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
     UNLESS_FORCED(ck->clipping != cur->clipping, "--clipping", "%s", dp_clip_mode_name((dp_clip_mode)ck->clipping),
                   dp_clip_mode_name((dp_clip_mode)cur->clipping));
     UNLESS_FORCED(ck->seed != cur->seed, "--seed", "%llu", (unsigned long long)ck->seed, (unsigned long long)cur->seed);
+    UNLESS_FORCED(ck->noise_seed != cur->noise_seed, "--noise-seed", "%llu", (unsigned long long)ck->noise_seed,
+                  (unsigned long long)cur->noise_seed);
     NEVER(ck->optim.kind != cur->optim.kind, "--optimizer", "%s", dp_optim_name(ck->optim.kind),
           dp_optim_name(cur->optim.kind));
     UNLESS_FORCED(ck->optim.lr != cur->optim.lr, "--lr", "%.17g", ck->optim.lr, cur->optim.lr);
@@ -254,10 +327,12 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
 
 /* the state part of the info that the loop's counters make: step, counters, losses, elapsed */
 static void fill_counters(dp_checkpoint_info *c, long step, const dp_train_result *r, size_t lcount, double batch_sum,
-                          double lsum, const dp_train_progress *pr, double elapsed) {
+                          double lsum, const dp_train_progress *pr, double elapsed, int report_nonprivate) {
+    if (!report_nonprivate) /* statistics of the private data that epsilon does not cover: not written */
+        lcount = 0, batch_sum = 0, lsum = 0;
     c->step = step;
-    c->empty_batches = r->empty_batches;
-    c->nonfinite_samples = r->nonfinite_samples;
+    c->empty_batches = report_nonprivate ? r->empty_batches : 0;
+    c->nonfinite_samples = report_nonprivate ? r->nonfinite_samples : 0;
     c->lcount = (long)lcount;
     c->batch_sum = batch_sum;
     c->lsum = lsum;
@@ -270,9 +345,16 @@ static dp_status write_checkpoint(ckpt_writer *w, dp_optim *opt, const dp_accoun
                                   const dp_rng *rn, const dp_rng *rd) {
     dp_checkpoint_info *c = &w->info;
     c->optim_steps = dp_optim_steps(opt);
-    c->rng_sampling = *rs;
-    c->rng_noise = *rn;
-    c->rng_dropout = *rd;
+    if (c->secure) {
+        /* noise, sampling and dropout came from the OS CSPRNG: nothing of it is written (a
+         * resumed run draws fresh noise); the fields hold a fixed placeholder */
+        dp_rng_seed(&c->rng_sampling, 0);
+        c->rng_noise = c->rng_dropout = c->rng_sampling;
+    } else {
+        c->rng_sampling = *rs;
+        c->rng_noise = *rn;
+        c->rng_dropout = *rd;
+    }
     size_t len = dp_accountant_history_len(acc);
     c->acc_len = len;
     c->acc_q = malloc(sizeof(double) * (len ? len : 1));
@@ -392,8 +474,11 @@ static dp_status restore_state(const dp_safetensors *s, const dp_checkpoint_info
         }
         free(seen);
     }
-    for (size_t i = 0; i < c->acc_len; i++)
-        if ((st = dp_accountant_step(acc, c->acc_q[i], c->acc_sigma[i], c->acc_steps[i])) != DP_OK) return st;
+    /* the accountant is rebuilt from the checkpoint's (q, sigma, step), which this run continues
+     * with (compare_config), rather than replayed from the stored history (which
+     * dp_checkpoint_info_read checked to be exactly this): the reported epsilon then rests on
+     * the configuration itself, not on a second copy of it */
+    if (!no_dp && (st = dp_accountant_step(acc, c->q, c->sigma, c->step)) != DP_OK) return st;
     return DP_OK;
 }
 
@@ -407,6 +492,13 @@ static dp_status spent_epsilon(const dp_accountant *acc, const dp_train_params *
 
 dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *p,
                    dp_train_result *result) {
+    return dp__train(m, tr, te, p, NULL, result);
+}
+
+dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *p,
+                    const dp__train_test *test, dp_train_result *result) {
+    static const dp__train_test no_test = {0, 0, NULL};
+    const dp__train_test *t = test ? test : &no_test;
     const size_t N = tr->n, dim = tr->dim;
     const int K = dp_model_output_size(m);
     const size_t np = dp_model_num_params(m);
@@ -422,7 +514,6 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "--physical-batch %d: must be >= 0", p->physical_batch);
     if (p->checkpoint_every < 0)
         return dp_fail(DP_ERR_RANGE, "--checkpoint-every %ld: must be >= 0", p->checkpoint_every);
-    if (p->secure && p->no_dp) return dp_fail(DP_ERR_INVALID, "--secure: has no meaning with --no-dp (no noise)");
     if (!p->no_dp) {
         if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
             return dp_fail(DP_ERR_RANGE, "--max-grad-norm %g: must be a positive finite number", p->max_grad_norm);
@@ -430,19 +521,24 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         if (!(p->delta < 1.0 / (double)N))
             return dp_fail(DP_ERR_RANGE, "--delta %g: must be below 1/n = %g, or the guarantee is void", p->delta,
                            1.0 / (double)N);
+        /* GDP can underestimate: it may neither choose sigma nor be the run's epsilon */
+        if (p->accountant == DP_ACCT_GDP)
+            return dp_fail(DP_ERR_INVALID, "accountant gdp: a central-limit approximation that can underestimate "
+                                           "epsilon, not a bound; a run calibrates and reports with prv, rdp or pld");
     }
     const dp_train_comm *comm = p->comm && p->comm->size > 1 ? p->comm : NULL;
     if (p->comm && (p->comm->size < 1 || p->comm->rank < 0 || p->comm->rank >= p->comm->size || !p->comm->sum_f32 ||
                     !p->comm->sum_f64))
         return dp_fail(DP_ERR_INVALID, "communicator: rank %d of %d, or a missing sum function", p->comm->rank,
                        p->comm->size);
-    if (p->shards < 0) return dp_fail(DP_ERR_RANGE, "shards %d: must be >= 0", p->shards);
-    if (comm && p->shards > 1 && p->shards != comm->size)
-        return dp_fail(DP_ERR_INVALID, "shards %d: differs from the %d ranks", p->shards, comm->size);
+    if (t->shards < 0) return dp_fail(DP_ERR_RANGE, "shards %d: must be >= 0", t->shards);
+    if (comm && t->shards > 1 && t->shards != comm->size)
+        return dp_fail(DP_ERR_INVALID, "shards %d: differs from the %d ranks", t->shards, comm->size);
     if (comm && p->no_dp) return dp_fail(DP_ERR_INVALID, "--no-dp: not supported with several ranks (MPI)");
-    if (p->shards > 1 && p->no_dp) return dp_fail(DP_ERR_INVALID, "--no-dp: not supported with shards");
+    if (t->shards > 1 && p->no_dp) return dp_fail(DP_ERR_INVALID, "--no-dp: not supported with shards");
     /* S > 1: sharded sampling; this process samples shards [sh_lo, sh_hi) */
-    const int S = comm ? comm->size : (p->shards > 1 ? p->shards : 1);
+    const int S = comm ? comm->size : (t->shards > 1 ? t->shards : 1);
+    const int report = p->report_nonprivate || p->no_dp; /* a non-private run has nothing to hide */
     const int sh_lo = comm ? comm->rank : 0, sh_hi = comm ? comm->rank + 1 : S;
     int64_t shards_val[1] = {S};
     const double q = (double)p->expected_batch / (double)N;
@@ -480,9 +576,10 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             goto done;
     }
     uint64_t checksum = 0;
-    if (p->checkpoint_dir || resumed) checksum = dp_checkpoint_data_checksum(tr->x, tr->y, N, dim);
+    if (p->checkpoint_dir || resumed || comm) checksum = dp_checkpoint_data_checksum(tr->x, tr->y, N, dim);
     dp_checkpoint_info cur;
     fill_config(&cur, m, tr, p, sigma, q, checksum);
+    if (comm && (st = check_same_config(comm, &cur, steps)) != DP_OK) goto done;
     if (resumed && (st = compare_config(dp_safetensors_what(ck), &cki, &cur, p->force)) != DP_OK) goto done;
     if (resumed) {
         int64_t ck_shards = 1;
@@ -514,9 +611,12 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
         goto done;
     }
     for (size_t i = 0; i < N; i++) idx[i] = i;
-    if (p->secure && (st = dp_csprng_create(&crng)) != DP_OK) goto done;
+    /* Noise, Poisson sampling and dropout: from the OS-seeded CSPRNG unless the caller chose
+     * a noise seed. Dropout masks are drawn by batch position, so they must be as secret as the
+     * sample: known masks would make one example's presence move the others' gradients. */
+    if (!p->no_dp && !p->noise_seeded && (st = dp_csprng_create(&crng)) != DP_OK) goto done;
     dp_rng root, rs, rn, rd;
-    dp_rng_seed(&root, p->seed);
+    dp_rng_seed(&root, p->noise_seeded && !p->no_dp ? p->noise_seed : p->seed);
     dp_rng_split(&root, &rs); /* sampling */
     dp_rng_split(&root, &rn); /* noise */
     dp_rng_split(&root, &rd); /* dropout */
@@ -528,9 +628,11 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     pr.test_accuracy = -1;
     if (resumed) {
         if ((st = restore_state(ck, &cki, m, opt, acc, idx, N, p->no_dp, steps)) != DP_OK) goto done;
-        rs = cki.rng_sampling;
-        rn = cki.rng_noise;
-        rd = cki.rng_dropout;
+        if (!crng) { /* a secure run's streams were never written: fresh ones go on */
+            rs = cki.rng_sampling;
+            rn = cki.rng_noise;
+            rd = cki.rng_dropout;
+        }
         step = cki.step;
         batch_sum = cki.batch_sum;
         r.empty_batches = cki.empty_batches;
@@ -573,17 +675,17 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                 /* shard sh holds the examples sh, sh + S, ...; each sampled with its own stream */
                 for (int sh = sh_lo; sh < sh_hi; sh++) {
                     size_t nsh = N > (size_t)sh ? (N - (size_t)sh + (size_t)S - 1) / (size_t)S : 0, c = 0;
-                    dp_rng t;
-                    shard_rng(&t, p->seed, step, sh, 0x73616d706c65ULL);
+                    dp_rng sr;
+                    shard_rng(&sr, p->noise_seed, step, sh, 0x73616d706c65ULL);
                     if (nsh) {
                         if (crng) st = dp_secure_poisson_sample(crng, nsh, q, idx + count, &c);
-                        else st = dp_poisson_sample(&t, nsh, q, idx + count, &c);
+                        else st = dp_poisson_sample(&sr, nsh, q, idx + count, &c);
                         if (st != DP_OK) goto done;
                     }
                     for (size_t k = 0; k < c; k++) idx[count + k] = (size_t)sh + (size_t)S * idx[count + k];
                     count += c;
                 }
-                if (comm) shard_rng(&rd, p->seed, step, comm->rank, 0x64726f70ULL); /* this rank's dropout */
+                if (comm && !crng) shard_rng(&rd, p->noise_seed, step, comm->rank, 0x64726f70ULL); /* this rank's dropout */
             } else if (p->no_dp) {
                 first = (size_t)s * (size_t)p->expected_batch % N;
                 count = N - first < (size_t)p->expected_batch ? N - first : (size_t)p->expected_batch;
@@ -592,6 +694,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             } else {
                 if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
             }
+            if (crng) dp_rng_seed(&rd, dp_csprng_u64(crng)); /* this step's dropout, secret */
             const size_t local_count = count;
             dp_model_zero_grad(m);
             size_t chunk = count ? count : 1; /* buffers for what is processed at once, never more */
@@ -635,8 +738,9 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                     st = dp_loss_xent(z, yb, B, K, lv, dz);
                 }
                 if (st == DP_ERR_NONFINITE) {
-                    st = dp_fail(DP_ERR_NONFINITE, "step %ld (epoch %d): %s; training stopped (lower --lr?)", step + 1,
-                                 ep, dp_last_error());
+                    char where[64];
+                    snprintf(where, sizeof where, "step %ld (epoch %d)", step + 1, ep);
+                    st = prefix_error(st, where);
                     goto done;
                 }
                 if (st != DP_OK) goto done;
@@ -659,17 +763,7 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             double scale;
             int scaled = 0; /* the noise pass also did the scaling */
             if (!p->no_dp) {
-                /* noise on every trainable coordinate, then divide by the EXPECTED batch size;
-                 * with several ranks the noise is drawn once, by rank 0, before the sum */
-                if (p->test_noise == 2) dp_model_zero_grad(m);
-                if (p->test_noise != 1 && (!comm || comm->rank == 0)) {
-                    if (crng) dp_secure_noise_gaussian(grad, np, sigma * p->max_grad_norm, crng);
-                    else if (!comm) {
-                        dp_noise_gaussian_scaled(grad, np, mask, sigma * p->max_grad_norm, 1.0 / (q * (double)N), &rn);
-                        scaled = 1;
-                    } else
-                        dp_noise_gaussian_masked(grad, np, mask, sigma * p->max_grad_norm, &rn);
-                }
+                /* the clipped sums of all ranks first, then the noise on the total, once */
                 if (comm) {
                     dp_mem_stage("allreduce");
                     if ((st = comm->sum_f32(comm->user, grad, np)) != DP_OK) goto done;
@@ -688,11 +782,25 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
                      * stop rather than take noise-only steps. Decided on the summed counts,
                      * so every rank stops at the same step. */
                     st = dp_fail(DP_ERR_NONFINITE,
-                                 "step %ld (epoch %d): the loss of every sampled example (%zu) is not finite; "
-                                 "training stopped (lower --lr?)", step + 1, ep, count);
+                                 "step %ld (epoch %d): the loss of every sampled example is not finite; "
+                                 "training stopped (lower --lr?)", step + 1, ep);
                     goto done;
                 }
+                /* noise on every trainable coordinate, then divide by the EXPECTED batch size;
+                 * with several ranks rank 0 alone does it and the others contribute zeros to
+                 * the sum that hands every rank the result */
+                if (t->noise == 2) dp_model_zero_grad(m);
+                const double std = t->noise == 1 ? 0.0 : sigma * p->max_grad_norm;
                 scale = 1.0 / (q * (double)N);
+                if (!comm || comm->rank == 0) {
+                    if (crng) dp_secure_noise_gaussian_scaled(grad, np, mask, std, scale, crng);
+                    else dp_noise_gaussian_scaled(grad, np, mask, std, scale, &rn);
+                } else {
+                    memset(grad, 0, np * sizeof *grad);
+                }
+                if (comm && (st = comm->sum_f32(comm->user, grad, np)) != DP_OK) goto done;
+                scaled = 1;
+                if (t->dump_released && writer && (st = dump_floats(t->dump_released, grad, np)) != DP_OK) goto done;
             } else {
                 scale = count ? 1.0 / (double)count : 0.0;
             }
@@ -714,27 +822,29 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
             pr.epoch = ep;
             pr.step = step + 1;
             pr.step_in_epoch = s + 1;
-            pr.train_loss = lcount ? lsum / (double)lcount : 0;
+            pr.train_loss = !report ? NAN : lcount ? lsum / (double)lcount : 0;
             pr.elapsed = dp__now_s() - t0;
             pr.epoch_end = 0;
-            if (p->progress) p->progress(p->progress_user, &pr);
             /* a checkpoint every checkpoint_every steps; the epoch's last step gets its own below,
-             * after the evaluation, so a checkpoint at an epoch boundary has always evaluated */
+             * after the evaluation, so a checkpoint at an epoch boundary has always evaluated.
+             * Written before anything of the step is released (the progress call), so a killed
+             * run never redoes a step whose results were seen. */
             if (p->checkpoint_dir && writer && p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0 && s + 1 < spe) {
-                fill_counters(&w.info, step + 1, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0);
+                fill_counters(&w.info, step + 1, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
                 if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
             }
+            if (p->progress) p->progress(p->progress_user, &pr);
         }
         dp_mem_stage("evaluate");
         if (te && (st = dp_evaluate(m, te, p->eval_batch, &pr.test_accuracy, &pr.test_loss)) != DP_OK) goto done;
         if (!p->no_dp && (st = spent_epsilon(acc, p, &pr.epsilon)) != DP_OK) goto done;
         pr.elapsed = dp__now_s() - t0;
         pr.epoch_end = 1;
-        if (p->progress) p->progress(p->progress_user, &pr);
-        if (p->checkpoint_dir && writer) {
-            fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0);
+        if (p->checkpoint_dir && writer) { /* on disk before the epoch's figures are released */
+            fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
             if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
         }
+        if (p->progress) p->progress(p->progress_user, &pr);
     }
     if (!p->no_dp && (st = spent_epsilon(acc, p, &r.epsilon)) != DP_OK) goto done;
     r.test_accuracy = te ? pr.test_accuracy : -1;
@@ -742,6 +852,11 @@ dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, cons
     r.steps = step;
     r.seconds = dp__now_s() - t0;
     r.mean_batch = step ? batch_sum / (double)step : 0;
+    if (!report) { /* statistics of the private data that epsilon does not cover */
+        r.mean_batch = 0;
+        r.empty_batches = 0;
+        r.nonfinite_samples = 0;
+    }
     r.peak_bytes = dp_mem_get().peak_bytes;
     *result = r;
 done:

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# tests/kill_resume_test.sh PATH-TO-DPSGD [SANITIZE]: exact resume after SIGKILL.
+# tests/kill_resume_test.sh PATH-TO-DPSGD-TESTHOOKS [SANITIZE]: exact resume after SIGKILL.
+# Runs the test build of the CLI (DPSGD_TEST_SLOW_CHECKPOINT is read there only) with a fixed
+# --noise-seed, which makes the runs reproducible.
 # Trains a small private run uninterrupted, then kills the same run (SIGKILL) at several
 # random points, one of them while a checkpoint is being written (DPSGD_TEST_SLOW_CHECKPOINT
 # holds the temporary file open before its rename), one of them twice (the resumed run is
 # killed again), resumes each from its checkpoint directory, and requires the final weights
 # (--save-weights, compared with cmp) and epsilon (--out JSON) to be bit-identical to the
-# uninterrupted run. Skipped (exit 77) under sanitizers (SANITIZE=ON: timing-driven and slow)
+# uninterrupted run. Also: a run killed right after it printed an epoch's figures has that
+# epoch's checkpoint on disk (nothing is released before the checkpoint that covers it), and
+# a default run (OS-seeded noise) killed and resumed ends with the same epsilon. Skipped (exit 77) under sanitizers (SANITIZE=ON: timing-driven and slow)
 # and when the Fashion-MNIST files are not installed.
 # Last line: "kill_resume_test: N passed, N failed".
 set -u
@@ -22,7 +26,7 @@ if ! have_data; then
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 t_setup kill_resume_test kill_resume
-RUN=(train --train-limit 1500 --test-limit 300 --epochs 3 --batch-size 256 --seed 11 --quiet)
+RUN=(train --train-limit 1500 --test-limit 300 --epochs 3 --batch-size 256 --seed 11 --noise-seed 11 --quiet)
 CK=(--checkpoint-every 1)
 
 epsilon_of() { grep -o '"epsilon": [^,]*' "$1"; }
@@ -123,6 +127,39 @@ t2=$((t1 + 3 + RANDOM % 6))
 start_and_kill "$TMP/ck2x" step "$t1"
 start_and_kill "$TMP/ck2x" step "$t2"
 resume_and_check "killed twice (steps $t1, $t2)" "$TMP/ck2x"
+
+# release order: killed the moment the first epoch line is printed (the checkpoint write is
+# slowed to 500 ms), the directory must already hold the epoch's checkpoint (step 6)
+rm -rf "$TMP/order"
+DPSGD_TEST_SLOW_CHECKPOINT=500 "$BIN" "${RUN[@]/--quiet/--verbose}" --checkpoint-dir "$TMP/order" >"$TMP/order.out" 2>/dev/null &
+pid=$!
+for ((i = 0; i < 6000; i++)); do
+    grep -q '^epoch *1/3' "$TMP/order.out" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.005
+done
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+if grep -q '^epoch *1/3' "$TMP/order.out"; then
+    s=$(step_of "$TMP/order")
+    [[ $s -ge 6 ]] && ok || bad "epoch 1 was printed before its checkpoint was on disk (checkpoint at step $s)"
+else
+    bad "release order: the run printed no epoch line"
+fi
+
+# default noise: killed, resumed with fresh noise; epsilon as the uninterrupted run's
+SEC=(train --train-limit 1500 --test-limit 300 --epochs 3 --batch-size 256 --seed 11 --quiet)
+SAVED=("${RUN[@]}")
+RUN=("${SEC[@]}")
+before=$KILLS
+start_and_kill "$TMP/sec" step 5
+KILLS=$before
+if "$BIN" "${SEC[@]}" --resume "$TMP/sec" --checkpoint-dir "$TMP/sec" --out "$TMP/sec.json" >"$TMP/sec.log" 2>&1; then
+    [[ "$(epsilon_of "$TMP/sec.json")" == "$REF_EPS" ]] && ok || bad "default-noise resume: $(epsilon_of "$TMP/sec.json"), uninterrupted $REF_EPS"
+else
+    bad "default-noise resume failed: $(cat "$TMP/sec.log")"
+fi
+RUN=("${SAVED[@]}")
 
 # at least 5 real kills (a run that ended first does not count)
 [[ $KILLS -ge 5 ]] && ok || bad "only $KILLS runs were killed before they finished (need 5)"

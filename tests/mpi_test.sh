@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# tests/mpi_test.sh PATH-TO-DPSGD [SANITIZE [MPIEXEC]]: data-parallel training with
-# `mpirun -np 2` (docs/distributed.md).
+# tests/mpi_test.sh PATH-TO-DPSGD [SANITIZE [MPIEXEC [PATH-TO-DPSGD-TESTHOOKS]]]: data-parallel
+# training with `mpirun -np 2` (docs/distributed.md). The runs use the test build of the CLI
+# (dpsgd-testhooks, src/testhooks.h), which alone reads the DPSGD_TEST_* switches, and a fixed
+# --noise-seed so that runs can be compared.
 #  (a) noise off (DPSGD_TEST_NOISE=off, test only), fixed seed: the weights after the run equal
 #      a single-process run on the same sample (DPSGD_TEST_SHARDS=2 draws exactly the 2 ranks'
 #      union) within float rounding; a single-process run with ordinary sampling differs a lot
@@ -13,13 +15,19 @@
 #      the noise; the sample variance over the 26,010 coordinates must be within 5% of 1
 #      (its standard error is sqrt(2/26010) < 1%);
 #  (d) a checkpoint of a 2-rank run is refused by a 1-process resume, naming the rank count, and
-#      a 2-rank resume continues it to the same weights as the uninterrupted run.
+#      a 2-rank resume continues it to the same weights as the uninterrupted run;
+#  (e) ranks started with different settings (an MPMD launch: `mpirun -np 1 dpsgd ... : -np 1
+#      dpsgd ...`) are refused at start-up, naming the setting, instead of training with a
+#      broken guarantee (another C), hanging (other epochs) or crashing (another model);
+#  (f) default noise (no --noise-seed): every released coordinate is on the noise grid (the
+#      noise is added once, to the sum of the ranks' clipped sums).
 # Skipped (exit 77) under sanitizers, without mpirun or python3, or without Fashion-MNIST.
 # Last line: "mpi_test: N passed, N failed".
 # shellcheck disable=SC2015
 set -u
-BIN=${1:?usage: mpi_test.sh PATH-TO-DPSGD [SANITIZE [MPIEXEC]]}
+PROD=${1:?usage: mpi_test.sh PATH-TO-DPSGD [SANITIZE [MPIEXEC [PATH-TO-DPSGD-TESTHOOKS]]]}
 MPIEXEC=${3:-mpirun}
+BIN=${4:-$PROD}
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,7 +48,7 @@ export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
 MPI=("$MPIEXEC" --oversubscribe -np 2)
 ST=(python3 "$SRC_DIR/tests/st_tool.py")
 t_setup mpi_test mpi_test
-RUN=(train --train-limit 2000 --test-limit 200 --batch-size 256 --seed 5 --quiet --noise-multiplier 1)
+RUN=(train --train-limit 2000 --test-limit 200 --batch-size 256 --seed 5 --noise-seed 5 --quiet --noise-multiplier 1)
 
 # mpirun LABEL ARGS...: 2 ranks; on failure reports LABEL with the output
 mpi2() {
@@ -86,7 +94,7 @@ grep -q '"epsilon"' "$TMP/b.json" 2>/dev/null && ok || bad "(b) no --out JSON fr
 cmp -s "$TMP/b.st" "$TMP/a2.st" && bad "(b) noise on gave the same weights as noise off" || ok
 
 # (c) the noise variance: one step, noise only, SGD lr B without momentum: update = -noise
-NOISE=(train --train-limit 2000 --test-limit 200 --batch-size 2000 --epochs 1 --seed 5 --quiet
+NOISE=(train --train-limit 2000 --test-limit 200 --batch-size 2000 --epochs 1 --seed 5 --noise-seed 5 --quiet
        --noise-multiplier 1 --max-grad-norm 0.1 --momentum 0)
 run "${NOISE[@]}" --lr 0 --save-weights "$TMP/c0.st"
 [[ $RC -eq 0 ]] && ok || bad "(c) lr 0 run: exit $RC: $ERR"
@@ -107,5 +115,41 @@ run "${RUN[@]}" --epochs 2 --force --resume "$TMP/ck"
 [[ $RC -ne 0 ]] && grep -q "rank" <<<"$ERR" && ok || bad "(d) 1-process resume of a 2-rank checkpoint: exit $RC: $ERR"
 mpi2 "(d) resume" "${RUN[@]}" --epochs 2 --force --resume "$TMP/ck" --save-weights "$TMP/d_res.st"
 cmp -s "$TMP/d_full.st" "$TMP/d_res.st" && ok || bad "(d) resumed 2-rank run differs from the uninterrupted one"
+
+# (e) MPMD launches whose ranks disagree are refused at start-up, naming the setting (each
+# under a timeout: before the check, other epochs hung forever)
+SMALL=(train --train-limit 2000 --test-limit 200 --batch-size 256 --epochs 1 --quiet)
+mpmd() { # LABEL NEEDLE ARGS-RANK0 -- ARGS-RANK1
+    local label=$1 needle=$2 a=() b=()
+    shift 2
+    while [[ $1 != -- ]]; do a+=("$1"); shift; done
+    shift
+    b=("$@")
+    timeout 120 "$MPIEXEC" --oversubscribe -np 1 "$PROD" "${SMALL[@]}" "${a[@]}" : -np 1 "$PROD" "${SMALL[@]}" "${b[@]}" \
+        >"$TMP/mpmd.out" 2>&1
+    local rc=$?
+    if [[ $rc -ne 0 && $rc -ne 124 ]] && grep -q "$needle" "$TMP/mpmd.out"; then ok; else
+        bad "$label: exit $rc, expected a refusal naming '$needle'"
+        tail -n 5 "$TMP/mpmd.out" | sed 's/^/    /' >&2
+    fi
+}
+mpmd "(e) another C" "clipping norm" --max-grad-norm 0.1 -- --max-grad-norm 1
+mpmd "(e) other epochs" "step count" --epochs 1 -- --epochs 2
+mpmd "(e) another model" "model" --model cnn -- --model mlp
+mpmd "(e) another train limit" "training data" --train-limit 2000 -- --train-limit 1000
+
+# (f) default (OS-seeded) noise on 2 ranks: the released gradient of the one step (q = 1, so
+# it is float32(grid value / 2000)) is on the noise grid everywhere, which it is not when a
+# rank's clipped sum is added after the noise was rounded (36% of coordinates off the grid)
+rm -f "$TMP/f.raw"
+DPSGD_TEST_DUMP_RELEASED=$TMP/f.raw mpi2 "(f)" train --train-limit 2000 --test-limit 200 --batch-size 2000 --epochs 1 \
+    --quiet --noise-multiplier 1 --max-grad-norm 0.1
+if [[ -s $TMP/f.raw ]]; then
+    off=$("${ST[@]}" offgrid "$TMP/f.raw" 0.1 "$(python3 -c 'print(1 / 2000)')")
+    [[ $off == 0 ]] && ok || bad "(f) $off coordinates of the released gradient are off the noise grid"
+    echo "mpi_test: (f) coordinates off the noise grid with 2 ranks: $off"
+else
+    bad "(f) no released gradient was dumped"
+fi
 
 t_summary

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # tests/reliability_cli_test.sh PATH-TO-DPSGD: the reliability flags of `dpsgd train` end to
 # end: bad values of --checkpoint-every/--checkpoint-dir/--resume/--init/--save-weights/
-# --secure each name their flag (exit 2 for usage, 1 for bad files), malformed --init files
-# name the file and field and leave nothing written, --init + --save-weights round trip
-# bit-exactly (lr 0), a resume with another C is refused, two --secure runs differ and
-# --seed is refused with --secure. Data-dependent checks are skipped without Fashion-MNIST.
+# --noise-seed each name their flag (exit 2 for usage, 1 for bad files), malformed --init
+# files name the file and field and leave nothing written, --init + --save-weights round trip
+# bit-exactly (lr 0), a resume with another C is refused; noise: two default runs differ, two
+# --noise-seed runs are identical and say what that costs, and the shipped binary ignores the
+# test switch DPSGD_TEST_NOISE. Data-dependent checks are skipped without Fashion-MNIST.
 # Last line: "reliability_cli_test: N passed, N failed".
 # shellcheck disable=SC2015
 set -u
@@ -26,8 +27,9 @@ expect 2 "--checkpoint-every" train --checkpoint-every x --checkpoint-dir "$TMP/
 expect 2 "--checkpoint-every: needs --checkpoint-dir" train --checkpoint-every 5
 expect 2 "--checkpoint-dir" train --checkpoint-dir ""
 expect 2 "--resume needs a value" train --resume
-expect 2 "--seed: refused with --secure" train --secure --seed 3
-expect 2 "--secure" train --secure --no-dp
+expect 2 "--secure: secure noise is now the default" train --secure
+expect 2 "--noise-seed: has no meaning with --no-dp" train --noise-seed 3 --no-dp
+expect 2 "--noise-seed" train --noise-seed -1
 expect 2 "--init: cannot be combined with --resume" train --init a --resume b
 
 if ! have_data; then
@@ -64,10 +66,42 @@ else
     expect 1 "training data of" "${Q[@]/600/601}" --resume "$TMP/ck" --force
     run "${Q[@]}" --epochs 2 --resume "$TMP/ck" --force
     [[ $RC -eq 0 ]] && ok || bad "--force with more epochs refused: $ERR"
-    # secure: two runs differ
-    run "${Q[@]}" --secure --save-weights "$TMP/s1.st"
-    [[ $RC -eq 0 ]] && ok || bad "--secure run failed: $ERR"
-    run "${Q[@]}" --secure --save-weights "$TMP/s2.st"
-    [[ $RC -eq 0 ]] && ! cmp -s "$TMP/s1.st" "$TMP/s2.st" && ok || bad "two --secure runs gave the same weights"
+    # one hex digit of sigma in the stored accountant history (it would lower the reported
+    # epsilon): refused as corrupt or edited, also with --force
+    mkdir -p "$TMP/ck_edit"
+    if python3 - "$TMP/ck/checkpoint.safetensors" "$TMP/ck_edit/checkpoint.safetensors" <<'EOF'; then
+import sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+i = raw.index(b'"accountant":"') + len(b'"accountant":"')
+j = raw.index(b" ", i) + 5  # "q 0x1.Xxxx...": the first hex digit of sigma's mantissa
+if raw[j - 5:j] != b" 0x1.":
+    sys.exit("unexpected accountant history " + raw[i:i + 80].decode())
+raw[j] = ord("9") if raw[j] == ord("8") else ord("8")
+open(sys.argv[2], "wb").write(raw)
+EOF
+        expect 1 "$TMP/ck_edit/checkpoint.safetensors: checkpoint field 'checksum'" "${Q[@]}" --resume "$TMP/ck_edit"
+        expect 1 "corrupt or edited" "${Q[@]}" --resume "$TMP/ck_edit" --force
+    else
+        bad "could not edit the checkpoint"
+    fi
+    # default noise (OS CSPRNG): two runs of one configuration differ
+    run "${Q[@]}" --save-weights "$TMP/s1.st"
+    [[ $RC -eq 0 ]] && ok || bad "default run failed: $ERR"
+    run "${Q[@]}" --save-weights "$TMP/s2.st"
+    [[ $RC -eq 0 ]] && ! cmp -s "$TMP/s1.st" "$TMP/s2.st" && ok || bad "two default runs gave the same weights"
+    # --noise-seed: identical weights, and the run says its epsilon depends on the seed
+    NS=(train --train-limit 600 --test-limit 100 --epochs 1 --batch-size 100 --model mlp --noise-seed 5)
+    run "${NS[@]}" --save-weights "$TMP/n1.st" --out "$TMP/n1.json"
+    [[ $RC -eq 0 && "$OUT" == *"holds ONLY while that seed stays secret"* ]] && ok ||
+        bad "--noise-seed run: exit $RC, no warning on stdout: $OUT $ERR"
+    grep -q '"noise_seed_public": true' "$TMP/n1.json" 2>/dev/null && ok || bad "--out JSON does not flag the public seed"
+    run "${NS[@]}" --quiet --save-weights "$TMP/n2.st"
+    [[ $RC -eq 0 ]] && cmp -s "$TMP/n1.st" "$TMP/n2.st" && ok || bad "two --noise-seed 5 runs differ ($ERR)"
+    # the shipped binary has no test switch: DPSGD_TEST_NOISE=off changes nothing (it used to
+    # remove the noise while epsilon was still printed)
+    DPSGD_TEST_NOISE=off run "${NS[@]}" --quiet --save-weights "$TMP/n3.st"
+    [[ $RC -eq 0 ]] && cmp -s "$TMP/n1.st" "$TMP/n3.st" && ok || bad "DPSGD_TEST_NOISE=off changed the weights"
+    DPSGD_TEST_NOISE=only run "${NS[@]}" --quiet --save-weights "$TMP/n4.st"
+    [[ $RC -eq 0 ]] && cmp -s "$TMP/n1.st" "$TMP/n4.st" && ok || bad "DPSGD_TEST_NOISE=only changed the weights"
 fi
 t_summary

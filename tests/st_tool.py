@@ -3,7 +3,11 @@
 
   st_tool.py maxdiff A B          largest |a - b| over all tensors (same names and shapes)
   st_tool.py var A B SCALE        variance of (b - a) / SCALE over all coordinates
+  st_tool.py offgrid RAW STD SCALE  how many float32 values g of the raw file are not
+                                  float32(k * Lambda * SCALE) for an integer k, where Lambda is
+                                  the noise grid of dp_secure_noise_grid(STD)
 """
+import math
 import json
 import struct
 import sys
@@ -46,6 +50,17 @@ def main():
         d = [(y - x) / s for x, y in pairs(sys.argv[2], sys.argv[3])]
         m = sum(d) / len(d)
         print(sum((v - m) ** 2 for v in d) / (len(d) - 1), len(d))
+    elif cmd == "offgrid":
+        with open(sys.argv[2], "rb") as f:
+            raw = f.read()
+        std, scale = float(sys.argv[3]), float(sys.argv[4])
+        m, e = math.frexp(std)  # std = m 2^e, m in [0.5, 1)
+        if m == 0.5:
+            e -= 1
+        lam = math.ldexp(1.0, e - 20)
+        f32 = lambda v: struct.unpack("<f", struct.pack("<f", v))[0]
+        g = struct.unpack(f"<{len(raw) // 4}f", raw)
+        print(sum(1 for v in g if f32(round(v / (lam * scale)) * lam * scale) != v))
     else:
         raise SystemExit(__doc__)
 

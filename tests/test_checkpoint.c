@@ -7,6 +7,7 @@
  * (ChaCha20 known answer, OS-seeded generators differ, hardened noise on its grid with the
  * right mean, variance, skewness and kurtosis, secure sampling rate, two secure runs differ). */
 #define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -216,6 +217,7 @@ static void test_resume_case(const resume_case *rc, const dp_dataset *tr, const 
     snprintf(ckfile, sizeof ckfile, "%s/%s", dir, DP_CHECKPOINT_FILE);
     snprintf(snapfile, sizeof snapfile, "%s/%s", snapdir, DP_CHECKPOINT_FILE);
     dp_train_params p = dp_train_default_params();
+    p.noise_seeded = 1; /* reproducible noise and sampling */
     p.no_dp = rc->no_dp;
     p.noise_multiplier = 1.1;
     p.max_grad_norm = 0.5;
@@ -226,7 +228,7 @@ static void test_resume_case(const resume_case *rc, const dp_dataset *tr, const 
         p.optim.lr = 0.5;
         p.optim.momentum = 0.9;
     }
-    p.seed = 5;
+    p.seed = p.noise_seed = 5;
     p.delta = 1e-3;
     p.checkpoint_dir = dir;
     p.checkpoint_every = rc->every;
@@ -258,6 +260,8 @@ static void test_resume_case(const resume_case *rc, const dp_dataset *tr, const 
     dp_model_destroy(b);
 }
 
+static void test_integrity(const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base);
+
 static void test_resume(void) {
     dp_dataset tr, te;
     make_ds_dim(&tr, 200, 6, 3, 1);
@@ -277,13 +281,14 @@ static void test_resume(void) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/snap_3", tmpdir);
     dp_train_params p = dp_train_default_params();
+    p.noise_seeded = 1; /* reproducible noise and sampling */
     p.noise_multiplier = 1.1;
     p.max_grad_norm = 0.5;
     p.expected_batch = 32;
     p.epochs = 3;
     p.optim.lr = 0.5;
     p.optim.momentum = 0.9;
-    p.seed = 5;
+    p.seed = p.noise_seed = 5;
     p.delta = 1e-3;
     p.resume = dir;
     dp_train_result r;
@@ -378,8 +383,172 @@ static void test_resume(void) {
         dp_model_destroy(m);
         free(img);
     }
+    test_integrity(&tr, &te, &p);
     dp_dataset_free(&tr);
     dp_dataset_free(&te);
+}
+
+/* ---- checkpoint integrity --------------------------------------------------------------- */
+
+/* Writes img (len bytes) to tmpdir/NAME/checkpoint.safetensors, NAME's directory to dir. With
+ * `reseal`, the checksum field is first set to the content's checksum, as a deliberate edit
+ * would do, so that only the history cross-check stands between the edit and the accountant. */
+static void put_checkpoint(const char *name, const char *img, size_t len, int reseal, char *dir, size_t cap) {
+    snprintf(dir, cap, "%s/%s", tmpdir, name);
+    mkdir(dir, 0777);
+    char *copy = malloc(len + 1), path[400];
+    memcpy(copy, img, len + 1);
+    if (reseal) {
+        dp_safetensors *s = NULL;
+        char *f = strstr(copy + 8, "\"checksum\":\"");
+        CHECK(f != NULL);
+        CHECK_OK(dp_safetensors_parse(copy, len, "reseal", &s));
+        if (f && s) {
+            char hex[17];
+            snprintf(hex, sizeof hex, "%016" PRIx64, dp_checkpoint_content_checksum(s));
+            memcpy(f + 12, hex, 16);
+        }
+        dp_safetensors_destroy(s);
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, DP_CHECKPOINT_FILE);
+    CHECK(write_file(path, copy, len));
+    free(copy);
+}
+
+/* resumes the run of test_resume's refusals (base: its parameters) from dir */
+static dp_status resume_from(const char *dir, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base,
+                             int force, dp_train_result *r) {
+    dp_train_params p = *base;
+    p.resume = dir;
+    p.checkpoint_dir = NULL;
+    p.force = force;
+    dp_model *m = new_model("linear(8) tanh dropout(0.25) linear(3)", 6, 1, 1, 1);
+    dp_status st = dp_train(m, tr, te, &p, r);
+    dp_model_destroy(m);
+    return st;
+}
+
+/* An edited or damaged checkpoint never resumes, with or without force: the message names the
+ * file (its directory) and `needle`. */
+static void expect_refused(const char *dir, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base,
+                           const char *needle) {
+    dp_train_result r;
+    for (int force = 0; force < 2; force++) {
+        dp_status st = resume_from(dir, tr, te, base, force, &r);
+        int good = (st == DP_ERR_FORMAT || st == DP_ERR_INVALID || st == DP_ERR_UNSUPPORTED) &&
+                   strstr(dp_last_error(), dir) && strstr(dp_last_error(), needle);
+        if (!good)
+            fprintf(stderr, "%s (force %d): %s: %s (want '%s')\n", dir, force, dp_strerror(st),
+                    st ? dp_last_error() : "resumed", needle);
+        CHECK(good);
+    }
+}
+
+/* the token after the n-th space of the accountant history's first entry ("q sigma steps") */
+static char *history_token(char *img, int n) {
+    char *v = strstr(img + 8, "\"accountant\":\"");
+    if (!v) return NULL;
+    v += 14;
+    for (int i = 0; i < n && v; i++) v = strchr(v, ' ') ? strchr(v, ' ') + 1 : NULL;
+    return v;
+}
+
+/* Called by test_resume: edits the checkpoint in snap_3 (the resumed run's last one, of a
+ * private run with noise_multiplier 1.1 and q = 32/200) one way at a time. */
+static void test_integrity(const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base) {
+    char path[400], dir[400];
+    snprintf(path, sizeof path, "%s/snap_3/%s", tmpdir, DP_CHECKPOINT_FILE);
+    char *img = t_read_text(path);
+    struct stat sb;
+    CHECK(img != NULL && stat(path, &sb) == 0);
+    if (!img) return;
+    size_t len = (size_t)sb.st_size;
+    dp_train_result ref, r;
+    /* untouched, and resealed without an edit: resumes */
+    put_checkpoint("int_clean", img, len, 0, dir, sizeof dir);
+    CHECK_OK(resume_from(dir, tr, te, base, 0, &ref));
+    put_checkpoint("int_resealed", img, len, 1, dir, sizeof dir);
+    CHECK_OK(resume_from(dir, tr, te, base, 0, &r));
+    CHECK(r.epsilon == ref.epsilon);
+
+    /* one hex digit of sigma in the history (1.1 = 0x1.199999999999ap+0 becomes 0x1.899...:
+     * epsilon would drop); plain and with the checksum recomputed */
+    char *sg = history_token(img, 1);
+    CHECK(sg != NULL && !strncmp(sg, "0x1.", 4));
+    if (sg) {
+        char saved = sg[4];
+        sg[4] = saved == '8' ? '9' : '8';
+        put_checkpoint("int_sigma", img, len, 0, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, "corrupt or edited");
+        put_checkpoint("int_sigma_resealed", img, len, 1, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, "'accountant'");
+        CHECK(strstr(dp_last_error(), "sigma") && strstr(dp_last_error(), "--force cannot override"));
+        sg[4] = saved;
+    }
+    /* q in the history divided by 64 (same text length: only the exponent changes) */
+    char *qt = history_token(img, 0);
+    CHECK(qt != NULL);
+    if (qt) {
+        char *end, saved[40], edited[40];
+        double q = strtod(qt, &end);
+        size_t n = (size_t)(end - qt);
+        snprintf(edited, sizeof edited, "%a", q / 64);
+        CHECK(q == 32.0 / 200 && n < sizeof saved && strlen(edited) == n);
+        if (n < sizeof saved && strlen(edited) == n) {
+            memcpy(saved, qt, n);
+            memcpy(qt, edited, n);
+            put_checkpoint("int_q", img, len, 0, dir, sizeof dir);
+            expect_refused(dir, tr, te, base, "corrupt or edited");
+            put_checkpoint("int_q_resealed", img, len, 1, dir, sizeof dir);
+            expect_refused(dir, tr, te, base, "'accountant'");
+            CHECK(strstr(dp_last_error(), "entry 1 has q"));
+            memcpy(qt, saved, n);
+        }
+    }
+    /* the history's step count (resealed): its last digit changed */
+    char *kt = history_token(img, 2);
+    CHECK(kt != NULL && kt[0] >= '1' && kt[0] <= '9');
+    if (kt && kt[0] >= '1' && kt[0] <= '9') {
+        char *last = kt + strspn(kt, "0123456789") - 1, saved = *last, needle[40];
+        *last = saved == '0' ? '9' : (char)(saved - 1);
+        snprintf(needle, sizeof needle, "holds %ld steps", strtol(kt, NULL, 10));
+        put_checkpoint("int_steps_resealed", img, len, 1, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, needle);
+        *last = saved;
+    }
+    /* one byte of the first weight tensor flipped */
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)img[i];
+    char *w = strstr(img + 8, "\"0.weight\":");
+    char *o = w ? strstr(w, "\"data_offsets\":[") : NULL;
+    CHECK(o != NULL);
+    if (o) {
+        size_t at = 8 + (size_t)hlen + (size_t)strtoull(o + 16, NULL, 10) + 1;
+        CHECK(at < len);
+        img[at] ^= 0x01;
+        put_checkpoint("int_weight", img, len, 0, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, "corrupt or edited");
+        img[at] ^= 0x01;
+    }
+    /* checksum field missing (key renamed in place), and a version 1 checkpoint */
+    char *ck = strstr(img + 8, "\"checksum\":\"");
+    CHECK(ck != NULL);
+    if (ck) {
+        ck[8] = 'M';
+        put_checkpoint("int_nosum", img, len, 0, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, "'checksum' is missing: the checkpoint is corrupt or edited");
+        ck[8] = 'm';
+    }
+    char *ver = strstr(img + 8, "\"version\":\"");
+    CHECK(ver != NULL);
+    if (ver) {
+        char saved = ver[11];
+        ver[11] = '1';
+        put_checkpoint("int_v1", img, len, 1, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, "predates integrity checks");
+        ver[11] = saved;
+    }
+    free(img);
 }
 
 /* ---- secure mode ------------------------------------------------------------------------ */
@@ -443,7 +612,7 @@ static void test_secure(void) {
     free(g);
     dp_csprng_destroy(a);
     dp_csprng_destroy(b);
-    /* two secure training runs differ; the same plain seed twice does not */
+    /* two default training runs (OS-seeded noise) differ; the same noise seed twice does not */
     dp_dataset tr;
     make_ds_dim(&tr, 120, 4, 2, 3);
     dp_train_params p = dp_train_default_params();
@@ -452,17 +621,27 @@ static void test_secure(void) {
     p.epochs = 1;
     p.delta = 1e-3;
     p.optim.lr = 0.1;
-    p.secure = 1;
     dp_model *m1 = new_model("linear(2)", 4, 1, 1, 1), *m2 = new_model("linear(2)", 4, 1, 1, 1);
+    dp_model *m3 = new_model("linear(2)", 4, 1, 1, 1), *m4 = new_model("linear(2)", 4, 1, 1, 1);
+    const size_t bytes = sizeof(float) * dp_model_num_params(m1);
+    CHECK(memcmp(dp_model_params(m1), dp_model_params(m2), bytes) == 0); /* the same initialisation */
     dp_train_result r;
     CHECK_OK(dp_train(m1, &tr, NULL, &p, &r));
     CHECK_OK(dp_train(m2, &tr, NULL, &p, &r));
-    CHECK(memcmp(dp_model_params(m1), dp_model_params(m2), sizeof(float) * dp_model_num_params(m1)) != 0);
+    CHECK(memcmp(dp_model_params(m1), dp_model_params(m2), bytes) != 0);
     for (size_t i = 0; i < dp_model_num_params(m1); i++) CHECK(isfinite(dp_model_params(m1)[i]));
-    p.no_dp = 1;
-    CHECK(dp_train(m1, &tr, NULL, &p, &r) == DP_ERR_INVALID);
+    /* the default keeps no non-private statistic */
+    CHECK(r.mean_batch == 0 && r.empty_batches == 0 && r.nonfinite_samples == 0);
+    p.noise_seeded = 1;
+    p.noise_seed = 5;
+    CHECK_OK(dp_train(m3, &tr, NULL, &p, &r));
+    CHECK_OK(dp_train(m4, &tr, NULL, &p, &r));
+    CHECK(memcmp(dp_model_params(m3), dp_model_params(m4), bytes) == 0);
+    CHECK(memcmp(dp_model_params(m3), dp_model_params(m1), bytes) != 0);
     dp_model_destroy(m1);
     dp_model_destroy(m2);
+    dp_model_destroy(m3);
+    dp_model_destroy(m4);
     dp_dataset_free(&tr);
 }
 

@@ -26,6 +26,7 @@ static void set_params(dp_model *m, const float *p) {
 /* Small, fast private training parameters (fixed sigma: no calibration). */
 static dp_train_params small_params(void) {
     dp_train_params p = dp_train_default_params();
+    p.noise_seeded = p.report_nonprivate = 1; /* reproducible noise and sampling; the loop statistics */
     p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
     p.max_grad_norm = 0.5;
     p.noise_multiplier = 1.0;
@@ -34,7 +35,7 @@ static dp_train_params small_params(void) {
     p.epochs = 2;
     p.optim.lr = 0.5;
     p.optim.momentum = 0.9;
-    p.seed = 7;
+    p.seed = p.noise_seed = 7;
     p.eval_batch = 64;
     return p;
 }
@@ -124,6 +125,7 @@ static void test_noise_scale(void) {
     CHECK(np >= 2000);
     float *p0 = copy_params(m);
     dp_train_params p = dp_train_default_params();
+    p.noise_seeded = p.report_nonprivate = 1; /* reproducible noise and sampling; the loop statistics */
     p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
     p.clipping = DP_CLIP_GHOST;
     p.max_grad_norm = C;
@@ -132,7 +134,7 @@ static void test_noise_scale(void) {
     p.epochs = 1;
     p.optim.lr = 1.0;
     p.optim.momentum = 0.0;
-    p.seed = 123;
+    p.seed = p.noise_seed = 123;
     dp_train_result r;
     p.noise_multiplier = S;
     CHECK_OK(dp_train(m, &d, NULL, &p, &r));
@@ -231,6 +233,7 @@ static void test_expected_batch_divisor(void) {
     float *g = dp_alloc(sizeof(float) * np);
     memcpy(g, dp_model_grad(m), sizeof(float) * np);
     dp_train_params p = dp_train_default_params();
+    p.noise_seeded = p.report_nonprivate = 1; /* reproducible noise and sampling; the loop statistics */
     p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
     p.clipping = DP_CLIP_FAST;
     p.max_grad_norm = 0.1;
@@ -242,7 +245,7 @@ static void test_expected_batch_divisor(void) {
     p.optim.momentum = 0;
     int tested = 0;
     for (uint64_t seed = 1; seed <= 5 && tested < 2; seed++) {
-        p.seed = seed;
+        p.seed = p.noise_seed = seed;
         dp_train_result r;
         set_params(m, p0);
         CHECK_OK(dp_train(m, &d, NULL, &p, &r));
@@ -289,7 +292,7 @@ static void test_empty_batches(void) {
     dp_train_params p = small_params();
     p.expected_batch = 1; /* q = 1/200, 200 steps: P(empty) = 0.995^200 ~ 0.37 per step */
     p.epochs = 1;
-    p.seed = 1;
+    p.seed = p.noise_seed = 1;
     p.optim.momentum = 0;
     p.progress = count_progress;
     n_progress = n_epoch_end = 0;
@@ -466,7 +469,7 @@ static void test_determinism(void) {
         CHECK(same);
         CHECK(r1.mean_batch == r2.mean_batch && r1.epsilon == r2.epsilon && r1.empty_batches == r2.empty_batches);
         set_params(m, p0);
-        p.seed = 8;
+        p.seed = p.noise_seed = 8;
         CHECK_OK(dp_train(m, &d, NULL, &p, &r3));
         CHECK(t_rel_err(dp_model_params(m), a, np) > 1e-3);
         dp_free(a);
@@ -485,7 +488,7 @@ static void test_determinism(void) {
         CHECK(r.epsilon == 0);
         /* the seed drives the shuffling of the non-private baseline */
         set_params(m, p0);
-        p.seed = 8;
+        p.seed = p.noise_seed = 8;
         CHECK_OK(dp_train(m, &d, NULL, &p, &r));
         CHECK(t_rel_err(dp_model_params(m), a, np) > 1e-4);
         dp_free(a);
@@ -509,6 +512,7 @@ static void test_learning(void) {
         double acc0, loss0, acc1, loss1;
         CHECK_OK(dp_evaluate(m, &te, 100, &acc0, &loss0));
         dp_train_params p = dp_train_default_params();
+        p.noise_seeded = p.report_nonprivate = 1; /* reproducible noise and sampling; the loop statistics */
         p.accountant = DP_ACCT_RDP;
     p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
         p.no_dp = 1;
@@ -534,6 +538,7 @@ static void test_learning(void) {
     {
         dp_model *m = new_model(spec, 1, 1, 16, 13);
         dp_train_params p = dp_train_default_params();
+        p.noise_seeded = p.report_nonprivate = 1; /* reproducible noise and sampling; the loop statistics */
         p.accountant = DP_ACCT_RDP;
     p.accountant = DP_ACCT_RDP; /* tiny sigmas below (noise-free runs); RDP is exact to compare */
         p.clipping = DP_CLIP_GHOST;
@@ -544,7 +549,7 @@ static void test_learning(void) {
         p.epochs = 10;
         p.optim.lr = 0.5;
         p.optim.momentum = 0.5;
-        p.seed = 3;
+        p.seed = p.noise_seed = 3;
         dp_train_result r;
         CHECK_OK(dp_train(m, &tr, &te, &p, &r));
         if (!(r.test_accuracy > 0.9 && r.epsilon <= 4.0 + 1e-9))
@@ -623,6 +628,11 @@ static void test_bad_params(void) {
     expect_reject(m, &d, NULL, &p, "--lr", __LINE__);
     p = small_params(), p.optim.momentum = 1.5;
     expect_reject(m, &d, NULL, &p, "--momentum", __LINE__);
+    /* GDP, an approximation that can underestimate, neither calibrates nor is the run's epsilon */
+    p = small_params(), p.accountant = DP_ACCT_GDP;
+    expect_reject(m, &d, NULL, &p, "gdp", __LINE__);
+    p = small_params(), p.accountant = DP_ACCT_GDP, p.noise_multiplier = 1;
+    expect_reject(m, &d, NULL, &p, "gdp", __LINE__);
     /* calibration that cannot reach the target */
     p = small_params(), p.noise_multiplier = 0, p.target_epsilon = -1;
     expect_reject(m, &d, NULL, &p, "epsilon", __LINE__);
@@ -710,6 +720,7 @@ static void test_steps_per_epoch(void) {
 /* the default accountant is PRV: calibration and the reported epsilon come from it */
 static void test_default_accountant(void) {
     dp_train_params p = dp_train_default_params();
+    p.noise_seeded = p.report_nonprivate = 1; /* reproducible noise and sampling; the loop statistics */
     CHECK(p.accountant == DP_ACCT_PRV);
     dp_dataset d;
     make_ds(&d, 200, 1, 1, 16, 2, 1.5, 3);

@@ -6,7 +6,9 @@
 # task, spec models with an embedding on token .npy files (test files, a held-out split,
 # --pad-id), freezing by module name, `dpsgd norms` in the ghost and vanilla modes on the same
 # weights (per-sample .npy files read back and compared, JSON, the suggestion line), norms on
-# float .npy features, and bad flags and files (each message names its flag or file). Python 3
+# float .npy features, bad flags and files (each message names its flag or file), and the
+# model sizes as public inputs (--classes and --vocab required for files; a label or id outside
+# them refused without quoting it). Python 3
 # writes and reads the .npy files (no numpy needed).
 # Last line: "transformer_cli_test: N passed, N failed"; exit status non-zero on any failure.
 # `test && ok || bad ...` below is safe: ok() always succeeds.
@@ -104,7 +106,7 @@ TINY=(--model transformer --layers 1 --width 16 --heads 2 --seq-len 8 --vocab 16
 # ---- help --------------------------------------------------------------------------------
 expect_rc 0 "norms --help" norms --help
 for f in --init --per-sample-out --json --clipping --batch-size --limit --split --clip-values --bins \
-    --model --data --data-ids --seq-len --heads --freeze; do
+    --model --data --data-ids --seq-len --heads --freeze --classes --vocab; do
     grep -qE -- "(^|[^-a-z0-9])${f}([^-a-z0-9]|\$)" <<<"$OUT" && ok || bad "norms --help does not mention $f"
 done
 expect_rc 0 "help" help
@@ -112,17 +114,19 @@ grep -q '^  norms ' <<<"$OUT" && ok || bad "dpsgd help does not list norms"
 expect_rc 0 "train --help" train --help
 for f in --layers --width --heads --ffn --seq-len --vocab --pre-norm --activation --pool --dropout \
     --train-last-blocks --data-ids --data-labels --test-ids --test-labels --pad-id --synthetic-n \
-    --synthetic-test-n --synthetic-seed --data-x --test-x --holdout synthetic-text; do
+    --synthetic-test-n --synthetic-seed --data-x --test-x --holdout --classes synthetic-text; do
     grep -qE -- "(^|[^-a-z0-9])${f}([^-a-z0-9]|\$)" <<<"$OUT" && ok || bad "train --help does not mention $f"
 done
 
 # ---- bad flags: exit 2, the message names the flag -----------------------------------------
 "${PY[@]}" tokens "$TMP/tok" 300 12 20 1
 "${PY[@]}" tokens "$TMP/tokt" 100 12 20 2
-IDS=(--data-ids "$TMP/tok_ids.npy" --data-labels "$TMP/tok_labels.npy")
+# user files need the class count, and the transformer the vocabulary (never read off the data)
+IDS=(--data-ids "$TMP/tok_ids.npy" --data-labels "$TMP/tok_labels.npy" --classes 2)
+VOC=(--vocab 20)
 expect_fail 2 "--heads 3" train "${TINY[@]}" --heads 3 --width 8
-expect_fail 2 "--seq-len 16" train --model transformer "${IDS[@]}" --seq-len 16
-expect_fail 2 "--seq-len 16" norms --model transformer "${IDS[@]}" --seq-len 16
+expect_fail 2 "--seq-len 16" train --model transformer "${IDS[@]}" "${VOC[@]}" --seq-len 16
+expect_fail 2 "--seq-len 16" norms --model transformer "${IDS[@]}" "${VOC[@]}" --seq-len 16
 expect_fail 2 "--pool" train "${TINY[@]}" --pool foo
 expect_fail 2 "--activation" train "${TINY[@]}" --activation tanh
 expect_fail 2 "--dropout" train "${TINY[@]}" --dropout 1
@@ -159,19 +163,43 @@ expect_fail 2 "--bogus" norms --bogus
 # ---- bad files: exit 1, the message names the flag and the file ----------------------------
 echo "not an npy file" >"$TMP/garbage.npy"
 expect_fail 1 "--data-ids $TMP/garbage.npy" train --model transformer --data-ids "$TMP/garbage.npy" \
-    --data-labels "$TMP/tok_labels.npy"
+    --data-labels "$TMP/tok_labels.npy" --classes 2 "${VOC[@]}"
 "${PY[@]}" write "$TMP/frac_ids.npy" '<f4' 2,3 1,2,3.5,4,5,6
 "${PY[@]}" write "$TMP/two_labels.npy" '<i4' 2 0,1
 expect_fail 1 "row 0, position 2" train --model transformer --data-ids "$TMP/frac_ids.npy" \
-    --data-labels "$TMP/two_labels.npy"
-expect_fail 1 "$TMP/two_labels.npy" train --model transformer --data-ids "$TMP/tok_ids.npy" --data-labels "$TMP/two_labels.npy"
-expect_fail 1 "--test-ids $TMP/tokt_ids.npy" train --model transformer "${IDS[@]}" --test-ids "$TMP/tokt_ids.npy" \
+    --data-labels "$TMP/two_labels.npy" --classes 2 "${VOC[@]}"
+expect_fail 1 "$TMP/two_labels.npy" train --model transformer --data-ids "$TMP/tok_ids.npy" --data-labels "$TMP/two_labels.npy" \
+    --classes 2 "${VOC[@]}"
+expect_fail 1 "--test-ids $TMP/tokt_ids.npy" train --model transformer "${IDS[@]}" "${VOC[@]}" --test-ids "$TMP/tokt_ids.npy" \
     --test-labels "$TMP/two_labels.npy"
 expect_fail 1 "--vocab" train --model transformer "${IDS[@]}" --vocab 10
 "${PY[@]}" write "$TMP/allpad_ids.npy" '<i4' 3,2 1,2,-1,-1,3,4
 "${PY[@]}" write "$TMP/three_labels.npy" '<i4' 3 0,1,0
-expect_fail 1 "row 1 has no tokens" train --model transformer --data-ids "$TMP/allpad_ids.npy" \
+expect_fail 1 "row 1 has no tokens" train --model transformer --data-ids "$TMP/allpad_ids.npy" --classes 2 "${VOC[@]}" \
     --data-labels "$TMP/three_labels.npy" --test-ids "$TMP/allpad_ids.npy" --test-labels "$TMP/three_labels.npy"
+
+# ---- sizes are public inputs: --classes and --vocab required for files, out-of-range refused ----
+# The class count and the vocabulary are shapes of the released model; read off private files
+# (1 + the largest label or id) they would reveal whether a record holds a rare large one. A
+# refusal names the file and the flag, never the value or its row.
+expect_fail 2 "--data-ids: needs --classes K" train --model transformer "${IDS[@]:0:4}" "${VOC[@]}"
+expect_fail 2 "--data-ids: needs --classes K" norms --model "embedding(20,8) meanpool linear(2)" "${IDS[@]:0:4}"
+expect_fail 2 "needs --vocab V" train --model transformer "${IDS[@]}"
+expect_fail 2 "needs --vocab V" norms --model transformer "${IDS[@]}"
+expect_fail 2 "--classes 3" train --model transformer --data synthetic-text --classes 3
+"${PY[@]}" write "$TMP/big_ids.npy" '<i4' 3,2 1,2,3,19,4,5
+expect_fail 1 "--data-ids $TMP/big_ids.npy: a token id is outside 0..15 (--vocab 16)" train --model transformer \
+    --data-ids "$TMP/big_ids.npy" --data-labels "$TMP/three_labels.npy" --classes 2 --vocab 16 --holdout 0.34
+quoted() { sed "s|$TMP/[a-z_]*\\.npy||g" "$TMP/stderr" | grep -qE "$1"; } # stderr without the file names
+quoted 'row|position|19' && bad "an id above --vocab: the message quotes the id or its row: $ERR" || ok
+"${PY[@]}" write "$TMP/small_ids.npy" '<i4' 3,2 1,2,3,4,5,6
+expect_fail 1 "--test-ids $TMP/big_ids.npy: a token id is outside 0..15 (the vocabulary of the model's embedding(16" \
+    train --model "embedding(16,4) meanpool linear(2)" --data-ids "$TMP/small_ids.npy" \
+    --data-labels "$TMP/three_labels.npy" --test-ids "$TMP/big_ids.npy" --test-labels "$TMP/three_labels.npy" --classes 2
+"${PY[@]}" write "$TMP/big_labels.npy" '<i8' 3 0,1000000,1
+expect_fail 1 "$TMP/big_labels.npy: a label is outside 0..1 (--classes 2)" train --model transformer "${VOC[@]}" \
+    --data-ids "$TMP/small_ids.npy" --data-labels "$TMP/big_labels.npy" --classes 2 --holdout 0.34
+quoted 'index|row|1000000' && bad "a label above --classes: the message quotes it or its row: $ERR" || ok
 
 # ---- a private run of a tiny transformer, weights saved ---------------------------------------
 TRAIN=(train "${TINY[@]}" --epochs 2 --batch-size 128 --optimizer adam --lr 3e-3 --max-grad-norm 1)
@@ -206,9 +234,10 @@ cmp -s "$TMP/w.safetensors" "$TMP/w2.safetensors" && ok || bad "--init then --sa
 # --init into another shape: refused, naming the tensor
 expect_fail 1 "--init" train "${TINY[@]}" --width 32 --init "$TMP/w.safetensors" --epochs 1 --quiet
 
-# checkpoints: one epoch, then resumed to two, equals two epochs in one go (bit-identical)
+# checkpoints: one epoch, then resumed to two, equals two epochs in one go (bit-identical, with
+# seeded noise)
 CK=(train "${TINY[@]}" --synthetic-test-n 64 --batch-size 128 --optimizer adam --lr 3e-3 --max-grad-norm 1
-    --noise-multiplier 1 --quiet)
+    --noise-multiplier 1 --noise-seed 3 --quiet)
 run "${CK[@]}" --epochs 2 --save-weights "$TMP/ckA.safetensors"
 [[ $RC -eq 0 ]] && ok || bad "checkpoint reference run: exit $RC: $ERR"
 run "${CK[@]}" --epochs 1 --checkpoint-dir "$TMP/ck"
@@ -284,25 +313,44 @@ run train --model "$SPEC" "${IDS[@]}" --test-ids "$TMP/tokt_ids.npy" --test-labe
 [[ $RC -eq 0 ]] && ok || bad "spec model on token .npy: exit $RC: $ERR"
 grep -qE "^data: $TMP/tok_ids.npy, test $TMP/tokt_ids.npy \\(300 train, 100 test, sequences of 12 tokens, vocabulary 20" \
     <<<"$OUT" && ok || bad "spec model on token .npy: data line: $OUT"
-run train --model transformer --layers 1 --width 8 --heads 2 "${IDS[@]}" --epochs 1 --batch-size 50 --quiet --pad-id 0
+run train --model transformer --layers 1 --width 8 --heads 2 "${IDS[@]}" "${VOC[@]}" --epochs 1 --batch-size 50 --quiet \
+    --pad-id 0
 [[ $RC -eq 0 ]] && ok || bad "transformer on token .npy with a held-out split and --pad-id: exit $RC: $ERR"
 # --pad-id 0 turns id 0 into padding: a row of zeros is then empty
 "${PY[@]}" write "$TMP/zero_ids.npy" '<i8' 3,2 1,2,0,0,3,4
 ZERO=(--data-ids "$TMP/zero_ids.npy" --data-labels "$TMP/three_labels.npy" --test-ids "$TMP/zero_ids.npy"
-    --test-labels "$TMP/three_labels.npy")
+    --test-labels "$TMP/three_labels.npy" --classes 2)
 expect_rc 0 "id 0 as a token" train --model "embedding(5,4) meanpool linear(2)" "${ZERO[@]}" --epochs 1 --batch-size 2 --quiet
 expect_fail 1 "row 1 has no tokens" train --model "embedding(5,4) meanpool linear(2)" "${ZERO[@]}" --pad-id 0 --epochs 1 --quiet
-run train --model transformer --layers 1 --width 8 --heads 2 "${IDS[@]}" --epochs 1 --batch-size 50 --holdout 0.2 --no-dp
+run train --model transformer --layers 1 --width 8 --heads 2 "${IDS[@]}" "${VOC[@]}" --epochs 1 --batch-size 50 \
+    --holdout 0.2 --no-dp
 grep -qE '20% held out as the test split \(240 train, 60 test, sequences of 12 tokens, vocabulary 20,' <<<"$OUT" &&
     ok || bad "--holdout 0.2: data line: $OUT"
 
 # ---- norms on float features (.npy) and on images -----------------------------------------------
 "${PY[@]}" write "$TMP/x.npy" '<f4' 6,2 0,1,1,0,0.5,0.5,1,1,0,0,2,1
 "${PY[@]}" write "$TMP/y.npy" '|u1' 6 0,1,2,0,1,2
-run norms --model "linear(3)" --data-x "$TMP/x.npy" --data-labels "$TMP/y.npy" --holdout 0.2 --json "$TMP/x.json"
+run norms --model "linear(3)" --data-x "$TMP/x.npy" --data-labels "$TMP/y.npy" --classes 3 --holdout 0.2 \
+    --json "$TMP/x.json"
 [[ $RC -eq 0 ]] && ok || bad "norms on --data-x: exit $RC: $ERR"
 json_get "$TMP/x.json" 'd["samples"] == 5 and d["classes"] == 3 and d["columns"] == ["total", "0"]' 2>/dev/null |
     grep -q True && ok || bad "norms on --data-x: JSON: $(cat "$TMP/x.json" 2>/dev/null)"
+# the class count is --classes, not 1 + the largest label (2 here): a fourth, unused class
+run norms --model mlp --data-x "$TMP/x.npy" --data-labels "$TMP/y.npy" --classes 4 --holdout 0.2 --json "$TMP/x4.json"
+json_get "$TMP/x4.json" 'd["classes"] == 4' 2>/dev/null | grep -q True && ok ||
+    bad "norms --classes 4 on labels 0..2: JSON: $(cat "$TMP/x4.json" 2>/dev/null) $ERR"
+expect_fail 2 "--data-x: needs --classes K" norms --model "linear(3)" --data-x "$TMP/x.npy" --data-labels "$TMP/y.npy"
+expect_fail 2 "--data-x: needs --classes K" train --model "linear(3)" --data-x "$TMP/x.npy" --data-labels "$TMP/y.npy"
+# a label of 1,000,000 made a 1,000,001-class model; 50,000,000 failed on linear(OUT)
+for big in 1000000 50000000; do
+    "${PY[@]}" write "$TMP/ybig.npy" '<i8' 6 0,1,2,"$big",1,2
+    expect_fail 1 "$TMP/ybig.npy: a label is outside 0..2 (--classes 3)" train --model mlp --data-x "$TMP/x.npy" \
+        --data-labels "$TMP/ybig.npy" --classes 3 --holdout 0.2 --epochs 1 --quiet
+    quoted "index|row|$big" && bad "a label above --classes: the message quotes it or its row: $ERR" || ok
+done
+"${PY[@]}" write "$TMP/yneg.npy" '<i4' 6 0,1,2,-1,1,2
+expect_fail 1 "--test-x $TMP/x.npy: $TMP/yneg.npy: a label is outside 0..2 (--classes 3)" norms --model mlp \
+    --data-x "$TMP/x.npy" --data-labels "$TMP/y.npy" --test-x "$TMP/x.npy" --test-labels "$TMP/yneg.npy" --classes 3
 if have_data; then
     run norms --model mlp --limit 300 --batch-size 128 --quiet
     [[ $RC -eq 0 ]] && ok || bad "norms on Fashion-MNIST: exit $RC: $ERR"

@@ -11,6 +11,9 @@
 
 #include "cli.h"
 #include "mpi_comm.h"
+#ifdef DP_TEST_HOOKS
+#include "testhooks.h"
+#endif
 
 #define prog dp_cli_prog
 
@@ -51,8 +54,7 @@ void dp_cmd_train_usage(FILE *f) {
 "                          [1.2 x the non-private step's buffers, parameters and gradients]\n"
 "  --epsilon E             target epsilon; sigma is calibrated to it [3]\n"
 "  --delta D               target delta [1e-5]\n"
-"  --accountant A          rdp | prv | pld | gdp: calibrates sigma and reports epsilon [prv]\n"
-"                          (gdp is a central-limit approximation that can underestimate)\n"
+"  --accountant A          rdp | prv | pld: calibrates sigma and reports epsilon [prv]\n"
 "  --noise-multiplier S    use this sigma instead of calibrating (epsilon is then reported)\n"
 "training:\n"
 "  --epochs N              [40]\n"
@@ -65,15 +67,24 @@ void dp_cmd_train_usage(FILE *f) {
 "  --nesterov              SGD Nesterov momentum\n"
 "  --weight-decay X        [0]\n"
 "  --beta1 X, --beta2 X    Adam/AdamW moment decay [0.9, 0.999]\n"
-"  --seed N                seed for initialisation, sampling and noise [0]\n"
+"  --seed N                seed of what may be public: the initialisation (and the data\n"
+"                          order of --no-dp runs) [0]\n"
 "  --threads N             OpenMP threads [all cores]\n"
-"  --secure                noise and Poisson sampling from an OS-seeded CSPRNG, noise hardened\n"
-"                          against floating-point attacks (docs/reliability.md); no --seed\n"
+"noise (docs/privacy.md):\n"
+"  By default the noise, the Poisson sampling and dropout come from the operating system's\n"
+"  entropy (a ChaCha20 CSPRNG; noise hardened against floating-point attacks); nothing of it\n"
+"  is ever written, so no two runs are alike and a resumed run continues with fresh noise.\n"
+"  --noise-seed S          draw them from streams seeded by S instead: reproducible runs for\n"
+"                          experiments and tests. The run's epsilon then holds ONLY while S\n"
+"                          stays secret: whoever knows S can regenerate every noise vector\n"
+"  --report-nonprivate     also print and write the training loss, the drawn batch sizes, the\n"
+"                          non-finite sample count and accuracy on a split held out from the\n"
+"                          private data, labelled: these are NOT covered by epsilon\n"
 "checkpoints:\n"
 "  --checkpoint-dir DIR    write DIR/checkpoint.safetensors at each epoch end (atomically)\n"
 "  --checkpoint-every N    ... and every N steps\n"
-"  --resume DIR|FILE       continue a run from its checkpoint (bit-identical to an\n"
-"                          uninterrupted run with the same seed and threads; epsilon carries on)\n"
+"  --resume DIR|FILE       continue a run from its checkpoint; epsilon carries on (with\n"
+"                          --noise-seed bit-identical to an uninterrupted run on the same threads)\n"
 "  --force                 resume although epochs, threads, optimizer settings or the data path\n"
 "                          changed, or replace another run's checkpoint (never model, data,\n"
 "                          sigma, q, C or delta)\n"
@@ -97,7 +108,8 @@ void dp_cmd_train_usage(FILE *f) {
 
 typedef struct {
     int tty, quiet;
-    double sigma;
+    int nonprivate;   /* --report-nonprivate: the loss, labelled */
+    int private_test; /* the test split is held out from the private data: its accuracy is not covered */
 } progress_state;
 
 static void on_progress(void *user, const dp_train_progress *p) {
@@ -108,15 +120,17 @@ static void on_progress(void *user, const dp_train_progress *p) {
         int width = 30, fill = (int)((double)p->step_in_epoch / p->steps_per_epoch * width);
         fprintf(stderr, "\repoch %d/%d [", p->epoch, p->epochs);
         for (int i = 0; i < width; i++) fputc(i < fill ? '#' : '.', stderr);
-        fprintf(stderr, "] step %d/%d loss %.4f %.0fs", p->step_in_epoch, p->steps_per_epoch, p->train_loss, p->elapsed);
+        fprintf(stderr, "] step %d/%d %.0fs", p->step_in_epoch, p->steps_per_epoch, p->elapsed);
         fflush(stderr);
         return;
     }
     if (ps->tty) fprintf(stderr, "\r\033[K");
     char acc[32] = "-";
-    if (p->test_accuracy >= 0) snprintf(acc, sizeof acc, "%.2f%%", 100 * p->test_accuracy);
-    printf("epoch %3d/%d  loss %.4f  test acc %s  epsilon %.3f  elapsed %.1fs\n", p->epoch, p->epochs, p->train_loss, acc,
-           p->epsilon, p->elapsed);
+    if (p->test_accuracy >= 0 && (!ps->private_test || ps->nonprivate))
+        snprintf(acc, sizeof acc, "%.2f%%%s", 100 * p->test_accuracy, ps->private_test ? " (non-private)" : "");
+    printf("epoch %3d/%d  test acc %s  epsilon %.3f  elapsed %.1fs", p->epoch, p->epochs, acc, p->epsilon, p->elapsed);
+    if (ps->nonprivate) printf("  | non-private: train loss %.4f", p->train_loss);
+    printf("\n");
     fflush(stdout);
 }
 
@@ -152,6 +166,9 @@ int dp_cmd_train(int argc, char **argv) {
         } else if (!strcmp(a, "--accountant")) {
             NEED_VALUE;
             if (dp_accountant_kind_parse(v, &p.accountant) != DP_OK) return dp_cli_die(dp_last_error());
+            if (p.accountant == DP_ACCT_GDP) /* neither calibrates nor is a run's epsilon: not a bound */
+                return dp_cli_die("--accountant gdp: a central-limit approximation that can underestimate epsilon, "
+                                  "not a bound; a run calibrates and reports with prv, rdp or pld");
         } else if (!strcmp(a, "--optimizer")) {
             NEED_VALUE;
             if (dp_optim_parse(v, &okind) != DP_OK) return dp_cli_die(dp_last_error());
@@ -166,8 +183,17 @@ int dp_cmd_train(int argc, char **argv) {
             if (!dp_cli_parse_double(a, v, &beta2)) return 2;
         } else if (!strcmp(a, "--nesterov")) {
             nesterov = 1;
+        } else if (!strcmp(a, "--noise-seed")) {
+            NEED_VALUE;
+            long lv;
+            if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;
+            p.noise_seeded = 1;
+            p.noise_seed = (uint64_t)lv;
+        } else if (!strcmp(a, "--report-nonprivate")) {
+            p.report_nonprivate = 1;
         } else if (!strcmp(a, "--secure")) {
-            p.secure = 1;
+            return dp_cli_die("--secure: secure noise is now the default (use --noise-seed S for reproducible, "
+                              "seeded noise)");
         } else if (!strcmp(a, "--checkpoint-dir")) {
             NEED_VALUE;
             if (!*v) return dp_cli_die("--checkpoint-dir: empty path");
@@ -204,10 +230,7 @@ int dp_cmd_train(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
-    if (p.secure && o.seed_given)
-        return dp_cli_die("--seed: refused with --secure (secure noise and sampling are seeded by the operating "
-                          "system; a known seed would make the noise known)");
-    if (p.secure && p.no_dp) return dp_cli_die("--secure: has no meaning with --no-dp (there is no noise)");
+    if (p.noise_seeded && p.no_dp) return dp_cli_die("--noise-seed: has no meaning with --no-dp (there is no noise)");
     if (p.checkpoint_every && !p.checkpoint_dir) return dp_cli_die("--checkpoint-every: needs --checkpoint-dir");
     if (init_path && p.resume)
         return dp_cli_die("--init: cannot be combined with --resume (the checkpoint holds the weights)");
@@ -223,12 +246,22 @@ int dp_cmd_train(int argc, char **argv) {
     p.threads = (int)o.threads;
     if (!dp_cli_model_check(&mo, o.model_name, &o.data, o.data_given)) return 2;
 
-    /* test-only switches (tests/mpi_test.sh); they void the privacy guarantee */
+#ifdef DP_TEST_HOOKS
+    /* the test build only (dpsgd-testhooks, never installed): switches that void the
+     * privacy guarantee, for tests/mpi_test.sh and tests/kill_resume_test.sh */
+    dp__train_test hooks = {0, 0, NULL};
     const char *tn = getenv("DPSGD_TEST_NOISE");
-    if (tn && !strcmp(tn, "off")) p.test_noise = 1;
-    else if (tn && !strcmp(tn, "only")) p.test_noise = 2;
+    if (tn && !strcmp(tn, "off")) hooks.noise = 1;
+    else if (tn && !strcmp(tn, "only")) hooks.noise = 2;
     const char *tsh = getenv("DPSGD_TEST_SHARDS");
-    if (tsh && *tsh) p.shards = atoi(tsh);
+    if (tsh && *tsh) hooks.shards = atoi(tsh);
+    hooks.dump_released = getenv("DPSGD_TEST_DUMP_RELEASED");
+    const char *tsc = getenv("DPSGD_TEST_SLOW_CHECKPOINT");
+    if (tsc && *tsc) dp__test_slow_write_ms = strtol(tsc, NULL, 10);
+    const int rank_weights = getenv("DPSGD_TEST_RANK_WEIGHTS") != NULL;
+#else
+    const int rank_weights = 0;
+#endif
     dp_train_comm comm = {0, 1, NULL, NULL, NULL};
     int mpi = dp_cli_mpi_init(&comm);
     if (!mpi) {
@@ -240,7 +273,6 @@ int dp_cmd_train(int argc, char **argv) {
     if (mpi) p.comm = &comm;
     const int rank0 = comm.rank == 0;
     if (!rank0) quiet = 1;
-    int rank_weights = getenv("DPSGD_TEST_RANK_WEIGHTS") != NULL;
 
     dp_status st;
     dp_dataset tr, te;
@@ -262,7 +294,7 @@ int dp_cmd_train(int argc, char **argv) {
         goto done;
     }
 
-    progress_state ps = {isatty(2), quiet, 0};
+    progress_state ps = {isatty(2), quiet, p.report_nonprivate, info.holdout && !p.no_dp};
     p.progress = on_progress;
     p.progress_user = &ps;
     if (!quiet) {
@@ -300,11 +332,23 @@ int dp_cmd_train(int argc, char **argv) {
         }
         if (comm.size > 1) printf("data-parallel: %d ranks (MPI)\n", comm.size);
         if (p.resume) printf("resuming from %s\n", p.resume);
-        if (p.secure) printf("secure mode: noise and sampling from the OS-seeded CSPRNG\n");
+        if (p.noise_seeded)
+            printf("noise: seeded by --noise-seed %llu (reproducible): the epsilon of this run holds ONLY while that "
+                   "seed stays secret\n", (unsigned long long)p.noise_seed);
+        else if (!p.no_dp)
+            printf("noise: from the OS-seeded CSPRNG (not reproducible; nothing of it is written)\n");
+        if (ps.private_test && !p.no_dp)
+            printf("test split: held out from the private data, so its accuracy is not covered by epsilon%s\n",
+                   p.report_nonprivate ? " (printed, labelled non-private)" : "; not printed (--report-nonprivate)");
         fflush(stdout);
     }
     dp_train_result r;
-    if ((st = dp_train(m, &tr, &te, &p, &r)) != DP_OK) {
+#ifdef DP_TEST_HOOKS
+    st = dp__train(m, &tr, &te, &p, &hooks, &r);
+#else
+    st = dp_train(m, &tr, &te, &p, &r);
+#endif
+    if (st != DP_OK) {
         if (comm.size > 1) fprintf(stderr, "%s: rank %d of %d:\n", prog, comm.rank, comm.size);
         rc = dp_cli_fail(st);
         if (comm.size > 1) dp_cli_mpi_abort(rc);
@@ -322,35 +366,62 @@ int dp_cmd_train(int argc, char **argv) {
         rc = 0;
         goto done;
     }
+    const int show_test = !ps.private_test || p.report_nonprivate; /* evaluation on public data, or labelled */
+    char acc[64] = "not shown (held-out private split)";
+    if (show_test) snprintf(acc, sizeof acc, "%.2f%%%s", 100 * r.test_accuracy, ps.private_test ? " (non-private)" : "");
     if (p.no_dp)
-        printf("final: test accuracy %.2f%%, non-private (no privacy guarantee), %ld steps, %.1f s\n", 100 * r.test_accuracy,
-               r.steps, r.seconds);
+        printf("final: test accuracy %s, non-private (no privacy guarantee), %ld steps, %.1f s\n", acc, r.steps,
+               r.seconds);
     else
-        printf("final: test accuracy %.2f%% at epsilon %.3f (delta %g, %s%s), sigma %.4f, %ld steps, %.1f s%s\n",
-               100 * r.test_accuracy, r.epsilon, r.delta, dp_accountant_kind_name(p.accountant),
-               p.accountant == DP_ACCT_GDP ? ": an approximation" : "", r.sigma, r.steps, r.seconds,
-               r.nonfinite_samples ? " (some samples had non-finite gradients and were dropped)" : "");
-    if (r.nonfinite_samples) printf("non-finite per-sample gradients: %ld (contributed nothing)\n", r.nonfinite_samples);
+        printf("final: test accuracy %s at epsilon %.3f (delta %g, %s), sigma %.4f, %ld steps, %.1f s%s\n", acc,
+               r.epsilon, r.delta, dp_accountant_kind_name(p.accountant), r.sigma, r.steps, r.seconds,
+               p.noise_seeded ? "; epsilon holds only while --noise-seed stays secret" : "");
+    if (p.report_nonprivate && !p.no_dp)
+        printf("non-private (not covered by epsilon): mean drawn batch %.1f, empty batches %ld, non-finite samples %ld "
+               "(dropped)\n", r.mean_batch, r.empty_batches, r.nonfinite_samples);
     if (save_weights && (st = dp_model_save_safetensors(m, save_weights)) != DP_OK) {
         fprintf(stderr, "%s: --save-weights %s\n", prog, dp_last_error());
         goto done;
     }
     if (out) {
-        char json[2048];
+        /* what epsilon covers (and public evaluation) at the top; everything else under
+         * "non_private", which a private run fills only with --report-nonprivate */
+        char test_acc[64] = "null", test_loss[64] = "null", noise[128] = "\"none\"", extra[512] = "";
+        if (show_test && !ps.private_test) {
+            snprintf(test_acc, sizeof test_acc, "%.17g", r.test_accuracy);
+            snprintf(test_loss, sizeof test_loss, "%.17g", r.test_loss);
+        }
+        if (!p.no_dp && p.noise_seeded)
+            snprintf(noise, sizeof noise, "\"seeded\",\n  \"noise_seed\": %llu,\n  \"noise_seed_public\": true",
+                     (unsigned long long)p.noise_seed);
+        else if (!p.no_dp)
+            snprintf(noise, sizeof noise, "\"os-csprng\",\n  \"noise_seed_public\": false");
+        if (p.report_nonprivate || p.no_dp) {
+            snprintf(extra, sizeof extra,
+                     ",\n    \"mean_batch\": %.3f,\n    \"empty_batches\": %ld,\n    \"nonfinite_samples\": %ld", r.mean_batch,
+                     r.empty_batches, r.nonfinite_samples);
+            if (ps.private_test)
+                snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                         ",\n    \"heldout_test_accuracy\": %.17g,\n    \"heldout_test_loss\": %.17g", r.test_accuracy,
+                         r.test_loss);
+        }
+        char json[4096];
         snprintf(json, sizeof json,
                  "{\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
                  "  \"max_grad_norm\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n"
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
-                 "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"test_accuracy\": %.17g,\n  \"test_loss\": %.17g,\n"
-                 "  \"seconds\": %.3f,\n  \"mean_batch\": %.3f,\n  \"empty_batches\": %ld,\n  \"nonfinite_samples\": %ld,\n"
-                 "  \"peak_tracked_bytes\": %zu,\n  \"threads\": %d,\n  \"seed\": %llu,\n  \"secure\": %s\n}\n",
+                 "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"noise\": %s,\n"
+                 "  \"test_split\": \"%s\",\n  \"test_accuracy\": %s,\n  \"test_loss\": %s,\n"
+                 "  \"threads\": %d,\n  \"seed\": %llu,\n"
+                 "  \"non_private\": {\n    \"note\": \"not covered by epsilon\",\n    \"seconds\": %.3f,\n"
+                 "    \"peak_tracked_bytes\": %zu%s\n  }\n}\n",
                  dp_model_builtin_spec(o.model_name) || !strcmp(o.model_name, "transformer") ? o.model_name : "spec",
                  dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
-                 p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), r.test_accuracy, r.test_loss, r.seconds,
-                 r.mean_batch, r.empty_batches, r.nonfinite_samples, r.peak_bytes, omp_get_max_threads(),
-                 (unsigned long long)p.seed, p.secure ? "true" : "false");
+                 p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise,
+                 ps.private_test ? "held out from the private data" : "public", test_acc, test_loss,
+                 omp_get_max_threads(), (unsigned long long)p.seed, r.seconds, r.peak_bytes, extra);
         if (!dp_cli_write_atomic("--out", out, json)) goto done;
     }
     rc = 0;

@@ -78,9 +78,7 @@ typedef struct {
 } dp_mem_stage_info;
 int dp_mem_stage_report(dp_mem_stage_info *out, int cap);
 void dp_mem_stage_reset(void);
-/* Fault injection for tests: fail the n-th allocation from now (n >= 1), 0 disables.
- * A limit (bytes, 0 = none) makes any allocation that would exceed it fail. */
-void dp_mem_fail_after(long n);
+/* A limit (bytes, 0 = none) makes any allocation that would exceed it fail. */
 void dp_mem_set_limit(size_t bytes);
 
 /* ---- RNG ----------------------------------------------------------------------------

@@ -17,7 +17,8 @@
  * A checkpoint is one safetensors file, DIR/checkpoint.safetensors: the model tensors, the
  * optimizer state ("optimizer.state", F32), the sampler permutation of the non-private
  * baseline ("sampler.perm", I64, only with no_dp), and in __metadata__ the configuration
- * and the loop state (RNG states, accountant history, counters). It is written atomically
+ * and the loop state (RNG states, accountant history, counters), and a checksum of all of it
+ * (dp_checkpoint_content_checksum), verified on reading. It is written atomically
  * (temporary file in DIR, fsync, rename, fsync of DIR), so a crash while writing leaves the
  * previous checkpoint intact. See docs/reliability.md.
  */
@@ -67,6 +68,9 @@ dp_status dp_safetensors_find(const dp_safetensors *s, const char *name, dp_st_d
                               const int64_t **shape, const void **data, size_t *count);
 /* A __metadata__ value, or NULL if the key is absent. Borrowed. */
 const char *dp_safetensors_meta(const dp_safetensors *s, const char *key);
+/* The __metadata__ pairs in file order: their number, and pair i (key and value borrowed). */
+int dp_safetensors_num_meta(const dp_safetensors *s);
+void dp_safetensors_meta_at(const dp_safetensors *s, int i, const char **key, const char **value);
 const char *dp_safetensors_what(const dp_safetensors *s);
 
 /* Write tensors (and meta: n_meta key/value pairs, meta[2k] the key, meta[2k+1] the value;
@@ -112,10 +116,12 @@ typedef struct {
     char model[4096]; /* dp_model_describe of the model (layers, shapes, frozen) */
     char data[512];   /* identity of the training data as given (a path) */
     uint64_t data_n, data_dim, data_checksum;
-    int no_dp, clipping, expected_batch, physical_batch, epochs, threads, secure;
+    int no_dp, clipping, expected_batch, physical_batch, epochs, threads;
+    int secure;          /* 1: noise, sampling and dropout from the OS CSPRNG (not written) */
     double max_grad_norm, sigma, q, delta, target_epsilon;
     dp_optim_params optim;
     uint64_t seed;
+    uint64_t noise_seed; /* with secure 0: the --noise-seed (epsilon holds only while it is secret) */
     /* state at a step boundary */
     long step;        /* optimizer steps done */
     long optim_steps; /* the optimizer's step count */
@@ -126,8 +132,16 @@ typedef struct {
     double *acc_q, *acc_sigma;
     long *acc_steps;
 } dp_checkpoint_info;
-/* Reads and checks every field (DP_ERR_FORMAT naming the file and field). acc_* arrays are
- * malloc'd: release with dp_checkpoint_info_free. */
+/* The checkpoint's content checksum (stored in its "checksum" field): CRC-64/XZ over every
+ * __metadata__ pair but "checksum" itself and every tensor (name, dtype, shape, bytes), in
+ * file order, each part length-prefixed. It catches corruption and casual edits, not an
+ * adversary (who can recompute it). */
+uint64_t dp_checkpoint_content_checksum(const dp_safetensors *s);
+/* Reads and checks every field (DP_ERR_FORMAT naming the file and field), then the integrity:
+ * the checksum must match the content (a checkpoint of format version 1, which predates it,
+ * is refused), and the accountant history must be the one (q, sigma, step) make: empty at
+ * step 0 or without DP, else the single entry (q, sigma, step), bit for bit. acc_* arrays
+ * are malloc'd: release with dp_checkpoint_info_free. */
 dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *c);
 void dp_checkpoint_info_free(dp_checkpoint_info *c);
 /* Writes the checkpoint file at path atomically: the info as __metadata__, the tensors. */

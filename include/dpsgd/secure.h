@@ -1,5 +1,6 @@
-/* dpsgd/secure.h: secure mode (`dpsgd train --secure`): a cryptographically secure generator
- * seeded by the operating system, and noise and Poisson sampling drawn from it.
+/* dpsgd/secure.h: the default source of a private run's randomness (`dpsgd train` without
+ * --noise-seed): a cryptographically secure generator seeded by the operating system, and
+ * noise, Poisson sampling and dropout drawn from it.
  *
  * Generator: ChaCha20 (RFC 8439 block function) in counter mode, 256-bit key from
  * getrandom(2); a seed cannot be given (by design: a known seed makes the noise known).
@@ -35,8 +36,15 @@ double dp_csprng_uniform(dp_csprng *r);
 double dp_csprng_normal(dp_csprng *r);
 /* The grid of dp_secure_noise_gaussian for a noise std > 0: 2^(ceil(log2 std) - 20). */
 double dp_secure_noise_grid(double std);
-/* g[i] = float(Lambda * round((g[i] + std * z_i) / Lambda)); std finite and >= 0 (0: no-op). */
+/* g[i] = float(Lambda * round((g[i] + std * z_i) / Lambda)); std finite and >= 0 (0: no-op).
+ * Takes a 256-bit key from r and draws block b of 4096 coordinates from ChaCha20 under that
+ * key with nonce b: parallel (OpenMP), and the same numbers for any thread count. */
 void dp_secure_noise_gaussian(float *g, size_t n, double std, dp_csprng *r);
+/* The step's "noise, then average" in one pass: g[i] = float(Lambda * round((g[i] + std z_i) /
+ * Lambda) * scale) where mask[i] (or mask is NULL), else 0; no draw for masked-out (frozen)
+ * coordinates. std 0: only the scaling and masking. */
+void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale,
+                                     dp_csprng *r);
 /* Poisson sampling: example i joins when a 64-bit uniform is below floor(q 2^64) (exact to
  * 2^-64); one draw per example. idx, count as dp_poisson_sample. DP_ERR_RANGE for q outside
  * [0, 1]. */

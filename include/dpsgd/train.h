@@ -25,7 +25,8 @@ typedef struct {
     int epoch, epochs;          /* 1-based epoch in progress / total */
     long step, steps;           /* steps done so far / total */
     int step_in_epoch, steps_per_epoch;
-    double train_loss;          /* mean per-sample loss over the epoch so far */
+    double train_loss;          /* mean per-sample loss over the epoch so far; NaN unless
+                                 * report_nonprivate (not covered by epsilon) */
     double test_accuracy;       /* at epoch end (negative when not evaluated yet) */
     double test_loss;
     double epsilon;             /* spent so far (0 with no_dp) */
@@ -37,14 +38,18 @@ typedef void (*dp_progress_fn)(void *user, const dp_train_progress *p);
 
 /* Data-parallel training (docs/distributed.md). The library itself has no MPI in it: the
  * caller supplies the collective. `size` processes ("ranks") each call dp_train with the same
- * model initialisation, data, parameters and seed, and a comm with their own `rank`. Example i
- * belongs to rank i % size, which Poisson-samples its examples with the same rate q (so the
- * union over ranks is one Poisson sample of the whole set) from a stream derived from
- * (seed, step, rank). Each rank computes its clipped sum; rank 0 alone adds the Gaussian noise
- * (drawn once per step, variance exactly sigma^2 C^2 in total); sum_f32 sums the noised grad
- * block over the ranks; every rank divides by q*n (n the global size) and applies the same
- * optimizer step. After each step the ranks compare a hash of their parameters (one more
- * small sum) and all stop with DP_ERR_INVALID if they differ.
+ * model initialisation, data and parameters, and a comm with their own `rank`. At the start
+ * the ranks compare a hash of every setting the guarantee or the replicas depend on (model,
+ * C, q, sigma, delta, steps, data checksum, clipping mode, noise source, optimizer) and all
+ * refuse a mismatch, naming the field. Example i belongs to rank i % size, which
+ * Poisson-samples its examples with the same rate q (so the union over ranks is one Poisson
+ * sample of the whole set) from its own secret source (or, with noise_seeded, from a stream
+ * derived from (noise_seed, step, rank)). Each step the ranks sum their clipped sums
+ * (sum_f32); rank 0 alone adds the Gaussian noise to the total (variance exactly
+ * sigma^2 C^2, rounded once to the noise grid) and the scaling, and a second sum_f32 in
+ * which the other ranks contribute zeros gives every rank the released gradient. Every rank
+ * applies the same optimizer step. After each step the ranks compare a hash of their
+ * parameters (one more small sum) and all stop with DP_ERR_INVALID if they differ.
  * Both sums must leave bit-identical results on every rank (e.g. MPI_Reduce to rank 0 then
  * MPI_Bcast: the result is computed once and copied), and return DP_OK or an error on every
  * rank alike. Checkpoints are written by rank 0 only and record the rank count; a resume with
@@ -64,12 +69,27 @@ typedef struct {
     double noise_multiplier;    /* sigma; <= 0: calibrate for target_epsilon (default) */
     double target_epsilon;      /* 3 */
     double delta;               /* 1e-5 */
-    dp_accountant_kind accountant; /* PRV: used to calibrate sigma and to report epsilon */
+    dp_accountant_kind accountant; /* PRV: used to calibrate sigma and to report epsilon (GDP,
+                                    * an approximation, is refused: DP_ERR_INVALID) */
     int expected_batch;         /* 2048: q = expected_batch / n */
     int physical_batch;         /* 0: whole logical batch at once; else chunk size */
     int epochs;                 /* 40 */
     dp_optim_params optim;      /* SGD lr 4, momentum 0.9 */
-    uint64_t seed;              /* 0 */
+    uint64_t seed;              /* 0: what may be public: the data order of no_dp runs (the CLI
+                                 * also seeds the initialisation with it) */
+    /* Noise, Poisson sampling and dropout masks. noise_seeded 0 (default): drawn from the
+     * OS-seeded ChaCha20 CSPRNG (dpsgd/secure.h), hardened against floating-point attacks;
+     * never reproducible, and the key is never written anywhere. noise_seeded 1: from
+     * streams seeded by noise_seed: reproducible (a resumed run is bit-identical), and the
+     * run's epsilon holds only while noise_seed stays secret (anyone who knows it can
+     * regenerate every noise vector and every batch). Ignored with no_dp. */
+    int noise_seeded;
+    uint64_t noise_seed;
+    /* 0 (default): the loop keeps no statistic of the private data that epsilon does not cover
+     * (the progress's train_loss is NaN; the result's and the checkpoint's counters of
+     * non-finite samples, drawn batch sizes and empty batches are 0). 1: computes them; the
+     * caller must label them as not covered by epsilon (docs/privacy.md). */
+    int report_nonprivate;
     int eval_batch;             /* 1000 */
     dp_progress_fn progress;    /* called after every step and at each epoch end; may be NULL */
     void *progress_user;
@@ -83,14 +103,8 @@ typedef struct {
                                  * overrides model, data content, sigma, q, C, delta. */
     const char *data_id;        /* identity of the training data for checkpoints (its path); may be NULL */
     int threads;                /* thread count recorded in checkpoints; 0: omp_get_max_threads() */
-    int secure;                 /* noise and sampling from the OS-seeded CSPRNG (dpsgd/secure.h) */
     /* data-parallel training (see dp_train_comm above) */
     const dp_train_comm *comm;  /* NULL (or size 1): one process */
-    int shards;                 /* 0/1: ordinary sampling. S > 1 in one process: sample exactly as S ranks
-                                 * would (each shard i % S == r from its own stream); the union equals an
-                                 * S-rank run's sample. With comm->size > 1 it must be 0 or the size. */
-    int test_noise;             /* TEST ONLY, breaks the privacy guarantee: 0 normal; 1 no noise is added;
-                                 * 2 noise only (the clipped sum is zeroed before the noise) */
 } dp_train_params;
 
 dp_train_params dp_train_default_params(void);
@@ -98,11 +112,13 @@ dp_train_params dp_train_default_params(void);
 typedef struct {
     double test_accuracy, test_loss;
     double epsilon, delta;      /* epsilon spent at delta, by the chosen accountant (an upper
-                                 * bound, except GDP's approximation) */
+                                 * bound) */
     double sigma, q;            /* noise multiplier used and sample rate */
     long steps;
     int steps_per_epoch;
     double seconds;             /* wall time of training (evaluation included) */
+    /* not covered by epsilon; 0 unless report_nonprivate (their values depend on the private
+     * data and on which examples were sampled) */
     double mean_batch;          /* mean drawn logical batch size */
     long empty_batches;
     long nonfinite_samples;     /* samples whose gradient norm was not finite (clip factor 0) */
@@ -115,7 +131,8 @@ int dp_train_steps_per_epoch(size_t n, int expected_batch);
 /* Train `model` (already initialised) on `train`; evaluate on `test` (may be NULL) after each
  * epoch. With p->resume the model's parameters, the optimizer, RNG streams, accountant history
  * and counters are taken from the checkpoint and training continues at its step: the result
- * is bit-identical to a run never interrupted (same seed and thread count). A checkpoint made
+ * is bit-identical to a run never interrupted (noise_seeded, same seeds and thread count; a
+ * run with OS-seeded noise continues with fresh noise: epsilon carries on, the weights differ). A checkpoint made
  * with another model, data, sigma, q, C or delta is refused with DP_ERR_INVALID naming the
  * difference. A non-finite loss or parameter stops training with DP_ERR_NONFINITE and a message
  * naming the step. The result is written only on success. */
