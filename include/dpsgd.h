@@ -5,7 +5,7 @@
  *   2. forward the model, keeping what backward needs;
  *   3. first backward: per-sample squared gradient norms, layer by layer (ghost norms where
  *      cheaper, otherwise instantiate one layer's per-sample gradients, norm, free);
- *   4. clip factors R_i = min(1, C / (||g_i|| + 1e-6));
+ *   4. clip factors R_i = min(1, C (1 - 2^-18) / (||g_i|| + 1e-6)), rounded down to float;
  *   5. second backward of sum_i R_i L_i: the clipped sum of gradients;
  *   6. add N(0, sigma^2 C^2) per coordinate, divide by the expected batch size q N;
  *   7. optimizer step; the accountant records (q, sigma).

@@ -28,8 +28,10 @@
  *     upper = eps(delta - delta_error) + eps_error, lower = eps(delta + delta_error) - eps_error.
  * PLD (pessimistic, as Google dp_accounting): bins (t_j - dt, t_j] put at t_j (losses rounded
  * up), mass below t_0 put at t_0, mass above t_{n-1} is the infinite-loss mass (added to
- * delta). Losses rounded down are the same pmf one bin lower, so after N steps the
- * optimistic composition is the pessimistic one shifted by N dt: lower bound for free.
+ * delta), and so is a Chernoff bound on the composed mass past the top of the window (which
+ * the circular convolution would wrap to the bottom). Losses rounded down are the same pmf
+ * one bin lower, so after N steps the optimistic composition is the pessimistic one shifted
+ * by N dt: lower bound for free.
  * This file must be compiled without -ffast-math.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -37,6 +39,7 @@
 
 #include <complex.h> /* before fftw3.h: fftw_complex is then the C99 double complex */
 #include <fftw3.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -301,6 +304,41 @@ static void reverse(double *x, size_t a, size_t b) { /* [a, b) */
     }
 }
 
+/* Chernoff orders lambda = 2^(m - WRAP_LAM0), m = 0 .. WRAP_ORDERS - 1 (1/8 .. 256), for the
+ * bound on the mass a PLD composition carries past the top of its window (smaller orders only
+ * help for tails within a few standard deviations, where the bound is large anyway). */
+#define WRAP_ORDERS 12
+#define WRAP_LAM0 3
+
+/* out[m] >= log sum_j pmf[j] e^{lambda_m t_j} (t_j = t0 + j dt): the log moment generating
+ * function of one step's discrete (sub-probability) pmf, at every Chernoff order. Summed from
+ * the top bin down with e^{-lambda dt} as a running factor; once the factor is below 1e-18 of
+ * the sum, the rest of the sum is at most the factor (the remaining mass is <= 1) and is
+ * added as such (a fraction of the pass instead of all of it), and the slack covers the
+ * rounding of the running factor. */
+static void log_mgf(const double *pmf, size_t n, double t0, double dt, double *out) {
+    size_t top = n;
+    while (top > 0 && !(pmf[top - 1] > 0.0)) top--;
+    const double ttop = t0 + (double)top * dt - dt, slack = 4.0 * (double)top * DBL_EPSILON;
+    for (int m = 0; m < WRAP_ORDERS; m++) {
+        if (!top) {
+            out[m] = -INFINITY;
+            continue;
+        }
+        const double lam = ldexp(1.0, m - WRAP_LAM0), f = exp(-lam * dt);
+        double s = 0.0, w = 1.0;
+        for (size_t j = top; j-- > 0;) {
+            s += pmf[j] * w;
+            w *= f;
+            if (w < 1e-18 * s) {
+                s += w;
+                break;
+            }
+        }
+        out[m] = lam * ttop + log(s) + slack;
+    }
+}
+
 typedef struct {
     double *pmf;     /* [n] composed pmf on t0 + shift + j dt */
     size_t n;
@@ -364,11 +402,15 @@ static dp_status compose(const entry *e, size_t ne, long total, int pld, double 
     fftw_plan bwd = fftw_plan_dft_c2r_1d((int)n, acc, r, FFTW_ESTIMATE);
     pthread_mutex_unlock(&fftw_lock);
 
-    double shift = 0.0, log_keep = 0.0;
+    double shift = 0.0, log_keep = 0.0, lmgf[WRAP_ORDERS], lbound[WRAP_ORDERS] = {0};
     for (size_t i = 0; i < ne; i++) {
         prv1 p = {e[i].q, e[i].sigma, log1p(-e[i].q)};
         double sh, inf;
         discretize(&p, t0, dt, n, pld, r, &sh, &inf);
+        if (pld) {
+            log_mgf(r, n, t0, dt, lmgf);
+            for (int q = 0; q < WRAP_ORDERS; q++) lbound[q] += (double)e[i].steps * lmgf[q];
+        }
         fftw_execute(fwd);
         cpow_long(c, nc, e[i].steps);
         if (i == 0) memcpy(acc, c, nc * sizeof *c);
@@ -398,7 +440,19 @@ static dp_status compose(const entry *e, size_t ne, long total, int pld, double 
     out->t0 = t0;
     out->dt = dt;
     out->shift = shift;
-    out->inf_mass = -expm1(log_keep);
+    /* PLD: composed losses >= t0 + n dt wrap around the circular convolution to the bottom of
+     * the window, where they would count for nothing (a coarse grid, whose rounding up moves
+     * the composition by up to N dt, pushes much of it there). Their mass is at most
+     * e^{-lambda T} prod_i M_i(lambda)^{N_i} (Chernoff); counted as infinite loss, the upper
+     * bound stays an upper bound (the wrapped copy at the bottom only adds to delta). */
+    double wrap = 0.0;
+    if (pld) {
+        const double T = t0 + (double)n * dt;
+        double lw = INFINITY;
+        for (int q = 0; q < WRAP_ORDERS; q++) lw = fmin(lw, lbound[q] - ldexp(1.0, q - WRAP_LAM0) * T);
+        wrap = exp(lw);
+    }
+    out->inf_mass = fmin(1.0, -expm1(log_keep) + wrap);
     out->eps_error = err;
     out->steps = total;
     return DP_OK;
@@ -671,10 +725,20 @@ static dp_status calib_eval(dp_accountant_kind k, double q, double sigma, long s
     return st;
 }
 
+static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                           double eps_tol, double *sigma);
+
 dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, double delta, double q,
                                   long steps, double eps_tol, double *sigma) {
     if ((unsigned)k >= DP_ACCT_COUNT)
         return dp_fail(DP_ERR_INVALID, "accountant kind %d is not one of rdp, prv, pld, gdp", (int)k);
+    /* GDP is a central-limit approximation, not a bound: it can underestimate epsilon badly
+     * (a run calibrated to 0.994 by GDP spends 2.476 by PRV), so a sigma chosen by it carries
+     * no guarantee */
+    if (k == DP_ACCT_GDP)
+        return dp_fail(DP_ERR_INVALID,
+                       "accountant gdp: a central-limit approximation that can underestimate epsilon, not a "
+                       "bound; it cannot calibrate the noise multiplier: use prv, rdp or pld");
     if (k == DP_ACCT_RDP) return dp_calibrate_sigma(target_eps, delta, q, steps, eps_tol, sigma);
     if (!sigma) return dp_fail(DP_ERR_INVALID, "calibrate sigma: sigma is NULL");
     if (!(target_eps > 0.0) || !isfinite(target_eps))
@@ -686,6 +750,12 @@ dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, doubl
     if (!(eps_tol >= 0.0) || !isfinite(eps_tol))
         return dp_fail(DP_ERR_RANGE, "epsilon tolerance %g must be finite and >= 0", eps_tol);
     if (eps_tol == 0.0) eps_tol = DP_CALIBRATE_EPS_TOL_DEFAULT;
+    return calibrate(k, target_eps, delta, q, steps, eps_tol, sigma);
+}
+
+/* The search for PRV or PLD (arguments checked); GDP here only gives them a starting point. */
+static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                           double eps_tol, double *sigma) {
     /* eps(sigma) is smooth and decreasing, and each evaluation of PRV or PLD costs up to a
      * second, so: start from the sigma the (instant) GDP approximation needs, bracket the
      * answer by steps of 10%, then narrow the bracket by regula falsi with the Illinois
@@ -695,7 +765,7 @@ dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, doubl
     double s0 = 1.0;
     if (k != DP_ACCT_GDP) {
         double g;
-        if (dp_calibrate_sigma_kind(DP_ACCT_GDP, target_eps, delta, q, steps, eps_tol, &g) == DP_OK) s0 = g;
+        if (calibrate(DP_ACCT_GDP, target_eps, delta, q, steps, eps_tol, &g) == DP_OK) s0 = g;
         dp_clear_error();
     }
     double lo, hi, el, eh;

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # tests/accounting_cli_test.sh PATH-TO-DPSGD: `dpsgd epsilon` and `dpsgd noise` end to end:
 # help, values against tests/test_accounting.c's reference (Opacus PRV upper bound 1.838 for
-# q 0.01, sigma 1, 1000 steps, delta 1e-5), --epochs -> steps, --json, --accountant all,
-# and every bad value (each message must name its flag).
+# q 0.01, sigma 1, 1000 steps, delta 1e-5), --epochs -> steps (as Opacus from a sample rate,
+# as `dpsgd train` from --dataset-size and --batch-size), --json, --accountant all, GDP
+# refused for calibration and for train and shown only beside PRV's bound, and every bad
+# value (each message must name its flag).
 # Last line: "accounting_cli_test: N passed, N failed"; exit status non-zero on any failure.
 # shellcheck disable=SC2015
 set -u
@@ -42,6 +44,50 @@ run noise --target-epsilon 3 --delta 1e-5 --sample-rate 0.01 --epochs 10
 [[ $RC -eq 0 && "$OUT" =~ "prv: noise multiplier 0.81" ]] && ok || bad "noise: $OUT $ERR"
 run noise --target-epsilon 3 --delta 1e-5 --sample-rate 0.01 --steps 1000 --accountant rdp
 [[ $RC -eq 0 && "$OUT" =~ "rdp: noise multiplier 0.8" ]] && ok || bad "noise rdp: $OUT $ERR"
+
+# GDP is a central-limit approximation (it can underestimate): it never calibrates sigma nor
+# is a run's epsilon, and `epsilon` shows it only labelled, beside PRV's upper bound
+expect_err "--accountant gdp" noise --target-epsilon 3 --delta 1e-5 --sample-rate 0.01 --steps 1000 --accountant gdp
+[[ "$ERR" == *"not a bound"* && "$ERR" == *"prv"* && -z "$OUT" ]] && ok || bad "noise gdp message: $ERR"
+# (a missing --data: the refusal must come first, and a tool that accepted gdp stops at once)
+expect_err "--accountant gdp" train --accountant gdp --data "$TMP/none"
+expect_err "--accountant gdp" train --data "$TMP/none" --noise-multiplier 1 --accountant gdp
+run noise --target-epsilon 3 --delta 1e-5 --sample-rate 0.01 --steps 1000 --accountant all
+[[ $RC -eq 0 && "$OUT" == *"pld: noise multiplier"* && "$OUT" != *"gdp: noise multiplier"* && "$OUT" == *"gdp: not used"* ]] &&
+    ok || bad "noise all without gdp: $OUT $ERR"
+run epsilon "${BASE[@]}" --accountant gdp
+[[ $RC -eq 0 && "$OUT" == *"prv: epsilon 1.838"*"(upper bound"* && "$OUT" == *"gdp: epsilon"*"APPROXIMATION, not a bound"* ]] &&
+    ok || bad "epsilon gdp beside prv: $OUT $ERR"
+run epsilon "${BASE[@]}" --accountant all
+[[ "$OUT" == *"gdp: epsilon"*"not a bound"* ]] && ok || bad "all labels gdp: $OUT"
+if command -v python3 >/dev/null 2>&1; then
+    run epsilon "${BASE[@]}" --accountant gdp --json
+    python3 -c 'import json,sys; a=json.loads(sys.argv[1])["accountants"]; assert list(a)==["prv","gdp"] and a["gdp"]["approximate"] and not a["prv"]["approximate"]' "$OUT" &&
+        ok || bad "gdp json beside prv: $OUT"
+    run noise --target-epsilon 3 --delta 1e-5 --sample-rate 0.01 --steps 1000 --accountant all --json
+    python3 -c 'import json,sys; assert set(json.loads(sys.argv[1])["accountants"])=={"rdp","prv","pld"}' "$OUT" &&
+        ok || bad "noise all json: $OUT"
+fi
+
+# steps from epochs as `dpsgd train` counts them (epochs x round(n / batch)) with the sizes;
+# with a sample rate alone, Opacus' floor(epochs / q), and the count is printed
+run noise --target-epsilon 3 --delta 1e-5 --dataset-size 60000 --batch-size 2048 --epochs 40
+[[ $RC -eq 0 && "$OUT" == *"sample rate 0.0341333, 1160 steps"* && "$OUT" == *"40 x 29 = 1160"* ]] &&
+    ok || bad "noise with sizes: $OUT $ERR"
+run noise --target-epsilon 3 --delta 1e-5 --dataset-size 100 --batch-size 40 --epochs 2 --accountant rdp --json
+[[ $RC -eq 0 && "$OUT" == *'"steps": 6,'* && "$OUT" == *'"steps_from": "epochs * round(dataset_size / batch_size)"'* &&
+    "$OUT" == *'"sample_rate": 0.4'* ]] && ok || bad "round(100 / 40) = 3 steps per epoch: $OUT $ERR"
+run epsilon --dataset-size 100 --batch-size 40 --noise-multiplier 1 --epochs 2 --delta 1e-5 --accountant rdp
+[[ $RC -eq 0 && "$OUT" == *", 6 steps,"* ]] && ok || bad "epsilon with sizes: $OUT $ERR"
+run noise --target-epsilon 3 --delta 1e-5 --sample-rate 0.4 --epochs 2 --accountant rdp
+[[ $RC -eq 0 && "$OUT" == *", 5 steps,"* && "$OUT" == *"floor(2 epochs / sample rate 0.4) = 5"* &&
+    "$OUT" == *"--dataset-size"* ]] && ok || bad "steps assumed from the sample rate: $OUT $ERR"
+expect_err "--batch-size" noise --target-epsilon 3 --delta 1e-5 --dataset-size 100 --epochs 2
+expect_err "--dataset-size" noise --target-epsilon 3 --delta 1e-5 --batch-size 10 --epochs 2
+expect_err "--batch-size" noise --target-epsilon 3 --delta 1e-5 --dataset-size 100 --batch-size 101 --epochs 2
+expect_err "--batch-size" noise --target-epsilon 3 --delta 1e-5 --dataset-size 100 --batch-size 0 --epochs 2
+expect_err "--sample-rate" noise --target-epsilon 3 --delta 1e-5 --sample-rate 0.1 --dataset-size 100 --batch-size 10 --epochs 2
+expect_err "--epochs" noise --target-epsilon 3 --delta 1e-5 --dataset-size 100 --batch-size 10 --epochs 1.5
 
 expect_err "--sample-rate" epsilon --sample-rate 0 --noise-multiplier 1 --steps 10 --delta 1e-5
 expect_err "--sample-rate" epsilon --sample-rate 1.5 --noise-multiplier 1 --steps 10 --delta 1e-5

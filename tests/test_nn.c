@@ -346,6 +346,64 @@ static void check_modes(const char *spec, int c, int h, int w, int B, double C, 
     dp_model_destroy(m);
 }
 
+/* A clipped per-sample gradient has norm <= C with no tolerance, in the float arithmetic the
+ * engine uses, in every mode (the sensitivity the accountant assumes): the clip factor must
+ * absorb the rounding of the norm, of R itself and of the products R g_i (or of the second
+ * pass that forms them). One sample per call, so the clipped sum is that sample's clipped
+ * gradient. Loss gradients at several scales; C just below the norm, and well below it. */
+static void check_clip_bound(const char *spec, int c, int h, int w, int reps) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create(spec, c, h, w, &m));
+    if (!m) return;
+    dp_model_init(m, &R);
+    const size_t np = dp_model_num_params(m), dim = dp_model_input_size(m);
+    const int K = dp_model_output_size(m), tokens = dp_model_input_is_tokens(m);
+    float *x = dp_alloc(sizeof(float) * dim), *dz = dp_alloc(sizeof(float) * K);
+    static const double scales[] = {1e-4, 1e-2, 1.0, 37.0, 1e4};
+    static const double below[] = {-1e-8, 0.0, 1e-7, 3e-7, 1e-6, 1e-5, 1e-3, 0.5, 0.999}; /* C = n0 (1 - below) */
+    const float *logits;
+    int checked = 0, over = 0;
+    double worst = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        for (size_t j = 0; j < dim; j++)
+            x[j] = tokens ? (float)(dp_rng_u64(&R) % (uint64_t)dp_model_vocab(m)) : (float)dp_rng_normal(&R);
+        const double sc = scales[rep % 5];
+        for (int j = 0; j < K; j++) dz[j] = (float)(sc * dp_rng_normal(&R));
+        /* the unclipped gradient's norm */
+        dp_clip_params big = {DP_CLIP_VANILLA, 1e30, 0};
+        dp_model_zero_grad(m);
+        CHECK_OK(dp_model_forward(m, x, 1, 1, NULL, &logits));
+        CHECK_OK(dp_model_clipped_grad(m, &big, dz, 1, NULL, NULL, NULL));
+        double n0 = 0;
+        for (size_t j = 0; j < np; j++) n0 += (double)dp_model_grad(m)[j] * dp_model_grad(m)[j];
+        n0 = sqrt(n0);
+        if (!(n0 > 0)) continue;
+        for (size_t b = 0; b < sizeof below / sizeof below[0]; b++) {
+            const double C = n0 * (1 - below[b]);
+            for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+                dp_clip_params cp = {(dp_clip_mode)mode, C, 0};
+                dp_model_zero_grad(m);
+                CHECK_OK(dp_model_forward(m, x, 1, 1, NULL, &logits));
+                CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 1, NULL, NULL, NULL));
+                double s = 0;
+                for (size_t j = 0; j < np; j++) s += (double)dp_model_grad(m)[j] * dp_model_grad(m)[j];
+                const double r = sqrt(s) / C - 1;
+                checked++;
+                if (r > 0) {
+                    over++;
+                    if (r > worst) worst = r;
+                }
+            }
+        }
+    }
+    CHECK(checked > 0 && over == 0);
+    if (over)
+        fprintf(stderr, "'%s': %d of %d clipped gradients have norm > C (worst by %.3g relative)\n", spec, over,
+                checked, worst);
+    dp_free(x); dp_free(dz);
+    dp_model_destroy(m);
+}
+
 static void test_nonfinite_sample(void) {
     dp_model *m = NULL;
     CHECK_OK(dp_model_create("linear(4) tanh linear(3)", 1, 1, 5, &m));
@@ -427,6 +485,13 @@ int main(void) {
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten dropout(0) linear(7)", 2, 10, 10, 5, 0.05, -1);
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 0.05, 0);
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 1e3, 3);
+    check_clip_bound("flatten linear(16) relu linear(5)", 1, 4, 5, 40);
+    check_clip_bound("conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh "
+                     "linear(10)",
+                     1, 28, 28, 15);
+    check_clip_bound("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 20);
+    check_clip_bound("embedding(13,6) posembed layernorm linear(5) gelu linear(6) rmsnorm meanpool linear(3)", 1, 1, 7,
+                     20);
     test_nonfinite_sample();
     test_spec_errors();
     return t_finish("test_nn");

@@ -1,6 +1,8 @@
 /* cmd_epsilon.c: `dpsgd epsilon` (the epsilon a run spends) and `dpsgd noise` (the noise
- * multiplier a target epsilon needs), with the RDP, PRV, PLD or GDP accountant. */
+ * multiplier a target epsilon needs), with the RDP, PRV, PLD or GDP accountant. GDP, an
+ * approximation, never calibrates and is only shown beside PRV's upper bound. */
 #define _POSIX_C_SOURCE 200809L
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,47 +16,60 @@ int dp_cmd_noise(int argc, char **argv);
 
 static void usage_epsilon(FILE *f) {
     fprintf(f,
-"usage: dpsgd epsilon --sample-rate Q --noise-multiplier S (--steps N | --epochs E)\n"
-"                     --delta D [--accountant rdp|prv|pld|gdp|all] [--json]\n"
+"usage: dpsgd epsilon (--sample-rate Q | --dataset-size N --batch-size B)\n"
+"                     --noise-multiplier S (--steps T | --epochs E) --delta D\n"
+"                     [--accountant rdp|prv|pld|gdp|all] [--json]\n"
 "\n"
-"The epsilon spent by N steps of DP-SGD with Poisson sampling at rate Q and noise\n"
+"The epsilon spent by T steps of DP-SGD with Poisson sampling at rate Q and noise\n"
 "multiplier S, at the given delta.\n"
 "\n"
 "  --sample-rate Q         per-example sampling probability, in (0, 1]\n"
+"  --dataset-size N        instead of --sample-rate, with --batch-size: Q = B / N and\n"
+"  --batch-size B            --epochs counts steps as `dpsgd train` does (same flags)\n"
 "  --noise-multiplier S    noise std / clipping norm, > 0\n"
-"  --steps N               optimizer steps, >= 1\n"
-"  --epochs E              instead of --steps: steps = floor(E / Q) (as Opacus)\n"
+"  --steps T               optimizer steps, >= 1\n"
+"  --epochs E              instead of --steps: with --dataset-size, T = E x round(N / B)\n"
+"                          (as `dpsgd train`); with --sample-rate, T = floor(E / Q) (as\n"
+"                          Opacus; the count is printed)\n"
 "  --delta D               in (0, 1)\n"
 "  --accountant A          rdp | prv | pld | gdp | all [prv]\n"
 "                            rdp: Renyi DP (an upper bound)\n"
 "                            prv: privacy random variables, FFT (upper bound reported;\n"
 "                                 lower and estimate shown; errors as Opacus)\n"
 "                            pld: privacy loss distribution, pessimistic (upper bound)\n"
-"                            gdp: central-limit approximation: CAN UNDERESTIMATE\n"
+"                            gdp: central-limit approximation, NOT a bound: it CAN\n"
+"                                 UNDERESTIMATE; shown beside prv's upper bound\n"
 "  --json                  one JSON object on stdout\n");
 }
 
 static void usage_noise(FILE *f) {
     fprintf(f,
-"usage: dpsgd noise --target-epsilon E --delta D --sample-rate Q (--steps N | --epochs E)\n"
-"                   [--accountant rdp|prv|pld|gdp|all] [--json]\n"
+"usage: dpsgd noise --target-epsilon E --delta D (--sample-rate Q | --dataset-size N\n"
+"                   --batch-size B) (--steps T | --epochs E) [--accountant rdp|prv|pld|all]\n"
+"                   [--json]\n"
 "\n"
 "The smallest noise multiplier (to 0.01 in epsilon) whose epsilon at delta is at most the\n"
-"target, for N steps at sample rate Q.\n"
+"target, for T steps at sample rate Q.\n"
 "\n"
 "  --target-epsilon E      > 0\n"
 "  --delta D               in (0, 1)\n"
 "  --sample-rate Q         in (0, 1]\n"
-"  --steps N               >= 1\n"
-"  --epochs E              instead of --steps: steps = floor(E / Q) (as Opacus)\n"
-"  --accountant A          rdp | prv | pld | gdp | all [prv] (see `dpsgd epsilon --help`)\n"
+"  --dataset-size N        instead of --sample-rate, with --batch-size: Q = B / N and\n"
+"  --batch-size B            --epochs counts steps as `dpsgd train` does (same flags)\n"
+"  --steps T               >= 1\n"
+"  --epochs E              instead of --steps: with --dataset-size, T = E x round(N / B)\n"
+"                          (as `dpsgd train`); with --sample-rate, T = floor(E / Q) (as\n"
+"                          Opacus; the count is printed)\n"
+"  --accountant A          rdp | prv | pld | all [prv] (see `dpsgd epsilon --help`); gdp\n"
+"                          is refused: an approximation that can underestimate epsilon\n"
+"                          cannot choose the noise\n"
 "  --json                  one JSON object on stdout\n");
 }
 
 typedef struct {
     double q, sigma, delta, epochs, target;
-    long steps;
-    int have_q, have_sigma, have_delta, have_steps, have_epochs, have_target, json, all;
+    long steps, n, batch, spe; /* spe: steps per epoch when --dataset-size is given */
+    int have_q, have_sigma, have_delta, have_steps, have_epochs, have_target, have_n, have_batch, json, all;
     dp_accountant_kind kind;
 } opts;
 
@@ -80,6 +95,12 @@ static int parse(int argc, char **argv, int noise, opts *o) {
         if (!strcmp(a, "--sample-rate")) {
             if (!dp_cli_parse_double(a, v, &o->q)) return 2;
             o->have_q = 1;
+        } else if (!strcmp(a, "--dataset-size")) {
+            if (!dp_cli_parse_long(a, v, 1, 1000000000000L, &o->n)) return 2;
+            o->have_n = 1;
+        } else if (!strcmp(a, "--batch-size")) {
+            if (!dp_cli_parse_long(a, v, 1, INT_MAX, &o->batch)) return 2;
+            o->have_batch = 1;
         } else if (!strcmp(a, "--noise-multiplier") && !noise) {
             if (!dp_cli_parse_double(a, v, &o->sigma)) return 2;
             o->have_sigma = 1;
@@ -98,7 +119,15 @@ static int parse(int argc, char **argv, int noise, opts *o) {
         } else if (!strcmp(a, "--accountant")) {
             if (!strcmp(v, "all")) o->all = 1;
             else if (dp_accountant_kind_parse(v, &o->kind)) {
-                fprintf(stderr, "%s: --accountant %s: must be rdp, prv, pld, gdp or all\n", prog, v);
+                fprintf(stderr, "%s: --accountant %s: must be rdp, prv, pld, %sor all\n", prog, v,
+                        noise ? "" : "gdp ");
+                return 2;
+            } else if (noise && o->kind == DP_ACCT_GDP) {
+                /* a sigma chosen by an approximation that can underestimate has no guarantee */
+                fprintf(stderr,
+                        "%s: --accountant gdp: a central-limit approximation that can underestimate epsilon, "
+                        "not a bound; it cannot calibrate the noise multiplier: use prv, rdp or pld\n",
+                        prog);
                 return 2;
             }
         } else {
@@ -115,7 +144,15 @@ static int parse(int argc, char **argv, int noise, opts *o) {
         fprintf(stderr, "%s: %s\n", prog, msg);                                               \
         return 2;                                                                             \
     }
-    REQUIRE(o->have_q, "--sample-rate is required");
+    REQUIRE(o->have_n == o->have_batch, "--dataset-size and --batch-size go together (sample rate = batch / size)");
+    REQUIRE(!(o->have_q && o->have_n), "give either --sample-rate or --dataset-size with --batch-size, not both");
+    if (o->have_n) {
+        REQUIRE(o->batch <= o->n, "--batch-size must be at most --dataset-size");
+        o->q = (double)o->batch / (double)o->n; /* as dp_train */
+        o->spe = dp_train_steps_per_epoch((size_t)o->n, (int)o->batch);
+    } else {
+        REQUIRE(o->have_q, "--sample-rate (or --dataset-size with --batch-size) is required");
+    }
     REQUIRE(o->q > 0.0 && o->q <= 1.0, "--sample-rate must be in (0, 1]");
     if (!noise) {
         REQUIRE(o->have_sigma, "--noise-multiplier is required");
@@ -129,7 +166,12 @@ static int parse(int argc, char **argv, int noise, opts *o) {
     REQUIRE(o->have_steps != o->have_epochs, "give exactly one of --steps and --epochs");
     if (o->have_epochs) {
         REQUIRE(o->epochs > 0.0, "--epochs must be > 0");
-        double s = floor(o->epochs / o->q);
+        /* with the dataset and batch sizes, the count `dpsgd train` runs (whole epochs of
+         * round(N / B) steps); with a sample rate alone, Opacus' floor(E / Q) */
+        if (o->have_n)
+            REQUIRE(o->epochs == floor(o->epochs) && o->epochs <= 1e12 / (double)o->spe,
+                    "--epochs must be a whole number with --dataset-size (as `dpsgd train`), at most 1e12 steps");
+        double s = o->have_n ? o->epochs * (double)o->spe : floor(o->epochs / o->q);
         REQUIRE(s >= 1.0, "--epochs gives fewer than 1 step (steps = floor(epochs / sample rate))");
         REQUIRE(s <= 1e12, "--epochs gives more than 1e12 steps");
         o->steps = (long)s;
@@ -149,22 +191,42 @@ static int run(int argc, char **argv, int noise) {
     opts o;
     int rc = parse(argc, argv, noise, &o);
     if (rc >= 0) return rc;
-    int k0 = o.all ? 0 : (int)o.kind, k1 = o.all ? DP_ACCT_COUNT : (int)o.kind + 1;
+    /* the kinds shown: noise never calibrates with gdp; epsilon shows gdp's approximation only
+     * beside prv's upper bound */
+    int kinds[DP_ACCT_COUNT + 1], nk = 0;
+    if (o.all) {
+        for (int k = 0; k < DP_ACCT_COUNT; k++)
+            if (!(noise && k == DP_ACCT_GDP)) kinds[nk++] = k;
+    } else {
+        if (o.kind == DP_ACCT_GDP) kinds[nk++] = DP_ACCT_PRV;
+        kinds[nk++] = (int)o.kind;
+    }
+    const char *rule = !o.have_epochs ? "steps"
+                       : o.have_n     ? "epochs * round(dataset_size / batch_size)"
+                                      : "floor(epochs / sample_rate)";
     if (o.json && noise)
-        printf("{\"target_epsilon\": %.17g, \"sample_rate\": %.17g, \"steps\": %ld, \"delta\": %.17g, "
-               "\"accountants\": {",
-               o.target, o.q, o.steps, o.delta);
+        printf("{\"target_epsilon\": %.17g, \"sample_rate\": %.17g, \"steps\": %ld, \"steps_from\": \"%s\", "
+               "\"delta\": %.17g, \"accountants\": {",
+               o.target, o.q, o.steps, rule, o.delta);
     else if (o.json)
-        printf("{\"sample_rate\": %.17g, \"noise_multiplier\": %.17g, \"steps\": %ld, \"delta\": %.17g, "
-               "\"accountants\": {",
-               o.q, o.sigma, o.steps, o.delta);
+        printf("{\"sample_rate\": %.17g, \"noise_multiplier\": %.17g, \"steps\": %ld, \"steps_from\": \"%s\", "
+               "\"delta\": %.17g, \"accountants\": {",
+               o.q, o.sigma, o.steps, rule, o.delta);
     else if (noise)
         printf("target epsilon %g, sample rate %g, %ld steps, delta %g\n", o.target, o.q, o.steps,
                o.delta);
     else
         printf("sample rate %g, noise multiplier %g, %ld steps, delta %g\n", o.q, o.sigma, o.steps,
                o.delta);
-    for (int k = k0; k < k1; k++) {
+    if (!o.json && o.have_epochs && o.have_n)
+        printf("  steps: %g epochs x round(%ld / %ld) = %g x %ld = %ld (as `dpsgd train`)\n", o.epochs, o.n,
+               o.batch, o.epochs, o.spe, o.steps);
+    else if (!o.json && o.have_epochs)
+        printf("  steps: floor(%g epochs / sample rate %g) = %ld (as Opacus); `dpsgd train` runs epochs x "
+               "round(n / batch): give --dataset-size and --batch-size to count as it does\n",
+               o.epochs, o.q, o.steps);
+    for (int i = 0; i < nk; i++) {
+        const int k = kinds[i];
         double sigma = o.sigma;
         dp_epsilon_report r;
         dp_status st = noise ? dp_calibrate_sigma_kind((dp_accountant_kind)k, o.target, o.delta, o.q, o.steps, 0.0,
@@ -177,7 +239,7 @@ static int run(int argc, char **argv, int noise) {
         }
         const char *name = dp_accountant_kind_name((dp_accountant_kind)k);
         if (o.json) {
-            printf("%s\"%s\": {", k > k0 ? ", " : "", name);
+            printf("%s\"%s\": {", i > 0 ? ", " : "", name);
             if (noise) json_num("noise_multiplier", sigma, 1);
             json_num("epsilon", r.epsilon, 1);
             if (!noise) {
@@ -187,10 +249,11 @@ static int run(int argc, char **argv, int noise) {
             }
             printf("\"approximate\": %s}", r.approximate ? "true" : "false");
         } else if (noise) {
-            printf("  %s: noise multiplier %.4f  (epsilon %.4f)%s\n", name, sigma, r.epsilon,
-                   r.approximate ? "  (GDP APPROXIMATION: can underestimate epsilon)" : "");
+            printf("  %s: noise multiplier %.4f  (epsilon %.4f)\n", name, sigma, r.epsilon);
         } else if (k == DP_ACCT_GDP) {
-            printf("  gdp: epsilon %.4f  (central-limit APPROXIMATION: can underestimate)\n", r.epsilon);
+            printf("  gdp: epsilon %.4f  (central-limit APPROXIMATION, not a bound: it can underestimate; the "
+                   "guarantee is prv's upper bound)\n",
+                   r.epsilon);
         } else if (k == DP_ACCT_RDP) {
             printf("  rdp: epsilon %.4f  (upper bound)\n", r.epsilon);
         } else {
@@ -198,6 +261,8 @@ static int run(int argc, char **argv, int noise) {
                    r.epsilon, r.estimate, r.lower);
         }
     }
+    if (noise && o.all && !o.json)
+        printf("  gdp: not used: an approximation that can underestimate epsilon cannot choose the noise\n");
     if (o.json) printf("}}\n");
     return 0;
 }

@@ -9,12 +9,14 @@
  *        default, as Opacus). `epsilon` is the upper bound (Opacus returns it too).
  *   PLD  privacy loss distribution with pessimistic discretisation (as Google's
  *        dp_accounting): every privacy loss is rounded UP to the grid, the mass beyond the
- *        grid counts as the infinite-loss mass and is added to delta: an upper bound.
+ *        grid counts as the infinite-loss mass and is added to delta, with a bound on the
+ *        composed mass past the grid (too coarse a grid falls back on RDP): an upper bound.
  *        Rounding DOWN instead gives a lower bound from the same composition (it is the
  *        same distribution shifted by one bin per step): so PLD also reports lower/upper.
  *   GDP  central-limit approximation (Bu, Dong, Long, Su 2019), as Opacus'
  *        GaussianAccountant with Poisson sampling. NOT a guarantee: it can underestimate
- *        (the report says approximate = 1).
+ *        (the report says approximate = 1), so it never calibrates sigma (refused) and is
+ *        never a run's epsilon; quote it beside a bound (PRV) if at all.
  *
  * Neighbouring relation: add/remove one example, the "remove" direction
  * P = (1-q) N(0, s^2) + q N(1, s^2) against Q = N(0, s^2) (unit sensitivity, s = sigma),
@@ -99,7 +101,8 @@ dp_status dp_epsilon_kind(dp_accountant_kind k, double q, double sigma, long ste
 /* Smallest sigma (bisection as Opacus get_noise_multiplier, as dp_calibrate_sigma) with
  *     target_eps - eps_tol <= report.epsilon(q, sigma, steps, delta) <= target_eps
  * for accountant k. eps_tol == 0 selects DP_CALIBRATE_EPS_TOL_DEFAULT (0.01).
- * DP_ACCT_RDP is exactly dp_calibrate_sigma. */
+ * DP_ACCT_RDP is exactly dp_calibrate_sigma. DP_ACCT_GDP is refused (DP_ERR_INVALID naming
+ * "gdp"): an approximation that can underestimate epsilon cannot choose the noise. */
 dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, double delta, double q,
                                   long steps, double eps_tol, double *sigma);
 

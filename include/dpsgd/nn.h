@@ -197,7 +197,8 @@ typedef enum {
 } dp_sum_method;
 
 /* The private gradient of a forwarded batch: per-sample norms (pass 1, in the chosen mode),
- * clip factors R_i = min(1, C / (||g_i|| + 1e-6)), then grad += sum_i R_i g_i (pass 2, or the
+ * clip factors R_i = min(1, C (1 - 2^-18) / (||g_i|| + 1e-6)) rounded down to float (the margin
+ * keeps ||R_i g_i|| <= C through float rounding), then grad += sum_i R_i g_i (pass 2, or the
  * stored per-sample gradients in vanilla mode). A sample whose norm is not finite gets
  * R_i = 0 and is counted in *n_nonfinite. norms and factors ([B], optional) receive ||g_i||
  * and R_i. Frozen layers are skipped. Memory stages (dp_mem_stage): "backward 1" while norms are
