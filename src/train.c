@@ -16,6 +16,7 @@
 #include "dpsgd/secure.h"
 #include "dpsgd/train.h"
 #include "internal.h"
+#include "step.h"
 #include "testhooks.h"
 
 _Static_assert(sizeof(size_t) == sizeof(int64_t), "the sampler permutation is checkpointed as I64");
@@ -84,14 +85,6 @@ static void shuffle_prefix(size_t *perm, size_t n, size_t k, dp_rng *rng) {
     }
 }
 
-static dp_status grow(void **buf, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return DP_OK;
-    dp_free(*buf);
-    *buf = dp_alloc(need * elem);
-    *cap = *buf ? need : 0;
-    return *buf ? DP_OK : DP_ERR_NOMEM;
-}
-
 /* ---- checkpoints (dpsgd/io.h, docs/reliability.md) ------------------------------------ */
 
 /* "<prefix>: <the current message>" (copied first: dp_fail formats into the same buffer) */
@@ -131,28 +124,6 @@ static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n) {
 
 static uint64_t params_hash(const float *x, size_t n) { return fnv_bytes(FNV_START, x, n * sizeof(float)); }
 
-/* Sums the hashes h[0..n) over the ranks (as two exact 32-bit halves each) and returns, on
- * every rank alike, the index of the first one that differs between ranks, or -1. */
-static dp_status first_difference(const dp_train_comm *c, const uint64_t *h, int n, int *which) {
-    enum { MAXH = 16 };
-    DP_ASSERT(n <= MAXH);
-    double b[2 * MAXH], bad[MAXH];
-    for (int i = 0; i < n; i++) {
-        b[2 * i] = (double)(h[i] >> 32);
-        b[2 * i + 1] = (double)(h[i] & 0xffffffffu);
-    }
-    dp_status st = c->sum_f64(c->user, b, (size_t)(2 * n));
-    if (st != DP_OK) return st;
-    for (int i = 0; i < n; i++)
-        bad[i] = b[2 * i] != c->size * (double)(h[i] >> 32) || b[2 * i + 1] != c->size * (double)(h[i] & 0xffffffffu);
-    /* a rank whose value happens to equal the mean sees no difference: the flags are summed */
-    if ((st = c->sum_f64(c->user, bad, (size_t)n)) != DP_OK) return st;
-    *which = -1;
-    for (int i = 0; i < n && *which < 0; i++)
-        if (bad[i] != 0) *which = i;
-    return DP_OK;
-}
-
 /* Every rank must run one configuration: a rank clipping at another C, or with another sigma,
  * q or step count, would break the guarantee or hang in a collective. Compared before any
  * collective whose size depends on it. */
@@ -183,7 +154,7 @@ static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_i
     uint64_t h[NF];
     for (int i = 0; i < NF; i++) h[i] = f[i].h;
     int which;
-    dp_status st = first_difference(c, h, NF, &which);
+    dp_status st = dp_step_first_difference(c, h, NF, &which);
     if (st != DP_OK) return st;
     if (which >= 0)
         return dp_fail(DP_ERR_INVALID, "the %d ranks were started with different settings: %s differs between ranks; "
@@ -195,7 +166,7 @@ static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_i
 static dp_status check_replicas(const dp_train_comm *c, const float *params, size_t np, long step) {
     uint64_t h = params_hash(params, np);
     int which;
-    dp_status st = first_difference(c, &h, 1, &which);
+    dp_status st = dp_step_first_difference(c, &h, 1, &which);
     if (st != DP_OK) return st;
     if (which >= 0)
         return dp_fail(DP_ERR_INVALID, "step %ld: the ranks' models differ after the update (rank %d of %d); "
@@ -203,12 +174,20 @@ static dp_status check_replicas(const dp_train_comm *c, const float *params, siz
     return DP_OK;
 }
 
-/* test hook (testhooks.h): appends n floats to the file at path */
-static dp_status dump_floats(const char *path, const float *x, size_t n) {
+/* test hook (testhooks.h): appends the released gradient to the file named by user */
+static dp_status dump_released(void *user, const float *g, size_t n) {
+    const char *path = user;
     FILE *f = fopen(path, "ab");
-    int ok = f && fwrite(x, sizeof *x, n, f) == n;
+    int ok = f && fwrite(g, sizeof *g, n, f) == n;
     if (f && fclose(f) != 0) ok = 0;
     return ok ? DP_OK : dp_fail(DP_ERR_IO, "%s: cannot append the released gradient", path);
+}
+
+/* the step's row source for a dataset */
+static void dataset_row(void *user, size_t e, float *x, int32_t *y) {
+    const dp_dataset *d = user;
+    memcpy(x, d->x + e * d->dim, sizeof(float) * d->dim);
+    *y = d->y[e];
 }
 
 /* Everything the loop needs to write a checkpoint; the info's configuration part is filled
@@ -500,7 +479,6 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     static const dp__train_test no_test = {0, 0, NULL};
     const dp__train_test *t = test ? test : &no_test;
     const size_t N = tr->n, dim = tr->dim;
-    const int K = dp_model_output_size(m);
     const size_t np = dp_model_num_params(m);
     if (N == 0) return dp_fail(DP_ERR_INVALID, "training set is empty");
     if (dim != dp_model_input_size(m))
@@ -550,9 +528,8 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     dp_optim *opt = NULL;
     dp_csprng *crng = NULL;
     size_t *idx = NULL;
-    float *xb = NULL, *dz = NULL, *lv = NULL;
-    int32_t *yb = NULL;
-    size_t cap_x = 0, cap_y = 0, cap_dz = 0, cap_l = 0;
+    dp_step sp;
+    memset(&sp, 0, sizeof sp);
     dp_safetensors *ck = NULL;
     dp_checkpoint_info cki;
     memset(&cki, 0, sizeof cki);
@@ -652,8 +629,28 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         if ((st = writer_init(&w, p, m, opt, idx, N, shards_val)) != DP_OK) goto done;
         w.info = cur;
     }
-    const unsigned char *mask = dp_model_trainable_mask(m);
-    float *grad = dp_model_grad(m), *params = dp_model_params(m);
+    float *params = dp_model_params(m);
+    sp.model = m;
+    sp.opt = opt;
+    sp.acc = p->no_dp ? NULL : acc;
+    sp.comm = comm;
+    sp.no_dp = p->no_dp;
+    sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget};
+    sp.sigma = sigma;
+    sp.q = q;
+    sp.expected = q * (double)N;
+    sp.physical_batch = p->physical_batch;
+    sp.row = dataset_row;
+    sp.row_user = (void *)tr;
+    sp.crng = crng;
+    sp.rn = &rn;
+    sp.rd = &rd;
+    sp.noise_scale = t->noise == 1 ? 0.0 : 1.0;
+    sp.zero_clipped = t->noise == 2;
+    if (t->dump_released && writer) {
+        sp.on_released = dump_released;
+        sp.hook_user = (void *)t->dump_released;
+    }
     const double t0 = dp__now_s() - elapsed0;
     dp_mem_reset_peak();
     pr.epochs = p->epochs;
@@ -667,9 +664,6 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         if (p->no_dp && s0 == 0) shuffle_prefix(idx, N, N, &rs);
         for (int s = s0; s < spe; s++, step++) {
             size_t count = 0, first = 0;
-            const double lsum_b = lsum;
-            const size_t lcount_b = lcount;
-            const long bad_b = r.nonfinite_samples;
             dp_mem_stage("sample");
             if (S > 1) {
                 /* shard sh holds the examples sh, sh + S, ...; each sampled with its own stream */
@@ -695,130 +689,20 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
                 if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
             }
             if (crng) dp_rng_seed(&rd, dp_csprng_u64(crng)); /* this step's dropout, secret */
-            const size_t local_count = count;
-            dp_model_zero_grad(m);
-            size_t chunk = count ? count : 1; /* buffers for what is processed at once, never more */
-            if (p->physical_batch > 0 && (size_t)p->physical_batch < chunk) chunk = (size_t)p->physical_batch;
-            if ((st = grow((void **)&xb, &cap_x, chunk * dim, sizeof(float))) != DP_OK ||
-                (st = grow((void **)&yb, &cap_y, chunk, sizeof(int32_t))) != DP_OK ||
-                (st = grow((void **)&dz, &cap_dz, chunk * (size_t)K, sizeof(float))) != DP_OK ||
-                (st = grow((void **)&lv, &cap_l, chunk, sizeof(float))) != DP_OK)
+            dp_step_stats ss;
+            if ((st = dp_step_run(&sp, idx + first, count, &ss)) != DP_OK) {
+                char where[64];
+                snprintf(where, sizeof where, "step %ld (epoch %d)", step + 1, ep);
+                st = prefix_error(st, where);
                 goto done;
-            size_t step_dropped = 0; /* samples with a non-finite loss, dropped this step */
-            for (size_t off = 0; off < count; off += chunk) {
-                int B = (int)(count - off < chunk ? count - off : chunk);
-                for (int i = 0; i < B; i++) {
-                    size_t e = idx[first + off + (size_t)i];
-                    memcpy(xb + (size_t)i * dim, tr->x + e * dim, sizeof(float) * dim);
-                    yb[i] = tr->y[e];
-                }
-                const float *z;
-                dp_mem_stage("forward");
-                if ((st = dp_model_forward(m, xb, B, 1, &rd, &z)) != DP_OK) goto done;
-                st = dp_loss_xent(z, yb, B, K, lv, dz);
-                if (st == DP_ERR_NONFINITE && !p->no_dp) {
-                    /* DP: a sample whose loss is not finite (e.g. Inf features) is dropped from
-                     * the chunk: it contributes nothing (clip factor 0), which keeps the
-                     * sensitivity bound, and is counted. The others are forwarded again, since
-                     * its activations would poison the batched weight gradients. */
-                    int keep = 0;
-                    for (int i = 0; i < B; i++) {
-                        if (!isfinite(lv[i])) continue;
-                        if (keep != i) {
-                            memmove(xb + (size_t)keep * dim, xb + (size_t)i * dim, sizeof(float) * dim);
-                            yb[keep] = yb[i];
-                        }
-                        keep++;
-                    }
-                    r.nonfinite_samples += B - keep;
-                    step_dropped += (size_t)(B - keep);
-                    B = keep;
-                    if (B == 0) continue;
-                    if ((st = dp_model_forward(m, xb, B, 1, &rd, &z)) != DP_OK) goto done;
-                    st = dp_loss_xent(z, yb, B, K, lv, dz);
-                }
-                if (st == DP_ERR_NONFINITE) {
-                    char where[64];
-                    snprintf(where, sizeof where, "step %ld (epoch %d)", step + 1, ep);
-                    st = prefix_error(st, where);
-                    goto done;
-                }
-                if (st != DP_OK) goto done;
-                for (int i = 0; i < B; i++) lsum += lv[i];
-                lcount += (size_t)B;
-                if (p->no_dp) {
-                    dp_mem_stage("backward");
-                    st = dp_model_backward(m, dz, B);
-                } else {
-                    dp_clip_params cp = {p->clipping, p->max_grad_norm, p->mem_budget};
-                    int bad = 0;
-                    dp_mem_stage("clip");
-                    st = dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, &bad);
-                    r.nonfinite_samples += bad;
-                }
-                if (st != DP_OK) goto done;
             }
-            count = local_count;
-            dp_mem_stage("optimizer");
-            double scale;
-            int scaled = 0; /* the noise pass also did the scaling */
-            if (!p->no_dp) {
-                /* the clipped sums of all ranks first, then the noise on the total, once */
-                if (comm) {
-                    dp_mem_stage("allreduce");
-                    if ((st = comm->sum_f32(comm->user, grad, np)) != DP_OK) goto done;
-                    double b[5] = {(double)count, lsum - lsum_b, (double)(lcount - lcount_b),
-                                   (double)(r.nonfinite_samples - bad_b), (double)step_dropped};
-                    if ((st = comm->sum_f64(comm->user, b, 5)) != DP_OK) goto done;
-                    count = (size_t)b[0];
-                    lsum = lsum_b + b[1];
-                    lcount = lcount_b + (size_t)b[2];
-                    r.nonfinite_samples = bad_b + (long)b[3];
-                    step_dropped = (size_t)b[4];
-                    dp_mem_stage("optimizer");
-                }
-                if (count > 0 && step_dropped == count) {
-                    /* every sampled example (over all ranks) failed: the model has diverged;
-                     * stop rather than take noise-only steps. Decided on the summed counts,
-                     * so every rank stops at the same step. */
-                    st = dp_fail(DP_ERR_NONFINITE,
-                                 "step %ld (epoch %d): the loss of every sampled example is not finite; "
-                                 "training stopped (lower --lr?)", step + 1, ep);
-                    goto done;
-                }
-                /* noise on every trainable coordinate, then divide by the EXPECTED batch size;
-                 * with several ranks rank 0 alone does it and the others contribute zeros to
-                 * the sum that hands every rank the result */
-                if (t->noise == 2) dp_model_zero_grad(m);
-                const double std = t->noise == 1 ? 0.0 : sigma * p->max_grad_norm;
-                scale = 1.0 / (q * (double)N);
-                if (!comm || comm->rank == 0) {
-                    if (crng) dp_secure_noise_gaussian_scaled(grad, np, mask, std, scale, crng);
-                    else dp_noise_gaussian_scaled(grad, np, mask, std, scale, &rn);
-                } else {
-                    memset(grad, 0, np * sizeof *grad);
-                }
-                if (comm && (st = comm->sum_f32(comm->user, grad, np)) != DP_OK) goto done;
-                scaled = 1;
-                if (t->dump_released && writer && (st = dump_floats(t->dump_released, grad, np)) != DP_OK) goto done;
-            } else {
-                scale = count ? 1.0 / (double)count : 0.0;
-            }
-            if (!scaled) {
-#pragma omp parallel for schedule(static) if (np > 65536)
-                for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
-            }
+            count = ss.count;
+            lsum += ss.lsum;
+            lcount += ss.lcount;
+            r.nonfinite_samples += ss.nonfinite;
             batch_sum += (double)count;
             if (count == 0) r.empty_batches++;
-            dp_optim_step(opt, params, grad, mask);
             if (comm && (st = check_replicas(comm, params, np, step + 1)) != DP_OK) goto done;
-            if (!p->no_dp && (st = dp_accountant_step(acc, q, sigma, 1)) != DP_OK) goto done;
-            for (size_t j = 0; j < np; j++)
-                if (!isfinite(params[j])) {
-                    st = dp_fail(DP_ERR_NONFINITE, "step %ld (epoch %d): parameter %zu became non-finite; training stopped "
-                                 "(lower --lr?)", step + 1, ep, j);
-                    goto done;
-                }
             pr.epoch = ep;
             pr.step = step + 1;
             pr.step_in_epoch = s + 1;
@@ -867,9 +751,6 @@ done:
     dp_accountant_destroy(acc);
     dp_optim_destroy(opt);
     dp_free(idx);
-    dp_free(xb);
-    dp_free(yb);
-    dp_free(dz);
-    dp_free(lv);
+    dp_step_free(&sp);
     return st;
 }

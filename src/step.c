@@ -1,0 +1,185 @@
+/* step.c: one DP-SGD step (see step.h). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "step.h"
+
+void dp_step_free(dp_step *s) {
+    dp_free(s->xb);
+    dp_free(s->dz);
+    dp_free(s->lv);
+    dp_free(s->yb);
+    s->xb = s->dz = s->lv = NULL;
+    s->yb = NULL;
+    s->cap = 0;
+}
+
+/* room for `chunk` samples in the batch buffers */
+static dp_status reserve(dp_step *s, size_t chunk) {
+    if (chunk <= s->cap) return DP_OK;
+    dp_step_free(s);
+    const size_t dim = dp_model_input_size(s->model), K = (size_t)dp_model_output_size(s->model);
+    s->xb = dp_alloc(chunk * dim * sizeof(float));
+    s->dz = dp_alloc(chunk * K * sizeof(float));
+    s->lv = dp_alloc(chunk * sizeof(float));
+    s->yb = dp_alloc(chunk * sizeof(int32_t));
+    if (!s->xb || !s->dz || !s->lv || !s->yb) {
+        dp_step_free(s);
+        return dp_fail(DP_ERR_NOMEM, "step: out of memory for a chunk of %zu samples", chunk);
+    }
+    s->cap = chunk;
+    return DP_OK;
+}
+
+/* "<the current message><suffix>" (copied first: dp_fail formats into the same buffer) */
+static dp_status with_suffix(dp_status st, const char *suffix) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", dp_last_error());
+    return dp_fail(st, "%s%s", msg, suffix);
+}
+
+dp_status dp_step_first_difference(const dp_train_comm *c, const uint64_t *h, int n, int *which) {
+    enum { MAXH = 16 };
+    DP_ASSERT(n <= MAXH);
+    double b[2 * MAXH], bad[MAXH];
+    for (int i = 0; i < n; i++) { /* two exact 32-bit halves each */
+        b[2 * i] = (double)(h[i] >> 32);
+        b[2 * i + 1] = (double)(h[i] & 0xffffffffu);
+    }
+    dp_status st = c->sum_f64(c->user, b, (size_t)(2 * n));
+    if (st != DP_OK) return st;
+    for (int i = 0; i < n; i++)
+        bad[i] = b[2 * i] != c->size * (double)(h[i] >> 32) || b[2 * i + 1] != c->size * (double)(h[i] & 0xffffffffu);
+    /* a rank whose value happens to equal the mean sees no difference: the flags are summed */
+    if ((st = c->sum_f64(c->user, bad, (size_t)n)) != DP_OK) return st;
+    *which = -1;
+    for (int i = 0; i < n && *which < 0; i++)
+        if (bad[i] != 0) *which = i;
+    return DP_OK;
+}
+
+/* Forward and clipped sum (or plain gradient) of this process's examples, chunk by chunk. */
+static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step_stats *o) {
+    dp_model *m = s->model;
+    const size_t dim = dp_model_input_size(m);
+    const int K = dp_model_output_size(m);
+    size_t chunk = count ? count : 1; /* buffers for what is processed at once, never more */
+    if (s->physical_batch > 0 && (size_t)s->physical_batch < chunk) chunk = (size_t)s->physical_batch;
+    dp_status st = reserve(s, chunk);
+    if (st != DP_OK) return st;
+    for (size_t off = 0; off < count; off += chunk) {
+        int B = (int)(count - off < chunk ? count - off : chunk);
+        for (int i = 0; i < B; i++) s->row(s->row_user, idx[off + (size_t)i], s->xb + (size_t)i * dim, s->yb + i);
+        const float *z;
+        dp_mem_stage("forward");
+        if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
+        st = dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
+        if (st == DP_ERR_NONFINITE && !s->no_dp) {
+            /* DP: a sample whose loss is not finite (e.g. Inf features) is dropped from the
+             * chunk: it contributes nothing (clip factor 0), which keeps the sensitivity bound,
+             * and is counted. The others are forwarded again, since its activations would
+             * poison the batched weight gradients. */
+            int keep = 0;
+            for (int i = 0; i < B; i++) {
+                if (!isfinite(s->lv[i])) continue;
+                if (keep != i) {
+                    memmove(s->xb + (size_t)keep * dim, s->xb + (size_t)i * dim, sizeof(float) * dim);
+                    s->yb[keep] = s->yb[i];
+                }
+                keep++;
+            }
+            o->nonfinite += B - keep;
+            o->dropped += (size_t)(B - keep);
+            B = keep;
+            if (B == 0) continue;
+            if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
+            st = dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
+        }
+        if (st == DP_ERR_NONFINITE) return with_suffix(st, "; training stopped (lower --lr?)");
+        if (st != DP_OK) return st;
+        for (int i = 0; i < B; i++) o->lsum += s->lv[i];
+        o->lcount += (size_t)B;
+        if (s->no_dp) {
+            dp_mem_stage("backward");
+            st = dp_model_backward(m, s->dz, B);
+        } else {
+            int bad = 0;
+            dp_mem_stage("clip");
+            st = dp_model_clipped_grad(m, &s->clip, s->dz, B, NULL, NULL, &bad);
+            o->nonfinite += bad;
+        }
+        if (st != DP_OK) return st;
+    }
+    return DP_OK;
+}
+
+/* The private release: the ranks' clipped sums summed, noise added once (rank 0) and the
+ * total divided by the expected batch size; every rank ends with the released gradient. */
+static dp_status release(dp_step *s, dp_step_stats *o) {
+    dp_model *m = s->model;
+    const size_t np = dp_model_num_params(m);
+    const unsigned char *mask = dp_model_trainable_mask(m);
+    float *grad = dp_model_grad(m);
+    const dp_train_comm *comm = s->comm;
+    dp_status st;
+    if (comm) {
+        dp_mem_stage("allreduce");
+        if ((st = comm->sum_f32(comm->user, grad, np)) != DP_OK) return st;
+        double b[5] = {(double)o->count, o->lsum, (double)o->lcount, (double)o->nonfinite, (double)o->dropped};
+        if ((st = comm->sum_f64(comm->user, b, 5)) != DP_OK) return st;
+        o->count = (size_t)b[0];
+        o->lsum = b[1];
+        o->lcount = (size_t)b[2];
+        o->nonfinite = (long)b[3];
+        o->dropped = (size_t)b[4];
+    }
+    dp_mem_stage("optimizer");
+    if (o->count > 0 && o->dropped == o->count)
+        /* every sampled example (over all ranks) failed: the model has diverged; stop rather
+         * than take noise-only steps. Decided on the summed counts: every rank stops alike. */
+        return dp_fail(DP_ERR_NONFINITE,
+                       "the loss of every sampled example is not finite; training stopped (lower --lr?)");
+    if (s->zero_clipped) dp_model_zero_grad(m);
+    const double std = s->noise_scale * s->sigma * s->clip.max_grad_norm, scale = 1.0 / s->expected;
+    if (!comm || comm->rank == 0) {
+        if (s->crng) dp_secure_noise_gaussian_scaled(grad, np, mask, std, scale, s->crng);
+        else dp_noise_gaussian_scaled(grad, np, mask, std, scale, s->rn);
+    } else {
+        memset(grad, 0, np * sizeof *grad); /* x + 0 = x: the second sum hands rank 0's result on */
+    }
+    if (comm && (st = comm->sum_f32(comm->user, grad, np)) != DP_OK) return st;
+    return DP_OK;
+}
+
+dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats *out) {
+    dp_model *m = s->model;
+    const size_t np = dp_model_num_params(m);
+    const unsigned char *mask = dp_model_trainable_mask(m);
+    float *grad = dp_model_grad(m), *params = dp_model_params(m);
+    dp_step_stats o;
+    memset(&o, 0, sizeof o);
+    o.count = count;
+    dp_model_zero_grad(m);
+    dp_status st = accumulate(s, idx, count, &o);
+    if (st != DP_OK) return st;
+    if (!s->no_dp) {
+        if (s->on_clipped && (st = s->on_clipped(s->hook_user, grad, np)) != DP_OK) return st;
+        if ((st = release(s, &o)) != DP_OK) return st;
+        if (s->on_released && (!s->comm || s->comm->rank == 0) && (st = s->on_released(s->hook_user, grad, np)) != DP_OK)
+            return st;
+    } else {
+        dp_mem_stage("optimizer");
+        const double scale = count ? 1.0 / (double)count : 0.0;
+#pragma omp parallel for schedule(static) if (np > 65536)
+        for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
+    }
+    dp_optim_step(s->opt, params, grad, mask);
+    if (!s->no_dp && (st = dp_accountant_step(s->acc, s->q, s->sigma, 1)) != DP_OK) return st;
+    for (size_t j = 0; j < np; j++)
+        if (!isfinite(params[j]))
+            return dp_fail(DP_ERR_NONFINITE, "a parameter became non-finite; training stopped (lower --lr?)");
+    *out = o;
+    return DP_OK;
+}

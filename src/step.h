@@ -1,0 +1,71 @@
+/* step.h (internal): one DP-SGD step, the single implementation that dp_train and the audit
+ * drive (docs/design.md, "The step").
+ *
+ * Given the indices of a logical batch (already sampled by the caller), dp_step_run forwards
+ * it in physical chunks, forms the clipped sum in the chosen mode (or, with no_dp, the plain
+ * gradient), drops samples whose loss is not finite (private runs), sums the clipped sums of
+ * all ranks, adds the Gaussian noise once (rank 0; OS CSPRNG or seeded stream) and divides
+ * by the expected batch size, hands every rank the released gradient, applies the optimizer
+ * and records the step in the accountant. */
+#ifndef DP_STEP_H
+#define DP_STEP_H
+#include "dpsgd/privacy.h"
+#include "dpsgd/secure.h"
+#include "dpsgd/train.h"
+
+typedef struct {
+    /* fixed for a run */
+    dp_model *model;
+    dp_optim *opt;
+    dp_accountant *acc;        /* records (q, sigma) after each private step; NULL with no_dp */
+    const dp_train_comm *comm; /* NULL: one process */
+    int no_dp;
+    dp_clip_params clip;
+    double sigma, q;
+    double expected;           /* q n: a private step divides the noisy sum by it */
+    int physical_batch;        /* 0: the whole logical batch at once */
+    /* the rows: copies example e's features (dim floats) to x and its label to y */
+    void (*row)(void *user, size_t e, float *x, int32_t *y);
+    void *row_user;
+    /* randomness: noise from crng (the OS-seeded generator) when set, else from *rn; dropout
+     * masks from *rd (the caller reseeds it per step as the noise source requires) */
+    dp_csprng *crng;
+    dp_rng *rn, *rd;
+    /* hooks, may be NULL. on_clipped: this process's clipped sum (in the model's gradient
+     * buffer) before the ranks' sum and the noise; it may add to it (the audit's gradient
+     * canaries). on_released: the released gradient (noised, divided by `expected`) before
+     * the optimizer; rank 0 only. */
+    dp_status (*on_clipped)(void *user, float *grad, size_t np);
+    dp_status (*on_released)(void *user, const float *grad, size_t np);
+    void *hook_user;
+    /* test switches (testhooks.h): noise std = noise_scale sigma C (1 normally); zero_clipped
+     * zeroes the clipped sum before the noise */
+    double noise_scale;
+    int zero_clipped;
+    /* buffers, grown as needed; dp_step_free */
+    float *xb, *dz, *lv;
+    int32_t *yb;
+    size_t cap;
+} dp_step;
+
+/* What a step saw, summed over the ranks. Not covered by epsilon: callers release it only
+ * under a non-private label. */
+typedef struct {
+    size_t count;   /* examples in the logical batch */
+    size_t dropped; /* of them, with a non-finite loss (dropped, private runs only) */
+    long nonfinite; /* samples that contributed nothing: dropped + non-finite gradient norm */
+    double lsum;    /* sum of the finite per-sample losses */
+    size_t lcount;  /* how many */
+} dp_step_stats;
+
+/* One step over the `count` examples idx[0..count). Errors: the model's and the
+ * collective's; DP_ERR_NONFINITE when a non-private run meets a non-finite loss, when every
+ * sampled example's loss is not finite, or when a parameter becomes non-finite (the caller
+ * prefixes the step number). */
+dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats *out);
+void dp_step_free(dp_step *s);
+
+/* Sums the hashes h[0..n) (n <= 16) over the ranks and sets *which, on every rank alike, to
+ * the index of the first one that differs between ranks, or -1. */
+dp_status dp_step_first_difference(const dp_train_comm *c, const uint64_t *h, int n, int *which);
+#endif
