@@ -10,46 +10,98 @@
 #include "dpsgd/secure.h"
 #include "internal.h"
 
+enum { LANES = 8, WORDS = 16 * LANES }; /* blocks made at once (AVX2: one per 32-bit lane) */
+
 struct dp_csprng {
     uint32_t key[8];
     uint32_t nonce[2]; /* 0 for a generator; the block index for the noise's per-block streams */
-    uint64_t counter;
-    uint32_t block[16];
-    int used; /* 32-bit words of block consumed (16: empty) */
+    uint64_t counter;  /* of the next block to make */
+    uint32_t block[WORDS]; /* LANES consecutive blocks of keystream, in order */
+    int used; /* 32-bit words of block consumed (WORDS: empty) */
     int has_spare;
     double spare;
 };
 
+/* RFC 8439 block: constants, key, 32-bit counter + 96-bit nonce; here counter (low) and the
+ * upper counter bits in the first nonce word, then the 64-bit nonce of the stream. Makes
+ * blocks counter .. counter + LANES - 1 into r->block, in order. */
+static void chacha_state(const dp_csprng *r, uint64_t counter, uint32_t in[16]) {
+    static const uint32_t sigma[4] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};
+    memcpy(in, sigma, sizeof sigma);
+    memcpy(in + 4, r->key, 32);
+    in[12] = (uint32_t)counter;
+    in[13] = (uint32_t)(counter >> 32);
+    in[14] = r->nonce[0];
+    in[15] = r->nonce[1];
+}
+
+#ifdef __AVX2__
+#include <immintrin.h>
+/* the same function on LANES blocks at once: lane l of vector i is word i of block l */
+static inline __m256i rotl8(__m256i x, int k) { return _mm256_or_si256(_mm256_slli_epi32(x, k), _mm256_srli_epi32(x, 32 - k)); }
+#define VQR(a, b, c, d)                                                                                                \
+    a = _mm256_add_epi32(a, b), d = rotl8(_mm256_xor_si256(d, a), 16), c = _mm256_add_epi32(c, d),                     \
+    b = rotl8(_mm256_xor_si256(b, c), 12), a = _mm256_add_epi32(a, b), d = rotl8(_mm256_xor_si256(d, a), 8),           \
+    c = _mm256_add_epi32(c, d), b = rotl8(_mm256_xor_si256(b, c), 7)
+static void chacha_blocks(dp_csprng *r) {
+    uint32_t in[16];
+    chacha_state(r, r->counter, in);
+    __m256i v[16], x[16];
+    for (int i = 0; i < 16; i++) v[i] = _mm256_set1_epi32((int)in[i]);
+    uint32_t lo[LANES], hi[LANES];
+    for (int l = 0; l < LANES; l++) {
+        lo[l] = (uint32_t)(r->counter + (uint64_t)l);
+        hi[l] = (uint32_t)((r->counter + (uint64_t)l) >> 32);
+    }
+    v[12] = _mm256_loadu_si256((const __m256i *)lo);
+    v[13] = _mm256_loadu_si256((const __m256i *)hi);
+    memcpy(x, v, sizeof x);
+    for (int i = 0; i < 10; i++) {
+        VQR(x[0], x[4], x[8], x[12]);
+        VQR(x[1], x[5], x[9], x[13]);
+        VQR(x[2], x[6], x[10], x[14]);
+        VQR(x[3], x[7], x[11], x[15]);
+        VQR(x[0], x[5], x[10], x[15]);
+        VQR(x[1], x[6], x[11], x[12]);
+        VQR(x[2], x[7], x[8], x[13]);
+        VQR(x[3], x[4], x[9], x[14]);
+    }
+    uint32_t out[16][LANES];
+    for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)out[i], _mm256_add_epi32(x[i], v[i]));
+    for (int l = 0; l < LANES; l++) /* transpose: block l is words out[0..15][l] */
+        for (int i = 0; i < 16; i++) r->block[16 * l + i] = out[i][l];
+    explicit_bzero(out, sizeof out);
+    explicit_bzero(x, sizeof x);
+    r->counter += LANES;
+    r->used = 0;
+}
+#else
 static uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
 #define QR(a, b, c, d)                                                                                                 \
     a += b, d ^= a, d = rotl(d, 16), c += d, b ^= c, b = rotl(b, 12), a += b, d ^= a, d = rotl(d, 8), c += d, b ^= c,  \
                     b = rotl(b, 7)
-
-/* RFC 8439 block: constants, key, 32-bit counter + 96-bit nonce; here counter (low) and the
- * upper counter bits in the first nonce word, then the 64-bit nonce of the stream. */
-static void chacha_block(dp_csprng *r) {
-    uint32_t in[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};
-    memcpy(in + 4, r->key, 32);
-    in[12] = (uint32_t)r->counter;
-    in[13] = (uint32_t)(r->counter >> 32);
-    in[14] = r->nonce[0];
-    in[15] = r->nonce[1];
-    uint32_t x[16];
-    memcpy(x, in, sizeof x);
-    for (int i = 0; i < 10; i++) {
-        QR(x[0], x[4], x[8], x[12]);
-        QR(x[1], x[5], x[9], x[13]);
-        QR(x[2], x[6], x[10], x[14]);
-        QR(x[3], x[7], x[11], x[15]);
-        QR(x[0], x[5], x[10], x[15]);
-        QR(x[1], x[6], x[11], x[12]);
-        QR(x[2], x[7], x[8], x[13]);
-        QR(x[3], x[4], x[9], x[14]);
+static void chacha_blocks(dp_csprng *r) {
+    for (int l = 0; l < LANES; l++) {
+        uint32_t in[16], x[16];
+        chacha_state(r, r->counter + (uint64_t)l, in);
+        memcpy(x, in, sizeof x);
+        for (int i = 0; i < 10; i++) {
+            QR(x[0], x[4], x[8], x[12]);
+            QR(x[1], x[5], x[9], x[13]);
+            QR(x[2], x[6], x[10], x[14]);
+            QR(x[3], x[7], x[11], x[15]);
+            QR(x[0], x[5], x[10], x[15]);
+            QR(x[1], x[6], x[11], x[12]);
+            QR(x[2], x[7], x[8], x[13]);
+            QR(x[3], x[4], x[9], x[14]);
+        }
+        for (int i = 0; i < 16; i++) r->block[16 * l + i] = x[i] + in[i];
+        explicit_bzero(x, sizeof x);
     }
-    for (int i = 0; i < 16; i++) r->block[i] = x[i] + in[i];
-    r->counter++;
+    r->counter += LANES;
     r->used = 0;
 }
+#endif
 
 dp_status dp_csprng_create_from_key(const unsigned char key[32], dp_csprng **out) {
     dp_csprng *r = calloc(1, sizeof *r);
@@ -57,7 +109,7 @@ dp_status dp_csprng_create_from_key(const unsigned char key[32], dp_csprng **out
     for (int i = 0; i < 8; i++)
         r->key[i] = (uint32_t)key[4 * i] | (uint32_t)key[4 * i + 1] << 8 | (uint32_t)key[4 * i + 2] << 16 |
                     (uint32_t)key[4 * i + 3] << 24;
-    r->used = 16;
+    r->used = WORDS;
     *out = r;
     return DP_OK;
 }
@@ -83,7 +135,7 @@ void dp_csprng_destroy(dp_csprng *r) {
 }
 
 uint64_t dp_csprng_u64(dp_csprng *r) {
-    if (r->used > 14) chacha_block(r);
+    if (r->used > WORDS - 2) chacha_blocks(r);
     uint64_t v = (uint64_t)r->block[r->used] | (uint64_t)r->block[r->used + 1] << 32;
     r->used += 2;
     return v;
@@ -132,7 +184,7 @@ void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *ma
         memcpy(s.key, key, sizeof key);
         s.nonce[0] = (uint32_t)b;
         s.nonce[1] = (uint32_t)((uint64_t)b >> 32);
-        s.used = 16;
+        s.used = WORDS;
         const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n;
         for (size_t i = lo; i < hi; i++) {
             if (mask && !mask[i]) {
