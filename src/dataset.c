@@ -24,17 +24,22 @@ dp_status dp_dataset_validate(const dp_dataset *d, const char *what, size_t min_
     if (d->n < min_rows)
         return dp_fail(DP_ERR_RANGE, "%s: %zu rows, need at least %zu", what, d->n, min_rows);
     if (n_classes <= 0) n_classes = d->n_classes;
-    for (size_t i = 0; i < d->n; i++) {
-        const float *row = d->x + i * d->dim;
-        for (size_t j = 0; j < d->dim; j++)
-            if (!isfinite(row[j]))
-                return dp_fail(DP_ERR_NONFINITE, "%s: non-finite value %g at row %zu, column %zu",
-                               what, (double)row[j], i, j);
-    }
+    /* Messages about the CONTENT of the data (the values and labels below) name the dataset
+     * and the rule broken, never the offending value, its row or column, or how many rows
+     * break it: what is printed about private data is a release the accountant does not cover
+     * (docs/privacy.md). Messages about its STRUCTURE (shape, row count, missing arrays)
+     * above may be detailed: shapes are public. */
+    size_t total = d->n * d->dim;
+    for (size_t i = 0; i < total; i++)
+        if (!isfinite(d->x[i]))
+            return dp_fail(DP_ERR_NONFINITE,
+                           "%s: a value is not finite (NaN or Inf); every feature value must be a "
+                           "finite number",
+                           what);
     for (size_t i = 0; i < d->n; i++)
         if (d->y[i] < 0 || d->y[i] >= n_classes)
-            return dp_fail(DP_ERR_RANGE, "%s: label %d at index %zu out of range 0..%d", what,
-                           (int)d->y[i], i, n_classes - 1);
+            return dp_fail(DP_ERR_RANGE, "%s: a label is outside 0..%d; labels must lie in 0..K-1 for K classes",
+                           what, n_classes - 1);
     return DP_OK;
 }
 

@@ -24,41 +24,36 @@ static const char *shape_text(const dp_npy *a, char *buf, size_t cap) {
     return buf;
 }
 
-static dp_status id_too_large(const char *path, const char *value, size_t i, size_t T) {
-    return dp_fail(DP_ERR_RANGE,
-                   "%s: token id %s at row %zu, position %zu is above 2^24 - 1 = %d, the largest "
-                   "id supported (ids are kept exactly as float32)",
-                   path, value, i / T, i % T, DP_TOKENS_MAX_VOCAB - 1);
-}
+/* Messages about the CONTENT of the files (an id or a label, below and in
+ * dp_dataset_validate_tokens) name the file and the rule broken, never the offending value,
+ * its row or position, or how many rows break it: what is printed about private data is a
+ * release the accountant does not cover (docs/privacy.md). Messages about the STRUCTURE (ndim,
+ * shape, dtype, N, T, the label count against N) may be detailed: shapes are public. */
+enum { ID_NONFINITE = 1, ID_FRACTION = 2, ID_TOO_LARGE = 4 }; /* what convert_ids found */
 
-/* A float id: finite (DP_ERR_NONFINITE), an integer (DP_ERR_FORMAT), below 2^24
- * (DP_ERR_RANGE); a negative one is passed on as -1. */
-static dp_status float_id(const char *path, double v, size_t i, size_t T, int64_t *id) {
-    if (!isfinite(v))
-        return dp_fail(DP_ERR_NONFINITE, "%s: token id %g at row %zu, position %zu is not finite",
-                       path, v, i / T, i % T);
-    if (v != floor(v))
-        return dp_fail(DP_ERR_FORMAT,
-                       "%s: token id %.17g at row %zu, position %zu is not an integer", path, v,
-                       i / T, i % T);
-    if (v >= (double)DP_TOKENS_MAX_VOCAB) {
-        char buf[40];
-        snprintf(buf, sizeof buf, "%.17g", v);
-        return id_too_large(path, buf, i, T);
-    }
+/* A float id: finite, an integer, below 2^24 (else the ID_ flag it breaks, and *id is
+ * untouched); a negative one is passed on as -1. */
+static int float_id(double v, int64_t *id) {
+    if (!isfinite(v)) return ID_NONFINITE;
+    if (v != floor(v)) return ID_FRACTION;
+    if (v >= (double)DP_TOKENS_MAX_VOCAB) return ID_TOO_LARGE;
     *id = v < 0 ? -1 : (int64_t)v;
-    return DP_OK;
+    return 0;
 }
 
 /* Converts the ids of a (count elements of a->dtype) into floats at dst, which may be
  * a->data itself when the element size is 4 (every element is read before its slot is
- * written; memcpy keeps that well-defined under the aliasing rules). */
-static dp_status convert_ids(const char *path, const dp_npy *a, size_t T, int pad_id, float *dst) {
+ * written; memcpy keeps that well-defined under the aliasing rules). Every id is read even
+ * after a bad one, and the error reported is the first of non-finite (DP_ERR_NONFINITE), not
+ * an integer (DP_ERR_FORMAT), 2^24 or more (DP_ERR_RANGE) that occurs anywhere: which one is
+ * reported does not depend on where the bad ids are. */
+static dp_status convert_ids(const char *path, const dp_npy *a, int pad_id, float *dst) {
     const unsigned char *src = a->data;
     unsigned char *out = (unsigned char *)dst;
+    int bad = 0;
     for (size_t i = 0; i < a->count; i++) {
         int64_t v = 0;
-        dp_status s;
+        int why = 0;
         switch (a->dtype) {
         case DP_NPY_I32: {
             int32_t t;
@@ -71,29 +66,43 @@ static dp_status convert_ids(const char *path, const dp_npy *a, size_t T, int pa
         case DP_NPY_F32: {
             float t;
             memcpy(&t, src + 4 * i, 4);
-            if ((s = float_id(path, t, i, T, &v)) != DP_OK) return s;
+            why = float_id(t, &v);
             break;
         }
         case DP_NPY_F64: {
             double t;
             memcpy(&t, src + 8 * i, 8);
-            if ((s = float_id(path, t, i, T, &v)) != DP_OK) return s;
+            why = float_id(t, &v);
             break;
         }
         default:
             return dp_fail(DP_ERR_UNSUPPORTED, "%s: token ids of dtype %s are not supported", path,
                            dp_npy_dtype_name(a->dtype));
         }
+        if (why) {
+            bad |= why;
+            continue;
+        }
         if (v < 0 || (pad_id >= 0 && v == pad_id)) {
             v = -1;
         } else if (v >= DP_TOKENS_MAX_VOCAB) {
-            char buf[24];
-            snprintf(buf, sizeof buf, "%" PRId64, v);
-            return id_too_large(path, buf, i, T);
+            bad |= ID_TOO_LARGE;
+            continue;
         }
         float f = (float)v;
         memcpy(out + 4 * i, &f, 4);
     }
+    if (bad & ID_NONFINITE)
+        return dp_fail(DP_ERR_NONFINITE, "%s: a token id is not finite (NaN or Inf); ids must be integers",
+                       path);
+    if (bad & ID_FRACTION)
+        return dp_fail(DP_ERR_FORMAT, "%s: a token id is not an integer; ids stored as floats must be whole numbers",
+                       path);
+    if (bad & ID_TOO_LARGE)
+        return dp_fail(DP_ERR_RANGE,
+                       "%s: a token id is above 2^24 - 1 = %d, the largest id supported (ids are kept exactly as "
+                       "float32)",
+                       path, DP_TOKENS_MAX_VOCAB - 1);
     return DP_OK;
 }
 
@@ -110,12 +119,9 @@ static dp_status convert_labels(const char *path, const dp_npy *a, int32_t *y, i
             return dp_fail(DP_ERR_UNSUPPORTED, "%s: labels of dtype %s are not supported", path,
                            dp_npy_dtype_name(a->dtype));
         }
-        if (v < 0)
-            return dp_fail(DP_ERR_RANGE, "%s: label %" PRId64 " at index %zu is negative", path, v,
-                           i);
-        if (v > INT32_MAX - 1)
-            return dp_fail(DP_ERR_RANGE, "%s: label %" PRId64 " at index %zu is too large (at most %d)",
-                           path, v, i, INT32_MAX - 1);
+        if (v < 0 || v > INT32_MAX - 1)
+            return dp_fail(DP_ERR_RANGE, "%s: a label is outside 0..%d, the labels supported", path,
+                           INT32_MAX - 1);
         y[i] = (int32_t)v;
         if (y[i] > mx) mx = y[i];
     }
@@ -208,7 +214,7 @@ dp_status dp_dataset_load_tokens(const char *ids_path, const char *labels_path, 
     }
     dp_npy src = ids;
     if (in_place) src.data = x;
-    if ((s = convert_ids(ids_path, &src, T, pad_id, x)) != DP_OK) goto fail;
+    if ((s = convert_ids(ids_path, &src, pad_id, x)) != DP_OK) goto fail;
     dp_npy_free(&ids);
 
     memset(out, 0, sizeof *out);
@@ -247,27 +253,35 @@ dp_status dp_dataset_validate_tokens(const dp_dataset *d, const char *what, int 
     if (d->w > DP_TOKENS_MAX_LEN)
         return dp_fail(DP_ERR_RANGE, "%s: sequence length %d is above %d", what, d->w,
                        DP_TOKENS_MAX_LEN);
+    /* The content rules below are reported as the loader's are (the rule above the ID_ flags):
+     * the dataset and the rule, never the id, its row or position, or how many; every id is
+     * read, and which rule is reported (in this order) does not depend on where the bad ids
+     * are. */
     size_t T = d->dim;
+    int fraction = 0, outside = 0, empty = 0;
     for (size_t i = 0; i < d->n; i++) {
         const float *row = d->x + i * T;
         size_t tokens = 0;
         for (size_t t = 0; t < T; t++) {
             float v = row[t];
-            if (v != floorf(v))
-                return dp_fail(DP_ERR_FORMAT,
-                               "%s: token id %.9g at row %zu, position %zu is not an integer", what,
-                               (double)v, i, t);
-            if (v < -1.0f || v >= (float)vocab)
-                return dp_fail(DP_ERR_RANGE,
-                               "%s: token id %.9g at row %zu, position %zu is out of range -1..%d "
-                               "(vocabulary %d; -1 is padding)",
-                               what, (double)v, i, t, vocab - 1, vocab);
+            fraction |= v != floorf(v);
+            outside |= v < -1.0f || v >= (float)vocab;
             tokens += v >= 0.0f;
         }
-        if (tokens == 0)
-            return dp_fail(DP_ERR_FORMAT,
-                           "%s: row %zu has no tokens: all %zu positions are padding", what, i, T);
+        empty |= tokens == 0;
     }
+    if (fraction)
+        return dp_fail(DP_ERR_FORMAT, "%s: a token id is not an integer; ids must be whole numbers", what);
+    if (outside)
+        return dp_fail(DP_ERR_RANGE,
+                       "%s: a token id is outside -1..%d; ids must lie in 0..V-1 for vocabulary V, or be -1 "
+                       "(padding)",
+                       what, vocab - 1);
+    if (empty)
+        return dp_fail(DP_ERR_FORMAT,
+                       "%s: a sequence is all padding; every sequence must hold at least one id that is not "
+                       "padding",
+                       what);
     return DP_OK;
 }
 

@@ -36,6 +36,31 @@ static char tmpdir[64];
         }                                                                                     \
     } while (0)
 
+/* The last error message, with every occurrence of tmpdir (random letters and digits) cut out. */
+static const char *msg_without_tmpdir(void) {
+    static char buf[1024];
+    const char *m = dp_last_error();
+    size_t n = 0, k = strlen(tmpdir);
+    while (*m && n + 1 < sizeof buf) {
+        if (k && strncmp(m, tmpdir, k) == 0) m += k;
+        else buf[n++] = *m++;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* the last error message (less tmpdir) does NOT contain needle: a message about the content of
+ * private data names the file and the rule, never the value, its row or position (docs/privacy.md) */
+#define CHECK_LACKS(needle)                                                                   \
+    do {                                                                                      \
+        if (strstr(msg_without_tmpdir(), (needle)) == NULL) t_pass++;                         \
+        else {                                                                                \
+            t_fail++;                                                                         \
+            fprintf(stderr, "%s:%d: message \"%s\" quotes \"%s\"\n", __FILE__, __LINE__,      \
+                    dp_last_error(), (needle));                                               \
+        }                                                                                     \
+    } while (0)
+
 /* path of a fixture in tmpdir; each call returns a new slot of a small ring */
 static const char *fx(const char *name) {
     static char ring[64][512];
@@ -213,41 +238,65 @@ static void test_load_errors(void) {
     CHECK_FAIL(dp_dataset_load_tokens(save("ids_t0.npy", DP_NPY_I32, 2, N, 0, NULL), l32, -1, &d),
                DP_ERR_FORMAT, "ids_t0.npy");
     CHECK_MSG("T (sequence length) is 0");
-    /* non-integer, non-finite and too large ids */
+    /* non-integer, non-finite and too large ids: the file and the rule, never the id, its row
+     * or position (content of private data; docs/privacy.md) */
     float idsf[N * T];
     for (int i = 0; i < N * T; i++) idsf[i] = (float)ids32[i];
     idsf[1 * T + 2] = 2.5f;
     CHECK_FAIL(dp_dataset_load_tokens(save("ids_frac.npy", DP_NPY_F32, 2, N, T, idsf), l32, -1, &d),
-               DP_ERR_FORMAT, "ids_frac.npy");
-    CHECK_MSG("2.5 at row 1, position 2 is not an integer");
+               DP_ERR_FORMAT, "ids_frac.npy: a token id is not an integer");
+    CHECK_LACKS("2.5");
+    CHECK_LACKS("row");
+    CHECK_LACKS("position");
     idsf[1 * T + 2] = -0.5f; /* negative but not an integer: still an error */
     CHECK_FAIL(dp_dataset_load_tokens(save("ids_negfrac.npy", DP_NPY_F32, 2, N, T, idsf), l32, -1,
                                       &d),
                DP_ERR_FORMAT, "not an integer");
+    CHECK_LACKS("0.5");
+    CHECK_LACKS("row");
     double idsd[N * T];
     for (int i = 0; i < N * T; i++) idsd[i] = ids32[i];
     idsd[2 * T + 4] = NAN;
-    CHECK_FAIL(dp_dataset_load_tokens(save("ids_nan.npy", DP_NPY_F64, 2, N, T, idsd), l32, -1, &d),
-               DP_ERR_NONFINITE, "ids_nan.npy");
-    CHECK_MSG("row 2, position 4");
+    CHECK_FAIL(dp_dataset_load_tokens(save("ids_nonfinite.npy", DP_NPY_F64, 2, N, T, idsd), l32, -1, &d),
+               DP_ERR_NONFINITE, "ids_nonfinite.npy: a token id is not finite");
+    CHECK_LACKS("nan");
+    CHECK_LACKS("row");
+    CHECK_LACKS("position");
     idsd[2 * T + 4] = 16777216.0;
     CHECK_FAIL(dp_dataset_load_tokens(save("ids_bigf.npy", DP_NPY_F64, 2, N, T, idsd), l32, -1, &d),
-               DP_ERR_RANGE, "ids_bigf.npy");
-    CHECK_MSG("16777216 at row 2, position 4");
+               DP_ERR_RANGE, "ids_bigf.npy: a token id is above 2^24 - 1 = 16777215");
+    CHECK_LACKS("16777216");
+    CHECK_LACKS("row");
+    CHECK_LACKS("position");
+    idsd[0] = 0.5; /* a fraction first, the NaN after it: NaN is reported, wherever the two are */
+    idsd[2 * T + 4] = NAN;
+    CHECK_FAIL(dp_dataset_load_tokens(save("ids_mixed.npy", DP_NPY_F64, 2, N, T, idsd), l32, -1, &d),
+               DP_ERR_NONFINITE, "ids_mixed.npy: a token id is not finite");
+    idsd[0] = ids32[0];
     int64_t ids64[N * T];
     for (int i = 0; i < N * T; i++) ids64[i] = ids32[i];
     ids64[T + 1] = (int64_t)1 << 40;
     CHECK_FAIL(dp_dataset_load_tokens(save("ids_big.npy", DP_NPY_I64, 2, N, T, ids64), l32, -1, &d),
-               DP_ERR_RANGE, "ids_big.npy");
-    CHECK_MSG("1099511627776 at row 1, position 1");
-    /* labels: float dtype, negative */
+               DP_ERR_RANGE, "ids_big.npy: a token id is above 2^24 - 1");
+    CHECK_LACKS("1099511627776");
+    CHECK_LACKS("row");
+    CHECK_LACKS("position");
+    /* labels: float dtype, negative, too large (the file and the range, never the label or its row) */
     float labf[N] = {0, 1, 2};
     CHECK_FAIL(dp_dataset_load_tokens(i32, save("lab_f.npy", DP_NPY_F32, 1, N, 0, labf), -1, &d),
                DP_ERR_UNSUPPORTED, "lab_f.npy");
     int64_t labneg[N] = {0, -3, 1};
     CHECK_FAIL(dp_dataset_load_tokens(i32, save("lab_neg.npy", DP_NPY_I64, 1, N, 0, labneg), -1,
                                       &d),
-               DP_ERR_RANGE, "lab_neg.npy: label -3 at index 1");
+               DP_ERR_RANGE, "lab_neg.npy: a label is outside 0..2147483646");
+    CHECK_LACKS("-3");
+    CHECK_LACKS("index");
+    int64_t labbig[N] = {0, 1, INT32_MAX};
+    CHECK_FAIL(dp_dataset_load_tokens(i32, save("lab_big.npy", DP_NPY_I64, 1, N, 0, labbig), -1,
+                                      &d),
+               DP_ERR_RANGE, "lab_big.npy: a label is outside 0..2147483646");
+    CHECK_LACKS("2147483647");
+    CHECK_LACKS("index");
     /* missing files, malformed .npy, bad arguments */
     CHECK_FAIL(dp_dataset_load_tokens(fx("nope.npy"), l32, -1, &d), DP_ERR_IO, "nope.npy");
     CHECK_FAIL(dp_dataset_load_tokens(i32, fx("nolab.npy"), -1, &d), DP_ERR_IO, "nolab.npy");
@@ -308,33 +357,58 @@ static void test_validate_tokens(void) {
     CHECK_OK(dp_dataset_validate_tokens(&d, NULL, 1 << 24));
     CHECK_OK(dp_dataset_validate(&d, "ids.npy", 1, 2));
 
-    /* out of vocabulary: the first bad one (row, position, value) */
+    /* content errors name the dataset and the rule, never the id, its row or position, nor how
+     * many (private data; docs/privacy.md) */
+    /* out of vocabulary (id 9 at row 1, position 1) */
     CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 9), DP_ERR_RANGE,
-               "ids.npy: token id 9 at row 1, position 1 is out of range -1..8");
+               "ids.npy: a token id is outside -1..8; ids must lie in 0..V-1");
+    CHECK_LACKS("9");
+    CHECK_LACKS("row");
+    CHECK_LACKS("position");
     d.x[2] = 12.0f;
-    CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 10), DP_ERR_RANGE, "row 0, position 2");
+    CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 10), DP_ERR_RANGE, "ids.npy: a token id is outside -1..9");
+    CHECK_LACKS("12");
+    CHECK_LACKS("row");
     d.x[2] = -2.0f; /* padding must be exactly -1 in a validated dataset */
-    CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 10), DP_ERR_RANGE, "token id -2 at row 0");
+    CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 10), DP_ERR_RANGE, "ids.npy: a token id is outside -1..9");
+    CHECK_LACKS("-2");
+    CHECK_LACKS("row");
     d.x[2] = 1.5f;
     CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 10), DP_ERR_FORMAT,
-               "token id 1.5 at row 0, position 2 is not an integer");
+               "ids.npy: a token id is not an integer");
+    CHECK_LACKS("1.5");
+    CHECK_LACKS("row");
+    CHECK_LACKS("position");
     d.x[2] = NAN;
-    CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 10), DP_ERR_NONFINITE, "ids.npy");
+    CHECK_FAIL(dp_dataset_validate_tokens(&d, "ids.npy", 10), DP_ERR_NONFINITE, "ids.npy: a value is not finite");
+    CHECK_LACKS("nan");
+    CHECK_LACKS("row");
     d.x[2] = 6.0f;
 
-    /* an all-padding row */
+    /* an all-padding row (row 1): named by neither its index nor the word */
     for (int t = 0; t < 4; t++) d.x[4 + t] = -1.0f;
     CHECK_FAIL(dp_dataset_validate_tokens(&d, "train ids", 10), DP_ERR_FORMAT,
-               "train ids: row 1 has no tokens");
+               "train ids: a sequence is all padding");
+    CHECK_LACKS("row");
+    CHECK(strpbrk(dp_last_error(), "0123456789") == NULL);
+    /* which rule is reported does not depend on where the bad ids are: the all-padding row 1
+     * comes before the id 12 in row 2, and the id is reported */
+    d.x[8] = 12.0f;
+    CHECK_FAIL(dp_dataset_validate_tokens(&d, "train ids", 10), DP_ERR_RANGE, "train ids: a token id is outside");
+    d.x[8] = 3.0f;
     d.x[4 + 3] = 0.0f; /* one token at the end is enough */
     CHECK_OK(dp_dataset_validate_tokens(&d, "train ids", 10));
 
-    /* labels as dp_dataset_validate checks them */
+    /* labels as dp_dataset_validate checks them (label 2, then -1, at row 2) */
     d.y[2] = 2;
     CHECK_FAIL(dp_dataset_validate_tokens(&d, "labels.npy", 10), DP_ERR_RANGE,
-               "labels.npy: label 2 at index 2 out of range 0..1");
+               "labels.npy: a label is outside 0..1");
+    CHECK_LACKS("2");
+    CHECK_LACKS("index");
     d.y[2] = -1;
-    CHECK_FAIL(dp_dataset_validate_tokens(&d, "labels.npy", 10), DP_ERR_RANGE, "label -1 at index 2");
+    CHECK_FAIL(dp_dataset_validate_tokens(&d, "labels.npy", 10), DP_ERR_RANGE, "labels.npy: a label is outside 0..1");
+    CHECK_LACKS(" -1"); /* the value (the rule's "K-1" has no space) */
+    CHECK_LACKS("2");
     d.y[2] = 1;
 
     /* arguments and shape */

@@ -166,8 +166,12 @@ expect_fail 1 "--data-ids $TMP/garbage.npy" train --model transformer --data-ids
     --data-labels "$TMP/tok_labels.npy" --classes 2 "${VOC[@]}"
 "${PY[@]}" write "$TMP/frac_ids.npy" '<f4' 2,3 1,2,3.5,4,5,6
 "${PY[@]}" write "$TMP/two_labels.npy" '<i4' 2 0,1
-expect_fail 1 "row 0, position 2" train --model transformer --data-ids "$TMP/frac_ids.npy" \
-    --data-labels "$TMP/two_labels.npy" --classes 2 "${VOC[@]}"
+# a bad value in a file (the content of private data): the message names the flag, the file and
+# the rule, never the value, its row or position (docs/privacy.md)
+quoted() { sed "s|$TMP/[a-z_]*\\.npy||g" "$TMP/stderr" | grep -qE "$1"; } # stderr without the file names
+expect_fail 1 "--data-ids $TMP/frac_ids.npy: $TMP/frac_ids.npy: a token id is not an integer" train \
+    --model transformer --data-ids "$TMP/frac_ids.npy" --data-labels "$TMP/two_labels.npy" --classes 2 "${VOC[@]}"
+quoted 'row|position|3\.5' && bad "a non-integer id: the message quotes the id or its row: $ERR" || ok
 expect_fail 1 "$TMP/two_labels.npy" train --model transformer --data-ids "$TMP/tok_ids.npy" --data-labels "$TMP/two_labels.npy" \
     --classes 2 "${VOC[@]}"
 expect_fail 1 "--test-ids $TMP/tokt_ids.npy" train --model transformer "${IDS[@]}" "${VOC[@]}" --test-ids "$TMP/tokt_ids.npy" \
@@ -175,8 +179,10 @@ expect_fail 1 "--test-ids $TMP/tokt_ids.npy" train --model transformer "${IDS[@]
 expect_fail 1 "--vocab" train --model transformer "${IDS[@]}" --vocab 10
 "${PY[@]}" write "$TMP/allpad_ids.npy" '<i4' 3,2 1,2,-1,-1,3,4
 "${PY[@]}" write "$TMP/three_labels.npy" '<i4' 3 0,1,0
-expect_fail 1 "row 1 has no tokens" train --model transformer --data-ids "$TMP/allpad_ids.npy" --classes 2 "${VOC[@]}" \
-    --data-labels "$TMP/three_labels.npy" --test-ids "$TMP/allpad_ids.npy" --test-labels "$TMP/three_labels.npy"
+expect_fail 1 "--data-ids $TMP/allpad_ids.npy (vocabulary 20, --vocab): a sequence is all padding" train \
+    --model transformer --data-ids "$TMP/allpad_ids.npy" --classes 2 "${VOC[@]}" --data-labels "$TMP/three_labels.npy" \
+    --test-ids "$TMP/allpad_ids.npy" --test-labels "$TMP/three_labels.npy"
+quoted 'row|position|1' && bad "an all-padding row: the message names the row: $ERR" || ok
 
 # ---- sizes are public inputs: --classes and --vocab required for files, out-of-range refused ----
 # The class count and the vocabulary are shapes of the released model; read off private files
@@ -190,7 +196,6 @@ expect_fail 2 "--classes 3" train --model transformer --data synthetic-text --cl
 "${PY[@]}" write "$TMP/big_ids.npy" '<i4' 3,2 1,2,3,19,4,5
 expect_fail 1 "--data-ids $TMP/big_ids.npy: a token id is outside 0..15 (--vocab 16)" train --model transformer \
     --data-ids "$TMP/big_ids.npy" --data-labels "$TMP/three_labels.npy" --classes 2 --vocab 16 --holdout 0.34
-quoted() { sed "s|$TMP/[a-z_]*\\.npy||g" "$TMP/stderr" | grep -qE "$1"; } # stderr without the file names
 quoted 'row|position|19' && bad "an id above --vocab: the message quotes the id or its row: $ERR" || ok
 "${PY[@]}" write "$TMP/small_ids.npy" '<i4' 3,2 1,2,3,4,5,6
 expect_fail 1 "--test-ids $TMP/big_ids.npy: a token id is outside 0..15 (the vocabulary of the model's embedding(16" \
@@ -321,7 +326,9 @@ run train --model transformer --layers 1 --width 8 --heads 2 "${IDS[@]}" "${VOC[
 ZERO=(--data-ids "$TMP/zero_ids.npy" --data-labels "$TMP/three_labels.npy" --test-ids "$TMP/zero_ids.npy"
     --test-labels "$TMP/three_labels.npy" --classes 2)
 expect_rc 0 "id 0 as a token" train --model "embedding(5,4) meanpool linear(2)" "${ZERO[@]}" --epochs 1 --batch-size 2 --quiet
-expect_fail 1 "row 1 has no tokens" train --model "embedding(5,4) meanpool linear(2)" "${ZERO[@]}" --pad-id 0 --epochs 1 --quiet
+expect_fail 1 "--data-ids $TMP/zero_ids.npy (vocabulary 5): a sequence is all padding" train \
+    --model "embedding(5,4) meanpool linear(2)" "${ZERO[@]}" --pad-id 0 --epochs 1 --quiet
+quoted 'row|position|1' && bad "an all-padding row (--pad-id 0): the message names the row: $ERR" || ok
 run train --model transformer --layers 1 --width 8 --heads 2 "${IDS[@]}" "${VOC[@]}" --epochs 1 --batch-size 50 \
     --holdout 0.2 --no-dp
 grep -qE '20% held out as the test split \(240 train, 60 test, sequences of 12 tokens, vocabulary 20,' <<<"$OUT" &&

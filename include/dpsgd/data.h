@@ -99,8 +99,8 @@ void dp_dataset_free(dp_dataset *d);
 
 /* Checks before training, in this order: the struct is consistent (dim == c*h*w, arrays
  * present: DP_ERR_INVALID); n >= min_rows (DP_ERR_RANGE); every feature finite
- * (DP_ERR_NONFINITE, reporting the first bad row and column); labels in [0, n_classes)
- * (DP_ERR_RANGE, reporting the first bad index). n_classes <= 0 means d->n_classes.
+ * (DP_ERR_NONFINITE); labels in [0, n_classes) (DP_ERR_RANGE). Messages about the content
+ * name the dataset and the rule, never a value or its row (docs/privacy.md). n_classes <= 0 means d->n_classes.
  * `what` names the dataset in messages (a file name, "training set"); may be NULL. */
 dp_status dp_dataset_validate(const dp_dataset *d, const char *what, size_t min_rows, int n_classes);
 
@@ -133,7 +133,7 @@ enum {
  * exact integer. Mapping: a negative id becomes -1 (padding); when pad_id >= 0, an id equal
  * to pad_id becomes -1 too (pad_id < 0: no such mapping). Labels dtypes: <i4, <i8, |u1; each
  * label in [0, 2^31-2]; n_classes = 1 + max label.
- * Errors, each naming the file and the reason (and the row and position for a bad id):
+ * Errors, each naming the file and the reason (never a private value, its row or position):
  * everything dp_npy_load reports; DP_ERR_FORMAT: ids not 2-d or labels not 1-d, N or T is 0,
  * label count differs from N, an id that is not an integer (f4/f8); DP_ERR_NONFINITE: NaN or
  * infinite id; DP_ERR_RANGE: T > DP_TOKENS_MAX_LEN, an id >= DP_TOKENS_MAX_VOCAB, a negative or
@@ -149,9 +149,9 @@ dp_status dp_dataset_load_tokens(const char *ids_path, const char *labels_path, 
  * (DP_ERR_INVALID); everything dp_dataset_validate(d, what, 1, 0) checks (consistent struct,
  * at least one row, finite values, labels in [0, d->n_classes)); the shape is 1 x 1 x T with
  * 1 <= T <= DP_TOKENS_MAX_LEN (DP_ERR_INVALID / DP_ERR_RANGE); every id an integer
- * (DP_ERR_FORMAT) in [-1, vocab) (DP_ERR_RANGE: padding must be exactly -1 here), the first
- * bad one reported with its row, position and value; every row holds at least one id that
- * is not padding (DP_ERR_FORMAT, naming the row). `what` names the dataset in messages
+ * (DP_ERR_FORMAT) in [-1, vocab) (DP_ERR_RANGE: padding must be exactly -1 here); every row
+ * holds at least one id that is not padding (DP_ERR_FORMAT). Messages name the rule, never
+ * the value, row or position, and the rule reported does not depend on where the bad ids are. `what` names the dataset in messages
  * ("train ids.npy"); may be NULL. */
 dp_status dp_dataset_validate_tokens(const dp_dataset *d, const char *what, int vocab);
 
