@@ -732,8 +732,11 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
     if (!synthetic) {
         limit_dataset(tr, s->train_limit);
         if (te) limit_dataset(te, s->test_limit);
-        if ((st = dp_dataset_validate(tr, "training set", 2, k)) != DP_OK ||
-            (te && (st = dp_dataset_validate(te, "test set", 1, k)) != DP_OK))
+        char trname[600], tename[600]; /* the files, so that a message names them */
+        snprintf(trname, sizeof trname, "training set (%s)", info->data_desc);
+        snprintf(tename, sizeof tename, "test set (%s)", info->data_desc);
+        if ((st = dp_dataset_validate(tr, trname, 2, k)) != DP_OK ||
+            (te && (st = dp_dataset_validate(te, tename, 1, k)) != DP_OK))
             return dp_cli_fail(st);
     }
     *K = k;
