@@ -1,7 +1,7 @@
 /* audit.c: one-run privacy auditing (Steinke, Nasr, Jagielski 2023): the p-value of an
- * (eps, delta)-DP guesser, the epsilon lower bound, guessing from scores, and the audited
- * DP-SGD run with input-space or white-box gradient canaries. See dpsgd/audit.h and
- * docs/audit.md. */
+ * (eps, delta)-DP guesser, the epsilon lower bound, the f-DP estimator of Mahloujifar, Melis
+ * and Chaudhuri (2024) on the same guesses, guessing from scores, and the audited DP-SGD run
+ * with input-space or white-box gradient canaries. See dpsgd/audit.h and docs/audit.md. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
@@ -12,6 +12,7 @@
 #include "dpsgd/privacy.h"
 #include "dpsgd/train.h"
 #include "internal.h"
+#include "testhooks.h"
 
 static const char *const canary_names[] = {
 #define DP__NAME(name, text) text,
@@ -96,6 +97,171 @@ dp_status dp_audit_epsilon_bound(long m, long r, long v, double delta, double co
     return bound_at_level(m, r, v, delta, 1 - confidence, eps_lb);
 }
 
+/* ---- the f-DP estimator (Mahloujifar, Melis & Chaudhuri 2024) ----------------------------- */
+
+#define SQRT2 1.41421356237309504880
+#define SQRT2PI 2.50662827463100050242
+
+static double ncdf(double x) { return 0.5 * erfc(-x / SQRT2); }
+
+/* log Phi(x); the asymptotic series where erfc would underflow */
+static double log_ncdf(double x) {
+    if (x > -30) return log(ncdf(x));
+    const double x2 = x * x;
+    return -0.5 * x2 - log(-x) - log(SQRT2PI) + log1p(-1 / x2 + 3 / (x2 * x2) - 15 / (x2 * x2 * x2));
+}
+
+/* Phi^-1(p), p in (0, 1): Acklam's rational approximation (relative error 1.2e-9), then one
+ * Halley step on erfc (~1e-15), skipped in the far tails where exp(x^2/2) would overflow */
+static double ninv(double p) {
+    static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+                               1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
+    static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+                               6.680131188771972e+01, -1.328068155288572e+01};
+    static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+                               -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
+    static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+                               3.754408661907416e+00};
+    const double pl = 0.02425;
+    double x;
+    if (p < pl || p > 1 - pl) {
+        const double q = sqrt(-2 * (p < pl ? log(p) : log1p(-p)));
+        x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+        if (p > 1 - pl) x = -x;
+    } else {
+        const double q = p - 0.5, r = q * q;
+        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+            (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+    }
+    if (fabs(x) < 37) {
+        const double u = (ncdf(x) - p) * SQRT2PI * exp(0.5 * x * x);
+        x -= u / (1 + 0.5 * x * u);
+    }
+    return x;
+}
+
+/* The inverse of the "blow-up" y -> 1 - f(y) of an f-DP mechanism: an event of probability y
+ * under one input has probability at least this under a neighbouring one. */
+static double fdp_inv(dp_fdp_curve curve, double par, double delta, double y) {
+    if (y <= 0) return 0;
+    if (curve == DP_FDP_GAUSSIAN) return y >= 1 ? 1 : ncdf(ninv(y) - par);
+    const double a = (y - delta) * exp(-par), b = 1 - delta - exp(par) * (1 - y);
+    const double x = a > b ? a : b;
+    return x > 0 ? x : 0;
+}
+
+/* Can no f-DP mechanism have at least v of the k guesses correct with probability >= tau?
+ * The paper's recursion on masses per canary (divided by m): r_i = E[#correct guesses; at
+ * least i correct] / m, h_i = E[#wrong guesses; at least i correct] / m. Flipping one
+ * canary's bit turns its correct guess into a wrong one with one correct guess fewer, so f-DP
+ * (averaged over the canaries, the inverse blow-up being convex) forces h_{i-1} >= inv(r_i);
+ * "exactly i correct" adds i correct and k - i wrong guesses, so r_{i-1} - r_i =
+ * (i-1)/(k-i+1) (h_{i-1} - h_i); and r_0 + h_0 = k/m, the guesses per canary. The least
+ * masses start from all of tau at exactly v correct: r_v = tau v/m, h_v = tau (k-v)/m. */
+static int fdp_rules_out(long m, long k, long v, dp_fdp_curve curve, double par, double delta, double tau) {
+    const double total = (double)k / (double)m;
+    double r = tau * (double)v / (double)m, h = tau * (double)(k - v) / (double)m;
+    for (long i = v - 1; i >= 0; i--) {
+        const double hn = fdp_inv(curve, par, delta, r);
+        if (hn <= h) break; /* r and h stay as they are from here down to i = 0 */
+        r += (double)i / (double)(k - i) * (hn - h);
+        h = hn;
+        if (r + h > total) return 1; /* the masses only grow: stop before they overflow */
+    }
+    return r + h > total;
+}
+
+static dp_status fdp_check(long m, long k, long v, dp_fdp_curve curve, double param, double delta) {
+    if (!(0 <= v && v <= k && k <= m && k >= 1))
+        return dp_fail(DP_ERR_RANGE, "audit: need 0 <= correct (%ld) <= guesses (%ld) <= canaries (%ld), guesses >= 1",
+                       v, k, m);
+    if ((unsigned)curve >= DP_FDP_COUNT) return dp_fail(DP_ERR_INVALID, "audit: unknown f-DP curve %d", (int)curve);
+    if (!(param >= 0) || !isfinite(param))
+        return dp_fail(DP_ERR_RANGE, "audit: f-DP curve parameter %g must be >= 0 and finite", param);
+    if (!(delta >= 0 && delta <= 1)) return dp_fail(DP_ERR_RANGE, "audit: delta %g must be in [0, 1]", delta);
+    return DP_OK;
+}
+
+dp_status dp_audit_fdp_p_value(long m, long k, long v, dp_fdp_curve curve, double param, double delta, double *p) {
+    dp_status st = fdp_check(m, k, v, curve, param, delta);
+    if (st != DP_OK) return st;
+    if (!fdp_rules_out(m, k, v, curve, param, delta, 1)) {
+        *p = 1;
+        return DP_OK;
+    }
+    /* ruled out is monotone in tau: more probability at v correct needs more mass below */
+    double lo = 0, hi = 1; /* invariant: lo is not ruled out, hi is */
+    for (int it = 0; it < 1100 && hi - lo > 1e-12 * hi; it++) {
+        const double mid = 0.5 * (lo + hi);
+        if (fdp_rules_out(m, k, v, curve, param, delta, mid)) hi = mid;
+        else lo = mid;
+    }
+    *p = hi;
+    return DP_OK;
+}
+
+/* The largest eps (mu) whose curve is ruled out at the level, by bisection to 1e-7; ruled
+ * out is monotone in the parameter (a more private curve forces more mass below v). */
+static double fdp_bound_at_level(long m, long k, long v, dp_fdp_curve curve, double delta, double level) {
+    if (!fdp_rules_out(m, k, v, curve, 0, delta, level)) return 0;
+    double lo = 0, hi = 1; /* invariant: lo is ruled out, hi is not */
+    while (fdp_rules_out(m, k, v, curve, hi, delta, level)) {
+        if (hi >= 256) return hi; /* cannot happen for v <= k (f -> 0); be safe */
+        lo = hi;
+        hi *= 2;
+    }
+    while (hi - lo > 1e-7) {
+        const double mid = 0.5 * (lo + hi);
+        if (fdp_rules_out(m, k, v, curve, mid, delta, level)) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* delta(eps) of mu-GDP (Dong, Roth & Su 2019, corollary 2.13); e^eps Phi(.) in log space */
+static double gdp_delta(double mu, double eps) {
+    const double d = ncdf(-eps / mu + mu / 2) - exp(eps + log_ncdf(-eps / mu - mu / 2));
+    return d > 0 ? d : 0;
+}
+
+/* the least eps at which mu-GDP is (eps, delta)-DP (infinite for delta = 0 and mu > 0) */
+static double gdp_epsilon(double mu, double delta) {
+    if (!(mu > 0)) return 0;
+    if (!(delta > 0)) return INFINITY; /* (numerically gdp_delta only underflows to 0) */
+    if (gdp_delta(mu, 0) <= delta) return 0;
+    double lo = 0, hi = 1;
+    while (gdp_delta(mu, hi) > delta) {
+        lo = hi;
+        hi *= 2;
+        if (hi > 1e6) return INFINITY;
+    }
+    for (int it = 0; it < 200 && hi - lo > 1e-12 * hi; it++) {
+        const double mid = 0.5 * (lo + hi);
+        if (gdp_delta(mu, mid) > delta) lo = mid;
+        else hi = mid;
+    }
+    return hi;
+}
+
+dp_status dp_audit_fdp_epsilon_bound(long m, long k, long v, double delta, double confidence, dp_fdp_curve curve,
+                                     double *eps_lb, double *mu_lb) {
+    if (!(confidence > 0 && confidence < 1))
+        return dp_fail(DP_ERR_RANGE, "--confidence %g: must be in (0, 1)", confidence);
+    dp_status st = fdp_check(m, k, v, curve, 0, delta);
+    if (st != DP_OK) return st;
+    if (!(delta < 1)) return dp_fail(DP_ERR_RANGE, "--delta %g: must be in [0, 1)", delta);
+    const double b = fdp_bound_at_level(m, k, v, curve, delta, 1 - confidence);
+    if (curve == DP_FDP_GAUSSIAN) {
+        *eps_lb = gdp_epsilon(b, delta);
+        if (mu_lb) *mu_lb = b;
+    } else {
+        *eps_lb = b;
+        if (mu_lb) *mu_lb = NAN;
+    }
+    return DP_OK;
+}
+
 /* ---- guessing --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -137,6 +303,11 @@ dp_status dp_audit_guess(const float *scores, const unsigned char *in, int m, in
     const double level = (1 - confidence) / nc;
     long best_r = cand[0], best_v = 0;
     double best_eps = -1;
+    /* the f-DP estimator on the same guesses at the same level: the Bonferroni split covers
+     * each estimator's own choice of r, so each keeps its best (arithmetic only, a few
+     * recursions of at most v steps per bisection step) */
+    long fdp_r = cand[0], fdp_v = 0, gdp_r = cand[0], gdp_v = 0;
+    double fdp_eps = -1, gdp_mu = -1;
     dp_status st = DP_OK;
     for (int c = 0; c < nc; c++) {
         long r = cand[c], kp = r / 2, km = r - kp, v = 0;
@@ -149,6 +320,18 @@ dp_status dp_audit_guess(const float *scores, const unsigned char *in, int m, in
             best_r = r;
             best_v = v;
         }
+        e = fdp_bound_at_level(m, r, v, DP_FDP_APPROX_DP, delta, level);
+        if (e > fdp_eps) {
+            fdp_eps = e;
+            fdp_r = r;
+            fdp_v = v;
+        }
+        e = fdp_bound_at_level(m, r, v, DP_FDP_GAUSSIAN, delta, level);
+        if (e > gdp_mu) {
+            gdp_mu = e;
+            gdp_r = r;
+            gdp_v = v;
+        }
     }
     dp_free(s);
     if (st != DP_OK) return st;
@@ -157,6 +340,13 @@ dp_status dp_audit_guess(const float *scores, const unsigned char *in, int m, in
     result->eps_lower = best_eps;
     result->confidence = confidence;
     result->p_level = level;
+    result->fdp_eps_lower = fdp_eps;
+    result->fdp_guesses = fdp_r;
+    result->fdp_correct = fdp_v;
+    result->gdp_mu_lower = gdp_mu;
+    result->gdp_eps_lower = gdp_epsilon(gdp_mu, delta);
+    result->gdp_guesses = gdp_r;
+    result->gdp_correct = gdp_v;
     return DP_OK;
 }
 
@@ -177,8 +367,6 @@ dp_audit_params dp_audit_default_params(void) {
     p.optim = dp_optim_default_params(DP_OPT_SGD);
     p.optim.lr = 4.0;
     p.optim.momentum = 0.9;
-    p.debug_noise_scale = 1.0;
-    p.debug_canary_scale = 1.0;
     return p;
 }
 
@@ -208,7 +396,14 @@ static dp_status grow(void **buf, size_t *cap, size_t need, size_t elem) {
 
 dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *pool, const dp_audit_params *p,
                        dp_audit_result *result, float *scores_out, unsigned char *in_out) {
+    return dp__audit(model, tr, pool, p, NULL, result, scores_out, in_out);
+}
+
+/* dp_audit_run with the test switches of src/testhooks.h (t == NULL: none) */
+dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *pool, const dp_audit_params *p,
+                    const dp__audit_test *hooks, dp_audit_result *result, float *scores_out, unsigned char *in_out) {
     const double t0 = dp__now_s();
+    const double noise_scale = hooks ? hooks->noise_scale : 1.0, canary_scale = hooks ? hooks->canary_scale : 1.0;
     if (!pool) pool = tr;
     const size_t n = tr->n, dim = tr->dim, np = dp_model_num_params(model);
     const int K = dp_model_output_size(model), mc = p->num_canaries;
@@ -226,10 +421,10 @@ dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *
     if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "--physical-batch %d: must be >= 0", p->physical_batch);
     if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
         return dp_fail(DP_ERR_RANGE, "--max-grad-norm %g: must be a positive finite number", p->max_grad_norm);
-    if (!(p->debug_noise_scale >= 0) || !isfinite(p->debug_noise_scale))
-        return dp_fail(DP_ERR_RANGE, "debug_noise_scale %g: must be >= 0 and finite", p->debug_noise_scale);
-    if (!(p->debug_canary_scale > 0) || !isfinite(p->debug_canary_scale))
-        return dp_fail(DP_ERR_RANGE, "debug_canary_scale %g: must be > 0 and finite", p->debug_canary_scale);
+    if (!(noise_scale >= 0) || !isfinite(noise_scale))
+        return dp_fail(DP_ERR_RANGE, "--debug-noise-scale %g: must be >= 0 and finite", noise_scale);
+    if (!(canary_scale > 0) || !isfinite(canary_scale))
+        return dp_fail(DP_ERR_RANGE, "--debug-canary-scale %g: must be > 0 and finite", canary_scale);
     if (input) {
         if (K < 2) return dp_fail(DP_ERR_INVALID, "input canaries need a model with at least 2 outputs");
         if (pool->n == 0 || pool->dim != dim)
@@ -369,7 +564,7 @@ dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *
             if (e >= n && !input) {
                 const size_t *sj = supp + (e - n) * (size_t)kc;
                 const float *gj = sgn + (e - n) * (size_t)kc;
-                for (int c = 0; c < kc; c++) z[sj[c]] += (float)(p->debug_canary_scale * C) * gj[c];
+                for (int c = 0; c < kc; c++) z[sj[c]] += (float)(canary_scale * C) * gj[c];
             } else
                 idx[nf++] = e;
         }
@@ -399,9 +594,9 @@ dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *
             int bad = 0;
             if ((st = dp_model_clipped_grad(model, &cp, dz, B, NULL, NULL, &bad)) != DP_OK) goto done;
         }
-        /* noise (std sigma*C; debug_noise_scale is a test-only break), then divide by the
+        /* noise (std sigma*C; noise_scale is a test-only break), then divide by the
          * expected batch size; z = canaries + noise = released sum - clipped real sum */
-        dp_noise_gaussian(z, np, p->debug_noise_scale * sigma * C, &rn);
+        dp_noise_gaussian(z, np, noise_scale * sigma * C, &rn);
         if (Z)
             for (size_t t = 0; t < np; t++) Z[t] += z[t];
         const double scale = 1.0 / (q * n_exp);

@@ -28,4 +28,21 @@ DP_HIDDEN void dp_mem_fail_after(long n);
 /* Milliseconds dp_safetensors_save sleeps between writing the temporary file and renaming
  * it, so a test can kill the process while a checkpoint is half done (0: none). */
 DP_HIDDEN extern long dp__test_slow_write_ms;
+
+/* dp_audit_run with switches that break the mechanism on purpose, so the tests can show that
+ * the audit catches what it exists to catch (tests/test_audit.c; `dpsgd-testhooks audit
+ * --debug-noise-scale X --debug-canary-scale X`). t == NULL, or {1, 1}: the honest run.
+ *   noise_scale (>= 0): the noise std is noise_scale * sigma * C while the accountant still
+ *     records sigma (0.1: "noise scaled down by 10", a broken build);
+ *   canary_scale (> 0): gradient canaries get a per-sample gradient of norm canary_scale * C
+ *     (10: a layer whose per-sample gradient escapes clipping, so one example moves the sum
+ *     by more than the C the accountant assumes); ignored for input canaries.
+ * Bad values fail with DP_ERR_RANGE naming --debug-noise-scale / --debug-canary-scale. */
+#include "dpsgd/audit.h"
+typedef struct {
+    double noise_scale, canary_scale;
+} dp__audit_test;
+DP_HIDDEN dp_status dp__audit(dp_model *model, const dp_dataset *train, const dp_dataset *pool,
+                              const dp_audit_params *p, const dp__audit_test *t, dp_audit_result *result,
+                              float *scores, unsigned char *in);
 #endif

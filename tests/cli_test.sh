@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# tests/cli_test.sh PATH-TO-DPSGD: the command-line tool end to end: help texts, unknown
+# tests/cli_test.sh PATH-TO-DPSGD [PATH-TO-DPSGD-TESTHOOKS]: the command-line tool end to end
+# (the test build, when given, for the audit's test-only switches and a small audit whose
+# broken mechanism must give a VIOLATION; the shipped one must refuse them): help texts, unknown
 # commands and flags, every kind of bad value (each message must name its flag), missing and
 # malformed data (an IDX label above the 10 classes refused by train, norms and audit), a
 # small real private run with a JSON summary, a failing --out that leaves
@@ -10,11 +12,12 @@
 # shellcheck disable=SC2015
 set -u
 
-if [[ $# -ne 1 || ! -x "$1" ]]; then
-    echo "usage: $0 PATH-TO-DPSGD (an executable)" >&2
+if [[ $# -lt 1 || $# -gt 2 || ! -x "$1" || ( $# -eq 2 && ! -x "$2" ) ]]; then
+    echo "usage: $0 PATH-TO-DPSGD [PATH-TO-DPSGD-TESTHOOKS] (executables; the second for the audit's test switches)" >&2
     exit 2
 fi
 BIN=$1
+HOOKS_BIN=${2:-}
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -91,6 +94,24 @@ expect_fail 2 --seed train "${NODATA[@]}" --seed -1
 expect_fail 2 --threads train "${NODATA[@]}" --threads 0
 expect_fail 2 --classes train "${NODATA[@]}" --classes 0
 expect_fail 2 --classes audit "${NODATA[@]}" --classes x
+# the audit's switches that break the mechanism on purpose exist only in the test build
+# (dpsgd-testhooks, src/testhooks.h): the shipped dpsgd refuses them as unknown options
+expect_fail 2 "unknown option '--debug-noise-scale'" audit "${NODATA[@]}" --debug-noise-scale 0.5
+expect_fail 2 "unknown option '--debug-canary-scale'" audit "${NODATA[@]}" --debug-canary-scale 10
+expect_rc 0 "audit --help" audit --help
+grep -q -- '--debug-' <<<"$OUT" && bad "audit --help shows the test-only switches: $OUT" || ok
+grep -q 'f-DP' <<<"$OUT" && ok || bad "audit --help does not mention the f-DP lower bounds"
+if [[ -n $HOOKS_BIN ]]; then
+    PROD_BIN=$BIN
+    BIN=$HOOKS_BIN
+    expect_rc 0 "testhooks audit --help" audit --help
+    grep -q -- '--debug-noise-scale' <<<"$OUT" && ok || bad "dpsgd-testhooks audit --help lacks --debug-noise-scale"
+    expect_fail 2 --debug-noise-scale audit "${NODATA[@]}" --debug-noise-scale -1
+    expect_fail 2 --debug-canary-scale audit "${NODATA[@]}" --debug-canary-scale 0
+    # accepted there: the run goes on to the (missing) data
+    expect_fail 1 never-read audit "${NODATA[@]}" --debug-noise-scale 0.5 --debug-canary-scale 10
+    BIN=$PROD_BIN
+fi
 expect_fail 2 --freeze train "${NODATA[@]}" --freeze -1
 expect_fail 2 --freeze train "${NODATA[@]}" --freeze ""
 expect_fail 2 --freeze train "${NODATA[@]}" --freeze 99999999999
@@ -231,6 +252,34 @@ else
     [[ $RC -eq 0 ]] && ok || bad "--no-dp run: exit $RC: $ERR"
     grep -q '^final:.*non-private' <<<"$OUT" && ok || bad "--no-dp run: no 'non-private' final line: $OUT"
     grep -q '"private": false' "$TMP/nodp.json" 2>/dev/null && ok || bad "--no-dp: out json not marked non-private"
+
+    # a small honest audit (< 1 s): both estimators printed and in the JSON, labelled as lower
+    # bounds; the shipped build writes no test-switch fields
+    AUD=(--model "flatten linear(10)" --train-limit 1000 --canaries 1000 --epochs 2 --batch-size 200 --epsilon 1)
+    run audit "${AUD[@]}" --json "$TMP/audit.json"
+    [[ $RC -eq 0 ]] && ok || bad "audit: exit $RC: $ERR"
+    grep -q '^empirical lower bound: ' <<<"$OUT" && ok || bad "audit: no 'empirical lower bound' line: $OUT"
+    grep -q '^f-DP lower bound: .*(eps, delta)-DP trade-off curve' <<<"$OUT" && ok || bad "audit: no f-DP line: $OUT"
+    grep -q '^  Gaussian curve: .*a lower bound only if' <<<"$OUT" && ok || bad "audit: no Gaussian line: $OUT"
+    grep -q 'debug' "$TMP/audit.json" 2>/dev/null && bad "audit: the shipped build wrote test-switch fields" || ok
+    if command -v python3 >/dev/null; then
+        python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
+assert d["verdict"] == "consistent" and 0 <= d["epsilon_lower_bound_fdp"] < d["epsilon_claimed"], d
+assert d["epsilon_lower_bound_fdp_gaussian"] >= d["epsilon_lower_bound_fdp"] - 1e-6, d
+assert d["mu_lower_bound_fdp_gaussian"] >= 0 and d["fdp_correct"] <= d["fdp_guesses"] <= d["canaries"], d' \
+            "$TMP/audit.json" && ok || bad "audit.json: $(cat "$TMP/audit.json")"
+    fi
+    # the test build's broken mechanism (noise x 0.1) is caught: VIOLATION, exit 3
+    if [[ -n $HOOKS_BIN ]]; then
+        PROD_BIN=$BIN
+        BIN=$HOOKS_BIN
+        run audit "${AUD[@]}" --debug-noise-scale 0.1 --json "$TMP/broken.json"
+        [[ $RC -eq 3 ]] && ok || bad "testhooks audit --debug-noise-scale 0.1: exit $RC, want 3: $OUT $ERR"
+        grep -q '^WARNING: test-only switches on' <<<"$OUT" && ok || bad "broken audit: no warning: $OUT"
+        grep -q '"debug_noise_scale": 0.10000000000000001' "$TMP/broken.json" 2>/dev/null && ok ||
+            bad "broken audit: JSON lacks debug_noise_scale"
+        BIN=$PROD_BIN
+    fi
 fi
 
 t_summary

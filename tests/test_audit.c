@@ -3,16 +3,22 @@
  *     exact binomial sums) and their shape: all-correct guesses give a bound that grows
  *     with the number of guesses, 50% correct gives 0, the bound falls as the confidence
  *     rises or delta grows, and rises with the number of correct guesses;
+ *   - the f-DP estimator (Mahloujifar, Melis & Chaudhuri 2024): its p-value against closed
+ *     forms (one guess; pure DP with every guess right: the binomial) and an independent Python
+ *     implementation, never below the binomial of mechanisms that attain it; its bound never
+ *     above Steinke et al.'s for pure DP, close to it with a small delta, rising with the
+ *     number of correct guesses, and the Gaussian curve's not below the (eps, delta) one's;
  *   - guessing from scores (top half "in", bottom half "out", Bonferroni over the grid);
  *   - audited runs on a small synthetic task: honest runs (every clipping mode, epsilon 1, 2,
  *     4, 8; gradient and input canaries) stay below the claimed epsilon; the test-only broken
- *     builds (noise scaled by 0.1, canary gradient 10x the clipping norm) are caught by the
- *     white-box audit, whose bound then exceeds the claim;
+ *     builds (dp__audit of src/testhooks.h: noise scaled by 0.1, canary gradient 10x the
+ *     clipping norm) are caught by the white-box audit, whose bound then exceeds the claim;
  *   - determinism per seed, parameter errors naming their flag, no leaks. */
 #include <omp.h>
 #include <stdint.h>
 
 #include "fixtures.h"
+#include "testhooks.h"
 
 /* ---- the bound ------------------------------------------------------------------------ */
 
@@ -80,6 +86,159 @@ static void test_bound(void) {
     CHECK(dp_audit_epsilon_bound(1000, 200, 170, 1e-5, 0.0, &e) == DP_ERR_RANGE);
 }
 
+/* ---- the f-DP estimator (Mahloujifar, Melis & Chaudhuri 2024) --------------------------- */
+
+static double phi(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
+
+/* P[Binomial(k, q) >= v], summed directly (no code shared with src/audit.c) */
+static double binom_tail(long k, double q, long v) {
+    double s = 0;
+    for (long t = v; t <= k; t++)
+        s += exp(lgamma((double)k + 1) - lgamma((double)t + 1) - lgamma((double)(k - t) + 1) + (double)t * log(q) +
+                 (double)(k - t) * log1p(-q));
+    return s;
+}
+
+static void test_fdp_p_value(void) {
+    double p;
+    /* one guess: the best accuracy of a single f-DP test with prior 1/2, in closed form:
+     * Phi(mu/2) for mu-GDP, delta + (1 - delta) e^eps/(1+e^eps) for (eps, delta)-DP */
+    const double mus[] = {0.1, 0.5, 1, 2, 4};
+    for (int i = 0; i < 5; i++) {
+        CHECK_OK(dp_audit_fdp_p_value(1, 1, 1, DP_FDP_GAUSSIAN, mus[i], 0, &p));
+        CHECK_CLOSE(p, phi(mus[i] / 2), 1e-9);
+    }
+    const double eps[] = {0.1, 1, 3};
+    for (int i = 0; i < 3; i++) {
+        const double q = 1 / (1 + exp(-eps[i]));
+        CHECK_OK(dp_audit_fdp_p_value(1, 1, 1, DP_FDP_APPROX_DP, eps[i], 0, &p));
+        CHECK_CLOSE(p, q, 1e-9);
+        CHECK_OK(dp_audit_fdp_p_value(1, 1, 1, DP_FDP_APPROX_DP, eps[i], 0.01, &p));
+        CHECK_CLOSE(p, 0.01 + 0.99 * q, 1e-9);
+    }
+    /* pure DP, all k guesses correct: exactly Steinke et al.'s binomial q^k (randomised response,
+     * proved optimal by them), whatever m */
+    const long ks[] = {1, 5, 10, 40};
+    for (int i = 0; i < 4; i++)
+        for (int e = 0; e < 3; e++) {
+            double want = pow(1 / (1 + exp(-eps[e])), (double)ks[i]);
+            CHECK_OK(dp_audit_fdp_p_value(100, ks[i], ks[i], DP_FDP_APPROX_DP, eps[e], 0, &p));
+            if (fabs(p / want - 1) > 1e-9)
+                fprintf(stderr, "  k %ld eps %g: %.15g, want %.15g\n", ks[i], eps[e], p, want);
+            CHECK_CLOSE(p / want, 1.0, 1e-9);
+        }
+    /* reference values: an independent implementation in Python (statistics.NormalDist, the
+     * recursion as in the authors' code, bisection on tau to 2^-200) */
+    CHECK_OK(dp_audit_fdp_p_value(100, 10, 8, DP_FDP_APPROX_DP, 1.0, 0, &p));
+    CHECK_CLOSE(p, 0.6097328891305767, 1e-9);
+    CHECK_OK(dp_audit_fdp_p_value(100, 10, 8, DP_FDP_APPROX_DP, 1.0, 1e-3, &p));
+    CHECK_CLOSE(p, 0.6249572621454427, 1e-9);
+    CHECK_OK(dp_audit_fdp_p_value(1000, 200, 170, DP_FDP_GAUSSIAN, 0.5, 0, &p));
+    CHECK_CLOSE(p / 0.020635313544625365, 1.0, 1e-8);
+    CHECK_OK(dp_audit_fdp_p_value(50, 20, 18, DP_FDP_GAUSSIAN, 1.0, 0, &p));
+    CHECK_CLOSE(p, 0.47220452898618326, 1e-9);
+    CHECK_OK(dp_audit_fdp_p_value(10, 10, 10, DP_FDP_GAUSSIAN, 1.0, 0, &p));
+    CHECK_CLOSE(p, 0.1188789675486958, 1e-9);
+    /* validity against mechanisms that attain a binomial: k independent guesses, each right
+     * with the single-guess optimum (randomised response for DP; a Gaussian per canary,
+     * guessed by its sign, for GDP). The bound may be looser, never below. */
+    const long vs[] = {0, 3, 6, 8, 10};
+    for (int i = 0; i < 5; i++)
+        for (int e = 0; e < 3; e++) {
+            double pb, pd;
+            CHECK_OK(dp_audit_fdp_p_value(30, 10, vs[i], DP_FDP_APPROX_DP, eps[e], 0, &pd));
+            CHECK(pd >= binom_tail(10, 1 / (1 + exp(-eps[e])), vs[i]) * (1 - 1e-9));
+            CHECK_OK(dp_audit_fdp_p_value(30, 10, vs[i], DP_FDP_GAUSSIAN, mus[e + 1], 0, &pb));
+            CHECK(pb >= binom_tail(10, phi(mus[e + 1] / 2), vs[i]) * (1 - 1e-9));
+        }
+    /* no correct guesses: p = 1; more correct: smaller p */
+    CHECK_OK(dp_audit_fdp_p_value(100, 50, 0, DP_FDP_GAUSSIAN, 3, 0, &p));
+    CHECK(p == 1);
+    double prev = 2;
+    for (long v = 25; v <= 50; v += 5) {
+        CHECK_OK(dp_audit_fdp_p_value(100, 50, v, DP_FDP_GAUSSIAN, 0.5, 0, &p));
+        CHECK(p < prev || p == 1); /* 1: not ruled out even at probability 1 */
+        prev = p;
+    }
+    /* errors */
+    CHECK(dp_audit_fdp_p_value(10, 11, 5, DP_FDP_GAUSSIAN, 1, 0, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_p_value(10, 10, 11, DP_FDP_GAUSSIAN, 1, 0, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_p_value(10, 0, 0, DP_FDP_GAUSSIAN, 1, 0, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_p_value(10, 10, 5, DP_FDP_GAUSSIAN, -1, 0, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_p_value(10, 10, 5, DP_FDP_APPROX_DP, INFINITY, 0, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_p_value(10, 10, 5, DP_FDP_APPROX_DP, 1, 2, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_p_value(10, 10, 5, DP_FDP_COUNT, 1, 0, &p) == DP_ERR_INVALID);
+}
+
+static void test_fdp_bound(void) {
+    double e, mu, s;
+    /* reference values (Python, as above; Steinke et al.'s bound beside them) */
+    CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, 170, 1e-5, 0.95, DP_FDP_APPROX_DP, &e, &mu));
+    CHECK_CLOSE(e, 1.3863450571781968, 1e-6);
+    CHECK(isnan(mu));
+    CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, 170, 1e-5, 0.95, DP_FDP_GAUSSIAN, &e, &mu));
+    CHECK_CLOSE(mu, 0.5551622072459637, 1e-6);
+    CHECK_CLOSE(e, 2.2406907668337226, 1e-5);
+    CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 1000, 1000, 1e-5, 0.95, DP_FDP_GAUSSIAN, &e, &mu));
+    CHECK_CLOSE(mu, 2.36807390040166, 1e-6);
+    CHECK_CLOSE(e, 12.334569509141147, 1e-5);
+    CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 100, 83, 1e-5, 0.95, DP_FDP_APPROX_DP, &e, NULL));
+    CHECK_CLOSE(e, 1.1149615567288216, 1e-6);
+    /* pure DP: never above Steinke et al.'s bound (exact there), equal when all are correct */
+    const long rs[] = {10, 50, 200, 1000};
+    for (int i = 0; i < 4; i++)
+        for (long v = rs[i] / 2; v <= rs[i]; v += rs[i] / 10) {
+            CHECK_OK(dp_audit_fdp_epsilon_bound(1000, rs[i], v, 0, 0.95, DP_FDP_APPROX_DP, &e, NULL));
+            CHECK_OK(dp_audit_epsilon_bound(1000, rs[i], v, 0, 0.95, &s));
+            if (!(e <= s + 1e-6)) fprintf(stderr, "  r %ld v %ld: f-DP %g above Steinke %g\n", rs[i], v, e, s);
+            CHECK(e <= s + 1e-6);
+            if (v == rs[i]) CHECK_CLOSE(e, s, 1e-6);
+        }
+    /* with delta (1e-5, m = 1000: m delta small) the two stay within 0.02 + 5%; a larger m
+     * delta costs Steinke et al. more (their delta term grows with m), not the curve */
+    printf("  f-DP vs Steinke et al., m 1000, delta 1e-5, 95%%:\n");
+    for (long v = 120; v <= 200; v += 20) {
+        double eg;
+        CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, v, 1e-5, 0.95, DP_FDP_APPROX_DP, &e, NULL));
+        CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, v, 1e-5, 0.95, DP_FDP_GAUSSIAN, &eg, &mu));
+        CHECK_OK(dp_audit_epsilon_bound(1000, 200, v, 1e-5, 0.95, &s));
+        printf("    %ld of 200: Steinke %.4f, f-DP (eps, delta) %.4f, Gaussian %.4f (mu %.4f)\n", v, s, e, eg, mu);
+        CHECK(fabs(e - s) <= 0.05 * s + 0.02);
+        /* mu-GDP is (eps(mu), delta)-DP: the Gaussian number is not below the other */
+        CHECK(eg >= e - 1e-6);
+        /* and exceeds it by the Gaussian assumption only, not by a large factor */
+        CHECK(eg <= 2.5 * e + 1e-6);
+    }
+    CHECK_OK(dp_audit_fdp_epsilon_bound(100, 36, 35, 1e-4, 0.95, DP_FDP_APPROX_DP, &e, NULL));
+    CHECK_OK(dp_audit_epsilon_bound(100, 36, 35, 1e-4, 0.95, &s));
+    CHECK(e > s);
+    /* more correct guesses -> higher bound, for both curves */
+    double pe = -1, pm = -1;
+    for (long v = 100; v <= 200; v += 10) {
+        double eg;
+        CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, v, 1e-5, 0.95, DP_FDP_APPROX_DP, &e, NULL));
+        CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, v, 1e-5, 0.95, DP_FDP_GAUSSIAN, &eg, &mu));
+        if (v <= 110) CHECK(e == 0 && mu == 0 && eg == 0); /* about half right: nothing to say */
+        else CHECK(e > pe && mu > pm);
+        pe = e;
+        pm = mu;
+    }
+    /* higher confidence -> lower bound */
+    double e90, e99;
+    CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, 170, 1e-5, 0.90, DP_FDP_GAUSSIAN, &e90, NULL));
+    CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, 170, 1e-5, 0.99, DP_FDP_GAUSSIAN, &e99, NULL));
+    CHECK(e90 > e99 && e99 > 0);
+    /* the bound is where the p-value crosses 1 - confidence */
+    double p_lo, p_hi;
+    CHECK_OK(dp_audit_fdp_epsilon_bound(1000, 200, 170, 1e-5, 0.95, DP_FDP_GAUSSIAN, &e, &mu));
+    CHECK_OK(dp_audit_fdp_p_value(1000, 200, 170, DP_FDP_GAUSSIAN, mu - 1e-4, 0, &p_lo));
+    CHECK_OK(dp_audit_fdp_p_value(1000, 200, 170, DP_FDP_GAUSSIAN, mu + 1e-4, 0, &p_hi));
+    CHECK(p_lo < 0.05 && p_hi > 0.05);
+    CHECK(dp_audit_fdp_epsilon_bound(1000, 200, 170, 1e-5, 1.0, DP_FDP_GAUSSIAN, &e, &mu) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_epsilon_bound(1000, 200, 170, 1.0, 0.95, DP_FDP_APPROX_DP, &e, &mu) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_epsilon_bound(1000, 200, 201, 1e-5, 0.95, DP_FDP_APPROX_DP, &e, &mu) == DP_ERR_RANGE);
+}
+
 static void test_guess(void) {
     enum { M = 200 };
     float s[M];
@@ -97,11 +256,24 @@ static void test_guess(void) {
     double e;
     CHECK_OK(dp_audit_epsilon_bound(M, 40, 40, 0, 0.95, &e));
     CHECK_CLOSE(r.eps_lower, e, 1e-9);
+    /* the f-DP estimator on the same guesses: pure DP, all correct, equals the above; the
+     * Gaussian curve's mu is positive, hence an infinite epsilon at delta = 0 */
+    double mu;
+    CHECK(r.fdp_guesses == 40 && r.fdp_correct == 40 && r.gdp_guesses == 40 && r.gdp_correct == 40);
+    CHECK_CLOSE(r.fdp_eps_lower, e, 1e-6);
+    CHECK_OK(dp_audit_fdp_epsilon_bound(M, 40, 40, 0, 0.95, DP_FDP_GAUSSIAN, &e, &mu));
+    CHECK_CLOSE(r.gdp_mu_lower, mu, 1e-9);
+    CHECK(mu > 0 && isinf(r.gdp_eps_lower));
+    CHECK_OK(dp_audit_guess(s, in, M, 40, 1e-5, 0.95, &r));
+    CHECK_OK(dp_audit_fdp_epsilon_bound(M, 40, 40, 1e-5, 0.95, DP_FDP_GAUSSIAN, &e, &mu));
+    CHECK_CLOSE(r.gdp_eps_lower, e, 1e-9);
+    CHECK(r.gdp_eps_lower >= r.fdp_eps_lower);
     /* grid: Bonferroni over 6 counts; the best is r = ... with all correct (largest r that
      * stays all correct is limited by the smaller class) */
     CHECK_OK(dp_audit_guess(s, in, M, 0, 0, 0.95, &r));
     CHECK_CLOSE(r.p_level, 0.05 / 6, 1e-12);
     CHECK(r.correct <= r.guesses && r.eps_lower > 0);
+    CHECK(r.fdp_correct <= r.fdp_guesses && r.fdp_eps_lower > 0 && r.gdp_mu_lower > 0);
     /* scores unrelated to membership: bound 0 (grid, independent coin flips) */
     dp_rng g;
     dp_rng_seed(&g, 3);
@@ -112,6 +284,7 @@ static void test_guess(void) {
     CHECK_OK(dp_audit_guess(s, in, M, 0, 1e-5, 0.95, &r));
     if (r.eps_lower != 0) fprintf(stderr, "  random scores: bound %g (r %ld v %ld)\n", r.eps_lower, r.guesses, r.correct);
     CHECK(r.eps_lower == 0);
+    CHECK(r.fdp_eps_lower == 0 && r.gdp_mu_lower == 0 && r.gdp_eps_lower == 0);
     /* errors */
     CHECK(dp_audit_guess(s, in, 1, 0, 0, 0.95, &r) == DP_ERR_RANGE);
     CHECK(dp_audit_guess(s, in, M, M + 1, 0, 0.95, &r) == DP_ERR_RANGE);
@@ -137,19 +310,25 @@ static dp_audit_params small_params(double eps) {
     return p;
 }
 
-static dp_audit_result run(const dp_dataset *d, const dp_audit_params *p) {
+/* hooks: NULL (dp_audit_run, the public entry) or the test switches (dp__audit) */
+static dp_audit_result run_hooks(const dp_dataset *d, const dp_audit_params *p, const dp__audit_test *hooks) {
     dp_model *m = new_model(SPEC, d->c, d->h, d->w, 5);
     dp_audit_result r;
     memset(&r, 0, sizeof r);
-    CHECK_OK(dp_audit_run(m, d, NULL, p, &r, NULL, NULL));
+    if (hooks) CHECK_OK(dp__audit(m, d, NULL, p, hooks, &r, NULL, NULL));
+    else CHECK_OK(dp_audit_run(m, d, NULL, p, &r, NULL, NULL));
     dp_model_destroy(m);
     return r;
 }
 
+static dp_audit_result run(const dp_dataset *d, const dp_audit_params *p) { return run_hooks(d, p, NULL); }
+
 static void show(const char *what, const dp_audit_params *p, const dp_audit_result *r) {
-    printf("  %-34s %-8s %-7s claimed eps %.3f (sigma %.3f), lower bound %.3f, %ld/%ld correct: %s\n", what,
-           dp_canary_kind_name(p->canary), dp_clip_mode_name(p->clipping), r->epsilon, r->sigma, r->eps_lower,
-           r->correct, r->guesses, r->violation ? "VIOLATION" : "consistent");
+    printf("  %-34s %-8s %-7s claimed eps %.3f (sigma %.3f), lower bound %.3f, %ld/%ld correct: %s; "
+           "f-DP %.3f, Gaussian %.3f (mu %.3f)\n",
+           what, dp_canary_kind_name(p->canary), dp_clip_mode_name(p->clipping), r->epsilon, r->sigma, r->eps_lower,
+           r->correct, r->guesses, r->violation ? "VIOLATION" : "consistent", r->fdp_eps_lower, r->gdp_eps_lower,
+           r->gdp_mu_lower);
 }
 
 static void test_honest(const dp_dataset *d) {
@@ -164,6 +343,7 @@ static void test_honest(const dp_dataset *d) {
             CHECK(r.epsilon <= eps[e] + 1e-9 && r.epsilon > eps[e] - 0.02);
             CHECK(r.eps_lower < r.epsilon);
             CHECK(!r.violation);
+            CHECK(r.fdp_eps_lower < r.epsilon && r.gdp_eps_lower >= r.fdp_eps_lower - 1e-6);
             CHECK(r.num_canaries == 500 && r.included > 200 && r.included < 300);
             CHECK(r.guesses > 0 && r.correct <= r.guesses);
         }
@@ -191,18 +371,19 @@ static void test_broken(const dp_dataset *d) {
     const double eps[] = {1, 2};
     for (int e = 0; e < 2; e++) {
         dp_audit_params p = broken_params(eps[e]);
-        p.debug_noise_scale = 0.1;
-        dp_audit_result r = run(d, &p);
+        const dp__audit_test noise = {0.1, 1}, canary = {1, 10};
+        dp_audit_result r = run_hooks(d, &p, &noise);
         show("broken: noise x 0.1", &p, &r);
         CHECK(r.eps_lower > r.epsilon);
         CHECK(r.violation);
+        CHECK(r.fdp_eps_lower > r.epsilon);
         p = broken_params(eps[e]);
         p.clipping = DP_CLIP_FAST;
-        p.debug_canary_scale = 10;
-        r = run(d, &p);
+        r = run_hooks(d, &p, &canary);
         show("broken: canary gradient 10 C", &p, &r);
         CHECK(r.eps_lower > r.epsilon);
         CHECK(r.violation);
+        CHECK(r.fdp_eps_lower > r.epsilon);
     }
 }
 
@@ -226,20 +407,22 @@ static void test_deterministic_and_errors(const dp_dataset *d) {
 
     dp_audit_result r;
     memset(&r, 0, sizeof r);
-    const char *flag[] = {"--canaries", "--confidence", "--delta", "--batch-size", "--epochs", "debug_noise_scale",
-                          "--guesses"};
-    for (int k = 0; k < 7; k++) {
+    const char *flag[] = {"--canaries", "--confidence", "--delta", "--batch-size", "--epochs", "--debug-noise-scale",
+                          "--debug-canary-scale", "--guesses"};
+    for (int k = 0; k < 8; k++) {
         dp_audit_params b = p;
+        dp__audit_test hooks = {1, 1};
         switch (k) {
         case 0: b.num_canaries = 1; break;
         case 1: b.confidence = 1.5; break;
         case 2: b.delta = 0.1; break;
         case 3: b.expected_batch = 100000; break;
         case 4: b.epochs = 0; break;
-        case 5: b.debug_noise_scale = -1; break;
+        case 5: hooks.noise_scale = -1; break;
+        case 6: hooks.canary_scale = 0; break;
         default: b.guesses = 101; break;
         }
-        dp_status st = dp_audit_run(m, d, NULL, &b, &r, NULL, NULL);
+        dp_status st = dp__audit(m, d, NULL, &b, &hooks, &r, NULL, NULL);
         CHECK(st != DP_OK);
         const char *e = dp_last_error();
         if (!strstr(e, flag[k])) fprintf(stderr, "  message \"%s\" does not name %s\n", e, flag[k]);
@@ -259,6 +442,8 @@ int main(void) {
     omp_set_num_threads(1);
     test_p_value();
     test_bound();
+    test_fdp_p_value();
+    test_fdp_bound();
     test_guess();
     dp_dataset d;
     make_ds(&d, 500, 1, 8, 8, 4, 0.3, 1);

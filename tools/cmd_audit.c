@@ -1,13 +1,18 @@
 /* cmd_audit.c: `dpsgd audit`, an empirical privacy audit of one DP-SGD training run
- * (Steinke, Nasr, Jagielski 2023; see docs/audit.md). */
+ * (Steinke, Nasr, Jagielski 2023, and the f-DP estimator of Mahloujifar, Melis, Chaudhuri
+ * 2024 on the same guesses; see docs/audit.md). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#ifdef DP_TEST_HOOKS
+#include "testhooks.h"
+#endif
 
 #define DEFAULT_TRAIN_LIMIT 10000
 
@@ -26,6 +31,10 @@ static void usage(FILE *f) {
 "abstains on the rest. From the number of correct guesses follows a lower bound on epsilon\n"
 "that holds with the given confidence for any (epsilon, delta)-DP run. A bound above the\n"
 "accountant's epsilon is a VIOLATION: the implementation leaks more than it claims.\n"
+"Printed beside it, from the same guesses: the f-DP lower bounds of Mahloujifar, Melis &\n"
+"Chaudhuri (2024) for the (epsilon, delta)-DP trade-off curve and for a Gaussian one (the\n"
+"latter a bound only for mechanisms whose curve is Gaussian). All are empirical LOWER\n"
+"bounds, never guarantees; the verdict is the first one's.\n"
 "\n"
 "audit:\n"
 "  --canaries M            number of canaries [1000]\n"
@@ -57,13 +66,33 @@ static void usage(FILE *f) {
 "  --threads N             OpenMP threads [all cores]\n"
 "output:\n"
 "  --json FILE             write a JSON summary (atomically)\n"
-"  -h, --help              this help\n"
-"test only (break the guarantee on purpose, to check that the audit notices):\n"
-"  --debug-noise-scale X   noise std X*sigma*C while the accountant assumes sigma [1]\n"
-"  --debug-canary-scale X  gradient canaries of norm X*C (an unclipped gradient) [1]\n"
-"\n"
-"Exit status: 0 consistent, 3 VIOLATION, 1 run-time error, 2 bad usage.\n",
+"  -h, --help              this help\n",
             DEFAULT_TRAIN_LIMIT);
+#ifdef DP_TEST_HOOKS
+    /* the test build only (dpsgd-testhooks, never installed): the shipped dpsgd has no such flags */
+    fputs("test only (break the guarantee on purpose, to check that the audit notices):\n"
+          "  --debug-noise-scale X   noise std X*sigma*C while the accountant assumes sigma [1]\n"
+          "  --debug-canary-scale X  gradient canaries of norm X*C (an unclipped gradient) [1]\n",
+          f);
+#endif
+    fputs("\nExit status: 0 consistent, 3 VIOLATION, 1 run-time error, 2 bad usage.\n", f);
+}
+
+/* appends to buf (capacity cap, *len used); a full buffer keeps what fitted (the caller sizes
+ * it well above the text) */
+__attribute__((format(printf, 4, 5))) static void jcat(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+    if (*len >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (k > 0) *len = *len + (size_t)k < cap ? *len + (size_t)k : cap;
+}
+
+/* "key": x, -- or null where there is no number (JSON has no inf or nan) */
+static void jnum(char *buf, size_t cap, size_t *len, const char *key, double x) {
+    if (isfinite(x)) jcat(buf, cap, len, "  \"%s\": %.17g,\n", key, x);
+    else jcat(buf, cap, len, "  \"%s\": null,\n", key);
 }
 
 int dp_cmd_audit(int argc, char **argv) {
@@ -72,6 +101,9 @@ int dp_cmd_audit(int argc, char **argv) {
     o.train_limit = DEFAULT_TRAIN_LIMIT;
     const char *json = NULL;
     long lv, classes = 0;
+#ifdef DP_TEST_HOOKS
+    dp__audit_test hooks = {1.0, 1.0};
+#endif
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -103,14 +135,16 @@ int dp_cmd_audit(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) {
             NEED_VALUE;
             json = v;
+#ifdef DP_TEST_HOOKS
         } else if (!strcmp(a, "--debug-noise-scale")) {
             NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.debug_noise_scale)) return 2;
-            if (p.debug_noise_scale < 0) return dp_cli_die("--debug-noise-scale: must be >= 0");
+            if (!dp_cli_parse_double(a, v, &hooks.noise_scale)) return 2;
+            if (hooks.noise_scale < 0) return dp_cli_die("--debug-noise-scale: must be >= 0");
         } else if (!strcmp(a, "--debug-canary-scale")) {
             NEED_VALUE;
-            if (!dp_cli_parse_double(a, v, &p.debug_canary_scale)) return 2;
-            if (p.debug_canary_scale <= 0) return dp_cli_die("--debug-canary-scale: must be > 0");
+            if (!dp_cli_parse_double(a, v, &hooks.canary_scale)) return 2;
+            if (hooks.canary_scale <= 0) return dp_cli_die("--debug-canary-scale: must be > 0");
+#endif
         } else {
             fprintf(stderr, "%s: unknown option '%s' (see dpsgd audit --help)\n", prog, a);
             return 2;
@@ -156,12 +190,19 @@ int dp_cmd_audit(int argc, char **argv) {
            p.num_canaries, dp_canary_kind_name(p.canary), p.canary == DP_CANARY_GRADIENT ? "white-box" : "black-box",
            o.model_name, dp_model_num_params(m), tr.n, dp_clip_mode_name(p.clipping), p.max_grad_norm,
            omp_get_max_threads());
-    if (p.debug_noise_scale != 1 || p.debug_canary_scale != 1)
+#ifdef DP_TEST_HOOKS
+    if (hooks.noise_scale != 1 || hooks.canary_scale != 1)
         printf("WARNING: test-only switches on (noise scale %g, canary scale %g): this run is broken on purpose\n",
-               p.debug_noise_scale, p.debug_canary_scale);
+               hooks.noise_scale, hooks.canary_scale);
+#endif
     fflush(stdout);
     dp_audit_result r;
-    if ((st = dp_audit_run(m, &tr, &pool, &p, &r, scores, in)) != DP_OK) {
+#ifdef DP_TEST_HOOKS
+    st = dp__audit(m, &tr, &pool, &p, &hooks, &r, scores, in);
+#else
+    st = dp_audit_run(m, &tr, &pool, &p, &r, scores, in);
+#endif
+    if (st != DP_OK) {
         rc = dp_cli_fail(st);
         goto done;
     }
@@ -170,25 +211,42 @@ int dp_cmd_audit(int argc, char **argv) {
     printf("claimed epsilon:       %.3f (RDP accountant, delta %g)\n", r.epsilon, r.delta);
     printf("empirical lower bound: %.3f (%.0f%% confidence; %ld of %ld guesses correct, abstained on %ld)\n",
            r.eps_lower, 100 * r.confidence, r.correct, r.guesses, (long)r.num_canaries - r.guesses);
+    /* the f-DP estimator on the same guesses: a second opinion, labelled as what it is */
+    printf("f-DP lower bound:      %.3f (%.0f%% confidence, (eps, delta)-DP trade-off curve; %ld of %ld correct)\n",
+           r.fdp_eps_lower, 100 * r.confidence, r.fdp_correct, r.fdp_guesses);
+    printf("  Gaussian curve:      %.3f (mu %.4f ruled out; a lower bound only if the trade-off curve is Gaussian; "
+           "%ld of %ld correct)\n",
+           r.gdp_eps_lower, r.gdp_mu_lower, r.gdp_correct, r.gdp_guesses);
     printf("verdict: %s\n", r.violation ? "VIOLATION (the lower bound exceeds the claimed epsilon)"
                                         : "consistent (lower bound <= claimed epsilon)");
     printf("time: %.1f s\n", r.seconds);
     if (json) {
-        char text[2048];
-        snprintf(text, sizeof text,
-                 "{\n  \"canary_type\": \"%s\",\n  \"canaries\": %d,\n  \"included\": %d,\n  \"model\": \"%s\",\n"
-                 "  \"parameters\": %zu,\n  \"train_rows\": %zu,\n  \"clipping\": \"%s\",\n  \"max_grad_norm\": %.17g,\n"
-                 "  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n  \"epochs\": %d,\n  \"steps\": %ld,\n"
-                 "  \"delta\": %.17g,\n  \"epsilon_claimed\": %.17g,\n  \"epsilon_lower_bound\": %.17g,\n"
-                 "  \"confidence\": %.17g,\n  \"guesses\": %ld,\n  \"correct\": %ld,\n  \"verdict\": \"%s\",\n"
-                 "  \"debug_noise_scale\": %.17g,\n  \"debug_canary_scale\": %.17g,\n  \"seconds\": %.3f,\n"
-                 "  \"threads\": %d,\n  \"seed\": %llu\n}\n",
-                 dp_canary_kind_name(p.canary), r.num_canaries, r.included,
-                 dp_model_builtin_spec(o.model_name) ? o.model_name : "spec", dp_model_num_params(m), tr.n,
-                 dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.epochs, r.steps, r.delta, r.epsilon,
-                 r.eps_lower, r.confidence, r.guesses, r.correct, r.violation ? "VIOLATION" : "consistent",
-                 p.debug_noise_scale, p.debug_canary_scale, r.seconds, omp_get_max_threads(),
-                 (unsigned long long)p.seed);
+        char text[4096];
+        size_t len = 0;
+        jcat(text, sizeof text, &len,
+             "{\n  \"canary_type\": \"%s\",\n  \"canaries\": %d,\n  \"included\": %d,\n  \"model\": \"%s\",\n"
+             "  \"parameters\": %zu,\n  \"train_rows\": %zu,\n  \"clipping\": \"%s\",\n  \"max_grad_norm\": %.17g,\n"
+             "  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n  \"epochs\": %d,\n  \"steps\": %ld,\n"
+             "  \"delta\": %.17g,\n  \"epsilon_claimed\": %.17g,\n  \"epsilon_lower_bound\": %.17g,\n"
+             "  \"confidence\": %.17g,\n  \"guesses\": %ld,\n  \"correct\": %ld,\n  \"verdict\": \"%s\",\n",
+             dp_canary_kind_name(p.canary), r.num_canaries, r.included,
+             dp_model_builtin_spec(o.model_name) ? o.model_name : "spec", dp_model_num_params(m), tr.n,
+             dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.epochs, r.steps, r.delta, r.epsilon,
+             r.eps_lower, r.confidence, r.guesses, r.correct, r.violation ? "VIOLATION" : "consistent");
+        /* the f-DP estimator (empirical lower bounds like epsilon_lower_bound; the verdict is that one's) */
+        jnum(text, sizeof text, &len, "epsilon_lower_bound_fdp", r.fdp_eps_lower);
+        jcat(text, sizeof text, &len, "  \"fdp_guesses\": %ld,\n  \"fdp_correct\": %ld,\n", r.fdp_guesses,
+             r.fdp_correct);
+        jnum(text, sizeof text, &len, "epsilon_lower_bound_fdp_gaussian", r.gdp_eps_lower);
+        jnum(text, sizeof text, &len, "mu_lower_bound_fdp_gaussian", r.gdp_mu_lower);
+        jcat(text, sizeof text, &len, "  \"fdp_gaussian_guesses\": %ld,\n  \"fdp_gaussian_correct\": %ld,\n",
+             r.gdp_guesses, r.gdp_correct);
+#ifdef DP_TEST_HOOKS
+        jcat(text, sizeof text, &len, "  \"debug_noise_scale\": %.17g,\n  \"debug_canary_scale\": %.17g,\n",
+             hooks.noise_scale, hooks.canary_scale);
+#endif
+        jcat(text, sizeof text, &len, "  \"seconds\": %.3f,\n  \"threads\": %d,\n  \"seed\": %llu\n}\n", r.seconds,
+             omp_get_max_threads(), (unsigned long long)p.seed);
         if (!dp_cli_write_atomic("--json", json, text)) goto done;
     }
     rc = r.violation ? 3 : 0;
