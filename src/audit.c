@@ -4,6 +4,7 @@
  * with input-space or white-box gradient canaries. See dpsgd/audit.h and docs/audit.md. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -12,6 +13,7 @@
 #include "dpsgd/privacy.h"
 #include "dpsgd/train.h"
 #include "internal.h"
+#include "step.h"
 #include "testhooks.h"
 
 static const char *const canary_names[] = {
@@ -367,7 +369,52 @@ dp_audit_params dp_audit_default_params(void) {
     p.optim = dp_optim_default_params(DP_OPT_SGD);
     p.optim.lr = 4.0;
     p.optim.momentum = 0.9;
+    p.accountant = DP_ACCT_PRV;
     return p;
+}
+
+/* What the step's hooks need (src/step.h): the rows of the real data and of the input
+ * canaries, and the gradient canaries sampled in this step. */
+typedef struct {
+    const dp_dataset *tr, *pool;
+    const size_t *src;  /* input canary j copies pool row src[j] ... */
+    const int32_t *lab; /* ... with the wrong label lab[j] */
+    const size_t *can;  /* gradient canaries sampled this step (indices j), ncan of them */
+    size_t ncan;
+    const size_t *supp; /* canary j: coordinates supp[j kc ..], signs sgn[j kc ..] */
+    const float *sgn;
+    int kc;
+    float norm;         /* a gradient canary's norm: C (times the test switch) */
+    float *real;        /* the clipped sum of the real examples, before the canaries */
+    double *Z;          /* sum over steps of released * (q n) - real: canaries + noise */
+    double expected;
+} audit_hooks;
+
+static void audit_row(void *user, size_t e, float *x, int32_t *y) {
+    const audit_hooks *h = user;
+    const size_t n = h->tr->n, dim = h->tr->dim;
+    memcpy(x, e < n ? h->tr->x + e * dim : h->pool->x + h->src[e - n] * dim, sizeof(float) * dim);
+    *y = e < n ? h->tr->y[e] : h->lab[e - n];
+}
+
+/* gradient canaries join the clipped sum as clipped real samples would (norm C) */
+static dp_status audit_clipped(void *user, float *grad, size_t np) {
+    audit_hooks *h = user;
+    if (!h->Z) return DP_OK;
+    memcpy(h->real, grad, sizeof(float) * np);
+    for (size_t i = 0; i < h->ncan; i++) {
+        const size_t *sj = h->supp + h->can[i] * (size_t)h->kc;
+        const float *gj = h->sgn + h->can[i] * (size_t)h->kc;
+        for (int c = 0; c < h->kc; c++) grad[sj[c]] += h->norm * gj[c];
+    }
+    return DP_OK;
+}
+
+static dp_status audit_released(void *user, const float *grad, size_t np) {
+    audit_hooks *h = user;
+    if (h->Z)
+        for (size_t t = 0; t < np; t++) h->Z[t] += (double)grad[t] * h->expected - h->real[t];
+    return DP_OK;
 }
 
 /* Per-sample losses of the m input canaries under the current model (no training mode). */
@@ -386,13 +433,6 @@ static dp_status canary_losses(dp_model *m, const dp_dataset *pool, const size_t
     return DP_OK;
 }
 
-static dp_status grow(void **buf, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return DP_OK;
-    dp_free(*buf);
-    *buf = dp_alloc(need * elem);
-    *cap = *buf ? need : 0;
-    return *buf ? DP_OK : DP_ERR_NOMEM;
-}
 
 dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *pool, const dp_audit_params *p,
                        dp_audit_result *result, float *scores_out, unsigned char *in_out) {
@@ -431,8 +471,8 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
             return dp_fail(DP_ERR_INVALID, "canary pool: %zu rows of %zu features (need rows of %zu)", pool->n,
                            pool->dim, dim);
         for (size_t i = 0; i < pool->n; i++)
-            if (pool->y[i] < 0 || pool->y[i] >= K)
-                return dp_fail(DP_ERR_RANGE, "canary pool: label %d of row %zu outside 0..%d", (int)pool->y[i], i, K - 1);
+            if (pool->y[i] < 0 || pool->y[i] >= K) /* the pool may be private: no value, no row */
+                return dp_fail(DP_ERR_RANGE, "canary pool: a label is outside 0..%d", K - 1);
     }
     /* the sample rate is fixed before the inclusions are drawn: q = B / (n + m/2) */
     const double n_exp = (double)n + 0.5 * mc;
@@ -446,19 +486,23 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
     const long steps = (long)spe * p->epochs;
     double sigma = p->noise_multiplier;
     dp_status st = DP_OK;
-    if (!(sigma > 0) && (st = dp_calibrate_sigma(p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
+    if (!(sigma > 0) &&
+        (st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
         return st;
 
     dp_accountant *acc = NULL;
     dp_optim *opt = NULL;
-    size_t *members = NULL, *idx = NULL, *src = NULL;
+    size_t *members = NULL, *idx = NULL, *src = NULL, *can = NULL;
     size_t *supp = NULL; /* gradient canaries: k coordinates each */
     float *sgn = NULL;
-    int32_t *lab = NULL, *yb = NULL;
+    int32_t *lab = NULL;
     unsigned char *in = NULL;
-    float *z = NULL, *loss0 = NULL, *loss1 = NULL, *xb = NULL, *dz = NULL, *sc = NULL;
+    float *real = NULL, *loss0 = NULL, *loss1 = NULL, *xb = NULL, *sc = NULL;
     double *Z = NULL;
-    size_t cap_x = 0, cap_y = 0, cap_dz = 0;
+    dp_csprng *crng = NULL;
+    dp_step sp;
+    memset(&sp, 0, sizeof sp);
+    const size_t xcap = 256; /* rows of xb: the canaries' losses, in chunks */
     dp_audit_result r;
     memset(&r, 0, sizeof r);
     if ((st = dp_accountant_create(&acc)) != DP_OK || (st = dp_optim_create(&p->optim, np, &opt)) != DP_OK) goto done;
@@ -466,25 +510,30 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
     idx = dp_alloc(sizeof(size_t) * (n + (size_t)mc));
     in = dp_alloc((size_t)mc);
     sc = dp_alloc(sizeof(float) * (size_t)mc);
-    z = dp_alloc(sizeof(float) * (np ? np : 1));
-    if (!members || !idx || !in || !sc || !z) goto nomem;
+    can = dp_alloc(sizeof(size_t) * (size_t)mc);
+    if (!members || !idx || !in || !sc || !can) goto nomem;
     if (input) {
         src = dp_alloc(sizeof(size_t) * (size_t)mc);
         lab = dp_alloc(sizeof(int32_t) * (size_t)mc);
         loss0 = dp_alloc(sizeof(float) * (size_t)mc);
         loss1 = dp_alloc(sizeof(float) * (size_t)mc);
-        if (!src || !lab || !loss0 || !loss1) goto nomem;
+        xb = dp_alloc(sizeof(float) * xcap * dim);
+        if (!src || !lab || !loss0 || !loss1 || !xb) goto nomem;
     } else {
         Z = dp_calloc(np ? np : 1, sizeof(double));
-        if (!Z) goto nomem;
+        real = dp_alloc(sizeof(float) * (np ? np : 1));
+        if (!Z || !real) goto nomem;
     }
 
+    /* noise, sampling and dropout as dp_train draws them: from the OS-seeded CSPRNG unless a
+     * noise seed is given; the canaries (inclusion, directions, images, labels) from `seed` */
     dp_rng root, rc, rs, rn, rd;
-    dp_rng_seed(&root, p->seed);
+    dp_rng_seed(&root, p->noise_seeded ? p->noise_seed : p->seed);
     dp_rng_split(&root, &rs); /* sampling (as dp_train) */
     dp_rng_split(&root, &rn); /* noise */
     dp_rng_split(&root, &rd); /* dropout */
-    dp_rng_split(&root, &rc); /* canaries: inclusion, directions, images, labels */
+    dp_rng_seed(&rc, p->seed ^ 0x63616e617279ULL); /* canaries */
+    if (!p->noise_seeded && (st = dp_csprng_create(&crng)) != DP_OK) goto done;
     size_t N = 0;
     for (size_t i = 0; i < n; i++) members[N++] = i;
     for (int j = 0; j < mc; j++) {
@@ -518,9 +567,7 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
         for (int j = 0; j < mc; j++) {
             lab[j] = (int32_t)((pool->y[src[j]] + 1 + (int32_t)(dp_rng_u64(&rc) % (uint64_t)(K - 1))) % K);
         }
-        size_t cap = 256;
-        if ((st = grow((void **)&xb, &cap_x, cap * dim, sizeof(float))) != DP_OK) goto done;
-        if ((st = canary_losses(model, pool, src, lab, mc, xb, cap, loss0)) != DP_OK) goto done;
+        if ((st = canary_losses(model, pool, src, lab, mc, xb, xcap, loss0)) != DP_OK) goto done;
     } else {
         /* canary j: unit vector with k = d/m (1..64) entries +-1/sqrt(k) on coordinates
          * taken from one random permutation of the trainable coordinates, so canaries are
@@ -551,68 +598,53 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
         dp_free(perm);
     }
 
-    float *grad = dp_model_grad(model), *params = dp_model_params(model);
+    /* the training itself: dp_train's step (src/step.c), with the gradient canaries added to
+     * the clipped sum and the released gradient observed through its hooks */
+    audit_hooks h = {tr, pool, src, lab, can, 0, supp, sgn, kc, (float)(canary_scale * C), real, Z, q * n_exp};
+    sp.model = model;
+    sp.opt = opt;
+    sp.acc = acc;
+    sp.clip = (dp_clip_params){p->clipping, C, 0};
+    sp.sigma = sigma;
+    sp.q = q;
+    sp.expected = q * n_exp;
+    sp.physical_batch = p->physical_batch;
+    sp.row = audit_row;
+    sp.row_user = &h;
+    sp.crng = crng;
+    sp.rn = &rn;
+    sp.rd = &rd;
+    sp.on_clipped = audit_clipped;
+    sp.on_released = audit_released;
+    sp.hook_user = &h;
+    sp.noise_scale = noise_scale;
     for (long step = 0; step < steps; step++) {
         size_t count;
-        if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
+        if (crng) st = dp_secure_poisson_sample(crng, N, q, idx, &count);
+        else st = dp_poisson_sample(&rs, N, q, idx, &count);
+        if (st != DP_OK) goto done;
         /* real examples (and input canaries) go through the model; gradient canaries are
-         * added straight to the clipped sum, with norm C (as a clipped real sample) */
-        size_t nf = 0;
-        memset(z, 0, sizeof(float) * np);
+         * added to the clipped sum by audit_clipped */
+        size_t nf = 0, ncan = 0;
         for (size_t i = 0; i < count; i++) {
             size_t e = members[idx[i]];
-            if (e >= n && !input) {
-                const size_t *sj = supp + (e - n) * (size_t)kc;
-                const float *gj = sgn + (e - n) * (size_t)kc;
-                for (int c = 0; c < kc; c++) z[sj[c]] += (float)(canary_scale * C) * gj[c];
-            } else
-                idx[nf++] = e;
+            if (e >= n && !input) can[ncan++] = e - n;
+            else idx[nf++] = e; /* nf <= i: in place */
         }
-        dp_model_zero_grad(model);
-        size_t chunk = nf ? nf : 1;
-        if (p->physical_batch > 0 && (size_t)p->physical_batch < chunk) chunk = (size_t)p->physical_batch;
-        if ((st = grow((void **)&xb, &cap_x, chunk * dim, sizeof(float))) != DP_OK ||
-            (st = grow((void **)&yb, &cap_y, chunk, sizeof(int32_t))) != DP_OK ||
-            (st = grow((void **)&dz, &cap_dz, chunk * (size_t)K, sizeof(float))) != DP_OK)
+        h.ncan = ncan;
+        dp_step_stats ss;
+        if ((st = dp_step_run(&sp, idx, nf, &ss)) != DP_OK) {
+            char where[64];
+            snprintf(where, sizeof where, "audit step %ld: ", step + 1);
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", dp_last_error());
+            st = dp_fail(st, "%s%s", where, msg);
             goto done;
-        for (size_t off = 0; off < nf; off += chunk) {
-            int B = (int)(nf - off < chunk ? nf - off : chunk);
-            for (int i = 0; i < B; i++) {
-                size_t e = idx[off + (size_t)i];
-                const float *x = e < n ? tr->x + e * dim : pool->x + src[e - n] * dim;
-                memcpy(xb + (size_t)i * dim, x, sizeof(float) * dim);
-                yb[i] = e < n ? tr->y[e] : lab[e - n];
-            }
-            const float *lg;
-            if ((st = dp_model_forward(model, xb, B, 1, &rd, &lg)) != DP_OK) goto done;
-            if ((st = dp_loss_xent(lg, yb, B, K, NULL, dz)) != DP_OK) {
-                if (st == DP_ERR_NONFINITE)
-                    st = dp_fail(DP_ERR_NONFINITE, "audit step %ld: %s (lower --lr?)", step + 1, dp_last_error());
-                goto done;
-            }
-            dp_clip_params cp = {p->clipping, C, 0};
-            int bad = 0;
-            if ((st = dp_model_clipped_grad(model, &cp, dz, B, NULL, NULL, &bad)) != DP_OK) goto done;
         }
-        /* noise (std sigma*C; noise_scale is a test-only break), then divide by the
-         * expected batch size; z = canaries + noise = released sum - clipped real sum */
-        dp_noise_gaussian(z, np, noise_scale * sigma * C, &rn);
-        if (Z)
-            for (size_t t = 0; t < np; t++) Z[t] += z[t];
-        const double scale = 1.0 / (q * n_exp);
-        for (size_t t = 0; t < np; t++) grad[t] = mask[t] ? (float)((grad[t] + z[t]) * scale) : 0.0f;
-        dp_optim_step(opt, params, grad, mask);
-        if ((st = dp_accountant_step(acc, q, sigma, 1)) != DP_OK) goto done;
-        for (size_t t = 0; t < np; t++)
-            if (!isfinite(params[t])) {
-                st = dp_fail(DP_ERR_NONFINITE, "audit step %ld: parameter %zu became non-finite (lower --lr?)", step + 1,
-                             t);
-                goto done;
-            }
     }
 
     if (input) {
-        if ((st = canary_losses(model, pool, src, lab, mc, xb, cap_x / dim, loss1)) != DP_OK) goto done;
+        if ((st = canary_losses(model, pool, src, lab, mc, xb, xcap, loss1)) != DP_OK) goto done;
         for (int j = 0; j < mc; j++) sc[j] = loss0[j] - loss1[j];
     } else {
         for (int j = 0; j < mc; j++) {
@@ -621,7 +653,9 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
             sc[j] = (float)dot;
         }
     }
-    if ((st = dp_accountant_epsilon(acc, p->delta, &r.epsilon, NULL)) != DP_OK) goto done;
+    dp_epsilon_report er;
+    if ((st = dp_accountant_epsilon_kind(acc, p->accountant, p->delta, &er)) != DP_OK) goto done;
+    r.epsilon = er.epsilon; /* the bound dp_train reports for the same run */
     if ((st = dp_audit_guess(sc, in, mc, p->guesses, p->delta, p->confidence, &r)) != DP_OK) goto done;
     r.delta = p->delta;
     r.sigma = sigma;
@@ -645,13 +679,14 @@ done:
     dp_free(supp);
     dp_free(sgn);
     dp_free(lab);
-    dp_free(yb);
+    dp_free(can);
+    dp_free(real);
+    dp_csprng_destroy(crng);
+    dp_step_free(&sp);
     dp_free(in);
-    dp_free(z);
     dp_free(loss0);
     dp_free(loss1);
     dp_free(xb);
-    dp_free(dz);
     dp_free(sc);
     dp_free(Z);
     return st;

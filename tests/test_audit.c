@@ -307,6 +307,8 @@ static dp_audit_params small_params(double eps) {
     p.optim.lr = 0.5;
     p.optim.momentum = 0.9;
     p.seed = 11;
+    p.noise_seeded = 1; /* reproducible tests; the default draws from the OS CSPRNG */
+    p.noise_seed = 11;
     return p;
 }
 
@@ -337,7 +339,7 @@ static void test_honest(const dp_dataset *d) {
         for (int e = 0; e < 4; e++) {
             dp_audit_params p = small_params(eps[e]);
             p.clipping = (dp_clip_mode)mode;
-            p.seed = 100 + (uint64_t)(mode * 4 + e);
+            p.seed = p.noise_seed = 100 + (uint64_t)(mode * 4 + e);
             dp_audit_result r = run(d, &p);
             show("honest", &p, &r);
             CHECK(r.epsilon <= eps[e] + 1e-9 && r.epsilon > eps[e] - 0.02);
@@ -401,6 +403,21 @@ static void test_deterministic_and_errors(const dp_dataset *d) {
     CHECK_OK(dp_audit_run(m, d, NULL, &p, &r2, s2, i2));
     CHECK(!memcmp(s1, s2, sizeof s1) && !memcmp(i1, i2, sizeof i1));
     CHECK(r1.correct == r2.correct && r1.eps_lower == r2.eps_lower);
+    /* the default noise source (the OS CSPRNG, as dp_train): the same canaries, other noise */
+    {
+        dp_audit_params ps = p;
+        ps.noise_seeded = 0;
+        float t1[100], t2[100];
+        unsigned char j1[100], j2[100];
+        dp_audit_result q1, q2;
+        dp_model *a = new_model(SPEC, d->c, d->h, d->w, 5), *b = new_model(SPEC, d->c, d->h, d->w, 5);
+        CHECK_OK(dp_audit_run(a, d, NULL, &ps, &q1, t1, j1));
+        CHECK_OK(dp_audit_run(b, d, NULL, &ps, &q2, t2, j2));
+        CHECK(!memcmp(j1, j2, sizeof j1) && !memcmp(j1, i1, sizeof j1) && memcmp(t1, t2, sizeof t1) != 0);
+        CHECK(q1.epsilon == r1.epsilon && q1.sigma == r1.sigma);
+        dp_model_destroy(a);
+        dp_model_destroy(b);
+    }
     int inc = 0;
     for (int j = 0; j < 100; j++) inc += i1[j];
     CHECK(inc == r1.included);

@@ -62,7 +62,10 @@ static void usage(FILE *f) {
 "  --batch-size B          expected batch; q = B / (N + M/2) [500]\n"
 "  --physical-batch P      chunks of at most P samples [whole batch]\n"
 "  --lr X, --momentum X    SGD [4, 0.9]\n"
-"  --seed N                canaries, inclusion, sampling, noise, initialisation [0]\n"
+"  --accountant A          rdp | prv | pld: calibrates sigma, gives the claimed epsilon [prv]\n"
+"  --seed N                canaries, their inclusion, initialisation [0]\n"
+"  --noise-seed S          noise, sampling and dropout from streams seeded by S (a reproducible\n"
+"                          audit) instead of the OS-seeded CSPRNG that `dpsgd train` uses\n"
 "  --threads N             OpenMP threads [all cores]\n"
 "output:\n"
 "  --json FILE             write a JSON summary (atomically)\n"
@@ -135,6 +138,17 @@ int dp_cmd_audit(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) {
             NEED_VALUE;
             json = v;
+        } else if (!strcmp(a, "--accountant")) {
+            NEED_VALUE;
+            if (dp_accountant_kind_parse(v, &p.accountant) != DP_OK) return dp_cli_die(dp_last_error());
+            if (p.accountant == DP_ACCT_GDP)
+                return dp_cli_die("--accountant gdp: a central-limit approximation, not a bound; it cannot give the "
+                                  "claimed epsilon (use prv, rdp or pld)");
+        } else if (!strcmp(a, "--noise-seed")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;
+            p.noise_seeded = 1;
+            p.noise_seed = (uint64_t)lv;
 #ifdef DP_TEST_HOOKS
         } else if (!strcmp(a, "--debug-noise-scale")) {
             NEED_VALUE;
@@ -208,7 +222,8 @@ int dp_cmd_audit(int argc, char **argv) {
     }
     printf("training: %d epochs, %ld steps, q %.5f, sigma %.4f, %d of %d canaries included\n", p.epochs, r.steps, r.q,
            r.sigma, r.included, r.num_canaries);
-    printf("claimed epsilon:       %.3f (RDP accountant, delta %g)\n", r.epsilon, r.delta);
+    printf("claimed epsilon:       %.3f (%s accountant, delta %g)\n", r.epsilon, dp_accountant_kind_name(p.accountant),
+           r.delta);
     printf("empirical lower bound: %.3f (%.0f%% confidence; %ld of %ld guesses correct, abstained on %ld)\n",
            r.eps_lower, 100 * r.confidence, r.correct, r.guesses, (long)r.num_canaries - r.guesses);
     /* the f-DP estimator on the same guesses: a second opinion, labelled as what it is */
@@ -245,6 +260,10 @@ int dp_cmd_audit(int argc, char **argv) {
         jcat(text, sizeof text, &len, "  \"debug_noise_scale\": %.17g,\n  \"debug_canary_scale\": %.17g,\n",
              hooks.noise_scale, hooks.canary_scale);
 #endif
+        jcat(text, sizeof text, &len, "  \"accountant\": \"%s\",\n  \"noise\": \"%s\",\n",
+             dp_accountant_kind_name(p.accountant), p.noise_seeded ? "seeded" : "os-csprng");
+        if (p.noise_seeded)
+            jcat(text, sizeof text, &len, "  \"noise_seed\": %llu,\n", (unsigned long long)p.noise_seed);
         jcat(text, sizeof text, &len, "  \"seconds\": %.3f,\n  \"threads\": %d,\n  \"seed\": %llu\n}\n", r.seconds,
              omp_get_max_threads(), (unsigned long long)p.seed);
         if (!dp_cli_write_atomic("--json", json, text)) goto done;

@@ -6,7 +6,8 @@
  *   1. m canaries; each is included in training independently with probability 1/2;
  *   2. one DP-SGD run (the same step as dp_train: Poisson sampling at a fixed rate q,
  *      per-sample clipping to C, noise N(0, sigma^2 C^2), division by the expected batch,
- *      optimizer step, RDP accountant) over the real data plus the included canaries;
+ *      optimizer step, the run's accountant: dp_train's own step function, src/step.c, and its
+ *      noise source) over the real data plus the included canaries;
  *   3. a membership score per canary from what the run released;
  *   4. guesses: "in" for the r/2 highest scores, "out" for the r/2 lowest, abstain on the rest;
  *   5. the epsilon lower bound: the largest eps such that an (eps, delta)-DP run would give at
@@ -38,6 +39,7 @@
  */
 #ifndef DPSGD_AUDIT_H
 #define DPSGD_AUDIT_H
+#include "dpsgd/accounting.h"
 #include "dpsgd/core.h"
 #include "dpsgd/data.h"
 #include "dpsgd/nn.h"
@@ -135,13 +137,18 @@ typedef struct {
     int physical_batch;         /* 0: whole logical batch at once */
     int epochs;                 /* 20 */
     dp_optim_params optim;      /* SGD lr 4, momentum 0.9 (as dp_train) */
-    uint64_t seed;              /* 0: canaries, inclusion, sampling, noise */
+    uint64_t seed;              /* 0: the canaries (inclusion, directions, images, labels) */
+    dp_accountant_kind accountant; /* PRV, as dp_train: calibrates sigma, reports the claimed epsilon */
+    /* noise, Poisson sampling and dropout: as dp_train, from the OS-seeded CSPRNG unless
+     * noise_seeded (then from streams of noise_seed: a reproducible audit) */
+    int noise_seeded;
+    uint64_t noise_seed;
 } dp_audit_params;
 
 dp_audit_params dp_audit_default_params(void);
 
 typedef struct {
-    double epsilon;             /* claimed: RDP accountant at delta, for the whole run */
+    double epsilon;             /* claimed: the accountant's bound at delta, for the whole run */
     double delta, sigma, q;
     long steps;
     int num_canaries, included; /* m, and how many were drawn "in" */
