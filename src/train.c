@@ -3,11 +3,13 @@
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h> /* flock */
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -197,6 +199,7 @@ typedef struct {
     dp_checkpoint_info info;
     dp_st_tensor *t; /* model tensors + optimizer state + sampler permutation */
     int nt;
+    int lock_fd; /* DIR/.lock, flocked for the whole run; -1: not held */
 } ckpt_writer;
 
 static void fill_config(dp_checkpoint_info *c, dp_model *m, const dp_dataset *tr, const dp_train_params *p,
@@ -350,8 +353,43 @@ static dp_status write_checkpoint(ckpt_writer *w, dp_optim *opt, const dp_accoun
     return st;
 }
 
-/* Prepares the writer: creates the directory, refuses to replace another run's checkpoint
- * (unless forced or it is the one being resumed), lists the tensors. */
+#define CK_LOCK_FILE ".lock"
+
+/* Takes an exclusive lock on DIR/.lock for the whole run: two runs started together on one
+ * directory would otherwise overwrite each other's checkpoints (and remove each other's
+ * temporary file, below). flock, because the kernel releases it when the process ends however
+ * it ends, so a crashed run leaves no stale lock; the pid written into the file only names
+ * the holder for the refusal. */
+static dp_status lock_dir(ckpt_writer *w, const char *dir) {
+    char path[4200], pid[32] = "";
+    snprintf(path, sizeof path, "%s/%s", dir, CK_LOCK_FILE);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: cannot open the lock file %s: %s", dir, path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        ssize_t k = pread(fd, pid, sizeof pid - 1, 0);
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: cannot lock %s: %s", dir, path, strerror(e));
+        pid[k > 0 ? k : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        return dp_fail(DP_ERR_INVALID,
+                       "--checkpoint-dir %s: in use by another run (pid %s holds %s); wait until it ends, or use "
+                       "another directory", dir, *pid ? pid : "unknown", path);
+    }
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        int e = errno;
+        close(fd);
+        return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: cannot write the lock file %s: %s", dir, path, strerror(e));
+    }
+    w->lock_fd = fd;
+    return DP_OK;
+}
+
+/* Prepares the writer: creates the directory, locks it, refuses to replace another run's
+ * checkpoint (unless forced or it is the one being resumed), lists the tensors. */
 static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model *m, dp_optim *opt, size_t *perm,
                              size_t n, int64_t *shards_val) {
     if (mkdir(p->checkpoint_dir, 0777) != 0 && errno != EEXIST)
@@ -361,6 +399,8 @@ static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model 
         return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: not a directory", p->checkpoint_dir);
     int len = snprintf(w->path, sizeof w->path, "%s/%s", p->checkpoint_dir, DP_CHECKPOINT_FILE);
     if (len < 0 || (size_t)len >= sizeof w->path) return dp_fail(DP_ERR_RANGE, "--checkpoint-dir: path too long");
+    dp_status st = lock_dir(w, p->checkpoint_dir); /* before anything in the directory is looked at */
+    if (st != DP_OK) return st;
     if (access(w->path, F_OK) == 0 && !p->force) {
         int same = 0;
         if (p->resume) {
@@ -390,7 +430,7 @@ static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model 
     int nm = dp_model_num_tensors(m);
     w->t = calloc((size_t)nm + 3, sizeof *w->t);
     if (!w->t) return dp_fail(DP_ERR_NOMEM, "checkpoint: out of memory");
-    dp_status st = dp_model_st_tensors(m, w->t);
+    st = dp_model_st_tensors(m, w->t);
     if (st != DP_OK) return st;
     w->nt = nm;
     size_t k = dp_optim_state_floats(opt);
@@ -469,6 +509,32 @@ static dp_status spent_epsilon(const dp_accountant *acc, const dp_train_params *
     return st;
 }
 
+/* Whether the caller asked to stop (p->stop). With several ranks the request is summed over
+ * them, so that one rank's signal stops every rank at the same step: a rank that left alone
+ * would leave the others waiting in the next collective. */
+static dp_status stop_requested(const dp_train_params *p, const dp_train_comm *comm, int *stop) {
+    *stop = p->stop && *p->stop;
+    if (!p->stop || !comm) return DP_OK;
+    double v = *stop;
+    dp_status st = comm->sum_f64(comm->user, &v, 1);
+    if (st == DP_OK) *stop = v > 0;
+    return st;
+}
+
+/* DP_ERR_INTERRUPTED: where the run stopped, what it spent, and where its steps are kept */
+static dp_status interrupted(const dp_train_params *p, const dp_accountant *acc, long step, long step0, long steps,
+                             int ep, int s, int spe, const char *ckpath) {
+    char eps[96] = "", kept[4300];
+    double e;
+    if (!p->no_dp && spent_epsilon(acc, p, &e) == DP_OK)
+        snprintf(eps, sizeof eps, "; epsilon spent so far %.3f (delta %g)", e, p->delta);
+    if (ckpath) snprintf(kept, sizeof kept, "the checkpoint %s holds it", ckpath);
+    else if (step == step0) snprintf(kept, sizeof kept, "no step was taken");
+    else snprintf(kept, sizeof kept, "no checkpoint directory: the steps done are not saved");
+    return dp_fail(DP_ERR_INTERRUPTED, "stopped on request after %ld of %ld steps (epoch %d: %d of its %d steps done)%s; %s",
+                   step, steps, ep, s, spe, eps, kept);
+}
+
 dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *p,
                    dp_train_result *result) {
     return dp__train(m, tr, te, p, NULL, result);
@@ -535,6 +601,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     memset(&cki, 0, sizeof cki);
     ckpt_writer w;
     memset(&w, 0, sizeof w);
+    w.lock_fd = -1;
     int resumed = 0;
     if (p->resume) {
         char path[4096];
@@ -558,6 +625,24 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     fill_config(&cur, m, tr, p, sigma, q, checksum);
     if (comm && (st = check_same_config(comm, &cur, steps)) != DP_OK) goto done;
     if (resumed && (st = compare_config(dp_safetensors_what(ck), &cki, &cur, p->force)) != DP_OK) goto done;
+    if (resumed && !p->no_dp && !(p->noise_multiplier > 0)) {
+        /* sigma was calibrated: recompute it for the checkpoint's own step count rather than
+         * trust the file (its checksum has no key, so an edit can be resealed) */
+        double again = 0;
+        const long ck_steps = (long)spe * cki.epochs;
+        if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, ck_steps, 0.01, &again)) !=
+            DP_OK)
+            goto done;
+        if (again != cki.sigma) {
+            st = dp_fail(DP_ERR_INVALID,
+                         "--resume %s: the checkpoint's sigma %.17g is not what --epsilon %g calibrates to for its %ld "
+                         "steps with the %s accountant (%.17g): the checkpoint was edited, or made with another "
+                         "--accountant; refusing (the privacy accounting depends on it; --force cannot override this)",
+                         dp_safetensors_what(ck), cki.sigma, p->target_epsilon, ck_steps,
+                         dp_accountant_kind_name(p->accountant), again);
+            goto done;
+        }
+    }
     if (resumed) {
         int64_t ck_shards = 1;
         dp_st_dtype sdt;
@@ -657,12 +742,29 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     pr.steps = steps;
     pr.steps_per_epoch = spe;
     const long step0 = step;
+    long ck_step = -1; /* the step of the last checkpoint this call wrote */
     for (int ep = (int)(step0 / spe) + 1; ep <= p->epochs; ep++) {
         const int s0 = ep == (int)(step0 / spe) + 1 ? (int)(step0 % spe) : 0;
         double lsum = s0 ? lsum0 : 0;
         size_t lcount = s0 ? lcount0 : 0;
         if (p->no_dp && s0 == 0) shuffle_prefix(idx, N, N, &rs);
         for (int s = s0; s < spe; s++, step++) {
+            int stop = 0;
+            if (p->stop && (st = stop_requested(p, comm, &stop)) != DP_OK) goto done;
+            if (stop) {
+                /* a step boundary: the state is exactly what a checkpoint holds. At an epoch's
+                 * start the epoch-end checkpoint already holds it (and the non-private baseline's
+                 * permutation has been reshuffled since), and before this call's first step the
+                 * state is the one it started from: a checkpoint is written only mid-epoch */
+                if (p->checkpoint_dir && writer && step > step0 && ck_step != step) {
+                    fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
+                    if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
+                    ck_step = step;
+                }
+                st = interrupted(p, acc, step, step0, steps, ep, s, spe,
+                                 p->checkpoint_dir && writer && ck_step == step ? w.path : NULL);
+                goto done;
+            }
             size_t count = 0, first = 0;
             dp_mem_stage("sample");
             if (S > 1) {
@@ -716,6 +818,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
             if (p->checkpoint_dir && writer && p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0 && s + 1 < spe) {
                 fill_counters(&w.info, step + 1, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
                 if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
+                ck_step = step + 1;
             }
             if (p->progress) p->progress(p->progress_user, &pr);
         }
@@ -727,6 +830,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         if (p->checkpoint_dir && writer) { /* on disk before the epoch's figures are released */
             fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
             if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
+            ck_step = step;
         }
         if (p->progress) p->progress(p->progress_user, &pr);
     }
@@ -747,6 +851,7 @@ done:
     dp_safetensors_destroy(ck);
     dp_checkpoint_info_free(&cki);
     free(w.t);
+    if (w.lock_fd >= 0) close(w.lock_fd); /* releases the directory's lock, on every path */
     dp_csprng_destroy(crng);
     dp_accountant_destroy(acc);
     dp_optim_destroy(opt);

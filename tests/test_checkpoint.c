@@ -261,6 +261,7 @@ static void test_resume_case(const resume_case *rc, const dp_dataset *tr, const 
 }
 
 static void test_integrity(const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base);
+static void test_calibrated_sigma(const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base);
 
 static void test_resume(void) {
     dp_dataset tr, te;
@@ -384,6 +385,7 @@ static void test_resume(void) {
         free(img);
     }
     test_integrity(&tr, &te, &p);
+    test_calibrated_sigma(&tr, &te, &p);
     dp_dataset_free(&tr);
     dp_dataset_free(&te);
 }
@@ -702,4 +704,45 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
     return t_finish("test_checkpoint");
+}
+
+/* A sigma calibrated to --epsilon is recomputed on resume, not read: a checkpoint whose sigma
+ * (and history, and checksum) were edited consistently is refused. */
+static void test_calibrated_sigma(const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base) {
+    dp_train_params p = *base;
+    p.noise_multiplier = 0; /* calibrate */
+    p.target_epsilon = 4;
+    p.accountant = DP_ACCT_RDP; /* quick to calibrate */
+    p.resume = NULL;
+    char dir[400], path[480];
+    snprintf(dir, sizeof dir, "%s/cal", tmpdir);
+    p.checkpoint_dir = dir;
+    dp_model *m = new_model("linear(8) tanh dropout(0.25) linear(3)", 6, 1, 1, 1);
+    dp_train_result r;
+    CHECK_OK(dp_train(m, tr, te, &p, &r));
+    dp_model_destroy(m);
+    p.checkpoint_dir = NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, DP_CHECKPOINT_FILE);
+    char *img = t_read_text(path);
+    struct stat sb;
+    CHECK(img != NULL && stat(path, &sb) == 0);
+    if (!img) return;
+    const size_t len = (size_t)sb.st_size;
+    /* untouched: resumes (at its last step: nothing left to do) */
+    put_checkpoint("cal_clean", img, len, 0, dir, sizeof dir);
+    CHECK_OK(resume_from(dir, tr, te, &p, 0, &r));
+    /* the first hex digit of sigma's mantissa, in the configuration and in every history
+     * entry alike, then resealed: a coherent edit that lowers or raises the reported epsilon */
+    char *cfg = strstr(img + 8, "\"sigma\":\"0x1.");
+    char *hist = history_token(img, 1);
+    CHECK(cfg != NULL && hist != NULL && !strncmp(hist, "0x1.", 4));
+    if (cfg && hist && !strncmp(hist, "0x1.", 4)) {
+        char *d1 = cfg + strlen("\"sigma\":\"0x1."), *d2 = hist + 4;
+        char nd = *d1 == '8' ? '9' : '8';
+        CHECK(*d1 == *d2);
+        *d1 = *d2 = nd;
+        put_checkpoint("cal_sigma_resealed", img, len, 1, dir, sizeof dir);
+        expect_refused(dir, tr, te, &p, "calibrates to");
+    }
+    free(img);
 }
