@@ -35,10 +35,14 @@ const char *dp_last_error(void) { return last_error; }
 void dp_clear_error(void) { last_error[0] = '\0'; }
 
 dp_status dp_fail(dp_status s, const char *fmt, ...) {
+    /* formatted into a local buffer first: an argument may be dp_last_error() itself (a
+     * message that wraps the one below it), which vsnprintf must not write while reading */
+    char buf[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(last_error, buf, sizeof buf);
     return s;
 }
 

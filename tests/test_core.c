@@ -5,6 +5,10 @@ static void test_status(void) {
     CHECK(strcmp(dp_strerror(DP_STATUS_COUNT), "unknown status") == 0);
     CHECK(dp_fail(DP_ERR_IO, "file %s: %s", "x.idx", "truncated") == DP_ERR_IO);
     CHECK(strcmp(dp_last_error(), "file x.idx: truncated") == 0);
+    /* a message that wraps the current one (the library's "step 5: <cause>") */
+    dp_fail(DP_ERR_NONFINITE, "non-finite loss");
+    CHECK(dp_fail(DP_ERR_NONFINITE, "step %d (epoch %d): %s; stopped", 5, 1, dp_last_error()) == DP_ERR_NONFINITE);
+    CHECK(strcmp(dp_last_error(), "step 5 (epoch 1): non-finite loss; stopped") == 0);
 }
 
 static void test_alloc(void) {
