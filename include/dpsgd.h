@@ -20,7 +20,8 @@
  *   dpsgd/train.h    the training loop behind `dpsgd train`
  *   dpsgd/audit.h    one-run privacy auditing behind `dpsgd audit`
  *   dpsgd/io.h       safetensors weights, training checkpoints
- *   dpsgd/secure.h   secure mode: OS-seeded CSPRNG, hardened noise and sampling
+ *   dpsgd/secure.h   the default noise source: OS-seeded CSPRNG, hardened noise and sampling
+ *   dpsgd/scatter.h  the 2-D scattering transform (fixed public features; FFTW single precision)
  *
  * Conventions: every fallible call returns dp_status and leaves a message in
  * dp_last_error(); create/destroy for heap handles (destroy(NULL) is a no-op); pointers
@@ -38,4 +39,5 @@
 #include "dpsgd/audit.h"
 #include "dpsgd/io.h"
 #include "dpsgd/secure.h"
+#include "dpsgd/scatter.h"
 #endif
