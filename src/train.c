@@ -530,9 +530,11 @@ static dp_status interrupted(const dp_train_params *p, const dp_accountant *acc,
         snprintf(eps, sizeof eps, "; epsilon spent so far %.3f (delta %g)", e, p->delta);
     if (ckpath) snprintf(kept, sizeof kept, "the checkpoint %s holds it", ckpath);
     else if (step == step0) snprintf(kept, sizeof kept, "no step was taken");
+    else if (p->checkpoint_dir) snprintf(kept, sizeof kept, "rank 0's checkpoint in %s holds it", p->checkpoint_dir);
     else snprintf(kept, sizeof kept, "no checkpoint directory: the steps done are not saved");
-    return dp_fail(DP_ERR_INTERRUPTED, "stopped on request after %ld of %ld steps (epoch %d: %d of its %d steps done)%s; %s",
-                   step, steps, ep, s, spe, eps, kept);
+    return dp_fail(DP_ERR_INTERRUPTED,
+                   "stopped on request after %ld of %ld steps (epoch %d: %d of its %d steps done)%s; %s", step, steps,
+                   ep, s, spe, eps, kept);
 }
 
 dp_status dp_train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *p,

@@ -1,5 +1,6 @@
 /* weights.c: model weights as safetensors with PyTorch names and shapes (see dpsgd/io.h).
  * Apart from safetensors.c so that the parsers build without the model (fuzzing). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,23 @@ dp_status dp_model_from_safetensors(dp_model *m, const dp_safetensors *s, const 
                 snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", d ? "," : "", (long long)t[k].shape[d]);
             st = dp_fail(DP_ERR_INVALID, "%s: tensor '%s': shape [%s], the model needs [%s]", dp_safetensors_what(s),
                          t[k].name, a, b);
+        }
+    }
+    /* A NaN or infinity in the weights would only show up later, as a run that fails at its first
+     * step ("lower --lr?") or as statistics that are all NaN: refused here, where every command
+     * loads its weights, naming the file and the tensor */
+    for (int k = 0; k < nt && st == DP_OK; k++) {
+        const void *data;
+        size_t count;
+        dp_safetensors_find(s, t[k].name, NULL, NULL, NULL, &data, &count);
+        for (size_t i = 0; i < count; i++) {
+            float x;
+            memcpy(&x, (const char *)data + i * sizeof(float), sizeof x); /* the data may be unaligned */
+            if (!isfinite(x)) {
+                st = dp_fail(DP_ERR_NONFINITE, "%s: tensor '%s' holds a non-finite value (NaN or infinity); these "
+                             "weights cannot be trained or evaluated", dp_safetensors_what(s), t[k].name);
+                break;
+            }
         }
     }
     if (st == DP_OK)

@@ -9,7 +9,11 @@
 # (--save-weights, compared with cmp) and epsilon (--out JSON) to be bit-identical to the
 # uninterrupted run. Also: a run killed right after it printed an epoch's figures has that
 # epoch's checkpoint on disk (nothing is released before the checkpoint that covers it), and
-# a default run (OS-seeded noise) killed and resumed ends with the same epsilon. Skipped (exit 77) under sanitizers (SANITIZE=ON: timing-driven and slow)
+# a default run (OS-seeded noise) killed and resumed ends with the same epsilon. Signals: a
+# second run on a checkpoint directory in use is refused naming the holder's pid; SIGTERM and
+# SIGINT stop at a step boundary with a checkpoint (exit 143, 130) that resumes bit-identically;
+# a second SIGINT stops at once; an output directory removed during the run: the finished
+# run's weights and summary are kept in the working directory. Skipped (exit 77) under sanitizers (SANITIZE=ON: timing-driven and slow)
 # and when the Fashion-MNIST files are not installed.
 # Last line: "kill_resume_test: N passed, N failed".
 set -u
@@ -160,6 +164,100 @@ else
     bad "default-noise resume failed: $(cat "$TMP/sec.log")"
 fi
 RUN=("${SAVED[@]}")
+
+# start_slow DIR MS ARGS...: a run of RUN checkpointing into DIR (ARGS added; each checkpoint
+# write slowed by MS ms, so that the run is still going when signalled) in the background; its
+# pid in SPID, stdout and stderr in DIR.err and DIR.out; returns once DIR holds a checkpoint.
+# Started with job control (set -m): a script's background job otherwise inherits SIGINT
+# ignored, which dpsgd leaves ignored.
+start_slow() {
+    local dir=$1 ms=$2 i
+    shift 2
+    set -m
+    DPSGD_TEST_SLOW_CHECKPOINT=$ms "$BIN" "${RUN[@]}" --checkpoint-dir "$dir" "$@" >"$dir.out" 2>"$dir.err" &
+    SPID=$!
+    set +m
+    for ((i = 0; i < 3000; i++)); do
+        [[ $(step_of "$dir") -ge 1 ]] && break
+        kill -0 "$SPID" 2>/dev/null || break
+        sleep 0.01
+    done
+}
+# stopped NAME DIR SIG RC NEEDLE...: sends SIG to SPID, then requires exit RC and each NEEDLE
+# in DIR.err
+stopped() {
+    local name=$1 dir=$2 sig=$3 want=$4 rc n
+    shift 4
+    if ! kill -0 "$SPID" 2>/dev/null; then
+        bad "$name: the run ended before the signal"
+        wait "$SPID" 2>/dev/null
+        return
+    fi
+    kill -"$sig" "$SPID"
+    wait "$SPID"
+    rc=$?
+    [[ $rc -eq $want ]] && ok || bad "$name: exit $rc, want $want; stderr: $(cat "$dir.err")"
+    for n in "$@"; do
+        grep -qF -- "$n" "$dir.err" && ok || bad "$name: stderr does not say '$n': $(cat "$dir.err")"
+    done
+}
+
+# Two runs on one checkpoint directory: the second is refused naming the first's pid (the
+# first holds an flock on DIR/.lock); SIGTERM then stops the first at the next step boundary,
+# exit 143, and the resume (the lock was released at exit) ends bit-identical
+start_slow "$TMP/lock" 300 "${CK[@]}"
+"$BIN" "${RUN[@]}" --checkpoint-dir "$TMP/lock" "${CK[@]}" >/dev/null 2>"$TMP/second.err"
+rc=$?
+[[ $rc -eq 1 ]] && grep -qF "$TMP/lock: in use by another run (pid $SPID holds $TMP/lock/.lock)" "$TMP/second.err" &&
+    ok || bad "second run on a locked directory: exit $rc, $(cat "$TMP/second.err")"
+stopped SIGTERM "$TMP/lock" TERM 143 "SIGTERM: stopped on request after" "--resume $TMP/lock"
+resume_and_check "SIGTERM" "$TMP/lock"
+# SIGINT in the middle of an epoch with checkpoints at epoch ends only: the stop writes one
+# holding exactly the steps done, exit 130, names it and says how to continue; resumed: identical
+start_slow "$TMP/int" 1000
+stopped SIGINT "$TMP/int" INT 130 "SIGINT: stopped on request after" \
+    "the checkpoint $TMP/int/checkpoint.safetensors holds it" "to continue, run the same command with --resume $TMP/int"
+done_steps=$(grep -o 'after [0-9]* of' "$TMP/int.err" | grep -o '[0-9]\+' | head -1)
+[[ -n $done_steps && $(step_of "$TMP/int") -eq $done_steps ]] && ok ||
+    bad "SIGINT: checkpoint at step $(step_of "$TMP/int"), the message says ${done_steps:-nothing}"
+resume_and_check "SIGINT" "$TMP/int"
+# a second SIGINT stops at once, sent while the first's checkpoint is being written; the last
+# checkpoint on disk is whole: the resume ends identical
+start_slow "$TMP/int2" 1000
+kill -INT "$SPID" 2>/dev/null
+for ((i = 0; i < 500; i++)); do
+    compgen -G "$TMP/int2/checkpoint.safetensors.tmp*" >/dev/null && break
+    kill -0 "$SPID" 2>/dev/null || break
+    sleep 0.01
+done
+stopped "second SIGINT" "$TMP/int2" INT 130 "second signal: stopping at once"
+grep -qF "stopped on request" "$TMP/int2.err" && bad "second SIGINT: the run did not stop at once" || ok
+resume_and_check "second SIGINT" "$TMP/int2"
+
+# an output whose directory disappears during the run: the finished run keeps its weights and
+# summary in the working directory, says where and what epsilon was spent, exits 1; both are
+# the uninterrupted run's
+mkdir -p "$TMP/gone" "$TMP/cwd"
+[[ $BIN == /* ]] || BIN=$PWD/$BIN # run from another directory below
+(cd "$TMP/cwd" && export DPSGD_TEST_SLOW_CHECKPOINT=200 && exec "$BIN" "${RUN[@]}" --save-weights "$TMP/gone/w.st" \
+    --out "$TMP/gone/o.json" --checkpoint-dir "$TMP/late" "${CK[@]}" >"$TMP/late.out" 2>"$TMP/late.err") &
+pid=$!
+for ((i = 0; i < 3000; i++)); do
+    [[ $(step_of "$TMP/late") -ge 1 ]] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+done
+rm -rf "${TMP:?}/gone"
+wait "$pid"
+rc=$?
+[[ $rc -eq 1 ]] && ok || bad "late write failure: exit $rc, want 1: $(cat "$TMP/late.err")"
+grep -qF "kept its weights in ./dpsgd-weights-$pid.safetensors" "$TMP/late.err" &&
+    grep -qF "kept its summary in ./dpsgd-summary-$pid.json" "$TMP/late.err" &&
+    grep -qF "the run finished: epsilon ${REF_EPS#\"epsilon\": } spent" "$TMP/late.err" && ok ||
+    bad "late write failure: stderr does not name the kept files and epsilon: $(cat "$TMP/late.err")"
+cmp -s "$TMP/cwd/dpsgd-weights-$pid.safetensors" "$TMP/ref.st" && ok || bad "late write failure: kept weights differ"
+[[ "$(epsilon_of "$TMP/cwd/dpsgd-summary-$pid.json")" == "$REF_EPS" ]] && ok ||
+    bad "late write failure: kept summary differs"
 
 # at least 5 real kills (a run that ended first does not count)
 [[ $KILLS -ge 5 ]] && ok || bad "only $KILLS runs were killed before they finished (need 5)"

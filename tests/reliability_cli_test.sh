@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # tests/reliability_cli_test.sh PATH-TO-DPSGD: the reliability flags of `dpsgd train` end to
 # end: bad values of --checkpoint-every/--checkpoint-dir/--resume/--init/--save-weights/
-# --noise-seed each name their flag (exit 2 for usage, 1 for bad files), malformed --init
-# files name the file and field and leave nothing written, --init + --save-weights round trip
+# --noise-seed each name their flag (exit 2 for usage, 1 for bad files); the outputs (train's
+# --out/--save-weights/--checkpoint-dir, norms' --json/--per-sample-out) are checked before any
+# work, and two naming one file are refused; malformed or non-finite --init files name the file
+# and field (tensor) and leave nothing written, --init + --save-weights round trip
 # bit-exactly (lr 0), a resume with another C is refused; noise: two default runs differ, two
 # --noise-seed runs are identical and say what that costs, and the shipped binary ignores the
 # test switch DPSGD_TEST_NOISE. Data-dependent checks are skipped without Fashion-MNIST.
@@ -32,6 +34,42 @@ expect 2 "--noise-seed: has no meaning with --no-dp" train --noise-seed 3 --no-d
 expect 2 "--noise-seed" train --noise-seed -1
 expect 2 "--init: cannot be combined with --resume" train --init a --resume b
 
+# every output is checked before any work: a directory that is missing or a file name that is
+# a directory is refused naming the flag and the path, with nothing on stdout (no data line, no
+# training, no final line: a run must not train, then fail to write its result); two outputs
+# naming one file, however spelled, are refused naming both flags (exit 2); the check leaves
+# no file behind
+QQ=(train --train-limit 600 --test-limit 100 --epochs 1 --batch-size 100 --model mlp)
+NN=(norms --model mlp --limit 50 --quiet)
+mkdir -p "$TMP/od"
+# before_work RC NEEDLE ARGS...: exit RC, NEEDLE in stderr, nothing on stdout
+before_work() {
+    local rc=$1 needle=$2
+    shift 2
+    run "$@"
+    [[ $RC -eq $rc && "$ERR" == *"$needle"* && -z "$OUT" ]] && ok ||
+        bad "dpsgd $*: exit $RC (want $rc), stdout '${OUT:0:200}', stderr: $ERR (want '$needle')"
+}
+before_work 1 "--save-weights /nonexistent/w.st: cannot write in /nonexistent" "${QQ[@]}" \
+    --save-weights /nonexistent/w.st
+before_work 1 "--out /nonexistent/o.json: cannot write in /nonexistent" "${QQ[@]}" --out /nonexistent/o.json
+before_work 1 "--checkpoint-dir /nonexistent/a/ck: cannot create the directory" "${QQ[@]}" \
+    --checkpoint-dir /nonexistent/a/ck
+before_work 1 "--out $TMP/od: is a directory" "${QQ[@]}" --out "$TMP/od"
+: >"$TMP/plainfile"
+before_work 1 "--checkpoint-dir $TMP/plainfile: exists and is not a directory" "${QQ[@]}" \
+    --checkpoint-dir "$TMP/plainfile"
+before_work 1 "--json /nonexistent/n.json: cannot write in /nonexistent" "${NN[@]}" --json /nonexistent/n.json
+before_work 1 "--per-sample-out /nonexistent/n.npy" "${NN[@]}" --per-sample-out /nonexistent/n.npy
+before_work 2 "--out $TMP/same and --save-weights $TMP/od/../same name the same file" "${QQ[@]}" --out "$TMP/same" \
+    --save-weights "$TMP/od/../same"
+before_work 2 "--save-weights $TMP/od/checkpoint.safetensors and --checkpoint-dir $TMP/od/ name the same file" \
+    "${QQ[@]}" --save-weights "$TMP/od/checkpoint.safetensors" --checkpoint-dir "$TMP/od/"
+before_work 2 "--json $TMP/n and --per-sample-out $TMP/./n name the same file" "${NN[@]}" --json "$TMP/n" \
+    --per-sample-out "$TMP/./n"
+compgen -G "$TMP/.dpsgd-check-*" >/dev/null || compgen -G "$TMP/od/.dpsgd-check-*" >/dev/null &&
+    bad "the output check left a file behind" || ok
+
 if ! have_data; then
     echo "reliability_cli_test: SKIP data-dependent checks (no $DATA)"
 else
@@ -51,6 +89,23 @@ else
     run "${Q[@]}" --init "$TMP/w1.st" --lr 0 --save-weights "$TMP/w2.st"
     [[ $RC -eq 0 ]] && cmp -s "$TMP/w1.st" "$TMP/w2.st" && ok || bad "--init/--save-weights round trip differs ($ERR)"
     expect 1 "not a parameter of this model" "${Q[@]}" --model cnn --init "$TMP/w1.st"
+    # a NaN in one --init tensor: refused naming the file and the tensor, by train (it used to
+    # fail at step 1, "lower --lr?") and by norms (it used to print NaN statistics)
+    if python3 - "$TMP/w1.st" "$TMP/nan.st" <<'EOF'; then
+import json, struct, sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+at = 8 + n + hdr["3.weight"]["data_offsets"][0] + 4 * 3  # the 4th value of the last layer's weight
+raw[at:at + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(raw)
+EOF
+        expect 1 "--init $TMP/nan.st: tensor '3.weight' holds a non-finite value" "${Q[@]}" --init "$TMP/nan.st"
+        expect 1 "--init $TMP/nan.st: tensor '3.weight' holds a non-finite value" norms --model mlp --limit 50 \
+            --quiet --init "$TMP/nan.st"
+    else
+        bad "could not write the NaN weights"
+    fi
     expect 1 "--save-weights $TMP/no/dir/w.st" "${Q[@]}" --save-weights "$TMP/no/dir/w.st"
     compgen -G "$TMP/no/dir/w.st.tmp*" >/dev/null && bad "temporary file left" || ok
     # resume refusals

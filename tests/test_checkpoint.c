@@ -1,14 +1,19 @@
 /* test_checkpoint.c: safetensors (round trip bit-exact, PyTorch shapes, every kind of
  * malformed file refused naming the file and field, model loading refusing missing, extra,
- * mis-shaped or mis-typed tensors), checkpoints (a run resumed from a snapshot taken at any
+ * mis-shaped, mis-typed or non-finite tensors), checkpoints (a run resumed from a snapshot taken at any
  * step ends bit-identical with the same epsilon: SGD momentum with dropout, Adam, the
  * non-private baseline; resuming with another C, data, sigma or model is refused naming the
- * difference, epochs only with force; corrupt checkpoints are refused), and secure mode
+ * difference, epochs only with force; corrupt checkpoints are refused), stop requests (a
+ * checkpoint at the step boundary, resumed bit-identically) and the directory lock, and secure mode
  * (ChaCha20 known answer, OS-seeded generators differ, hardened noise on its grid with the
  * right mean, variance, skewness and kurtosis, secure sampling rate, two secure runs differ). */
 #define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,6 +109,23 @@ static void test_roundtrip(void) {
     CHECK(strstr(dp_last_error(), "F64") && strstr(dp_last_error(), "0.weight"));
     CHECK(dp_model_load_safetensors(f, "/nonexistent/w.safetensors") == DP_ERR_IO);
     CHECK(strstr(dp_last_error(), "/nonexistent/w.safetensors") != NULL);
+    /* a NaN or an infinity in one tensor: refused naming the file and the tensor, model unchanged */
+    float *pa = dp_model_params(a);
+    const float saved = pa[n - 1], bad[2] = {NAN, -INFINITY};
+    char nanpath[300];
+    snprintf(nanpath, sizeof nanpath, "%s/nonfinite.safetensors", tmpdir);
+    for (int k = 0; k < 2; k++) {
+        pa[n - 1] = bad[k]; /* the last parameter: in the last tensor, 5.weight */
+        CHECK_OK(dp_model_save_safetensors(a, nanpath));
+        pa[n - 1] = saved;
+        float *before_b = malloc(n * sizeof(float));
+        memcpy(before_b, dp_model_params(b), n * sizeof(float));
+        CHECK(dp_model_load_safetensors(b, nanpath) == DP_ERR_NONFINITE);
+        CHECK(strstr(dp_last_error(), "nonfinite.safetensors") && strstr(dp_last_error(), "'5.weight'") &&
+              strstr(dp_last_error(), "non-finite"));
+        CHECK(memcmp(before_b, dp_model_params(b), n * sizeof(float)) == 0);
+        free(before_b);
+    }
     dp_model_destroy(a);
     dp_model_destroy(b);
     dp_model_destroy(c);
@@ -386,6 +408,147 @@ static void test_resume(void) {
     }
     test_integrity(&tr, &te, &p);
     test_calibrated_sigma(&tr, &te, &p);
+    dp_dataset_free(&tr);
+    dp_dataset_free(&te);
+}
+
+/* ---- stop requests and the directory lock ------------------------------------------------ */
+
+typedef struct {
+    volatile sig_atomic_t *stop;
+    long at;   /* set the request in the progress call of this step (mid-epoch) ... */
+    int epoch; /* ... or at the end of this epoch (at 0) */
+} stop_plan;
+
+static void stop_when(void *user, const dp_train_progress *p) {
+    stop_plan *s = user;
+    if (s->at ? !p->epoch_end && p->step == s->at : p->epoch_end && p->epoch == s->epoch) *s->stop = 1;
+}
+
+/* whether another run could take dir's lock now (open + flock LOCK_NB, as dp_train does) */
+static int lock_free(const char *dir) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0666);
+    if (fd < 0) return 0;
+    int ok = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    close(fd);
+    return ok;
+}
+
+/* A stop request (p.stop) ends the run at the next step boundary with DP_ERR_INTERRUPTED, a
+ * message naming the step and the checkpoint; a checkpoint holding exactly the steps done
+ * (written mid-epoch, or the epoch-end one); resumed, the run ends bit-identical to one never
+ * stopped (also for the non-private baseline's permutation at an epoch boundary). The
+ * directory's lock refuses a second run naming the holder's pid, and is released on return. */
+static void test_stop_and_lock(void) {
+    dp_dataset tr, te;
+    make_ds_dim(&tr, 200, 6, 3, 1);
+    make_ds_dim(&te, 50, 6, 3, 2);
+    const char *spec = "linear(8) tanh dropout(0.25) linear(3)";
+    dp_train_params p = dp_train_default_params();
+    p.noise_seeded = 1;
+    p.noise_multiplier = 1.1;
+    p.max_grad_norm = 0.5;
+    p.expected_batch = 32; /* 6 steps per epoch, 18 in all */
+    p.epochs = 3;
+    p.optim.lr = 0.5;
+    p.optim.momentum = 0.9;
+    p.seed = p.noise_seed = 5;
+    p.delta = 1e-3;
+    volatile sig_atomic_t stop = 0;
+    struct {
+        int no_dp;
+        long at;
+        int epoch;
+        const char *needle;
+    } cases[] = {
+        {0, 3, 0, "after 3 of 18 steps (epoch 1: 3 of its 6 steps done)"}, /* mid-epoch: written on the stop */
+        {1, 0, 1, "after 6 of 18 steps (epoch 2: 0 of its 6 steps done)"}, /* the epoch-end checkpoint holds it */
+    };
+    for (int c = 0; c < 2; c++) {
+        dp_train_params q = p;
+        q.no_dp = cases[c].no_dp;
+        dp_train_result ra, rb;
+        dp_model *a = new_model(spec, 6, 1, 1, 9), *b = new_model(spec, 6, 1, 1, 9);
+        CHECK_OK(dp_train(a, &tr, &te, &q, &ra));
+        char dir[300], ck[400];
+        snprintf(dir, sizeof dir, "%s/stop_%d", tmpdir, c);
+        snprintf(ck, sizeof ck, "%s/%s", dir, DP_CHECKPOINT_FILE);
+        stop_plan sp = {&stop, cases[c].at, cases[c].epoch};
+        stop = 0;
+        q.stop = &stop;
+        q.checkpoint_dir = dir;
+        q.progress = stop_when;
+        q.progress_user = &sp;
+        dp_status st = dp_train(b, &tr, &te, &q, &rb);
+        CHECK(st == DP_ERR_INTERRUPTED);
+        CHECK(strstr(dp_last_error(), cases[c].needle) && strstr(dp_last_error(), ck));
+        if (!cases[c].no_dp) CHECK(strstr(dp_last_error(), "epsilon spent so far") != NULL);
+        CHECK(lock_free(dir)); /* released on the interrupted path */
+        /* resumed (into a model with other weights), without the request: as if never stopped */
+        dp_model *r = new_model(spec, 6, 1, 1, 77);
+        stop = 0;
+        q.progress = NULL;
+        q.resume = dir;
+        CHECK_OK(dp_train(r, &tr, &te, &q, &rb));
+        size_t n = dp_model_num_params(a);
+        CHECK(memcmp(dp_model_params(a), dp_model_params(r), n * sizeof(float)) == 0);
+        CHECK(ra.epsilon == rb.epsilon && ra.steps == rb.steps && ra.test_accuracy == rb.test_accuracy);
+        CHECK(lock_free(dir)); /* released on success */
+        dp_model_destroy(a);
+        dp_model_destroy(b);
+        dp_model_destroy(r);
+    }
+    /* asked before the first step: nothing taken, nothing written; without a directory, said so */
+    {
+        dp_train_params q = p;
+        dp_train_result r;
+        char dir[300], ck[400];
+        snprintf(dir, sizeof dir, "%s/stop_first", tmpdir);
+        snprintf(ck, sizeof ck, "%s/%s", dir, DP_CHECKPOINT_FILE);
+        stop = 1;
+        q.stop = &stop;
+        q.checkpoint_dir = dir;
+        dp_model *m = new_model(spec, 6, 1, 1, 9);
+        CHECK(dp_train(m, &tr, &te, &q, &r) == DP_ERR_INTERRUPTED);
+        CHECK(strstr(dp_last_error(), "after 0 of 18 steps") && strstr(dp_last_error(), "no step was taken"));
+        CHECK(access(ck, F_OK) != 0);
+        q.checkpoint_dir = NULL;
+        stop = 0;
+        stop_plan sp = {&stop, 2, 0};
+        q.progress = stop_when;
+        q.progress_user = &sp;
+        CHECK(dp_train(m, &tr, &te, &q, &r) == DP_ERR_INTERRUPTED);
+        CHECK(strstr(dp_last_error(), "after 2 of 18 steps") && strstr(dp_last_error(), "not saved"));
+        dp_model_destroy(m);
+    }
+    /* the lock: a run on a directory another holds is refused naming the holder's pid */
+    {
+        char dir[300], lock[400];
+        snprintf(dir, sizeof dir, "%s/locked", tmpdir);
+        snprintf(lock, sizeof lock, "%s/.lock", dir);
+        mkdir(dir, 0777);
+        int fd = open(lock, O_RDWR | O_CREAT, 0666);
+        CHECK(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && write(fd, "4242\n", 5) == 5);
+        dp_train_params q = p;
+        dp_train_result r;
+        q.checkpoint_dir = dir;
+        dp_model *m = new_model(spec, 6, 1, 1, 9);
+        CHECK(dp_train(m, &tr, &te, &q, &r) == DP_ERR_INVALID);
+        CHECK(strstr(dp_last_error(), "in use by another run (pid 4242") && strstr(dp_last_error(), lock));
+        char ck[400];
+        snprintf(ck, sizeof ck, "%s/%s", dir, DP_CHECKPOINT_FILE);
+        CHECK(access(ck, F_OK) != 0); /* nothing written */
+        close(fd);
+        CHECK_OK(dp_train(m, &tr, &te, &q, &r)); /* released: the run goes ahead, and records its pid */
+        char *txt = t_read_text(lock);
+        char want[32];
+        snprintf(want, sizeof want, "%ld\n", (long)getpid());
+        CHECK(txt && !strcmp(txt, want));
+        free(txt);
+        dp_model_destroy(m);
+    }
     dp_dataset_free(&tr);
     dp_dataset_free(&te);
 }
@@ -699,6 +862,7 @@ int main(void) {
     test_roundtrip();
     test_malformed();
     test_resume();
+    test_stop_and_lock();
     test_secure();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

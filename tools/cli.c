@@ -1,8 +1,10 @@
 /* cli.c: helpers shared by the dpsgd commands (see cli.h). */
 #define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +91,93 @@ int dp_cli_write_atomic(const char *flag, const char *path, const char *text) {
     }
     free(tmp);
     return ok;
+}
+
+/* ---- outputs, checked before any work (dp_cli_check_outputs) ---- */
+
+/* path without trailing slashes (a directory output may be spelled "ck/") */
+static void strip_slashes(const char *path, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s", path);
+    for (size_t n = strlen(buf); n > 1 && buf[n - 1] == '/'; n--) buf[n - 1] = 0;
+}
+
+/* the directory part of path into dir ("." when there is none), and where its last name starts */
+static const char *split_path(const char *path, char *dir, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(dir, cap, ".");
+        return path;
+    }
+    snprintf(dir, cap, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    return slash + 1;
+}
+
+/* prints why o cannot be written; returns 0 */
+static int output_bad(const dp_cli_output *o, const char *why, const char *where, int err) {
+    fprintf(stderr, "%s: %s %s: %s%s%s%s (outputs are checked before any work starts)\n", prog, o->flag, o->path, why,
+            where ? where : "", err ? ": " : "", err ? strerror(err) : "");
+    return 0;
+}
+
+/* whether o can be written: its directory exists and takes a new file */
+static int output_writable(const dp_cli_output *o) {
+    char path[4096], dir[4096], probe[4200];
+    struct stat sb;
+    if (!*o->path) return output_bad(o, "empty path", NULL, 0);
+    strip_slashes(o->path, path, sizeof path);
+    const int exists = stat(path, &sb) == 0;
+    if (o->inside && exists && !S_ISDIR(sb.st_mode)) return output_bad(o, "exists and is not a directory", NULL, 0);
+    if (!o->inside && exists && S_ISDIR(sb.st_mode)) return output_bad(o, "is a directory, not a file", NULL, 0);
+    if (!o->inside && o->path[strlen(o->path) - 1] == '/')
+        return output_bad(o, "names a directory, not a file", NULL, 0);
+    /* created now, so that files may be written into it (EEXIST: another MPI rank was first) */
+    if (o->inside && !exists && mkdir(path, 0777) != 0 && errno != EEXIST)
+        return output_bad(o, "cannot create the directory", NULL, errno);
+    if (o->inside) snprintf(dir, sizeof dir, "%s", path);
+    else {
+        split_path(path, dir, sizeof dir); /* the directory the file goes in */
+        if (stat(dir, &sb) != 0) return output_bad(o, "cannot write in ", dir, errno);
+        if (!S_ISDIR(sb.st_mode)) return output_bad(o, "not a directory: ", dir, 0);
+    }
+    /* a new file, created exclusively and removed: the write at the end will need the same */
+    snprintf(probe, sizeof probe, "%s/.dpsgd-check-XXXXXX", dir);
+    int fd = mkstemp(probe);
+    if (fd < 0) return output_bad(o, "cannot create a file in ", dir, errno);
+    close(fd);
+    unlink(probe);
+    return 1;
+}
+
+/* the file o writes as the real path of its directory plus its name, so that two spellings of
+ * one file compare equal (a missing directory output: the real path of its parent) */
+static void output_file(const dp_cli_output *o, char *buf, size_t cap) {
+    char path[4096], dir[4096], real[PATH_MAX];
+    strip_slashes(o->path, path, sizeof path);
+    if (o->inside && realpath(path, real)) {
+        snprintf(buf, cap, "%s/%s", real, o->inside);
+        return;
+    }
+    const char *base = split_path(path, dir, sizeof dir), *sep = o->inside ? "/" : "", *in = o->inside ? o->inside : "";
+    if (realpath(dir, real)) snprintf(buf, cap, "%s/%s%s%s", real, base, sep, in);
+    else snprintf(buf, cap, "%s%s%s", path, sep, in);
+}
+
+int dp_cli_check_outputs(const dp_cli_output *o, int n) {
+    for (int pass = 0; pass < 2; pass++) /* directories first: a file output may go in one */
+        for (int i = 0; i < n; i++)
+            if (o[i].path && (o[i].inside != NULL) == (pass == 0) && !output_writable(&o[i])) return 1;
+    char a[8400], b[8400];
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            if (!o[i].path || !o[j].path) continue;
+            output_file(&o[i], a, sizeof a);
+            output_file(&o[j], b, sizeof b);
+            if (strcmp(a, b)) continue;
+            fprintf(stderr, "%s: %s %s and %s %s name the same file (%s): one would overwrite the other; give each its "
+                            "own path\n", prog, o[i].flag, o[i].path, o[j].flag, o[j].path, a);
+            return 2;
+        }
+    return 0;
 }
 
 

@@ -25,6 +25,20 @@ int dp_cli_parse_long(const char *flag, const char *v, long lo, long hi, long *o
  * print a message naming `flag` and path, leave nothing behind, return 0 */
 int dp_cli_write_atomic(const char *flag, const char *path, const char *text);
 
+/* An output a command will write: its flag and path (NULL: not given); `inside` NULL for a file,
+ * else the path is a directory (created here if missing, as the command would) that the command
+ * writes the file `inside` in (--checkpoint-dir and "checkpoint.safetensors"). */
+typedef struct {
+    const char *flag, *path, *inside;
+} dp_cli_output;
+/* Checks the outputs before any work, so that a run never ends unable to write its result:
+ * each can be created (its directory exists and takes a new file: one is created with O_EXCL
+ * and removed; a file output is not a directory; a directory output is a directory, created
+ * when missing), and no two name the same file, however spelled (the real path of the
+ * directory plus the name). Returns 0, or the exit status with a message naming the flag and
+ * path printed: 1 an output that cannot be written, 2 two flags naming one file. */
+int dp_cli_check_outputs(const dp_cli_output *o, int n);
+
 /* ---- what `dpsgd train` and `dpsgd audit` share ---- */
 
 #define DP_CLI_DEFAULT_DATA "/usr/share/datasets/fashion-mnist"

@@ -33,7 +33,8 @@ static void usage(FILE *f) {
 "\n"
 "weights:\n"
 "  --init FILE             weights to evaluate at (safetensors, as written by train\n"
-"                          --save-weights) [the initialisation for --seed]\n"
+"                          --save-weights; a NaN or infinity is refused) [the initialisation\n"
+"                          for --seed]\n"
 "  --seed N                initialisation (without --init) and dropout masks [0]\n"
 "data and model (as `dpsgd train`; docs/model-spec.md):\n"
 "  --data DIR              IDX directory, or " DP_CLI_SYNTHETIC " [" DP_CLI_DEFAULT_DATA "]\n"
@@ -63,6 +64,8 @@ static void usage(FILE *f) {
 "                          the total norm, then one column per trainable layer in the order\n"
 "                          of the table (names in --json's \"columns\")\n"
 "  --json FILE             write a JSON summary (atomically)\n"
+"                          (both outputs are checked before any work: their directory must exist\n"
+"                          and take a new file, and they must not name the same file)\n"
 "  --quiet                 no progress on stderr\n"
 "  -h, --help              this help\n",
             modes, DEFAULT_BATCH, DEFAULT_BINS);
@@ -335,6 +338,9 @@ int dp_cmd_norms(int argc, char **argv) {
 #undef NEED_VALUE
     }
     if (!dp_cli_model_check(&mo, model_name, &data, data_given)) return 2;
+    const dp_cli_output outs[] = {{"--json", json, NULL}, {"--per-sample-out", per_sample_out, NULL}};
+    int bad_out = dp_cli_check_outputs(outs, 2); /* before any work: never compute, then fail to write */
+    if (bad_out) return bad_out;
     if (threads > 0) omp_set_num_threads((int)threads);
 
     dp_status st;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,13 +47,16 @@ void dp_cmd_train_usage(FILE *f) {
     dp_cli_model_usage(f);
     fprintf(f,
 "privacy:\n"
-"  --no-dp                 non-private baseline: no clipping, noise or accounting\n"
+"  --no-dp                 non-private baseline: no clipping, noise or accounting (so the\n"
+"                          other flags of this group, and the noise flags, are refused with it)\n"
 "  --clipping MODE         %s [%s]\n"
 "  --max-grad-norm C       per-sample clipping norm [0.1]\n"
 "  --mem-budget SIZE       auto: bytes a step may allocate (e.g. 2GiB); layers go back from\n"
-"                          keeping to a second backward pass until the plan fits\n"
+"                          keeping to a second backward pass until the plan fits (a budget\n"
+"                          no plan fits is refused, naming the --physical-batch that does)\n"
 "                          [1.2 x the non-private step's buffers, parameters and gradients]\n"
-"  --epsilon E             target epsilon; sigma is calibrated to it [3]\n"
+"  --epsilon E             target epsilon; sigma is calibrated to it; one that no sigma\n"
+"                          reaches is refused at once, with the reachable range [3]\n"
 "  --delta D               target delta [1e-5]\n"
 "  --accountant A          rdp | prv | pld: calibrates sigma and reports epsilon [prv]\n"
 "  --noise-multiplier S    use this sigma instead of calibrating (epsilon is then reported)\n"
@@ -81,7 +85,9 @@ void dp_cmd_train_usage(FILE *f) {
 "                          non-finite sample count and accuracy on a split held out from the\n"
 "                          private data, labelled: these are NOT covered by epsilon\n"
 "checkpoints:\n"
-"  --checkpoint-dir DIR    write DIR/checkpoint.safetensors at each epoch end (atomically)\n"
+"  --checkpoint-dir DIR    write DIR/checkpoint.safetensors at each epoch end (atomically); DIR\n"
+"                          is locked for the run (DIR/.lock, with its pid): a second run on DIR\n"
+"                          is refused\n"
 "  --checkpoint-every N    ... and every N steps\n"
 "  --resume DIR|FILE       continue a run from its checkpoint; epsilon carries on (with\n"
 "                          --noise-seed bit-identical to an uninterrupted run on the same threads)\n"
@@ -89,7 +95,7 @@ void dp_cmd_train_usage(FILE *f) {
 "                          changed, or replace another run's checkpoint (never model, data,\n"
 "                          sigma, q, C or delta)\n"
 "weights:\n"
-"  --init FILE             start from these weights (safetensors, PyTorch names, F32)\n"
+"  --init FILE             start from these weights (safetensors, PyTorch names, F32, finite)\n"
 "  --save-weights FILE     write the trained weights (safetensors, atomically)\n"
 "output:\n"
 "  --out FILE              write a JSON summary (atomically)\n"
@@ -97,6 +103,16 @@ void dp_cmd_train_usage(FILE *f) {
 "  --verbose               print the clipping plan (per layer: norm method, how the clipped\n"
 "                          sum is formed, bytes and FLOPs) before training\n"
 "  -h, --help              this help\n"
+"\n"
+"Every output (--out, --save-weights, --checkpoint-dir) is checked before any work starts: its\n"
+"directory must exist and take a new file, and no two may name the same file. Should a write\n"
+"still fail at the end, the finished run is kept as ./dpsgd-weights-PID.safetensors and\n"
+"./dpsgd-summary-PID.json (else in the checkpoint directory or $TMPDIR), and the paths and\n"
+"epsilon are printed (exit status 1).\n"
+"\n"
+"Ctrl-C (SIGINT) or SIGTERM stops the run at the next step boundary, writes a checkpoint when\n"
+"--checkpoint-dir is given and says how to continue (--resume DIR); exit status 130 (SIGINT) or\n"
+"143 (SIGTERM). A second signal stops at once (the last checkpoint on disk stays whole).\n"
 "\n"
 "Data-parallel training: `mpirun -np N dpsgd train ...` (when built with MPI) runs N ranks that\n"
 "each sample and clip their share of the data; the noise is drawn once per step; rank 0 alone\n"
@@ -134,6 +150,63 @@ static void on_progress(void *user, const dp_train_progress *p) {
     fflush(stdout);
 }
 
+/* ---- SIGINT, SIGTERM: stop at the next step boundary (docs/reliability.md) ---- */
+
+static volatile sig_atomic_t stop_signal; /* the first SIGINT or SIGTERM received; 0: none */
+
+static void on_stop_signal(int sig) {
+    if (stop_signal) { /* the second: at once (a checkpoint on disk stays whole: it is renamed into place) */
+        static const char now[] = "dpsgd: second signal: stopping at once\n";
+        ssize_t w = write(2, now, sizeof now - 1);
+        (void)w;
+        _exit(128 + sig);
+    }
+    stop_signal = sig;
+    static const char later[] = "\ndpsgd: stopping after the current step (a second signal stops at once)\n";
+    ssize_t w = write(2, later, sizeof later - 1);
+    (void)w;
+}
+
+/* The run finished but FLAG's file could not be written: rather than lose the result (and the
+ * privacy budget it spent), write it as dpsgd-KIND-PID.EXT in the working directory, else the
+ * checkpoint directory, else $TMPDIR (or /tmp), and say where. m: the weights; else text. */
+static void keep_elsewhere(const char *flag, const char *kind, const char *ext, dp_model *m, const char *text,
+                           const char *ckdir) {
+    const char *tmp = getenv("TMPDIR");
+    const char *dirs[3] = {".", ckdir, tmp && *tmp ? tmp : "/tmp"};
+    char path[4200];
+    for (int d = 0; d < 3; d++) {
+        if (!dirs[d]) continue;
+        for (int k = 0; k < 100; k++) {
+            char sfx[16] = "";
+            if (k) snprintf(sfx, sizeof sfx, "-%d", k);
+            snprintf(path, sizeof path, "%s/dpsgd-%s-%ld%s.%s", dirs[d], kind, (long)getpid(), sfx, ext);
+            /* a new file only: never over another run's rescued result */
+            int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0666), ok = 0;
+            if (fd < 0 && errno == EEXIST) continue;
+            if (fd < 0) break; /* this directory takes no file: the next one */
+            if (m) {
+                close(fd);
+                ok = dp_model_save_safetensors(m, path) == DP_OK; /* renamed over the placeholder */
+            } else {
+                size_t len = strlen(text), off = 0;
+                ssize_t wr = 1;
+                while (off < len && (wr = write(fd, text + off, len - off)) > 0) off += (size_t)wr;
+                ok = off == len && fsync(fd) == 0;
+                if (close(fd) != 0) ok = 0;
+            }
+            if (ok) {
+                fprintf(stderr, "%s: %s: the run finished; kept its %s in %s instead\n", prog, flag, kind, path);
+                return;
+            }
+            unlink(path);
+            break;
+        }
+    }
+    fprintf(stderr, "%s: %s: could not keep the %s anywhere (tried the working directory%s and %s)\n", prog, flag, kind,
+            ckdir ? ", --checkpoint-dir" : "", dirs[2]);
+}
+
 int dp_cmd_train(int argc, char **argv) {
     dp_train_params p = dp_train_default_params();
     dp_cli_train_opts o = DP_CLI_TRAIN_OPTS("train", &p);
@@ -146,9 +219,16 @@ int dp_cmd_train(int argc, char **argv) {
     dp_optim_kind okind = DP_OPT_SGD;
     double wd = NAN, beta1 = NAN, beta2 = NAN;
     int nesterov = 0;
+    const char *private_flag = NULL; /* the last flag given that only a private run uses */
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        /* flags of the private step only: with --no-dp they contradict it (refused below) */
+        static const char *const private_only[] = {"--epsilon",    "--noise-multiplier", "--max-grad-norm",
+                                                   "--clipping",   "--delta",            "--accountant",
+                                                   "--noise-seed", "--report-nonprivate", "--mem-budget"};
+        for (size_t f = 0; f < sizeof private_only / sizeof private_only[0]; f++)
+            if (!strcmp(a, private_only[f])) private_flag = private_only[f];
         int common = dp_cli_train_flag(&o, a, v, &i);
         if (common < 0) return 2;
         if (common) continue;
@@ -231,6 +311,11 @@ int dp_cmd_train(int argc, char **argv) {
 #undef NEED_VALUE
     }
     if (p.noise_seeded && p.no_dp) return dp_cli_die("--noise-seed: has no meaning with --no-dp (there is no noise)");
+    if (p.no_dp && private_flag) { /* silently ignored, it would leave the user believing in it */
+        fprintf(stderr, "%s: %s: contradicts --no-dp (a non-private run has no clipping, noise or privacy "
+                        "accounting); give one or the other\n", prog, private_flag);
+        return 2;
+    }
     if (p.checkpoint_every && !p.checkpoint_dir) return dp_cli_die("--checkpoint-every: needs --checkpoint-dir");
     if (init_path && p.resume)
         return dp_cli_die("--init: cannot be combined with --resume (the checkpoint holds the weights)");
@@ -242,9 +327,19 @@ int dp_cmd_train(int argc, char **argv) {
     if (!isnan(beta1)) p.optim.beta1 = beta1;
     if (!isnan(beta2)) p.optim.beta2 = beta2;
     p.optim.nesterov = nesterov;
+    /* the optimizer's ranges (--lr, --momentum, --nesterov, --weight-decay, --beta1/2) are usage
+     * errors: said now, by the same checks dp_train makes, rather than after loading the data */
+    dp_optim *optim_probe = NULL;
+    if (dp_optim_create(&p.optim, 1, &optim_probe) != DP_OK) return dp_cli_die(dp_last_error());
+    dp_optim_destroy(optim_probe);
     if (o.threads > 0) omp_set_num_threads((int)o.threads);
     p.threads = (int)o.threads;
     if (!dp_cli_model_check(&mo, o.model_name, &o.data, o.data_given)) return 2;
+    const dp_cli_output outs[] = {{"--out", out, NULL},
+                                  {"--save-weights", save_weights, NULL},
+                                  {"--checkpoint-dir", p.checkpoint_dir, DP_CHECKPOINT_FILE}};
+    int bad_out = dp_cli_check_outputs(outs, 3); /* before any work: never train, then fail to write */
+    if (bad_out) return bad_out;
 
 #ifdef DP_TEST_HOOKS
     /* the test build only (dpsgd-testhooks, never installed): switches that void the
@@ -292,6 +387,50 @@ int dp_cmd_train(int argc, char **argv) {
     if (init_path && (st = dp_model_load_safetensors(m, init_path)) != DP_OK) {
         fprintf(stderr, "%s: --init %s\n", prog, dp_last_error());
         goto done;
+    }
+    /* Usage errors that need the training set size n, said as such (exit 2) before the run: dp_train
+     * makes the same checks but its failures exit 1, and an unreachable --epsilon used to cost its
+     * calibration minutes before "no convergence". With --resume the checkpoint may fix sigma. */
+    if ((size_t)p.expected_batch > tr.n) {
+        fprintf(stderr, "%s: --batch-size %d: must be in 1..%zu (the training set size)\n", prog, p.expected_batch,
+                tr.n);
+        rc = 2;
+        goto done;
+    }
+    if (!p.no_dp && !(p.delta < 1.0 / (double)tr.n)) {
+        fprintf(stderr, "%s: --delta %g: must be below 1/n = %g, or the guarantee is void\n", prog, p.delta,
+                1.0 / (double)tr.n);
+        rc = 2;
+        goto done;
+    }
+    if (!p.no_dp && p.noise_multiplier <= 0 && !p.resume) {
+        const double q = (double)p.expected_batch / (double)tr.n; /* as dp_train */
+        const long steps = (long)dp_train_steps_per_epoch(tr.n, p.expected_batch) * p.epochs;
+        if ((st = dp_calibrate_sigma_check(p.accountant, p.target_epsilon, p.delta, q, steps, 0.01)) != DP_OK) {
+            if (st == DP_ERR_RANGE) {
+                fprintf(stderr, "%s: --epsilon %g, --delta %g: %s\n", prog, p.target_epsilon, p.delta, dp_last_error());
+                rc = 2;
+            } else
+                rc = dp_cli_fail(st);
+            goto done;
+        }
+    }
+    if (!p.no_dp && p.mem_budget && p.clipping == DP_CLIP_AUTO) {
+        /* a budget below auto's smallest plan (every layer on a second pass) cannot be kept: say
+         * so, and which --physical-batch keeps it, rather than silently run over it */
+        const int B = p.physical_batch > 0 && p.physical_batch < p.expected_batch ? p.physical_batch : p.expected_batch;
+        const size_t least = dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 0);
+        if (least > p.mem_budget) {
+            dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget};
+            const int n = dp_model_max_batch_within(m, &cp, p.mem_budget, B);
+            char fix[96] = "not even one sample at a time fits it: raise it";
+            if (n > 0) snprintf(fix, sizeof fix, "--physical-batch %d fits it (the same result, in smaller chunks)", n);
+            fprintf(stderr, "%s: --mem-budget %.4g MiB: no clipping plan fits a step of %d samples (the smallest, "
+                            "every layer on a second backward pass, needs about %.1f MiB); %s\n",
+                    prog, (double)p.mem_budget / (1024.0 * 1024.0), B, (double)least / (1024.0 * 1024.0), fix);
+            rc = 2;
+            goto done;
+        }
     }
 
     progress_state ps = {isatty(2), quiet, p.report_nonprivate, info.holdout && !p.no_dp};
@@ -342,12 +481,37 @@ int dp_cmd_train(int argc, char **argv) {
                    p.report_nonprivate ? " (printed, labelled non-private)" : "; not printed (--report-nonprivate)");
         fflush(stdout);
     }
+    /* SIGINT/SIGTERM ask the loop to stop at the next step boundary, where it writes a
+     * checkpoint; kept until the end, so that a signal after the last step lets the outputs be
+     * written. The library installs no handler: the command does. A signal ignored when dpsgd
+     * started stays ignored: a script's background job is meant to survive the terminal's Ctrl-C. */
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
+    if (sigaction(SIGTERM, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(SIGTERM, &sa, NULL);
+    p.stop = &stop_signal;
     dp_train_result r;
 #ifdef DP_TEST_HOOKS
     st = dp__train(m, &tr, &te, &p, &hooks, &r);
 #else
     st = dp_train(m, &tr, &te, &p, &r);
 #endif
+    if (st == DP_ERR_INTERRUPTED) { /* every rank stopped at the same step: no abort */
+        rc = 128 + (stop_signal ? stop_signal : SIGINT);
+        if (!rank0) goto done;
+        fprintf(stderr, "%s: %s: %s\n", prog, stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", dp_last_error());
+        char ck[4200] = "";
+        if (p.checkpoint_dir) snprintf(ck, sizeof ck, "%s/%s", p.checkpoint_dir, DP_CHECKPOINT_FILE);
+        if (*ck && access(ck, F_OK) == 0)
+            fprintf(stderr, "%s: to continue, run the same command with --resume %s (epsilon carries on%s)\n", prog,
+                    p.checkpoint_dir, p.noise_seeded ? "; bit-identical with the same threads" : "");
+        else if (!*ck)
+            fprintf(stderr, "%s: without --checkpoint-dir the run cannot be continued\n", prog);
+        goto done;
+    }
     if (st != DP_OK) {
         if (comm.size > 1) fprintf(stderr, "%s: rank %d of %d:\n", prog, comm.rank, comm.size);
         rc = dp_cli_fail(st);
@@ -379,9 +543,11 @@ int dp_cmd_train(int argc, char **argv) {
     if (p.report_nonprivate && !p.no_dp)
         printf("non-private (not covered by epsilon): mean drawn batch %.1f, empty batches %ld, non-finite samples %ld "
                "(dropped)\n", r.mean_batch, r.empty_batches, r.nonfinite_samples);
+    int lost = 0; /* outputs that could not be written where asked (kept elsewhere) */
     if (save_weights && (st = dp_model_save_safetensors(m, save_weights)) != DP_OK) {
         fprintf(stderr, "%s: --save-weights %s\n", prog, dp_last_error());
-        goto done;
+        keep_elsewhere("--save-weights", "weights", "safetensors", m, NULL, p.checkpoint_dir);
+        lost = 1;
     }
     if (out) {
         /* what epsilon covers (and public evaluation) at the top; everything else under
@@ -422,7 +588,21 @@ int dp_cmd_train(int argc, char **argv) {
                  p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise,
                  ps.private_test ? "held out from the private data" : "public", test_acc, test_loss,
                  omp_get_max_threads(), (unsigned long long)p.seed, r.seconds, r.peak_bytes, extra);
-        if (!dp_cli_write_atomic("--out", out, json)) goto done;
+        if (!dp_cli_write_atomic("--out", out, json)) {
+            keep_elsewhere("--out", "summary", "json", NULL, json, p.checkpoint_dir);
+            lost = 1;
+        }
+    }
+    if (lost) { /* exit 1, but say what the finished run spent */
+        if (p.no_dp)
+            fprintf(stderr, "%s: the run finished (non-private, %ld steps)", prog, r.steps);
+        else
+            fprintf(stderr, "%s: the run finished: epsilon %.17g spent (delta %g, %s), %ld steps", prog, r.epsilon,
+                    r.delta, dp_accountant_kind_name(p.accountant), r.steps);
+        if (p.checkpoint_dir) fprintf(stderr, "; its last checkpoint, %s/%s, also holds the weights", p.checkpoint_dir,
+                                      DP_CHECKPOINT_FILE);
+        fprintf(stderr, "\n");
+        goto done;
     }
     rc = 0;
 done:

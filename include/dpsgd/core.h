@@ -23,7 +23,8 @@ extern "C" {
     X(DP_ERR_FORMAT, "malformed input")                                                       \
     X(DP_ERR_RANGE, "value out of range")                                                     \
     X(DP_ERR_NONFINITE, "non-finite value")                                                   \
-    X(DP_ERR_UNSUPPORTED, "unsupported operation")
+    X(DP_ERR_UNSUPPORTED, "unsupported operation")                                            \
+    X(DP_ERR_INTERRUPTED, "stopped on request")
 
 typedef enum {
 #define DP__ENUM(name, text) name,

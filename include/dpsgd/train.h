@@ -11,6 +11,8 @@
  */
 #ifndef DPSGD_TRAIN_H
 #define DPSGD_TRAIN_H
+#include <signal.h> /* sig_atomic_t */
+
 #include "dpsgd/accounting.h"
 #include "dpsgd/core.h"
 #include "dpsgd/data.h"
@@ -105,6 +107,13 @@ typedef struct {
     int threads;                /* thread count recorded in checkpoints; 0: omp_get_max_threads() */
     /* data-parallel training (see dp_train_comm above) */
     const dp_train_comm *comm;  /* NULL (or size 1): one process */
+    /* A stop request, e.g. set by the caller's SIGINT handler (the library installs none). Read
+     * once per step, at the boundary between steps (with comm: all ranks stop together when one
+     * was asked). When set, the loop writes a checkpoint of the steps done (if checkpoint_dir is
+     * set and the last one does not already hold them) and returns DP_ERR_INTERRUPTED with a
+     * message naming the step, the epsilon spent so far and the checkpoint. A request that comes
+     * after the last step changes nothing: the run completes. NULL: never asked. */
+    volatile sig_atomic_t *stop;
 } dp_train_params;
 
 dp_train_params dp_train_default_params(void);
@@ -135,7 +144,10 @@ int dp_train_steps_per_epoch(size_t n, int expected_batch);
  * run with OS-seeded noise continues with fresh noise: epsilon carries on, the weights differ). A checkpoint made
  * with another model, data, sigma, q, C or delta is refused with DP_ERR_INVALID naming the
  * difference. A non-finite loss or parameter stops training with DP_ERR_NONFINITE and a message
- * naming the step. The result is written only on success. */
+ * naming the step; a stop request (p->stop) with DP_ERR_INTERRUPTED. With checkpoint_dir the
+ * run holds an exclusive lock (flock) on checkpoint_dir/.lock, which records its pid, from the
+ * start until it returns: a second run on the same directory is refused naming that pid. The
+ * result is written only on success. */
 dp_status dp_train(dp_model *model, const dp_dataset *train, const dp_dataset *test, const dp_train_params *p,
                    dp_train_result *result);
 
