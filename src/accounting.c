@@ -353,11 +353,11 @@ static void composed_free(composed *c) {
 
 #define MAX_LOSS_DOMAIN 5000.0
 
-/* Builds the grid and composes the history. pld selects the discretisation. */
-static dp_status compose(const entry *e, size_t ne, long total, int pld, double delta_error,
-                         const dp_accounting_params *prm, composed *out) {
+/* The safe domain size L of the grid (Opacus compute_safe_domain_size), from RDP alone: cheap,
+ * so calibration can find where PRV and PLD stop being computable without composing. */
+static dp_status loss_domain(const entry *e, size_t ne, long total, double delta_error, double eps_error,
+                             double *out) {
     dp_status st;
-    /* safe domain size (Opacus compute_safe_domain_size) */
     double L, l1;
     if ((st = rdp_eps_entries(e, ne, delta_error / 4.0, &L))) return st;
     for (size_t i = 0; i < ne; i++) {
@@ -366,7 +366,16 @@ static dp_status compose(const entry *e, size_t ne, long total, int pld, double 
         if ((st = rdp_eps_entries(&one, 1, delta_error / (8.0 * (double)total), &l1))) return st;
         if (l1 > L) L = l1;
     }
-    L = fmax(L, prm->eps_error) + 3.0;
+    *out = fmax(L, eps_error) + 3.0;
+    return DP_OK;
+}
+
+/* Builds the grid and composes the history. pld selects the discretisation. */
+static dp_status compose(const entry *e, size_t ne, long total, int pld, double delta_error,
+                         const dp_accounting_params *prm, composed *out) {
+    dp_status st;
+    double L;
+    if ((st = loss_domain(e, ne, total, delta_error, prm->eps_error, &L))) return st;
     if (!(L <= MAX_LOSS_DOMAIN))
         return dp_fail(DP_ERR_RANGE,
                        "noise multiplier too small for the %s accountant: the privacy loss "
@@ -728,8 +737,106 @@ static dp_status calib_eval(dp_accountant_kind k, double q, double sigma, long s
 static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
                            double eps_tol, double *sigma);
 
-dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, double delta, double q,
-                                  long steps, double eps_tol, double *sigma) {
+/* Where the search for sigma looks, [sigma_min, CALIB_MAX_SIGMA], and the epsilons at its ends.
+ * A target outside them used to cost minutes of evaluations before "no convergence" (or, worse,
+ * a sigma far from the target): it is refused at once instead, with the range. */
+typedef struct {
+    double sigma_min;  /* PRV, PLD: the least noise whose privacy loss their grid holds; RDP: 0 */
+    double eps_at_max; /* epsilon at CALIB_MAX_SIGMA: the least a target can be */
+    double eps_at_min; /* epsilon at sigma_min (the most); NAN where not computed */
+} calib_range;
+
+/* PRV and PLD evaluate only where compose's domain fits, L <= MAX_LOSS_DOMAIN (L shrinks as sigma
+ * grows): the smallest such sigma, by bisection on log sigma with RDP alone (milliseconds). */
+static dp_status calib_sigma_min(double q, long steps, double delta, double *out) {
+    const dp_accounting_params prm = dp_accounting_default_params();
+    entry e = {q, 0.0, steps};
+    double lo = 1e-4, hi = CALIB_MAX_SIGMA, L;
+    dp_status st;
+    e.sigma = lo;
+    if ((st = loss_domain(&e, 1, steps, delta / 1000.0, prm.eps_error, &L))) return st;
+    if (L <= MAX_LOSS_DOMAIN) { /* no such q and delta in practice; the search then stops at lo */
+        *out = lo;
+        return DP_OK;
+    }
+    for (int it = 0; it < 26; it++) { /* lo does not fit, hi does; to a relative 4e-7 */
+        e.sigma = sqrt(lo * hi);
+        if ((st = loss_domain(&e, 1, steps, delta / 1000.0, prm.eps_error, &L))) return st;
+        if (L <= MAX_LOSS_DOMAIN) hi = e.sigma;
+        else lo = e.sigma;
+    }
+    *out = hi;
+    return DP_OK;
+}
+
+/* DP_ERR_RANGE for a target outside cr (eps_at_min known for PRV and PLD), naming both ends */
+static dp_status unreachable(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                             const calib_range *cr) {
+    char range[128];
+    if (k == DP_ACCT_RDP || isnan(cr->eps_at_min))
+        snprintf(range, sizeof range, "a target of at least %.4g can be reached", cr->eps_at_max);
+    else
+        snprintf(range, sizeof range, "a target from %.4g to %.4g can be reached", cr->eps_at_max, cr->eps_at_min);
+    if (target_eps < cr->eps_at_max)
+        return dp_fail(DP_ERR_RANGE,
+                       "target epsilon %g is unreachable with the %s accountant: at sample rate %g, %ld steps and "
+                       "delta %g, epsilon is at least %.4g even at noise multiplier %g, the most noise the search "
+                       "tries%s; %s",
+                       target_eps, kind_names[k], q, steps, delta, cr->eps_at_max, CALIB_MAX_SIGMA,
+                       k == DP_ACCT_PRV ? " (prv's upper bound includes its error of 0.01)" : "", range);
+    return dp_fail(DP_ERR_RANGE,
+                   "target epsilon %g is unreachable with the %s accountant: at sample rate %g, %ld steps and delta "
+                   "%g, epsilon is at most %.4g even at noise multiplier %.4g, the least noise the %s accountant can "
+                   "evaluate%s; %s",
+                   target_eps, kind_names[k], q, steps, delta, cr->eps_at_min, cr->sigma_min, kind_names[k],
+                   k == DP_ACCT_RDP ? "" : " (its privacy loss outgrows the grid below it)", range);
+}
+
+/* The reachable range for k (RDP, PRV or PLD; arguments checked): DP_OK when the target lies in it,
+ * else the refusal. Costs about one evaluation of k where the target is reachable, two where not. */
+static dp_status calib_reach(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                             double eps_tol, calib_range *cr) {
+    dp_status st;
+    cr->sigma_min = 0.0;
+    cr->eps_at_min = NAN;
+    /* Two runs differ only where the example is sampled, which happens with probability
+     * 1 - (1-q)^T: that bounds the total variation distance, i.e. delta at epsilon 0, whatever
+     * the noise. A delta that large makes epsilon 0 for every sigma: nothing to calibrate. */
+    const double p_any = -expm1((double)steps * log1p(-q));
+    if (delta >= p_any)
+        return dp_fail(DP_ERR_RANGE,
+                       "delta %g is at least 1 - (1 - q)^T = %.6g, the chance that an example is sampled at all in "
+                       "%ld steps at sample rate %g: epsilon is then 0 whatever the noise (even none), so no noise "
+                       "multiplier meets target epsilon %g; choose a delta far below it (below 1/n)",
+                       delta, p_any, steps, q, target_eps);
+    if ((st = calib_eval(k, q, CALIB_MAX_SIGMA, steps, delta, &cr->eps_at_max))) return st;
+    if (k != DP_ACCT_RDP && (st = calib_sigma_min(q, steps, delta, &cr->sigma_min))) return st;
+    if (target_eps < cr->eps_at_max) {
+        if (k != DP_ACCT_RDP && (st = calib_eval(k, q, cr->sigma_min, steps, delta, &cr->eps_at_min))) return st;
+        return unreachable(k, target_eps, delta, q, steps, cr);
+    }
+    if (k == DP_ACCT_RDP) return DP_OK; /* its epsilon grows without bound as the noise vanishes */
+    /* The upper end. Every realistic target lies far below it (the default run: 3 against about
+     * 1500), which a coarse grid shows in milliseconds: PRV's lower bound is below the true epsilon,
+     * and both PRV's and PLD's upper bounds are above it. Only near the end the full grid decides. */
+    dp_accounting_params coarse = dp_accounting_default_params();
+    coarse.max_points = (size_t)1 << 16;
+    dp_accountant *a = NULL;
+    dp_epsilon_report r;
+    if ((st = dp_accountant_create(&a))) return st;
+    st = dp_accountant_step(a, q, cr->sigma_min, steps);
+    if (!st) st = dp_accountant_epsilon_ex(a, DP_ACCT_PRV, delta, &coarse, &r);
+    dp_accountant_destroy(a);
+    if (st == DP_OK && r.lower >= target_eps) return DP_OK;
+    dp_clear_error();
+    if ((st = calib_eval(k, q, cr->sigma_min, steps, delta, &cr->eps_at_min))) return st;
+    if (cr->eps_at_min < target_eps - eps_tol) return unreachable(k, target_eps, delta, q, steps, cr);
+    return DP_OK;
+}
+
+/* the checks every calibration makes first */
+static dp_status calib_args(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                            double eps_tol) {
     if ((unsigned)k >= DP_ACCT_COUNT)
         return dp_fail(DP_ERR_INVALID, "accountant kind %d is not one of rdp, prv, pld, gdp", (int)k);
     /* GDP is a central-limit approximation, not a bound: it can underestimate epsilon badly
@@ -739,8 +846,6 @@ dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, doubl
         return dp_fail(DP_ERR_INVALID,
                        "accountant gdp: a central-limit approximation that can underestimate epsilon, not a "
                        "bound; it cannot calibrate the noise multiplier: use prv, rdp or pld");
-    if (k == DP_ACCT_RDP) return dp_calibrate_sigma(target_eps, delta, q, steps, eps_tol, sigma);
-    if (!sigma) return dp_fail(DP_ERR_INVALID, "calibrate sigma: sigma is NULL");
     if (!(target_eps > 0.0) || !isfinite(target_eps))
         return dp_fail(DP_ERR_RANGE, "target epsilon %g must be finite and > 0", target_eps);
     if (!(delta > 0.0 && delta < 1.0))
@@ -749,8 +854,44 @@ dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, doubl
     if (steps < 1) return dp_fail(DP_ERR_RANGE, "steps %ld must be >= 1", steps);
     if (!(eps_tol >= 0.0) || !isfinite(eps_tol))
         return dp_fail(DP_ERR_RANGE, "epsilon tolerance %g must be finite and >= 0", eps_tol);
+    return DP_OK;
+}
+
+dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, double delta, double q,
+                                  long steps, double eps_tol, double *sigma) {
+    dp_status st;
+    if ((unsigned)k < DP_ACCT_COUNT && k != DP_ACCT_GDP && !sigma)
+        return dp_fail(DP_ERR_INVALID, "calibrate sigma: sigma is NULL");
+    if ((st = calib_args(k, target_eps, delta, q, steps, eps_tol))) return st;
     if (eps_tol == 0.0) eps_tol = DP_CALIBRATE_EPS_TOL_DEFAULT;
-    return calibrate(k, target_eps, delta, q, steps, eps_tol, sigma);
+    if (k != DP_ACCT_RDP) return calibrate(k, target_eps, delta, q, steps, eps_tol, sigma);
+    /* RDP: Opacus' bisection (dp_calibrate_sigma), fenced by the same range check, and its answer
+     * checked: near sigma 0 the bisection can end far below the target */
+    calib_range cr;
+    double s, e;
+    if ((st = calib_reach(k, target_eps, delta, q, steps, eps_tol, &cr))) return st;
+    if ((st = dp_calibrate_sigma(target_eps, delta, q, steps, eps_tol, &s))) return st;
+    if ((st = calib_eval(k, q, s, steps, delta, &e))) return st;
+    if (target_eps - e > eps_tol) {
+        cr.sigma_min = s;
+        cr.eps_at_min = e;
+        return unreachable(k, target_eps, delta, q, steps, &cr);
+    }
+    *sigma = s;
+    return DP_OK;
+}
+
+dp_status dp_calibrate_sigma_check(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                                   double eps_tol) {
+    dp_status st;
+    if ((st = calib_args(k, target_eps, delta, q, steps, eps_tol))) return st;
+    if (eps_tol == 0.0) eps_tol = DP_CALIBRATE_EPS_TOL_DEFAULT;
+    if (k == DP_ACCT_RDP) { /* the whole calibration costs milliseconds */
+        double s;
+        return dp_calibrate_sigma_kind(k, target_eps, delta, q, steps, eps_tol, &s);
+    }
+    calib_range cr;
+    return calib_reach(k, target_eps, delta, q, steps, eps_tol, &cr);
 }
 
 /* The search for PRV or PLD (arguments checked); GDP here only gives them a starting point. */
@@ -760,13 +901,18 @@ static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta
      * second, so: start from the sigma the (instant) GDP approximation needs, bracket the
      * answer by steps of 10%, then narrow the bracket by regula falsi with the Illinois
      * modification (superlinear; a few evaluations instead of a dozen bisections). The
-     * invariant is eps(hi) <= target < eps(lo); the answer hi has target - tol <= eps(hi). */
+     * invariant is eps(hi) <= target < eps(lo); the answer hi has target - tol <= eps(hi).
+     * calib_reach first makes sure the answer lies in [sigma_min, CALIB_MAX_SIGMA], the walks
+     * stay in it. */
     dp_status st;
     double s0 = 1.0;
+    calib_range cr = {0.0, 0.0, NAN}; /* GDP: no range (it only gives a starting point) */
     if (k != DP_ACCT_GDP) {
+        if ((st = calib_reach(k, target_eps, delta, q, steps, eps_tol, &cr)) != DP_OK) return st;
         double g;
         if (calibrate(DP_ACCT_GDP, target_eps, delta, q, steps, eps_tol, &g) == DP_OK) s0 = g;
         dp_clear_error();
+        s0 = fmin(fmax(s0, cr.sigma_min), CALIB_MAX_SIGMA);
     }
     double lo, hi, el, eh;
     if ((st = calib_eval(k, q, s0, steps, delta, &eh)) != DP_OK) return st;
@@ -775,9 +921,17 @@ static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta
         lo = s0;
         el = eh;
         while (el <= target_eps) { /* walk down until not private enough */
+            if (lo <= cr.sigma_min) { /* the least noise it can evaluate meets the target */
+                if (target_eps - el > eps_tol) { /* calib_reach said otherwise: eps is not monotone here */
+                    cr.eps_at_min = el;
+                    return unreachable(k, target_eps, delta, q, steps, &cr);
+                }
+                *sigma = lo;
+                return DP_OK;
+            }
             hi = lo;
             eh = el;
-            lo = hi / 1.1;
+            lo = fmax(hi / 1.1, cr.sigma_min);
             if ((st = calib_eval(k, q, lo, steps, delta, &el)) != DP_OK) return st;
         }
     } else {
@@ -787,8 +941,8 @@ static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta
         while (eh > target_eps) { /* walk up until private enough */
             lo = hi;
             el = eh;
-            hi = lo * 1.1;
-            if (hi > CALIB_MAX_SIGMA)
+            hi = k == DP_ACCT_GDP ? lo * 1.1 : fmin(lo * 1.1, CALIB_MAX_SIGMA);
+            if (hi > CALIB_MAX_SIGMA || lo >= CALIB_MAX_SIGMA) /* GDP; or eps(CALIB_MAX_SIGMA) changed */
                 return dp_fail(DP_ERR_RANGE,
                                "target epsilon %g is unreachable at sample rate %g, %ld steps, "
                                "delta %g with the %s accountant: it needs a noise multiplier above %g",
@@ -797,8 +951,10 @@ static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta
         }
     }
     double fl = el - target_eps, fh = eh - target_eps; /* fl > 0 (may be inf), fh <= 0 */
+    double gap = -fh; /* target - eps(hi): what the tolerance bounds (Illinois halves fh itself, so
+                       * -fh <= tol would stop the search early, as far from the target as it likes) */
     int side = 0;
-    for (int it = 0; it < CALIB_MAX_BISECT && -fh > eps_tol; it++) {
+    for (int it = 0; it < CALIB_MAX_BISECT && gap > eps_tol; it++) {
         double x = 0.5 * (lo + hi);
         if (isfinite(fl)) {
             double xf = hi - fh * (hi - lo) / (fh - fl);
@@ -810,6 +966,7 @@ static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta
         if (fx <= 0) {
             hi = x;
             fh = fx;
+            gap = -fx;
             if (side == -1) fl *= 0.5; /* Illinois: the stale end's value is halved */
             side = -1;
         } else {
@@ -819,7 +976,80 @@ static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta
             side = 1;
         }
     }
-    if (-fh > eps_tol) return dp_fail(DP_ERR_RANGE, "calibrate sigma: no convergence with the %s accountant", kind_names[k]);
+    if (gap > eps_tol) return dp_fail(DP_ERR_RANGE, "calibrate sigma: no convergence with the %s accountant", kind_names[k]);
     *sigma = hi;
+    return DP_OK;
+}
+
+/* ---- a privacy profile in one call ---------------------------------------------------- */
+
+dp_status dp_accountant_delta_many(const dp_accountant *a, dp_accountant_kind k, const double *eps, size_t n,
+                                   const dp_accounting_params *params, double *delta) {
+    dp_status st;
+    if ((st = check_common(a, k))) return st;
+    if (!eps || !delta) return dp_fail(DP_ERR_INVALID, "accounting: eps or delta is NULL");
+    for (size_t i = 0; i < n; i++)
+        if (!(eps[i] >= 0.0)) return dp_fail(DP_ERR_RANGE, "epsilon %g must be >= 0 (and not NaN)", eps[i]);
+    /* RDP and GDP cost nothing to compose: one epsilon at a time, exactly as delta_ex */
+    if (k == DP_ACCT_RDP || k == DP_ACCT_GDP) {
+        for (size_t i = 0; i < n; i++)
+            if ((st = dp_accountant_delta_ex(a, k, eps[i], params, &delta[i]))) return st;
+        return DP_OK;
+    }
+    dp_accounting_params prm = params ? *params : dp_accounting_default_params();
+    if (prm.delta_error == 0.0) prm.delta_error = 1e-10;
+    if (!(prm.eps_error > 0.0) || !isfinite(prm.eps_error) || !(prm.delta_error > 0.0 && prm.delta_error < 1.0))
+        return dp_fail(DP_ERR_RANGE, "eps_error %g / delta_error %g out of range", prm.eps_error,
+                       prm.delta_error);
+    entry *e = NULL;
+    size_t ne = 0;
+    long total = 0;
+    if ((st = load_history(a, &e, &ne, &total))) return st;
+    if (ne == 0) {
+        for (size_t i = 0; i < n; i++) delta[i] = 0.0;
+        return DP_OK;
+    }
+    /* PRV and PLD: the composition is done once, and read off at every epsilon by the formulas
+     * of dp_accountant_delta_ex (PRV: at eps - eps_error, plus delta_error), in one pass down
+     * the grid: disc_delta's sum_{t_j >= e} p_j (1 - e^{e - t_j}) is S1 - e^e S2 with S1 =
+     * sum p_j and S2 = sum p_j e^{-t_j} over t_j >= e, so all n cost one sweep instead of n
+     * (hundreds of epsilons: 0.4 s -> 0.05 s at the audit's default). In long double the
+     * difference agrees with disc_delta's to ~1e-18 absolute, far inside delta_error. */
+    const int pld = k == DP_ACCT_PLD;
+    composed c = {0};
+    st = compose(e, ne, total, pld, prm.delta_error, &prm, &c);
+    dp_free(e);
+    if (st) return st;
+    size_t *ord = dp_alloc(sizeof(size_t) * (n ? n : 1));
+    if (!ord) {
+        composed_free(&c);
+        return DP_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) ord[i] = i;
+    for (size_t i = 1; i < n; i++) /* by decreasing epsilon (insertion sort: n is small) */
+        for (size_t j = i; j > 0 && eps[ord[j]] > eps[ord[j - 1]]; j--) {
+            const size_t t = ord[j];
+            ord[j] = ord[j - 1];
+            ord[j - 1] = t;
+        }
+    const double t0 = pld ? c.t0 : c.t0 + c.shift, inf_mass = pld ? c.inf_mass : 0.0;
+    long double s1 = 0.0L, s2 = 0.0L;
+    long j = (long)c.n - 1;
+    for (size_t i = 0; i < n; i++) {
+        const double x = eps[ord[i]], at = pld ? x : x - c.eps_error;
+        if (isinf(x)) {
+            delta[ord[i]] = 0.0;
+            continue;
+        }
+        for (; j >= 0 && t0 + (double)j * c.dt >= at; j--) {
+            s1 += c.pmf[j];
+            s2 += (long double)c.pmf[j] * expl(-(long double)(t0 + (double)j * c.dt));
+        }
+        double d = (double)(s1 - expl((long double)at) * s2) + inf_mass;
+        d = d < 0.0 ? 0.0 : d > 1.0 ? 1.0 : d;
+        delta[ord[i]] = pld ? d : fmin(1.0, d + prm.delta_error);
+    }
+    dp_free(ord);
+    composed_free(&c);
     return DP_OK;
 }

@@ -1741,8 +1741,16 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
                               cp->mode == DP_CLIP_VANILLA ? "no" : second ? "yes" : "no");
     if (cp->mode == DP_CLIP_AUTO && o < cap) {
         fmt_bytes(b1, sizeof b1, (double)budget);
-        snprintf(buf + o, cap - o, "  memory budget %s%s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step with parameters and gradients)",
-                 step > (double)budget ? "; no plan fits it: every layer takes the second pass, the smallest plan" : "");
+        /* a given budget that no plan meets: fewer samples at once do (the default budget grows
+         * with the batch, so there a smaller chunk does not help) */
+        char fix[96] = "";
+        if (step > (double)budget && cp->mem_budget) {
+            int n = dp_model_max_batch_within(m, cp, budget, B);
+            if (n > 0) snprintf(fix, sizeof fix, "; --physical-batch %d fits it", n);
+            else snprintf(fix, sizeof fix, "; not even one sample at a time fits it");
+        }
+        snprintf(buf + o, cap - o, "  memory budget %s%s%s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step with parameters and gradients)",
+                 step > (double)budget ? "; no plan fits it: every layer takes the second pass, the smallest plan" : "", fix);
     }
     return DP_OK;
 }
@@ -1907,4 +1915,20 @@ size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B) {
                 if (e > extra) extra = e;
             }
     return bytes + extra + sizeof(float) * (size_t)B;
+}
+
+int dp_model_max_batch_within(dp_model *m, const dp_clip_params *cp, size_t bytes, int B) {
+    /* the estimates grow with n (buffers are per sample): bisection, lo fitting, hi not */
+    int lo = 0, hi = B < 1 ? 1 : B;
+#define FITS(n)                                                                                                        \
+    ((cp->mode == DP_CLIP_AUTO ? dp_model_plan_bytes(m, DP_CLIP_GHOST, (n), 0) : dp_model_clip_plan_bytes(m, cp, (n))) \
+     <= bytes)
+    if (FITS(hi)) return hi;
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (FITS(mid)) lo = mid;
+        else hi = mid;
+    }
+#undef FITS
+    return lo;
 }

@@ -40,6 +40,39 @@ static dp_status with_suffix(dp_status st, const char *suffix) {
     return dp_fail(st, "%s%s", msg, suffix);
 }
 
+/* Bytes a chunk of n samples takes by the memory plan: the model's step and this file's buffers */
+static double chunk_bytes(dp_step *s, int n) {
+    dp_model *m = s->model;
+    const double row = sizeof(float) * ((double)dp_model_input_size(m) + dp_model_output_size(m) + 1) + sizeof(int32_t);
+    return (double)(s->no_dp ? dp_model_plan_bytes(m, s->clip.mode, n, 1) : dp_model_clip_plan_bytes(m, &s->clip, n)) +
+           row * n;
+}
+
+/* A step out of memory: what a chunk of its size needs by the plan, and the --physical-batch
+ * that needs at most half of it. What is free is not known here (a failed malloc says nothing),
+ * but a chunk's memory is nearly all per sample: the suggestion is a size that certainly helps. */
+static dp_status nomem_hint(dp_step *s, size_t count) {
+    size_t chunk = count ? count : 1;
+    if (s->physical_batch > 0 && (size_t)s->physical_batch < chunk) chunk = (size_t)s->physical_batch;
+    const int B = chunk > (size_t)(1 << 30) ? 1 << 30 : (int)chunk;
+    const double need = chunk_bytes(s, B), MiB = 1024.0 * 1024.0;
+    char sfx[256];
+    if (B < 2) {
+        snprintf(sfx, sizeof sfx, " (a step of one sample at a time needs about %.1f MiB by the memory plan: the model "
+                 "itself does not fit)", need / MiB);
+        return with_suffix(DP_ERR_NOMEM, sfx);
+    }
+    int lo = 1, hi = B; /* the largest n with chunk_bytes(n) <= need / 2: lo fits, hi does not */
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (chunk_bytes(s, mid) <= need / 2) lo = mid;
+        else hi = mid;
+    }
+    snprintf(sfx, sizeof sfx, " (the step processes %d samples at a time, about %.1f MiB by the memory plan; "
+             "--physical-batch %d needs about half of that, with the same result)", B, need / MiB, lo);
+    return with_suffix(DP_ERR_NOMEM, sfx);
+}
+
 dp_status dp_step_first_difference(const dp_train_comm *c, const uint64_t *h, int n, int *which) {
     enum { MAXH = 16 };
     DP_ASSERT(n <= MAXH);
@@ -163,6 +196,7 @@ dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats
     o.count = count;
     dp_model_zero_grad(m);
     dp_status st = accumulate(s, idx, count, &o);
+    if (st == DP_ERR_NOMEM) return nomem_hint(s, count);
     if (st != DP_OK) return st;
     if (!s->no_dp) {
         if (s->on_clipped && (st = s->on_clipped(s->hook_user, grad, np)) != DP_OK) return st;

@@ -104,7 +104,39 @@ expect_err "unknown option" epsilon "${BASE[@]}" --bogus 1
 expect_err "--target-epsilon" noise --target-epsilon 0 --delta 1e-5 --sample-rate 0.1 --steps 10
 expect_err "--target-epsilon" noise --delta 1e-5 --sample-rate 0.1 --steps 10
 expect_err "--delta" noise --target-epsilon 1 --delta 2 --sample-rate 0.1 --steps 10
-run noise --target-epsilon 1e-9 --delta 1e-5 --sample-rate 1 --steps 100
-[[ $RC -eq 1 && "$ERR" == *"unreachable"* ]] && ok || bad "unreachable: rc $RC $ERR"
+expect_err "unknown option '--bogus'" epsilon "${BASE[@]}" --bogus
+expect_err "unknown option '--bogus'" noise --target-epsilon 1 --delta 1e-5 --sample-rate 0.1 --steps 10 --bogus
+expect_err "unknown option '--noise-multiplier'" noise --target-epsilon 1 --delta 1e-5 --sample-rate 0.1 --steps 10 \
+    --noise-multiplier
+expect_err "--steps needs a value" epsilon --sample-rate 0.1 --noise-multiplier 1 --delta 1e-5 --steps
+
+# A target no noise multiplier reaches is a usage error, said at once with the reachable range
+# (the search used to run for minutes, then say "no convergence" or give a sigma far from it).
+# timeout: the old search ran for minutes; 124 is the timeout's status.
+run_timed() {
+    timeout 20 "$BIN" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
+    RC=$?
+    OUT=$(<"$TMP/stdout")
+    ERR=$(<"$TMP/stderr")
+}
+run_timed noise --target-epsilon 1e-9 --delta 1e-5 --sample-rate 1 --steps 100
+[[ $RC -eq 2 && "$ERR" == *"--target-epsilon 1e-09"*"unreachable"*"at least"*"can be reached"* ]] && ok ||
+    bad "unreachable below: rc $RC $ERR"
+run_timed noise --target-epsilon 1e9 --delta 1e-5 --dataset-size 60000 --batch-size 2048 --epochs 40
+[[ $RC -eq 2 && "$ERR" == *"unreachable with the prv accountant"*"1160 steps"*"at most"*"can be reached"* ]] && ok ||
+    bad "unreachable above: rc $RC $ERR"
+run_timed noise --target-epsilon 1e9 --delta 1e-5 --dataset-size 60000 --batch-size 2048 --epochs 40 --accountant pld
+[[ $RC -eq 2 && "$ERR" == *"unreachable with the pld accountant"* ]] && ok || bad "unreachable above, pld: rc $RC $ERR"
+run_timed noise --target-epsilon 0.005 --delta 1e-5 --sample-rate 0.01 --steps 1000 --json
+[[ $RC -eq 2 && "$ERR" == *"at least 0.00999"* ]] && ok || bad "below prv's error: rc $RC $ERR"
+# delta at least 1 - (1 - q)^T: epsilon is 0 whatever the noise (it "calibrated" to epsilon 0)
+run_timed noise --target-epsilon 3 --delta 0.999999 --sample-rate 0.5 --steps 10 --accountant all
+[[ $RC -eq 2 && "$ERR" == *"--delta 0.999999"*"whatever the noise"* ]] && ok || bad "delta near 1: rc $RC $ERR"
+# a reachable target near the top still calibrates, to the tolerance
+if command -v python3 >/dev/null 2>&1; then
+    run_timed noise --target-epsilon 1000 --delta 1e-5 --sample-rate 1 --steps 1 --json
+    python3 -c 'import json,sys; e=json.loads(sys.argv[1])["accountants"]["prv"]["epsilon"]; assert 999.99 <= e <= 1000, e' \
+        "$OUT" && ok || bad "target 1000 at q 1: rc $RC $OUT $ERR"
+fi
 
 t_summary

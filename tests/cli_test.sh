@@ -56,6 +56,14 @@ expect_fail 2 frobnicate frobnicate
 expect_fail 2 "--bogus" train --bogus
 expect_fail 2 "--epoch" train --epoch 3
 expect_fail 2 "extra" train extra
+# an unknown flag is named as unknown in every command, also where nothing follows it (it was
+# "--nonsense needs a value" in epsilon and noise)
+for c in train norms epsilon noise "bench cnn"; do
+    # shellcheck disable=SC2086 # "bench cnn" is the command and its workload
+    expect_fail 2 "unknown option '--nonsense'" $c --nonsense
+    # shellcheck disable=SC2086
+    expect_fail 2 "unknown option '--nonsense'" $c --nonsense 3
+done
 
 # ---- bad values: each names its flag (all rejected before any data is read) -------------
 NODATA=(--data "$TMP/never-read")
@@ -94,6 +102,24 @@ expect_fail 2 --seed train "${NODATA[@]}" --seed -1
 expect_fail 2 --threads train "${NODATA[@]}" --threads 0
 expect_fail 2 --classes train "${NODATA[@]}" --classes 0
 expect_fail 2 --classes audit "${NODATA[@]}" --classes x
+# the optimizer's ranges are usage errors too, found before the data is read (they were found
+# by dp_train after loading it, exit 1)
+expect_fail 2 "--lr -1" train "${NODATA[@]}" --lr -1
+expect_fail 2 "--momentum 1" train "${NODATA[@]}" --momentum 1
+expect_fail 2 "--momentum 1.5" train "${NODATA[@]}" --momentum 1.5
+expect_fail 2 "--weight-decay -0.1" train "${NODATA[@]}" --weight-decay -0.1
+expect_fail 2 "--beta1 1" train "${NODATA[@]}" --optimizer adam --beta1 1
+expect_fail 2 "--beta2 -1" train "${NODATA[@]}" --optimizer adamw --beta2 -1
+expect_fail 2 "--nesterov" train "${NODATA[@]}" --nesterov --momentum 0
+# --no-dp with a flag only a private run uses: refused naming both (they were silently ignored)
+for f in "--epsilon 2" "--noise-multiplier 1" "--max-grad-norm 1" "--clipping ghost" "--delta 1e-6" \
+    "--accountant rdp" "--noise-seed 3" "--report-nonprivate" "--mem-budget 1GiB"; do
+    # shellcheck disable=SC2086 # flag and value
+    expect_fail 2 "--no-dp" train "${NODATA[@]}" --no-dp $f
+    [[ "$ERR" == *"${f%% *}"* ]] && ok || bad "--no-dp $f: the message does not name ${f%% *}: $ERR"
+    # shellcheck disable=SC2086
+    expect_fail 2 "--no-dp" train "${NODATA[@]}" $f --no-dp
+done
 # the audit's switches that break the mechanism on purpose exist only in the test build
 # (dpsgd-testhooks, src/testhooks.h): the shipped dpsgd refuses them as unknown options
 expect_fail 2 "unknown option '--debug-noise-scale'" audit "${NODATA[@]}" --debug-noise-scale 0.5
@@ -101,6 +127,7 @@ expect_fail 2 "unknown option '--debug-canary-scale'" audit "${NODATA[@]}" --deb
 expect_rc 0 "audit --help" audit --help
 grep -q -- '--debug-' <<<"$OUT" && bad "audit --help shows the test-only switches: $OUT" || ok
 grep -q 'f-DP' <<<"$OUT" && ok || bad "audit --help does not mention the f-DP lower bounds"
+grep -q 'privacy profile' <<<"$OUT" && ok || bad "audit --help does not say the verdict tests the claimed privacy profile"
 if [[ -n $HOOKS_BIN ]]; then
     PROD_BIN=$BIN
     BIN=$HOOKS_BIN
@@ -181,10 +208,21 @@ else
     expect_fail nz "--model" train "${SMALL[@]}" --model "flatten linear(7)" --quiet
     expect_fail nz "--freeze" train "${SMALL[@]}" --model mlp --freeze 99 --quiet
     expect_fail 2 "--freeze nosuchlayer" train "${SMALL[@]}" --model mlp --freeze nosuchlayer --quiet
-    expect_fail nz "--lr" train "${SMALL[@]}" --lr -1 --quiet
-    expect_fail nz "--momentum" train "${SMALL[@]}" --momentum 1.5 --quiet
-    expect_fail nz "--batch-size" train --train-limit 100 --test-limit 10 --epochs 1 --batch-size 200 --quiet
-    expect_fail nz "--delta" train --train-limit 1000 --test-limit 10 --epochs 1 --batch-size 100 --delta 0.01 --quiet
+    expect_fail 2 "--lr" train "${SMALL[@]}" --lr -1 --quiet
+    expect_fail 2 "--momentum" train "${SMALL[@]}" --momentum 1.5 --quiet
+    # checks that need the training set size: usage errors as well (exit 2), before any training
+    expect_fail 2 "--batch-size 200: must be in 1..100" train --train-limit 100 --test-limit 10 --epochs 1 --batch-size 200 --quiet
+    expect_fail 2 "--delta 0.01: must be below 1/n" train --train-limit 1000 --test-limit 10 --epochs 1 --batch-size 100 --delta 0.01 --quiet
+    # an --epsilon no noise multiplier reaches: refused at once with the reachable range (the
+    # calibration used to search for minutes, then say "no convergence")
+    timeout 20 "$BIN" train --epsilon 1e9 --quiet >"$TMP/stdout" 2>"$TMP/stderr"
+    RC=$? ERR=$(<"$TMP/stderr")
+    [[ $RC -eq 2 && "$ERR" == *"--epsilon 1e+09"*"unreachable"*"at most"*"can be reached"* ]] && ok ||
+        bad "train --epsilon 1e9: exit $RC (124: timed out), want 2 with the reachable range: $ERR"
+    timeout 20 "$BIN" train --epsilon 0.001 --train-limit 2000 --batch-size 100 --quiet >"$TMP/stdout" 2>"$TMP/stderr"
+    RC=$? ERR=$(<"$TMP/stderr")
+    [[ $RC -eq 2 && "$ERR" == *"unreachable"*"at least"* ]] && ok ||
+        bad "train --epsilon 0.001: exit $RC (124: timed out), want 2 with the reachable range: $ERR"
 
     # a small real private run with a JSON summary
     run train "${SMALL[@]}" --out "$TMP/out.json" --quiet
@@ -225,15 +263,23 @@ else
     [[ $(grep -c '^epoch ' <<<"$OUT") -eq 2 ]] && ok || bad "verbose run: want 2 epoch lines: $OUT"
     grep -q '^model: mlp' <<<"$OUT" && ok || bad "verbose run: no model line: $OUT"
 
-    # --verbose prints the auto plan; a budget below every plan is said so, and the run goes on
+    # --verbose prints the auto plan; a budget below every plan is refused (it used to be exceeded
+    # silently) with the --physical-batch that keeps it, which then runs within it
     run train --train-limit 500 --test-limit 100 --epochs 1 --batch-size 250 --verbose
     [[ $RC -eq 0 ]] && ok || bad "--verbose: exit $RC: $ERR"
     grep -q '^clipping plan, mode auto, batch 250' <<<"$OUT" && ok || bad "--verbose: no plan header: $OUT"
     [[ $(grep -c ' norm \(ghost\|instantiate\) ' <<<"$OUT") -eq 4 ]] && ok || bad "--verbose: want 4 layer lines: $OUT"
     grep -q 'second backward pass: no' <<<"$OUT" && ok || bad "--verbose: default budget should need no second pass: $OUT"
     run train --train-limit 500 --test-limit 100 --epochs 1 --batch-size 250 --verbose --mem-budget 1MiB
-    [[ $RC -eq 0 ]] && ok || bad "--mem-budget 1MiB: exit $RC: $ERR"
-    grep -q 'no plan fits it' <<<"$OUT" && ok || bad "--mem-budget 1MiB: plan does not say it cannot fit: $OUT"
+    PB=$(sed -nE 's/.*--physical-batch ([0-9]+) fits it.*/\1/p' <<<"$ERR")
+    [[ $RC -eq 2 && "$ERR" == *"--mem-budget 1 MiB: no clipping plan fits a step of 250 samples"* && -n $PB ]] && ok ||
+        bad "--mem-budget 1MiB: exit $RC, want 2 naming a --physical-batch that fits: $ERR"
+    [[ -z "$OUT" ]] && ok || bad "--mem-budget 1MiB: refused, but printed: $OUT"
+    run train --train-limit 500 --test-limit 100 --epochs 1 --batch-size 250 --verbose --mem-budget 1MiB \
+        --physical-batch "${PB:-1}"
+    [[ $RC -eq 0 && "$OUT" == *"memory budget 1.0 MiB"* && "$OUT" != *"no plan fits"* ]] && ok ||
+        bad "--mem-budget 1MiB --physical-batch $PB: exit $RC, or the plan does not fit: $OUT $ERR"
+    expect_fail 2 "not even one sample at a time fits it" train --train-limit 500 --epochs 1 --batch-size 250 --mem-budget 1KiB
 
     # --out into a directory that does not exist / onto a directory: fails, no temp files left
     mkdir -p "$TMP/outs/adir"
@@ -261,12 +307,18 @@ else
     grep -q '^empirical lower bound: ' <<<"$OUT" && ok || bad "audit: no 'empirical lower bound' line: $OUT"
     grep -q '^f-DP lower bound: .*(eps, delta)-DP trade-off curve' <<<"$OUT" && ok || bad "audit: no f-DP line: $OUT"
     grep -q '^  Gaussian curve: .*a lower bound only if' <<<"$OUT" && ok || bad "audit: no Gaussian line: $OUT"
+    # the verdict is the test of the claimed privacy profile, and says so
+    grep -q '^claimed profile test:  p = ' <<<"$OUT" && ok || bad "audit: no profile test line: $OUT"
+    grep -q '^verdict: consistent (the claimed privacy profile is not rejected' <<<"$OUT" && ok ||
+        bad "audit: the verdict does not name the profile test: $OUT"
     grep -q 'debug' "$TMP/audit.json" 2>/dev/null && bad "audit: the shipped build wrote test-switch fields" || ok
     if command -v python3 >/dev/null; then
         python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
 assert d["verdict"] == "consistent" and 0 <= d["epsilon_lower_bound_fdp"] < d["epsilon_claimed"], d
 assert d["epsilon_lower_bound_fdp_gaussian"] >= d["epsilon_lower_bound_fdp"] - 1e-6, d
-assert d["mu_lower_bound_fdp_gaussian"] >= 0 and d["fdp_correct"] <= d["fdp_guesses"] <= d["canaries"], d' \
+assert d["mu_lower_bound_fdp_gaussian"] >= 0 and d["fdp_correct"] <= d["fdp_guesses"] <= d["canaries"], d
+assert d["profile_p_value"] >= 1 - d["confidence"] and d["profile_points"] > 100, d
+assert d["profile_correct"] <= d["profile_guesses"] <= d["canaries"], d' \
             "$TMP/audit.json" && ok || bad "audit.json: $(cat "$TMP/audit.json")"
     fi
     # the test build's broken mechanism (noise x 0.1) is caught: VIOLATION, exit 3
@@ -276,6 +328,10 @@ assert d["mu_lower_bound_fdp_gaussian"] >= 0 and d["fdp_correct"] <= d["fdp_gues
         run audit "${AUD[@]}" --debug-noise-scale 0.1 --json "$TMP/broken.json"
         [[ $RC -eq 3 ]] && ok || bad "testhooks audit --debug-noise-scale 0.1: exit $RC, want 3: $OUT $ERR"
         grep -q '^WARNING: test-only switches on' <<<"$OUT" && ok || bad "broken audit: no warning: $OUT"
+        grep -q '^verdict: VIOLATION (the claimed privacy profile is rejected: p = ' <<<"$OUT" && ok ||
+            bad "broken audit: the verdict does not name the profile test: $OUT"
+        grep -q '"profile_p_value": [0-9.e-]*,' "$TMP/broken.json" 2>/dev/null && ok ||
+            bad "broken audit: JSON lacks profile_p_value"
         grep -q '"debug_noise_scale": 0.10000000000000001' "$TMP/broken.json" 2>/dev/null && ok ||
             bad "broken audit: JSON lacks debug_noise_scale"
         BIN=$PROD_BIN

@@ -291,6 +291,43 @@ static void test_calibration(void) {
           strstr(dp_last_error(), "unreachable"));
 }
 
+/* Targets outside what any sigma reaches are refused at once, with the range, instead of a long
+ * search that ended in "no convergence" or, worse, in a sigma far from the target (the Illinois
+ * step halved the stale end's value until it looked converged: epsilon 1e9 "calibrated" to a
+ * sigma giving 4757, a target 3 at delta 0.999999 to one giving 0). */
+static void test_calibration_unreachable(void) {
+    double s = -1;
+    /* too large: PRV and PLD stop where their grid stops holding the privacy loss */
+    for (int k = DP_ACCT_PRV; k <= DP_ACCT_PLD; k++) {
+        s = -1;
+        CHECK(dp_calibrate_sigma_kind(k, 1e9, 1e-5, 1.0, 1, 0.0, &s) == DP_ERR_RANGE && s == -1 &&
+              strstr(dp_last_error(), "unreachable") && strstr(dp_last_error(), "at most") &&
+              strstr(dp_last_error(), "can be reached"));
+    }
+    CHECK(dp_calibrate_sigma_kind(DP_ACCT_PRV, 1e9, 1e-5, 2048.0 / 60000, 1160, 0.0, &s) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "at most") && strstr(dp_last_error(), "1160 steps"));
+    CHECK(dp_calibrate_sigma_kind(DP_ACCT_RDP, 1e300, 1e-5, 2048.0 / 60000, 1160, 0.0, &s) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "unreachable"));
+    /* too small: PRV's upper bound is at least its error, 0.01 */
+    CHECK(dp_calibrate_sigma_kind(DP_ACCT_PRV, 0.005, 1e-5, 2048.0 / 60000, 1160, 0.0, &s) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "at least 0.00999"));
+    /* delta at least 1 - (1 - q)^T: epsilon is 0 whatever the noise */
+    for (int k = DP_ACCT_RDP; k <= DP_ACCT_PLD; k++)
+        CHECK(dp_calibrate_sigma_kind(k, 3.0, 0.999999, 0.5, 10, 0.0, &s) == DP_ERR_RANGE &&
+              strstr(dp_last_error(), "delta 0.999999") && strstr(dp_last_error(), "whatever the noise"));
+    /* the check alone says the same, and nothing for a reachable target */
+    CHECK(dp_calibrate_sigma_check(DP_ACCT_PRV, 1e9, 1e-5, 1.0, 1, 0.0) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "at most"));
+    CHECK(dp_calibrate_sigma_check(DP_ACCT_PLD, 0.001, 1e-5, 0.02, 200, 0.0) == DP_ERR_RANGE &&
+          strstr(dp_last_error(), "at least"));
+    CHECK(dp_calibrate_sigma_check(DP_ACCT_GDP, 1.0, 1e-5, 0.02, 200, 0.0) == DP_ERR_INVALID);
+    for (int k = DP_ACCT_RDP; k <= DP_ACCT_PLD; k++) CHECK_OK(dp_calibrate_sigma_check(k, 3.0, 1e-5, 0.02, 200, 0.0));
+    /* a high target that is reachable still meets the tolerance (the search stays in range) */
+    CHECK_OK(dp_calibrate_sigma_kind(DP_ACCT_PRV, 1000.0, 1e-5, 1.0, 1, 0.0, &s));
+    dp_epsilon_report r = eps_of(DP_ACCT_PRV, 1.0, s, 1, 1e-5);
+    CHECK(r.epsilon <= 1000.0 && r.epsilon >= 1000.0 - 0.01);
+}
+
 #include <time.h>
 static double now(void) {
     struct timespec t;
@@ -327,5 +364,6 @@ int main(void) {
     RUN(test_heterogeneous);
     RUN(test_edges);
     RUN(test_calibration);
+    RUN(test_calibration_unreachable);
     return t_finish("test_accounting");
 }

@@ -655,6 +655,35 @@ static void test_bad_params(void) {
     dp_dataset_free(&d2);
 }
 
+/* A step that does not fit in memory (here: a limit on the tracked allocator) fails saying so,
+ * with a --physical-batch that needs about half the memory by the plan; that size then trains. */
+static void test_out_of_memory(void) {
+    dp_dataset d;
+    make_ds(&d, 400, 1, 16, 16, 3, 0.3, 91);
+    dp_model *m = new_model("conv2d(8,3,s1,p1) tanh flatten linear(3)", 1, 16, 16, 5);
+    dp_train_params p = small_params();
+    p.expected_batch = 200;
+    p.epochs = 1;
+    p.clipping = DP_CLIP_GHOST;
+    dp_clip_params cp = {p.clipping, p.max_grad_norm, 0};
+    const size_t need = dp_model_clip_plan_bytes(m, &cp, 200);
+    /* the parameters, the data and the optimizer fit; a chunk of about 200 samples does not */
+    dp_mem_set_limit(dp_mem_get().live_bytes + need * 3 / 4);
+    dp_train_result r;
+    dp_status st = dp_train(m, &d, NULL, &p, &r);
+    CHECK(st == DP_ERR_NOMEM && msg_has("--physical-batch") && msg_has("memory plan"));
+    const char *hint = strstr(dp_last_error(), "--physical-batch ");
+    int n = hint ? atoi(hint + strlen("--physical-batch ")) : 0;
+    CHECK(n >= 50 && n < 200);
+    p.physical_batch = n;
+    st = dp_train(m, &d, NULL, &p, &r);
+    if (st != DP_OK) fprintf(stderr, "  --physical-batch %d: %s\n", n, dp_last_error());
+    CHECK(st == DP_OK);
+    dp_mem_set_limit(0);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
 /* ---- evaluation -------------------------------------------------------------------------- */
 
 static void test_evaluate(void) {
@@ -755,6 +784,7 @@ int main(void) {
     test_default_accountant();
     test_evaluate();
     test_bad_params();
+    test_out_of_memory();
     test_virtual_batches("flatten linear(8) tanh linear(3)", 1, 4, 4);
     test_virtual_batches("conv2d(3,3,s1,p1) tanh maxpool(2) flatten linear(3)", 1, 6, 6);
     test_noise_scale();

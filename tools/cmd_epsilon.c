@@ -49,7 +49,10 @@ static void usage_noise(FILE *f) {
 "                   [--json]\n"
 "\n"
 "The smallest noise multiplier (to 0.01 in epsilon) whose epsilon at delta is at most the\n"
-"target, for T steps at sample rate Q.\n"
+"target, for T steps at sample rate Q. A target no noise multiplier reaches (below epsilon\n"
+"at noise multiplier 1e6; with prv or pld above epsilon at the least noise they can\n"
+"evaluate; any target when delta >= 1 - (1 - Q)^T) is refused at once with the reachable\n"
+"range, exit status 2.\n"
 "\n"
 "  --target-epsilon E      > 0\n"
 "  --delta D               in (0, 1)\n"
@@ -87,9 +90,18 @@ static int parse(int argc, char **argv, int noise, opts *o) {
             o->json = 1;
             continue;
         }
+        /* every other flag takes a value; an unknown one is said to be unknown, not to need a
+         * value, wherever it stands */
+        static const char *const with_value[] = {"--sample-rate", "--dataset-size", "--batch-size", "--delta",
+                                                 "--steps", "--epochs", "--accountant"};
+        size_t f = 0, nf = sizeof with_value / sizeof with_value[0];
+        while (f < nf && strcmp(a, with_value[f])) f++;
+        if (f == nf && strcmp(a, noise ? "--target-epsilon" : "--noise-multiplier")) {
+            fprintf(stderr, "%s: unknown option '%s' (see dpsgd %s --help)\n", prog, a, noise ? "noise" : "epsilon");
+            return 2;
+        }
         if (!v) {
-            fprintf(stderr, "%s: %s needs a value\n", prog, a);
-            if (strncmp(a, "--", 2)) usage(stderr);
+            fprintf(stderr, "%s: %s needs a value (see dpsgd %s --help)\n", prog, a, noise ? "noise" : "epsilon");
             return 2;
         }
         if (!strcmp(a, "--sample-rate")) {
@@ -130,9 +142,8 @@ static int parse(int argc, char **argv, int noise, opts *o) {
                         prog);
                 return 2;
             }
-        } else {
-            fprintf(stderr, "%s: unknown option %s\n", prog, a);
-            usage(stderr);
+        } else { /* not reached: with_value above lists every flag */
+            fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
             return 2;
         }
         i++;
@@ -232,9 +243,16 @@ static int run(int argc, char **argv, int noise) {
         dp_status st = noise ? dp_calibrate_sigma_kind((dp_accountant_kind)k, o.target, o.delta, o.q, o.steps, 0.0,
                                                        &sigma)
                              : DP_OK;
+        const int calib_failed = noise && st != DP_OK;
         if (!st) st = dp_epsilon_kind((dp_accountant_kind)k, o.q, sigma, o.steps, o.delta, &r);
         if (st) {
             if (o.json) printf("}}\n");
+            /* the arguments were checked above: a range error of the calibration is a target no
+             * noise reaches (said at once, with the range), i.e. a request to change */
+            if (calib_failed && st == DP_ERR_RANGE) {
+                fprintf(stderr, "%s: --target-epsilon %g, --delta %g: %s\n", prog, o.target, o.delta, dp_last_error());
+                return 2;
+            }
             return dp_cli_fail(st);
         }
         const char *name = dp_accountant_kind_name((dp_accountant_kind)k);

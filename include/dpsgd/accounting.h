@@ -102,9 +102,28 @@ dp_status dp_epsilon_kind(dp_accountant_kind k, double q, double sigma, long ste
  *     target_eps - eps_tol <= report.epsilon(q, sigma, steps, delta) <= target_eps
  * for accountant k. eps_tol == 0 selects DP_CALIBRATE_EPS_TOL_DEFAULT (0.01).
  * DP_ACCT_RDP is exactly dp_calibrate_sigma. DP_ACCT_GDP is refused (DP_ERR_INVALID naming
- * "gdp"): an approximation that can underestimate epsilon cannot choose the noise. */
+ * "gdp"): an approximation that can underestimate epsilon cannot choose the noise.
+ * A target no sigma in the search's range reaches is refused at once (DP_ERR_RANGE, "target
+ * epsilon ... is unreachable", naming the epsilons at both ends of the range): below epsilon at
+ * sigma 1e6, or (PRV, PLD) above epsilon at the least noise whose privacy loss their grid holds
+ * (about 1500 for the default run; RDP has no such end), or any target when delta is at least
+ * 1 - (1 - q)^steps (epsilon is then 0 whatever the noise). */
 dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, double delta, double q,
                                   long steps, double eps_tol, double *sigma);
+
+/* Whether dp_calibrate_sigma_kind would reach target_eps: DP_OK, or its refusal (same status and
+ * message), without the search: a few RDP evaluations and about one of k (RDP: the calibration
+ * itself, milliseconds). For a tool that must tell a bad request from a failed run before it
+ * starts the run that calibrates. */
+dp_status dp_calibrate_sigma_check(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                                   double eps_tol);
+
+/* The privacy profile at n epsilons (each >= 0, in any order): delta[i] is exactly what
+ * dp_accountant_delta_ex(a, k, eps[i], params) gives, a guaranteed upper bound for RDP, PRV and
+ * PLD, but PRV and PLD compose the history once for all n (the audit's claimed profile: tens of
+ * epsilons for the price of one). */
+dp_status dp_accountant_delta_many(const dp_accountant *a, dp_accountant_kind k, const double *eps, size_t n,
+                                   const dp_accounting_params *params, double *delta);
 
 #ifdef __cplusplus
 }

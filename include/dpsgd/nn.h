@@ -219,6 +219,12 @@ dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *d
 size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp);
 /* The same for a private step with all of cp (auto: with cp->mem_budget). */
 size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B);
+/* The largest batch n <= B whose private step takes at most `bytes` by the estimates above: for
+ * auto its smallest plan (every layer on a second backward pass, dp_model_plan_bytes(m,
+ * DP_CLIP_GHOST, n, 0); with a budget of `bytes` the plan then keeps what else fits), for the
+ * other modes dp_model_clip_plan_bytes(m, cp, n). 0 when not even one sample fits. What to
+ * suggest as --physical-batch when a step does not fit. */
+int dp_model_max_batch_within(dp_model *m, const dp_clip_params *cp, size_t bytes, int B);
 
 /* The clipping plan for a batch of B samples in cp's mode: per trainable layer, the norm
  * method, how its clipped sum is formed, the bytes it keeps and its estimated FLOPs, one line
