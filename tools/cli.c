@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -836,6 +837,28 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         if (norm) {
             dp_dataset_normalize(tr, norm[0], norm[1]);
             if (te) dp_dataset_normalize(te, norm[0], norm[1]);
+        }
+        if (s->scatter_j > 0) {
+            /* a fixed public transform: no privacy cost, but its output on private data is
+             * private data, kept in memory only */
+            const double t0 = omp_get_wtime();
+            dp_dataset f1, f2;
+            memset(&f1, 0, sizeof f1);
+            memset(&f2, 0, sizeof f2);
+            if ((st = dp_scatter_dataset(tr, s->scatter_j, s->scatter_l, &f1)) != DP_OK ||
+                (te && (st = dp_scatter_dataset(te, s->scatter_j, s->scatter_l, &f2)) != DP_OK)) {
+                dp_dataset_free(&f1);
+                fprintf(stderr, "%s: scattering transform of %s: %s\n", prog, info->data_desc, dp_last_error());
+                return 2;
+            }
+            dp_dataset_free(tr);
+            *tr = f1;
+            if (te) {
+                dp_dataset_free(te);
+                *te = f2;
+            }
+            snprintf(info->features, sizeof info->features, "scattering transform J %d, %d angles: %dx%dx%d, %.1f s",
+                     s->scatter_j, s->scatter_l, tr->c, tr->h, tr->w, omp_get_wtime() - t0);
         }
     }
 

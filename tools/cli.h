@@ -151,6 +151,7 @@ typedef struct {
     char model_desc[256];      /* "transformer (2 layers, width 64, ...)" or the name/spec */
     const char *data_id;       /* identity of the training data for checkpoints */
     int holdout;               /* the test split was held out of the training file */
+    char features[160];        /* the feature transform applied, if any ("" none) */
 } dp_cli_data_info;
 
 /* What dp_cli_load_data_and_model loads and builds. */
@@ -163,6 +164,8 @@ typedef struct {
     int classes;                  /* without mo: --classes for the IDX data; 0: DP_CLI_IDX_CLASSES */
     uint64_t seed;                /* initialisation: dp_rng seeded with seed ^ 0x1badc0ffee */
     dp_cli_data_info *info;       /* filled when not NULL */
+    int scatter_j, scatter_l;     /* > 0: images go through the scattering transform (after the
+                                   * normalisation), and the model is built for its features */
 } dp_cli_data_spec;
 
 /* Loads the training set (and the test set into te when te != NULL) from the data flags,
@@ -176,6 +179,23 @@ typedef struct {
  * Returns 0, or the exit status with the error printed (1: the data, 2: a flag such as
  * --model, --freeze, --seq-len); the caller frees tr, te and *m either way. */
 int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dataset *te, int *K, dp_model **m);
+
+/* ---- recipes (tools/recipes.c): `dpsgd train --recipe NAME` ----
+ * A published recipe as defaults for the model, the features and the hyperparameters; every
+ * flag given on the command line overrides its field. */
+typedef struct {
+    const char *name, *summary;
+    const char *model;         /* --model */
+    int scatter_j, scatter_l;  /* > 0: the scattering transform's features (dpsgd/scatter.h) */
+    int no_normalize;          /* 1: pixels as read ([0, 1]), as --normalize none */
+    double lr, momentum, max_grad_norm;
+    int expected_batch, epochs;
+} dp_cli_recipe;
+const dp_cli_recipe *dp_cli_recipe_find(const char *name);
+/* --recipe NAME in argv, else the recipe of --model (transformer has its own), else cnn;
+ * NULL (message printed) for an unknown name. */
+const dp_cli_recipe *dp_cli_recipe_pick(int argc, char **argv);
+void dp_cli_recipes_usage(FILE *f);
 
 int dp_cmd_train(int argc, char **argv);
 void dp_cmd_train_usage(FILE *f);

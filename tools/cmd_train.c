@@ -31,6 +31,11 @@ void dp_cmd_train_usage(FILE *f) {
 "tanh CNN, SGD lr 4 momentum 0.9, C 0.1, expected batch 2048, 40 epochs, sigma calibrated\n"
 "for epsilon 3 at delta 1e-5.\n"
 "\n"
+"recipes (each sets the model, its features and the hyperparameters below; a flag given\n"
+"on the command line overrides its value):\n"
+"  --recipe NAME           [cnn; --model transformer brings the transformer recipe]\n");
+    dp_cli_recipes_usage(f);
+    fprintf(f,
 "data:\n"
 "  --data DIR              IDX files (train/t10k-images-idx3-ubyte[.gz], -labels-idx1-),\n"
 "                          or " DP_CLI_SYNTHETIC " (below) [" DP_CLI_DEFAULT_DATA "]\n"
@@ -220,6 +225,16 @@ int dp_cmd_train(int argc, char **argv) {
     double wd = NAN, beta1 = NAN, beta2 = NAN;
     int nesterov = 0;
     const char *private_flag = NULL; /* the last flag given that only a private run uses */
+    /* the recipe first: its fields are defaults that the flags below override */
+    const dp_cli_recipe *recipe = dp_cli_recipe_pick(argc, argv);
+    if (!recipe) return 2;
+    o.model_name = recipe->model;
+    p.optim.lr = recipe->lr;
+    p.optim.momentum = recipe->momentum;
+    p.max_grad_norm = recipe->max_grad_norm;
+    p.expected_batch = recipe->expected_batch;
+    p.epochs = recipe->epochs;
+    if (recipe->no_normalize) mo.norm_mode = 2;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -238,6 +253,8 @@ int dp_cmd_train(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             dp_cmd_train_usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--recipe")) {
+            NEED_VALUE; /* taken above */
         } else if (!strcmp(a, "--test-limit")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 1, 1L << 40, &test_limit)) return 2;
@@ -376,7 +393,8 @@ int dp_cmd_train(int argc, char **argv) {
     dp_model *m = NULL;
     int rc = 1, K;
     dp_cli_data_info info;
-    const dp_cli_data_spec ds = {.data = o.data, .model_name = o.model_name, .train_limit = o.train_limit,
+    const dp_cli_data_spec ds = {.scatter_j = recipe->scatter_j, .scatter_l = recipe->scatter_l,
+                                 .data = o.data, .model_name = o.model_name, .train_limit = o.train_limit,
                                  .test_limit = test_limit, .mo = &mo, .seed = p.seed, .info = &info};
     int bad = dp_cli_load_data_and_model(&ds, &tr, &te, &K, &m);
     if (bad) {
@@ -443,16 +461,18 @@ int dp_cmd_train(int argc, char **argv) {
         else
             printf("data: %s (%zu train, %zu test, %dx%dx%d, %d classes)\n", info.data_desc, tr.n, te.n, tr.c, tr.h,
                    tr.w, K);
-        printf("model: %s, %zu parameters (%zu trainable)\n", info.model_desc, dp_model_num_params(m),
-               dp_model_num_trainable(m));
+        if (info.features[0]) printf("features: %s\n", info.features);
+        printf("model: %s, %zu parameters (%zu trainable); recipe %s\n", info.model_desc, dp_model_num_params(m),
+               dp_model_num_trainable(m), recipe->name);
         if (p.no_dp)
             printf("training: non-private baseline (--no-dp), batch %d, %d epochs, %d threads\n", p.expected_batch, p.epochs,
                    omp_get_max_threads());
         else
-            printf("training: DP-SGD, clipping %s, C %g, expected batch %d (q %.5f), %d epochs x %d steps, target epsilon %g "
-                   "at delta %g (%s accountant), %d threads\n",
+            printf("training: DP-SGD, clipping %s, C %g, expected batch %d (q %.5f), %d epochs x %d steps, %s lr %g%s, "
+                   "target epsilon %g at delta %g (%s accountant), %d threads\n",
                    dp_clip_mode_name(p.clipping), p.max_grad_norm, p.expected_batch, (double)p.expected_batch / (double)tr.n,
-                   p.epochs, dp_train_steps_per_epoch(tr.n, p.expected_batch), p.target_epsilon, p.delta,
+                   p.epochs, dp_train_steps_per_epoch(tr.n, p.expected_batch), dp_optim_name(p.optim.kind), p.optim.lr,
+                   p.optim.kind == DP_OPT_SGD && p.optim.momentum > 0 ? " (momentum)" : "", p.target_epsilon, p.delta,
                    dp_accountant_kind_name(p.accountant), omp_get_max_threads());
         if (verbose && !p.no_dp) {
             /* the plan at the expected batch (Poisson batches vary around it) or the physical one */
@@ -573,7 +593,7 @@ int dp_cmd_train(int argc, char **argv) {
         }
         char json[4096];
         snprintf(json, sizeof json,
-                 "{\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
+                 "{\n  \"recipe\": \"%s\",\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
                  "  \"max_grad_norm\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n"
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"noise\": %s,\n"
@@ -581,6 +601,7 @@ int dp_cmd_train(int argc, char **argv) {
                  "  \"threads\": %d,\n  \"seed\": %llu,\n"
                  "  \"non_private\": {\n    \"note\": \"not covered by epsilon\",\n    \"seconds\": %.3f,\n"
                  "    \"peak_tracked_bytes\": %zu%s\n  }\n}\n",
+                 recipe->name,
                  dp_model_builtin_spec(o.model_name) || !strcmp(o.model_name, "transformer") ? o.model_name : "spec",
                  dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.expected_batch, p.epochs,
