@@ -280,6 +280,7 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     put(&m, "optim.eps", "%a", c->optim.eps);
     put(&m, "seed", "%016" PRIx64, c->seed);
     put(&m, "noise_seed", "%016" PRIx64, c->noise_seed);
+    put(&m, "ema_decay", "%a", c->ema_decay);
     put(&m, "noise", "%s",
         c->no_dp ? "none (non-private run)"
         : c->secure ? "OS CSPRNG (never written; a resumed run draws fresh noise)"
@@ -526,7 +527,7 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
         (st = get_finite(s, "optim.beta1", 0, 1, &c.optim.beta1)) != DP_OK ||
         (st = get_finite(s, "optim.beta2", 0, 1, &c.optim.beta2)) != DP_OK ||
         (st = get_finite(s, "optim.eps", 0, INFINITY, &c.optim.eps)) != DP_OK ||
-        (st = dp_meta_u64(s, "seed", &c.seed)) != DP_OK || (st = dp_meta_u64(s, "noise_seed", &c.noise_seed)) != DP_OK || (st = dp_meta_long(s, "step", 0, LMAX, &c.step)) != DP_OK ||
+        (st = dp_meta_u64(s, "seed", &c.seed)) != DP_OK || (st = dp_meta_u64(s, "noise_seed", &c.noise_seed)) != DP_OK || (st = get_finite(s, "ema_decay", 0, 1, &c.ema_decay)) != DP_OK || (st = dp_meta_long(s, "step", 0, LMAX, &c.step)) != DP_OK ||
         (st = dp_meta_long(s, "optim.steps", 0, LMAX, &c.optim_steps)) != DP_OK ||
         (st = get_rng(s, "rng.sampling", &c.rng_sampling)) != DP_OK ||
         (st = get_rng(s, "rng.noise", &c.rng_noise)) != DP_OK ||

@@ -99,6 +99,7 @@ static dp_status prefix_error(dp_status st, const char *prefix) {
 #define ST_PREFIX "state."
 #define ST_OPTIM "state.optimizer"
 #define ST_PERM "state.sampler_perm"
+#define ST_EMA "state.ema"
 #define ST_SHARDS "state.shards"
 
 /* splitmix64 finaliser */
@@ -224,6 +225,7 @@ static void fill_config(dp_checkpoint_info *c, dp_model *m, const dp_dataset *tr
     c->target_epsilon = p->noise_multiplier > 0 ? 0 : p->target_epsilon; /* 0: sigma was given */
     c->optim = p->optim;
     c->seed = p->seed;
+    c->ema_decay = p->ema_decay;
     c->noise_seed = p->noise_seeded ? p->noise_seed : 0;
 }
 
@@ -285,6 +287,7 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
                   cur->physical_batch);
     UNLESS_FORCED(ck->clipping != cur->clipping, "--clipping", "%s", dp_clip_mode_name((dp_clip_mode)ck->clipping),
                   dp_clip_mode_name((dp_clip_mode)cur->clipping));
+    UNLESS_FORCED(ck->ema_decay != cur->ema_decay, "--ema", "%.17g", ck->ema_decay, cur->ema_decay);
     UNLESS_FORCED(ck->seed != cur->seed, "--seed", "%llu", (unsigned long long)ck->seed, (unsigned long long)cur->seed);
     UNLESS_FORCED(ck->noise_seed != cur->noise_seed, "--noise-seed", "%llu", (unsigned long long)ck->noise_seed,
                   (unsigned long long)cur->noise_seed);
@@ -391,7 +394,7 @@ static dp_status lock_dir(ckpt_writer *w, const char *dir) {
 /* Prepares the writer: creates the directory, locks it, refuses to replace another run's
  * checkpoint (unless forced or it is the one being resumed), lists the tensors. */
 static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model *m, dp_optim *opt, size_t *perm,
-                             size_t n, int64_t *shards_val) {
+                             size_t n, int64_t *shards_val, float *ema) {
     if (mkdir(p->checkpoint_dir, 0777) != 0 && errno != EEXIST)
         return dp_fail(DP_ERR_IO, "--checkpoint-dir %s: cannot create it: %s", p->checkpoint_dir, strerror(errno));
     struct stat sb;
@@ -428,7 +431,7 @@ static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model 
         closedir(dir);
     }
     int nm = dp_model_num_tensors(m);
-    w->t = calloc((size_t)nm + 3, sizeof *w->t);
+    w->t = calloc((size_t)nm + 4, sizeof *w->t);
     if (!w->t) return dp_fail(DP_ERR_NOMEM, "checkpoint: out of memory");
     st = dp_model_st_tensors(m, w->t);
     if (st != DP_OK) return st;
@@ -437,6 +440,7 @@ static dp_status writer_init(ckpt_writer *w, const dp_train_params *p, dp_model 
     if (k) w->t[w->nt++] = (dp_st_tensor){ST_OPTIM, DP_ST_F32, 1, {(int64_t)k}, dp_optim_state(opt)};
     if (p->no_dp) w->t[w->nt++] = (dp_st_tensor){ST_PERM, DP_ST_I64, 1, {(int64_t)n}, perm};
     if (shards_val[0] > 1) w->t[w->nt++] = (dp_st_tensor){ST_SHARDS, DP_ST_I64, 1, {1}, shards_val};
+    if (ema) w->t[w->nt++] = (dp_st_tensor){ST_EMA, DP_ST_F32, 1, {(int64_t)dp_model_num_params(m)}, ema};
     return DP_OK;
 }
 
@@ -558,6 +562,8 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     if (p->expected_batch < 1 || (size_t)p->expected_batch > N)
         return dp_fail(DP_ERR_RANGE, "--batch-size %d: must be in 1..%zu (the training set size)", p->expected_batch, N);
     if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "--physical-batch %d: must be >= 0", p->physical_batch);
+    if (!(p->ema_decay >= 0 && p->ema_decay < 1))
+        return dp_fail(DP_ERR_RANGE, "--ema %g: the decay must be in [0, 1) (0: no averaging)", p->ema_decay);
     if (p->checkpoint_every < 0)
         return dp_fail(DP_ERR_RANGE, "--checkpoint-every %ld: must be >= 0", p->checkpoint_every);
     if (!p->no_dp) {
@@ -599,6 +605,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     dp_step sp;
     memset(&sp, 0, sizeof sp);
     dp_safetensors *ck = NULL;
+    float *ema = NULL, *ema_hold = NULL; /* --ema: the average, and the live parameters while it is evaluated */
     dp_checkpoint_info cki;
     memset(&cki, 0, sizeof cki);
     ckpt_writer w;
@@ -708,12 +715,28 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         pr.test_loss = cki.test_loss;
         if (!p->no_dp && (st = spent_epsilon(acc, p, &pr.epsilon)) != DP_OK) goto done;
     }
+    if (p->ema_decay > 0) {
+        /* the average starts at the (initial or resumed) parameters; a checkpoint's is taken
+         * when it has one (a run resumed with --ema added under --force starts it afresh) */
+        if (!(ema = dp_alloc(sizeof(float) * (np ? np : 1))) || !(ema_hold = dp_alloc(sizeof(float) * (np ? np : 1)))) {
+            st = dp_fail(DP_ERR_NOMEM, "--ema: out of memory");
+            goto done;
+        }
+        memcpy(ema, dp_model_params(m), sizeof(float) * np);
+        dp_st_dtype dt;
+        const void *data;
+        size_t count;
+        if (resumed && dp_safetensors_find(ck, ST_EMA, &dt, NULL, NULL, &data, &count) == DP_OK && dt == DP_ST_F32 &&
+            count == np)
+            memcpy(ema, data, sizeof(float) * np);
+        dp_clear_error();
+    }
     dp_safetensors_destroy(ck);
     ck = NULL;
     dp_checkpoint_info_free(&cki);
     const int writer = !comm || comm->rank == 0; /* checkpoints from rank 0 only */
     if (p->checkpoint_dir && writer) {
-        if ((st = writer_init(&w, p, m, opt, idx, N, shards_val)) != DP_OK) goto done;
+        if ((st = writer_init(&w, p, m, opt, idx, N, shards_val, ema)) != DP_OK) goto done;
         w.info = cur;
     }
     float *params = dp_model_params(m);
@@ -807,6 +830,11 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
             batch_sum += (double)count;
             if (count == 0) r.empty_batches++;
             if (comm && (st = check_replicas(comm, params, np, step + 1)) != DP_OK) goto done;
+            if (ema) { /* post-processing of the released iterates: free in privacy */
+                const double d = p->ema_decay;
+#pragma omp parallel for schedule(static) if (np > 65536)
+                for (size_t j = 0; j < np; j++) ema[j] = (float)(d * ema[j] + (1.0 - d) * params[j]);
+            }
             pr.epoch = ep;
             pr.step = step + 1;
             pr.step_in_epoch = s + 1;
@@ -825,7 +853,13 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
             if (p->progress) p->progress(p->progress_user, &pr);
         }
         dp_mem_stage("evaluate");
-        if (te && (st = dp_evaluate(m, te, p->eval_batch, &pr.test_accuracy, &pr.test_loss)) != DP_OK) goto done;
+        if (ema) { /* the average is what is evaluated (and, at the end, returned) */
+            memcpy(ema_hold, params, sizeof(float) * np);
+            memcpy(params, ema, sizeof(float) * np);
+        }
+        st = te ? dp_evaluate(m, te, p->eval_batch, &pr.test_accuracy, &pr.test_loss) : DP_OK;
+        if (ema) memcpy(params, ema_hold, sizeof(float) * np);
+        if (st != DP_OK) goto done;
         if (!p->no_dp && (st = spent_epsilon(acc, p, &pr.epsilon)) != DP_OK) goto done;
         pr.elapsed = dp__now_s() - t0;
         pr.epoch_end = 1;
@@ -837,6 +871,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         if (p->progress) p->progress(p->progress_user, &pr);
     }
     if (!p->no_dp && (st = spent_epsilon(acc, p, &r.epsilon)) != DP_OK) goto done;
+    if (ema) memcpy(params, ema, sizeof(float) * np); /* the model returned is the average */
     r.test_accuracy = te ? pr.test_accuracy : -1;
     r.test_loss = te ? pr.test_loss : 0;
     r.steps = step;
@@ -855,6 +890,8 @@ done:
     free(w.t);
     if (w.lock_fd >= 0) close(w.lock_fd); /* releases the directory's lock, on every path */
     dp_csprng_destroy(crng);
+    dp_free(ema);
+    dp_free(ema_hold);
     dp_accountant_destroy(acc);
     dp_optim_destroy(opt);
     dp_free(idx);

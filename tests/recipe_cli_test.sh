@@ -33,6 +33,12 @@ run "${TR[@]}" --batch-size 256 --lr 0.25
 [[ $RC -eq 0 && "$OUT" == *"expected batch 256 "* && "$OUT" == *"lr 0.25 "* && "$OUT" == *"C 1,"* ]] && ok ||
     bad "flags do not override the recipe: exit $RC: $OUT"
 
+# --ema: the decay's range, named
+run train --ema 1
+[[ $RC -eq 2 && "$ERR" == *"--ema"* ]] && ok || bad "--ema 1: exit $RC: $ERR"
+run "${TR[@]}" --ema 0.9 --out "$TMP/ema.json"
+[[ $RC -eq 0 ]] && grep -q '"ema_decay": 0.9' "$TMP/ema.json" && ok || bad "--ema 0.9: exit $RC: $ERR"
+
 if ! have_data; then
     echo "recipe_cli_test: SKIP data-dependent checks (no $DATA)"
 else

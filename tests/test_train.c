@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 /* test_train.c: the DP-SGD training loop (dp_train) and dp_evaluate on tiny in-memory
  * datasets: virtual batches give the same result as whole batches in every clipping mode,
  * the noise has the documented scale sigma*C/(q n), empty Poisson batches, non-finite
@@ -779,7 +780,72 @@ static void test_default_accountant(void) {
     dp_dataset_free(&d);
 }
 
+/* --ema: the model a run ends with (and evaluates) is the exponential moving average of the
+ * per-step parameters, a <- d a + (1 - d) w from the initial ones. The trajectory w_1..w_T is
+ * read off runs of 1..T steps (q = 1, one step an epoch, sigma given: the same noise for
+ * each prefix); a resumed run continues the average bit-exactly; bad decays are refused. */
+static void test_ema(void) {
+    dp_dataset d;
+    make_ds(&d, 40, 1, 1, 6, 3, 0.5, 31);
+    dp_train_params p = small_params();
+    p.expected_batch = 40; /* q = 1, 1 step per epoch */
+    const int T = 5;
+    const double decay = 0.6;
+    dp_model *m = new_model("linear(4) tanh linear(3)", 1, 1, 6, 3);
+    const size_t np = dp_model_num_params(m);
+    float *w0 = copy_params(m);
+    double *avg = calloc(np, sizeof *avg);
+    for (size_t j = 0; j < np; j++) avg[j] = w0[j];
+    dp_train_result r;
+    for (int t = 1; t <= T; t++) { /* w_t, and the average after t steps, as the library forms it */
+        set_params(m, w0);
+        p.epochs = t;
+        CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+        const float *w = dp_model_params(m);
+        for (size_t j = 0; j < np; j++) avg[j] = (float)(decay * avg[j] + (1.0 - decay) * w[j]);
+    }
+    set_params(m, w0);
+    p.epochs = T;
+    p.ema_decay = decay;
+    CHECK_OK(dp_train(m, &d, &d, &p, &r));
+    double err = 0;
+    for (size_t j = 0; j < np; j++) err = fmax(err, fabs(dp_model_params(m)[j] - avg[j]));
+    CHECK(err == 0);
+    double acc = 0;
+    CHECK_OK(dp_evaluate(m, &d, 64, &acc, NULL));
+    CHECK_CLOSE(r.test_accuracy, acc, 0); /* the figure reported is the average's */
+    /* resumed halfway: the same average */
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/test_train_ema.XXXXXX", DP_BINARY_DIR);
+    CHECK(mkdtemp(dir) != NULL);
+    float *full = copy_params(m);
+    set_params(m, w0);
+    p.epochs = 2;
+    p.checkpoint_dir = dir;
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    p.epochs = T;
+    p.resume = dir;
+    p.force = 1; /* another epoch count */
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    CHECK(memcmp(dp_model_params(m), full, sizeof(float) * np) == 0);
+    p.checkpoint_dir = p.resume = NULL;
+    p.force = 0;
+    p.ema_decay = 1;
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("--ema"));
+    p.ema_decay = -0.1;
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    free(avg);
+    dp_free(w0);
+    dp_free(full);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
 int main(void) {
+    test_ema();
     test_steps_per_epoch();
     test_default_accountant();
     test_evaluate();

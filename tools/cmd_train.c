@@ -76,6 +76,9 @@ void dp_cmd_train_usage(FILE *f) {
 "  --nesterov              SGD Nesterov momentum\n"
 "  --weight-decay X        [0]\n"
 "  --beta1 X, --beta2 X    Adam/AdamW moment decay [0.9, 0.999]\n"
+"  --ema DECAY             evaluate and keep an exponential moving average of the weights,\n"
+"                          a <- DECAY a + (1 - DECAY) w after each step (post-processing: free\n"
+"                          in privacy) [0: off]\n"
 "  --seed N                seed of what may be public: the initialisation (and the data\n"
 "                          order of --no-dp runs) [0]\n"
 "  --threads N             OpenMP threads [all cores]\n"
@@ -286,6 +289,10 @@ int dp_cmd_train(int argc, char **argv) {
             if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;
             p.noise_seeded = 1;
             p.noise_seed = (uint64_t)lv;
+        } else if (!strcmp(a, "--ema")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.ema_decay)) return 2;
+            if (!(p.ema_decay >= 0 && p.ema_decay < 1)) return dp_cli_die("--ema: the decay must be in [0, 1)");
         } else if (!strcmp(a, "--report-nonprivate")) {
             p.report_nonprivate = 1;
         } else if (!strcmp(a, "--secure")) {
@@ -594,7 +601,7 @@ int dp_cmd_train(int argc, char **argv) {
         char json[4096];
         snprintf(json, sizeof json,
                  "{\n  \"recipe\": \"%s\",\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
-                 "  \"max_grad_norm\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n"
+                 "  \"max_grad_norm\": %.17g,\n  \"ema_decay\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n"
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"noise\": %s,\n"
                  "  \"test_split\": \"%s\",\n  \"test_accuracy\": %s,\n  \"test_loss\": %s,\n"
@@ -604,7 +611,7 @@ int dp_cmd_train(int argc, char **argv) {
                  recipe->name,
                  dp_model_builtin_spec(o.model_name) || !strcmp(o.model_name, "transformer") ? o.model_name : "spec",
                  dp_model_num_params(m), p.no_dp ? "false" : "true",
-                 p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.sigma, r.q, p.expected_batch, p.epochs,
+                 p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, p.ema_decay, r.sigma, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
                  p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise,
                  ps.private_test ? "held out from the private data" : "public", test_acc, test_loss,

@@ -122,6 +122,7 @@ typedef struct {
     dp_optim_params optim;
     uint64_t seed;
     uint64_t noise_seed; /* with secure 0: the --noise-seed (epsilon holds only while it is secret) */
+    double ema_decay;    /* 0: no parameter averaging; else the tensor "state.ema" holds the average */
     /* state at a step boundary */
     long step;        /* optimizer steps done */
     long optim_steps; /* the optimizer's step count */

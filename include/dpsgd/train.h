@@ -92,6 +92,11 @@ typedef struct {
      * non-finite samples, drawn batch sizes and empty batches are 0). 1: computes them; the
      * caller must label them as not covered by epsilon (docs/privacy.md). */
     int report_nonprivate;
+    /* 0: off. In (0, 1): an exponential moving average of the parameters, a <- d a + (1 - d) w
+     * after every step (De et al. 2022), is what each epoch evaluates and what the model holds
+     * at the end; the live parameters train on. Post-processing of the released iterates: free
+     * in privacy. Checkpointed ("state.ema"). */
+    double ema_decay;
     int eval_batch;             /* 1000 */
     dp_progress_fn progress;    /* called after every step and at each epoch end; may be NULL */
     void *progress_user;
