@@ -48,7 +48,7 @@ else
     # scatternet: 81 x 7 x 7 scattering features, GroupNorm(27) + linear (39,862 parameters)
     run train --recipe scatternet --train-limit 2000 --test-limit 200 --epochs 2 --batch-size 500 --out "$TMP/s.json"
     [[ $RC -eq 0 && "$OUT" == *"features: scattering transform J 2, 8 angles: 81x7x7"* &&
-       "$OUT" == *"39862 parameters"* && "$OUT" == *"recipe scatternet"* && "$OUT" == *"lr 8 "* ]] && ok ||
+       "$OUT" == *"39862 parameters"* && "$OUT" == *"recipe scatternet"* && "$OUT" == *"lr 16 "* ]] && ok ||
         bad "--recipe scatternet: exit $RC: $OUT $ERR"
     grep -q '"recipe": "scatternet"' "$TMP/s.json" 2>/dev/null && ok || bad "the JSON does not name the recipe"
     # it learns: well above chance after 2 epochs on 2000 rows
