@@ -239,6 +239,125 @@ static void test_fdp_bound(void) {
     CHECK(dp_audit_fdp_epsilon_bound(1000, 200, 201, 1e-5, 0.95, DP_FDP_APPROX_DP, &e, &mu) == DP_ERR_RANGE);
 }
 
+/* ---- the claimed privacy profile (the verdict's test) ------------------------------------ */
+
+/* delta(eps) of mu-GDP (Dong, Roth & Su 2019), written out here, not shared with src/audit.c */
+static double gdp_delta_ref(double mu, double eps) {
+    const double d = phi(-eps / mu + mu / 2) - exp(eps) * phi(-eps / mu - mu / 2);
+    return d > 0 ? d : 0;
+}
+
+static void test_fdp_profile(void) {
+    double p, q;
+    /* one point: exactly the (eps, delta) curve of dp_audit_fdp_p_value */
+    const long mk[][3] = {{1, 1, 1}, {100, 10, 8}, {1000, 200, 170}, {100, 36, 35}, {30, 10, 3}, {5000, 500, 480}};
+    const double pts[][2] = {{0, 0}, {0.5, 0}, {1, 1e-3}, {3, 1e-5}, {0.2, 0.05}};
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 5; j++) {
+            const dp_fdp_profile one = {&pts[j][0], &pts[j][1], 1};
+            CHECK_OK(dp_audit_fdp_profile_p_value(mk[i][0], mk[i][1], mk[i][2], &one, &p));
+            CHECK_OK(dp_audit_fdp_p_value(mk[i][0], mk[i][1], mk[i][2], DP_FDP_APPROX_DP, pts[j][0], pts[j][1], &q));
+            /* bit for bit, but at eps 0, where the curve's max(y - delta, 1 - delta - (1 - y)) gains
+             * up to 1e-16 by rounding the second form and the profile keeps the exact first one */
+            const int same = pts[j][0] > 0 ? p == q : fabs(p - q) <= 1e-6 * q + 1e-15;
+            if (!same)
+                fprintf(stderr, "  profile of one point %g %g: %.17g, curve %.17g\n", pts[j][0], pts[j][1], p, q);
+            CHECK(same);
+        }
+    /* a family of points: never above the p-value of any one of them (every point is claimed at
+     * once), the same in any order and with a useless point (delta 1) added */
+    double e[5], d[5], er[6], dr[6];
+    for (int j = 0; j < 5; j++) {
+        e[j] = pts[j][0];
+        d[j] = pts[j][1];
+        er[4 - j] = e[j];
+        dr[4 - j] = d[j];
+    }
+    er[5] = 2;
+    dr[5] = 1;
+    const dp_fdp_profile all = {e, d, 5}, rev = {er, dr, 6};
+    for (int i = 0; i < 6; i++) {
+        CHECK_OK(dp_audit_fdp_profile_p_value(mk[i][0], mk[i][1], mk[i][2], &all, &p));
+        CHECK_OK(dp_audit_fdp_profile_p_value(mk[i][0], mk[i][1], mk[i][2], &rev, &q));
+        CHECK_CLOSE(p, q, 1e-15);
+        for (int j = 0; j < 5; j++) {
+            CHECK_OK(dp_audit_fdp_p_value(mk[i][0], mk[i][1], mk[i][2], DP_FDP_APPROX_DP, e[j], d[j], &q));
+            CHECK(p <= q * (1 + 1e-6) + 1e-15); /* (the rounding at eps 0 above) */
+        }
+    }
+    /* the privacy profile of mu-GDP on a grid of eps: its curve lies below the Gaussian one
+     * (validity: p not below the Gaussian p-value) and approaches it as the grid gets finer */
+    const double mus[] = {0.5, 1, 2};
+    const long gk[] = {200, 200, 1000}, gv[] = {170, 192, 1000}; /* cases with p < 1 */
+    for (int im = 0; im < 3; im++) {
+        const double mu = mus[im];
+        double pg;
+        CHECK_OK(dp_audit_fdp_p_value(1000, gk[im], gv[im], DP_FDP_GAUSSIAN, mu, 0, &pg));
+        CHECK(pg < 0.5);
+        double prev = 2;
+        const double steps[] = {1, 0.25, 0.05, 0.01};
+        for (int s = 0; s < 4; s++) {
+            enum { NMAX = 2001 };
+            static double ge[NMAX], gd[NMAX];
+            size_t n = 0;
+            for (double x = 0; x <= 20 && n < NMAX; x += steps[s], n++) {
+                ge[n] = x;
+                gd[n] = gdp_delta_ref(mu, x);
+            }
+            const dp_fdp_profile g = {ge, gd, n};
+            CHECK_OK(dp_audit_fdp_profile_p_value(1000, gk[im], gv[im], &g, &p));
+            printf("  mu %.1f: profile of %4zu points (eps step %.2f): p %.6g, Gaussian curve %.6g\n", mu, n, steps[s],
+                   p, pg);
+            CHECK(p >= pg * (1 - 1e-9));
+            CHECK(p <= prev * (1 + 1e-12)); /* finer grid (a superset of points here): smaller */
+            prev = p;
+            if (s == 3) CHECK(p <= pg * 1.02 + 1e-9);
+        }
+    }
+    /* more correct guesses: smaller p; p = 1 when nothing is ruled out */
+    double prev = 2;
+    for (long v = 100; v <= 200; v += 10) {
+        CHECK_OK(dp_audit_fdp_profile_p_value(1000, 200, v, &all, &p));
+        CHECK(p < prev || p == 1);
+        prev = p;
+    }
+    CHECK_OK(dp_audit_fdp_profile_p_value(1000, 200, 100, &all, &p));
+    CHECK(p == 1);
+    /* errors */
+    const double bad_e = -1, bad_d = 2, ok = 0.5;
+    const dp_fdp_profile empty = {e, d, 0}, neg = {&bad_e, &ok, 1}, big = {&ok, &bad_d, 1};
+    CHECK(dp_audit_fdp_profile_p_value(10, 10, 5, &empty, &p) == DP_ERR_INVALID);
+    CHECK(dp_audit_fdp_profile_p_value(10, 10, 5, NULL, &p) == DP_ERR_INVALID);
+    CHECK(dp_audit_fdp_profile_p_value(10, 10, 5, &neg, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_profile_p_value(10, 10, 5, &big, &p) == DP_ERR_RANGE);
+    CHECK(dp_audit_fdp_profile_p_value(10, 11, 5, &all, &p) == DP_ERR_RANGE);
+}
+
+/* dp_accountant_delta_many: the numbers of dp_accountant_delta_kind, one epsilon at a time */
+static void test_delta_many(void) {
+    dp_accountant *a;
+    CHECK_OK(dp_accountant_create(&a));
+    CHECK_OK(dp_accountant_step(a, 0.02, 1.2, 300));
+    const double eps[] = {2.5, 0, 0.3, 1, 4, 8, 30}; /* any order */
+    double many[7], one;
+    const dp_accountant_kind kinds[] = {DP_ACCT_PRV, DP_ACCT_PLD, DP_ACCT_RDP};
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(dp_accountant_delta_many(a, kinds[k], eps, 7, NULL, many));
+        for (int i = 0; i < 7; i++) {
+            CHECK_OK(dp_accountant_delta_kind(a, kinds[k], eps[i], &one));
+            /* PRV and PLD read all epsilons off in one sweep: the same up to rounding */
+            if (!(fabs(many[i] - one) <= 1e-12 * one + 1e-17))
+                fprintf(stderr, "  %s eps %g: many %.17g, one %.17g\n", dp_accountant_kind_name(kinds[k]), eps[i],
+                        many[i], one);
+            CHECK(fabs(many[i] - one) <= 1e-12 * one + 1e-17);
+            if (i > 1) CHECK(many[i] <= many[i - 1]);
+        }
+    }
+    const double neg = -1;
+    CHECK(dp_accountant_delta_many(a, DP_ACCT_PRV, &neg, 1, NULL, many) == DP_ERR_RANGE);
+    dp_accountant_destroy(a);
+}
+
 static void test_guess(void) {
     enum { M = 200 };
     float s[M];
@@ -264,6 +383,32 @@ static void test_guess(void) {
     CHECK_OK(dp_audit_fdp_epsilon_bound(M, 40, 40, 0, 0.95, DP_FDP_GAUSSIAN, &e, &mu));
     CHECK_CLOSE(r.gdp_mu_lower, mu, 1e-9);
     CHECK(mu > 0 && isinf(r.gdp_eps_lower));
+    /* no claim, no verdict */
+    CHECK(isnan(r.profile_p) && !r.violation && r.profile_guesses == 0);
+    /* the verdict's test on the same guesses: 40 of 40 right rejects a claim of eps 1 (pure DP:
+     * p = (e/(1+e))^40 ~ 4e-6), not one of eps 5 ((e^5/(1+e^5))^40 ~ 0.76) */
+    {
+        const double ce[] = {1, 5}, cd[] = {0, 0};
+        double pc, es;
+        CHECK_OK(dp_audit_epsilon_bound(M, 40, 40, 0, 0.95, &es));
+        for (int c = 0; c < 2; c++) {
+            const dp_fdp_profile claim = {&ce[c], &cd[c], 1};
+            CHECK_OK(dp_audit_guess_profile(s, in, M, 40, 0, 0.95, &claim, &r));
+            CHECK_OK(dp_audit_fdp_profile_p_value(M, 40, 40, &claim, &pc));
+            CHECK_CLOSE(r.profile_p, pc, 1e-15);
+            CHECK_CLOSE(pc, pow(1 / (1 + exp(-ce[c])), 40), 1e-9 * pc);
+            CHECK(r.profile_guesses == 40 && r.profile_correct == 40);
+            CHECK(r.violation == (c == 0));
+            CHECK_CLOSE(r.eps_lower, es, 1e-9); /* the lower bounds are untouched */
+        }
+        /* over the grid: the smallest p-value times the 6 counts (Bonferroni) */
+        const dp_fdp_profile claim = {&ce[0], &cd[0], 1};
+        CHECK_OK(dp_audit_guess_profile(s, in, M, 0, 0, 0.95, &claim, &r));
+        CHECK_OK(dp_audit_fdp_profile_p_value(M, r.profile_guesses, r.profile_correct, &claim, &pc));
+        CHECK_CLOSE(r.profile_p, fmin(1, 6 * pc), 1e-15);
+        CHECK(r.violation == (r.profile_p < 0.05));
+        CHECK(r.violation);
+    }
     CHECK_OK(dp_audit_guess(s, in, M, 40, 1e-5, 0.95, &r));
     CHECK_OK(dp_audit_fdp_epsilon_bound(M, 40, 40, 1e-5, 0.95, DP_FDP_GAUSSIAN, &e, &mu));
     CHECK_CLOSE(r.gdp_eps_lower, e, 1e-9);
@@ -285,6 +430,14 @@ static void test_guess(void) {
     if (r.eps_lower != 0) fprintf(stderr, "  random scores: bound %g (r %ld v %ld)\n", r.eps_lower, r.guesses, r.correct);
     CHECK(r.eps_lower == 0);
     CHECK(r.fdp_eps_lower == 0 && r.gdp_mu_lower == 0 && r.gdp_eps_lower == 0);
+    /* not even the claim of perfect privacy (eps 0, delta 0) is rejected */
+    {
+        const double z = 0;
+        const dp_fdp_profile claim = {&z, &z, 1};
+        CHECK_OK(dp_audit_guess_profile(s, in, M, 0, 1e-5, 0.95, &claim, &r));
+        CHECK(!r.violation && r.profile_p >= 0.05);
+        CHECK(dp_audit_guess_profile(s, in, M, 0, 1e-5, 0.95, NULL, &r) == DP_ERR_INVALID);
+    }
     /* errors */
     CHECK(dp_audit_guess(s, in, 1, 0, 0, 0.95, &r) == DP_ERR_RANGE);
     CHECK(dp_audit_guess(s, in, M, M + 1, 0, 0.95, &r) == DP_ERR_RANGE);
@@ -389,6 +542,47 @@ static void test_broken(const dp_dataset *d) {
     }
 }
 
+/* The finding that made the verdict a test of the whole claimed profile: noise scaled by 0.5
+ * (the accountant still records sigma) was called "consistent" by the single-point lower bound.
+ * Here, on the small task with as many canaries as the default gives (one per trainable
+ * parameter, at most 4 n), the profile test flags it at every claimed epsilon, and passes the
+ * honest runs of the same configuration. */
+#define SPEC_WIDE "linear(64) tanh linear(4)"
+
+static dp_audit_result run_wide(const dp_dataset *d, const dp_audit_params *p, const dp__audit_test *hooks) {
+    dp_model *m = new_model(SPEC_WIDE, d->c, d->h, d->w, 5);
+    dp_audit_result r;
+    memset(&r, 0, sizeof r);
+    CHECK_OK(dp__audit(m, d, NULL, p, hooks, &r, NULL, NULL));
+    CHECK(r.num_canaries == dp_audit_num_canaries(m, d->n, p));
+    dp_model_destroy(m);
+    return r;
+}
+
+static void test_broken_half(const dp_dataset *d) {
+    const double eps[] = {2, 3, 4};
+    const dp__audit_test half = {0.5, 1}, honest = {1, 1};
+    for (int e = 0; e < 3; e++) {
+        dp_audit_params p = small_params(eps[e]);
+        p.num_canaries = 0; /* the default: here min(4420 parameters, 4 x 1000 rows) = 4000 */
+        p.epochs = 20;
+        p.seed = p.noise_seed = 40 + (uint64_t)e;
+        dp_audit_result r = run_wide(d, &p, &half);
+        printf("  broken: noise x 0.5, eps %.0f: m %d, profile p %.3g (%ld/%ld), lower bounds %.3f, f-DP %.3f: %s\n",
+               eps[e], r.num_canaries, r.profile_p, r.profile_correct, r.profile_guesses, r.eps_lower,
+               r.fdp_eps_lower, r.violation ? "VIOLATION" : "consistent");
+        CHECK(r.num_canaries == 4000);
+        CHECK(r.violation && r.profile_p < 0.05);
+        CHECK(r.profile_points > 100);
+        r = run_wide(d, &p, &honest);
+        printf("  honest,            eps %.0f: m %d, profile p %.3g (%ld/%ld), lower bounds %.3f, f-DP %.3f: %s\n",
+               eps[e], r.num_canaries, r.profile_p, r.profile_correct, r.profile_guesses, r.eps_lower,
+               r.fdp_eps_lower, r.violation ? "VIOLATION" : "consistent");
+        CHECK(!r.violation && r.profile_p >= 0.05);
+        CHECK(r.eps_lower < r.epsilon && r.fdp_eps_lower < r.epsilon);
+    }
+}
+
 static void test_deterministic_and_errors(const dp_dataset *d) {
     dp_audit_params p = small_params(4);
     p.num_canaries = 100;
@@ -461,11 +655,17 @@ int main(void) {
     test_bound();
     test_fdp_p_value();
     test_fdp_bound();
+    test_fdp_profile();
+    test_delta_many();
     test_guess();
     dp_dataset d;
     make_ds(&d, 500, 1, 8, 8, 4, 0.3, 1);
     test_honest(&d);
     test_broken(&d);
+    dp_dataset d2;
+    make_ds(&d2, 1000, 1, 8, 8, 4, 0.3, 2);
+    test_broken_half(&d2);
+    dp_dataset_free(&d2);
     test_deterministic_and_errors(&d);
     dp_dataset_free(&d);
     return t_finish("test_audit");

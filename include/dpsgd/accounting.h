@@ -118,10 +118,11 @@ dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, doubl
 dp_status dp_calibrate_sigma_check(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
                                    double eps_tol);
 
-/* The privacy profile at n epsilons (each >= 0, in any order): delta[i] is exactly what
- * dp_accountant_delta_ex(a, k, eps[i], params) gives, a guaranteed upper bound for RDP, PRV and
- * PLD, but PRV and PLD compose the history once for all n (the audit's claimed profile: tens of
- * epsilons for the price of one). */
+/* The privacy profile at n epsilons (each >= 0, in any order): delta[i] is what
+ * dp_accountant_delta_ex(a, k, eps[i], params) gives (RDP and GDP: the same call; PRV and PLD:
+ * the same formula, up to rounding of ~1e-18, far inside delta_error), a guaranteed upper bound
+ * for RDP, PRV and PLD; but PRV and PLD compose the history once and read every epsilon off in
+ * one sweep of the grid (the audit's claimed profile: 400 epsilons in 0.03 s instead of 0.4 s). */
 dp_status dp_accountant_delta_many(const dp_accountant *a, dp_accountant_kind k, const double *eps, size_t n,
                                    const dp_accounting_params *params, double *delta);
 

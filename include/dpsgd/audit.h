@@ -10,25 +10,35 @@
  *      noise source) over the real data plus the included canaries;
  *   3. a membership score per canary from what the run released;
  *   4. guesses: "in" for the r/2 highest scores, "out" for the r/2 lowest, abstain on the rest;
- *   5. the epsilon lower bound: the largest eps such that an (eps, delta)-DP run would give at
- *      least the observed number of correct guesses with probability below 1 - confidence
- *      (the p-value of the paper's analysis with delta, searched by bisection).
- * An honest implementation exceeds its claimed epsilon only with probability
- * 1 - confidence; a lower bound above the claim is evidence of a bug ("VIOLATION").
+ *   5. the verdict: a test of the claim itself. The accountant certifies delta(eps) for every
+ *      eps (its privacy profile), so the run claims f-DP for the trade-off curve f of that
+ *      profile (dp_fdp_profile); the f-DP analysis of Mahloujifar et al. (below) gives the
+ *      p-value of that claim from the number of correct guesses, and p < 1 - confidence
+ *      (Bonferroni over the guess counts) is a "VIOLATION". An honest implementation is
+ *      flagged with probability at most 1 - confidence; a violation is evidence of a bug;
+ *   6. beside it, empirical lower bounds on epsilon: the largest eps such that an
+ *      (eps, delta)-DP run would give at least the observed number of correct guesses with
+ *      probability below 1 - confidence (the paper's analysis with delta, and the f-DP one).
+ * Testing the whole profile is far more powerful than testing one (eps, delta) point: at the
+ * CLI's defaults the audit flags noise scaled by 0.5 (docs/audit.md), which the single-point
+ * lower bound did not.
  *
  * Canaries:
  *   DP_CANARY_INPUT     mislabelled examples (copies of images from a pool with a wrong
  *                       label, fixed per canary). Black-box: score = decrease of the canary's
  *                       loss from the initial to the final model.
  *   DP_CANARY_GRADIENT  white-box: canary j is a virtual example whose clipped per-sample
- *                       gradient is C * u_j (u_j a fixed random unit vector, +-1/sqrt(d) on
- *                       the d trainable coordinates); when Poisson-sampled it joins the clipped
- *                       sum exactly as a real sample would. Score = sum over steps of
- *                       <released noisy sum - clipped sum of the sampled real examples, u_j>.
+ *                       gradient is C * u_j (u_j a fixed unit vector, +-1/sqrt(k) on k of the
+ *                       trainable coordinates, disjoint between canaries while m k <= d); when
+ *                       Poisson-sampled it joins the clipped sum exactly as a real sample
+ *                       would. With x_t = <released noisy sum - clipped sum of the sampled real
+ *                       examples, u_j> / C at step t, score = sum over steps of
+ *                       log(1 - q + q exp((x_t - 1/2) / sigma^2)), the log-likelihood ratio of
+ *                       "in" against "out" under the claimed mechanism.
  *
  * Two estimators turn the guesses into a lower bound, each at the same confidence:
  *   - Steinke et al. (dp_audit_epsilon_bound): (eps, delta)-DP makes the number of correct
- *     guesses at most Binomial(r, e^eps/(1+e^eps)), plus a delta term; drives the verdict;
+ *     guesses at most Binomial(r, e^eps/(1+e^eps)), plus a delta term;
  *   - f-DP (Mahloujifar, Melis & Chaudhuri, "Auditing f-Differential Privacy in One Run", 2024;
  *     dp_audit_fdp_epsilon_bound): the largest probability of that many correct guesses under
  *     an f-DP mechanism, f the trade-off curve of (eps, delta)-DP or of a Gaussian (mu-GDP).
@@ -105,6 +115,24 @@ dp_status dp_audit_fdp_p_value(long m, long k, long v, dp_fdp_curve curve, doubl
 dp_status dp_audit_fdp_epsilon_bound(long m, long k, long v, double delta, double confidence, dp_fdp_curve curve,
                                      double *eps_lb, double *mu_lb);
 
+/* A privacy profile, or any finite part of one: the mechanism is (eps[i], delta[i])-DP for every
+ * i at once (an accountant certifies delta(eps) for every eps; dp_accountant_delta_many), hence
+ * f-DP for f = max_i f_{eps[i], delta[i]}, the curves of DP_FDP_APPROX_DP. Leaving points out,
+ * or raising a delta, only lowers f: the claim stays true, the test loses power. */
+typedef struct {
+    const double *eps, *delta; /* eps[i] in [0, 700], delta[i] in [0, 1] */
+    size_t n;                  /* >= 1 */
+} dp_fdp_profile;
+
+/* dp_audit_fdp_p_value for the curve of a profile: the largest probability of at least v
+ * correct among k guesses for any mechanism that is (eps[i], delta[i])-DP for every i with
+ * respect to each canary. With one point it is dp_audit_fdp_p_value(DP_FDP_APPROX_DP) exactly;
+ * with more it is never larger than with any subset. The p-value of the claim "the run is f-DP
+ * for its profile's f": the test that decides the audit's verdict (dp_audit_guess_profile).
+ * Requires 0 <= v <= k <= m, k >= 1 (DP_ERR_RANGE) and a valid profile (DP_ERR_INVALID when
+ * empty, DP_ERR_RANGE for a point out of range). */
+dp_status dp_audit_fdp_profile_p_value(long m, long k, long v, const dp_fdp_profile *prof, double *p);
+
 /* ---- the audited run ------------------------------------------------------------------ */
 
 #define DP_CANARY_LIST(X)                                                                     \
@@ -122,7 +150,7 @@ dp_status dp_canary_kind_parse(const char *s, dp_canary_kind *out);
 
 typedef struct {
     dp_canary_kind canary;      /* gradient */
-    int num_canaries;           /* m = 1000 */
+    int num_canaries;           /* m; 0 (default): dp_audit_num_canaries */
     int guesses;                /* r; 0 (default): try r = m x {0.02, 0.05, 0.1, 0.2, 0.5, 1}
                                  * (distinct values, at least 2) and keep the best, each
                                  * tested at level (1-confidence)/(number tried): Bonferroni,
@@ -147,6 +175,12 @@ typedef struct {
 
 dp_audit_params dp_audit_default_params(void);
 
+/* The number of canaries a run with these parameters uses: p->num_canaries when set, else 1000
+ * input canaries, or one gradient canary per trainable coordinate of the model (the most that
+ * stay mutually orthogonal: 26,010 for the default CNN), at most 4 n_train (the run's steps
+ * grow with n_train + m/2) and at least 2. */
+int dp_audit_num_canaries(const dp_model *model, size_t n_train, const dp_audit_params *p);
+
 typedef struct {
     double epsilon;             /* claimed: the accountant's bound at delta, for the whole run */
     double delta, sigma, q;
@@ -158,13 +192,20 @@ typedef struct {
     double p_level;             /* level each guess count was tested at (1-conf, or / count) */
     /* f-DP estimator (dp_audit_fdp_epsilon_bound) on the same guesses at the same level; each
      * curve keeps its own best guess count. Empirical LOWER bounds, reported beside eps_lower;
-     * the verdict stays eps_lower's. */
+     * the verdict is the profile test's (below). */
     double fdp_eps_lower;       /* (eps, delta)-DP curve: a bound for any mechanism */
     long fdp_guesses, fdp_correct;
     double gdp_mu_lower;        /* Gaussian curve: mu ruled out, */
     double gdp_eps_lower;       /* and its epsilon at delta (assumes a Gaussian trade-off curve) */
     long gdp_guesses, gdp_correct;
-    int violation;              /* eps_lower > epsilon */
+    /* the verdict's test (dp_audit_guess_profile): the p-value of "the run is f-DP for the f of
+     * the privacy profile its accountant certifies" (dp_audit_fdp_profile_p_value), the smallest
+     * over the guess counts times their number (Bonferroni), capped at 1; the count that gave it;
+     * NAN and 0 without a profile (dp_audit_guess) */
+    double profile_p;
+    long profile_guesses, profile_correct;
+    int profile_points;         /* (eps, delta) points of the claimed profile (0: none) */
+    int violation;              /* profile_p < 1 - confidence: the claim is rejected at that level */
     double seconds;             /* wall time of the whole audit */
 } dp_audit_result;
 
@@ -177,11 +218,17 @@ typedef struct {
 dp_status dp_audit_run(dp_model *model, const dp_dataset *train, const dp_dataset *pool, const dp_audit_params *p,
                        dp_audit_result *result, float *scores, unsigned char *in);
 
-/* Guessing and bounds from scores and inclusion bits alone (what dp_audit_run does after
- * training): fills guesses, correct, eps_lower, confidence, p_level and the fdp_* / gdp_*
- * fields of *result. */
+/* Guessing and bounds from scores and inclusion bits alone: fills guesses, correct, eps_lower,
+ * confidence, p_level and the fdp_* / gdp_* fields of *result; profile_p NAN, violation 0. */
 dp_status dp_audit_guess(const float *scores, const unsigned char *in, int m, int guesses, double delta,
                          double confidence, dp_audit_result *result);
+
+/* dp_audit_guess plus the verdict (what dp_audit_run does after training): on the same guess
+ * counts, the test of the claimed profile at level 1 - confidence (each count at p_level):
+ * profile_p, profile_guesses, profile_correct, and violation = 1 when the claim is rejected. An
+ * honest run whose profile is true gives a violation with probability at most 1 - confidence. */
+dp_status dp_audit_guess_profile(const float *scores, const unsigned char *in, int m, int guesses, double delta,
+                                 double confidence, const dp_fdp_profile *claim, dp_audit_result *result);
 
 #ifdef __cplusplus
 }
