@@ -639,6 +639,16 @@ dp_status dp_accountant_epsilon_kind(const dp_accountant *a, dp_accountant_kind 
     return dp_accountant_epsilon_ex(a, k, delta, NULL, out);
 }
 
+/* the accounting parameters of a delta query: the defaults, or *params checked */
+static dp_status delta_params(const dp_accounting_params *params, dp_accounting_params *prm) {
+    *prm = params ? *params : dp_accounting_default_params();
+    if (prm->delta_error == 0.0) prm->delta_error = 1e-10;
+    if (!(prm->eps_error > 0.0) || !isfinite(prm->eps_error) || !(prm->delta_error > 0.0 && prm->delta_error < 1.0))
+        return dp_fail(DP_ERR_RANGE, "eps_error %g / delta_error %g out of range", prm->eps_error,
+                       prm->delta_error);
+    return DP_OK;
+}
+
 dp_status dp_accountant_delta_ex(const dp_accountant *a, dp_accountant_kind k, double epsilon,
                                  const dp_accounting_params *params, double *delta) {
     dp_status st;
@@ -646,11 +656,8 @@ dp_status dp_accountant_delta_ex(const dp_accountant *a, dp_accountant_kind k, d
     if (!delta) return dp_fail(DP_ERR_INVALID, "accounting: delta is NULL");
     if (!(epsilon >= 0.0))
         return dp_fail(DP_ERR_RANGE, "epsilon %g must be >= 0 (and not NaN)", epsilon);
-    dp_accounting_params prm = params ? *params : dp_accounting_default_params();
-    if (prm.delta_error == 0.0) prm.delta_error = 1e-10;
-    if (!(prm.eps_error > 0.0) || !isfinite(prm.eps_error) || !(prm.delta_error > 0.0 && prm.delta_error < 1.0))
-        return dp_fail(DP_ERR_RANGE, "eps_error %g / delta_error %g out of range", prm.eps_error,
-                       prm.delta_error);
+    dp_accounting_params prm;
+    if ((st = delta_params(params, &prm))) return st;
     entry *e = NULL;
     size_t ne = 0;
     long total = 0;
@@ -996,11 +1003,8 @@ dp_status dp_accountant_delta_many(const dp_accountant *a, dp_accountant_kind k,
             if ((st = dp_accountant_delta_ex(a, k, eps[i], params, &delta[i]))) return st;
         return DP_OK;
     }
-    dp_accounting_params prm = params ? *params : dp_accounting_default_params();
-    if (prm.delta_error == 0.0) prm.delta_error = 1e-10;
-    if (!(prm.eps_error > 0.0) || !isfinite(prm.eps_error) || !(prm.delta_error > 0.0 && prm.delta_error < 1.0))
-        return dp_fail(DP_ERR_RANGE, "eps_error %g / delta_error %g out of range", prm.eps_error,
-                       prm.delta_error);
+    dp_accounting_params prm;
+    if ((st = delta_params(params, &prm))) return st;
     entry *e = NULL;
     size_t ne = 0;
     long total = 0;
