@@ -256,7 +256,6 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     put(&m, "data", "%s", c->data);
     put(&m, "data_n", "%llu", (unsigned long long)c->data_n);
     put(&m, "data_dim", "%llu", (unsigned long long)c->data_dim);
-    put(&m, "data_checksum", "%016" PRIx64, c->data_checksum);
     put(&m, "no_dp", "%d", c->no_dp);
     put(&m, "clipping", "%d", c->clipping);
     put(&m, "expected_batch", "%d", c->expected_batch);
@@ -506,7 +505,6 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
         (st = get_text(s, "data", c.data, sizeof c.data)) != DP_OK ||
         (st = dp_meta_long(s, "data_n", 0, LMAX, &dn)) != DP_OK ||
         (st = dp_meta_long(s, "data_dim", 0, LMAX, &dd)) != DP_OK ||
-        (st = dp_meta_u64(s, "data_checksum", &c.data_checksum)) != DP_OK ||
         (st = get_int(s, "no_dp", 0, 1, &c.no_dp)) != DP_OK ||
         (st = get_int(s, "clipping", 0, 15, &c.clipping)) != DP_OK ||
         (st = get_int(s, "expected_batch", 1, IMAX, &c.expected_batch)) != DP_OK ||

@@ -27,7 +27,7 @@ static dp_status reserve(dp_step *s, size_t chunk) {
     s->yb = dp_alloc(chunk * sizeof(int32_t));
     if (!s->xb || !s->dz || !s->lv || !s->yb) {
         dp_step_free(s);
-        return dp_fail(DP_ERR_NOMEM, "step: out of memory for a chunk of %zu samples", chunk);
+        return dp_fail(DP_ERR_NOMEM, "step: out of memory for a chunk of samples"); /* its size is private */
     }
     s->cap = chunk;
     return DP_OK;
@@ -51,8 +51,10 @@ static double chunk_bytes(dp_step *s, int n) {
 /* A step out of memory: what a chunk of its size needs by the plan, and the --physical-batch
  * that needs at most half of it. What is free is not known here (a failed malloc says nothing),
  * but a chunk's memory is nearly all per sample: the suggestion is a size that certainly helps. */
-static dp_status nomem_hint(dp_step *s, size_t count) {
-    size_t chunk = count ? count : 1;
+static dp_status nomem_hint(dp_step *s) {
+    /* sized by the EXPECTED batch (or the physical one): the drawn size holds one example's
+     * membership bit and is not released */
+    size_t chunk = s->expected >= 1 ? (size_t)ceil(s->expected) : 1;
     if (s->physical_batch > 0 && (size_t)s->physical_batch < chunk) chunk = (size_t)s->physical_batch;
     const int B = chunk > (size_t)(1 << 30) ? 1 << 30 : (int)chunk;
     const double need = chunk_bytes(s, B), MiB = 1024.0 * 1024.0;
@@ -68,7 +70,7 @@ static dp_status nomem_hint(dp_step *s, size_t count) {
         if (chunk_bytes(s, mid) <= need / 2) lo = mid;
         else hi = mid;
     }
-    snprintf(sfx, sizeof sfx, " (the step processes %d samples at a time, about %.1f MiB by the memory plan; "
+    snprintf(sfx, sizeof sfx, " (a chunk of %d samples needs about %.1f MiB by the memory plan; "
              "--physical-batch %d needs about half of that, with the same result)", B, need / MiB, lo);
     return with_suffix(DP_ERR_NOMEM, sfx);
 }
@@ -194,9 +196,12 @@ dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats
     dp_step_stats o;
     memset(&o, 0, sizeof o);
     o.count = count;
+    /* dropout masks are drawn by batch position: secret like the sample (a known stream would
+     * let one example's presence move the others' masks); reseeded here for every caller */
+    if (s->crng) dp_rng_seed(s->rd, dp_csprng_u64(s->crng));
     dp_model_zero_grad(m);
     dp_status st = accumulate(s, idx, count, &o);
-    if (st == DP_ERR_NOMEM) return nomem_hint(s, count);
+    if (st == DP_ERR_NOMEM) return nomem_hint(s);
     if (st != DP_OK) return st;
     if (!s->no_dp) {
         if (s->on_clipped && (st = s->on_clipped(s->hook_user, grad, np)) != DP_OK) return st;

@@ -28,7 +28,7 @@ typedef struct {
     void (*row)(void *user, size_t e, float *x, int32_t *y);
     void *row_user;
     /* randomness: noise from crng (the OS-seeded generator) when set, else from *rn; dropout
-     * masks from *rd (the caller reseeds it per step as the noise source requires) */
+     * masks from *rd, which the step reseeds from crng when set */
     dp_csprng *crng;
     dp_rng *rn, *rd;
     /* hooks, may be NULL. on_clipped: this process's clipped sum (in the model's gradient

@@ -255,8 +255,6 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
           (unsigned long long)cur->data_n);
     NEVER(ck->data_dim != cur->data_dim, "training data of", "%llu features", (unsigned long long)ck->data_dim,
           (unsigned long long)cur->data_dim);
-    NEVER(ck->data_checksum != cur->data_checksum, "training data of", "checksum %016llx",
-          (unsigned long long)ck->data_checksum, (unsigned long long)cur->data_checksum);
     NEVER(ck->no_dp != cur->no_dp, "--no-dp", "%s", ck->no_dp ? "on" : "off", cur->no_dp ? "on" : "off");
     NEVER(!cur->no_dp && ck->secure != cur->secure, "noise", "%s", ck->secure ? "from the OS CSPRNG" : "from --noise-seed",
           cur->secure ? "from the OS CSPRNG" : "from --noise-seed");
@@ -289,8 +287,8 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
                   dp_clip_mode_name((dp_clip_mode)cur->clipping));
     UNLESS_FORCED(ck->ema_decay != cur->ema_decay, "--ema", "%.17g", ck->ema_decay, cur->ema_decay);
     UNLESS_FORCED(ck->seed != cur->seed, "--seed", "%llu", (unsigned long long)ck->seed, (unsigned long long)cur->seed);
-    UNLESS_FORCED(ck->noise_seed != cur->noise_seed, "--noise-seed", "%llu", (unsigned long long)ck->noise_seed,
-                  (unsigned long long)cur->noise_seed);
+    NEVER(ck->noise_seed != cur->noise_seed, "--noise-seed", "%llu", (unsigned long long)ck->noise_seed,
+          (unsigned long long)cur->noise_seed);
     NEVER(ck->optim.kind != cur->optim.kind, "--optimizer", "%s", dp_optim_name(ck->optim.kind),
           dp_optim_name(cur->optim.kind));
     UNLESS_FORCED(ck->optim.lr != cur->optim.lr, "--lr", "%.17g", ck->optim.lr, cur->optim.lr);
@@ -312,7 +310,8 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
 
 /* the state part of the info that the loop's counters make: step, counters, losses, elapsed */
 static void fill_counters(dp_checkpoint_info *c, long step, const dp_train_result *r, size_t lcount, double batch_sum,
-                          double lsum, const dp_train_progress *pr, double elapsed, int report_nonprivate) {
+                          double lsum, const dp_train_progress *pr, double elapsed, int report_nonprivate,
+                          int private_test) {
     if (!report_nonprivate) /* statistics of the private data that epsilon does not cover: not written */
         lcount = 0, batch_sum = 0, lsum = 0;
     c->step = step;
@@ -321,8 +320,8 @@ static void fill_counters(dp_checkpoint_info *c, long step, const dp_train_resul
     c->lcount = (long)lcount;
     c->batch_sum = batch_sum;
     c->lsum = lsum;
-    c->test_accuracy = pr->test_accuracy;
-    c->test_loss = pr->test_loss;
+    c->test_accuracy = report_nonprivate || !private_test ? pr->test_accuracy : -1;
+    c->test_loss = report_nonprivate || !private_test ? pr->test_loss : 0;
     c->elapsed = elapsed;
 }
 
@@ -629,7 +628,9 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
             goto done;
     }
     uint64_t checksum = 0;
-    if (p->checkpoint_dir || resumed || comm) checksum = dp_checkpoint_data_checksum(tr->x, tr->y, N, dim);
+    /* only the ranks compare it, in memory: a checkpoint holds no fingerprint of the data (any
+     * function of every record would tell a candidate for the last one apart) */
+    if (comm) checksum = dp_checkpoint_data_checksum(tr->x, tr->y, N, dim);
     dp_checkpoint_info cur;
     fill_config(&cur, m, tr, p, sigma, q, checksum);
     if (comm && (st = check_same_config(comm, &cur, steps)) != DP_OK) goto done;
@@ -782,7 +783,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
                  * permutation has been reshuffled since), and before this call's first step the
                  * state is the one it started from: a checkpoint is written only mid-epoch */
                 if (p->checkpoint_dir && writer && step > step0 && ck_step != step) {
-                    fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
+                    fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report, p->test_private);
                     if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
                     ck_step = step;
                 }
@@ -815,7 +816,6 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
             } else {
                 if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
             }
-            if (crng) dp_rng_seed(&rd, dp_csprng_u64(crng)); /* this step's dropout, secret */
             dp_step_stats ss;
             if ((st = dp_step_run(&sp, idx + first, count, &ss)) != DP_OK) {
                 char where[64];
@@ -846,10 +846,12 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
              * Written before anything of the step is released (the progress call), so a killed
              * run never redoes a step whose results were seen. */
             if (p->checkpoint_dir && writer && p->checkpoint_every > 0 && (step + 1) % p->checkpoint_every == 0 && s + 1 < spe) {
-                fill_counters(&w.info, step + 1, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
+                fill_counters(&w.info, step + 1, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report, p->test_private);
                 if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
                 ck_step = step + 1;
             }
+            /* the epoch's last step is reported before the epoch's checkpoint: nothing of the
+             * data is in it unless report_nonprivate (train_loss is NaN, no evaluation yet) */
             if (p->progress) p->progress(p->progress_user, &pr);
         }
         dp_mem_stage("evaluate");
@@ -864,7 +866,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         pr.elapsed = dp__now_s() - t0;
         pr.epoch_end = 1;
         if (p->checkpoint_dir && writer) { /* on disk before the epoch's figures are released */
-            fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report);
+            fill_counters(&w.info, step, &r, lcount, batch_sum, lsum, &pr, dp__now_s() - t0, report, p->test_private);
             if ((st = write_checkpoint(&w, opt, acc, &rs, &rn, &rd)) != DP_OK) goto done;
             ck_step = step;
         }

@@ -284,6 +284,7 @@ static void test_resume_case(const resume_case *rc, const dp_dataset *tr, const 
 
 static void test_integrity(const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base);
 static void test_calibrated_sigma(const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base);
+static void test_no_fingerprint(dp_dataset *tr, const dp_dataset *te, const dp_train_params *base);
 
 static void test_resume(void) {
     dp_dataset tr, te;
@@ -320,7 +321,7 @@ static void test_resume(void) {
         int force_ok;
     } want[] = {{"--max-grad-norm", 0}, {"--noise-multiplier", 0},
                 {"--batch-size", 0},    {"--epochs", 1},
-                {"checksum", 0},        {"model", 0},
+                {"training data of", 0}, {"model", 0},
                 {"--delta", 0},         {"--lr", 1}};
     for (int k = 0; k < 8; k++) {
         dp_train_params q = p;
@@ -340,8 +341,8 @@ static void test_resume(void) {
         case 3:
             q.epochs = 4;
             break;
-        case 4:
-            tr.x[5] += 1;
+        case 4: /* one row fewer (the data's public size); its content leaves no fingerprint */
+            tr.n--;
             break;
         case 5:
             spec = "linear(9) tanh dropout(0.25) linear(3)";
@@ -362,6 +363,7 @@ static void test_resume(void) {
         st = dp_train(m, d, &te, &q, &r);
         CHECK(want[k].force_ok ? st == DP_OK : st == DP_ERR_INVALID);
         tr.x[5] = saved;
+        tr.n = 200;
         dp_model_destroy(m);
     }
     /* an existing checkpoint is not replaced by a fresh run without force */
@@ -408,6 +410,7 @@ static void test_resume(void) {
     }
     test_integrity(&tr, &te, &p);
     test_calibrated_sigma(&tr, &te, &p);
+    test_no_fingerprint(&tr, &te, &p);
     dp_dataset_free(&tr);
     dp_dataset_free(&te);
 }
@@ -909,4 +912,46 @@ static void test_calibrated_sigma(const dp_dataset *tr, const dp_dataset *te, co
         expect_refused(dir, tr, te, &p, "calibrates to");
     }
     free(img);
+}
+
+/* A checkpoint holds nothing computed from the private data but the trained state: no hash
+ * of the records (whoever knows all records but one could test candidates for the last against
+ * it), and no accuracy or loss on a test split held out from the private data unless
+ * report_nonprivate. So a resume on data that differs in one label is not told apart. */
+static void test_no_fingerprint(dp_dataset *tr, const dp_dataset *te, const dp_train_params *base) {
+    dp_train_params p = *base;
+    char dir[400], path[480];
+    snprintf(dir, sizeof dir, "%s/fp", tmpdir);
+    p.resume = NULL;
+    p.checkpoint_dir = dir;
+    p.epochs = 1;
+    p.test_private = 1;
+    dp_model *m = new_model("linear(8) tanh dropout(0.25) linear(3)", 6, 1, 1, 1);
+    dp_train_result r;
+    CHECK_OK(dp_train(m, tr, te, &p, &r));
+    CHECK(r.test_accuracy >= 0); /* the caller gets it; the file does not */
+    snprintf(path, sizeof path, "%s/%s", dir, DP_CHECKPOINT_FILE);
+    dp_safetensors *s = NULL;
+    dp_checkpoint_info c;
+    memset(&c, 0, sizeof c);
+    CHECK_OK(dp_safetensors_load(path, &s));
+    if (s) {
+        const char *v = NULL;
+        CHECK(dp_meta_string(s, "data_checksum", &v) != DP_OK);
+        CHECK_OK(dp_checkpoint_info_read(s, &c));
+        CHECK(c.test_accuracy < 0 && c.test_loss == 0);
+        dp_checkpoint_info_free(&c);
+        dp_safetensors_destroy(s);
+    }
+    dp_clear_error();
+    /* one label changed: resumed like the original (nothing in the file tells them apart) */
+    const int32_t y0 = tr->y[0];
+    tr->y[0] = (y0 + 1) % 3;
+    p.checkpoint_dir = NULL;
+    p.resume = dir;
+    p.epochs = 2;
+    p.force = 1;
+    CHECK_OK(dp_train(m, tr, te, &p, &r));
+    tr->y[0] = y0;
+    dp_model_destroy(m);
 }

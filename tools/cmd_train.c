@@ -460,6 +460,7 @@ int dp_cmd_train(int argc, char **argv) {
 
     progress_state ps = {isatty(2), quiet, p.report_nonprivate, info.holdout && !p.no_dp};
     p.progress = on_progress;
+    p.test_private = info.holdout; /* its accuracy is not covered: kept out of checkpoints too */
     p.progress_user = &ps;
     if (!quiet) {
         if (info.tokens)

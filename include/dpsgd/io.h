@@ -115,7 +115,9 @@ typedef struct {
     /* configuration */
     char model[4096]; /* dp_model_describe of the model (layers, shapes, frozen) */
     char data[512];   /* identity of the training data as given (a path) */
-    uint64_t data_n, data_dim, data_checksum;
+    uint64_t data_n, data_dim;
+    uint64_t data_checksum; /* in memory only (the MPI ranks compare it): a checkpoint holds no
+                             * fingerprint of the private data */
     int no_dp, clipping, expected_batch, physical_batch, epochs, threads;
     int secure;          /* 1: noise, sampling and dropout from the OS CSPRNG (not written) */
     double max_grad_norm, sigma, q, delta, target_epsilon;

@@ -97,6 +97,9 @@ typedef struct {
      * at the end; the live parameters train on. Post-processing of the released iterates: free
      * in privacy. Checkpointed ("state.ema"). */
     double ema_decay;
+    /* 1: the test set is held out from the private data: its accuracy and loss are not covered
+     * by epsilon and are not written to checkpoints unless report_nonprivate */
+    int test_private;
     int eval_batch;             /* 1000 */
     dp_progress_fn progress;    /* called after every step and at each epoch end; may be NULL */
     void *progress_user;
