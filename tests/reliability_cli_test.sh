@@ -139,6 +139,9 @@ EOF
     else
         bad "could not edit the checkpoint"
     fi
+    # input canaries need held-out rows: with every row trained on, refused (they used to be
+    # drawn from the training rows themselves)
+    expect 2 "--canary-type input: no rows are held out" audit --canary-type input --train-limit 60000
     # default noise (OS CSPRNG): two runs of one configuration differ
     run "${Q[@]}" --save-weights "$TMP/s1.st"
     [[ $RC -eq 0 ]] && ok || bad "default run failed: $ERR"

@@ -198,6 +198,14 @@ int dp_cmd_audit(int argc, char **argv) {
         pool.n = all.n - tr.n;
         pool.x = all.x + tr.n * all.dim;
         pool.y = all.y + tr.n;
+    } else if (p.canary == DP_CANARY_INPUT) {
+        /* input canaries are copies of held-out rows: drawn from the training rows themselves,
+         * a canary "out" of the run would be in it all the same */
+        fprintf(stderr, "%s: --canary-type input: no rows are held out for the canaries (--train-limit %ld uses all "
+                        "%zu rows); lower --train-limit to leave at least one row after the training rows\n",
+                prog, o.train_limit, all.n);
+        rc = 2;
+        goto done;
     }
     const int mc = dp_audit_num_canaries(m, tr.n, &p);
     scores = malloc(sizeof(float) * (size_t)mc);
