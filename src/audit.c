@@ -845,11 +845,7 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
         h.ncan = ncan;
         dp_step_stats ss;
         if ((st = dp_step_run(&sp, idx, nf, &ss)) != DP_OK) {
-            char where[64];
-            snprintf(where, sizeof where, "audit step %ld: ", step + 1);
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", dp_last_error());
-            st = dp_fail(st, "%s%s", where, msg);
+            st = dp_fail(st, "audit step %ld: %s", step + 1, dp_last_error());
             goto done;
         }
     }

@@ -33,11 +33,9 @@ static dp_status reserve(dp_step *s, size_t chunk) {
     return DP_OK;
 }
 
-/* "<the current message><suffix>" (copied first: dp_fail formats into the same buffer) */
+/* "<the current message><suffix>" */
 static dp_status with_suffix(dp_status st, const char *suffix) {
-    char msg[1024];
-    snprintf(msg, sizeof msg, "%s", dp_last_error());
-    return dp_fail(st, "%s%s", msg, suffix);
+    return dp_fail(st, "%s%s", dp_last_error(), suffix);
 }
 
 /* Bytes a chunk of n samples takes by the memory plan: the model's step and this file's buffers */

@@ -89,11 +89,9 @@ static void shuffle_prefix(size_t *perm, size_t n, size_t k, dp_rng *rng) {
 
 /* ---- checkpoints (dpsgd/io.h, docs/reliability.md) ------------------------------------ */
 
-/* "<prefix>: <the current message>" (copied first: dp_fail formats into the same buffer) */
+/* "<prefix>: <the current message>" */
 static dp_status prefix_error(dp_status st, const char *prefix) {
-    char msg[1024];
-    snprintf(msg, sizeof msg, "%s", dp_last_error());
-    return dp_fail(st, "%s: %s", prefix, msg);
+    return dp_fail(st, "%s: %s", prefix, dp_last_error());
 }
 
 #define ST_PREFIX "state."

@@ -45,6 +45,16 @@ static int t_pass, t_fail;
         }                                                                                     \
     } while (0)
 
+/* text (an error message) must NOT contain needle: a message about the content of private data
+ * names the file and the rule, never the value, its row or position (docs/privacy.md) */
+static inline void t_check_lacks(const char *file, int line, const char *text, const char *needle) {
+    if (strstr(text, needle) == NULL) t_pass++;
+    else {
+        t_fail++;
+        fprintf(stderr, "%s:%d: message \"%s\" quotes \"%s\"\n", file, line, text, needle);
+    }
+}
+
 /* relative error of vector a against b: ||a-b|| / max(||b||, tiny) */
 static inline double t_rel_err(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
