@@ -886,6 +886,40 @@ int dp_model_tensor_shape(const dp_model *m, int t, int64_t shape[4]) {
     }
 }
 
+int dp_model_layer_shape(const dp_model *m, int i, int64_t shape[3]) {
+    const node *l = &m->L[i];
+    if (l->seq) {
+        shape[0] = l->oh;
+        shape[1] = l->oc;
+        return 2;
+    }
+    shape[0] = l->oc;
+    shape[1] = l->oh;
+    shape[2] = l->ow;
+    return 3;
+}
+
+int dp_model_layer_inputs(const dp_model *m, int i, int in[3]) {
+    const node *l = &m->L[i];
+    for (int j = 0; j < 3; j++) in[j] = j < l->nin ? l->in[j] : -1;
+    return l->nin;
+}
+
+void dp_model_layer_flops(const dp_model *m, int i, double *fwd, double *bwd_weight, double *bwd_input) {
+    const node *l = &m->L[i];
+    double f = 0, w = 0, x = 0;
+    if (l->kind == DP_LAYER_LINEAR || l->kind == DP_LAYER_CONV2D) {
+        double fan_in = l->kind == DP_LAYER_CONV2D ? (double)l->ic * l->k * l->k : (double)(l->iseq ? l->ic : (int)l->in_size);
+        f = w = x = 2.0 * (double)l->out_size * fan_in;
+    } else if (l->kind == DP_LAYER_ATTENTION) {
+        f = 4.0 * l->ih * l->ih * l->ic;
+        x = 8.0 * l->ih * l->ih * l->ic;
+    }
+    if (fwd) *fwd = f;
+    if (bwd_weight) *bwd_weight = w;
+    if (bwd_input) *bwd_input = x;
+}
+
 void dp_model_describe(const dp_model *m, char *buf, size_t cap) {
     size_t o = 0;
     if (m->tokens)

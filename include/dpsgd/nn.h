@@ -156,6 +156,15 @@ dp_status dp_model_find_tensor(dp_model *m, const char *name, float **data, size
 /* PyTorch shape of tensor t (Linear [out, in], Conv2d [out, in, k, k], Embedding [vocab, dim],
  * positional [T, dim], norms and biases [n]); returns the number of dimensions (0: no tensor). */
 int dp_model_tensor_shape(const dp_model *m, int t, int64_t shape[4]);
+/* Layer i's output per sample: a sequence gives 2 dimensions [T, F], anything else 3
+ * [C, H, W] (a vector is [N, 1, 1]); returns the number of dimensions. */
+int dp_model_layer_shape(const dp_model *m, int i, int64_t shape[3]);
+/* Layer i's inputs (-1: the model input) into in[3]; returns how many (1 to 3). */
+int dp_model_layer_inputs(const dp_model *m, int i, int in[3]);
+/* FLOPs per sample of layer i's matrix products (2 per multiply-add; element-wise work counts
+ * 0): the forward, the weight gradient (0 without parameters) and the input gradient. Linear
+ * and conv2d: 2 * output elements * fan-in each; attention: 4 T^2 F forward, 8 T^2 F input. */
+void dp_model_layer_flops(const dp_model *m, int i, double *fwd, double *bwd_weight, double *bwd_input);
 /* A readable description: one line per layer with output shape and parameter count. */
 void dp_model_describe(const dp_model *m, char *buf, size_t cap);
 
