@@ -1,0 +1,369 @@
+/* nn/clip.c: the clipping engine. Per-sample clip factors, the clipping plan (per trainable
+ * node: norm by ghost or instantiation; clipped sum by a second pass, kept output gradients
+ * or kept per-sample gradients), the clipped sum itself in every mode, and the memory
+ * estimates that plans and --physical-batch hints are made from.
+ *
+ * A plan is a value: computed for (model, clip parameters, batch size) and handed to the
+ * backward passes; nothing of it is left on the nodes, and the estimates change nothing. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "kernels.h"
+#include "nn/graph.h"
+
+/* Relative margin taken off every clip factor. The clipped gradient is formed in float (R_i g_i
+ * in vanilla and bk, a second backward pass otherwise) from a norm computed by another route,
+ * so its norm can exceed R_i ||g_i||: by up to 6.4e-8 relative (one float ulp) measured over
+ * MLPs, CNNs and token models in every mode (tests/test_nn.c, check_clip_bound). Without a
+ * margin, Opacus' R_i = min(1, C / (||g_i|| + 1e-6)) let clipped gradients exceed C by up to
+ * 1.1e-7 relative; 2^-18 (64 ulps, 3.8e-6) keeps ||R_i g_i|| <= C with room to spare and moves
+ * R_i far less than float training noise (the Opacus comparison holds at 1e-4). */
+#define CLIP_MARGIN 0x1p-18
+
+/* R_i = min(1, C (1 - CLIP_MARGIN) / (||g_i|| + 1e-6)) from squared norms, in double, rounded
+ * down to float (never up: that alone could exceed C); non-finite norms get R_i = 0 */
+static int clip_factors(const double *sq, int B, double C, float *R, float *norms) {
+    int bad = 0;
+    for (int i = 0; i < B; i++) {
+        double nrm = sqrt(sq[i]);
+        if (norms) norms[i] = (float)nrm;
+        if (!isfinite(nrm)) {
+            R[i] = 0.0f;
+            bad++;
+            continue;
+        }
+        /* the margin applies at R = 1 as well: a norm measured just below C may be realised
+         * just above it */
+        double r = C * (1.0 - CLIP_MARGIN) / (nrm + 1e-6);
+        float f = (float)(r < 1.0 ? r : 1.0);
+        if ((double)f > r) f = nextafterf(f, 0.0f);
+        R[i] = f;
+    }
+    return bad;
+}
+
+/* ---- the clipping plan --------------------------------------------------------------------- */
+
+typedef struct {
+    unsigned char *cm;   /* [n] dp_sum_method per node (DP_SUM_SECOND_PASS where nothing is kept) */
+    unsigned char small[256];
+    size_t budget;       /* auto: the budget the plan was made for (else 0) */
+    size_t kept;         /* bytes of kept tensors */
+} clip_plan;
+
+static size_t keep_bytes(const dp__node *l, int cm, int B) {
+    if (cm == DP_SUM_KEEP_GRAD) return sizeof(float) * (size_t)B * l->out_size;
+    if (cm == DP_SUM_KEEP_PS) return sizeof(float) * (size_t)B * (l->nw + l->nb);
+    return 0;
+}
+
+/* Bytes a kept tensor takes in the step scratch: keep_bytes rounded up to 64, so each tensor
+ * starts at a 64-byte boundary. */
+static size_t keep_span(const dp__node *l, int cm, int B) { return (keep_bytes(l, cm, B) + 63) / 64 * 64; }
+
+/* Bytes of a step in a mode without kept tensors: the buffers, the largest instantiated
+ * chunk (vanilla: every per-sample gradient) and the clip factors. */
+static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B) {
+    dp__plan_current(m);
+    if (B < 1) B = 1;
+    size_t bytes = dp__buffer_bytes(m, B, (size_t)dp__max_threads()), extra = 0;
+    if (mode == DP_CLIP_VANILLA)
+        extra = sizeof(float) * (size_t)B * dp_model_num_trainable(m);
+    else
+        for (int k = 0; k < m->n; k++)
+            if (dp_model_norm_method(m, k, mode, NULL, NULL) == DP_NORM_INSTANTIATE) {
+                const dp__node *l = &m->L[k];
+                size_t e = sizeof(float) * dp__inst_chunk(l, B) * (l->nw + l->nb);
+                if (e > extra) extra = e;
+            }
+    return bytes + extra + sizeof(float) * (size_t)B;
+}
+
+size_t dp_model_default_mem_budget(dp_model *m, int B) {
+    return (size_t)(1.2 * (double)dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 1) + 0.2 * 2.0 * sizeof(float) * (double)m->np);
+}
+
+/* The plan for a bk/auto step of B samples (every node DP_SUM_SECOND_PASS in other modes). */
+static dp_status plan_make(dp_model *m, const dp_clip_params *cp, int B, clip_plan *pl) {
+    pl->cm = (size_t)m->n <= sizeof pl->small ? pl->small : dp_alloc((size_t)m->n);
+    if (!pl->cm) return DP_ERR_NOMEM;
+    size_t total = 0;
+    for (int k = 0; k < m->n; k++) {
+        const dp__node *l = &m->L[k];
+        pl->cm[k] = DP_SUM_SECOND_PASS;
+        if (!dp__trainable(l) || (cp->mode != DP_CLIP_BK && cp->mode != DP_CLIP_AUTO)) continue;
+        if (cp->mode == DP_CLIP_BK) {
+            pl->cm[k] = DP_SUM_KEEP_GRAD;
+        } else {
+            /* a layer whose norm comes from instantiated per-sample gradients keeps them when
+             * that is no bigger than keeping G (its weighted sum then replaces the weight
+             * GEMM); otherwise book-keeping */
+            dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, NULL, NULL);
+            size_t mg = keep_bytes(l, DP_SUM_KEEP_GRAD, B), mp = keep_bytes(l, DP_SUM_KEEP_PS, B);
+            pl->cm[k] = nm == DP_NORM_INSTANTIATE && mp <= mg ? DP_SUM_KEEP_PS : DP_SUM_KEEP_GRAD;
+        }
+        total += keep_span(l, pl->cm[k], B); /* what clipped_grad_bk allocates for it */
+    }
+    pl->budget = 0;
+    if (cp->mode == DP_CLIP_AUTO) {
+        size_t base = step_bytes(m, DP_CLIP_GHOST, B);
+        size_t b = cp->mem_budget ? cp->mem_budget : dp_model_default_mem_budget(m, B);
+        size_t allowed = b > base ? b - base : 0;
+        pl->budget = b;
+        /* over budget: layers go back to a second pass from the top down, since that pass
+         * only runs from the output to the lowest such layer (the head's layers are cheap
+         * to reach) */
+        for (int k = m->n - 1; k >= 0 && total > allowed; k--) {
+            if (!dp__trainable(&m->L[k]) || pl->cm[k] == DP_SUM_SECOND_PASS) continue;
+            total -= keep_span(&m->L[k], pl->cm[k], B);
+            pl->cm[k] = DP_SUM_SECOND_PASS;
+        }
+    }
+    pl->kept = total;
+    return DP_OK;
+}
+
+static void plan_free(clip_plan *pl) {
+    if (pl->cm != pl->small) dp_free(pl->cm);
+    pl->cm = NULL;
+}
+
+static const char *sum_name(int cm) {
+    return cm == DP_SUM_KEEP_GRAD ? "keep G (book-keeping)" : cm == DP_SUM_KEEP_PS ? "keep per-sample grads" : "second pass";
+}
+
+static void fmt_bytes(char *b, size_t n, double v) {
+    if (v >= 1 << 30) snprintf(b, n, "%.2f GiB", v / (1 << 30));
+    else if (v >= 1 << 20) snprintf(b, n, "%.1f MiB", v / (1 << 20));
+    else snprintf(b, n, "%.1f KiB", v / 1024);
+}
+
+static dp_status check_mode(dp_clip_mode mode) {
+    if ((int)mode < 0 || mode >= DP_CLIP_COUNT) return dp_fail(DP_ERR_INVALID, "clipping mode %d unknown", (int)mode);
+    return DP_OK;
+}
+
+dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, char *buf, size_t cap) {
+    dp_status st = check_mode(cp->mode);
+    if (st != DP_OK) return st;
+    if (B < 1) B = 1;
+    clip_plan pl;
+    if ((st = plan_make(m, cp, B, &pl)) != DP_OK) return st;
+    const int keeps = cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO;
+    size_t o = 0;
+    char b1[32], b2[32];
+    o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "clipping plan, mode %s, batch %d:\n", dp_clip_mode_name(cp->mode), B);
+    int second = 0;
+    for (int k = 0; k < m->n && o < cap; k++) {
+        const dp__node *l = &m->L[k];
+        if (!dp__trainable(l)) continue;
+        double fg, fi;
+        dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, &fg, &fi);
+        int cm = keeps ? pl.cm[k] : (cp->mode == DP_CLIP_VANILLA ? -1 : DP_SUM_SECOND_PASS);
+        second |= cm == DP_SUM_SECOND_PASS;
+        fmt_bytes(b1, sizeof b1, cm >= 0 ? (double)keep_bytes(l, cm, B) : (double)sizeof(float) * B * (l->nw + l->nb));
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "  %3d %-10s %-40s norm %-11s sum %-22s keeps %10s  norm %.3g FLOP\n", k,
+                              dp_layer_kind_name(l->kind), l->name,
+                              cp->mode == DP_CLIP_VANILLA ? "per-sample" : nm == DP_NORM_GHOST ? "ghost" : "instantiate",
+                              cm < 0 ? "stored per-sample grads" : sum_name(cm), b1,
+                              (double)B * (cp->mode == DP_CLIP_VANILLA ? fi : nm == DP_NORM_GHOST ? fg : fi));
+    }
+    const double step = (double)step_bytes(m, keeps ? DP_CLIP_GHOST : cp->mode, B) + (double)(keeps ? pl.kept : 0);
+    const size_t budget = pl.budget;
+    plan_free(&pl);
+    fmt_bytes(b1, sizeof b1, step);
+    fmt_bytes(b2, sizeof b2, (double)dp_model_plan_bytes(m, cp->mode, B, 1));
+    if (o < cap)
+        o += (size_t)snprintf(buf + o, cap - o, "  step memory (estimate) %s; non-private step %s; second backward pass: %s\n", b1, b2,
+                              cp->mode == DP_CLIP_VANILLA ? "no" : second ? "yes" : "no");
+    if (cp->mode == DP_CLIP_AUTO && o < cap) {
+        fmt_bytes(b1, sizeof b1, (double)budget);
+        /* a given budget that no plan meets: fewer samples at once do (the default budget grows
+         * with the batch, so there a smaller chunk does not help) */
+        char fix[96] = "";
+        if (step > (double)budget && cp->mem_budget) {
+            int n = dp_model_max_batch_within(m, cp, budget, B);
+            if (n > 0) snprintf(fix, sizeof fix, "; --physical-batch %d fits it", n);
+            else snprintf(fix, sizeof fix, "; not even one sample at a time fits it");
+        }
+        snprintf(buf + o, cap - o, "  memory budget %s%s%s%s\n", b1, cp->mem_budget ? "" : " (default: 1.2 x the non-private step with parameters and gradients)",
+                 step > (double)budget ? "; no plan fits it: every layer takes the second pass, the smallest plan" : "", fix);
+    }
+    return DP_OK;
+}
+
+/* ---- the clipped sum ----------------------------------------------------------------------- */
+
+/* Pass 1 with kept tensors, clip factors, then the clipped sum from what was kept (and a
+ * second pass for the layers that keep nothing). */
+static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B, float *R, int *bad) {
+    clip_plan pl;
+    dp_status st = plan_make(m, cp, B, &pl);
+    if (st != DP_OK) return st;
+    float **keep = dp_calloc((size_t)m->n, sizeof *keep);
+    if (!keep) {
+        plan_free(&pl);
+        return DP_ERR_NOMEM;
+    }
+    /* every kept tensor in one block of the step scratch (keep_span each) */
+    int low = -1;
+    char *block = pl.kept ? dp__step_scratch(m, pl.kept) : NULL;
+    if (pl.kept && !block) {
+        st = DP_ERR_NOMEM;
+        goto done;
+    }
+    for (int k = 0; k < m->n; k++) {
+        if (!dp__trainable(&m->L[k])) continue;
+        if (pl.cm[k] == DP_SUM_SECOND_PASS) {
+            if (low < 0) low = k;
+            continue;
+        }
+        keep[k] = (float *)block;
+        block += keep_span(&m->L[k], pl.cm[k], B);
+    }
+    dp__bwd p1 = dp__bwd_init(DP__BWD_NORMS, cp->mode);
+    p1.sq = m->sq;
+    p1.cm = pl.cm;
+    p1.keep = keep;
+    if ((st = dp__backward(m, dlogits, B, &p1)) != DP_OK) goto done;
+    *bad = clip_factors(m->sq, B, cp->max_grad_norm, R, NULL);
+    dp_mem_stage("backward 2");
+    for (int k = 0; k < m->n; k++) {
+        dp__node *l = &m->L[k];
+        if (!keep[k]) continue;
+        if (pl.cm[k] == DP_SUM_KEEP_GRAD) {
+            size_t n = l->out_size;
+            float *kk = keep[k];
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < B; b++) {
+                float *g = kk + (size_t)b * n;
+                if (R[b] == 0.0f) memset(g, 0, sizeof(float) * n); /* 0 * inf would be NaN */
+                else if (R[b] != 1.0f)
+                    for (size_t j = 0; j < n; j++) g[j] *= R[b];
+            }
+            dp__ops(l)->bwd_param(m, l, keep[k], B);
+        } else {
+            size_t pln = l->nw + l->nb;
+            for (int b = 0; b < B; b++)
+                if (R[b] == 0.0f) memset(keep[k] + (size_t)b * pln, 0, sizeof(float) * pln);
+            cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)pln, 1.0f, keep[k], (int)pln, R, 1, 1.0f, m->grad + l->w_off, 1);
+        }
+    }
+    if (low >= 0) {
+        dp__bwd p2 = dp__bwd_init(DP__BWD_PARAM, cp->mode);
+        p2.scale = R;
+        p2.cm = pl.cm;
+        p2.low = low;
+        st = dp__backward(m, dlogits, B, &p2);
+    }
+done:
+    dp_free(keep);
+    plan_free(&pl);
+    return st;
+}
+
+dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B, float *norms,
+                                float *factors, int *n_nonfinite) {
+    if (!(cp->max_grad_norm > 0) || !isfinite(cp->max_grad_norm))
+        return dp_fail(DP_ERR_RANGE, "max_grad_norm %g: must be a positive finite number", cp->max_grad_norm);
+    if (check_mode(cp->mode) != DP_OK) return DP_ERR_INVALID;
+    if (n_nonfinite) *n_nonfinite = 0;
+    if (B == 0) return DP_OK;
+    dp_status st;
+    float *R = dp_alloc(sizeof(float) * (size_t)B);
+    if (!R) return DP_ERR_NOMEM;
+    double *sq = m->sq;
+    memset(sq, 0, sizeof(double) * (size_t)B);
+    int bad = 0;
+    dp_mem_stage("backward 1");
+    if (cp->mode == DP_CLIP_VANILLA) {
+        float *ps;
+        const size_t nt = dp_model_num_trainable(m);
+        st = dp__ps_trainable(m, dlogits, B, &ps, 1);
+        if (st == DP_OK) {
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < B; b++) {
+                double acc = 0;
+                const float *g = ps + (size_t)b * nt;
+                for (size_t j = 0; j < nt; j++) acc += (double)g[j] * g[j];
+                sq[b] = acc;
+            }
+            bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
+            dp_mem_stage("backward 2");
+            /* grad += ps^T R, one GEMV per layer's columns; rows of samples with R = 0 are
+             * zeroed first, since a non-finite row times 0 would still poison the sum */
+            for (int b = 0; b < B; b++)
+                if (R[b] == 0.0f) memset(ps + (size_t)b * nt, 0, sizeof(float) * nt);
+            for (int k = 0; k < m->n; k++) {
+                const dp__node *l = &m->L[k];
+                if (!dp__trainable(l)) continue;
+                cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)(l->nw + l->nb), 1.0f, ps + dp__trainable_offset(m, k), (int)nt,
+                            R, 1, 1.0f, m->grad + l->w_off, 1);
+            }
+        }
+    } else if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
+        st = clipped_grad_bk(m, cp, dlogits, B, R, &bad);
+        if (st == DP_OK && norms)
+            for (int b = 0; b < B; b++) norms[b] = (float)sqrt(sq[b]);
+    } else {
+        dp__bwd p1 = dp__bwd_init(DP__BWD_NORMS, cp->mode);
+        p1.sq = sq;
+        st = dp__backward(m, dlogits, B, &p1);
+        if (st == DP_OK) {
+            bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
+            dp_mem_stage("backward 2");
+            dp__bwd p2 = dp__bwd_init(DP__BWD_PARAM, cp->mode);
+            p2.scale = R;
+            st = dp__backward(m, dlogits, B, &p2);
+        }
+    }
+    if (st == DP_OK) {
+        if (factors) memcpy(factors, R, sizeof(float) * (size_t)B);
+        if (n_nonfinite) *n_nonfinite = bad;
+    }
+    dp_free(R);
+    return st;
+}
+
+/* ---- memory estimates ------------------------------------------------------------------ */
+
+size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp) {
+    if (no_dp) {
+        dp__plan_current(m);
+        return dp__buffer_bytes(m, B < 1 ? 1 : B, (size_t)dp__max_threads());
+    }
+    dp_clip_params cp = dp_clip_default_params();
+    cp.mode = mode;
+    return dp_model_clip_plan_bytes(m, &cp, B);
+}
+
+size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B) {
+    if (B < 1) B = 1;
+    size_t bytes = step_bytes(m, cp->mode, B);
+    if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
+        clip_plan pl;
+        if (plan_make(m, cp, B, &pl) != DP_OK) return (size_t)-1; /* no memory even for the plan */
+        bytes += pl.kept;
+        plan_free(&pl);
+    }
+    return bytes;
+}
+
+int dp_model_max_batch_within(dp_model *m, const dp_clip_params *cp, size_t bytes, int B) {
+    /* the estimates grow with n (buffers are per sample): bisection, lo fitting, hi not */
+    int lo = 0, hi = B < 1 ? 1 : B;
+#define FITS(n)                                                                                                        \
+    ((cp->mode == DP_CLIP_AUTO ? dp_model_plan_bytes(m, DP_CLIP_GHOST, (n), 0) : dp_model_clip_plan_bytes(m, cp, (n))) \
+     <= bytes)
+    if (FITS(hi)) return hi;
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (FITS(mid)) lo = mid;
+        else hi = mid;
+    }
+#undef FITS
+    return lo;
+}

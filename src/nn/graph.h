@@ -1,0 +1,195 @@
+/* nn/graph.h (internal): the model graph, its nodes, and the layer-operations table.
+ *
+ * A model is a graph of nodes in topological order. A node reads the outputs of up to three
+ * earlier nodes (or the model input) and writes one output. Everything a layer kind does is
+ * one row of the table dp__layer_ops[kind] (nn/layers/table.c), written in the kind's family
+ * file (nn/layers/): spec arguments, output shape, parameters and their initialisation,
+ * forward, backward, per-sample gradients, ghost norms, FLOPs, saved and scratch sizes. The
+ * engine (nn/engine.c), the memory plan (nn/memplan.c) and the clipping engine (nn/clip.c)
+ * only ask the table; nothing outside the table and the layer files switches on a kind.
+ *
+ * Files: graph.c (building, parameters, accessors), spec.c (the spec parser), transformer.c
+ * (the BERT-like builder), memplan.c (activation buffers), engine.c (forward, backward),
+ * clip.c (clip factors, clipping plans, the clipped sum, memory estimates). */
+#ifndef DP_NN_GRAPH_H
+#define DP_NN_GRAPH_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dpsgd/nn.h"
+
+enum { DP__NAME_LEN = 80, DP__MAX_SLOTS = 64 };
+
+typedef struct {
+    dp_layer_kind kind;
+    int in[3], nin;      /* input nodes, -1 = the model input */
+    int seq;             /* the output is a sequence [T, F] (oc = F, oh = T, ow = 1) */
+    int iseq;            /* the input is a sequence */
+    int ic, ih, iw, oc, oh, ow;
+    size_t in_size, out_size;
+    int k, s, pad, has_bias, groups, heads, vocab;
+    float p, eps;
+    size_t w_off, nw, b_off, nb;
+    int frozen;
+    char name[DP__NAME_LEN];
+    /* memory plan (memplan.c) */
+    int need_grad, keep_out, keep_saved, fslot, gslot, last_use;
+    /* buffers: own_* are owned; out/col/xhat/rstd/P/arg/mask point at own or shared memory */
+    float *own_out, *own_saved;
+    float *out, *col, *xhat, *rstd, *P;
+    int32_t *arg;
+    unsigned char *mask;
+} dp__node;
+
+struct dp_model {
+    int n, capn;
+    dp__node *L;
+    int c, h, w;
+    int tokens;       /* the input is T = c*h*w token ids (first node is an embedding) */
+    int bert_init;    /* N(0, 0.02) weights, zero biases (the transformer builder) */
+    size_t in_size, max_size;
+    size_t np;
+    float *params, *grad;
+    unsigned char *tmask;
+    int planned;      /* the memory plan (node fields, slot sizes) matches the frozen set */
+    int stale;        /* the buffers were allocated for an older plan: reallocate them */
+    int cap;          /* batch capacity of the activation buffers */
+    const float *x;   /* input of the last forward (borrowed) */
+    int fwd_B, fwd_train;
+    int32_t *ids;     /* token models: [cap, T] */
+    unsigned char *kvalid; /* [cap, T] */
+    int nfslots, ngslots;           /* slots of the plan */
+    int alloc_nf, alloc_ng;         /* slots allocated (an older plan's while stale) */
+    size_t fsz[DP__MAX_SLOTS], gsz[DP__MAX_SLOTS], accsz; /* floats per sample of each slot and of the accumulator */
+    float **fslots, **gslots, *gacc;
+    void *shared_saved;
+    unsigned char *gw; /* [n] gradient slot written in this backward */
+    float *work;      /* scratch for conv, ghost norms, attention */
+    size_t work_floats;
+    double *sq, *sq1; /* [cap] */
+    void *scratch;    /* a DP step's large block (bk/auto's kept tensors, vanilla's per-sample
+                       * gradients), kept between steps so that it is not faulted in anew */
+    size_t scratch_bytes;
+    int ntensors;
+    char (*tnames)[DP__NAME_LEN + 8];
+    size_t *toff, *tcount;
+    int *tnode;
+};
+
+/* A layer of a spec string: "name(arg,arg)@label". */
+typedef struct {
+    char name[16];
+    char args[8][16];
+    int nargs;
+    char label[DP__NAME_LEN];
+} dp__spec_token;
+
+/* Layer flags */
+enum {
+    DP__LF_BUILT = 1 << 0,        /* joins several inputs: only in built models, not in specs */
+    DP__LF_IMAGE = 1 << 1,        /* needs an image input (C x H x W) */
+    DP__LF_SEQ = 1 << 2,          /* needs a sequence input */
+    DP__LF_READS_OUT = 1 << 3,    /* its input backward reads its own output */
+    DP__LF_READS_IN = 1 << 4,     /* its input backward reads its inputs' values */
+    DP__LF_PARAM_READS_IN = 1 << 5, /* its weight gradients read its input's values */
+    DP__LF_SAVED_PARAM = 1 << 6,  /* its saved tensors serve only the weight gradients */
+    DP__LF_INPLACE = 1 << 7,      /* element-wise: may overwrite its input in inference */
+    DP__LF_MULTI = 1 << 8,        /* input backward writes several inputs (bwd_inputs) */
+};
+
+/* Everything one layer kind does. NULL entries: see each field. */
+typedef struct {
+    unsigned flags;
+    /* kind-specific fields from spec arguments (t->nargs may be 0); NULL: takes none */
+    dp_status (*parse)(dp_model *m, dp__node *l, const dp__spec_token *t, int idx);
+    /* output shape (oc, oh, ow, seq) and parameter counts (nw, nb) from the fields; NULL:
+     * the output has the input's shape and there are no parameters */
+    void (*shape)(dp__node *l);
+    /* initial parameters; NULL: the default (BERT's N(0, 0.02) and zero biases in built
+     * transformers, else PyTorch's kaiming-uniform with fan-in nw / oc) */
+    void (*init)(const dp_model *m, const dp__node *l, float *w, float *b, dp_rng *rng);
+    /* the weight tensor's PyTorch shape, number of dimensions; NULL: [nw] */
+    int (*weight_shape)(const dp__node *l, int64_t shape[4]);
+    /* out = layer(inputs) for B samples */
+    dp_status (*forward)(dp_model *m, dp__node *l, int B, int train, dp_rng *rng);
+    /* din = d loss / d input from the output gradient g (single input; overwrite din) */
+    void (*bwd_input)(dp_model *m, const dp__node *l, float *din, const float *g, int B);
+    /* DP__LF_MULTI: din[j] (NULL: input j needs no gradient), acc[j]: add to it */
+    dp_status (*bwd_inputs)(dp_model *m, const dp__node *l, float *const din[3], const int acc[3], const float *g,
+                            int B);
+    /* grad += sum over samples of the weight gradients (layers with parameters) */
+    void (*bwd_param)(dp_model *m, const dp__node *l, const float *dout, int B);
+    /* per-sample gradients of samples b0 .. b0+nb-1 into rows of ps (stride floats apart,
+     * weight then bias) from their output-gradient rows dout */
+    void (*ps_grad)(const dp_model *m, const dp__node *l, float *ps, size_t stride, const float *dout, int b0, int nb);
+    /* sq[b] += per-sample squared gradient norm without forming the gradient; NULL: none */
+    void (*ghost_sq)(dp_model *m, const dp__node *l, const float *dout, int B, double *sq);
+    /* per-sample FLOPs of the two norm methods; NULL: no ghost norm, instantiation
+     * 2 (nw + nb) T */
+    void (*norm_cost)(const dp__node *l, double *ghost, double *inst);
+    /* per-sample FLOPs of the matrix products (dp_model_layer_flops); NULL: 0 */
+    void (*flops)(const dp__node *l, double *fwd, double *bwd_weight, double *bwd_input);
+    /* floats per sample of saved tensors, and pointing them into base (B samples); NULL: none */
+    size_t (*saved_floats)(const dp__node *l);
+    void (*assign_saved)(dp__node *l, char *base, size_t B);
+    /* scratch floats for B samples and nt threads; NULL: none */
+    size_t (*work_floats)(const dp__node *l, int B, size_t nt);
+} dp__layer_ops;
+
+extern const dp__layer_ops *const dp__layer_ops_table[DP_LAYER_COUNT];
+static inline const dp__layer_ops *dp__ops(const dp__node *l) { return dp__layer_ops_table[l->kind]; }
+
+/* One row per kind, defined in the layer files (nn/layers/), named after the enum. */
+#define DP__OPS_DECL(name, text) extern const dp__layer_ops dp__ops_##name;
+DP_LAYER_LIST(DP__OPS_DECL)
+#undef DP__OPS_DECL
+
+static inline int dp__has_params(const dp__node *l) { return l->nw > 0; }
+static inline int dp__trainable(const dp__node *l) { return l->nw > 0 && !l->frozen; }
+static inline const float *dp__input(const dp_model *m, const dp__node *l, int j) {
+    return l->in[j] < 0 ? m->x : m->L[l->in[j]].out;
+}
+static inline const float *dp__weight(const dp_model *m, const dp__node *l) { return m->params + l->w_off; }
+static inline const float *dp__bias(const dp_model *m, const dp__node *l) { return l->nb ? m->params + l->b_off : NULL; }
+static inline int dp__seq_T(const dp__node *l) { return l->iseq ? l->ih : 1; } /* rows per sample of a Linear */
+
+/* graph.c */
+dp_model *dp__model_new(int c, int h, int w);
+dp__node *dp__push_node(dp_model *m, dp_layer_kind kind, int in0);
+void dp__finish_node(dp_model *m, dp__node *l, int idx, const char *name);
+dp_status dp__finish_model(dp_model *m);
+/* spec.c: integer / real arguments in [lo, hi] */
+int dp__parse_int(const char *a, long lo, long hi, long *v);
+int dp__parse_real(const char *a, double lo, double hi, double *v);
+/* memplan.c */
+void dp__plan_current(dp_model *m);
+void dp__free_buffers(dp_model *m);
+dp_status dp__ensure_capacity(dp_model *m, int B);
+size_t dp__buffer_bytes(const dp_model *m, int B, size_t nt);
+
+/* engine.c: one backward pass through the graph from dlogits. */
+enum { DP__BWD_PARAM, DP__BWD_NORMS, DP__BWD_PS };
+typedef struct {
+    int what;                 /* PARAM: grad += weight gradients; NORMS: sq[b] += per-sample squared
+                               * norms (and sq_layers[b * n + k] per node when given); PS: per-sample
+                               * gradients into ps ([B, np], or [B, trainable] when ps_compact) */
+    dp_clip_mode mode;        /* NORMS: picks ghost or instantiation per layer */
+    const float *scale;       /* rows of dlogits scaled by scale[b] (NULL: 1) */
+    float *ps;
+    int ps_compact;
+    double *sq, *sq_layers;
+    /* book-keeping (clip.c): per node, how its clipped sum is formed (dp_sum_method) ... */
+    const unsigned char *cm;
+    /* ... pass 1: where node k keeps its output gradient or per-sample gradients (NULL: nothing) */
+    float *const *keep;
+    int low;                  /* PARAM, >= 0: only DP_SUM_SECOND_PASS nodes, down to this one */
+} dp__bwd;
+dp_status dp__backward(dp_model *m, const float *dlogits, int B, const dp__bwd *p);
+dp__bwd dp__bwd_init(int what, dp_clip_mode mode); /* no scale, keep or plan; low = -1 */
+/* Per-sample gradients of the trainable coordinates only, [B, trainable], into the step
+ * scratch (cached: the clipping step) or a buffer it allocates (*out, dp_free it). */
+dp_status dp__ps_trainable(dp_model *m, const float *dlogits, int B, float **out, int cached);
+void *dp__step_scratch(dp_model *m, size_t bytes);
+size_t dp__trainable_offset(const dp_model *m, int k);
+size_t dp__inst_chunk(const dp__node *l, int B); /* samples per instantiation chunk */
+#endif

@@ -1,0 +1,223 @@
+/* nn/layers/dense.c: the layers that multiply by a weight matrix, linear and conv2d. Their
+ * per-sample norms have ghost forms (two Gram matrices, from the input or its unfolded
+ * patches and the output gradient), so the engine picks per layer the cheaper method. */
+#include <string.h>
+
+#include "kernels.h"
+#include "kernels_seq.h"
+#include "nn/graph.h"
+
+/* ---- linear: [*, d] -> [*, p]; on a sequence it acts on every token ----------------------- */
+
+static int lin_d(const dp__node *l) { return l->iseq ? l->ic : (int)l->in_size; }
+
+static dp_status linear_parse(dp_model *m, dp__node *l, const dp__spec_token *t, int idx) {
+    (void)m;
+    long v;
+    if (t->nargs < 1 || t->nargs > 2 || !dp__parse_int(t->args[0], 1, 1 << 24, &v))
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: linear(OUT[,nobias]) needs OUT >= 1", idx);
+    l->has_bias = !(t->nargs == 2 && strcmp(t->args[1], "nobias") == 0);
+    if (t->nargs == 2 && l->has_bias)
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: linear: unknown option '%s'", idx, t->args[1]);
+    l->oc = (int)v;
+    return DP_OK;
+}
+
+static void linear_shape(dp__node *l) {
+    if (l->iseq) {
+        l->nw = (size_t)l->oc * l->ic;
+        l->oh = l->ih;
+        l->ow = 1;
+        l->seq = 1;
+    } else {
+        l->nw = (size_t)l->oc * l->in_size;
+        l->oh = l->ow = 1;
+        l->seq = 0;
+    }
+    l->nb = l->has_bias ? (size_t)l->oc : 0;
+}
+
+static int linear_weight_shape(const dp__node *l, int64_t shape[4]) {
+    shape[0] = l->oc;
+    shape[1] = (int64_t)(l->nw / (size_t)l->oc);
+    return 2;
+}
+
+static dp_status linear_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
+    (void)train, (void)rng;
+    dp__k_linear_fwd_f32(l->out, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B * dp__seq_T(l), lin_d(l), l->oc);
+    return DP_OK;
+}
+
+static void linear_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
+    dp__k_linear_bwd_input_f32(din, g, dp__weight(m, l), B * dp__seq_T(l), lin_d(l), l->oc);
+}
+
+static void linear_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
+    dp__k_linear_bwd_param_f32(m->grad + l->w_off, l->nb ? m->grad + l->b_off : NULL, dout, dp__input(m, l, 0),
+                               B * dp__seq_T(l), lin_d(l), l->oc);
+}
+
+static void linear_ps_grad(const dp_model *m, const dp__node *l, float *ps, size_t stride, const float *dout, int b0, int nb) {
+    const float *in = dp__input(m, l, 0) + (size_t)b0 * l->in_size;
+    if (l->iseq)
+        dp__k_seqlin_ps_grad_f32(ps, stride, dout, in, nb, l->ih, l->ic, l->oc, l->has_bias);
+    else
+        dp__k_linear_ps_grad_f32(ps, stride, dout, in, nb, (int)l->in_size, l->oc, l->has_bias);
+}
+
+static void linear_ghost_sq(dp_model *m, const dp__node *l, const float *dout, int B, double *sq) {
+    const float *in = dp__input(m, l, 0);
+    if (l->iseq)
+        dp__k_seqlin_ghost_sq_f32(sq, m->work, dout, in, B, l->ih, l->ic, l->oc, l->has_bias);
+    else
+        dp__k_linear_ghost_sq_f32(sq, dout, in, B, (int)l->in_size, l->oc, l->has_bias);
+}
+
+/* ghost: two Gram matrices by SYRK (T^2 d and T^2 p multiply-adds, half of each computed)
+ * and their inner product; instantiation: one T-deep GEMM and a norm */
+static void gram_cost(double T, double d, double p, double *ghost, double *inst) {
+    *ghost = T * T * (d + p) + 2 * T * T;
+    *inst = 2 * T * d * p + 2 * d * p;
+}
+
+static void linear_norm_cost(const dp__node *l, double *ghost, double *inst) {
+    gram_cost(dp__seq_T(l), lin_d(l), l->oc, ghost, inst);
+}
+
+static void matmul_flops(const dp__node *l, double fan_in, double *fwd, double *bwd_weight, double *bwd_input) {
+    *fwd = *bwd_weight = *bwd_input = 2.0 * (double)l->out_size * fan_in;
+}
+
+static void linear_flops(const dp__node *l, double *fwd, double *bwd_weight, double *bwd_input) {
+    matmul_flops(l, lin_d(l), fwd, bwd_weight, bwd_input);
+}
+
+static size_t linear_work(const dp__node *l, int B, size_t nt) {
+    (void)B;
+    return l->iseq ? nt * 2 * (size_t)l->ih * l->ih : 0;
+}
+
+const dp__layer_ops dp__ops_DP_LAYER_LINEAR = {
+    .flags = DP__LF_PARAM_READS_IN,
+    .parse = linear_parse,
+    .shape = linear_shape,
+    .weight_shape = linear_weight_shape,
+    .forward = linear_forward,
+    .bwd_input = linear_bwd_input,
+    .bwd_param = linear_bwd_param,
+    .ps_grad = linear_ps_grad,
+    .ghost_sq = linear_ghost_sq,
+    .norm_cost = linear_norm_cost,
+    .flops = linear_flops,
+    .work_floats = linear_work,
+};
+
+/* ---- conv2d: im2col patches (kept as the saved tensor `col`) times the weight -------------- */
+
+static size_t conv_T(const dp__node *l) { return (size_t)l->oh * l->ow; }
+static size_t conv_D(const dp__node *l) { return (size_t)l->ic * l->k * l->k; }
+
+static dp_status conv_parse(dp_model *m, dp__node *l, const dp__spec_token *t, int idx) {
+    (void)m;
+    long out, k, s = 1, p = 0;
+    if (t->nargs < 2 || !dp__parse_int(t->args[0], 1, 1 << 16, &out) || !dp__parse_int(t->args[1], 1, 1 << 10, &k))
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d(OUT,K[,sS][,pP][,nobias]) needs OUT, K >= 1", idx);
+    l->has_bias = 1;
+    for (int a = 2; a < t->nargs; a++) {
+        if (t->args[a][0] == 's' && dp__parse_int(t->args[a] + 1, 1, 1 << 10, &s)) continue;
+        if (t->args[a][0] == 'p' && dp__parse_int(t->args[a] + 1, 0, 1 << 10, &p)) continue;
+        if (strcmp(t->args[a], "nobias") == 0) {
+            l->has_bias = 0;
+            continue;
+        }
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d: bad option '%s' (sN, pN or nobias)", idx, t->args[a]);
+    }
+    if (l->ih + 2 * p < k || l->iw + 2 * p < k)
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d kernel %ld larger than its padded input %dx%d", idx, k,
+                       l->ih, l->iw);
+    l->k = (int)k;
+    l->s = (int)s;
+    l->pad = (int)p;
+    l->oc = (int)out;
+    return DP_OK;
+}
+
+static void conv_shape(dp__node *l) {
+    l->oh = (l->ih + 2 * l->pad - l->k) / l->s + 1;
+    l->ow = (l->iw + 2 * l->pad - l->k) / l->s + 1;
+    l->nw = (size_t)l->oc * l->ic * l->k * l->k;
+    l->nb = l->has_bias ? (size_t)l->oc : 0;
+}
+
+static int conv_weight_shape(const dp__node *l, int64_t shape[4]) {
+    shape[0] = l->oc;
+    shape[1] = l->ic;
+    shape[2] = shape[3] = l->k;
+    return 4;
+}
+
+static dp_status conv_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
+    (void)train, (void)rng;
+    dp__k_conv_fwd_f32(l->out, l->col, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, l->ic, l->ih, l->iw,
+                       l->oc, l->k, l->s, l->pad, l->oh, l->ow);
+    return DP_OK;
+}
+
+static void conv_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
+    dp__k_conv_bwd_input_f32(din, m->work, g, dp__weight(m, l), B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->oh, l->ow);
+}
+
+static void conv_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
+    dp__k_conv_bwd_param_f32(m->grad + l->w_off, l->nb ? m->grad + l->b_off : NULL, m->work, dout, l->col, B, l->oc,
+                             (int)conv_T(l), (int)conv_D(l));
+}
+
+static void conv_ps_grad(const dp_model *m, const dp__node *l, float *ps, size_t stride, const float *dout, int b0, int nb) {
+    (void)m;
+    dp__k_conv_ps_grad_f32(ps, stride, dout, l->col + (size_t)b0 * conv_T(l) * conv_D(l), nb, l->oc, (int)conv_T(l),
+                           (int)conv_D(l), l->has_bias);
+}
+
+static void conv_ghost_sq(dp_model *m, const dp__node *l, const float *dout, int B, double *sq) {
+    dp__k_conv_ghost_sq_f32(sq, m->work, dout, l->col, B, l->oc, (int)conv_T(l), (int)conv_D(l), l->has_bias);
+}
+
+static void conv_norm_cost(const dp__node *l, double *ghost, double *inst) {
+    gram_cost((double)conv_T(l), (double)conv_D(l), l->oc, ghost, inst);
+}
+
+static void conv_flops(const dp__node *l, double *fwd, double *bwd_weight, double *bwd_input) {
+    matmul_flops(l, (double)conv_D(l), fwd, bwd_weight, bwd_input);
+}
+
+static size_t conv_saved(const dp__node *l) { return conv_T(l) * conv_D(l); }
+static void conv_assign(dp__node *l, char *base, size_t B) {
+    (void)B;
+    l->col = (float *)base;
+}
+
+static size_t conv_work(const dp__node *l, int B, size_t nt) {
+    size_t T = conv_T(l), D = conv_D(l);
+    size_t need = nt * T * D;
+    if (nt * 2 * T * T > need) need = nt * 2 * T * T;
+    if (DP_CONV_BWD_PARAM_WORK(B, l->oc, T, D, nt) > need) need = DP_CONV_BWD_PARAM_WORK(B, l->oc, T, D, nt);
+    return need;
+}
+
+const dp__layer_ops dp__ops_DP_LAYER_CONV2D = {
+    .flags = DP__LF_IMAGE | DP__LF_SAVED_PARAM,
+    .parse = conv_parse,
+    .shape = conv_shape,
+    .weight_shape = conv_weight_shape,
+    .forward = conv_forward,
+    .bwd_input = conv_bwd_input,
+    .bwd_param = conv_bwd_param,
+    .ps_grad = conv_ps_grad,
+    .ghost_sq = conv_ghost_sq,
+    .norm_cost = conv_norm_cost,
+    .flops = conv_flops,
+    .saved_floats = conv_saved,
+    .assign_saved = conv_assign,
+    .work_floats = conv_work,
+};

@@ -1,0 +1,244 @@
+/* nn/memplan.c: the memory plan and the activation buffers.
+ *
+ * Recomputed when freezing changes (plan()): a node "needs grad" when it is trainable or reads
+ * a node that needs grad. Only what some backward reads is kept per node (a trainable
+ * Linear's input, a tanh's output, a LayerNorm's normalised rows, the attention
+ * probabilities: the layer table's flags say which); every other activation (the whole frozen
+ * prefix of a fine-tuned transformer, which runs as inference) lives in a small pool of slots
+ * reused in forward order, with its saved tensors in one shared scratch. Backward gradients
+ * live in a pool of slots assigned in reverse order (two for a chain), plus one accumulation
+ * buffer for nodes read by several others.
+ *
+ * The plan is derived state: queries (the memory estimates) bring it up to date without
+ * touching the buffers, which are marked stale and reallocated by the next forward. */
+#include <string.h>
+
+#include "kernels.h"
+#include "nn/graph.h"
+
+/* Does node c read its inputs' values (not just their shapes) in its backward? */
+static int reads_input_in_bwd(const dp__node *c) {
+    const unsigned f = dp__ops(c)->flags;
+    return ((f & DP__LF_PARAM_READS_IN) && dp__trainable(c)) || ((f & DP__LF_READS_IN) && c->need_grad);
+}
+
+static size_t saved_floats(const dp__node *l) { return dp__ops(l)->saved_floats ? dp__ops(l)->saved_floats(l) : 0; }
+static size_t work_floats(const dp__node *l, int B, size_t nt) {
+    return dp__ops(l)->work_floats ? dp__ops(l)->work_floats(l, B, nt) : 0;
+}
+static void assign_saved(dp__node *l, char *base, size_t B) {
+    if (dp__ops(l)->assign_saved) dp__ops(l)->assign_saved(l, base, B);
+}
+
+void dp__free_buffers(dp_model *m) {
+    for (int i = 0; i < m->n; i++) {
+        dp__node *l = &m->L[i];
+        dp_free(l->own_out);
+        dp_free(l->own_saved);
+        l->own_out = l->own_saved = l->out = l->col = l->xhat = l->rstd = l->P = NULL;
+        l->arg = NULL;
+        l->mask = NULL;
+    }
+    for (int i = 0; i < m->alloc_nf; i++) dp_free(m->fslots ? m->fslots[i] : NULL);
+    for (int i = 0; i < m->alloc_ng; i++) dp_free(m->gslots ? m->gslots[i] : NULL);
+    dp_free(m->fslots);
+    dp_free(m->gslots);
+    dp_free(m->gacc);
+    dp_free(m->shared_saved);
+    dp_free(m->work);
+    dp_free(m->sq);
+    dp_free(m->sq1);
+    dp_free(m->ids);
+    dp_free(m->kvalid);
+    dp_free(m->scratch);
+    m->scratch = NULL;
+    m->scratch_bytes = 0;
+    m->fslots = m->gslots = NULL;
+    m->gacc = NULL;
+    m->shared_saved = NULL;
+    m->work = NULL;
+    m->sq = m->sq1 = NULL;
+    m->ids = NULL;
+    m->kvalid = NULL;
+    m->alloc_nf = m->alloc_ng = 0;
+    m->cap = 0;
+    m->stale = 0;
+}
+
+static void plan(dp_model *m) {
+    memset(m->fsz, 0, sizeof m->fsz);
+    memset(m->gsz, 0, sizeof m->gsz);
+    m->accsz = 0;
+    for (int k = 0; k < m->n; k++) {
+        dp__node *l = &m->L[k];
+        l->need_grad = dp__trainable(l);
+        for (int j = 0; j < l->nin; j++)
+            if (l->in[j] >= 0 && m->L[l->in[j]].need_grad) l->need_grad = 1;
+        const unsigned f = dp__ops(l)->flags;
+        /* saved tensors that only weight gradients read (conv's col) serve only trainable nodes */
+        l->keep_saved = f & DP__LF_SAVED_PARAM ? dp__trainable(l) : l->need_grad;
+        l->keep_out = k == m->n - 1 || ((f & DP__LF_READS_OUT) && l->need_grad);
+        l->last_use = k;
+    }
+    for (int c = 0; c < m->n; c++) {
+        dp__node *l = &m->L[c];
+        for (int j = 0; j < l->nin; j++) {
+            int i = l->in[j];
+            if (i < 0) continue;
+            if (reads_input_in_bwd(l)) m->L[i].keep_out = 1;
+            if (c > m->L[i].last_use) m->L[i].last_use = c;
+        }
+    }
+    /* forward slots for outputs nobody reads in backward: best fit among the free slots
+     * (the smallest that holds the output, else the largest, which grows) */
+    int nslots = 0;
+    int owner[DP__MAX_SLOTS];
+    for (int k = 0; k < m->n; k++) {
+        dp__node *l = &m->L[k];
+        l->fslot = -1;
+        int src = l->in[0];
+        if (!l->keep_out && src >= 0 && m->L[src].fslot >= 0 && m->L[src].last_use == k && owner[m->L[src].fslot] == src &&
+            m->L[src].out_size == l->out_size && (dp__ops(l)->flags & DP__LF_INPLACE)) {
+            /* an elementwise op whose input dies here works in place (inference only: an
+             * output read by a backward is kept, never pooled) */
+            l->fslot = m->L[src].fslot;
+            owner[l->fslot] = k;
+        } else if (!l->keep_out) {
+            int s = -1;
+            for (int q = 0; q < nslots; q++) {
+                if (owner[q] >= 0) continue;
+                if (s < 0) s = q;
+                else if (m->fsz[q] >= l->out_size ? (m->fsz[s] < l->out_size || m->fsz[q] < m->fsz[s])
+                                                  : (m->fsz[s] < l->out_size && m->fsz[q] > m->fsz[s]))
+                    s = q;
+            }
+            if (s < 0) {
+                DP_ASSERT(nslots < DP__MAX_SLOTS);
+                s = nslots++;
+            }
+            owner[s] = k;
+            l->fslot = s;
+            if (l->out_size > m->fsz[s]) m->fsz[s] = l->out_size;
+        }
+        for (int q = 0; q < nslots; q++)
+            if (owner[q] >= 0 && owner[q] != k && m->L[owner[q]].last_use <= k) owner[q] = -1;
+    }
+    m->nfslots = nslots;
+    /* backward slots, in reverse order; the accumulator for nodes read by several */
+    int gs = 0;
+    int gowner[DP__MAX_SLOTS];
+    for (int k = 0; k < m->n; k++) m->L[k].gslot = -1;
+    for (int i = 0; i < m->n; i++) {
+        int readers = 0;
+        for (int c = i + 1; c < m->n; c++)
+            for (int j = 0; j < m->L[c].nin; j++) readers += m->L[c].in[j] == i;
+        if (m->L[i].need_grad && readers > 1 && m->L[i].out_size > m->accsz) m->accsz = m->L[i].out_size;
+    }
+    for (int k = m->n - 1; k >= 0; k--) {
+        dp__node *l = &m->L[k];
+        if (!l->need_grad) continue;
+        for (int j = -1; j < l->nin; j++) {
+            int i = j < 0 ? k : l->in[j];
+            if (i < 0 || !m->L[i].need_grad || m->L[i].gslot >= 0) continue;
+            size_t need = m->L[i].out_size;
+            int s = -1;
+            for (int q = 0; q < gs; q++) {
+                if (gowner[q] >= 0) continue;
+                if (s < 0) s = q;
+                else if (m->gsz[q] >= need ? (m->gsz[s] < need || m->gsz[q] < m->gsz[s]) : (m->gsz[s] < need && m->gsz[q] > m->gsz[s]))
+                    s = q;
+            }
+            if (s < 0) {
+                DP_ASSERT(gs < DP__MAX_SLOTS);
+                s = gs++;
+            }
+            gowner[s] = i;
+            m->L[i].gslot = s;
+            if (need > m->gsz[s]) m->gsz[s] = need;
+        }
+        gowner[l->gslot] = -1;
+    }
+    m->ngslots = gs;
+    m->planned = 1;
+}
+
+
+void dp__plan_current(dp_model *m) {
+    if (m->planned) return;
+    plan(m);
+    m->stale = 1;
+}
+
+/* Bytes the activation buffers take for batch B (what dp__ensure_capacity allocates). */
+size_t dp__buffer_bytes(const dp_model *m, int B, size_t nt) {
+    size_t bytes = 0, shared = 0, work = 0;
+    for (int i = 0; i < m->n; i++) {
+        const dp__node *l = &m->L[i];
+        if (l->keep_out) bytes += sizeof(float) * (size_t)B * l->out_size;
+        size_t s = sizeof(float) * (size_t)B * saved_floats(l);
+        if (l->keep_saved) bytes += s;
+        else if (s > shared) shared = s;
+        size_t wf = work_floats(l, B, nt);
+        if (wf > work) work = wf;
+    }
+    bytes += shared + sizeof(float) * work;
+    for (int q = 0; q < m->nfslots; q++) bytes += sizeof(float) * (size_t)B * m->fsz[q];
+    for (int q = 0; q < m->ngslots; q++) bytes += sizeof(float) * (size_t)B * m->gsz[q];
+    bytes += sizeof(float) * (size_t)B * m->accsz;
+    bytes += 2 * sizeof(double) * (size_t)B;
+    if (m->tokens) bytes += (sizeof(int32_t) + 1) * (size_t)B * m->in_size;
+    return bytes;
+}
+
+dp_status dp__ensure_capacity(dp_model *m, int B) {
+    dp__plan_current(m);
+    if (m->stale) dp__free_buffers(m);
+    if (B <= m->cap) return DP_OK;
+    dp__free_buffers(m);
+    const size_t nc = (size_t)B, nt = (size_t)dp__max_threads();
+    size_t shared = 0, work = 0;
+    for (int i = 0; i < m->n; i++) {
+        dp__node *l = &m->L[i];
+        if (l->keep_out) {
+            if (!(l->own_out = dp_alloc(sizeof(float) * nc * l->out_size))) return DP_ERR_NOMEM;
+            l->out = l->own_out;
+        }
+        size_t s = sizeof(float) * nc * saved_floats(l);
+        if (s && l->keep_saved) {
+            if (!(l->own_saved = dp_alloc(s))) return DP_ERR_NOMEM;
+            assign_saved(l, (char *)l->own_saved, nc);
+        } else if (s > shared)
+            shared = s;
+        size_t wf = work_floats(l, B, nt);
+        if (wf > work) work = wf;
+    }
+    if (shared && !(m->shared_saved = dp_alloc(shared))) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->n; i++) {
+        dp__node *l = &m->L[i];
+        if (!l->keep_saved && saved_floats(l)) assign_saved(l, (char *)m->shared_saved, nc);
+    }
+    m->fslots = dp_calloc((size_t)m->nfslots + 1, sizeof(float *));
+    m->gslots = dp_calloc((size_t)m->ngslots + 1, sizeof(float *));
+    if (!m->fslots || !m->gslots) return DP_ERR_NOMEM;
+    m->alloc_nf = m->nfslots;
+    m->alloc_ng = m->ngslots;
+    for (int i = 0; i < m->nfslots; i++)
+        if (!(m->fslots[i] = dp_alloc(sizeof(float) * nc * m->fsz[i]))) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->ngslots; i++)
+        if (!(m->gslots[i] = dp_alloc(sizeof(float) * nc * m->gsz[i]))) return DP_ERR_NOMEM;
+    for (int i = 0; i < m->n; i++)
+        if (!m->L[i].keep_out) m->L[i].out = m->fslots[m->L[i].fslot];
+    if (m->accsz && !(m->gacc = dp_alloc(sizeof(float) * nc * m->accsz))) return DP_ERR_NOMEM;
+    m->work = work ? dp_alloc(sizeof(float) * work) : NULL;
+    m->work_floats = work;
+    m->sq = dp_alloc(sizeof(double) * nc);
+    m->sq1 = dp_alloc(sizeof(double) * nc);
+    if ((work && !m->work) || !m->sq || !m->sq1) return DP_ERR_NOMEM;
+    if (m->tokens) {
+        m->ids = dp_alloc(sizeof(int32_t) * nc * m->in_size);
+        m->kvalid = dp_alloc(nc * m->in_size);
+        if (!m->ids || !m->kvalid) return DP_ERR_NOMEM;
+    }
+    m->cap = B;
+    return DP_OK;
+}
