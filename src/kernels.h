@@ -49,6 +49,11 @@ int dp__num_threads(void);
     void dp__k_avgpool_bwd##S(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s,       \
                               int Ho, int Wo);                                                  \
     int dp__k_xent##S(REAL *loss, REAL *dz, const REAL *z, const int32_t *y, int B, int K);     \
+    /* nn/layers/scale.c */                                                                    \
+    void dp__k_scale_fwd##S(REAL *out, const REAL *in, const REAL *gamma, int R, int C, int inner); \
+    void dp__k_scale_bwd_param##S(REAL *dgamma, const REAL *dout, const REAL *in, int R, int C, int inner); \
+    void dp__k_scale_ps_grad##S(REAL *ps, size_t stride, const REAL *dout, const REAL *in, int B, int rows, int C, \
+                                int inner);                                                     \
     int dp__k_mse##S(REAL *loss, REAL *dz, const REAL *z, const REAL *t, int B, int K);
 
 DP__KERNEL_DECLS(float, _f32)

@@ -272,6 +272,45 @@ static void test_f32_vs_f64(void) {
     dp_free(xd); dp_free(wd); dp_free(yd); dp_free(cold); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf); dp_free(colf);
 }
 
+/* ---- scale (nn/layers/scale.c): R rows of C channels of `inner` values ---- */
+typedef struct { int R, C, inner; } scale_ctx;
+static void scale_fwd(void *cv, double *y, const double *x, const double *th) {
+    scale_ctx *c = cv;
+    dp__k_scale_fwd_f64(y, x, th, c->R, c->C, c->inner);
+}
+
+/* B samples of `rows` rows each: an image is (rows 1, inner H*W), a sequence (rows T, inner 1) */
+static void test_scale(int B, int rows, int C, int inner) {
+    scale_ctx c = {B * rows, C, inner};
+    const size_t per = (size_t)rows * C * inner, nx = (size_t)B * per;
+    fd_fn f = {B, nx, nx, (size_t)C, scale_fwd, &c};
+    double *x = dnew(nx), *th = dnew(C), *u = dnew(nx), *gx = dnew(nx), *gth = dnew(C);
+    double *din = dnew(nx), *dth = dnew(C), *ps = dnew((size_t)B * C);
+    fill(x, nx, 1);
+    fill(th, C, 1);
+    fill(u, nx, 1);
+    fd_grad(&f, gx, x, th, u, 1, 0, nx);
+    fd_grad(&f, gth, x, th, u, 0, 0, C);
+    dp__k_scale_fwd_f64(din, u, th, B * rows, C, inner); /* the input backward is the forward on u */
+    dp__k_scale_bwd_param_f64(dth, u, x, B * rows, C, inner);
+    CHECK(max_rel(din, gx, nx) < 1e-7);
+    CHECK(max_rel(dth, gth, C) < 1e-7);
+    dp__k_scale_ps_grad_f64(ps, C, u, x, B, rows, C, inner);
+    double worst = 0;
+    for (int i = 0; i < B; i++) {
+        scale_ctx c1 = {rows, C, inner};
+        fd_fn f1 = {1, per, per, (size_t)C, scale_fwd, &c1};
+        double *g1 = dnew(C);
+        fd_grad(&f1, g1, x + (size_t)i * per, th, u + (size_t)i * per, 0, 0, C);
+        double e = max_rel(ps + (size_t)i * C, g1, C);
+        if (e > worst) worst = e;
+        dp_free(g1);
+    }
+    CHECK(worst < 1e-7);
+    if (worst >= 1e-7) fprintf(stderr, "scale B%d rows%d C%d inner%d: ps %g\n", B, rows, C, inner, worst);
+    dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(din); dp_free(dth); dp_free(ps);
+}
+
 /* ---- the engine: clipping modes against the microbatch reference ---- */
 
 static void check_modes(const char *spec, int c, int h, int w, int B, double C, int freeze_layer) {
@@ -478,6 +517,8 @@ int main(void) {
     test_act(DP_LAYER_MAXPOOL, 2, 3, 6, 6, 2, 2);
     test_act(DP_LAYER_AVGPOOL, 2, 2, 5, 5, 2, 1);
     test_act(DP_LAYER_AVGPOOL, 1, 2, 7, 7, 3, 2);
+    test_scale(3, 1, 4, 6);  /* images: 4 channels of 6 values */
+    test_scale(2, 5, 3, 1);  /* sequences: 5 tokens of 3 features */
     test_losses();
     test_f32_vs_f64();
     check_modes("flatten linear(16) relu linear(5)", 1, 4, 5, 9, 0.5, -1);
@@ -485,6 +526,8 @@ int main(void) {
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten dropout(0) linear(7)", 2, 10, 10, 5, 0.05, -1);
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 0.05, 0);
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 1e3, 3);
+    check_modes("conv2d(4,3,s1,p1) scale relu avgpool(2) flatten scale linear(7)", 2, 8, 8, 5, 0.05, -1);
+    check_modes("conv2d(4,3,s1,p1) scale relu avgpool(2) flatten scale linear(7)", 2, 8, 8, 5, 0.05, 1);
     check_clip_bound("flatten linear(16) relu linear(5)", 1, 4, 5, 40);
     check_clip_bound("conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh "
                      "linear(10)",
@@ -492,6 +535,7 @@ int main(void) {
     check_clip_bound("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 20);
     check_clip_bound("embedding(13,6) posembed layernorm linear(5) gelu linear(6) rmsnorm meanpool linear(3)", 1, 1, 7,
                      20);
+    check_clip_bound("embedding(13,6) scale posembed linear(5) scale gelu meanpool linear(3)", 1, 1, 7, 20);
     test_nonfinite_sample();
     test_spec_errors();
     return t_finish("test_nn");
