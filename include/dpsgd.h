@@ -13,8 +13,8 @@
  * Parts (each its own header, all included here):
  *   dpsgd/core.h     status codes, tracked allocator, RNG
  *   dpsgd/data.h     IDX and .npy readers, datasets and their validation
- *   dpsgd/privacy.h  noise, Poisson sampling, RDP accountant, sigma calibration
- *   dpsgd/accounting.h  RDP, PRV, PLD and GDP accountants; calibration with any of them
+ *   dpsgd/privacy.h  Gaussian noise, Poisson sampling
+ *   dpsgd/accounting.h  the accountant (history; RDP, PRV, PLD, GDP), sigma calibration
  *   dpsgd/optim.h    SGD (momentum, weight decay), Adam, AdamW
  *   dpsgd/nn.h       layers, models (built-in or from a spec string), clipping engine
  *   dpsgd/train.h    the training loop behind `dpsgd train`

@@ -137,8 +137,9 @@ dp_status dp_meta_u64(const dp_safetensors *s, const char *key, uint64_t *out) {
 /* ---- the info block as metadata ------------------------------------------------------- */
 
 #define FORMAT_NAME    "dpsgd-checkpoint"
-#define FORMAT_VERSION "2"
+#define FORMAT_VERSION "3"     /* 3: "model" is the structure record; 2: dp_model_describe text */
 #define CHECKSUM_KEY   "checksum" /* since version 2; version 1 files are refused (info_read) */
+enum { MODEL_MAX = 1 << 22 };     /* bytes of the "model" field read at most */
 
 /* ---- integrity ----------------------------------------------------------------------- */
 
@@ -252,7 +253,7 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     dp_rng_to_text(&c->rng_dropout, r3, sizeof r3);
     put(&m, "format", "%s", FORMAT_NAME);
     put(&m, "version", "%s", FORMAT_VERSION);
-    put(&m, "model", "%s", c->model);
+    put(&m, "model", "%s", c->model ? c->model : "");
     put(&m, "data", "%s", c->data);
     put(&m, "data_n", "%llu", (unsigned long long)c->data_n);
     put(&m, "data_dim", "%llu", (unsigned long long)c->data_dim);
@@ -334,6 +335,8 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
 
 void dp_checkpoint_info_free(dp_checkpoint_info *c) {
     if (!c) return;
+    free(c->model);
+    c->model = NULL;
     free(c->acc_q);
     free(c->acc_sigma);
     free(c->acc_steps);
@@ -427,7 +430,7 @@ static dp_status history_fail(const dp_safetensors *s, const char *fmt, ...) {
     va_end(ap);
     return dp_fail(DP_ERR_FORMAT,
                    "%s: checkpoint field 'accountant' (the privacy accountant's history): %s; it must be what the "
-                   "checkpoint's q, sigma and step make; refusing it (the reported epsilon depends on it; --force "
+                   "checkpoint's q, sigma and step make; refusing it (the reported epsilon depends on it; force "
                    "cannot override this)",
                    dp_safetensors_what(s), detail);
 }
@@ -446,7 +449,7 @@ static dp_status check_integrity(const dp_safetensors *s, const dp_checkpoint_in
     if (!dp_safetensors_meta(s, CHECKSUM_KEY))
         return dp_fail(DP_ERR_FORMAT,
                        "%s: checkpoint field '" CHECKSUM_KEY "' is missing: the checkpoint is corrupt or edited; "
-                       "refusing it (--force cannot override this)",
+                       "refusing it (force cannot override this)",
                        what);
     dp_status st = dp_meta_u64(s, CHECKSUM_KEY, &stored);
     if (st != DP_OK) return st;
@@ -455,7 +458,7 @@ static dp_status check_integrity(const dp_safetensors *s, const dp_checkpoint_in
         return dp_fail(DP_ERR_FORMAT,
                        "%s: checkpoint field '" CHECKSUM_KEY "' is %016" PRIx64
                        " but the content's checksum is %016" PRIx64
-                       ": the checkpoint is corrupt or edited; refusing it (--force cannot override this)",
+                       ": the checkpoint is corrupt or edited; refusing it (force cannot override this)",
                        what, stored, actual);
     const size_t want_len = !c->no_dp && c->step > 0;
     long total = 0;
@@ -492,17 +495,22 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
      * that the reported epsilon rests on can be trusted (no users hold such files) */
     if (!strcmp(ver, "1"))
         return dp_fail(DP_ERR_UNSUPPORTED,
-                       "%s: checkpoint version 1 predates integrity checks (no checksum); refusing it (--force cannot "
+                       "%s: checkpoint version 1 predates integrity checks (no checksum); refusing it (force cannot "
                        "override this): start a new run",
                        dp_safetensors_what(s));
-    if (strcmp(ver, FORMAT_VERSION))
-        return dp_fail(DP_ERR_UNSUPPORTED, "%s: checkpoint version '%.20s' (this build reads %s)",
+    if (strcmp(ver, FORMAT_VERSION) && strcmp(ver, "2"))
+        return dp_fail(DP_ERR_UNSUPPORTED, "%s: checkpoint version '%.20s' (this build reads 2 and %s)",
                        dp_safetensors_what(s), ver, FORMAT_VERSION);
+    c.version = ver[0] - '0';
     int kind = 0;
     long dn = 0, dd = 0;
     const long IMAX = 2147483647L, LMAX = 0x7fffffffffffffffL;
-    if ((st = get_text(s, "model", c.model, sizeof c.model)) != DP_OK ||
-        (st = get_text(s, "data", c.data, sizeof c.data)) != DP_OK ||
+    const char *model;
+    if ((st = dp_meta_string(s, "model", &model)) != DP_OK) return st;
+    if (strlen(model) >= MODEL_MAX)
+        return dp_fail(DP_ERR_FORMAT, "%s: checkpoint field 'model' is too long (%zu bytes)", dp_safetensors_what(s),
+                       strlen(model));
+    if ((st = get_text(s, "data", c.data, sizeof c.data)) != DP_OK ||
         (st = dp_meta_long(s, "data_n", 0, LMAX, &dn)) != DP_OK ||
         (st = dp_meta_long(s, "data_dim", 0, LMAX, &dd)) != DP_OK ||
         (st = get_int(s, "no_dp", 0, 1, &c.no_dp)) != DP_OK ||
@@ -542,6 +550,7 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
     c.optim.kind = (dp_optim_kind)kind;
     c.data_n = (uint64_t)dn;
     c.data_dim = (uint64_t)dd;
+    if (!(c.model = strdup(model))) return dp_fail(DP_ERR_NOMEM, "%s: out of memory", dp_safetensors_what(s));
     if ((st = parse_history(s, &c)) != DP_OK || (st = check_integrity(s, &c)) != DP_OK) {
         dp_checkpoint_info_free(&c);
         return st;

@@ -184,34 +184,14 @@ void dp_mem_set_limit(size_t bytes) { atomic_store(&mem_limit, bytes); }
 
 /* ---- RNG ----------------------------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 void dp_rng_seed(dp_rng *r, uint64_t seed) {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) r->s[i] = dp__splitmix64(&x);
     r->has_spare = 0;
     r->spare = 0.0;
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t dp_rng_u64(dp_rng *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
+uint64_t dp_rng_u64(dp_rng *r) { return dp__xoshiro256ss(r->s); }
 
 double dp_rng_uniform(dp_rng *r) { return (double)(dp_rng_u64(r) >> 11) * 0x1.0p-53; }
 
@@ -222,6 +202,25 @@ double dp_rng_normal(dp_rng *r) { return dp__polar_normal(rng_uniform, r, &r->ha
 void dp_rng_split(dp_rng *parent, dp_rng *child) {
     dp_rng_seed(child, dp_rng_u64(parent) ^ 0x5851f42d4c957f2dULL);
 }
+
+uint64_t dp_rng_below(dp_rng *r, uint64_t n) {
+    DP_ASSERT(n >= 1);
+    const uint64_t lim = (0 - n) % n; /* 2^64 mod n: below it, v % n would favour small values */
+    for (;;) {
+        const uint64_t v = dp_rng_u64(r);
+        if (v >= lim) return v % n;
+    }
+}
+
+void dp_rng_shuffle_prefix(dp_rng *r, size_t *a, size_t n, size_t k) {
+    for (size_t i = 0; i < k && i + 1 < n; i++) {
+        const size_t j = i + (size_t)dp_rng_below(r, (uint64_t)(n - i)), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+void dp_rng_shuffle(dp_rng *r, size_t *a, size_t n) { dp_rng_shuffle_prefix(r, a, n, n); }
 
 /* ---- clock ---------------------------------------------------------------------- */
 

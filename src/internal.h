@@ -2,9 +2,39 @@
 #ifndef DP_INTERNAL_H
 #define DP_INTERNAL_H
 #include <math.h>
+#include <stdint.h>
+
+#include "dpsgd/core.h"
 
 /* seconds on the monotonic clock (for elapsed times) */
 double dp__now_s(void);
+
+/* "<prefix>: <the current message>" with status st (dp_fail formats before it writes) */
+static inline dp_status dp__prefix_error(dp_status st, const char *prefix) {
+    return dp_fail(st, "%s: %s", prefix, dp_last_error());
+}
+
+/* The generators, written once: dp_rng (src/core.c) and the noise blocks (src/privacy.c,
+ * whose AVX2 path runs four xoshiro256** lanes side by side) use these. */
+/* splitmix64: advances *x by the golden gamma and returns the mixed value */
+static inline uint64_t dp__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline uint64_t dp__rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+/* xoshiro256**: the next output of state s, which it advances */
+static inline uint64_t dp__xoshiro256ss(uint64_t s[4]) {
+    const uint64_t out = dp__rotl64(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = dp__rotl64(s[3], 45);
+    return out;
+}
 
 /* A standard normal by the polar Box-Muller method from uniforms in (-1, 1) made of
  * uniform(state) (in [0, 1)); the second value of each accepted pair is kept in *spare

@@ -442,6 +442,32 @@ dp_status dp_npy_load_f32(const char *path, float **out, int64_t *shape, int *nd
     return DP_OK;
 }
 
+dp_status dp_npy_labels(const dp_npy *a, const char *path, int32_t *y, int32_t *max_label) {
+    if (a->dtype == DP_NPY_F32 || a->dtype == DP_NPY_F64)
+        return dp_fail(DP_ERR_UNSUPPORTED,
+                       "%s: labels have dtype %s; integer labels are required (<i4, <i8 or |u1: save "
+                       "labels.astype(np.int64))",
+                       path, dp_npy_dtype_name(a->dtype));
+    int32_t mx = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        int64_t v;
+        switch (a->dtype) {
+        case DP_NPY_I32: v = ((const int32_t *)a->data)[i]; break;
+        case DP_NPY_I64: v = ((const int64_t *)a->data)[i]; break;
+        case DP_NPY_U8: v = ((const uint8_t *)a->data)[i]; break;
+        default:
+            return dp_fail(DP_ERR_UNSUPPORTED, "%s: labels of dtype %s are not supported", path,
+                           dp_npy_dtype_name(a->dtype));
+        }
+        if (v < 0 || v > INT32_MAX - 1) /* the file, never the value or its row: labels are private */
+            return dp_fail(DP_ERR_RANGE, "%s: a label is outside 0..%d, the labels supported", path, INT32_MAX - 1);
+        y[i] = (int32_t)v;
+        if (y[i] > mx) mx = y[i];
+    }
+    if (max_label) *max_label = mx;
+    return DP_OK;
+}
+
 /* ---- save ------------------------------------------------------------------------------ */
 
 static int write_all(int fd, const void *buf, size_t n) {

@@ -55,7 +55,7 @@ dp_status dp_optim_parse(const char *name, dp_optim_kind *out) {
             return DP_OK;
         }
     }
-    return dp_fail(DP_ERR_INVALID, "--optimizer \"%.64s\": unknown optimizer (choices: sgd, adam, adamw)",
+    return dp_fail(DP_ERR_INVALID, "optim.kind \"%.64s\": unknown optimizer (choices: sgd, adam, adamw)",
                    name);
 }
 
@@ -80,26 +80,25 @@ static dp_status check_params(const dp_optim_params *p) {
         return dp_fail(DP_ERR_INVALID, "optimizer kind %d: must be one of sgd, adam, adamw",
                        (int)p->kind);
     if (!(isfinite(p->lr) && p->lr >= 0.0))
-        return dp_fail(DP_ERR_RANGE, "--lr %g: must be finite and >= 0", p->lr);
+        return dp_fail(DP_ERR_RANGE, "lr %g: must be finite and >= 0", p->lr);
     if (!(isfinite(p->weight_decay) && p->weight_decay >= 0.0))
-        return dp_fail(DP_ERR_RANGE, "--weight-decay %g: must be finite and >= 0", p->weight_decay);
+        return dp_fail(DP_ERR_RANGE, "weight_decay %g: must be finite and >= 0", p->weight_decay);
     if (p->kind == DP_OPT_SGD) {
         if (!(p->momentum >= 0.0 && p->momentum < 1.0))
-            return dp_fail(DP_ERR_RANGE, "--momentum %g: must be in [0, 1)", p->momentum);
+            return dp_fail(DP_ERR_RANGE, "momentum %g: must be in [0, 1)", p->momentum);
         if (!(p->dampening >= 0.0 && p->dampening <= 1.0))
-            return dp_fail(DP_ERR_RANGE, "--dampening %g: must be in [0, 1]", p->dampening);
+            return dp_fail(DP_ERR_RANGE, "dampening %g: must be in [0, 1]", p->dampening);
         if (p->nesterov && !(p->momentum > 0.0 && p->dampening == 0.0))
             return dp_fail(DP_ERR_RANGE,
-                           "--nesterov: needs --momentum > 0 and --dampening 0 (got momentum %g, "
-                           "dampening %g)",
+                           "nesterov: needs momentum > 0 and dampening 0 (got %g and %g)",
                            p->momentum, p->dampening);
     } else {
         if (!(p->beta1 >= 0.0 && p->beta1 < 1.0))
-            return dp_fail(DP_ERR_RANGE, "--beta1 %g: must be in [0, 1)", p->beta1);
+            return dp_fail(DP_ERR_RANGE, "beta1 %g: must be in [0, 1)", p->beta1);
         if (!(p->beta2 >= 0.0 && p->beta2 < 1.0))
-            return dp_fail(DP_ERR_RANGE, "--beta2 %g: must be in [0, 1)", p->beta2);
+            return dp_fail(DP_ERR_RANGE, "beta2 %g: must be in [0, 1)", p->beta2);
         if (!(isfinite(p->eps) && p->eps > 0.0))
-            return dp_fail(DP_ERR_RANGE, "--eps %g: must be finite and > 0", p->eps);
+            return dp_fail(DP_ERR_RANGE, "eps %g: must be finite and > 0", p->eps);
     }
     return DP_OK;
 }

@@ -33,6 +33,12 @@ static dp_status reserve(dp_step *s, size_t chunk) {
     return DP_OK;
 }
 
+/* a stage of the step begins: the allocator's stage name, and the caller's hook */
+static void stage(dp_step *s, const char *name) {
+    dp_mem_stage(name);
+    if (s->on_stage) s->on_stage(s->hook_user, name);
+}
+
 /* "<the current message><suffix>" */
 static dp_status with_suffix(dp_status st, const char *suffix) {
     return dp_fail(st, "%s%s", dp_last_error(), suffix);
@@ -46,7 +52,7 @@ static double chunk_bytes(dp_step *s, int n) {
            row * n;
 }
 
-/* A step out of memory: what a chunk of its size needs by the plan, and the --physical-batch
+/* A step out of memory: what a chunk of its size needs by the plan, and the physical_batch
  * that needs at most half of it. What is free is not known here (a failed malloc says nothing),
  * but a chunk's memory is nearly all per sample: the suggestion is a size that certainly helps. */
 static dp_status nomem_hint(dp_step *s) {
@@ -69,7 +75,7 @@ static dp_status nomem_hint(dp_step *s) {
         else hi = mid;
     }
     snprintf(sfx, sizeof sfx, " (a chunk of %d samples needs about %.1f MiB by the memory plan; "
-             "--physical-batch %d needs about half of that, with the same result)", B, need / MiB, lo);
+             "physical_batch %d needs about half of that, with the same result)", B, need / MiB, lo);
     return with_suffix(DP_ERR_NOMEM, sfx);
 }
 
@@ -106,7 +112,7 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
         int B = (int)(count - off < chunk ? count - off : chunk);
         for (int i = 0; i < B; i++) s->row(s->row_user, idx[off + (size_t)i], s->xb + (size_t)i * dim, s->yb + i);
         const float *z;
-        dp_mem_stage("forward");
+        stage(s, "forward");
         if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
         st = dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
         if (st == DP_ERR_NONFINITE && !s->no_dp) {
@@ -130,16 +136,16 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
             if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
             st = dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
         }
-        if (st == DP_ERR_NONFINITE) return with_suffix(st, "; training stopped (lower --lr?)");
+        if (st == DP_ERR_NONFINITE) return with_suffix(st, "; training stopped (lower lr?)");
         if (st != DP_OK) return st;
         for (int i = 0; i < B; i++) o->lsum += s->lv[i];
         o->lcount += (size_t)B;
         if (s->no_dp) {
-            dp_mem_stage("backward");
+            stage(s, "backward");
             st = dp_model_backward(m, s->dz, B);
         } else {
             int bad = 0;
-            dp_mem_stage("clip");
+            stage(s, "clip");
             st = dp_model_clipped_grad(m, &s->clip, s->dz, B, NULL, NULL, &bad);
             o->nonfinite += bad;
         }
@@ -158,7 +164,7 @@ static dp_status release(dp_step *s, dp_step_stats *o) {
     const dp_train_comm *comm = s->comm;
     dp_status st;
     if (comm) {
-        dp_mem_stage("allreduce");
+        stage(s, "allreduce");
         if ((st = comm->sum_f32(comm->user, grad, np)) != DP_OK) return st;
         double b[5] = {(double)o->count, o->lsum, (double)o->lcount, (double)o->nonfinite, (double)o->dropped};
         if ((st = comm->sum_f64(comm->user, b, 5)) != DP_OK) return st;
@@ -168,12 +174,12 @@ static dp_status release(dp_step *s, dp_step_stats *o) {
         o->nonfinite = (long)b[3];
         o->dropped = (size_t)b[4];
     }
-    dp_mem_stage("optimizer");
+    stage(s, "optimizer");
     if (o->count > 0 && o->dropped == o->count)
         /* every sampled example (over all ranks) failed: the model has diverged; stop rather
          * than take noise-only steps. Decided on the summed counts: every rank stops alike. */
         return dp_fail(DP_ERR_NONFINITE,
-                       "the loss of every sampled example is not finite; training stopped (lower --lr?)");
+                       "the loss of every sampled example is not finite; training stopped (lower lr?)");
     if (s->zero_clipped) dp_model_zero_grad(m);
     const double std = s->noise_scale * s->sigma * s->clip.max_grad_norm, scale = 1.0 / s->expected;
     if (!comm || comm->rank == 0) {
@@ -207,16 +213,17 @@ dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats
         if (s->on_released && (!s->comm || s->comm->rank == 0) && (st = s->on_released(s->hook_user, grad, np)) != DP_OK)
             return st;
     } else {
-        dp_mem_stage("optimizer");
+        stage(s, "optimizer");
         const double scale = count ? 1.0 / (double)count : 0.0;
 #pragma omp parallel for schedule(static) if (np > 65536)
         for (size_t j = 0; j < np; j++) grad[j] = mask[j] ? (float)(grad[j] * scale) : 0.0f;
     }
     dp_optim_step(s->opt, params, grad, mask);
     if (!s->no_dp && (st = dp_accountant_step(s->acc, s->q, s->sigma, 1)) != DP_OK) return st;
-    for (size_t j = 0; j < np; j++)
-        if (!isfinite(params[j]))
-            return dp_fail(DP_ERR_NONFINITE, "a parameter became non-finite; training stopped (lower --lr?)");
+    int bad = 0; /* no early exit, so the loop vectorises: 16.4M parameters 6.5 -> 2.2 ms on 2 threads */
+#pragma omp parallel for reduction(| : bad) schedule(static) if (np > 65536)
+    for (size_t j = 0; j < np; j++) bad |= !isfinite(params[j]);
+    if (bad) return dp_fail(DP_ERR_NONFINITE, "a parameter became non-finite; training stopped (lower lr?)");
     *out = o;
     return DP_OK;
 }

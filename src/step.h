@@ -37,6 +37,11 @@ typedef struct {
      * the optimizer; rank 0 only. */
     dp_status (*on_clipped)(void *user, float *grad, size_t np);
     dp_status (*on_released)(void *user, const float *grad, size_t np);
+    /* on_stage: called as each stage of the step begins, with the name it gives dp_mem_stage:
+     * "forward" (each chunk), "backward" (no_dp) or "clip" (each chunk), "allreduce" (with a
+     * communicator), "optimizer" (noise, scaling, optimizer, accountant). The benchmark's
+     * stage timers (tools/bench_measure.c); it must not change the step. */
+    void (*on_stage)(void *user, const char *stage);
     void *hook_user;
     /* test switches (testhooks.h): noise std = noise_scale sigma C (1 normally); zero_clipped
      * zeroes the clipped sum before the noise */

@@ -37,7 +37,7 @@ DP_HIDDEN extern long dp__test_slow_write_ms;
  *   canary_scale (> 0): gradient canaries get a per-sample gradient of norm canary_scale * C
  *     (10: a layer whose per-sample gradient escapes clipping, so one example moves the sum
  *     by more than the C the accountant assumes); ignored for input canaries.
- * Bad values fail with DP_ERR_RANGE naming --debug-noise-scale / --debug-canary-scale. */
+ * Bad values fail with DP_ERR_RANGE naming noise_scale / canary_scale. */
 #include "dpsgd/audit.h"
 typedef struct {
     double noise_scale, canary_scale;

@@ -106,29 +106,6 @@ static dp_status convert_ids(const char *path, const dp_npy *a, int pad_id, floa
     return DP_OK;
 }
 
-/* Labels [n] of an integer dtype into y; each in [0, INT32_MAX - 1]; *max_label the largest. */
-static dp_status convert_labels(const char *path, const dp_npy *a, int32_t *y, int32_t *max_label) {
-    int32_t mx = 0;
-    for (size_t i = 0; i < a->count; i++) {
-        int64_t v;
-        switch (a->dtype) {
-        case DP_NPY_I32: v = ((const int32_t *)a->data)[i]; break;
-        case DP_NPY_I64: v = ((const int64_t *)a->data)[i]; break;
-        case DP_NPY_U8: v = ((const uint8_t *)a->data)[i]; break;
-        default:
-            return dp_fail(DP_ERR_UNSUPPORTED, "%s: labels of dtype %s are not supported", path,
-                           dp_npy_dtype_name(a->dtype));
-        }
-        if (v < 0 || v > INT32_MAX - 1)
-            return dp_fail(DP_ERR_RANGE, "%s: a label is outside 0..%d, the labels supported", path,
-                           INT32_MAX - 1);
-        y[i] = (int32_t)v;
-        if (y[i] > mx) mx = y[i];
-    }
-    *max_label = mx;
-    return DP_OK;
-}
-
 dp_status dp_dataset_load_tokens(const char *ids_path, const char *labels_path, int pad_id,
                                  dp_dataset *out) {
     if (!ids_path || !labels_path || !out)
@@ -181,13 +158,6 @@ dp_status dp_dataset_load_tokens(const char *ids_path, const char *labels_path, 
                     labels_path, lab.ndim, shape_text(&lab, sh, sizeof sh));
         goto fail;
     }
-    if (lab.dtype == DP_NPY_F32 || lab.dtype == DP_NPY_F64) {
-        s = dp_fail(DP_ERR_UNSUPPORTED,
-                    "%s: labels have dtype %s; integer labels are required (<i4, <i8 or |u1: save "
-                    "labels.astype(np.int64))",
-                    labels_path, dp_npy_dtype_name(lab.dtype));
-        goto fail;
-    }
     if ((size_t)lab.shape[0] != n) {
         s = dp_fail(DP_ERR_FORMAT, "%s: holds %" PRId64 " labels but token ids file %s holds %zu rows",
                     labels_path, lab.shape[0], ids_path, n);
@@ -200,7 +170,7 @@ dp_status dp_dataset_load_tokens(const char *ids_path, const char *labels_path, 
         goto fail;
     }
     int32_t max_label = 0;
-    if ((s = convert_labels(labels_path, &lab, y, &max_label)) != DP_OK) goto fail;
+    if ((s = dp_npy_labels(&lab, labels_path, y, &max_label)) != DP_OK) goto fail;
     dp_npy_free(&lab);
 
     /* 4-byte dtypes are converted in place: the file's block becomes x (no second copy). */
@@ -287,15 +257,6 @@ dp_status dp_dataset_validate_tokens(const dp_dataset *d, const char *what, int 
 
 /* ---- the synthetic order task ------------------------------------------------------------- */
 
-/* uniform in [0, k), k >= 1, without modulo bias (rejection below 2^64 mod k) */
-static uint64_t rand_below(dp_rng *r, uint64_t k) {
-    uint64_t lim = (0 - k) % k;
-    for (;;) {
-        uint64_t v = dp_rng_u64(r);
-        if (v >= lim) return v % k;
-    }
-}
-
 dp_status dp_text_synthetic(size_t n, int T, int vocab, uint64_t seed, dp_dataset *out) {
     if (!out) return dp_fail(DP_ERR_INVALID, "dp_text_synthetic: out is required");
     if (n == 0) return dp_fail(DP_ERR_INVALID, "dp_text_synthetic: n (rows) is 0");
@@ -321,10 +282,11 @@ dp_status dp_text_synthetic(size_t n, int T, int vocab, uint64_t seed, dp_datase
     }
     dp_rng r;
     dp_rng_seed(&r, seed);
-    /* exactly balanced labels in a random order (Fisher-Yates) */
+    /* exactly balanced labels in a random order (Fisher-Yates from the top down, on int32
+     * labels: not dp_rng_shuffle, whose draws differ; the order is pinned by test_tokens) */
     for (size_t i = 0; i < n; i++) y[i] = (int32_t)(i & 1);
     for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)rand_below(&r, (uint64_t)i + 1);
+        size_t j = (size_t)dp_rng_below(&r, (uint64_t)i + 1);
         int32_t t = y[i];
         y[i] = y[j];
         y[j] = t;
@@ -333,14 +295,14 @@ dp_status dp_text_synthetic(size_t n, int T, int vocab, uint64_t seed, dp_datase
     uint64_t fillers = (uint64_t)vocab - 3;
     for (size_t i = 0; i < n; i++) {
         float *row = x + i * (size_t)T;
-        int L = lmin + (int)rand_below(&r, (uint64_t)(T - lmin + 1));
+        int L = lmin + (int)dp_rng_below(&r, (uint64_t)(T - lmin + 1));
         /* two distinct positions in 1..L-1 */
-        int a = 1 + (int)rand_below(&r, (uint64_t)(L - 1));
-        int b = 1 + (int)rand_below(&r, (uint64_t)(L - 2));
+        int a = 1 + (int)dp_rng_below(&r, (uint64_t)(L - 1));
+        int b = 1 + (int)dp_rng_below(&r, (uint64_t)(L - 2));
         if (b >= a) b++;
         int p = a < b ? a : b, q = a < b ? b : a;
         row[0] = 0.0f;
-        for (int t = 1; t < L; t++) row[t] = (float)(3 + rand_below(&r, fillers));
+        for (int t = 1; t < L; t++) row[t] = (float)(3 + dp_rng_below(&r, fillers));
         for (int t = L; t < T; t++) row[t] = -1.0f;
         row[p] = y[i] ? 1.0f : 2.0f;
         row[q] = y[i] ? 2.0f : 1.0f;

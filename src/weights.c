@@ -76,7 +76,7 @@ dp_status dp_model_from_safetensors(dp_model *m, const dp_safetensors *s, const 
         }
     }
     /* A NaN or infinity in the weights would only show up later, as a run that fails at its first
-     * step ("lower --lr?") or as statistics that are all NaN: refused here, where every command
+     * step ("lower lr?") or as statistics that are all NaN: refused here, where every command
      * loads its weights, naming the file and the tensor */
     for (int k = 0; k < nt && st == DP_OK; k++) {
         const void *data;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/bench_cli_test.sh PATH-TO-DPSGD: `dpsgd bench` end to end on tiny batches: the
-# markdown table, the JSON (parsed) and the SVG (well-formed) of a quick synthetic run; a
-# --mem-limit too small for vanilla gives OOM (by plan, and by the allocator) and exit 0;
+# markdown table, the JSON (parsed; the stage times add up to the step) and the SVG
+# (well-formed) of a quick synthetic run; a --mem-limit too small for vanilla gives OOM (by
+# plan, and by the allocator) and exit 0;
 # every bad flag exits 2 naming the flag; the BERT plan (--plan-only) runs out where the
 # article's does; a tiny bert-small run.
 # Last line: "bench_cli_test: N passed, N failed"; exit status non-zero on any failure.
@@ -43,6 +44,12 @@ for r in d["results"]:
     for name, v in m.items():
         assert v["status"] == "ok", (name, v)
         assert v["memory"]["peak_tracked_bytes"] > 0 and v["time"]["median_ms"] > 0
+        # the stage timers (dp_step's on_stage hook) split the library's whole step: with one
+        # timed step, its parts add up to it
+        t = v["time"]
+        parts = [t["forward_loss_ms"], t["backward_ms"], t["noise_scale_optimizer_ms"]]
+        assert min(parts) > 0, (name, t)
+        assert abs(sum(parts) - t["median_ms"]) <= 1e-4 * t["median_ms"] + 1e-3, (name, t)
     B = r["batch"]
     # vanilla holds B x all parameters at once; ghost only O(B) bytes in its first backward
     assert m["vanilla"]["memory"]["backward_1_bytes"] >= B * 16387840 * 4

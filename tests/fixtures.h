@@ -66,4 +66,16 @@ static inline const char *json_num(const char *p, const char *end, const char *k
     *v = strtod(c + 1, &after);
     return after == c + 1 ? NULL : after;
 }
+/* The report of accountant k for `steps` steps at (q, sigma): a one-entry history through the
+ * one epsilon call (dp_accountant_epsilon). Errors from either call; *r written on success only. */
+static inline dp_status t_epsilon1(dp_accountant_kind k, double q, double sigma, long steps, double delta,
+                                   dp_epsilon_report *r) {
+    dp_accountant *a = NULL;
+    dp_status st = dp_accountant_create(&a);
+    if (!st) st = dp_accountant_step(a, q, sigma, steps);
+    if (!st) st = dp_accountant_epsilon(a, k, delta, NULL, r);
+    dp_accountant_destroy(a);
+    return st;
+}
+
 #endif

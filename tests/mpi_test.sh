@@ -133,7 +133,7 @@ mpmd() { # LABEL NEEDLE ARGS-RANK0 -- ARGS-RANK1
         tail -n 5 "$TMP/mpmd.out" | sed 's/^/    /' >&2
     fi
 }
-mpmd "(e) another C" "clipping norm" --max-grad-norm 0.1 -- --max-grad-norm 1
+mpmd "(e) another C" "max-grad-norm differs between ranks" --max-grad-norm 0.1 -- --max-grad-norm 1
 mpmd "(e) other epochs" "step count" --epochs 1 -- --epochs 2
 mpmd "(e) another model" "model" --model cnn -- --model mlp
 mpmd "(e) another train limit" "training data" --train-limit 2000 -- --train-limit 1000

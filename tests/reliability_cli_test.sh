@@ -114,6 +114,10 @@ EOF
     expect 1 "--max-grad-norm" "${Q[@]}" --resume "$TMP/ck" --max-grad-norm 0.2
     expect 1 "--max-grad-norm" "${Q[@]}" --resume "$TMP/ck" --max-grad-norm 0.2 --force
     expect 1 "--epochs" "${Q[@]}" --epochs 2 --resume "$TMP/ck"
+    # the library names the field (epochs), the CLI its flag: whole words only, not in a path
+    cp -r "$TMP/ck" "$TMP/epochs"
+    expect 1 "--resume $TMP/epochs/checkpoint.safetensors: the checkpoint was made with --epochs 1, this run has 2 (pass --force" \
+        "${Q[@]}" --epochs 2 --resume "$TMP/epochs"
     expect 1 "already holds a checkpoint" "${Q[@]}" --checkpoint-dir "$TMP/ck"
     other=3
     [[ $OMP_NUM_THREADS == 3 ]] && other=4

@@ -7,10 +7,10 @@
 
 
 static dp_epsilon_report eps_of(dp_accountant_kind k, double q, double s, long n, double d) {
-    dp_epsilon_report r = {NAN, NAN, NAN, NAN, NAN, 0};
-    dp_status st = dp_epsilon_kind(k, q, s, n, d, &r);
-    if (st) fprintf(stderr, "dp_epsilon_kind(%s, %g, %g, %ld, %g): %s\n", dp_accountant_kind_name(k),
-                    q, s, n, d, dp_last_error());
+    dp_epsilon_report r = {NAN, NAN, NAN, NAN, NAN, 0, NAN};
+    dp_status st = t_epsilon1(k, q, s, n, d, &r);
+    if (st) fprintf(stderr, "epsilon of (%g, %g, %ld) by %s at delta %g: %s\n", q, s, n, dp_accountant_kind_name(k),
+                    d, dp_last_error());
     return r;
 }
 
@@ -91,10 +91,10 @@ static void test_pld_window(void) {
         for (size_t j = 0; j < sizeof mps / sizeof mps[0]; j++) {
             dp_accounting_params prm = dp_accounting_default_params();
             prm.max_points = mps[j];
-            dp_epsilon_report l = {NAN, NAN, NAN, NAN, NAN, 0};
+            dp_epsilon_report l = {NAN, NAN, NAN, NAN, NAN, 0, NAN};
             double d = -1;
-            CHECK_OK(dp_accountant_epsilon_ex(a, DP_ACCT_PLD, 1e-5, &prm, &l));
-            CHECK_OK(dp_accountant_delta_ex(a, DP_ACCT_PLD, p.lower, &prm, &d));
+            CHECK_OK(dp_accountant_epsilon(a, DP_ACCT_PLD, 1e-5, &prm, &l));
+            CHECK_OK(dp_accountant_delta(a, DP_ACCT_PLD, p.lower, &prm, &d));
             const int ok = l.upper >= p.lower && l.epsilon >= p.lower && d >= 1e-5;
             if (!ok)
                 fprintf(stderr, "q %g s %g n %ld, max_points %zu: pld upper %g, delta at %g: %g; prv lower %g\n",
@@ -181,14 +181,15 @@ static void test_heterogeneous(void) {
     /* one entry each: the same composition */
     CHECK_OK(dp_accountant_step(b, 0.01, 1.0, 300));
     CHECK_OK(dp_accountant_step(b, 0.02, 2.0, 100));
-    double eps_r;
-    CHECK_OK(dp_accountant_epsilon(a, 1e-5, &eps_r, NULL));
+    dp_epsilon_report rr;
+    CHECK_OK(dp_accountant_epsilon(a, DP_ACCT_RDP, 1e-5, NULL, &rr));
+    const double eps_r = rr.epsilon;
     for (int k = 0; k < DP_ACCT_COUNT; k++) {
         dp_epsilon_report ra, rb, r1, r2;
-        CHECK_OK(dp_accountant_epsilon_kind(a, k, 1e-5, &ra));
-        CHECK_OK(dp_accountant_epsilon_kind(b, k, 1e-5, &rb));
-        CHECK_OK(dp_epsilon_kind(k, 0.01, 1.0, 300, 1e-5, &r1));
-        CHECK_OK(dp_epsilon_kind(k, 0.01, 1.0, 400, 1e-5, &r2));
+        CHECK_OK(dp_accountant_epsilon(a, k, 1e-5, NULL, &ra));
+        CHECK_OK(dp_accountant_epsilon(b, k, 1e-5, NULL, &rb));
+        CHECK_OK(t_epsilon1(k, 0.01, 1.0, 300, 1e-5, &r1));
+        CHECK_OK(t_epsilon1(k, 0.01, 1.0, 400, 1e-5, &r2));
         /* order does not matter; the extra, less private steps cost something, but less
          * than as many steps of the first kind */
         CHECK(fabs(ra.estimate - rb.estimate) <= 2 * (ra.eps_error + 1e-6));
@@ -197,7 +198,7 @@ static void test_heterogeneous(void) {
         /* delta at the epsilon is about the target delta (guaranteed kinds: <= 1e-5 + slack) */
         if (k == DP_ACCT_PRV || k == DP_ACCT_PLD) {
             double d;
-            CHECK_OK(dp_accountant_delta_kind(a, k, ra.epsilon, &d));
+            CHECK_OK(dp_accountant_delta(a, k, ra.epsilon, NULL, &d));
             CHECK(d > 1e-7 && d <= 1.01e-5);
         }
     }
@@ -212,8 +213,8 @@ static void test_heterogeneous(void) {
     }
     if (c) {
         dp_epsilon_report ra, rc;
-        CHECK_OK(dp_accountant_epsilon_kind(a, DP_ACCT_PRV, 1e-5, &ra));
-        CHECK_OK(dp_accountant_epsilon_kind(c, DP_ACCT_PRV, 1e-5, &rc));
+        CHECK_OK(dp_accountant_epsilon(a, DP_ACCT_PRV, 1e-5, NULL, &ra));
+        CHECK_OK(dp_accountant_epsilon(c, DP_ACCT_PRV, 1e-5, NULL, &rc));
         CHECK(ra.epsilon == rc.epsilon);
     }
     dp_accountant_destroy(c);
@@ -228,9 +229,19 @@ static void test_edges(void) {
     for (int k = 0; a && k < DP_ACCT_COUNT; k++) {
         dp_epsilon_report r;
         double d = -1;
-        CHECK_OK(dp_accountant_epsilon_kind(a, k, 1e-5, &r));
+        CHECK_OK(dp_accountant_epsilon(a, k, 1e-5, NULL, &r));
         CHECK(r.epsilon == 0.0);
-        CHECK_OK(dp_accountant_delta_kind(a, k, 1.0, &d));
+        CHECK_OK(dp_accountant_delta(a, k, 1.0, NULL, &d));
+        CHECK(d == 0.0);
+    }
+    /* only steps at q = 0 (nothing sampled): nothing at risk either */
+    CHECK_OK(dp_accountant_step(a, 0.0, 1.0, 100));
+    for (int k = 0; a && k < DP_ACCT_COUNT; k++) {
+        dp_epsilon_report r;
+        double d = -1;
+        CHECK_OK(dp_accountant_epsilon(a, k, 1e-5, NULL, &r));
+        CHECK(r.epsilon == 0.0);
+        CHECK_OK(dp_accountant_delta(a, k, 1.0, NULL, &d));
         CHECK(d == 0.0);
     }
     dp_accountant_destroy(a);
@@ -251,21 +262,74 @@ static void test_edges(void) {
     CHECK(ps.lower <= ls.upper && ls.lower <= ps.upper);
     /* errors name the parameter */
     dp_epsilon_report r;
-    CHECK(dp_epsilon_kind(DP_ACCT_PRV, 0.0, 1.0, 10, 1e-5, &r) == DP_ERR_RANGE &&
+    CHECK(t_epsilon1(DP_ACCT_PRV, -0.1, 1.0, 10, 1e-5, &r) == DP_ERR_RANGE &&
           strstr(dp_last_error(), "sample rate"));
-    CHECK(dp_epsilon_kind(DP_ACCT_PRV, 1.5, 1.0, 10, 1e-5, &r) == DP_ERR_RANGE);
-    CHECK(dp_epsilon_kind(DP_ACCT_PLD, 0.1, 0.0, 10, 1e-5, &r) == DP_ERR_RANGE &&
+    CHECK(t_epsilon1(DP_ACCT_PRV, 1.5, 1.0, 10, 1e-5, &r) == DP_ERR_RANGE);
+    CHECK(t_epsilon1(DP_ACCT_PLD, 0.1, 0.0, 10, 1e-5, &r) == DP_ERR_RANGE &&
           strstr(dp_last_error(), "noise multiplier"));
-    CHECK(dp_epsilon_kind(DP_ACCT_GDP, 0.1, 1.0, 0, 1e-5, &r) == DP_ERR_RANGE &&
+    CHECK(t_epsilon1(DP_ACCT_GDP, 0.1, 1.0, -1, 1e-5, &r) == DP_ERR_RANGE &&
           strstr(dp_last_error(), "steps"));
-    CHECK(dp_epsilon_kind(DP_ACCT_PRV, 0.1, 1.0, 10, 1.0, &r) == DP_ERR_RANGE &&
+    CHECK(t_epsilon1(DP_ACCT_PRV, 0.1, 1.0, 10, 1.0, &r) == DP_ERR_RANGE &&
           strstr(dp_last_error(), "delta"));
+}
+
+/* The kinds come from one list (DP_ACCOUNTANT_LIST): every name parses back to its kind, and the
+ * messages that list the kinds (an unknown name, an approximation asked to calibrate) name every
+ * kind they should, and only those. */
+static void test_kind_names(void) {
     dp_accountant_kind k;
     CHECK(dp_accountant_kind_parse("pld", &k) == DP_OK && k == DP_ACCT_PLD);
-    CHECK(dp_accountant_kind_parse("moments", &k) == DP_ERR_INVALID);
+    int n = 0, nb = 0;
+#define DP__COUNT(kind, name, bound) n++, nb += bound;
+    DP_ACCOUNTANT_LIST(DP__COUNT)
+#undef DP__COUNT
+    CHECK(n == DP_ACCT_COUNT && nb >= 1);
+    CHECK(dp_accountant_kind_name(DP_ACCT_COUNT) == NULL && dp_accountant_kind_name((dp_accountant_kind)-1) == NULL);
+    CHECK(!dp_accountant_kind_is_bound(DP_ACCT_COUNT));
+    k = DP_ACCT_PRV;
+    CHECK(dp_accountant_kind_parse("moments", &k) == DP_ERR_INVALID && k == DP_ACCT_PRV);
+    char unknown[512];
+    snprintf(unknown, sizeof unknown, "%s", dp_last_error());
+    CHECK(strstr(unknown, "moments") != NULL);
+    const char *all = dp_accountant_kind_names(0), *bounds = dp_accountant_kind_names(1);
     for (int i = 0; i < DP_ACCT_COUNT; i++) {
-        CHECK(dp_accountant_kind_parse(dp_accountant_kind_name(i), &k) == DP_OK && (int)k == i);
+        const char *name = dp_accountant_kind_name((dp_accountant_kind)i);
+        CHECK(name != NULL);
+        if (!name) continue;
+        dp_accountant_kind back = DP_ACCT_COUNT;
+        const int round_trip = dp_accountant_kind_parse(name, &back) == DP_OK && (int)back == i;
+        const int listed = strstr(unknown, name) != NULL && strstr(all, name) != NULL;
+        const int bound_listed = (strstr(bounds, name) != NULL) == dp_accountant_kind_is_bound((dp_accountant_kind)i);
+        if (!round_trip || !listed || !bound_listed)
+            fprintf(stderr, "kind %d '%s': round trip %d, listed in '%s' and '%s': %d, bounds '%s': %d\n", i, name,
+                    round_trip, unknown, all, listed, bounds, bound_listed);
+        CHECK(round_trip && listed && bound_listed);
+        /* a kind that is not a bound is refused by calibration, naming itself and the bounds */
+        if (!dp_accountant_kind_is_bound((dp_accountant_kind)i)) {
+            double s = -1;
+            CHECK(dp_calibrate_sigma_kind((dp_accountant_kind)i, 1.0, 1e-5, 0.02, 200, 0.0, &s) == DP_ERR_INVALID &&
+                  s == -1 && strstr(dp_last_error(), name) && strstr(dp_last_error(), bounds));
+        }
     }
+    /* the lists hold nothing else: the names joined by ", " */
+    size_t len_all = 0, len_bounds = 0;
+    for (int i = 0; i < DP_ACCT_COUNT; i++) {
+        const size_t l = strlen(dp_accountant_kind_name((dp_accountant_kind)i)) + (i ? 2 : 0);
+        len_all += l;
+    }
+    for (int i = 0, first = 1; i < DP_ACCT_COUNT; i++)
+        if (dp_accountant_kind_is_bound((dp_accountant_kind)i)) {
+            len_bounds += strlen(dp_accountant_kind_name((dp_accountant_kind)i)) + (first ? 0 : 2);
+            first = 0;
+        }
+    CHECK(strlen(all) == len_all && strlen(bounds) == len_bounds);
+    /* an out-of-range kind: refused, with the list */
+    dp_accountant *a = NULL;
+    dp_epsilon_report r;
+    CHECK_OK(dp_accountant_create(&a));
+    CHECK(dp_accountant_epsilon(a, DP_ACCT_COUNT, 1e-5, NULL, &r) == DP_ERR_INVALID &&
+          strstr(dp_last_error(), all));
+    dp_accountant_destroy(a);
 }
 
 static void test_calibration(void) {
@@ -363,6 +427,7 @@ int main(void) {
     RUN(test_monotone);
     RUN(test_heterogeneous);
     RUN(test_edges);
+    RUN(test_kind_names);
     RUN(test_calibration);
     RUN(test_calibration_unreachable);
     return t_finish("test_accounting");

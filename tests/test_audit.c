@@ -333,7 +333,7 @@ static void test_fdp_profile(void) {
     CHECK(dp_audit_fdp_profile_p_value(10, 11, 5, &all, &p) == DP_ERR_RANGE);
 }
 
-/* dp_accountant_delta_many: the numbers of dp_accountant_delta_kind, one epsilon at a time */
+/* dp_accountant_delta_many: the numbers of dp_accountant_delta, one epsilon at a time */
 static void test_delta_many(void) {
     dp_accountant *a;
     CHECK_OK(dp_accountant_create(&a));
@@ -344,7 +344,7 @@ static void test_delta_many(void) {
     for (int k = 0; k < 3; k++) {
         CHECK_OK(dp_accountant_delta_many(a, kinds[k], eps, 7, NULL, many));
         for (int i = 0; i < 7; i++) {
-            CHECK_OK(dp_accountant_delta_kind(a, kinds[k], eps[i], &one));
+            CHECK_OK(dp_accountant_delta(a, kinds[k], eps[i], NULL, &one));
             /* PRV and PLD read all epsilons off in one sweep: the same up to rounding */
             if (!(fabs(many[i] - one) <= 1e-12 * one + 1e-17))
                 fprintf(stderr, "  %s eps %g: many %.17g, one %.17g\n", dp_accountant_kind_name(kinds[k]), eps[i],
@@ -618,8 +618,9 @@ static void test_deterministic_and_errors(const dp_dataset *d) {
 
     dp_audit_result r;
     memset(&r, 0, sizeof r);
-    const char *flag[] = {"--canaries", "--confidence", "--delta", "--batch-size", "--epochs", "--debug-noise-scale",
-                          "--debug-canary-scale", "--guesses"};
+    /* each message names the field, as the library does (the CLI maps it to its flag) */
+    const char *flag[] = {"num_canaries 1:", "confidence 1.5:", "delta 0.1:", "expected_batch 100000:", "epochs 0:",
+                          "noise_scale -1:", "canary_scale 0:", "guesses 101:"};
     for (int k = 0; k < 8; k++) {
         dp_audit_params b = p;
         dp__audit_test hooks = {1, 1};

@@ -319,10 +319,10 @@ static void test_resume(void) {
     struct {
         const char *needle;
         int force_ok;
-    } want[] = {{"--max-grad-norm", 0}, {"--noise-multiplier", 0},
-                {"--batch-size", 0},    {"--epochs", 1},
-                {"training data of", 0}, {"model", 0},
-                {"--delta", 0},         {"--lr", 1}};
+    } want[] = {{"made with max_grad_norm (C) 0.5", 0}, {"made with noise_multiplier (sigma) 1.1", 0},
+                {"made with expected_batch 32", 0},    {"made with epochs 3, this run has 4 (pass force", 1},
+                {"training data of", 0},               {"model", 0},
+                {"made with delta 0.001", 0},          {"made with lr 0.5", 1}};
     for (int k = 0; k < 8; k++) {
         dp_train_params q = p;
         dp_dataset *d = &tr;
@@ -365,6 +365,37 @@ static void test_resume(void) {
         tr.x[5] = saved;
         tr.n = 200;
         dp_model_destroy(m);
+    }
+    /* the model's structure: the first layer and field that differ are named, and neither
+     * force nor anything else resumes another model */
+    {
+        struct {
+            const char *spec;
+            int freeze; /* >= 0: this layer frozen */
+            const char *needle;
+        } sc[] = {
+            {"linear(9) tanh dropout(0.25) linear(3)", -1,
+             "at layer 0 (linear, name '0'): output 8x1x1 in the checkpoint, 9x1x1 in this run"},
+            {"linear(8) relu dropout(0.25) linear(3)", -1, "at layer 1 (relu, name '1'): kind tanh in the checkpoint, relu"},
+            {"linear(8) tanh dropout(0.25) linear(3)", 3, "at layer 3 (linear, name '3'): frozen no in the checkpoint, yes"},
+            {"linear(8) tanh dropout(0.25) linear(3,nobias)", -1, "layer 3 (linear, name '3'): parameters 27 in the "
+                                                                  "checkpoint, 24 in this run"},
+            {"linear(8) tanh dropout(0.25) linear(3) tanh", -1, "model has 4 layers, this run's 5 (the first 4 agree)"},
+            {"linear(8) tanh linear(3)", -1, "at layer 2 (linear, name '2'): kind dropout in the checkpoint, linear"},
+        };
+        for (size_t k = 0; k < sizeof sc / sizeof *sc; k++) {
+            dp_model *m = new_model(sc[k].spec, 6, 1, 1, 1);
+            if (sc[k].freeze >= 0) CHECK_OK(dp_model_set_frozen(m, sc[k].freeze, 1));
+            for (int force = 0; force < 2; force++) {
+                dp_train_params q = p;
+                q.force = force;
+                dp_status st = dp_train(m, &tr, &te, &q, &r);
+                int good = st == DP_ERR_INVALID && strstr(dp_last_error(), sc[k].needle);
+                if (!good) fprintf(stderr, "model %s: %s: %s\n", sc[k].spec, dp_strerror(st), dp_last_error());
+                CHECK(good);
+            }
+            dp_model_destroy(m);
+        }
     }
     /* an existing checkpoint is not replaced by a fresh run without force */
     {
@@ -583,6 +614,48 @@ static void put_checkpoint(const char *name, const char *img, size_t len, int re
     free(copy);
 }
 
+/* As put_checkpoint, resealed, with the metadata values of keys[0..n) replaced by vals[0..n)
+ * (the header is rewritten, so a value may change its length). */
+static void put_edited_checkpoint(const char *name, const char *img, size_t len, const char *const *keys,
+                                  const char *const *vals, int n, char *dir, size_t cap) {
+    snprintf(dir, cap, "%s/%s", tmpdir, name);
+    mkdir(dir, 0777);
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s", dir, DP_CHECKPOINT_FILE);
+    dp_safetensors *s = NULL, *w = NULL;
+    CHECK_OK(dp_safetensors_parse(img, len, "edit", &s));
+    if (!s) return;
+    const int nm = dp_safetensors_num_meta(s), nt = dp_safetensors_num_tensors(s);
+    const char **kv = calloc(2 * (size_t)nm, sizeof *kv);
+    dp_st_tensor *t = calloc((size_t)nt + 1, sizeof *t);
+    int ck = -1;
+    char hex[17] = "";
+    for (int i = 0; i < nm; i++) {
+        dp_safetensors_meta_at(s, i, &kv[2 * i], &kv[2 * i + 1]);
+        for (int k = 0; k < n; k++)
+            if (!strcmp(kv[2 * i], keys[k])) kv[2 * i + 1] = vals[k];
+        if (!strcmp(kv[2 * i], "checksum")) ck = i;
+    }
+    for (int i = 0; i < nt; i++) {
+        const int64_t *shape;
+        CHECK_OK(dp_safetensors_tensor(s, i, &t[i].name, &t[i].dtype, &t[i].ndim, &shape, &t[i].data, NULL));
+        memcpy(t[i].shape, shape, sizeof(int64_t) * (size_t)t[i].ndim);
+    }
+    /* written twice: the checksum covers the file as written */
+    CHECK(ck >= 0);
+    CHECK_OK(dp_safetensors_save(path, t, nt, kv, nm));
+    CHECK_OK(dp_safetensors_load(path, &w));
+    if (w && ck >= 0) {
+        snprintf(hex, sizeof hex, "%016" PRIx64, dp_checkpoint_content_checksum(w));
+        kv[2 * ck + 1] = hex;
+        CHECK_OK(dp_safetensors_save(path, t, nt, kv, nm));
+    }
+    dp_safetensors_destroy(w);
+    dp_safetensors_destroy(s);
+    free(kv);
+    free(t);
+}
+
 /* resumes the run of test_resume's refusals (base: its parameters) from dir */
 static dp_status resume_from(const char *dir, const dp_dataset *tr, const dp_dataset *te, const dp_train_params *base,
                              int force, dp_train_result *r) {
@@ -639,6 +712,45 @@ static void test_integrity(const dp_dataset *tr, const dp_dataset *te, const dp_
     CHECK_OK(resume_from(dir, tr, te, base, 0, &r));
     CHECK(r.epsilon == ref.epsilon);
 
+    /* format 2 (the model as dp_model_describe text) still resumes, with the same result; its
+     * text must match this run's; a version this build does not read is refused */
+    {
+        dp_model *m = new_model("linear(8) tanh dropout(0.25) linear(3)", 6, 1, 1, 1);
+        char text[4096];
+        dp_model_describe(m, text, sizeof text);
+        dp_model_destroy(m);
+        const char *keys[2] = {"version", "model"}, *v2[2] = {"2", text};
+        put_edited_checkpoint("int_v2", img, len, keys, v2, 2, dir, sizeof dir);
+        CHECK_OK(resume_from(dir, tr, te, base, 0, &r));
+        CHECK(r.epsilon == ref.epsilon && r.test_accuracy == ref.test_accuracy && r.test_loss == ref.test_loss);
+        text[strcspn(text, "\n") + 1] = '\0'; /* the input line only */
+        put_edited_checkpoint("int_v2_model", img, len, keys, v2, 2, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, "the checkpoint's model differs from this run's");
+        const char *v4[1] = {"4"};
+        put_edited_checkpoint("int_v4", img, len, keys, v4, 1, dir, sizeof dir);
+        expect_refused(dir, tr, te, base, "checkpoint version '4' (this build reads 2 and 3)");
+        /* the structure record as written, and one of its fields edited (resealed) */
+        dp_safetensors *s = NULL;
+        CHECK_OK(dp_safetensors_parse(img, len, "ck", &s));
+        const char *rec = s ? dp_safetensors_meta(s, "model") : NULL;
+        CHECK(rec && !strcmp(rec, "input 6 features\n"
+                                  "layer 0: kind linear; inputs input; output 8x1x1; parameters 56; frozen no; name 0\n"
+                                  "layer 1: kind tanh; inputs 0; output 8x1x1; parameters 0; frozen no; name 1\n"
+                                  "layer 2: kind dropout; inputs 1; output 8x1x1; parameters 0; frozen no; name 2\n"
+                                  "layer 3: kind linear; inputs 2; output 3x1x1; parameters 27; frozen no; name 3\n"));
+        char *edited = rec ? strdup(rec) : NULL;
+        char *f = edited ? strstr(edited, "inputs 1;") : NULL;
+        CHECK(f != NULL);
+        if (f) {
+            f[7] = '0';
+            const char *v3[2] = {"3", edited};
+            put_edited_checkpoint("int_record", img, len, keys, v3, 2, dir, sizeof dir);
+            expect_refused(dir, tr, te, base, "at layer 2 (dropout, name '2'): inputs 0 in the checkpoint, 1 in this run");
+        }
+        free(edited);
+        dp_safetensors_destroy(s);
+    }
+
     /* one hex digit of sigma in the history (1.1 = 0x1.199999999999ap+0 becomes 0x1.899...:
      * epsilon would drop); plain and with the checksum recomputed */
     char *sg = history_token(img, 1);
@@ -650,7 +762,7 @@ static void test_integrity(const dp_dataset *tr, const dp_dataset *te, const dp_
         expect_refused(dir, tr, te, base, "corrupt or edited");
         put_checkpoint("int_sigma_resealed", img, len, 1, dir, sizeof dir);
         expect_refused(dir, tr, te, base, "'accountant'");
-        CHECK(strstr(dp_last_error(), "sigma") && strstr(dp_last_error(), "--force cannot override"));
+        CHECK(strstr(dp_last_error(), "sigma") && strstr(dp_last_error(), "force cannot override"));
         sg[4] = saved;
     }
     /* q in the history divided by 64 (same text length: only the exponent changes) */

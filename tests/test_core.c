@@ -67,11 +67,75 @@ static void test_rng(void) {
     CHECK(fabs(mean) < 5.0 / sqrt(n));
     CHECK(fabs(var - 1.0) < 5.0 * sqrt(2.0 / n));
     CHECK(fabs(u / n - 0.5) < 5.0 * sqrt(1.0 / 12 / n));
+    /* splitmix64 seeding and xoshiro256** pinned: checkpoints and --noise-seed runs depend on them */
+    dp_rng_seed(&r1, 42);
+    CHECK(dp_rng_u64(&r1) == 0x15780b2e0c2ec716ULL && dp_rng_u64(&r1) == 0x6104d9866d113a7eULL);
+}
+
+/* dp_rng_below and the shuffles */
+static void test_rng_below_shuffle(void) {
+    dp_rng r, twin;
+    /* without a rejection (probability below n / 2^64) below is the draw mod n: the `% n` it
+     * replaced gives the same numbers */
+    dp_rng_seed(&r, 7);
+    dp_rng_seed(&twin, 7);
+    int same = 1;
+    for (uint64_t n = 1; n < 5000; n += 7) same &= dp_rng_below(&r, n) == dp_rng_u64(&twin) % n;
+    CHECK(same);
+    /* n = 2^63 + 1: 2^64 mod n = 2^63 - 1, so about half the draws are rejected, and each
+     * result is the first draw at or above that, mod n */
+    const uint64_t big = (1ULL << 63) + 1, lim = (1ULL << 63) - 1;
+    int rejected = 0, ok = 1;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t got = dp_rng_below(&r, big), v;
+        while ((v = dp_rng_u64(&twin)) < lim) rejected++;
+        ok &= got == v % big && got < big;
+    }
+    CHECK(ok);
+    CHECK(rejected > 400 && rejected < 1600); /* about 1000 (geometric, mean 1 per draw) */
+    /* unbiased: the counts of n = 3 within 5 sigma */
+    long cnt[3] = {0, 0, 0};
+    for (int i = 0; i < 300000; i++) cnt[dp_rng_below(&r, 3)]++;
+    for (int k = 0; k < 3; k++) CHECK(labs(cnt[k] - 100000) < 5 * 258);
+
+    /* the shuffle: pinned (the draws of the loops it replaced), a permutation, n - 1 draws */
+    size_t a[10], b[10];
+    for (size_t i = 0; i < 10; i++) a[i] = b[i] = i;
+    dp_rng_seed(&r, 42);
+    dp_rng_shuffle(&r, a, 10);
+    static const size_t pinned[10] = {2, 1, 3, 7, 8, 9, 4, 0, 6, 5};
+    CHECK(memcmp(a, pinned, sizeof a) == 0);
+    dp_rng_seed(&twin, 42);
+    for (int i = 0; i < 9; i++) dp_rng_u64(&twin);
+    CHECK(dp_rng_u64(&r) == dp_rng_u64(&twin));
+    /* a prefix: the first k of the same permutation, after k draws */
+    dp_rng_seed(&r, 42);
+    dp_rng_shuffle_prefix(&r, b, 10, 4);
+    CHECK(memcmp(a, b, 4 * sizeof *a) == 0);
+    dp_rng_seed(&twin, 42);
+    for (int i = 0; i < 4; i++) dp_rng_u64(&twin);
+    CHECK(dp_rng_u64(&r) == dp_rng_u64(&twin));
+    /* k >= n - 1 is the whole shuffle; n 0 and 1 draw nothing */
+    dp_rng_seed(&r, 1);
+    dp_rng_seed(&twin, 1);
+    dp_rng_shuffle(&r, a, 0);
+    dp_rng_shuffle(&r, a, 1);
+    dp_rng_shuffle_prefix(&r, a, 1, 5);
+    CHECK(dp_rng_u64(&r) == dp_rng_u64(&twin));
+    /* uniform over the 6 orders of 3 (each about 10000; 5 sigma ~ 460) */
+    long perm[6] = {0};
+    for (int t = 0; t < 60000; t++) {
+        size_t c[3] = {0, 1, 2};
+        dp_rng_shuffle(&r, c, 3);
+        perm[c[0] * 2 + (c[1] > c[2])]++;
+    }
+    for (int k = 0; k < 6; k++) CHECK(labs(perm[k] - 10000) < 460);
 }
 
 int main(void) {
     test_status();
     test_alloc();
     test_rng();
+    test_rng_below_shuffle();
     return t_finish("test_core");
 }

@@ -614,6 +614,30 @@ static void test_validate(void) {
     CHECK_FAIL(dp_dataset_validate(&e, "empty", 1, 3), DP_ERR_RANGE, "empty: 0 rows");
 }
 
+/* dp_npy_labels: integer dtypes, the largest label; a float array or a label outside
+ * 0..INT32_MAX-1 refused naming the file, never the value or its row */
+static void test_npy_labels(void) {
+    int64_t l64[4] = {3, 0, 7, 2};
+    uint8_t u8[3] = {1, 255, 0};
+    float f[2] = {0, 1};
+    int32_t y[4], mx = -1;
+    dp_npy a = {DP_NPY_I64, 1, {4}, 4, l64};
+    CHECK_OK(dp_npy_labels(&a, "l64.npy", y, &mx));
+    CHECK(y[0] == 3 && y[1] == 0 && y[2] == 7 && y[3] == 2 && mx == 7);
+    a = (dp_npy){DP_NPY_U8, 1, {3}, 3, u8};
+    CHECK_OK(dp_npy_labels(&a, "u8.npy", y, NULL));
+    CHECK(y[0] == 1 && y[1] == 255 && y[2] == 0);
+    a = (dp_npy){DP_NPY_F32, 1, {2}, 2, f};
+    CHECK_FAIL(dp_npy_labels(&a, "f.npy", y, &mx), DP_ERR_UNSUPPORTED, "f.npy: labels have dtype <f4");
+    l64[2] = -5;
+    a = (dp_npy){DP_NPY_I64, 1, {4}, 4, l64};
+    CHECK_FAIL(dp_npy_labels(&a, "neg.npy", y, &mx), DP_ERR_RANGE, "neg.npy: a label is outside 0..2147483646");
+    CHECK_LACKS("-5");
+    CHECK_LACKS(" 2 ");
+    l64[2] = (int64_t)1 << 40;
+    CHECK_FAIL(dp_npy_labels(&a, "big.npy", y, &mx), DP_ERR_RANGE, "big.npy: a label is outside");
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dpsgd_test_data_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -623,6 +647,7 @@ int main(void) {
     test_npy_reference();
     test_npy_roundtrip();
     test_npy_malformed();
+    test_npy_labels();
     test_idx();
     test_fashion_mnist();
     test_validate();

@@ -146,9 +146,9 @@ static void test_noise_scale(void) {
     CHECK_CLOSE(r.mean_batch, (double)n, 0);
     CHECK(r.empty_batches == 0);
     /* epsilon reported = the accountant's for one step at (q, S) */
-    double eps_ref = 0;
-    CHECK_OK(dp_rdp_epsilon(1.0, S, 1, p.delta, &eps_ref, NULL));
-    CHECK_CLOSE(r.epsilon, eps_ref, 1e-9);
+    dp_epsilon_report eps_ref = {0};
+    CHECK_OK(t_epsilon1(DP_ACCT_RDP, 1.0, S, 1, p.delta, &eps_ref));
+    CHECK_CLOSE(r.epsilon, eps_ref.epsilon, 1e-9);
 
     set_params(m, p0);
     p.noise_multiplier = 1e-9;
@@ -561,9 +561,9 @@ static void test_learning(void) {
         CHECK(r.sigma > 0);
         CHECK(r.steps == 40);
         CHECK_CLOSE(r.delta, 1e-3, 0);
-        double eps_ref;
-        CHECK_OK(dp_rdp_epsilon(0.25, r.sigma, 40, 1e-3, &eps_ref, NULL));
-        CHECK_CLOSE(r.epsilon, eps_ref, 1e-9);
+        dp_epsilon_report eps_ref = {0};
+        CHECK_OK(t_epsilon1(DP_ACCT_RDP, 0.25, r.sigma, 40, 1e-3, &eps_ref));
+        CHECK_CLOSE(r.epsilon, eps_ref.epsilon, 1e-9);
         dp_model_destroy(m);
     }
     dp_dataset_free(&tr);
@@ -600,35 +600,35 @@ static void test_bad_params(void) {
     dp_train_params p;
 
     p = small_params(), p.epochs = 0;
-    expect_reject(m, &d, NULL, &p, "--epochs", __LINE__);
+    expect_reject(m, &d, NULL, &p, "epochs ", __LINE__);
     p = small_params(), p.epochs = -3;
-    expect_reject(m, &d, NULL, &p, "--epochs", __LINE__);
+    expect_reject(m, &d, NULL, &p, "epochs ", __LINE__);
     p = small_params(), p.expected_batch = 51;
-    expect_reject(m, &d, NULL, &p, "--batch-size", __LINE__);
+    expect_reject(m, &d, NULL, &p, "expected_batch ", __LINE__);
     p = small_params(), p.expected_batch = 0;
-    expect_reject(m, &d, NULL, &p, "--batch-size", __LINE__);
+    expect_reject(m, &d, NULL, &p, "expected_batch ", __LINE__);
     p = small_params(), p.physical_batch = -1;
-    expect_reject(m, &d, NULL, &p, "--physical-batch", __LINE__);
+    expect_reject(m, &d, NULL, &p, "physical_batch -1:", __LINE__);
     p = small_params(), p.delta = 1.0 / 50;
-    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    expect_reject(m, &d, NULL, &p, "delta ", __LINE__);
     p = small_params(), p.delta = 0.5;
-    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    expect_reject(m, &d, NULL, &p, "delta ", __LINE__);
     p = small_params(), p.delta = 0;
-    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    expect_reject(m, &d, NULL, &p, "delta ", __LINE__);
     p = small_params(), p.delta = NAN;
-    expect_reject(m, &d, NULL, &p, "--delta", __LINE__);
+    expect_reject(m, &d, NULL, &p, "delta ", __LINE__);
     p = small_params(), p.max_grad_norm = 0;
-    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    expect_reject(m, &d, NULL, &p, "max_grad_norm ", __LINE__);
     p = small_params(), p.max_grad_norm = -1;
-    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    expect_reject(m, &d, NULL, &p, "max_grad_norm ", __LINE__);
     p = small_params(), p.max_grad_norm = NAN;
-    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    expect_reject(m, &d, NULL, &p, "max_grad_norm ", __LINE__);
     p = small_params(), p.max_grad_norm = INFINITY;
-    expect_reject(m, &d, NULL, &p, "--max-grad-norm", __LINE__);
+    expect_reject(m, &d, NULL, &p, "max_grad_norm ", __LINE__);
     p = small_params(), p.optim.lr = -1;
-    expect_reject(m, &d, NULL, &p, "--lr", __LINE__);
+    expect_reject(m, &d, NULL, &p, "lr -1:", __LINE__);
     p = small_params(), p.optim.momentum = 1.5;
-    expect_reject(m, &d, NULL, &p, "--momentum", __LINE__);
+    expect_reject(m, &d, NULL, &p, "momentum 1.5:", __LINE__);
     /* GDP, an approximation that can underestimate, neither calibrates nor is the run's epsilon */
     p = small_params(), p.accountant = DP_ACCT_GDP;
     expect_reject(m, &d, NULL, &p, "gdp", __LINE__);
@@ -649,7 +649,7 @@ static void test_bad_params(void) {
         CHECK_OK(dp_train(m, &d, NULL, &p, &r));
     }
     p = small_params(), p.no_dp = 1, p.epochs = 0;
-    expect_reject(m, &d, NULL, &p, "--epochs", __LINE__);
+    expect_reject(m, &d, NULL, &p, "epochs ", __LINE__);
 
     dp_model_destroy(m);
     dp_dataset_free(&d);
@@ -657,7 +657,7 @@ static void test_bad_params(void) {
 }
 
 /* A step that does not fit in memory (here: a limit on the tracked allocator) fails saying so,
- * with a --physical-batch that needs about half the memory by the plan; that size then trains. */
+ * with a physical_batch that needs about half the memory by the plan; that size then trains. */
 static void test_out_of_memory(void) {
     dp_dataset d;
     make_ds(&d, 400, 1, 16, 16, 3, 0.3, 91);
@@ -672,13 +672,13 @@ static void test_out_of_memory(void) {
     dp_mem_set_limit(dp_mem_get().live_bytes + need * 3 / 4);
     dp_train_result r;
     dp_status st = dp_train(m, &d, NULL, &p, &r);
-    CHECK(st == DP_ERR_NOMEM && msg_has("--physical-batch") && msg_has("memory plan"));
-    const char *hint = strstr(dp_last_error(), "--physical-batch ");
-    int n = hint ? atoi(hint + strlen("--physical-batch ")) : 0;
+    CHECK(st == DP_ERR_NOMEM && msg_has("physical_batch ") && msg_has("memory plan"));
+    const char *hint = strstr(dp_last_error(), "physical_batch ");
+    int n = hint ? atoi(hint + strlen("physical_batch ")) : 0;
     CHECK(n >= 50 && n < 200);
     p.physical_batch = n;
     st = dp_train(m, &d, NULL, &p, &r);
-    if (st != DP_OK) fprintf(stderr, "  --physical-batch %d: %s\n", n, dp_last_error());
+    if (st != DP_OK) fprintf(stderr, "  physical_batch %d: %s\n", n, dp_last_error());
     CHECK(st == DP_OK);
     dp_mem_set_limit(0);
     dp_model_destroy(m);
@@ -770,11 +770,11 @@ static void test_default_accountant(void) {
     dp_train_result r;
     CHECK_OK(dp_train(m, &d, NULL, &p, &r));
     dp_epsilon_report er;
-    CHECK_OK(dp_epsilon_kind(DP_ACCT_PRV, r.q, r.sigma, r.steps, p.delta, &er));
+    CHECK_OK(t_epsilon1(DP_ACCT_PRV, r.q, r.sigma, r.steps, p.delta, &er));
     CHECK_CLOSE(r.epsilon, er.epsilon, 1e-9);
     CHECK(r.epsilon <= p.target_epsilon + 1e-9 && r.epsilon > p.target_epsilon - 0.02);
     double rdp_sigma = 0;
-    CHECK_OK(dp_calibrate_sigma(p.target_epsilon, p.delta, r.q, r.steps, 0.01, &rdp_sigma));
+    CHECK_OK(dp_calibrate_sigma_kind(DP_ACCT_RDP, p.target_epsilon, p.delta, r.q, r.steps, 0.01, &rdp_sigma));
     CHECK(r.sigma < rdp_sigma); /* PRV is tighter: less noise for the same target */
     dp_model_destroy(m);
     dp_dataset_free(&d);
@@ -831,7 +831,7 @@ static void test_ema(void) {
     p.checkpoint_dir = p.resume = NULL;
     p.force = 0;
     p.ema_decay = 1;
-    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("--ema"));
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("ema_decay 1:"));
     p.ema_decay = -0.1;
     CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE);
     char cmd[300];

@@ -333,10 +333,10 @@ static void test_names_and_io(void) {
     /* bad parameters */
     dp_transformer_params bad = p;
     bad.heads = 3;
-    CHECK(dp_model_create_transformer(&bad, &m3) != DP_OK && strstr(dp_last_error(), "--heads"));
+    CHECK(dp_model_create_transformer(&bad, &m3) != DP_OK && strstr(dp_last_error(), "heads 3: must be >= 1 and divide width"));
     bad = p;
     bad.train_last = 5;
-    CHECK(dp_model_create_transformer(&bad, &m3) != DP_OK && strstr(dp_last_error(), "--train-last-blocks"));
+    CHECK(dp_model_create_transformer(&bad, &m3) != DP_OK && strstr(dp_last_error(), "train_last 5:"));
     /* token ids out of range are refused by forward */
     float x[6] = {1, 2, 17, 0, -1, -1};
     const float *logits;

@@ -24,10 +24,101 @@ int dp_cli_die(const char *what) {
 }
 
 int dp_cli_fail(dp_status st) {
-    const char *msg = dp_last_error();
+    const char *msg = dp_cli_error();
     fprintf(stderr, "%s: error: %s\n", prog, msg && *msg ? msg : dp_strerror(st));
     return 1;
 }
+
+/* ---- the library's messages in the CLI's words ----
+ * The library names a parameter as its C struct field ("max_grad_norm 0: must be a positive
+ * finite number", docs/design.md); the CLI shows the flag that sets it. One row per field
+ * that a flag sets; fields no flag sets (dampening, eps) and words that are prose in the
+ * library's messages (accountant, canary, optimizer) have none. DP_CLI_MAP_MODEL rows, the
+ * transformer's parameters, are also ordinary words ("layers", "dropout" as a layer kind):
+ * they apply only to messages from building the model. */
+static const struct {
+    const char *param, *flag;
+    unsigned scope;
+} param_flags[] = {
+    /* dp_train_params, dp_audit_params, dp_clip_params */
+    {"max_grad_norm", "--max-grad-norm", DP_CLI_MAP_RUN},
+    {"noise_multiplier", "--noise-multiplier", DP_CLI_MAP_RUN},
+    {"target_epsilon", "--epsilon", DP_CLI_MAP_RUN},
+    {"delta", "--delta", DP_CLI_MAP_RUN},
+    {"expected_batch", "--batch-size", DP_CLI_MAP_RUN},
+    {"physical_batch", "--physical-batch", DP_CLI_MAP_RUN},
+    {"epochs", "--epochs", DP_CLI_MAP_RUN},
+    {"clipping", "--clipping", DP_CLI_MAP_RUN},
+    {"mem_budget", "--mem-budget", DP_CLI_MAP_RUN},
+    {"ema_decay", "--ema", DP_CLI_MAP_RUN},
+    {"checkpoint_dir", "--checkpoint-dir", DP_CLI_MAP_RUN},
+    {"checkpoint_every", "--checkpoint-every", DP_CLI_MAP_RUN},
+    {"resume", "--resume", DP_CLI_MAP_RUN},
+    {"force", "--force", DP_CLI_MAP_RUN},
+    {"no_dp", "--no-dp", DP_CLI_MAP_RUN},
+    {"noise_seeded", "--noise-seed", DP_CLI_MAP_RUN},
+    {"noise_seed", "--noise-seed", DP_CLI_MAP_RUN},
+    {"seed", "--seed", DP_CLI_MAP_RUN},
+    {"threads", "--threads", DP_CLI_MAP_RUN},
+    {"data_id", "--data", DP_CLI_MAP_RUN},
+    {"num_canaries", "--canaries", DP_CLI_MAP_RUN},
+    {"guesses", "--guesses", DP_CLI_MAP_RUN},
+    {"confidence", "--confidence", DP_CLI_MAP_RUN},
+    /* dp_optim_params (optim.kind: the optimizer's name) */
+    {"optim.kind", "--optimizer", DP_CLI_MAP_RUN},
+    {"lr", "--lr", DP_CLI_MAP_RUN},
+    {"momentum", "--momentum", DP_CLI_MAP_RUN},
+    {"nesterov", "--nesterov", DP_CLI_MAP_RUN},
+    {"weight_decay", "--weight-decay", DP_CLI_MAP_RUN},
+    {"beta1", "--beta1", DP_CLI_MAP_RUN},
+    {"beta2", "--beta2", DP_CLI_MAP_RUN},
+    /* the audit's test switches (dpsgd-testhooks) */
+    {"noise_scale", "--debug-noise-scale", DP_CLI_MAP_RUN},
+    {"canary_scale", "--debug-canary-scale", DP_CLI_MAP_RUN},
+    /* dp_transformer_params */
+    {"vocab", "--vocab", DP_CLI_MAP_MODEL},
+    {"seq_len", "--seq-len", DP_CLI_MAP_MODEL},
+    {"width", "--width", DP_CLI_MAP_MODEL},
+    {"heads", "--heads", DP_CLI_MAP_MODEL},
+    {"layers", "--layers", DP_CLI_MAP_MODEL},
+    {"ffn", "--ffn", DP_CLI_MAP_MODEL},
+    {"dropout", "--dropout", DP_CLI_MAP_MODEL},
+    {"train_last", "--train-last-blocks", DP_CLI_MAP_MODEL},
+};
+
+/* a character that continues a name, a path, a flag or a quoted value: a parameter name
+ * next to one is not a whole word (a '.' is one only when a name character follows it) */
+static int name_char(const char *c) {
+    if (*c == '.') return name_char(c + 1);
+    return isalnum((unsigned char)*c) || (*c && strchr("_-/'\"", *c));
+}
+
+const char *dp_cli_map_params(const char *msg, unsigned scope) {
+    static char out[4096];
+    const size_t rows = sizeof param_flags / sizeof *param_flags;
+    size_t o = 0;
+    for (size_t i = 0; msg[i] && o + 1 < sizeof out;) {
+        size_t hit = rows, len = 0;
+        if (i == 0 || !name_char(msg + i - 1))
+            for (size_t r = 0; r < rows && hit == rows; r++) {
+                len = strlen(param_flags[r].param);
+                if ((param_flags[r].scope & scope) && !strncmp(msg + i, param_flags[r].param, len) &&
+                    !name_char(msg + i + len))
+                    hit = r;
+            }
+        if (hit < rows) {
+            int k = snprintf(out + o, sizeof out - o, "%s", param_flags[hit].flag);
+            o = k < 0 || (size_t)k >= sizeof out - o ? sizeof out - 1 : o + (size_t)k;
+            i += len;
+        } else {
+            out[o++] = msg[i++];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+const char *dp_cli_error(void) { return dp_cli_map_params(dp_last_error(), DP_CLI_MAP_RUN); }
 
 /* ---- value parsing: every bad value names its flag ---- */
 
@@ -264,7 +355,7 @@ int dp_cli_train_flag(dp_cli_train_opts *o, const char *a, const char *v, int *i
         ok = dp_cli_parse_long(a, v, 1, 1024, &o->threads);
     } else if (!strcmp(a, "--clipping")) {
         if (dp_clip_mode_parse(v, o->clipping) != DP_OK) {
-            dp_cli_die(dp_last_error());
+            dp_cli_die(dp_cli_error());
             ok = 0;
         }
     } else if (!strcmp(a, "--max-grad-norm")) {
@@ -572,7 +663,7 @@ static dp_status check_labels(const dp_dataset *d, int k, const char *file, cons
     return DP_OK;
 }
 
-/* labels [N] (int32/int64/uint8, each in 0..k-1) for a --data-x file */
+/* labels [N] (int32/int64/uint8, each in 0..k-1: dp_npy_labels) for a --data-x file */
 static dp_status load_labels(const char *path, size_t n, const char *xpath, int k, const char *why, int32_t **out) {
     dp_npy a;
     dp_status st = dp_npy_load(path, &a);
@@ -581,28 +672,18 @@ static dp_status load_labels(const char *path, size_t n, const char *xpath, int 
         dp_npy_free(&a);
         return dp_fail(DP_ERR_FORMAT, "%s: labels must be a 1-d array of %zu values (one per row of %s)", path, n, xpath);
     }
-    if (a.dtype != DP_NPY_I32 && a.dtype != DP_NPY_I64 && a.dtype != DP_NPY_U8) {
-        dp_npy_free(&a);
-        return dp_fail(DP_ERR_UNSUPPORTED, "%s: labels of dtype %s are not supported (int32, int64, uint8)", path,
-                       dp_npy_dtype_name(a.dtype));
-    }
-    int32_t *y = dp_alloc(sizeof(int32_t) * (n ? n : 1));
+    int32_t *y = dp_alloc(sizeof(int32_t) * (n ? n : 1)), max_label = 0;
     if (!y) {
         dp_npy_free(&a);
         return DP_ERR_NOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
-        int64_t v = a.dtype == DP_NPY_I32 ? ((const int32_t *)a.data)[i]
-                    : a.dtype == DP_NPY_I64 ? ((const int64_t *)a.data)[i]
-                                            : ((const uint8_t *)a.data)[i];
-        if (v < 0 || v >= k) {
-            dp_free(y);
-            dp_npy_free(&a);
-            return label_outside(path, k, why);
-        }
-        y[i] = (int32_t)v;
-    }
+    st = dp_npy_labels(&a, path, y, &max_label);
     dp_npy_free(&a);
+    if (st == DP_ERR_RANGE || (st == DP_OK && max_label >= k)) st = label_outside(path, k, why);
+    if (st != DP_OK) {
+        dp_free(y);
+        return st;
+    }
     *out = y;
     return DP_OK;
 }
@@ -644,15 +725,6 @@ static dp_status load_npy_x(const char *xpath, const char *ypath, int classes, c
     return st;
 }
 
-/* uniform in [0, k) without modulo bias */
-static uint64_t below(dp_rng *r, uint64_t k) {
-    uint64_t lim = (0 - k) % k;
-    for (;;) {
-        uint64_t v = dp_rng_u64(r);
-        if (v >= lim) return v % k;
-    }
-}
-
 /* Moves a random fraction of all's rows (fixed seed) into te (rows keep their order). */
 static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_dataset *te) {
     size_t n = all->n, nt = (size_t)llround(frac * (double)n);
@@ -676,12 +748,8 @@ static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_data
     dp_rng r;
     dp_rng_seed(&r, DP_CLI_HOLDOUT_SEED);
     for (size_t i = 0; i < n; i++) idx[i] = i;
-    for (size_t i = 0; i < nt; i++) { /* partial Fisher-Yates: the first nt of a random permutation */
-        size_t j = i + (size_t)below(&r, n - i), t = idx[i];
-        idx[i] = idx[j];
-        idx[j] = t;
-        mark[idx[i]] = 1;
-    }
+    dp_rng_shuffle_prefix(&r, idx, n, nt); /* the first nt of a random permutation */
+    for (size_t i = 0; i < nt; i++) mark[idx[i]] = 1;
     size_t a = 0, b = 0;
     for (size_t i = 0; i < n; i++) {
         const float *row = all->x + i * all->dim;
@@ -768,7 +836,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
                        : dp_dataset_load_tokens(path, o->data_labels, (int)o->pad_id, tr);
         if (st == DP_OK && o->data_ids && (st = check_labels(tr, k, o->data_labels, why)) == DP_OK) tr->n_classes = k;
         if (st != DP_OK) {
-            fprintf(stderr, "%s: error: %s %s: %s\n", prog, flag, path, dp_last_error());
+            fprintf(stderr, "%s: error: %s %s: %s\n", prog, flag, path, dp_cli_error());
             return 1;
         }
         if (tpath) {
@@ -777,7 +845,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
                            : dp_dataset_load_tokens(tpath, o->test_labels, (int)o->pad_id, t);
             if (st == DP_OK && o->data_ids && (st = check_labels(t, k, o->test_labels, why)) == DP_OK) t->n_classes = k;
             if (st != DP_OK) {
-                fprintf(stderr, "%s: error: %s %s: %s\n", prog, tflag, tpath, dp_last_error());
+                fprintf(stderr, "%s: error: %s %s: %s\n", prog, tflag, tpath, dp_cli_error());
                 dp_dataset_free(&hold);
                 return 1;
             }
@@ -848,7 +916,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
             if ((st = dp_scatter_dataset(tr, s->scatter_j, s->scatter_l, &f1)) != DP_OK ||
                 (te && (st = dp_scatter_dataset(te, s->scatter_j, s->scatter_l, &f2)) != DP_OK)) {
                 dp_dataset_free(&f1);
-                fprintf(stderr, "%s: scattering transform of %s: %s\n", prog, info->data_desc, dp_last_error());
+                fprintf(stderr, "%s: scattering transform of %s: %s\n", prog, info->data_desc, dp_cli_error());
                 return 2;
             }
             dp_dataset_free(tr);
@@ -878,7 +946,8 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
             return 2;
         }
         if ((st = dp_model_create_transformer(&tp, m)) != DP_OK) {
-            fprintf(stderr, "%s: --model transformer: %s\n", prog, dp_last_error());
+            fprintf(stderr, "%s: --model transformer: %s\n", prog,
+                    dp_cli_map_params(dp_last_error(), DP_CLI_MAP_RUN | DP_CLI_MAP_MODEL));
             return 2;
         }
         int ffn = tp.ffn > 0 ? tp.ffn : 4 * tp.width;
@@ -894,7 +963,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
     } else {
         int c = synthetic ? 1 : tr->c, h = synthetic ? 1 : tr->h, w = synthetic ? T : tr->w;
         if ((st = dp_model_create_named(s->model_name, c, h, w, k, m)) != DP_OK) {
-            fprintf(stderr, "%s: --model %s: %s\n", prog, s->model_name, dp_last_error());
+            fprintf(stderr, "%s: --model %s: %s\n", prog, s->model_name, dp_cli_error());
             return 2;
         }
         snprintf(info->model_desc, sizeof info->model_desc, "%s", s->model_name);
@@ -931,7 +1000,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
             int sv = o->vocab_given ? o->tp.vocab : transformer ? DP_CLI_SYN_VOCAB : vocab;
             if ((st = dp_text_synthetic((size_t)syn_n, T, sv, syn_seed, tr)) != DP_OK ||
                 (te && (st = dp_text_synthetic((size_t)syn_test_n, T, sv, syn_seed + 1000003, te)) != DP_OK)) {
-                fprintf(stderr, "%s: --data " DP_CLI_SYNTHETIC ": %s\n", prog, dp_last_error());
+                fprintf(stderr, "%s: --data " DP_CLI_SYNTHETIC ": %s\n", prog, dp_cli_error());
                 return 2;
             }
             limit_dataset(tr, s->train_limit);
@@ -973,7 +1042,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         if (strspn(name, "0123456789") == strlen(name)) st = dp_model_set_frozen(*m, atoi(name), 1);
         else st = dp_model_set_frozen_prefix(*m, name, 1, NULL);
         if (st != DP_OK) {
-            fprintf(stderr, "%s: --freeze %s: %s\n", prog, name, dp_last_error());
+            fprintf(stderr, "%s: --freeze %s: %s\n", prog, name, dp_cli_error());
             return 2;
         }
     }

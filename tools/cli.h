@@ -13,8 +13,16 @@ extern const char *dp_cli_prog; /* "dpsgd" */
 
 /* "dpsgd: <what>" on stderr; returns 2 (bad usage) */
 int dp_cli_die(const char *what);
-/* "dpsgd: error: <dp_last_error()>" on stderr; returns 1 */
+/* "dpsgd: error: <dp_cli_error()>" on stderr; returns 1 */
 int dp_cli_fail(dp_status st);
+/* The library names parameters as their struct fields, the CLI as its flags: msg with every
+ * field of the table in tools/cli.c (rows of `scope`) that stands as a whole word replaced by
+ * its flag ("max_grad_norm 0: ..." -> "--max-grad-norm 0: ..."). Returns a static buffer,
+ * valid until the next call. dp_cli_error: dp_last_error() so, for a run's parameters;
+ * DP_CLI_MAP_MODEL adds the transformer's (for messages from building the model). */
+enum { DP_CLI_MAP_RUN = 1, DP_CLI_MAP_MODEL = 2 };
+const char *dp_cli_map_params(const char *msg, unsigned scope);
+const char *dp_cli_error(void);
 /* parse a flag's value; on failure print "<flag> <value>: <reason>" and return 0 */
 int dp_cli_parse_double(const char *flag, const char *v, double *out);
 /* SIZE: bytes with an optional unit (K/KiB, M/MiB, G/GiB, T/TiB are powers of 1024; KB, MB,

@@ -129,7 +129,10 @@ int dp_cmd_audit(int argc, char **argv) {
             p.num_canaries = (int)lv;
         } else if (!strcmp(a, "--canary-type")) {
             NEED_VALUE;
-            if (dp_canary_kind_parse(v, &p.canary) != DP_OK) return dp_cli_die(dp_last_error());
+            if (dp_canary_kind_parse(v, &p.canary) != DP_OK) { /* "canary" is also prose: no table row */
+                fprintf(stderr, "%s: --canary-type: %s\n", prog, dp_cli_error());
+                return 2;
+            }
         } else if (!strcmp(a, "--guesses")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 0, 10000000, &lv)) return 2;
@@ -146,10 +149,15 @@ int dp_cmd_audit(int argc, char **argv) {
             json = v;
         } else if (!strcmp(a, "--accountant")) {
             NEED_VALUE;
-            if (dp_accountant_kind_parse(v, &p.accountant) != DP_OK) return dp_cli_die(dp_last_error());
-            if (p.accountant == DP_ACCT_GDP)
-                return dp_cli_die("--accountant gdp: a central-limit approximation, not a bound; it cannot give the "
-                                  "claimed epsilon (use prv, rdp or pld)");
+            if (dp_accountant_kind_parse(v, &p.accountant) != DP_OK) return dp_cli_die(dp_cli_error());
+            if (p.accountant == DP_ACCT_GDP) {
+                char m[256];
+                snprintf(m, sizeof m,
+                         "--accountant gdp: a central-limit approximation, not a bound; it cannot give the claimed "
+                         "epsilon (use one of %s)",
+                         dp_accountant_kind_names(1));
+                return dp_cli_die(m);
+            }
         } else if (!strcmp(a, "--noise-seed")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 0, 1L << 62, &lv)) return 2;

@@ -131,15 +131,15 @@ static int parse(int argc, char **argv, int noise, opts *o) {
         } else if (!strcmp(a, "--accountant")) {
             if (!strcmp(v, "all")) o->all = 1;
             else if (dp_accountant_kind_parse(v, &o->kind)) {
-                fprintf(stderr, "%s: --accountant %s: must be rdp, prv, pld, %sor all\n", prog, v,
-                        noise ? "" : "gdp ");
+                fprintf(stderr, "%s: --accountant %s: must be one of %s, or all\n", prog, v,
+                        dp_accountant_kind_names(noise)); /* noise: the kinds that calibrate */
                 return 2;
             } else if (noise && o->kind == DP_ACCT_GDP) {
                 /* a sigma chosen by an approximation that can underestimate has no guarantee */
                 fprintf(stderr,
                         "%s: --accountant gdp: a central-limit approximation that can underestimate epsilon, "
-                        "not a bound; it cannot calibrate the noise multiplier: use prv, rdp or pld\n",
-                        prog);
+                        "not a bound; it cannot calibrate the noise multiplier: use one of %s\n",
+                        prog, dp_accountant_kind_names(1));
                 return 2;
             }
         } else { /* not reached: with_value above lists every flag */
@@ -189,6 +189,17 @@ static int parse(int argc, char **argv, int noise, opts *o) {
     }
 #undef REQUIRE
     return -1;
+}
+
+/* epsilon of `steps` steps at (q, sigma): the report of a one-entry history */
+static dp_status epsilon_of(dp_accountant_kind k, double q, double sigma, long steps, double delta,
+                            dp_epsilon_report *r) {
+    dp_accountant *a = NULL;
+    dp_status st = dp_accountant_create(&a);
+    if (!st) st = dp_accountant_step(a, q, sigma, steps);
+    if (!st) st = dp_accountant_epsilon(a, k, delta, NULL, r);
+    dp_accountant_destroy(a);
+    return st;
 }
 
 static void json_num(const char *key, double v, int comma) {
@@ -244,13 +255,13 @@ static int run(int argc, char **argv, int noise) {
                                                        &sigma)
                              : DP_OK;
         const int calib_failed = noise && st != DP_OK;
-        if (!st) st = dp_epsilon_kind((dp_accountant_kind)k, o.q, sigma, o.steps, o.delta, &r);
+        if (!st) st = epsilon_of((dp_accountant_kind)k, o.q, sigma, o.steps, o.delta, &r);
         if (st) {
             if (o.json) printf("}}\n");
             /* the arguments were checked above: a range error of the calibration is a target no
              * noise reaches (said at once, with the range), i.e. a request to change */
             if (calib_failed && st == DP_ERR_RANGE) {
-                fprintf(stderr, "%s: --target-epsilon %g, --delta %g: %s\n", prog, o.target, o.delta, dp_last_error());
+                fprintf(stderr, "%s: --target-epsilon %g, --delta %g: %s\n", prog, o.target, o.delta, dp_cli_error());
                 return 2;
             }
             return dp_cli_fail(st);

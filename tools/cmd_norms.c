@@ -3,13 +3,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <omp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "svg.h"
 
 #define prog dp_cli_prog
 
@@ -71,59 +71,12 @@ static void usage(FILE *f) {
             modes, DEFAULT_BATCH, DEFAULT_BINS);
 }
 
-/* ---- a growing string for the JSON text ---- */
-
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int failed;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->failed) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = b->cap - b->len;
-        int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->failed = 1;
-            return;
-        }
-        if (b->s && (size_t)k < room) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len <= (size_t)k) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->failed = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
-/* a JSON string literal */
-static void sb_str(sbuf *b, const char *s) {
-    sb_printf(b, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
-        else if (c < 0x20) sb_printf(b, "\\u%04x", c);
-        else sb_printf(b, "%c", c);
-    }
-    sb_printf(b, "\"");
-}
+/* ---- the JSON text (a dp_strbuf, tools/svg.h) ---- */
 
 /* a number, or null when not finite */
-static void sb_num(sbuf *b, double x) {
-    if (isfinite(x)) sb_printf(b, "%.9g", x);
-    else sb_printf(b, "null");
+static void sb_num(dp_strbuf *b, double x) {
+    if (isfinite(x)) dp_strbuf_printf(b, "%.9g", x);
+    else dp_strbuf_printf(b, "null");
 }
 
 /* ---- statistics ---- */
@@ -249,16 +202,16 @@ static void print_stats_row(const char *name, int namew, size_t params, const st
     printf("\n");
 }
 
-static void sb_stats(sbuf *b, const stats *s) {
-    sb_printf(b, "\"count\": %ld, \"nonfinite\": %ld, \"mean\": ", s->count, s->nonfinite);
+static void sb_stats(dp_strbuf *b, const stats *s) {
+    dp_strbuf_printf(b, "\"count\": %ld, \"nonfinite\": %ld, \"mean\": ", s->count, s->nonfinite);
     sb_num(b, s->mean);
-    sb_printf(b, ", \"min\": ");
+    dp_strbuf_printf(b, ", \"min\": ");
     sb_num(b, s->min);
     for (int k = 0; k < NQ; k++) {
-        sb_printf(b, ", \"q%02d\": ", (int)lround(100 * quantiles[k]));
+        dp_strbuf_printf(b, ", \"q%02d\": ", (int)lround(100 * quantiles[k]));
         sb_num(b, s->q[k]);
     }
-    sb_printf(b, ", \"max\": ");
+    dp_strbuf_printf(b, ", \"max\": ");
     sb_num(b, s->max);
 }
 
@@ -308,7 +261,7 @@ int dp_cmd_norms(int argc, char **argv) {
             if (!dp_cli_parse_long(a, v, 1, 1L << 40, &limit)) return 2;
         } else if (!strcmp(a, "--clipping")) {
             NEED_VALUE;
-            if (dp_clip_mode_parse(v, &mode) != DP_OK) return dp_cli_die(dp_last_error());
+            if (dp_clip_mode_parse(v, &mode) != DP_OK) return dp_cli_die(dp_cli_error());
         } else if (!strcmp(a, "--batch-size")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 1, 1 << 20, &batch)) return 2;
@@ -353,7 +306,7 @@ int dp_cmd_norms(int argc, char **argv) {
     int *cols = NULL;
     stats *st_cols = NULL;
     double *share = NULL;
-    sbuf jb = {0};
+    dp_strbuf jb = {0};
     int rc = 1, K;
     dp_cli_data_info info;
     const dp_cli_data_spec ds = {.data = data, .model_name = model_name, .mo = &mo, .seed = (uint64_t)seed,
@@ -364,7 +317,7 @@ int dp_cmd_norms(int argc, char **argv) {
         goto done;
     }
     if (init_path && (st = dp_model_load_safetensors(m, init_path)) != DP_OK) {
-        fprintf(stderr, "%s: --init %s\n", prog, dp_last_error());
+        fprintf(stderr, "%s: --init %s\n", prog, dp_cli_error());
         goto done;
     }
     const dp_dataset *d = split_test ? &te : &tr;
@@ -543,7 +496,7 @@ int dp_cmd_norms(int argc, char **argv) {
     if (per_sample_out) {
         int64_t shape[2] = {n, ncol};
         if ((st = dp_npy_save(per_sample_out, DP_NPY_F32, 2, shape, tab)) != DP_OK) {
-            fprintf(stderr, "%s: --per-sample-out %s\n", prog, dp_last_error());
+            fprintf(stderr, "%s: --per-sample-out %s\n", prog, dp_cli_error());
             free(clipped);
             free(scale);
             goto done;
@@ -552,61 +505,61 @@ int dp_cmd_norms(int argc, char **argv) {
                per_sample_out, n, ncol, nl);
     }
     if (json) {
-        sb_printf(&jb, "{\n  \"model\": ");
-        sb_str(&jb, info.model_desc);
-        sb_printf(&jb, ",\n  \"parameters\": %zu,\n  \"trainable\": %zu,\n  \"weights\": ", dp_model_num_params(m),
+        dp_strbuf_printf(&jb, "{\n  \"model\": ");
+        dp_strbuf_json_str(&jb, info.model_desc);
+        dp_strbuf_printf(&jb, ",\n  \"parameters\": %zu,\n  \"trainable\": %zu,\n  \"weights\": ", dp_model_num_params(m),
                   trainable);
-        if (init_path) sb_str(&jb, init_path);
-        else sb_printf(&jb, "null");
-        sb_printf(&jb, ",\n  \"seed\": %ld,\n  \"data\": ", seed);
-        sb_str(&jb, info.data_desc);
-        sb_printf(&jb, ",\n  \"split\": \"%s\",\n  \"samples\": %ld,\n  \"classes\": %d,\n  \"clipping\": \"%s\",\n"
+        if (init_path) dp_strbuf_json_str(&jb, init_path);
+        else dp_strbuf_printf(&jb, "null");
+        dp_strbuf_printf(&jb, ",\n  \"seed\": %ld,\n  \"data\": ", seed);
+        dp_strbuf_json_str(&jb, info.data_desc);
+        dp_strbuf_printf(&jb, ",\n  \"split\": \"%s\",\n  \"samples\": %ld,\n  \"classes\": %d,\n  \"clipping\": \"%s\",\n"
                        "  \"batch_size\": %d,\n  \"threads\": %d,\n  \"seconds\": %.3f,\n  \"loss\": ",
                   split_test ? "test" : "train", n, K, dp_clip_mode_name(mode), B, omp_get_max_threads(), seconds);
         sb_num(&jb, n > nonfinite_loss ? loss_sum / (double)(n - nonfinite_loss) : NAN);
-        sb_printf(&jb, ",\n  \"accuracy\": ");
+        dp_strbuf_printf(&jb, ",\n  \"accuracy\": ");
         sb_num(&jb, (double)correct / (double)n);
-        sb_printf(&jb, ",\n  \"total\": {");
+        dp_strbuf_printf(&jb, ",\n  \"total\": {");
         sb_stats(&jb, tot);
-        sb_printf(&jb, "},\n  \"layers\": [");
+        dp_strbuf_printf(&jb, "},\n  \"layers\": [");
         for (int c = 0; c < nl; c++) {
-            sb_printf(&jb, "%s\n    {\"index\": %d, \"name\": ", c ? "," : "", cols[c]);
-            sb_str(&jb, dp_model_layer_name(m, cols[c]));
-            sb_printf(&jb, ", \"kind\": \"%s\", \"params\": %zu, ", dp_layer_kind_name(dp_model_layer_kind(m, cols[c])),
+            dp_strbuf_printf(&jb, "%s\n    {\"index\": %d, \"name\": ", c ? "," : "", cols[c]);
+            dp_strbuf_json_str(&jb, dp_model_layer_name(m, cols[c]));
+            dp_strbuf_printf(&jb, ", \"kind\": \"%s\", \"params\": %zu, ", dp_layer_kind_name(dp_model_layer_kind(m, cols[c])),
                       dp_model_layer_params(m, cols[c], NULL));
             sb_stats(&jb, &st_cols[1 + c]);
-            sb_printf(&jb, ", \"share\": ");
+            dp_strbuf_printf(&jb, ", \"share\": ");
             sb_num(&jb, share[1 + c]);
-            sb_printf(&jb, "}");
+            dp_strbuf_printf(&jb, "}");
         }
-        sb_printf(&jb, "\n  ],\n  \"histogram\": {\"zero\": %ld, \"edges\": [", zeros);
+        dp_strbuf_printf(&jb, "\n  ],\n  \"histogram\": {\"zero\": %ld, \"edges\": [", zeros);
         for (int k = 0; k <= nb && nb > 0; k++) {
-            sb_printf(&jb, "%s", k ? ", " : "");
+            dp_strbuf_printf(&jb, "%s", k ? ", " : "");
             sb_num(&jb, edges[k]);
         }
-        sb_printf(&jb, "], \"counts\": [");
-        for (int k = 0; k < nb; k++) sb_printf(&jb, "%s%ld", k ? ", " : "", hist[k]);
-        sb_printf(&jb, "]},\n  \"candidates\": [");
+        dp_strbuf_printf(&jb, "], \"counts\": [");
+        for (int k = 0; k < nb; k++) dp_strbuf_printf(&jb, "%s%ld", k ? ", " : "", hist[k]);
+        dp_strbuf_printf(&jb, "]},\n  \"candidates\": [");
         for (int j = 0; j < ncand; j++) {
-            sb_printf(&jb, "%s{\"C\": ", j ? ", " : "");
+            dp_strbuf_printf(&jb, "%s{\"C\": ", j ? ", " : "");
             sb_num(&jb, cand[j]);
-            sb_printf(&jb, ", \"clipped\": ");
+            dp_strbuf_printf(&jb, ", \"clipped\": ");
             sb_num(&jb, clipped[j]);
-            sb_printf(&jb, ", \"scale\": ");
+            dp_strbuf_printf(&jb, ", \"scale\": ");
             sb_num(&jb, scale[j]);
-            sb_printf(&jb, "}");
+            dp_strbuf_printf(&jb, "}");
         }
-        sb_printf(&jb, "],\n  \"suggested_C\": ");
+        dp_strbuf_printf(&jb, "],\n  \"suggested_C\": ");
         sb_num(&jb, tot->q[2]);
-        sb_printf(&jb, ",\n  \"per_sample_out\": ");
-        if (per_sample_out) sb_str(&jb, per_sample_out);
-        else sb_printf(&jb, "null");
-        sb_printf(&jb, ",\n  \"columns\": [\"total\"");
+        dp_strbuf_printf(&jb, ",\n  \"per_sample_out\": ");
+        if (per_sample_out) dp_strbuf_json_str(&jb, per_sample_out);
+        else dp_strbuf_printf(&jb, "null");
+        dp_strbuf_printf(&jb, ",\n  \"columns\": [\"total\"");
         for (int c = 0; c < nl; c++) {
-            sb_printf(&jb, ", ");
-            sb_str(&jb, dp_model_layer_name(m, cols[c]));
+            dp_strbuf_printf(&jb, ", ");
+            dp_strbuf_json_str(&jb, dp_model_layer_name(m, cols[c]));
         }
-        sb_printf(&jb, "]\n}\n");
+        dp_strbuf_printf(&jb, "]\n}\n");
         if (jb.failed) {
             free(clipped);
             free(scale);
@@ -623,7 +576,7 @@ int dp_cmd_norms(int argc, char **argv) {
     free(scale);
     rc = 0;
 done:
-    free(jb.s);
+    dp_strbuf_free(&jb);
     free(cols);
     free(tab);
     free(tmp);

@@ -265,13 +265,18 @@ int dp_cmd_train(int argc, char **argv) {
             p.no_dp = 1;
         } else if (!strcmp(a, "--accountant")) {
             NEED_VALUE;
-            if (dp_accountant_kind_parse(v, &p.accountant) != DP_OK) return dp_cli_die(dp_last_error());
-            if (p.accountant == DP_ACCT_GDP) /* neither calibrates nor is a run's epsilon: not a bound */
-                return dp_cli_die("--accountant gdp: a central-limit approximation that can underestimate epsilon, "
-                                  "not a bound; a run calibrates and reports with prv, rdp or pld");
+            if (dp_accountant_kind_parse(v, &p.accountant) != DP_OK) return dp_cli_die(dp_cli_error());
+            if (p.accountant == DP_ACCT_GDP) { /* neither calibrates nor is a run's epsilon: not a bound */
+                char m[256];
+                snprintf(m, sizeof m,
+                         "--accountant gdp: a central-limit approximation that can underestimate epsilon, not a "
+                         "bound; a run calibrates and reports with one of %s",
+                         dp_accountant_kind_names(1));
+                return dp_cli_die(m);
+            }
         } else if (!strcmp(a, "--optimizer")) {
             NEED_VALUE;
-            if (dp_optim_parse(v, &okind) != DP_OK) return dp_cli_die(dp_last_error());
+            if (dp_optim_parse(v, &okind) != DP_OK) return dp_cli_die(dp_cli_error());
         } else if (!strcmp(a, "--weight-decay")) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &wd)) return 2;
@@ -354,7 +359,7 @@ int dp_cmd_train(int argc, char **argv) {
     /* the optimizer's ranges (--lr, --momentum, --nesterov, --weight-decay, --beta1/2) are usage
      * errors: said now, by the same checks dp_train makes, rather than after loading the data */
     dp_optim *optim_probe = NULL;
-    if (dp_optim_create(&p.optim, 1, &optim_probe) != DP_OK) return dp_cli_die(dp_last_error());
+    if (dp_optim_create(&p.optim, 1, &optim_probe) != DP_OK) return dp_cli_die(dp_cli_error());
     dp_optim_destroy(optim_probe);
     if (o.threads > 0) omp_set_num_threads((int)o.threads);
     p.threads = (int)o.threads;
@@ -410,7 +415,7 @@ int dp_cmd_train(int argc, char **argv) {
     }
     p.data_id = info.data_id;
     if (init_path && (st = dp_model_load_safetensors(m, init_path)) != DP_OK) {
-        fprintf(stderr, "%s: --init %s\n", prog, dp_last_error());
+        fprintf(stderr, "%s: --init %s\n", prog, dp_cli_error());
         goto done;
     }
     /* Usage errors that need the training set size n, said as such (exit 2) before the run: dp_train
@@ -433,7 +438,7 @@ int dp_cmd_train(int argc, char **argv) {
         const long steps = (long)dp_train_steps_per_epoch(tr.n, p.expected_batch) * p.epochs;
         if ((st = dp_calibrate_sigma_check(p.accountant, p.target_epsilon, p.delta, q, steps, 0.01)) != DP_OK) {
             if (st == DP_ERR_RANGE) {
-                fprintf(stderr, "%s: --epsilon %g, --delta %g: %s\n", prog, p.target_epsilon, p.delta, dp_last_error());
+                fprintf(stderr, "%s: --epsilon %g, --delta %g: %s\n", prog, p.target_epsilon, p.delta, dp_cli_error());
                 rc = 2;
             } else
                 rc = dp_cli_fail(st);
@@ -491,7 +496,7 @@ int dp_cmd_train(int argc, char **argv) {
             if (buf && dp_model_describe_plan(m, &cp, B, buf, cap) == DP_OK)
                 fputs(buf, stdout);
             else
-                fprintf(stderr, "%s: --verbose: %s\n", prog, buf ? dp_last_error() : "out of memory");
+                fprintf(stderr, "%s: --verbose: %s\n", prog, buf ? dp_cli_error() : "out of memory");
             free(buf);
         } else if (verbose) {
             printf("memory plan: a non-private step of %d samples allocates %.1f MiB\n", p.expected_batch,
@@ -530,7 +535,7 @@ int dp_cmd_train(int argc, char **argv) {
     if (st == DP_ERR_INTERRUPTED) { /* every rank stopped at the same step: no abort */
         rc = 128 + (stop_signal ? stop_signal : SIGINT);
         if (!rank0) goto done;
-        fprintf(stderr, "%s: %s: %s\n", prog, stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", dp_last_error());
+        fprintf(stderr, "%s: %s: %s\n", prog, stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", dp_cli_error());
         char ck[4200] = "";
         if (p.checkpoint_dir) snprintf(ck, sizeof ck, "%s/%s", p.checkpoint_dir, DP_CHECKPOINT_FILE);
         if (*ck && access(ck, F_OK) == 0)
@@ -550,7 +555,7 @@ int dp_cmd_train(int argc, char **argv) {
         char path[4096];
         snprintf(path, sizeof path, "%s.rank%d", save_weights, comm.rank);
         if ((st = dp_model_save_safetensors(m, path)) != DP_OK) {
-            fprintf(stderr, "%s: --save-weights %s\n", prog, dp_last_error());
+            fprintf(stderr, "%s: --save-weights %s\n", prog, dp_cli_error());
             goto done;
         }
     }
@@ -573,7 +578,7 @@ int dp_cmd_train(int argc, char **argv) {
                "(dropped)\n", r.mean_batch, r.empty_batches, r.nonfinite_samples);
     int lost = 0; /* outputs that could not be written where asked (kept elsewhere) */
     if (save_weights && (st = dp_model_save_safetensors(m, save_weights)) != DP_OK) {
-        fprintf(stderr, "%s: --save-weights %s\n", prog, dp_last_error());
+        fprintf(stderr, "%s: --save-weights %s\n", prog, dp_cli_error());
         keep_elsewhere("--save-weights", "weights", "safetensors", m, NULL, p.checkpoint_dir);
         lost = 1;
     }

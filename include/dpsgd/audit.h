@@ -213,7 +213,7 @@ typedef struct {
  * on `train` plus canaries and writes the result. pool (may be NULL: use `train`) supplies
  * the images of input canaries (canary j copies pool row j mod pool->n, label != its own).
  * scores ([m] floats) and in ([m] bytes), optional, receive each canary's score and
- * inclusion. Errors name the parameter (as the CLI flag); the result is written only on
+ * inclusion. Errors name the parameter (as its field is named); the result is written only on
  * success. */
 dp_status dp_audit_run(dp_model *model, const dp_dataset *train, const dp_dataset *pool, const dp_audit_params *p,
                        dp_audit_result *result, float *scores, unsigned char *in);

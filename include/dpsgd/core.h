@@ -83,7 +83,8 @@ void dp_mem_stage_reset(void);
 void dp_mem_set_limit(size_t bytes);
 
 /* ---- RNG ----------------------------------------------------------------------------
- * xoshiro256** seeded by splitmix64. Deterministic for a seed on every platform. */
+ * xoshiro256** seeded by splitmix64 (each written once, in src/internal.h, for the noise
+ * blocks too). Deterministic for a seed on every platform. */
 typedef struct {
     uint64_t s[4];
     int has_spare;
@@ -98,6 +99,16 @@ double dp_rng_uniform(dp_rng *r);
 double dp_rng_normal(dp_rng *r);
 /* independent stream: derive a child generator (for per-thread or per-purpose streams) */
 void dp_rng_split(dp_rng *parent, dp_rng *child);
+/* uniform in [0, n), n >= 1, without modulo bias: one dp_rng_u64 draw v, rejected while
+ * v < 2^64 mod n (probability below n / 2^64), else v % n. So it returns what `v % n` would
+ * unless a draw is rejected. */
+uint64_t dp_rng_below(dp_rng *r, uint64_t n);
+/* Fisher-Yates: a[0..n) in uniformly random order; i = 0, 1, ..., n-2 swaps a[i] with
+ * a[i + dp_rng_below(r, n - i)] (n - 1 draws). */
+void dp_rng_shuffle(dp_rng *r, size_t *a, size_t n);
+/* The first min(k, n - 1) steps of dp_rng_shuffle: a[0..k) is a uniformly random k-subset of
+ * a[0..n) in random order (the prefix of a random permutation), after min(k, n - 1) draws. */
+void dp_rng_shuffle_prefix(dp_rng *r, size_t *a, size_t n, size_t k);
 
 #ifdef __cplusplus
 }

@@ -62,6 +62,12 @@ dp_status dp_npy_load_f32(const char *path, float **out, int64_t *shape, int *nd
 /* Frees a->data and zeroes the struct. NULL-safe. */
 void dp_npy_free(dp_npy *a);
 
+/* Class labels from an array read by dp_npy_load (int32, int64 or uint8, any shape): its
+ * a->count values into y, each in 0..INT32_MAX - 1; *max_label (may be NULL) the largest.
+ * Labels are private data: a message names `path` and the range, never a value or its
+ * position. Errors: DP_ERR_UNSUPPORTED (a float dtype), DP_ERR_RANGE (a label outside). */
+dp_status dp_npy_labels(const dp_npy *a, const char *path, int32_t *y, int32_t *max_label);
+
 /* Writes a version 1.0 .npy file (C order, little-endian), atomically: a temporary file in
  * the same directory is written, fsynced and renamed over path, so path either keeps its
  * old content or holds the complete new array, never a partial file. data (borrowed, not

@@ -113,7 +113,11 @@ dp_status dp_meta_string(const dp_safetensors *s, const char *key, const char **
  * "sampler.perm" (I64). */
 typedef struct {
     /* configuration */
-    char model[4096]; /* dp_model_describe of the model (layers, shapes, frozen) */
+    /* the model's structure: one line per layer (kind, inputs, output shape, parameters,
+     * frozen, name), from the accessors of dpsgd/nn.h; malloc'd (dp_checkpoint_info_free).
+     * In format 2 files: dp_model_describe text. */
+    char *model;
+    int version;      /* the file's format version (read: 2 or 3; written: always 3) */
     char data[512];   /* identity of the training data as given (a path) */
     uint64_t data_n, data_dim;
     uint64_t data_checksum; /* in memory only (the MPI ranks compare it): a checkpoint holds no
@@ -143,8 +147,9 @@ uint64_t dp_checkpoint_content_checksum(const dp_safetensors *s);
 /* Reads and checks every field (DP_ERR_FORMAT naming the file and field), then the integrity:
  * the checksum must match the content (a checkpoint of format version 1, which predates it,
  * is refused), and the accountant history must be the one (q, sigma, step) make: empty at
- * step 0 or without DP, else the single entry (q, sigma, step), bit for bit. acc_* arrays
- * are malloc'd: release with dp_checkpoint_info_free. */
+ * step 0 or without DP, else the single entry (q, sigma, step), bit for bit. Versions 2 and 3
+ * are read (they differ in what `model` holds). model and the acc_* arrays are malloc'd:
+ * release with dp_checkpoint_info_free. */
 dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *c);
 void dp_checkpoint_info_free(dp_checkpoint_info *c);
 /* Writes the checkpoint file at path atomically: the info as __metadata__, the tensors. */

@@ -71,8 +71,8 @@ typedef struct dp_optim dp_optim;
 
 /* Creates an optimizer for n parameters (one contiguous block), its state zeroed and its step
  * count 0. *p is copied (not kept). Errors: DP_ERR_INVALID (NULL pointers, unknown kind),
- * DP_ERR_RANGE (a parameter out of range; the message names it as the CLI flag, e.g.
- * "--momentum 1.5: must be in [0, 1)"), DP_ERR_NOMEM. *out is written only on success. */
+ * DP_ERR_RANGE (a parameter out of range; the message names its field, e.g.
+ * "momentum 1.5: must be in [0, 1)"), DP_ERR_NOMEM. *out is written only on success. */
 dp_status dp_optim_create(const dp_optim_params *p, size_t n, dp_optim **out);
 
 /* Frees the optimizer and its state. NULL is a no-op. */

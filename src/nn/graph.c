@@ -38,7 +38,7 @@ dp_status dp_clip_mode_parse(const char *s, dp_clip_mode *out) {
     char known[128] = "";
     for (int i = 0; i < DP_CLIP_COUNT; i++)
         snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", clip_names[i]);
-    return dp_fail(DP_ERR_INVALID, "--clipping %s: unknown mode (choose %s)", s ? s : "(null)", known);
+    return dp_fail(DP_ERR_INVALID, "clipping %s: unknown mode (choose %s)", s ? s : "(null)", known);
 }
 
 dp_clip_params dp_clip_default_params(void) {

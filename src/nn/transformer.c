@@ -48,18 +48,18 @@ static int add_binary(dp_model *m, dp_layer_kind kind, int a, int b) {
 dp_status dp_model_create_transformer(const dp_transformer_params *tp, dp_model **out) {
     const dp_transformer_params *p = tp;
     int ffn = p->ffn > 0 ? p->ffn : 4 * p->width;
-    if (p->vocab < 1 || p->vocab > (1 << 24)) return dp_fail(DP_ERR_INVALID, "--vocab %d: must be in 1..16777216", p->vocab);
-    if (p->seq_len < 1 || p->seq_len > 65536) return dp_fail(DP_ERR_INVALID, "--seq-len %d: must be in 1..65536", p->seq_len);
-    if (p->width < 1 || p->width > 65536) return dp_fail(DP_ERR_INVALID, "--width %d: must be in 1..65536", p->width);
+    if (p->vocab < 1 || p->vocab > (1 << 24)) return dp_fail(DP_ERR_INVALID, "vocab %d: must be in 1..16777216", p->vocab);
+    if (p->seq_len < 1 || p->seq_len > 65536) return dp_fail(DP_ERR_INVALID, "seq_len %d: must be in 1..65536", p->seq_len);
+    if (p->width < 1 || p->width > 65536) return dp_fail(DP_ERR_INVALID, "width %d: must be in 1..65536", p->width);
     if (p->heads < 1 || p->width % p->heads)
-        return dp_fail(DP_ERR_INVALID, "--heads %d: must be >= 1 and divide --width %d", p->heads, p->width);
-    if (p->layers < 0 || p->layers > 1024) return dp_fail(DP_ERR_INVALID, "--layers %d: must be in 0..1024", p->layers);
-    if (ffn < 1) return dp_fail(DP_ERR_INVALID, "--ffn %d: must be >= 1", p->ffn);
+        return dp_fail(DP_ERR_INVALID, "heads %d: must be >= 1 and divide width %d", p->heads, p->width);
+    if (p->layers < 0 || p->layers > 1024) return dp_fail(DP_ERR_INVALID, "layers %d: must be in 0..1024", p->layers);
+    if (ffn < 1) return dp_fail(DP_ERR_INVALID, "ffn %d: must be >= 1", p->ffn);
     if (p->n_classes < 1) return dp_fail(DP_ERR_INVALID, "transformer: number of classes %d must be >= 1", p->n_classes);
-    if (!(p->dropout >= 0 && p->dropout < 1)) return dp_fail(DP_ERR_INVALID, "--dropout %g: must be in [0, 1)", p->dropout);
+    if (!(p->dropout >= 0 && p->dropout < 1)) return dp_fail(DP_ERR_INVALID, "dropout %g: must be in [0, 1)", p->dropout);
     if (p->pool != DP_POOL_FIRST && p->pool != DP_POOL_MEAN) return dp_fail(DP_ERR_INVALID, "transformer: unknown pooling %d", p->pool);
     if (p->train_last > p->layers)
-        return dp_fail(DP_ERR_INVALID, "--train-last-blocks %d: the model has only %d blocks", p->train_last, p->layers);
+        return dp_fail(DP_ERR_INVALID, "train_last %d: the model has only %d blocks", p->train_last, p->layers);
     dp_model *m = dp__model_new(1, 1, p->seq_len);
     if (!m) return DP_ERR_NOMEM;
     m->tokens = 1;
