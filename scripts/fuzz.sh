@@ -27,7 +27,7 @@ fi
 OUT=build-fuzz
 mkdir -p "$OUT"
 # The parsers and what they need: no model, BLAS or OpenMP.
-SRCS=(src/core.c src/npy.c src/idx.c src/dataset.c src/safetensors.c src/checkpoint.c)
+SRCS=(src/core/core.c src/io/npy.c src/io/idx.c src/io/dataset.c src/io/safetensors.c src/io/checkpoint.c)
 CFLAGS=(-std=c17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
         -Iinclude -Isrc -Wall -Wextra -Wno-unused-parameter)
 for t in "${TARGETS[@]}"; do

@@ -121,7 +121,7 @@ for f in "--epsilon 2" "--noise-multiplier 1" "--max-grad-norm 1" "--clipping gh
     expect_fail 2 "--no-dp" train "${NODATA[@]}" $f --no-dp
 done
 # the audit's switches that break the mechanism on purpose exist only in the test build
-# (dpsgd-testhooks, src/testhooks.h): the shipped dpsgd refuses them as unknown options
+# (dpsgd-testhooks, src/core/testhooks.h): the shipped dpsgd refuses them as unknown options
 expect_fail 2 "unknown option '--debug-noise-scale'" audit "${NODATA[@]}" --debug-noise-scale 0.5
 expect_fail 2 "unknown option '--debug-canary-scale'" audit "${NODATA[@]}" --debug-canary-scale 10
 expect_rc 0 "audit --help" audit --help

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/mpi_test.sh PATH-TO-DPSGD [SANITIZE [MPIEXEC [PATH-TO-DPSGD-TESTHOOKS]]]: data-parallel
 # training with `mpirun -np 2` (docs/distributed.md). The runs use the test build of the CLI
-# (dpsgd-testhooks, src/testhooks.h), which alone reads the DPSGD_TEST_* switches, and a fixed
+# (dpsgd-testhooks, src/core/testhooks.h), which alone reads the DPSGD_TEST_* switches, and a fixed
 # --noise-seed so that runs can be compared.
 #  (a) noise off (DPSGD_TEST_NOISE=off, test only), fixed seed: the weights after the run equal
 #      a single-process run on the same sample (DPSGD_TEST_SHARDS=2 draws exactly the 2 ranks'

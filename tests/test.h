@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "dpsgd.h"
-#include "testhooks.h" /* internal switches for tests (src/testhooks.h) */
+#include "core/testhooks.h" /* internal switches for tests (src/core/testhooks.h) */
 
 static int t_pass, t_fail;
 

@@ -11,14 +11,14 @@
  *   - guessing from scores (top half "in", bottom half "out", Bonferroni over the grid);
  *   - audited runs on a small synthetic task: honest runs (every clipping mode, epsilon 1, 2,
  *     4, 8; gradient and input canaries) stay below the claimed epsilon; the test-only broken
- *     builds (dp__audit of src/testhooks.h: noise scaled by 0.1, canary gradient 10x the
+ *     builds (dp__audit of src/core/testhooks.h: noise scaled by 0.1, canary gradient 10x the
  *     clipping norm) are caught by the white-box audit, whose bound then exceeds the claim;
  *   - determinism per seed, parameter errors naming their flag, no leaks. */
 #include <omp.h>
 #include <stdint.h>
 
 #include "fixtures.h"
-#include "testhooks.h"
+#include "core/testhooks.h"
 
 /* ---- the bound ------------------------------------------------------------------------ */
 
@@ -90,7 +90,7 @@ static void test_bound(void) {
 
 static double phi(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
 
-/* P[Binomial(k, q) >= v], summed directly (no code shared with src/audit.c) */
+/* P[Binomial(k, q) >= v], summed directly (no code shared with src/privacy/audit.c) */
 static double binom_tail(long k, double q, long v) {
     double s = 0;
     for (long t = v; t <= k; t++)
@@ -241,7 +241,7 @@ static void test_fdp_bound(void) {
 
 /* ---- the claimed privacy profile (the verdict's test) ------------------------------------ */
 
-/* delta(eps) of mu-GDP (Dong, Roth & Su 2019), written out here, not shared with src/audit.c */
+/* delta(eps) of mu-GDP (Dong, Roth & Su 2019), written out here, not shared with src/privacy/audit.c */
 static double gdp_delta_ref(double mu, double eps) {
     const double d = phi(-eps / mu + mu / 2) - exp(eps) * phi(-eps / mu - mu / 2);
     return d > 0 ? d : 0;

@@ -1,7 +1,7 @@
 /* test_nn.c: every layer's backward, per-sample gradient and ghost norm against central
  * finite differences in double precision (the same kernel source compiled for double), and
  * the clipping modes against the microbatch reference (one sample at a time). */
-#include "kernels.h"
+#include "nn/kernels/kernels.h"
 #include "test.h"
 
 static dp_rng R;

@@ -1,4 +1,4 @@
-/* test_scatter: the 2-D scattering transform (src/scatter.c, docs/scatter.md).
+/* test_scatter: the 2-D scattering transform (src/nn/scatter.c, docs/scatter.md).
  *   (a) the FFT path against a direct computation in double: reflect padding, circular
  *       convolutions in space with the filters brought back to space, subsampling, modulus,
  *       every output channel, in Kymatio's channel order;

@@ -4,8 +4,8 @@
  * sample at a time) and its batch sum against bwd_param on the batch, every ghost norm
  * against the squared norms of the per-sample rows; attention and mean pooling with key
  * masks (one sample with every key masked); float against double; B = 0. */
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #include "test.h"
 
 static dp_rng R;

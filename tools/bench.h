@@ -6,7 +6,7 @@
  *   cmd_bench.c        options and the run: which process measures what, in which order
  *   bench_workloads.c  the workloads (model, inputs, targets), modes and stages, the FLOP model
  *   bench_measure.c    what the measuring processes do: the probe, one step through the
- *                      library's dp_step_run (src/step.c) with stage timers, the memory,
+ *                      library's dp_step_run (src/train/step.c) with stage timers, the memory,
  *                      timing and SGEMM children
  *   bench_harness.c    fork/pipe isolation, clocks, medians, /proc and rusage readers
  *   bench_report.c     the markdown tables, the JSON document and the SVG charts

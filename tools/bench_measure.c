@@ -2,7 +2,7 @@
  * child, bench_in_child): the probe of the model's facts and memory plan, the memory of one
  * mode's first and second step, the SGEMM rate, and the interleaved timing of every mode.
  *
- * A step is the library's own, dp_step_run (src/step.c), as `dpsgd train` runs it: the batch's
+ * A step is the library's own, dp_step_run (src/train/step.c), as `dpsgd train` runs it: the batch's
  * rows copied in, zero grad, forward + cross-entropy, backward (no-DP) or the clipped sum in
  * the mode, noise and the scaling by 1/B in one pass, the optimizer, the accountant. Its
  * on_stage hook marks where the clipped sum (or backward) and the optimizer stage begin: the
@@ -17,7 +17,7 @@
 #include <cblas.h>
 
 #include "bench.h"
-#include "step.h"
+#include "train/step.h"
 
 double bench_input_bytes(const probe_result *pr, int B) {
     return (double)B * ((double)pr->dim * 4 + 4 + (double)pr->K * 4 + 4);
@@ -200,7 +200,7 @@ static dp_status step(runner *r, const size_t *idx, int B, double parts[3], doub
         return st;
     }
     if (!(r->t_clip > 0 && r->t_optim > 0))
-        return dp_fail(DP_ERR_INVALID, "bench: the step did not report its stages (src/step.c renamed them?)");
+        return dp_fail(DP_ERR_INVALID, "bench: the step did not report its stages (src/train/step.c renamed them?)");
     if (parts) {
         parts[0] = r->t_clip - t0;
         parts[1] = r->t_optim - r->t_clip;

@@ -142,30 +142,17 @@ const char *const bench_stage_key[ST_COUNT] = {"model_creation", "forward", "bac
  * (dp_model_layer_flops): every layer's forward (frozen ones too: the forward runs them), the
  * weight gradient of the trainable linear and convolution layers, and the input gradient of
  * every such layer and attention behind the first trainable linear or convolution (the engine
- * skips the rest). NAN when a layer reports no FLOPs. */
+ * skips the rest). Element-wise work counts 0. */
 void bench_layer_flops(const dp_model *m, double *fwd, double *bwd) {
     *fwd = *bwd = 0;
-    int behind = 0; /* a trainable layer came before: input gradients are needed from here on */
+    int behind = 0; /* a trainable layer with weight FLOPs came before: input gradients from here on */
     for (int i = 0; i < dp_model_num_layers(m); i++) {
-        const dp_layer_kind k = dp_model_layer_kind(m, i);
         double f = 0, w = 0, x = 0;
-        if (k == DP_LAYER_ATTENTION) {
-            dp_model_layer_flops(m, i, &f, NULL, &x);
-            if (!(f > 0)) goto unknown;
-            *fwd += f;
-            if (behind) *bwd += x;
-            continue;
-        }
-        if ((k != DP_LAYER_LINEAR && k != DP_LAYER_CONV2D) || dp_model_layer_params(m, i, NULL) == 0) continue;
         dp_model_layer_flops(m, i, &f, &w, &x);
-        if (!(f > 0)) goto unknown;
-        const int trains = !dp_model_layer_frozen(m, i);
+        const int trains = dp_model_layer_params(m, i, NULL) > 0 && !dp_model_layer_frozen(m, i);
         *fwd += f;
         if (trains) *bwd += w; /* weight gradient */
         if (behind) *bwd += x; /* input gradient */
-        behind |= trains;
+        behind |= trains && w > 0;
     }
-    return;
-unknown:
-    *fwd = *bwd = NAN;
 }

@@ -12,7 +12,7 @@
 
 #include "cli.h"
 #ifdef DP_TEST_HOOKS
-#include "testhooks.h"
+#include "core/testhooks.h"
 #endif
 
 #define DEFAULT_TRAIN_LIMIT 10000

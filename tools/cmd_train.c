@@ -13,7 +13,7 @@
 #include "cli.h"
 #include "mpi_comm.h"
 #ifdef DP_TEST_HOOKS
-#include "testhooks.h"
+#include "core/testhooks.h"
 #endif
 
 #define prog dp_cli_prog

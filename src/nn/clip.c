@@ -11,7 +11,7 @@
 
 #include <cblas.h>
 
-#include "kernels.h"
+#include "nn/kernels/kernels.h"
 #include "nn/graph.h"
 
 /* Relative margin taken off every clip factor. The clipped gradient is formed in float (R_i g_i

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "nn/kernels/kernels.h"
 #include "nn/graph.h"
 
 /* ---- forward ------------------------------------------------------------------------- */

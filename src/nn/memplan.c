@@ -13,7 +13,7 @@
  * touching the buffers, which are marked stale and reallocated by the next forward. */
 #include <string.h>
 
-#include "kernels.h"
+#include "nn/kernels/kernels.h"
 #include "nn/graph.h"
 
 /* Does node c read its inputs' values (not just their shapes) in its backward? */

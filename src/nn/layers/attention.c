@@ -1,8 +1,8 @@
 /* nn/layers/attention.c: multi-head scaled dot-product attention, the parameter-free core fed
  * by separate q, k, v Linear nodes (so its per-sample norms come from those Linears), with
  * padding masks from the token ids. Keeps the attention probabilities P for the backward. */
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
 
 static dp_status attn_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {

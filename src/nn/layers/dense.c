@@ -3,8 +3,8 @@
  * patches and the output gradient), so the engine picks per layer the cheaper method. */
 #include <string.h>
 
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
 
 /* ---- linear: [*, d] -> [*, p]; on a sequence it acts on every token ----------------------- */

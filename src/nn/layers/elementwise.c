@@ -2,8 +2,8 @@
  * flatten, and add (the residual join of built models). None has parameters. */
 #include <string.h>
 
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
 
 static size_t count(const dp__node *l, int B) { return (size_t)B * l->out_size; }

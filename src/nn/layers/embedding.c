@@ -4,8 +4,8 @@
  * [T, D] table. */
 #include <string.h>
 
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
 
 static void normal_init(const dp__node *l, double sd, float *w, dp_rng *rng) {

@@ -1,8 +1,8 @@
 /* nn/layers/norm.c: normalisation layers, LayerNorm and RMSNorm over each token's features,
  * GroupNorm over groups of channels of an image. Each keeps its normalised input (xhat) and
  * reciprocal standard deviations (rstd) for the backward; weights start at 1, biases at 0. */
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
 
 static dp_status eps_parse(dp_model *m, dp__node *l, const dp__spec_token *t, int idx) {

@@ -1,7 +1,7 @@
 /* nn/layers/pooling.c: pooling over image windows (maxpool, avgpool) and over a sequence's
  * tokens (meanpool over the real tokens, firsttoken). No parameters. */
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
 
 /* ---- maxpool(K[,S]), avgpool(K[,S]): windows K x K, stride S (K), no padding --------------- */

@@ -7,7 +7,7 @@
  * values are rows r < R of C channels of `inner` values each, value (r, c, i) at
  * (r C + c) inner + i; an image sample is one row (inner = H W), a sequence sample T rows
  * (inner = 1). */
-#include "kernels.h"
+#include "nn/kernels/kernels.h"
 #include "nn/graph.h"
 
 #define SCALE_KERNELS(REAL, S)                                                                                     \

@@ -1,11 +1,11 @@
 /* acct_calibrate.c: the noise multiplier for a target epsilon with any accountant that is a bound
- * (include/dpsgd/accounting.h, dp_calibrate_sigma_kind): Opacus' search for RDP (src/acct_rdp.c),
+ * (include/dpsgd/accounting.h, dp_calibrate_sigma_kind): Opacus' search for RDP (src/privacy/acct_rdp.c),
  * regula falsi from GDP's answer for PRV and PLD, both fenced by the range any sigma reaches. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 
-#include "acct.h"
+#include "privacy/acct.h"
 
 static dp_status check_qss(double q, double sigma, long steps) {
     if (!(q > 0.0 && q <= 1.0)) return dp_fail(DP_ERR_RANGE, "sample rate %g is outside (0, 1]", q);
@@ -179,7 +179,7 @@ dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, doubl
     if ((st = calib_args(k, target_eps, delta, q, steps, eps_tol))) return st;
     if (eps_tol == 0.0) eps_tol = DP_CALIBRATE_EPS_TOL_DEFAULT;
     if (k != DP_ACCT_RDP) return calibrate(k, target_eps, delta, q, steps, eps_tol, sigma);
-    /* RDP: Opacus' bisection (src/acct_rdp.c), fenced by the same range check, and its answer
+    /* RDP: Opacus' bisection (src/privacy/acct_rdp.c), fenced by the same range check, and its answer
      * checked: near sigma 0 the bisection can end far below the target */
     calib_range cr;
     double s, e;

@@ -3,7 +3,7 @@
  * on resume, the model's structure record, the writer, restoring the state. */
 #define _POSIX_C_SOURCE 200809L
 #define _XOPEN_SOURCE 700 /* realpath */
-#include "train_checkpoint.h"
+#include "train/train_checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "dpsgd/privacy.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* tensors beside the model's: "state." names never collide with a parameter's */
 #define ST_PREFIX "state."

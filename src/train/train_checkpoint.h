@@ -1,5 +1,5 @@
 /* train_checkpoint.h (internal): dp_train's checkpoints (dpsgd/io.h, docs/reliability.md),
- * so that src/train.c holds only the loop and calls these at its boundaries:
+ * so that src/train/train.c holds only the loop and calls these at its boundaries:
  *   - the run's configuration as a checkpoint records it, and the model's structure record;
  *   - on resume: open the file, check it against this run (configuration, model structure,
  *     the calibrated sigma, the rank count), restore the state;

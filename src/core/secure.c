@@ -8,7 +8,7 @@
 #include <sys/random.h>
 
 #include "dpsgd/secure.h"
-#include "internal.h"
+#include "core/internal.h"
 
 enum { LANES = 8, WORDS = 16 * LANES }; /* blocks made at once (AVX2: one per 32-bit lane) */
 

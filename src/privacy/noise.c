@@ -1,5 +1,5 @@
-/* privacy.c: Gaussian noise and Poisson sampling (dpsgd/privacy.h). The accountant that prices
- * them is src/accountant.c and src/acct_*.c (dpsgd/accounting.h).
+/* privacy/noise.c: Gaussian noise and Poisson sampling (dpsgd/privacy.h). The accountant that prices
+ * them is src/privacy/accountant.c and src/acct_*.c (dpsgd/accounting.h).
  * This file must be compiled without -ffast-math.
  */
 #include "dpsgd/privacy.h"
@@ -13,7 +13,7 @@
 #include <immintrin.h>
 #endif
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* ---- noise -------------------------------------------------------------------------- */
 
@@ -65,7 +65,7 @@ static void zig_init(void) {
     for (int i = 0; i <= ZIG_N; i++) zig_f[i] = gauss_f(zig_x[i]);
 }
 
-/* a block's scalar stream: xoshiro256** (src/internal.h), seeded by splitmix64 */
+/* a block's scalar stream: xoshiro256** (src/core/internal.h), seeded by splitmix64 */
 typedef struct {
     uint64_t s[4];
 } xo256;

@@ -1,7 +1,7 @@
 /* audit.c: the audited DP-SGD run of one-run privacy auditing (Steinke, Nasr, Jagielski 2023):
  * input-space or white-box gradient canaries, the run through the one private step
- * (src/step.c, with the canaries' hooks), their scores, and the verdict from the statistics of
- * src/audit_stats.c (the p-value and epsilon bound, the f-DP estimator, the test of the
+ * (src/train/step.c, with the canaries' hooks), their scores, and the verdict from the statistics of
+ * src/privacy/audit_stats.c (the p-value and epsilon bound, the f-DP estimator, the test of the
  * accountant's claimed profile). See dpsgd/audit.h and docs/audit.md. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -13,9 +13,9 @@
 #include "dpsgd/audit.h"
 #include "dpsgd/privacy.h"
 #include "dpsgd/train.h"
-#include "internal.h"
-#include "step.h"
-#include "testhooks.h"
+#include "core/internal.h"
+#include "train/step.h"
+#include "core/testhooks.h"
 
 static const char *const canary_names[] = {
 #define DP__NAME(name, text) text,
@@ -75,7 +75,7 @@ int dp_audit_num_canaries(const dp_model *model, size_t n_train, const dp_audit_
     return m < 2 ? 2 : (int)m;
 }
 
-/* What the step's hooks need (src/step.h): the rows of the real data and of the input
+/* What the step's hooks need (src/train/step.h): the rows of the real data and of the input
  * canaries, and the gradient canaries sampled in this step. */
 typedef struct {
     const dp_dataset *tr, *pool;
@@ -163,7 +163,7 @@ dp_status dp_audit_run(dp_model *model, const dp_dataset *tr, const dp_dataset *
     return dp__audit(model, tr, pool, p, NULL, result, scores_out, in_out);
 }
 
-/* dp_audit_run with the test switches of src/testhooks.h (t == NULL: none) */
+/* dp_audit_run with the test switches of src/core/testhooks.h (t == NULL: none) */
 dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *pool, const dp_audit_params *p,
                     const dp__audit_test *hooks, dp_audit_result *result, float *scores_out, unsigned char *in_out) {
     const double t0 = dp__now_s();
@@ -312,7 +312,7 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
         dp_free(perm);
     }
 
-    /* the training itself: dp_train's step (src/step.c), with the gradient canaries added to
+    /* the training itself: dp_train's step (src/train/step.c), with the gradient canaries added to
      * the clipped sum and the released gradient observed through its hooks */
     audit_hooks h = {tr,   pool, src, lab, can,   0,         supp,          sgn,          kc, (float)(canary_scale * C),
                      real, llr,  q * n_exp, mc, 1 / C, 1 / (sigma * sigma), q};

@@ -10,10 +10,10 @@
 #include "dpsgd/privacy.h"
 #include "dpsgd/secure.h"
 #include "dpsgd/train.h"
-#include "internal.h"
-#include "step.h"
-#include "testhooks.h"
-#include "train_checkpoint.h"
+#include "core/internal.h"
+#include "train/step.h"
+#include "core/testhooks.h"
+#include "train/train_checkpoint.h"
 
 _Static_assert(sizeof(size_t) == sizeof(int64_t), "the sampler permutation is checkpointed as I64");
 

@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
-#include "step.h"
+#include "core/internal.h"
+#include "train/step.h"
 
 void dp_step_free(dp_step *s) {
     dp_free(s->xb);

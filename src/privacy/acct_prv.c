@@ -43,7 +43,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "acct.h"
+#include "privacy/acct.h"
 
 #define DP_PI 3.14159265358979323846
 

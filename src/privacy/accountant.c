@@ -1,12 +1,12 @@
 /* accountant.c: the accountant of include/dpsgd/accounting.h: the kinds (one table made from
  * DP_ACCOUNTANT_LIST), the (q, sigma, steps) history, and the one call for epsilon and the one
  * for delta, which check their arguments and hand the history to the kind (src/acct_<name>.c).
- * Calibration is in src/acct_calibrate.c. */
+ * Calibration is in src/privacy/acct_calibrate.c. */
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 
-#include "acct.h"
+#include "privacy/acct.h"
 
 /* ---- the kinds ----------------------------------------------------------------------------- */
 

@@ -1,15 +1,15 @@
 /* acct.h (internal): what the accountant's files share (include/dpsgd/accounting.h is the
  * public side).
  *
- *   src/accountant.c     the kinds (names, parse), the history, the one epsilon call and the
+ *   src/privacy/accountant.c     the kinds (names, parse), the history, the one epsilon call and the
  *                        one delta call (dispatch to the kinds), the privacy profile
- *   src/acct_rdp.c       RDP: the running sum of the history, epsilon, delta, Opacus' search
- *   src/acct_prv.c       PRV and PLD: the grid, FFT composition, epsilon, delta, profile
- *   src/acct_gdp.c       GDP: the central-limit approximation
- *   src/acct_calibrate.c sigma calibration with any kind that is a bound
+ *   src/privacy/acct_rdp.c       RDP: the running sum of the history, epsilon, delta, Opacus' search
+ *   src/privacy/acct_prv.c       PRV and PLD: the grid, FFT composition, epsilon, delta, profile
+ *   src/privacy/acct_gdp.c       GDP: the central-limit approximation
+ *   src/privacy/acct_calibrate.c sigma calibration with any kind that is a bound
  *
  * Each kind of DP_ACCOUNTANT_LIST(X) defines dp__acct_<name>_epsilon and dp__acct_<name>_delta
- * (declared below from the list); src/accountant.c builds its table from the same list.
+ * (declared below from the list); src/privacy/accountant.c builds its table from the same list.
  * This code must be compiled without -ffast-math (the log-space sums rely on IEEE inf). */
 #ifndef DP_ACCT_H
 #define DP_ACCT_H
@@ -62,7 +62,7 @@ typedef struct {
 DP_ACCOUNTANT_LIST(DP__ACCT_DECLARE)
 #undef DP__ACCT_DECLARE
 
-/* ---- RDP, for the others (src/acct_rdp.c) ---- */
+/* ---- RDP, for the others (src/privacy/acct_rdp.c) ---- */
 
 /* rdp[k] += steps * RDP_alpha_k(q, sigma) over the DP_RDP_NUM_ORDERS orders */
 DP_HIDDEN void dp__acct_rdp_accumulate(double *rdp, double q, double sigma, long steps);
@@ -76,7 +76,7 @@ DP_HIDDEN dp_status dp__acct_rdp_of_entries(const acct_entry *e, size_t n, doubl
 DP_HIDDEN dp_status dp__acct_rdp_calibrate(double target_eps, double delta, double q, long steps, double eps_tol,
                                            double *sigma);
 
-/* ---- the grid of PRV and PLD, for calibration (src/acct_prv.c) ---- */
+/* ---- the grid of PRV and PLD, for calibration (src/privacy/acct_prv.c) ---- */
 
 /* The largest privacy loss domain a grid is built for: PRV and PLD refuse (DP_ERR_RANGE) a
  * history whose domain exceeds it, i.e. too little noise */
@@ -85,7 +85,7 @@ DP_HIDDEN dp_status dp__acct_rdp_calibrate(double target_eps, double delta, doub
 DP_HIDDEN dp_status dp__acct_loss_domain(const acct_entry *e, size_t ne, long total, double delta_error,
                                          double eps_error, double *out);
 
-/* ---- history helpers (src/accountant.c) ---- */
+/* ---- history helpers (src/privacy/accountant.c) ---- */
 
 /* The entries that lose privacy, copied (h->e dp_alloc'ed; free with dp__acct_history_free) */
 DP_HIDDEN dp_status dp__acct_history_load(const dp_accountant *a, acct_history *h);

@@ -3,8 +3,8 @@
 #include <omp.h>
 #include <string.h>
 
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #define REAL float
 #define KN(name) dp__k_##name##_f32
 #define GEMM cblas_sgemm
@@ -69,8 +69,8 @@ static inline float dp__expf(float x) {
 #define EXP dp__expf
 #define ERF erff
 
-#include "kernels_impl.h"
-#include "kernels_seq_impl.h"
+#include "nn/kernels/kernels_impl.h"
+#include "nn/kernels/kernels_seq_impl.h"
 
 int dp__thread_num(void) { return omp_get_thread_num(); }
 int dp__max_threads(void) { return omp_get_max_threads(); }

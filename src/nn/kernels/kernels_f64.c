@@ -2,8 +2,8 @@
  * tests). */
 #include <cblas.h>
 
-#include "kernels.h"
-#include "kernels_seq.h"
+#include "nn/kernels/kernels.h"
+#include "nn/kernels/kernels_seq.h"
 #define REAL double
 #define KN(name) dp__k_##name##_f64
 #define GEMM cblas_dgemm
@@ -11,5 +11,5 @@
 #define TANH tanh
 #define EXP exp
 #define ERF erf
-#include "kernels_impl.h"
-#include "kernels_seq_impl.h"
+#include "nn/kernels/kernels_impl.h"
+#include "nn/kernels/kernels_seq_impl.h"

@@ -7,7 +7,7 @@
  */
 #include <math.h>
 
-#include "acct.h"
+#include "privacy/acct.h"
 
 #define DP_PI 3.14159265358979323846
 

@@ -3,7 +3,7 @@
  * lower bound, the f-DP estimator of Mahloujifar, Melis and Chaudhuri (2024) on the same
  * guesses, for a family of curves or for the curve of a whole privacy profile (the upper
  * envelope of its lines: the verdict's test of the accountant's claim), and guessing from
- * scores with every estimate. The audited run that produces the scores is src/audit.c. See
+ * scores with every estimate. The audited run that produces the scores is src/privacy/audit.c. See
  * dpsgd/audit.h and docs/audit.md. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>

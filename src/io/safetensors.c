@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "dpsgd/io.h"
-#include "testhooks.h"
+#include "core/testhooks.h"
 
 static const char *const dtype_names[DP_ST_DTYPE_COUNT] = {"F32", "F64", "I64", "I32", "U8"};
 static const size_t dtype_sizes[DP_ST_DTYPE_COUNT] = {4, 8, 8, 4, 1};

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
-#include "testhooks.h"
+#include "core/internal.h"
+#include "core/testhooks.h"
 
 /* ---- status --------------------------------------------------------------------- */
 

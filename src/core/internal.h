@@ -14,7 +14,7 @@ static inline dp_status dp__prefix_error(dp_status st, const char *prefix) {
     return dp_fail(st, "%s: %s", prefix, dp_last_error());
 }
 
-/* The generators, written once: dp_rng (src/core.c) and the noise blocks (src/privacy.c,
+/* The generators, written once: dp_rng (src/core/core.c) and the noise blocks (src/privacy/noise.c,
  * whose AVX2 path runs four xoshiro256** lanes side by side) use these. */
 /* splitmix64: advances *x by the golden gamma and returns the mixed value */
 static inline uint64_t dp__splitmix64(uint64_t *x) {

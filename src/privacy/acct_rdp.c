@@ -15,7 +15,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "acct.h"
+#include "privacy/acct.h"
 
 /* ---- RDP of the subsampled Gaussian ----------------------------------------------------- */
 
