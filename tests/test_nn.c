@@ -166,6 +166,8 @@ static void act_fwd(void *cv, double *y, const double *x, const double *th) {
     switch (c->kind) {
     case DP_LAYER_RELU: dp__k_relu_fwd_f64(y, x, n); break;
     case DP_LAYER_TANH: dp__k_tanh_fwd_f64(y, x, n); break;
+    case DP_LAYER_SIGMOID: dp__k_sigmoid_fwd_f64(y, x, n); break;
+    case DP_LAYER_GLOBALAVGPOOL: dp__k_gap_fwd_f64(y, x, c->B, c->C, c->H * c->W); break;
     case DP_LAYER_MAXPOOL: dp__k_maxpool_fwd_f64(y, c->arg, x, c->B, c->C, c->H, c->W, c->k, c->s, c->Ho, c->Wo); break;
     case DP_LAYER_AVGPOOL: dp__k_avgpool_fwd_f64(y, x, c->B, c->C, c->H, c->W, c->k, c->s, c->Ho, c->Wo); break;
     case DP_LAYER_DROPOUT: dp__k_dropout_fwd_f64(y, x, c->mask, 1 / 0.7, n); break;
@@ -173,8 +175,8 @@ static void act_fwd(void *cv, double *y, const double *x, const double *th) {
 }
 
 static void test_act(int kind, int B, int C, int Hh, int Ww, int k, int s) {
-    int pool = kind == DP_LAYER_MAXPOOL || kind == DP_LAYER_AVGPOOL;
-    int Ho = pool ? (Hh - k) / s + 1 : Hh, Wo = pool ? (Ww - k) / s + 1 : Ww;
+    int pool = kind == DP_LAYER_MAXPOOL || kind == DP_LAYER_AVGPOOL, gap = kind == DP_LAYER_GLOBALAVGPOOL;
+    int Ho = pool ? (Hh - k) / s + 1 : gap ? 1 : Hh, Wo = pool ? (Ww - k) / s + 1 : gap ? 1 : Ww;
     size_t nx = (size_t)B * C * Hh * Ww, ny = (size_t)B * C * Ho * Wo;
     act_ctx c = {kind, B, C, Hh, Ww, k, s, Ho, Wo, dp_calloc(ny, sizeof(int32_t)), dp_calloc(nx, 1), NULL};
     for (size_t j = 0; j < nx; j++) c.mask[j] = dp_rng_uniform(&R) < 0.7;
@@ -192,6 +194,8 @@ static void test_act(int kind, int B, int C, int Hh, int Ww, int k, int s) {
     switch (kind) {
     case DP_LAYER_RELU: dp__k_relu_bwd_f64(din, u, y, nx); break;
     case DP_LAYER_TANH: dp__k_tanh_bwd_f64(din, u, y, nx); break;
+    case DP_LAYER_SIGMOID: dp__k_sigmoid_bwd_f64(din, u, y, nx); break;
+    case DP_LAYER_GLOBALAVGPOOL: dp__k_gap_bwd_f64(din, u, B, C, Hh * Ww); break;
     case DP_LAYER_MAXPOOL: dp__k_maxpool_bwd_f64(din, u, c.arg, B, C, Hh, Ww, Ho, Wo); break;
     case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f64(din, u, B, C, Hh, Ww, k, s, Ho, Wo); break;
     case DP_LAYER_DROPOUT: dp__k_dropout_bwd_f64(din, u, c.mask, 1 / 0.7, nx); break;
@@ -273,15 +277,16 @@ static void test_f32_vs_f64(void) {
 }
 
 /* ---- scale (nn/layers/scale.c): R rows of C channels of `inner` values ---- */
-typedef struct { int R, C, inner; } scale_ctx;
+typedef struct { int R, C, inner, bias; } scale_ctx;
 static void scale_fwd(void *cv, double *y, const double *x, const double *th) {
     scale_ctx *c = cv;
-    dp__k_scale_fwd_f64(y, x, th, c->R, c->C, c->inner);
+    if (c->bias) dp__k_bias_fwd_f64(y, x, th, c->R, c->C, c->inner);
+    else dp__k_scale_fwd_f64(y, x, th, c->R, c->C, c->inner);
 }
 
 /* B samples of `rows` rows each: an image is (rows 1, inner H*W), a sequence (rows T, inner 1) */
-static void test_scale(int B, int rows, int C, int inner) {
-    scale_ctx c = {B * rows, C, inner};
+static void test_scale(int B, int rows, int C, int inner, int bias) {
+    scale_ctx c = {B * rows, C, inner, bias};
     const size_t per = (size_t)rows * C * inner, nx = (size_t)B * per;
     fd_fn f = {B, nx, nx, (size_t)C, scale_fwd, &c};
     double *x = dnew(nx), *th = dnew(C), *u = dnew(nx), *gx = dnew(nx), *gth = dnew(C);
@@ -291,14 +296,20 @@ static void test_scale(int B, int rows, int C, int inner) {
     fill(u, nx, 1);
     fd_grad(&f, gx, x, th, u, 1, 0, nx);
     fd_grad(&f, gth, x, th, u, 0, 0, C);
-    dp__k_scale_fwd_f64(din, u, th, B * rows, C, inner); /* the input backward is the forward on u */
-    dp__k_scale_bwd_param_f64(dth, u, x, B * rows, C, inner);
+    if (bias) { /* the input backward is the identity; per-sample and batch sums of u */
+        memcpy(din, u, sizeof(double) * nx);
+        dp__k_bias_grad_f64(dth, NULL, 0, u, B, rows, C, inner);
+    } else { /* the input backward is the forward on u */
+        dp__k_scale_fwd_f64(din, u, th, B * rows, C, inner);
+        dp__k_scale_bwd_param_f64(dth, u, x, B * rows, C, inner);
+    }
     CHECK(max_rel(din, gx, nx) < 1e-7);
     CHECK(max_rel(dth, gth, C) < 1e-7);
-    dp__k_scale_ps_grad_f64(ps, C, u, x, B, rows, C, inner);
+    if (bias) dp__k_bias_grad_f64(NULL, ps, C, u, B, rows, C, inner);
+    else dp__k_scale_ps_grad_f64(ps, C, u, x, B, rows, C, inner);
     double worst = 0;
     for (int i = 0; i < B; i++) {
-        scale_ctx c1 = {rows, C, inner};
+        scale_ctx c1 = {rows, C, inner, bias};
         fd_fn f1 = {1, per, per, (size_t)C, scale_fwd, &c1};
         double *g1 = dnew(C);
         fd_grad(&f1, g1, x + (size_t)i * per, th, u + (size_t)i * per, 0, 0, C);
@@ -307,7 +318,7 @@ static void test_scale(int B, int rows, int C, int inner) {
         dp_free(g1);
     }
     CHECK(worst < 1e-7);
-    if (worst >= 1e-7) fprintf(stderr, "scale B%d rows%d C%d inner%d: ps %g\n", B, rows, C, inner, worst);
+    if (worst >= 1e-7) fprintf(stderr, "%s B%d rows%d C%d inner%d: ps %g\n", bias ? "bias" : "scale", B, rows, C, inner, worst);
     dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(din); dp_free(dth); dp_free(ps);
 }
 
@@ -512,13 +523,17 @@ int main(void) {
     test_conv(1, 1, 28, 28, 2, 8, 2, 2, 1); /* the default CNN's first layer shape */
     test_act(DP_LAYER_RELU, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_TANH, 2, 2, 3, 3, 0, 0);
+    test_act(DP_LAYER_SIGMOID, 2, 2, 3, 3, 0, 0);
+    test_act(DP_LAYER_GLOBALAVGPOOL, 2, 3, 4, 5, 0, 0);
     test_act(DP_LAYER_DROPOUT, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_MAXPOOL, 2, 2, 5, 5, 2, 1);
     test_act(DP_LAYER_MAXPOOL, 2, 3, 6, 6, 2, 2);
     test_act(DP_LAYER_AVGPOOL, 2, 2, 5, 5, 2, 1);
     test_act(DP_LAYER_AVGPOOL, 1, 2, 7, 7, 3, 2);
-    test_scale(3, 1, 4, 6);  /* images: 4 channels of 6 values */
-    test_scale(2, 5, 3, 1);  /* sequences: 5 tokens of 3 features */
+    for (int bias = 0; bias < 2; bias++) {
+        test_scale(3, 1, 4, 6, bias); /* images: 4 channels of 6 values */
+        test_scale(2, 5, 3, 1, bias); /* sequences: 5 tokens of 3 features */
+    }
     test_losses();
     test_f32_vs_f64();
     check_modes("flatten linear(16) relu linear(5)", 1, 4, 5, 9, 0.5, -1);
@@ -528,6 +543,8 @@ int main(void) {
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 1e3, 3);
     check_modes("conv2d(4,3,s1,p1) scale relu avgpool(2) flatten scale linear(7)", 2, 8, 8, 5, 0.05, -1);
     check_modes("conv2d(4,3,s1,p1) scale relu avgpool(2) flatten scale linear(7)", 2, 8, 8, 5, 0.05, 1);
+    check_modes("conv2d(4,3,s1,p1,nobias) groupnorm(2) scale bias sigmoid globalavgpool flatten bias linear(7)", 2, 7, 6, 5, 0.05,
+                -1);
     check_clip_bound("flatten linear(16) relu linear(5)", 1, 4, 5, 40);
     check_clip_bound("conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh "
                      "linear(10)",
@@ -535,7 +552,7 @@ int main(void) {
     check_clip_bound("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 20);
     check_clip_bound("embedding(13,6) posembed layernorm linear(5) gelu linear(6) rmsnorm meanpool linear(3)", 1, 1, 7,
                      20);
-    check_clip_bound("embedding(13,6) scale posembed linear(5) scale gelu meanpool linear(3)", 1, 1, 7, 20);
+    check_clip_bound("embedding(13,6) scale posembed linear(5) scale bias gelu meanpool linear(3)", 1, 1, 7, 20);
     test_nonfinite_sample();
     test_spec_errors();
     return t_finish("test_nn");

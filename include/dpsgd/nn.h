@@ -19,8 +19,10 @@
  *   posembed                        adds a learned positional embedding [T, D]
  *   layernorm([EPS])  rmsnorm([EPS]) over the features of each token (EPS 1e-5)
  *   meanpool  firsttoken            sequence -> vector: mean over real tokens / first token
- *   scale                           a trainable factor per channel (image), feature (sequence)
- *                                   or entry (vector), starting at 1
+ *   scale  bias                     a trainable factor (starting at 1) or offset (starting at 0)
+ *                                   per channel (image), feature (sequence) or entry (vector)
+ *   sigmoid                         the logistic function
+ *   globalavgpool                   the mean of each channel of an image: C x H x W -> C x 1 x 1
  * On a sequence input linear(OUT) acts on every token ([T, D] -> [T, OUT]).
  * Example (the default CNN): "conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh
  *   maxpool(2,1) flatten linear(32) tanh linear(10)".
@@ -54,7 +56,10 @@ extern "C" {
     X(DP_LAYER_ATTENTION, "attention")                                                        \
     X(DP_LAYER_MEANPOOL, "meanpool")                                                          \
     X(DP_LAYER_FIRSTTOKEN, "firsttoken")                                                      \
-    X(DP_LAYER_SCALE, "scale")
+    X(DP_LAYER_SCALE, "scale")                                                            \
+    X(DP_LAYER_BIAS, "bias")                                                                  \
+    X(DP_LAYER_SIGMOID, "sigmoid")                                                            \
+    X(DP_LAYER_GLOBALAVGPOOL, "globalavgpool")
 
 typedef enum {
 #define DP__ENUM(name, text) name,

@@ -35,6 +35,10 @@ int dp__num_threads(void);
     void dp__k_conv_ghost_sq##S(double *sq, REAL *work, const REAL *dout, const REAL *col, int B, int Cout, \
                                 int T, int D, int has_bias);                                    \
     void dp__k_relu_fwd##S(REAL *out, const REAL *in, size_t n);                                \
+    void dp__k_sigmoid_fwd##S(REAL *out, const REAL *in, size_t n);                             \
+    void dp__k_sigmoid_bwd##S(REAL *din, const REAL *dout, const REAL *out, size_t n);          \
+    void dp__k_gap_fwd##S(REAL *out, const REAL *in, int B, int C, int HW);                     \
+    void dp__k_gap_bwd##S(REAL *din, const REAL *dout, int B, int C, int HW);                   \
     void dp__k_relu_bwd##S(REAL *din, const REAL *dout, const REAL *out, size_t n);             \
     void dp__k_tanh_fwd##S(REAL *out, const REAL *in, size_t n);                                \
     void dp__k_tanh_bwd##S(REAL *din, const REAL *dout, const REAL *out, size_t n);             \
@@ -49,11 +53,14 @@ int dp__num_threads(void);
     void dp__k_avgpool_bwd##S(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s,       \
                               int Ho, int Wo);                                                  \
     int dp__k_xent##S(REAL *loss, REAL *dz, const REAL *z, const int32_t *y, int B, int K);     \
-    /* nn/layers/scale.c */                                                                    \
+    /* nn/layers/affine.c */                                                                   \
     void dp__k_scale_fwd##S(REAL *out, const REAL *in, const REAL *gamma, int R, int C, int inner); \
     void dp__k_scale_bwd_param##S(REAL *dgamma, const REAL *dout, const REAL *in, int R, int C, int inner); \
     void dp__k_scale_ps_grad##S(REAL *ps, size_t stride, const REAL *dout, const REAL *in, int B, int rows, int C, \
                                 int inner);                                                     \
+    void dp__k_bias_fwd##S(REAL *out, const REAL *in, const REAL *beta, int R, int C, int inner); \
+    void dp__k_bias_grad##S(REAL *dbeta, REAL *ps, size_t stride, const REAL *dout, int B, int rows, int C, \
+                            int inner);                                                         \
     int dp__k_mse##S(REAL *loss, REAL *dz, const REAL *z, const REAL *t, int B, int K);
 
 DP__KERNEL_DECLS(float, _f32)

@@ -275,6 +275,14 @@ void KN(tanh_fwd)(REAL *out, const REAL *in, size_t n) { DP__ELEMENTWISE(n, out[
 void KN(tanh_bwd)(REAL *din, const REAL *dout, const REAL *out, size_t n) {
     DP__ELEMENTWISE(n, din[j] = dout[j] * (1 - out[j] * out[j]))
 }
+/* out = 1 / (1 + e^-in), written so that neither branch overflows */
+void KN(sigmoid_fwd)(REAL *out, const REAL *in, size_t n) {
+    DP__ELEMENTWISE(n, out[j] = in[j] >= 0 ? 1 / (1 + EXP(-in[j])) : EXP(in[j]) / (1 + EXP(in[j])))
+}
+/* din = dout * out (1 - out) */
+void KN(sigmoid_bwd)(REAL *din, const REAL *dout, const REAL *out, size_t n) {
+    DP__ELEMENTWISE(n, din[j] = dout[j] * out[j] * (1 - out[j]))
+}
 /* dropout with a precomputed keep mask: out = in * mask / (1-p) */
 void KN(dropout_fwd)(REAL *out, const REAL *in, const unsigned char *mask, REAL scale, size_t n) {
     for (size_t j = 0; j < n; j++) out[j] = mask[j] ? in[j] * scale : 0;
@@ -326,6 +334,25 @@ void KN(maxpool_bwd)(REAL *din, const REAL *dout, const int32_t *arg, int B, int
         for (int o = 0; o < Ho * Wo; o++) dx[arg[(size_t)bc * Ho * Wo + o]] += dout[(size_t)bc * Ho * Wo + o];
     }
 }
+/* global average pooling: out[b, c] = mean over the HW values of channel c */
+void KN(gap_fwd)(REAL *out, const REAL *in, int B, int C, int HW) {
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW > 65536)
+    for (int bc = 0; bc < B * C; bc++) {
+        const REAL *x = in + (size_t)bc * HW;
+        REAL acc = 0;
+        for (int j = 0; j < HW; j++) acc += x[j];
+        out[bc] = acc / HW;
+    }
+}
+/* din[b, c, :] = dout[b, c] / HW */
+void KN(gap_bwd)(REAL *din, const REAL *dout, int B, int C, int HW) {
+#pragma omp parallel for schedule(static) if ((size_t)B * C * HW > 65536)
+    for (int bc = 0; bc < B * C; bc++) {
+        const REAL g = dout[bc] / HW;
+        for (int j = 0; j < HW; j++) din[(size_t)bc * HW + j] = g;
+    }
+}
+
 void KN(avgpool_fwd)(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int Ho, int Wo) {
     const REAL inv = (REAL)1 / (REAL)(k * k);
 #pragma omp parallel for schedule(static)

@@ -1,4 +1,4 @@
-/* nn/layers/elementwise.c: layers that act on each value alone (relu, tanh, gelu, dropout),
+/* nn/layers/elementwise.c: layers that act on each value alone (relu, tanh, sigmoid, gelu, dropout),
  * flatten, and add (the residual join of built models). None has parameters. */
 #include <string.h>
 
@@ -50,6 +50,21 @@ const dp__layer_ops dp__ops_DP_LAYER_GELU = {
     .flags = DP__LF_READS_IN | DP__LF_INPLACE,
     .forward = gelu_forward,
     .bwd_input = gelu_bwd_input,
+};
+
+static dp_status sigmoid_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
+    (void)train, (void)rng;
+    dp__k_sigmoid_fwd_f32(l->out, dp__input(m, l, 0), count(l, B));
+    return DP_OK;
+}
+static void sigmoid_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
+    (void)m;
+    dp__k_sigmoid_bwd_f32(din, g, l->out, count(l, B));
+}
+const dp__layer_ops dp__ops_DP_LAYER_SIGMOID = {
+    .flags = DP__LF_READS_OUT | DP__LF_INPLACE,
+    .forward = sigmoid_forward,
+    .bwd_input = sigmoid_bwd_input,
 };
 
 /* ---- dropout(P): the mask (one byte per value) is the saved tensor ------------------------- */

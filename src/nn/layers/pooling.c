@@ -1,5 +1,6 @@
-/* nn/layers/pooling.c: pooling over image windows (maxpool, avgpool) and over a sequence's
- * tokens (meanpool over the real tokens, firsttoken). No parameters. */
+/* nn/layers/pooling.c: pooling over image windows (maxpool, avgpool), whole images
+ * (globalavgpool) and a sequence's tokens (meanpool over the real tokens, firsttoken). No
+ * parameters. */
 #include "nn/kernels/kernels.h"
 #include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
@@ -65,6 +66,25 @@ const dp__layer_ops dp__ops_DP_LAYER_AVGPOOL = {
     .shape = window_shape,
     .forward = avgpool_forward,
     .bwd_input = avgpool_bwd_input,
+};
+
+/* ---- globalavgpool: C x H x W -> C x 1 x 1 ------------------------------------------------- */
+
+static void gap_shape(dp__node *l) { l->oh = l->ow = 1; }
+static dp_status gap_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
+    (void)train, (void)rng;
+    dp__k_gap_fwd_f32(l->out, dp__input(m, l, 0), B, l->ic, l->ih * l->iw);
+    return DP_OK;
+}
+static void gap_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
+    (void)m;
+    dp__k_gap_bwd_f32(din, g, B, l->ic, l->ih * l->iw);
+}
+const dp__layer_ops dp__ops_DP_LAYER_GLOBALAVGPOOL = {
+    .flags = DP__LF_IMAGE,
+    .shape = gap_shape,
+    .forward = gap_forward,
+    .bwd_input = gap_bwd_input,
 };
 
 /* ---- meanpool, firsttoken: [T, F] -> [F] --------------------------------------------------- */
