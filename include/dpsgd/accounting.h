@@ -60,7 +60,7 @@ extern "C" {
 /* One row per accountant: X(enum, name, bound). name is the kind's name as an identifier: its
  * spelling is the name in messages, options and reports, and src/acct_<name>.c (or the file
  * that says so) defines its two entry points, dp__acct_<name>_epsilon and dp__acct_<name>_delta
- * (src/acct.h). bound: 1 when its epsilon is a guarantee (an upper bound on the true epsilon),
+ * (src/privacy/acct.h). bound: 1 when its epsilon is a guarantee (an upper bound on the true epsilon),
  * so it may calibrate sigma and be a run's epsilon; 0 for an approximation, which does neither.
  * Every list of kinds the library prints is made from this list. */
 #define DP_ACCOUNTANT_LIST(X)                                                                 \

@@ -6,7 +6,7 @@
  *   1. m canaries; each is included in training independently with probability 1/2;
  *   2. one DP-SGD run (the same step as dp_train: Poisson sampling at a fixed rate q,
  *      per-sample clipping to C, noise N(0, sigma^2 C^2), division by the expected batch,
- *      optimizer step, the run's accountant: dp_train's own step function, src/step.c, and its
+ *      optimizer step, the run's accountant: dp_train's own step function, src/train/step.c, and its
  *      noise source) over the real data plus the included canaries;
  *   3. a membership score per canary from what the run released;
  *   4. guesses: "in" for the r/2 highest scores, "out" for the r/2 lowest, abstain on the rest;
@@ -45,7 +45,7 @@
  * Both are empirical LOWER bounds (evidence against a claim), never privacy guarantees.
  *
  * The switches that break the mechanism on purpose, for the tests, are not part of this API:
- * see src/testhooks.h (dp__audit) and the test build of the CLI, dpsgd-testhooks.
+ * see src/core/testhooks.h (dp__audit) and the test build of the CLI, dpsgd-testhooks.
  */
 #ifndef DPSGD_AUDIT_H
 #define DPSGD_AUDIT_H

@@ -83,7 +83,7 @@ void dp_mem_stage_reset(void);
 void dp_mem_set_limit(size_t bytes);
 
 /* ---- RNG ----------------------------------------------------------------------------
- * xoshiro256** seeded by splitmix64 (each written once, in src/internal.h, for the noise
+ * xoshiro256** seeded by splitmix64 (each written once, in src/core/internal.h, for the noise
  * blocks too). Deterministic for a seed on every platform. */
 typedef struct {
     uint64_t s[4];
