@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # scripts/fuzz.sh [SECONDS] [TARGET...]: builds the libFuzzer targets (fuzz/fuzz_<parser>.c:
-# idx, npy, safetensors, checkpoint) with clang, AddressSanitizer and UBSan, and runs each for
+# idx, npy, safetensors, checkpoint, onnx) with clang, AddressSanitizer and UBSan, and runs each for
 # SECONDS (default 60) on 1 job, starting from fuzz/corpus/<parser>/ (the grown corpus is kept
 # in build-fuzz/corpus/<parser>/, not in the repository). A crash leaves its input in
 # build-fuzz/crashes/<parser>/; copy it to tests/regress/<parser>/ once fixed (the normal
 # ctest replays that folder). Prints executions and time per target (docs/reliability.md).
 # Not part of scripts/test.sh: on demand only. Installs clang and libclang-rt-14-dev (Debian)
-# if they are missing.
+# if they are missing, and protobuf-c and ONNX's schema, which the onnx target needs (its reader
+# is generated here with protoc-c, as CMake does, into build-fuzz/gen/; libprotobuf-c itself is
+# Debian's build, not instrumented, so coverage counts this project's code only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(idx npy safetensors checkpoint)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(idx npy safetensors checkpoint onnx)
 
 need=()
 command -v clang >/dev/null || need+=(clang)
 compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null || need+=(libclang-rt-14-dev)
+command -v protoc-c >/dev/null || need+=(protobuf-c-compiler)
+[[ -f /usr/include/protobuf-c/protobuf-c.h ]] || need+=(libprotobuf-c-dev)
+[[ -f /usr/include/onnx/onnx.proto ]] || need+=(libonnx-dev)
 if [[ ${#need[@]} -gt 0 ]]; then
     SUDO=()
     [[ $(id -u) -eq 0 ]] || SUDO=(sudo -n)
@@ -24,14 +29,16 @@ if [[ ${#need[@]} -gt 0 ]]; then
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-OUT=build-fuzz
-mkdir -p "$OUT"
+OUT=${FUZZ_OUT:-build-fuzz} # FUZZ_OUT=DIR: another build folder (several fuzzing at once)
+mkdir -p "$OUT/gen"
+protoc-c --c_out="$OUT/gen" --proto_path=/usr/include/onnx /usr/include/onnx/onnx.proto
 # The parsers and what they need: no model, BLAS or OpenMP.
-SRCS=(src/core/core.c src/io/npy.c src/io/idx.c src/io/dataset.c src/io/safetensors.c src/io/checkpoint.c)
+SRCS=(src/core/core.c src/io/npy.c src/io/idx.c src/io/dataset.c src/io/safetensors.c src/io/checkpoint.c
+      src/io/onnx.c "$OUT/gen/onnx.pb-c.c")
 CFLAGS=(-std=c17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -Iinclude -Isrc -Wall -Wextra -Wno-unused-parameter)
+        -Iinclude -Isrc -I"$OUT/gen" -Wall -Wextra -Wno-unused-parameter)
 for t in "${TARGETS[@]}"; do
-    clang "${CFLAGS[@]}" "fuzz/fuzz_$t.c" "${SRCS[@]}" -lz -lm -o "$OUT/fuzz_$t"
+    clang "${CFLAGS[@]}" "fuzz/fuzz_$t.c" "${SRCS[@]}" -lprotobuf-c -lz -lm -o "$OUT/fuzz_$t"
 done
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -13,13 +13,17 @@
 #   dataset-fashion-mnist    the data, read in place from /usr/share/datasets/fashion-mnist/
 #   libopenmpi-dev openmpi-bin  Open MPI, for `mpirun -np N dpsgd train` (optional at build
 #                            time: CMake's DP_MPI is OFF without it; tests/mpi_test.sh)
+#   libprotobuf-c-dev protobuf-c-compiler  protobuf-c: the ONNX reader (src/io/onnx.c) is
+#                            generated at build time with protoc-c
+#   libonnx-dev              ONNX's schema, /usr/include/onnx/onnx.proto (what protoc-c reads)
+#   libonnx-testdata         the ONNX project's operator test cases (tests/test_onnx_io.c)
 #
 # We use gcc's libgomp, which comes with gcc: libomp-dev (LLVM's runtime) is deliberately
 # not installed.
 set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libfftw3-dev dataset-fashion-mnist
-          libopenmpi-dev openmpi-bin)
+          libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

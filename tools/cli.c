@@ -802,6 +802,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
     const int synthetic = !o->data_x && !o->data_ids && !strcmp(s->data, DP_CLI_SYNTHETIC);
     const int tokens = synthetic || o->data_ids;
     const int transformer = !strcmp(s->model_name, "transformer");
+    const int onnx = dp_cli_is_onnx(s->model_name);
     info->tokens = tokens;
     info->data_id = o->data_ids ? o->data_ids : o->data_x ? o->data_x : s->data;
     dp_dataset hold;
@@ -962,7 +963,17 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
                  tp.pool == DP_POOL_FIRST ? "first" : "mean", tp.vocab, tp.seq_len, extra);
     } else {
         int c = synthetic ? 1 : tr->c, h = synthetic ? 1 : tr->h, w = synthetic ? T : tr->w;
-        if ((st = dp_model_create_named(s->model_name, c, h, w, k, m)) != DP_OK) {
+        if (onnx) {
+            if ((st = dp_model_load_onnx(s->model_name, m)) != DP_OK) {
+                fprintf(stderr, "%s: --model %s\n", prog, dp_cli_error());
+                return 2;
+            }
+            if (dp_model_input_size(*m) != (size_t)c * h * w) {
+                fprintf(stderr, "%s: --model %s: the graph takes %zu values per example, the data has %zu (%s)\n", prog,
+                        s->model_name, dp_model_input_size(*m), (size_t)c * h * w, info->data_id);
+                return 2;
+            }
+        } else if ((st = dp_model_create_named(s->model_name, c, h, w, k, m)) != DP_OK) {
             fprintf(stderr, "%s: --model %s: %s\n", prog, s->model_name, dp_cli_error());
             return 2;
         }
@@ -1046,8 +1057,15 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
             return 2;
         }
     }
-    dp_rng init;
-    dp_rng_seed(&init, s->seed ^ 0x1badc0ffeeULL);
-    dp_model_init(*m, &init);
+    if (!onnx) { /* an imported model starts from its file's weights */
+        dp_rng init;
+        dp_rng_seed(&init, s->seed ^ 0x1badc0ffeeULL);
+        dp_model_init(*m, &init);
+    }
     return 0;
+}
+
+int dp_cli_is_onnx(const char *model_name) {
+    size_t n = strlen(model_name);
+    return n > 5 && !strcmp(model_name + n - 5, ".onnx");
 }

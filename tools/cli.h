@@ -15,6 +15,9 @@ extern const char *dp_cli_prog; /* "dpsgd" */
 int dp_cli_die(const char *what);
 /* "dpsgd: error: <dp_cli_error()>" on stderr; returns 1 */
 int dp_cli_fail(dp_status st);
+/* --model FILE.onnx: an imported model (dp_model_load_onnx) rather than a spec or a name */
+int dp_cli_is_onnx(const char *model_name);
+
 /* The library names parameters as their struct fields, the CLI as its flags: msg with every
  * field of the table in tools/cli.c (rows of `scope`) that stands as a whole word replaced by
  * its flag ("max_grad_norm 0: ..." -> "--max-grad-norm 0: ..."). Returns a static buffer,

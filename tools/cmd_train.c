@@ -44,8 +44,9 @@ void dp_cmd_train_usage(FILE *f) {
 "  --train-limit N         use only the first N training examples (quick runs) [all]\n"
 "  --test-limit N          evaluate on the first N test examples [all]\n"
 "model:\n"
-"  --model NAME|SPEC       'cnn', 'mlp', 'transformer', or a layer spec such as\n"
-"                          \"conv2d(16,8,s2,p2) tanh maxpool(2,1) flatten linear(10)\" [cnn]\n"
+"  --model NAME|SPEC       'cnn', 'mlp', 'transformer', a layer spec such as\n"
+"                          \"conv2d(16,8,s2,p2) tanh maxpool(2,1) flatten linear(10)\" [cnn],\n"
+"                          or FILE.onnx, a graph exported from PyTorch (docs/onnx.md)\n"
 "                          (grammar and the transformer: docs/model-spec.md)\n"
 "  --freeze I|NAME         freeze layer I, or every layer named NAME or NAME.* (a module-name\n"
 "                          prefix such as bert.embeddings) (repeatable)\n");
@@ -105,6 +106,7 @@ void dp_cmd_train_usage(FILE *f) {
 "weights:\n"
 "  --init FILE             start from these weights (safetensors, PyTorch names, F32, finite)\n"
 "  --save-weights FILE     write the trained weights (safetensors, atomically)\n"
+"  --save-model FILE.onnx  with --model FILE.onnx: that graph with the trained weights\n"
 "output:\n"
 "  --out FILE              write a JSON summary (atomically)\n"
 "  --quiet                 no progress, only the final line\n"
@@ -219,7 +221,7 @@ int dp_cmd_train(int argc, char **argv) {
     dp_train_params p = dp_train_default_params();
     dp_cli_train_opts o = DP_CLI_TRAIN_OPTS("train", &p);
     const char *out = NULL;
-    const char *init_path = NULL, *save_weights = NULL;
+    const char *init_path = NULL, *save_weights = NULL, *save_model = NULL;
     long test_limit = 0;
     int quiet = 0, verbose = 0;
     dp_cli_model_opts mo;
@@ -323,6 +325,10 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!*v) return dp_cli_die("--save-weights: empty path");
             save_weights = v;
+        } else if (!strcmp(a, "--save-model")) {
+            NEED_VALUE;
+            if (!*v) return dp_cli_die("--save-model: empty path");
+            save_model = v;
         } else if (!strcmp(a, "--out")) {
             NEED_VALUE;
             out = v;
@@ -364,10 +370,13 @@ int dp_cmd_train(int argc, char **argv) {
     if (o.threads > 0) omp_set_num_threads((int)o.threads);
     p.threads = (int)o.threads;
     if (!dp_cli_model_check(&mo, o.model_name, &o.data, o.data_given)) return 2;
+    if (save_model && !dp_cli_is_onnx(o.model_name))
+        return dp_cli_die("--save-model: only with --model FILE.onnx (it writes that graph with the trained weights)");
     const dp_cli_output outs[] = {{"--out", out, NULL},
                                   {"--save-weights", save_weights, NULL},
+                                  {"--save-model", save_model, NULL},
                                   {"--checkpoint-dir", p.checkpoint_dir, DP_CHECKPOINT_FILE}};
-    int bad_out = dp_cli_check_outputs(outs, 3); /* before any work: never train, then fail to write */
+    int bad_out = dp_cli_check_outputs(outs, 4); /* before any work: never train, then fail to write */
     if (bad_out) return bad_out;
 
 #ifdef DP_TEST_HOOKS
@@ -580,6 +589,11 @@ int dp_cmd_train(int argc, char **argv) {
     if (save_weights && (st = dp_model_save_safetensors(m, save_weights)) != DP_OK) {
         fprintf(stderr, "%s: --save-weights %s\n", prog, dp_cli_error());
         keep_elsewhere("--save-weights", "weights", "safetensors", m, NULL, p.checkpoint_dir);
+        lost = 1;
+    }
+    if (save_model && (st = dp_model_save_onnx(m, o.model_name, save_model)) != DP_OK) {
+        fprintf(stderr, "%s: --save-model %s\n", prog, dp_cli_error());
+        keep_elsewhere("--save-model", "weights", "safetensors", m, NULL, p.checkpoint_dir);
         lost = 1;
     }
     if (out) {

@@ -126,6 +126,16 @@ dp_status dp_model_create_transformer(const dp_transformer_params *p, dp_model *
 
 void dp_model_destroy(dp_model *m);
 
+/* A model from an ONNX file (docs/onnx.md): the graph as exported by torch.onnx.export, its
+ * float initializers the trainable parameters under their own names (the state_dict's), their
+ * values the initial weights (no dp_model_init needed). Dimension 0 of the graph input is the
+ * batch; the graph output is the logits. Operators outside the supported set, and anything
+ * that would mix samples (BatchNormalization), are refused naming the node and the reason. */
+dp_status dp_model_load_onnx(const char *path, dp_model **out);
+/* Writes out_model: the ONNX file in_model (the one the model was loaded from) with every
+ * parameter's initializer replaced by the model's current values; atomically. */
+dp_status dp_model_save_onnx(const dp_model *m, const char *in_model, const char *out_model);
+
 /* PyTorch default initialisation (kaiming-uniform weights, bias U(-1/sqrt(fan_in), ..)). */
 void dp_model_init(dp_model *m, dp_rng *rng);
 

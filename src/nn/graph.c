@@ -148,12 +148,18 @@ dp_status dp__finish_model(dp_model *m) {
     for (int i = 0; i < m->n; i++) {
         dp__node *l = &m->L[i];
         if (!dp__has_params(l)) continue;
-        snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s.weight", l->name);
+        if (l->wname[0])
+            snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s", l->wname);
+        else
+            snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s.weight", l->name);
         m->toff[ti] = l->w_off;
         m->tnode[ti] = i;
         m->tcount[ti++] = l->nw;
         if (l->nb) {
-            snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s.bias", l->name);
+            if (l->bname[0])
+                snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s", l->bname);
+            else
+                snprintf(m->tnames[ti], sizeof m->tnames[ti], "%s.bias", l->name);
             m->toff[ti] = l->b_off;
             m->tnode[ti] = i;
             m->tcount[ti++] = l->nb;

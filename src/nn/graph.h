@@ -31,7 +31,10 @@ typedef struct {
     float p, eps;
     size_t w_off, nw, b_off, nb;
     int frozen;
+    int plain;           /* a normalisation without affine parameters (imported models) */
     char name[DP__NAME_LEN];
+    /* parameter tensor names when they are not "<name>.weight" / "<name>.bias" (imported) */
+    char wname[DP__NAME_LEN + 8], bname[DP__NAME_LEN + 8];
     /* memory plan (memplan.c) */
     int need_grad, keep_out, keep_saved, fslot, gslot, last_use;
     /* buffers: own_* are owned; out/col/xhat/rstd/P/arg/mask point at own or shared memory */

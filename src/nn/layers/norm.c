@@ -16,9 +16,11 @@ static dp_status eps_parse(dp_model *m, dp__node *l, const dp__spec_token *t, in
 }
 
 static void affine_shape(dp__node *l) {
-    l->nw = l->nb = (size_t)l->ic;
-    l->has_bias = 1;
+    l->nw = l->nb = l->plain ? 0 : (size_t)l->ic;
+    l->has_bias = !l->plain;
 }
+/* gamma (NULL without affine parameters: the kernels take 1 and 0) */
+static const float *gamma_of(const dp_model *m, const dp__node *l) { return l->nw ? dp__weight(m, l) : NULL; }
 
 static void ones_init(const dp_model *m, const dp__node *l, float *w, float *b, dp_rng *rng) {
     (void)m, (void)rng;
@@ -37,12 +39,12 @@ static void xhat_assign(dp__node *l, char *base, size_t B) {
 
 static dp_status ln_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    dp__k_layernorm_fwd_f32(l->out, l->xhat, l->rstd, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B * l->ih, l->ic,
+    dp__k_layernorm_fwd_f32(l->out, l->xhat, l->rstd, dp__input(m, l, 0), gamma_of(m, l), dp__bias(m, l), B * l->ih, l->ic,
                             l->eps);
     return DP_OK;
 }
 static void ln_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
-    dp__k_layernorm_bwd_input_f32(din, g, l->xhat, l->rstd, dp__weight(m, l), B * l->ih, l->ic);
+    dp__k_layernorm_bwd_input_f32(din, g, l->xhat, l->rstd, gamma_of(m, l), B * l->ih, l->ic);
 }
 static void ln_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
     dp__k_layernorm_bwd_param_f32(m->grad + l->w_off, m->grad + l->b_off, dout, l->xhat, B * l->ih, l->ic);
@@ -110,12 +112,12 @@ static dp_status gn_parse(dp_model *m, dp__node *l, const dp__spec_token *t, int
 }
 static dp_status gn_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    dp__k_groupnorm_fwd_f32(l->out, l->xhat, l->rstd, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, l->ic,
+    dp__k_groupnorm_fwd_f32(l->out, l->xhat, l->rstd, dp__input(m, l, 0), gamma_of(m, l), dp__bias(m, l), B, l->ic,
                             l->ih * l->iw, l->groups, l->eps);
     return DP_OK;
 }
 static void gn_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
-    dp__k_groupnorm_bwd_input_f32(din, g, l->xhat, l->rstd, dp__weight(m, l), B, l->ic, l->ih * l->iw, l->groups);
+    dp__k_groupnorm_bwd_input_f32(din, g, l->xhat, l->rstd, gamma_of(m, l), B, l->ic, l->ih * l->iw, l->groups);
 }
 static void gn_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
     dp__k_groupnorm_bwd_param_f32(m->grad + l->w_off, m->grad + l->b_off, dout, l->xhat, B, l->ic, l->ih * l->iw);

@@ -1,0 +1,537 @@
+/* nn/onnx.c: models imported from ONNX files (dp_model_load_onnx, dp_model_save_onnx).
+ *
+ * The file layer (src/io/onnx.c) gives a plain-C graph; this file maps its nodes, in file
+ * order (ONNX requires a topological one), onto rows of the layer table. What it understands
+ * so far is what PyTorch exports for MLPs, CNNs with GroupNorm, residual CNNs and embedding-bag
+ * text models (docs/onnx.md has the table); everything else is refused before anything runs,
+ * naming the node, its op type and the reason.
+ *
+ * Values are tracked by name: an activation (a node of the model, or the model input), a
+ * parameter (a float initializer, possibly seen through Unsqueeze: the same parameter, its
+ * name kept), a constant (Constant nodes, non-float initializers), the shape of an activation
+ * (Shape), or one of the two intermediate steps of PyTorch's GroupNorm export (Reshape to
+ * [0, G, -1], InstanceNormalization with scale 1 and bias 0, Reshape back to Shape(x)), which
+ * becomes one groupnorm node; the Mul and Add of its affine parameters that follow become
+ * scale and bias nodes carrying the initializers' names. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "io/onnx.h"
+#include "nn/graph.h"
+
+enum { V_ACT, V_PARAM, V_CONST, V_SHAPE, V_GN_RESHAPE, V_GN_NORM };
+
+typedef struct {
+    const char *name;
+    int kind;
+    int node;                  /* V_ACT: model node (-1: the model input); V_SHAPE, V_GN_*: the
+                                * value index of the activation it came from */
+    int rank;                  /* V_ACT: per-sample rank (1 vector, 2 sequence, 3 image) */
+    const dp__onnx_tensor *t;  /* V_PARAM: the initializer; V_CONST: the tensor */
+    int groups;                /* V_GN_*: G */
+    float eps;                 /* V_GN_NORM */
+    int vnd;                   /* V_PARAM: the dims it is seen with (Unsqueeze adds 1s) */
+    int64_t vdims[8];
+} val;
+
+typedef struct {
+    const char *path;
+    const dp__onnx_model *g;
+    dp_model *m;
+    val *v;
+    int nv, capv;
+    unsigned char *used; /* [n_initializers]: consumed as a parameter */
+} ctx;
+
+#define SUPPORTED                                                                                                   \
+    "Gemm, Conv, Relu, Tanh, Sigmoid, MaxPool, AveragePool, GlobalAveragePool, Flatten, Add, Mul (a parameter per " \
+    "channel, or two activations for Add), Gather (embedding), ReduceMean (over tokens), Dropout, Identity, "       \
+    "Constant, Shape, Unsqueeze (of a parameter), Reshape and InstanceNormalization (GroupNorm's export, or a "     \
+    "flatten)"
+
+static dp_status node_fail(const ctx *c, const dp__onnx_node *n, const char *why) {
+    return dp_fail(DP_ERR_INVALID, "%s: node '%s' (%s): %s", c->path, n->name[0] ? n->name : "(unnamed)", n->op_type, why);
+}
+
+static int find(const ctx *c, const char *name) {
+    for (int i = c->nv - 1; i >= 0; i--)
+        if (strcmp(c->v[i].name, name) == 0) return i;
+    return -1;
+}
+
+static int add_val(ctx *c, val x) {
+    if (c->nv == c->capv) {
+        int nc = c->capv ? 2 * c->capv : 64;
+        val *nv = dp_alloc(sizeof *nv * (size_t)nc);
+        if (!nv) return -1;
+        if (c->v) memcpy(nv, c->v, sizeof *nv * (size_t)c->nv);
+        dp_free(c->v);
+        c->v = nv;
+        c->capv = nc;
+    }
+    c->v[c->nv] = x;
+    return c->nv++;
+}
+
+static dp_status set_act(ctx *c, const char *name, int node, int rank) {
+    val x = {.name = name, .kind = V_ACT, .node = node, .rank = rank};
+    return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+}
+
+static int64_t attr_int(const dp__onnx_node *n, const char *name, int64_t def) {
+    const dp__onnx_attr *a = dp__onnx_find_attr(n, name);
+    return a && a->type == DP__ONNX_ATTR_INT ? a->i : def;
+}
+
+/* ints attribute with every value equal: that value, or def when absent; -1 when they differ */
+static int64_t attr_same(const dp__onnx_node *n, const char *name, int64_t def, size_t expect) {
+    const dp__onnx_attr *a = dp__onnx_find_attr(n, name);
+    if (!a) return def;
+    if (a->type != DP__ONNX_ATTR_INTS || (expect && a->n != expect) || a->n == 0) return -1;
+    for (size_t i = 1; i < a->n; i++)
+        if (a->ints[i] != a->ints[0]) return -1;
+    return a->ints[0];
+}
+
+/* the activation value named by input j, or -1 */
+static int act_input(const ctx *c, const dp__onnx_node *n, int j) {
+    if (j >= n->n_inputs) return -1;
+    int i = find(c, n->inputs[j]);
+    return i >= 0 && c->v[i].kind == V_ACT ? i : -1;
+}
+
+static int param_input(const ctx *c, const dp__onnx_node *n, int j) {
+    if (j >= n->n_inputs || !n->inputs[j][0]) return -1;
+    int i = find(c, n->inputs[j]);
+    return i >= 0 && c->v[i].kind == V_PARAM ? i : -1;
+}
+
+/* a parameter may be used by one node only (tied weights are not supported yet) */
+static dp_status take_param(ctx *c, const dp__onnx_node *n, int vi) {
+    const dp__onnx_tensor *t = c->v[vi].t;
+    int k = (int)(t - c->g->initializers);
+    if (c->used[k]) return node_fail(c, n, "uses a parameter that another node uses too (tied weights are not supported)");
+    c->used[k] = 1;
+    return DP_OK;
+}
+
+/* Append a node of kind reading activation value `in` (its model node). */
+static dp__node *new_node(ctx *c, dp_layer_kind kind, int in) {
+    return dp__push_node(c->m, kind, c->v[in].node);
+}
+
+static void param_names(dp__node *l, const dp__onnx_tensor *w, const dp__onnx_tensor *b, const dp__onnx_node *n) {
+    if (w) snprintf(l->wname, sizeof l->wname, "%s", w->name);
+    if (b) snprintf(l->bname, sizeof l->bname, "%s", b->name);
+    /* the module name: the weight's name without ".weight" when it has that form */
+    const char *src = w ? w->name : b ? b->name : n->name;
+    size_t len = strlen(src);
+    const char *dot = strrchr(src, '.');
+    if ((w || b) && dot) len = (size_t)(dot - src);
+    snprintf(l->name, sizeof l->name, "%.*s", (int)(len < DP__NAME_LEN - 1 ? len : DP__NAME_LEN - 1), src);
+}
+
+static dp_status finish(ctx *c, dp__node *l, const dp__onnx_node *n, int rank) {
+    int idx = c->m->n - 1;
+    char keep[DP__NAME_LEN];
+    snprintf(keep, sizeof keep, "%s", l->name);
+    dp__finish_node(c->m, l, idx, keep[0] ? keep : NULL);
+    return set_act(c, n->outputs[0], idx, rank);
+}
+
+/* A parameter value seen as one value per channel of an activation of this rank: [C, 1, 1]
+ * on an image, [C] on features or a sequence's tokens (leading 1s, as a batch axis, allowed). */
+static int per_channel(const val *p, int64_t C, int rank) {
+    if (p->t->elem_type != DP__ONNX_FLOAT || (int64_t)p->t->count != C) return 0;
+    int d = 0;
+    while (p->vnd - d > (rank == 3 ? 3 : 1) && p->vdims[d] == 1) d++;
+    if (rank == 3) return p->vnd - d == 3 && p->vdims[d] == C && p->vdims[d + 1] == 1 && p->vdims[d + 2] == 1;
+    return p->vnd - d == 1 && p->vdims[d] == C;
+}
+
+static dp_status map_node(ctx *c, const dp__onnx_node *n);
+
+dp_status dp_model_load_onnx(const char *path, dp_model **out) {
+    dp__onnx_model *g = NULL;
+    dp_status st = dp__onnx_load(path, &g);
+    if (st != DP_OK) return st;
+    ctx c = {path, g, NULL, NULL, 0, 0, NULL};
+    int64_t ver = dp__onnx_opset_version(g, "");
+    if (ver < 9 || ver > 18) {
+        st = dp_fail(DP_ERR_INVALID, "%s: opset %lld of the default domain is not supported (9 to 18)", path, (long long)ver);
+        goto done;
+    }
+    /* the model input: the first graph input that is not an initializer */
+    const dp__onnx_value *in = NULL;
+    for (int i = 0; i < g->n_inputs && !in; i++)
+        if (!dp__onnx_find_initializer(g, g->inputs[i].name)) in = &g->inputs[i];
+    if (!in || in->kind != DP__ONNX_VALUE_TENSOR || in->ndim < 2) {
+        st = dp_fail(DP_ERR_INVALID, "%s: the graph needs one tensor input [batch, ...] that is not an initializer", path);
+        goto done;
+    }
+    for (int d = 1; d < in->ndim; d++)
+        if (in->dims[d] < 1) {
+            st = dp_fail(DP_ERR_INVALID, "%s: graph input '%s': dimension %d is not fixed (only the batch, dimension 0, may vary)",
+                         path, in->name, d);
+            goto done;
+        }
+    int cls = dp__onnx_type_class(in->elem_type), rank = in->ndim - 1;
+    if (cls == 2 && rank == 1) {
+        c.m = dp__model_new(1, 1, (int)in->dims[1]);
+        if (c.m) c.m->tokens = 1;
+    } else if (cls == 1 && rank == 1) {
+        c.m = dp__model_new((int)in->dims[1], 1, 1);
+    } else if (cls == 1 && rank == 3) {
+        c.m = dp__model_new((int)in->dims[1], (int)in->dims[2], (int)in->dims[3]);
+    } else {
+        st = dp_fail(DP_ERR_INVALID, "%s: graph input '%s' (%s, %d dims): supported are float [batch, features], float "
+                     "[batch, C, H, W] and integer token ids [batch, T]", path, in->name, dp__onnx_type_name(in->elem_type),
+                     in->ndim);
+        goto done;
+    }
+    c.used = dp_calloc((size_t)g->n_initializers + 1, 1);
+    if (!c.m || !c.used || set_act(&c, in->name, -1, c.m->tokens ? 0 : rank) != DP_OK) {
+        st = DP_ERR_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < g->n_initializers; i++) {
+        const dp__onnx_tensor *t = &g->initializers[i];
+        val x = {.name = t->name, .kind = t->elem_type == DP__ONNX_FLOAT ? V_PARAM : V_CONST, .t = t};
+        if (t->ndim > 8) x.kind = V_CONST; /* not a parameter any supported operator takes */
+        x.vnd = t->ndim <= 8 ? t->ndim : 0;
+        for (int d = 0; d < x.vnd; d++) x.vdims[d] = t->dims[d];
+        if (add_val(&c, x) < 0) {
+            st = DP_ERR_NOMEM;
+            goto done;
+        }
+    }
+    for (int i = 0; i < g->n_nodes && st == DP_OK; i++) st = map_node(&c, &g->nodes[i]);
+    if (st != DP_OK) goto done;
+    /* the output: the logits, written by the last node */
+    if (g->n_outputs != 1) {
+        st = dp_fail(DP_ERR_INVALID, "%s: the graph has %d outputs; one (the logits) is supported", path, g->n_outputs);
+        goto done;
+    }
+    int o = find(&c, g->outputs[0].name);
+    if (o < 0 || c.v[o].kind != V_ACT || c.v[o].node != c.m->n - 1 || c.m->n == 0 || c.v[o].rank != 1) {
+        st = dp_fail(DP_ERR_INVALID, "%s: graph output '%s' must be the logits [batch, classes] made by the last node", path,
+                     g->outputs[0].name);
+        goto done;
+    }
+    for (int i = 0; i < g->n_initializers; i++)
+        if (!c.used[i] && g->initializers[i].elem_type == DP__ONNX_FLOAT && g->initializers[i].count > 0) {
+            st = dp_fail(DP_ERR_INVALID, "%s: float initializer '%s' is not a parameter of any supported operator (it would not "
+                         "be trained)", path, g->initializers[i].name);
+            goto done;
+        }
+    if ((st = dp__finish_model(c.m)) != DP_OK) goto done;
+    /* the initial weights are the file's */
+    for (int t = 0; t < c.m->ntensors; t++) {
+        const dp__onnx_tensor *init = dp__onnx_find_initializer(g, c.m->tnames[t]);
+        if (!init || init->count != c.m->tcount[t]) {
+            st = dp_fail(DP_ERR_INVALID, "%s: parameter '%s': %zu values expected", path, c.m->tnames[t], c.m->tcount[t]);
+            goto done;
+        }
+        memcpy(c.m->params + c.m->toff[t], init->f, sizeof(float) * init->count);
+    }
+    *out = c.m;
+    c.m = NULL;
+done:
+    dp_model_destroy(c.m);
+    dp_free(c.v);
+    dp_free(c.used);
+    dp__onnx_free(g);
+    return st;
+}
+
+static dp_status map_node(ctx *c, const dp__onnx_node *n) {
+    const char *op = n->op_type;
+    if (n->domain[0] && strcmp(n->domain, "ai.onnx") != 0) return node_fail(c, n, "operators outside the default domain are not supported");
+    if (n->n_outputs < 1) return node_fail(c, n, "has no output");
+    if (!strcmp(op, "BatchNormalization"))
+        return node_fail(c, n, "BatchNormalization mixes the samples of a batch, which per-sample clipping cannot bound: use "
+                         "GroupNorm (nn.GroupNorm) instead");
+    if (!strcmp(op, "Constant")) {
+        const dp__onnx_attr *a = dp__onnx_find_attr(n, "value");
+        if (!a || a->type != DP__ONNX_ATTR_TENSOR || !a->t) return node_fail(c, n, "only a 'value' tensor is supported");
+        val x = {.name = n->outputs[0], .kind = V_CONST, .t = a->t};
+        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+    }
+    if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) {
+        int i = n->n_inputs ? find(c, n->inputs[0]) : -1;
+        if (i < 0) return node_fail(c, n, "its input is unknown");
+        for (int j = 1; j < n->n_outputs; j++)
+            if (n->outputs[j][0]) { /* the mask: used by nothing we support */
+                for (int k = 0; k < c->g->n_nodes; k++)
+                    for (int q = 0; q < c->g->nodes[k].n_inputs; q++)
+                        if (!strcmp(c->g->nodes[k].inputs[q], n->outputs[j])) return node_fail(c, n, "its mask output is used");
+            }
+        double p = 0;
+        if (!strcmp(op, "Dropout")) {
+            int r = n->n_inputs > 1 && n->inputs[1][0] ? find(c, n->inputs[1]) : -1;
+            if (r >= 0 && c->v[r].kind == V_CONST && c->v[r].t->count == 1 && c->v[r].t->f) p = c->v[r].t->f[0];
+            else if (r >= 0) return node_fail(c, n, "its ratio must be a constant");
+            const dp__onnx_attr *a = dp__onnx_find_attr(n, "ratio");
+            if (a && a->type == DP__ONNX_ATTR_FLOAT) p = a->f;
+            if (!(p >= 0 && p < 1)) return node_fail(c, n, "its ratio must be in [0, 1)");
+        }
+        if (p > 0) {
+            if (c->v[i].kind != V_ACT) return node_fail(c, n, "dropout of a parameter or constant is not supported");
+            dp__node *l = new_node(c, DP_LAYER_DROPOUT, i);
+            if (!l) return DP_ERR_NOMEM;
+            l->p = (float)p;
+            return finish(c, l, n, c->v[i].rank);
+        }
+        val x = c->v[i];
+        x.name = n->outputs[0];
+        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+    }
+    if (!strcmp(op, "Shape")) {
+        int a = act_input(c, n, 0);
+        if (a < 0 || n->n_attrs) return node_fail(c, n, "only the whole shape of an activation is supported");
+        val x = {.name = n->outputs[0], .kind = V_SHAPE, .node = a};
+        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+    }
+    if (!strcmp(op, "Unsqueeze")) { /* a parameter seen through a view keeps its name */
+        int p = param_input(c, n, 0);
+        if (p < 0) return node_fail(c, n, "only a parameter can be unsqueezed (a per-channel scale or bias)");
+        const int64_t *axes = NULL;
+        size_t na = 0;
+        int ai = n->n_inputs > 1 ? find(c, n->inputs[1]) : -1;
+        const dp__onnx_attr *at = dp__onnx_find_attr(n, "axes");
+        if (ai >= 0 && c->v[ai].kind == V_CONST && c->v[ai].t->i) {
+            axes = c->v[ai].t->i;
+            na = c->v[ai].t->count;
+        } else if (at && at->type == DP__ONNX_ATTR_INTS) {
+            axes = at->ints;
+            na = at->n;
+        } else
+            return node_fail(c, n, "its axes must be constants");
+        val x = c->v[p];
+        x.name = n->outputs[0];
+        const int rank = x.vnd + (int)na;
+        if (rank > 8) return node_fail(c, n, "gives more than 8 dimensions");
+        unsigned char one[8] = {0};
+        for (size_t j = 0; j < na; j++) {
+            int64_t ax = axes[j] < 0 ? axes[j] + rank : axes[j];
+            if (ax < 0 || ax >= rank || one[ax]) return node_fail(c, n, "its axes are out of range or repeated");
+            one[ax] = 1;
+        }
+        for (int d = 0, q = 0; d < rank; d++) x.vdims[d] = one[d] ? 1 : c->v[p].vdims[q++];
+        x.vnd = rank;
+        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+    }
+    /* from here on the first input is an activation (or GroupNorm's steps) */
+    const int a = n->n_inputs ? find(c, n->inputs[0]) : -1;
+    if (a < 0) return node_fail(c, n, "its first input is unknown");
+    const int kind = c->v[a].kind;
+    if (!strcmp(op, "Reshape")) {
+        int s = n->n_inputs > 1 ? find(c, n->inputs[1]) : -1;
+        if (s < 0) return node_fail(c, n, "its shape input is unknown");
+        if (kind == V_ACT && c->v[s].kind == V_CONST && c->v[s].t->i && c->v[s].t->count == 3 && c->v[a].rank == 3 &&
+            c->v[s].t->i[0] == 0 && c->v[s].t->i[2] == -1 && c->v[s].t->i[1] >= 1) {
+            /* GroupNorm's export, step 1: [C, H, W] -> [G, C/G H W] */
+            int G = (int)c->v[s].t->i[1], C = c->v[a].node < 0 ? c->m->c : c->m->L[c->v[a].node].oc;
+            if (C % G) return node_fail(c, n, "reshapes C channels into groups that do not divide C");
+            val y = {.name = n->outputs[0], .kind = V_GN_RESHAPE, .node = a, .groups = G};
+            return add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
+        }
+        if (kind == V_GN_NORM && c->v[s].kind == V_SHAPE && c->v[s].node == c->v[a].node) {
+            /* step 3: back to the shape of the input: one groupnorm (its affine parameters
+             * are the Mul and Add that follow) */
+            int src = c->v[a].node;
+            dp__node *l = new_node(c, DP_LAYER_GROUPNORM, src);
+            if (!l) return DP_ERR_NOMEM;
+            l->groups = c->v[a].groups;
+            l->eps = c->v[a].eps;
+            l->plain = 1;
+            snprintf(l->name, sizeof l->name, "%s", n->name);
+            return finish(c, l, n, 3);
+        }
+        if (kind == V_ACT && c->v[s].kind == V_CONST && c->v[s].t->i && c->v[s].t->count == 2 &&
+            (c->v[s].t->i[0] == 0 || c->v[s].t->i[0] == -1) &&
+            (c->v[s].t->i[1] == -1 || (c->v[a].node >= 0 ? (int64_t)c->m->L[c->v[a].node].out_size : (int64_t)c->m->in_size) ==
+                                          c->v[s].t->i[1])) {
+            dp__node *l = new_node(c, DP_LAYER_FLATTEN, a);
+            if (!l) return DP_ERR_NOMEM;
+            return finish(c, l, n, 1);
+        }
+        return node_fail(c, n, "this reshape is not supported (only a flatten to [batch, -1] and GroupNorm's export)");
+    }
+    if (!strcmp(op, "InstanceNormalization")) {
+        int sc = n->n_inputs > 1 ? find(c, n->inputs[1]) : -1, bi = n->n_inputs > 2 ? find(c, n->inputs[2]) : -1;
+        if (kind != V_GN_RESHAPE) return node_fail(c, n, "only as part of GroupNorm's export (Reshape, InstanceNormalization, Reshape)");
+        if (sc < 0 || bi < 0 || c->v[sc].kind != V_CONST || c->v[bi].kind != V_CONST || !c->v[sc].t->f || !c->v[bi].t->f ||
+            (int)c->v[sc].t->count != c->v[a].groups || (int)c->v[bi].t->count != c->v[a].groups)
+            return node_fail(c, n, "its scale and bias must be constants, one per group");
+        for (size_t j = 0; j < c->v[sc].t->count; j++)
+            if (c->v[sc].t->f[j] != 1.0f || c->v[bi].t->f[j] != 0.0f)
+                return node_fail(c, n, "its scale and bias must be 1 and 0 (GroupNorm's affine parameters follow as Mul and Add)");
+        const dp__onnx_attr *e = dp__onnx_find_attr(n, "epsilon");
+        val y = {.name = n->outputs[0], .kind = V_GN_NORM, .node = c->v[a].node, .groups = c->v[a].groups,
+                 .eps = e && e->type == DP__ONNX_ATTR_FLOAT ? e->f : 1e-5f};
+        return add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
+    }
+    if (kind == V_PARAM && !strcmp(op, "Gather")) { /* an embedding lookup */
+        int ids = act_input(c, n, 1);
+        if (ids < 0 || c->v[ids].node != -1 || !c->m->tokens || c->m->n != 0 || attr_int(n, "axis", 0) != 0)
+            return node_fail(c, n, "a lookup in a parameter table must read the token ids of the graph input, first");
+        const dp__onnx_tensor *w = c->v[a].t;
+        if (w->ndim != 2) return node_fail(c, n, "the table must be [vocabulary, dimension]");
+        dp_status st = take_param(c, n, a);
+        if (st != DP_OK) return st;
+        dp__node *l = dp__push_node(c->m, DP_LAYER_EMBEDDING, -1);
+        if (!l) return DP_ERR_NOMEM;
+        l->vocab = (int)w->dims[0];
+        l->oc = (int)w->dims[1];
+        param_names(l, w, NULL, n);
+        return finish(c, l, n, 2);
+    }
+    if (kind != V_ACT) return node_fail(c, n, "its first input must be an activation here");
+    const int r = c->v[a].rank;
+    const dp__node *src = c->v[a].node >= 0 ? &c->m->L[c->v[a].node] : NULL;
+    const int C = src ? src->oc : c->m->c;
+    struct {
+        const char *op;
+        dp_layer_kind kind;
+    } unary[] = {{"Relu", DP_LAYER_RELU}, {"Tanh", DP_LAYER_TANH}, {"Sigmoid", DP_LAYER_SIGMOID}};
+    for (size_t u = 0; u < sizeof unary / sizeof unary[0]; u++)
+        if (!strcmp(op, unary[u].op)) {
+            dp__node *l = new_node(c, unary[u].kind, a);
+            if (!l) return DP_ERR_NOMEM;
+            return finish(c, l, n, r);
+        }
+    if (!strcmp(op, "Gemm")) {
+        int w = param_input(c, n, 1), b = n->n_inputs > 2 ? param_input(c, n, 2) : -1;
+        if (r != 1) return node_fail(c, n, "its input must be [batch, features]");
+        if (w < 0) return node_fail(c, n, "its second input must be a parameter (a matrix product of two activations is not supported yet)");
+        if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return node_fail(c, n, "its bias must be a parameter");
+        if (attr_int(n, "transA", 0) != 0 || attr_int(n, "transB", 0) != 1)
+            return node_fail(c, n, "only transA = 0, transB = 1 (PyTorch's nn.Linear) is supported");
+        const dp__onnx_attr *al = dp__onnx_find_attr(n, "alpha"), *be = dp__onnx_find_attr(n, "beta");
+        if ((al && al->f != 1.0f) || (be && be->f != 1.0f)) return node_fail(c, n, "alpha and beta must be 1");
+        const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
+        size_t d = src ? src->out_size : c->m->in_size;
+        if (W->ndim != 2 || (size_t)W->dims[1] != d) return node_fail(c, n, "its weight must be [out, in] with in = the input's size");
+        if (Bt && (int64_t)Bt->count != W->dims[0]) return node_fail(c, n, "its bias must have one value per output");
+        dp_status st = take_param(c, n, w);
+        if (st == DP_OK && b >= 0) st = take_param(c, n, b);
+        if (st != DP_OK) return st;
+        dp__node *l = new_node(c, DP_LAYER_LINEAR, a);
+        if (!l) return DP_ERR_NOMEM;
+        l->oc = (int)W->dims[0];
+        l->has_bias = Bt != NULL;
+        param_names(l, W, Bt, n);
+        return finish(c, l, n, 1);
+    }
+    if (!strcmp(op, "Conv")) {
+        int w = param_input(c, n, 1), b = n->n_inputs > 2 ? param_input(c, n, 2) : -1;
+        if (r != 3) return node_fail(c, n, "its input must be an image [batch, C, H, W]");
+        if (w < 0) return node_fail(c, n, "its weight must be a parameter");
+        if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return node_fail(c, n, "its bias must be a parameter");
+        const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
+        const dp__onnx_attr *ap = dp__onnx_find_attr(n, "auto_pad");
+        if (ap && ap->type == DP__ONNX_ATTR_STRING && strcmp(ap->s, "NOTSET") != 0) return node_fail(c, n, "auto_pad is not supported (give pads)");
+        if (attr_int(n, "group", 1) != 1) return node_fail(c, n, "grouped convolutions are not supported yet");
+        if (attr_same(n, "dilations", 1, 2) != 1) return node_fail(c, n, "dilated convolutions are not supported yet");
+        int64_t k = attr_same(n, "kernel_shape", W->ndim == 4 ? W->dims[2] : -1, 2), s = attr_same(n, "strides", 1, 2),
+                p = attr_same(n, "pads", 0, 4);
+        if (W->ndim != 4 || W->dims[1] != C || W->dims[2] != W->dims[3] || k != W->dims[2])
+            return node_fail(c, n, "its weight must be [out, C, K, K] (square kernels only, for now)");
+        if (s < 1 || p < 0) return node_fail(c, n, "strides and pads must be the same along both axes and both sides (for now)");
+        if (Bt && (int64_t)Bt->count != W->dims[0]) return node_fail(c, n, "its bias must have one value per output channel");
+        int ih = src ? src->oh : c->m->h, iw = src ? src->ow : c->m->w;
+        if (ih + 2 * p < k || iw + 2 * p < k) return node_fail(c, n, "its kernel is larger than its padded input");
+        dp_status st = take_param(c, n, w);
+        if (st == DP_OK && b >= 0) st = take_param(c, n, b);
+        if (st != DP_OK) return st;
+        dp__node *l = new_node(c, DP_LAYER_CONV2D, a);
+        if (!l) return DP_ERR_NOMEM;
+        l->oc = (int)W->dims[0];
+        l->k = (int)k;
+        l->s = (int)s;
+        l->pad = (int)p;
+        l->has_bias = Bt != NULL;
+        param_names(l, W, Bt, n);
+        return finish(c, l, n, 3);
+    }
+    if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool")) {
+        if (r != 3) return node_fail(c, n, "its input must be an image [batch, C, H, W]");
+        int64_t k = attr_same(n, "kernel_shape", -1, 2), s = attr_same(n, "strides", 1, 2), p = attr_same(n, "pads", 0, 4);
+        if (k < 1) return node_fail(c, n, "its kernel must be square (kernel_shape [K, K])");
+        if (s < 1) return node_fail(c, n, "its strides must be equal");
+        if (p != 0) return node_fail(c, n, "padding is not supported yet");
+        if (attr_int(n, "ceil_mode", 0) != 0 || attr_same(n, "dilations", 1, 2) != 1)
+            return node_fail(c, n, "ceil_mode and dilations are not supported");
+        if (n->n_outputs > 1 && n->outputs[1][0]) return node_fail(c, n, "its indices output is not supported");
+        int ih = src ? src->oh : c->m->h, iw = src ? src->ow : c->m->w;
+        if (ih < k || iw < k) return node_fail(c, n, "its kernel is larger than its input");
+        dp__node *l = new_node(c, op[0] == 'M' ? DP_LAYER_MAXPOOL : DP_LAYER_AVGPOOL, a);
+        if (!l) return DP_ERR_NOMEM;
+        l->k = (int)k;
+        l->s = (int)s;
+        return finish(c, l, n, 3);
+    }
+    if (!strcmp(op, "GlobalAveragePool")) {
+        if (r != 3) return node_fail(c, n, "its input must be an image [batch, C, H, W]");
+        dp__node *l = new_node(c, DP_LAYER_GLOBALAVGPOOL, a);
+        if (!l) return DP_ERR_NOMEM;
+        return finish(c, l, n, 3);
+    }
+    if (!strcmp(op, "Flatten")) {
+        if (attr_int(n, "axis", 1) != 1) return node_fail(c, n, "only axis = 1 (keep the batch) is supported");
+        dp__node *l = new_node(c, DP_LAYER_FLATTEN, a);
+        if (!l) return DP_ERR_NOMEM;
+        return finish(c, l, n, 1);
+    }
+    if (!strcmp(op, "ReduceMean")) {
+        const dp__onnx_attr *ax = dp__onnx_find_attr(n, "axes");
+        if (r != 2 || !ax || ax->type != DP__ONNX_ATTR_INTS || ax->n != 1 || ax->ints[0] != 1 || attr_int(n, "keepdims", 1) != 0)
+            return node_fail(c, n, "only the mean over the tokens of a sequence (axes [1], keepdims 0) is supported");
+        dp__node *l = new_node(c, DP_LAYER_MEANPOOL, a);
+        if (!l) return DP_ERR_NOMEM;
+        return finish(c, l, n, 1);
+    }
+    if (!strcmp(op, "Add") || !strcmp(op, "Mul")) {
+        if (n->n_inputs != 2) return node_fail(c, n, "needs two inputs");
+        int other = find(c, n->inputs[1]);
+        if (other < 0) return node_fail(c, n, "its second input is unknown");
+        if (op[0] == 'A' && c->v[other].kind == V_ACT) { /* a residual join */
+            const dp__node *o = c->v[other].node >= 0 ? &c->m->L[c->v[other].node] : NULL;
+            size_t sa = src ? src->out_size : c->m->in_size, so = o ? o->out_size : c->m->in_size;
+            if (sa != so || c->v[other].rank != r) return node_fail(c, n, "adds activations of different shapes (broadcasting is not supported yet)");
+            dp__node *l = new_node(c, DP_LAYER_ADD, a);
+            if (!l) return DP_ERR_NOMEM;
+            l->in[1] = c->v[other].node;
+            l->nin = 2;
+            return finish(c, l, n, r);
+        }
+        if (c->v[other].kind != V_PARAM || !per_channel(&c->v[other], C, r))
+            return node_fail(c, n, "the second input must be a parameter with one value per channel ([C, 1, 1] on an image, "
+                             "[D] on features or tokens), or an activation of the same shape for Add");
+        dp_status st = take_param(c, n, other);
+        if (st != DP_OK) return st;
+        dp__node *l = new_node(c, op[0] == 'A' ? DP_LAYER_BIAS : DP_LAYER_SCALE, a);
+        if (!l) return DP_ERR_NOMEM;
+        snprintf(l->wname, sizeof l->wname, "%s", c->v[other].t->name);
+        param_names(l, c->v[other].t, NULL, n);
+        return finish(c, l, n, r);
+    }
+    char why[1024];
+    snprintf(why, sizeof why, "operator not supported (supported: %s)", SUPPORTED);
+    return node_fail(c, n, why);
+}
+
+dp_status dp_model_save_onnx(const dp_model *m, const char *in_model, const char *out_model) {
+    dp__onnx_replacement *r = dp_alloc(sizeof *r * (size_t)(m->ntensors ? m->ntensors : 1));
+    if (!r) return DP_ERR_NOMEM;
+    for (int t = 0; t < m->ntensors; t++) {
+        r[t].name = m->tnames[t];
+        r[t].data = m->params + m->toff[t];
+        r[t].count = m->tcount[t];
+    }
+    dp_status st = dp__onnx_save_initializers(in_model, out_model, m->ntensors, r);
+    dp_free(r);
+    return st;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# tests/onnx_cli_test.sh PATH-TO-DPSGD: `dpsgd train --model FILE.onnx` end to end on the
+# PyTorch exports of tests/reference/onnx/: a private run on a .npy batch, --save-weights and
+# --save-model (the same graph with the trained weights, the file's own initializers changed),
+# --save-model refused without an ONNX model, a transformer export and a BatchNorm model refused
+# before any work (exit 2, naming the node), a --classes that is not the graph's output refused.
+# Last line: "onnx_cli_test: N passed, N failed".
+# shellcheck disable=SC2015
+set -u
+BIN=${1:?usage: onnx_cli_test.sh PATH-TO-DPSGD}
+# shellcheck source=tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+t_setup onnx_cli_test onnx_cli
+REF=$(cd "$(dirname "${BASH_SOURCE[0]}")/reference/onnx" && pwd)
+
+TRAIN=(train --model "$REF/cnn_gn.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy"
+       --test-x "$REF/cnn_gn.x.npy" --test-labels "$REF/cnn_gn.y.npy" --classes 10 --batch-size 4 --epochs 2
+       --noise-multiplier 1 --lr 0.5)
+run "${TRAIN[@]}" --save-weights "$TMP/w.safetensors" --save-model "$TMP/trained.onnx"
+[[ $RC -eq 0 && "$OUT" == *"final:"* && -s "$TMP/w.safetensors" && -s "$TMP/trained.onnx" ]] && ok ||
+    bad "train --model cnn_gn.onnx: exit $RC: $OUT $ERR"
+# the trained graph loads again and differs from the file it came from only in its weights
+if [[ -s "$TMP/trained.onnx" ]]; then
+    run train --model "$TMP/trained.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy" \
+        --test-x "$REF/cnn_gn.x.npy" --test-labels "$REF/cnn_gn.y.npy" --classes 10 --batch-size 4 --epochs 1 --no-dp
+    [[ $RC -eq 0 ]] && ok || bad "the saved model does not load: exit $RC: $ERR"
+    cmp -s "$TMP/trained.onnx" "$REF/cnn_gn.onnx" && bad "--save-model wrote the untrained file" || ok
+fi
+run train --model "$REF/cnn_gn.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy" --classes 10 \
+    --save-model "$TMP/x.onnx" --model cnn
+[[ $RC -eq 2 && "$ERR" == *"--save-model: only with --model FILE.onnx"* ]] && ok ||
+    bad "--save-model without an ONNX model: exit $RC: $ERR"
+run train --model "$REF/transformer.onnx" --data-ids "$REF/transformer.x.npy" --data-labels "$REF/transformer.y.npy" \
+    --classes 4 --vocab 50
+[[ $RC -eq 2 && "$ERR" == *"transformer.onnx: node '"* ]] && ok || bad "transformer.onnx: exit $RC: $ERR"
+[[ "$OUT" != *"epoch"* ]] && ok || bad "transformer.onnx: trained before refusing"
+run train --model "$REF/batchnorm.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy" --classes 10
+[[ $RC -eq 2 && "$ERR" == *"(BatchNormalization)"* && "$ERR" == *"GroupNorm"* ]] && ok ||
+    bad "batchnorm.onnx: exit $RC: $ERR"
+run train --model "$REF/cnn_gn.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy" --classes 12
+[[ $RC -eq 2 && "$ERR" == *"outputs 10 values"* ]] && ok || bad "--classes 12 for 10 logits: exit $RC: $ERR"
+t_summary
