@@ -19,6 +19,7 @@
 
 #include "io/onnx.h"
 #include "nn/graph.h"
+#include "nn/onnx_internal.h"
 
 enum { V_ACT, V_PARAM, V_CONST, V_SHAPE, V_GN_RESHAPE, V_GN_NORM };
 
@@ -27,7 +28,8 @@ typedef struct {
     int kind;
     int node;                  /* V_ACT: model node (-1: the model input); V_SHAPE, V_GN_*: the
                                 * value index of the activation it came from */
-    int rank;                  /* V_ACT: per-sample rank (1 vector, 2 sequence, 3 image) */
+    int rank;                  /* V_ACT: per-sample rank (1 vector, 2 sequence, 3 image; 0 token ids; -1
+                                * values of an unknown shape, DP__ONNX_BIND_FLAT_INPUT) */
     const dp__onnx_tensor *t;  /* V_PARAM: the initializer; V_CONST: the tensor */
     int groups;                /* V_GN_*: G */
     float eps;                 /* V_GN_NORM */
@@ -41,7 +43,9 @@ typedef struct {
     dp_model *m;
     val *v;
     int nv, capv;
-    unsigned char *used; /* [n_initializers]: consumed as a parameter */
+    dp__onnx_tensor *init; /* the initializers: the file's, and (bound) the bound graph inputs */
+    int ninit;
+    unsigned char *used; /* [ninit]: consumed as a parameter */
 } ctx;
 
 #define SUPPORTED                                                                                                   \
@@ -110,7 +114,7 @@ static int param_input(const ctx *c, const dp__onnx_node *n, int j) {
 /* a parameter may be used by one node only (tied weights are not supported yet) */
 static dp_status take_param(ctx *c, const dp__onnx_node *n, int vi) {
     const dp__onnx_tensor *t = c->v[vi].t;
-    int k = (int)(t - c->g->initializers);
+    int k = (int)(t - c->init);
     if (c->used[k]) return node_fail(c, n, "uses a parameter that another node uses too (tied weights are not supported)");
     c->used[k] = 1;
     return DP_OK;
@@ -150,53 +154,141 @@ static int per_channel(const val *p, int64_t C, int rank) {
     return p->vnd - d == 1 && p->vdims[d] == C;
 }
 
+/* auto_pad absent, NOTSET or VALID: the padding is the pads attribute's (VALID: none) */
+static int auto_pad_none(const dp__onnx_node *n) {
+    const dp__onnx_attr *ap = dp__onnx_find_attr(n, "auto_pad");
+    if (!ap) return 1;
+    if (ap->type != DP__ONNX_ATTR_STRING) return 0;
+    if (!strcmp(ap->s, "NOTSET")) return 1;
+    return !strcmp(ap->s, "VALID") && !dp__onnx_find_attr(n, "pads");
+}
+
 static dp_status map_node(ctx *c, const dp__onnx_node *n);
 
-dp_status dp_model_load_onnx(const char *path, dp_model **out) {
+/* What dp__model_load_onnx_bound adds to a plain load (NULL: dp_model_load_onnx). */
+typedef struct {
+    int n;
+    const char *const *names;
+    const dp__onnx_tensor *const *tensors;
+    int input_index;
+    unsigned flags;
+} bind_opts;
+
+/* The name of the parameter that DP__ONNX_BIND_ANY_OUTPUT adds to a graph without one. */
+#define ONES_NAME "dp__node_test.ones"
+
+/* The initializer table: the file's initializers, then (bound) the bound graph inputs under
+ * their graph names, replacing a file initializer of the same name. */
+static dp_status make_inits(ctx *c, const bind_opts *b) {
+    const dp__onnx_model *g = c->g;
+    const int nb = b ? b->n : 0;
+    c->init = dp_alloc(sizeof *c->init * (size_t)(g->n_initializers + nb + 1));
+    if (!c->init) return DP_ERR_NOMEM;
+    for (int i = 0; i < g->n_initializers; i++) {
+        int bound = 0;
+        for (int j = 0; j < nb && !bound; j++) bound = strcmp(b->names[j], g->initializers[i].name) == 0;
+        if (!bound) c->init[c->ninit++] = g->initializers[i];
+    }
+    for (int j = 0; j < nb; j++) {
+        int gi = -1;
+        for (int i = 0; i < g->n_inputs && gi < 0; i++)
+            if (!strcmp(g->inputs[i].name, b->names[j])) gi = i;
+        if (gi < 0 || gi == b->input_index)
+            return dp_fail(DP_ERR_INVALID, "%s: bound value '%s' is %s", c->path, b->names[j],
+                           gi < 0 ? "not a graph input" : "the model input");
+        for (int k = 0; k < j; k++)
+            if (!strcmp(b->names[k], b->names[j]))
+                return dp_fail(DP_ERR_INVALID, "%s: bound value '%s' is given twice", c->path, b->names[j]);
+        if (!b->tensors[j]) return dp_fail(DP_ERR_INVALID, "%s: bound value '%s' has no tensor", c->path, b->names[j]);
+        c->init[c->ninit] = *b->tensors[j];
+        c->init[c->ninit++].name = b->names[j];
+    }
+    return DP_OK;
+}
+
+static const dp__onnx_tensor *find_init(const ctx *c, const char *name) {
+    for (int i = 0; i < c->ninit; i++)
+        if (!strcmp(c->init[i].name, name)) return &c->init[i];
+    return NULL;
+}
+
+/* The model input: the first graph input that is not an initializer, or the bound one. */
+static dp_status make_input(ctx *c, const bind_opts *b) {
+    const dp__onnx_model *g = c->g;
+    const char *path = c->path;
+    const dp__onnx_value *in = NULL;
+    if (!b) {
+        for (int i = 0; i < g->n_inputs && !in; i++)
+            if (!dp__onnx_find_initializer(g, g->inputs[i].name)) in = &g->inputs[i];
+    } else if (b->input_index >= 0 && b->input_index < g->n_inputs && !find_init(c, g->inputs[b->input_index].name))
+        in = &g->inputs[b->input_index];
+    const int flat = b && (b->flags & DP__ONNX_BIND_FLAT_INPUT);
+    if (!in || in->kind != DP__ONNX_VALUE_TENSOR || in->ndim < (flat ? 1 : 2))
+        return dp_fail(DP_ERR_INVALID, "%s: the graph needs one tensor input [batch, ...] that is not an initializer",
+                       path);
+    for (int d = 1; d < in->ndim; d++)
+        if (in->dims[d] < 1)
+            return dp_fail(DP_ERR_INVALID,
+                           "%s: graph input '%s': dimension %d is not fixed (only the batch, dimension 0, may vary)",
+                           path, in->name, d);
+    int cls = dp__onnx_type_class(in->elem_type), rank = in->ndim - 1;
+    if (cls == 2 && rank == 1) {
+        c->m = dp__model_new(1, 1, (int)in->dims[1]);
+        if (c->m) c->m->tokens = 1;
+    } else if (cls == 1 && rank == 1) {
+        c->m = dp__model_new((int)in->dims[1], 1, 1);
+    } else if (cls == 1 && rank == 3) {
+        c->m = dp__model_new((int)in->dims[1], (int)in->dims[2], (int)in->dims[3]);
+    } else if (cls == 1 && flat) { /* any other float input: its values, a vector per sample */
+        int64_t f = 1;
+        for (int d = 1; d < in->ndim; d++) {
+            f *= in->dims[d];
+            if (f > INT32_MAX) return dp_fail(DP_ERR_INVALID, "%s: graph input '%s' is too large", path, in->name);
+        }
+        c->m = dp__model_new((int)f, 1, 1);
+        rank = -1; /* a vector whose shape is not known: no operator that looks at it accepts it */
+    } else
+        return dp_fail(DP_ERR_INVALID,
+                       "%s: graph input '%s' (%s, %d dims): supported are float [batch, features], float "
+                       "[batch, C, H, W] and integer token ids [batch, T]",
+                       path, in->name, dp__onnx_type_name(in->elem_type), in->ndim);
+    if (!c->m || set_act(c, in->name, -1, c->m->tokens ? 0 : rank) != DP_OK) return DP_ERR_NOMEM;
+    return DP_OK;
+}
+
+/* DP__ONNX_BIND_ANY_OUTPUT: a graph without parameters (or without nodes: Identity) gets a
+ * last node y = 1 * x per channel, so that the model has a parameter and a last node (exact:
+ * the product by 1.0f changes no value). */
+static dp_status add_ones(ctx *c, int o) {
+    dp__node *l = new_node(c, DP_LAYER_SCALE, o);
+    if (!l) return DP_ERR_NOMEM;
+    snprintf(l->wname, sizeof l->wname, "%s", ONES_NAME);
+    snprintf(l->name, sizeof l->name, "%s", "dp__node_test");
+    int idx = c->m->n - 1;
+    dp__finish_node(c->m, l, idx, "dp__node_test");
+    c->v[o].node = idx; /* the graph output is now this node's */
+    return DP_OK;
+}
+
+static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
     dp__onnx_model *g = NULL;
     dp_status st = dp__onnx_load(path, &g);
     if (st != DP_OK) return st;
-    ctx c = {path, g, NULL, NULL, 0, 0, NULL};
+    ctx c = {.path = path, .g = g};
     int64_t ver = dp__onnx_opset_version(g, "");
     if (ver < 9 || ver > 18) {
-        st = dp_fail(DP_ERR_INVALID, "%s: opset %lld of the default domain is not supported (9 to 18)", path, (long long)ver);
+        st = dp_fail(DP_ERR_INVALID, "%s: opset %lld of the default domain is not supported (9 to 18)", path,
+                     (long long)ver);
         goto done;
     }
-    /* the model input: the first graph input that is not an initializer */
-    const dp__onnx_value *in = NULL;
-    for (int i = 0; i < g->n_inputs && !in; i++)
-        if (!dp__onnx_find_initializer(g, g->inputs[i].name)) in = &g->inputs[i];
-    if (!in || in->kind != DP__ONNX_VALUE_TENSOR || in->ndim < 2) {
-        st = dp_fail(DP_ERR_INVALID, "%s: the graph needs one tensor input [batch, ...] that is not an initializer", path);
-        goto done;
-    }
-    for (int d = 1; d < in->ndim; d++)
-        if (in->dims[d] < 1) {
-            st = dp_fail(DP_ERR_INVALID, "%s: graph input '%s': dimension %d is not fixed (only the batch, dimension 0, may vary)",
-                         path, in->name, d);
-            goto done;
-        }
-    int cls = dp__onnx_type_class(in->elem_type), rank = in->ndim - 1;
-    if (cls == 2 && rank == 1) {
-        c.m = dp__model_new(1, 1, (int)in->dims[1]);
-        if (c.m) c.m->tokens = 1;
-    } else if (cls == 1 && rank == 1) {
-        c.m = dp__model_new((int)in->dims[1], 1, 1);
-    } else if (cls == 1 && rank == 3) {
-        c.m = dp__model_new((int)in->dims[1], (int)in->dims[2], (int)in->dims[3]);
-    } else {
-        st = dp_fail(DP_ERR_INVALID, "%s: graph input '%s' (%s, %d dims): supported are float [batch, features], float "
-                     "[batch, C, H, W] and integer token ids [batch, T]", path, in->name, dp__onnx_type_name(in->elem_type),
-                     in->ndim);
-        goto done;
-    }
-    c.used = dp_calloc((size_t)g->n_initializers + 1, 1);
-    if (!c.m || !c.used || set_act(&c, in->name, -1, c.m->tokens ? 0 : rank) != DP_OK) {
+    if ((st = make_inits(&c, b)) != DP_OK || (st = make_input(&c, b)) != DP_OK) goto done;
+    c.used = dp_calloc((size_t)c.ninit + 1, 1);
+    if (!c.used) {
         st = DP_ERR_NOMEM;
         goto done;
     }
-    for (int i = 0; i < g->n_initializers; i++) {
-        const dp__onnx_tensor *t = &g->initializers[i];
+    for (int i = 0; i < c.ninit; i++) {
+        const dp__onnx_tensor *t = &c.init[i];
         val x = {.name = t->name, .kind = t->elem_type == DP__ONNX_FLOAT ? V_PARAM : V_CONST, .t = t};
         if (t->ndim > 8) x.kind = V_CONST; /* not a parameter any supported operator takes */
         x.vnd = t->ndim <= 8 ? t->ndim : 0;
@@ -214,21 +306,31 @@ dp_status dp_model_load_onnx(const char *path, dp_model **out) {
         goto done;
     }
     int o = find(&c, g->outputs[0].name);
-    if (o < 0 || c.v[o].kind != V_ACT || c.v[o].node != c.m->n - 1 || c.m->n == 0 || c.v[o].rank != 1) {
+    const int any = b && (b->flags & DP__ONNX_BIND_ANY_OUTPUT);
+    if (any && o >= 0 && c.v[o].kind == V_ACT && c.v[o].node == c.m->n - 1 && c.m->np == 0 && !c.m->tokens &&
+        (st = add_ones(&c, o)) != DP_OK)
+        goto done;
+    if (o < 0 || c.v[o].kind != V_ACT || c.v[o].node != c.m->n - 1 || c.m->n == 0 || (!any && c.v[o].rank != 1)) {
         st = dp_fail(DP_ERR_INVALID, "%s: graph output '%s' must be the logits [batch, classes] made by the last node", path,
                      g->outputs[0].name);
         goto done;
     }
-    for (int i = 0; i < g->n_initializers; i++)
-        if (!c.used[i] && g->initializers[i].elem_type == DP__ONNX_FLOAT && g->initializers[i].count > 0) {
-            st = dp_fail(DP_ERR_INVALID, "%s: float initializer '%s' is not a parameter of any supported operator (it would not "
-                         "be trained)", path, g->initializers[i].name);
+    for (int i = 0; i < c.ninit; i++)
+        if (!c.used[i] && c.init[i].elem_type == DP__ONNX_FLOAT && c.init[i].count > 0) {
+            st = dp_fail(DP_ERR_INVALID,
+                         "%s: float initializer '%s' is not a parameter of any supported operator (it would not "
+                         "be trained)",
+                         path, c.init[i].name);
             goto done;
         }
     if ((st = dp__finish_model(c.m)) != DP_OK) goto done;
-    /* the initial weights are the file's */
+    /* the initial weights are the file's (or the bound values) */
     for (int t = 0; t < c.m->ntensors; t++) {
-        const dp__onnx_tensor *init = dp__onnx_find_initializer(g, c.m->tnames[t]);
+        const dp__onnx_tensor *init = find_init(&c, c.m->tnames[t]);
+        if (any && !init && !strcmp(c.m->tnames[t], ONES_NAME)) {
+            for (size_t j = 0; j < c.m->tcount[t]; j++) c.m->params[c.m->toff[t] + j] = 1.0f;
+            continue;
+        }
         if (!init || init->count != c.m->tcount[t]) {
             st = dp_fail(DP_ERR_INVALID, "%s: parameter '%s': %zu values expected", path, c.m->tnames[t], c.m->tcount[t]);
             goto done;
@@ -241,8 +343,20 @@ done:
     dp_model_destroy(c.m);
     dp_free(c.v);
     dp_free(c.used);
+    dp_free(c.init);
     dp__onnx_free(g);
     return st;
+}
+
+dp_status dp_model_load_onnx(const char *path, dp_model **out) { return load(path, NULL, out); }
+
+dp_status dp__model_load_onnx_bound(const char *path, int n, const char *const names[],
+                                    const dp__onnx_tensor *const tensors[], int input_index, unsigned flags,
+                                    dp_model **out) {
+    if (n < 0 || (n > 0 && (!names || !tensors)))
+        return dp_fail(DP_ERR_INVALID, "%s: bound values: bad count or NULL arrays", path ? path : "(null)");
+    bind_opts b = {n, names, tensors, input_index, flags};
+    return load(path, &b, out);
 }
 
 static dp_status map_node(ctx *c, const dp__onnx_node *n) {
@@ -278,6 +392,7 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         }
         if (p > 0) {
             if (c->v[i].kind != V_ACT) return node_fail(c, n, "dropout of a parameter or constant is not supported");
+            if (c->v[i].node < 0 && c->m->tokens) return node_fail(c, n, "dropout of token ids is not supported");
             dp__node *l = new_node(c, DP_LAYER_DROPOUT, i);
             if (!l) return DP_ERR_NOMEM;
             l->p = (float)p;
@@ -389,6 +504,8 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         return finish(c, l, n, 2);
     }
     if (kind != V_ACT) return node_fail(c, n, "its first input must be an activation here");
+    if (c->v[a].node < 0 && c->m->tokens)
+        return node_fail(c, n, "token ids can only be looked up in a parameter table (Gather, an embedding)");
     const int r = c->v[a].rank;
     const dp__node *src = c->v[a].node >= 0 ? &c->m->L[c->v[a].node] : NULL;
     const int C = src ? src->oc : c->m->c;
@@ -414,7 +531,8 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
         size_t d = src ? src->out_size : c->m->in_size;
         if (W->ndim != 2 || (size_t)W->dims[1] != d) return node_fail(c, n, "its weight must be [out, in] with in = the input's size");
-        if (Bt && (int64_t)Bt->count != W->dims[0]) return node_fail(c, n, "its bias must have one value per output");
+        if (Bt && ((int64_t)Bt->count != W->dims[0] || (Bt->ndim == 2 && Bt->dims[1] != W->dims[0]) || Bt->ndim > 2))
+            return node_fail(c, n, "its bias must have one value per output ([out] or [1, out])");
         dp_status st = take_param(c, n, w);
         if (st == DP_OK && b >= 0) st = take_param(c, n, b);
         if (st != DP_OK) return st;
@@ -431,8 +549,7 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         if (w < 0) return node_fail(c, n, "its weight must be a parameter");
         if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return node_fail(c, n, "its bias must be a parameter");
         const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
-        const dp__onnx_attr *ap = dp__onnx_find_attr(n, "auto_pad");
-        if (ap && ap->type == DP__ONNX_ATTR_STRING && strcmp(ap->s, "NOTSET") != 0) return node_fail(c, n, "auto_pad is not supported (give pads)");
+        if (!auto_pad_none(n)) return node_fail(c, n, "auto_pad is not supported (give pads)");
         if (attr_int(n, "group", 1) != 1) return node_fail(c, n, "grouped convolutions are not supported yet");
         if (attr_same(n, "dilations", 1, 2) != 1) return node_fail(c, n, "dilated convolutions are not supported yet");
         int64_t k = attr_same(n, "kernel_shape", W->ndim == 4 ? W->dims[2] : -1, 2), s = attr_same(n, "strides", 1, 2),
@@ -461,7 +578,7 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         int64_t k = attr_same(n, "kernel_shape", -1, 2), s = attr_same(n, "strides", 1, 2), p = attr_same(n, "pads", 0, 4);
         if (k < 1) return node_fail(c, n, "its kernel must be square (kernel_shape [K, K])");
         if (s < 1) return node_fail(c, n, "its strides must be equal");
-        if (p != 0) return node_fail(c, n, "padding is not supported yet");
+        if (p != 0 || !auto_pad_none(n)) return node_fail(c, n, "padding is not supported yet");
         if (attr_int(n, "ceil_mode", 0) != 0 || attr_same(n, "dilations", 1, 2) != 1)
             return node_fail(c, n, "ceil_mode and dilations are not supported");
         if (n->n_outputs > 1 && n->outputs[1][0]) return node_fail(c, n, "its indices output is not supported");
@@ -480,7 +597,9 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         return finish(c, l, n, 3);
     }
     if (!strcmp(op, "Flatten")) {
-        if (attr_int(n, "axis", 1) != 1) return node_fail(c, n, "only axis = 1 (keep the batch) is supported");
+        int64_t axis = attr_int(n, "axis", 1);
+        if (axis < 0 && r >= 0) axis += r + 1; /* counted from the end of [batch, ...] */
+        if (axis != 1) return node_fail(c, n, "only axis = 1 (keep the batch) is supported");
         dp__node *l = new_node(c, DP_LAYER_FLATTEN, a);
         if (!l) return DP_ERR_NOMEM;
         return finish(c, l, n, 1);
@@ -507,7 +626,7 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
             l->nin = 2;
             return finish(c, l, n, r);
         }
-        if (c->v[other].kind != V_PARAM || !per_channel(&c->v[other], C, r))
+        if (c->v[other].kind != V_PARAM || r < 0 || !per_channel(&c->v[other], C, r))
             return node_fail(c, n, "the second input must be a parameter with one value per channel ([C, 1, 1] on an image, "
                              "[D] on features or tokens), or an activation of the same shape for Add");
         dp_status st = take_param(c, n, other);
@@ -518,6 +637,9 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         param_names(l, c->v[other].t, NULL, n);
         return finish(c, l, n, r);
     }
+    if (!strcmp(op, "Gather"))
+        return node_fail(
+            c, n, "only a lookup in a parameter table (an embedding) by the token ids of the graph input is supported");
     char why[1024];
     snprintf(why, sizeof why, "operator not supported (supported: %s)", SUPPORTED);
     return node_fail(c, n, why);
