@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "io/file.h" /* the library's atomic write (hidden; the CLI links the static library) */
 
 const char *dp_cli_prog = "dpsgd";
 #define prog dp_cli_prog
@@ -149,40 +150,9 @@ int dp_cli_parse_long(const char *flag, const char *v, long lo, long hi, long *o
 /* ---- JSON summary, written atomically (temp file, fsync, rename) ---- */
 
 int dp_cli_write_atomic(const char *flag, const char *path, const char *text) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (!tmp) return 0;
-    snprintf(tmp, n + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd >= 0) { /* mkstemp makes 0600 files: give the output the usual umask permissions */
-        mode_t um = umask(0);
-        umask(um);
-        (void)fchmod(fd, 0666 & ~um);
-    }
-    if (fd < 0) {
-        fprintf(stderr, "%s: %s %s: cannot create a file there: %s\n", prog, flag, path, strerror(errno));
-        free(tmp);
-        return 0;
-    }
-    size_t len = strlen(text), off = 0;
-    int ok = 1;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w <= 0) {
-            ok = 0;
-            break;
-        }
-        off += (size_t)w;
-    }
-    if (ok && fsync(fd) != 0) ok = 0;
-    if (close(fd) != 0) ok = 0;
-    if (ok && rename(tmp, path) != 0) ok = 0;
-    if (!ok) {
-        fprintf(stderr, "%s: %s %s: write failed: %s\n", prog, flag, path, strerror(errno));
-        unlink(tmp);
-    }
-    free(tmp);
-    return ok;
+    if (dp__write_file_atomic(path, text, strlen(text)) == DP_OK) return 1;
+    fprintf(stderr, "%s: %s %s\n", prog, flag, dp_last_error()); /* the message names path */
+    return 0;
 }
 
 /* ---- outputs, checked before any work (dp_cli_check_outputs) ---- */

@@ -5,16 +5,15 @@
  * padded with spaces and ended by '\n', then the raw data. */
 #define _POSIX_C_SOURCE 200809L
 #include "dpsgd/data.h"
+#include "io/file.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "dpsgd reads and writes little-endian data in place: a little-endian host is required"
@@ -470,35 +469,6 @@ dp_status dp_npy_labels(const dp_npy *a, const char *path, int32_t *y, int32_t *
 
 /* ---- save ------------------------------------------------------------------------------ */
 
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync the directory holding path, so the rename is durable (best effort) */
-static void sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char buf[4096];
-    if (!slash) snprintf(buf, sizeof buf, ".");
-    else if (slash == path) snprintf(buf, sizeof buf, "/");
-    else if ((size_t)(slash - path) < sizeof buf) snprintf(buf, sizeof buf, "%.*s", (int)(slash - path), path);
-    else return;
-    int fd = open(buf, O_RDONLY);
-    if (fd < 0) return;
-    (void)fsync(fd);
-    close(fd);
-}
-
 dp_status dp_npy_save(const char *path, dp_npy_dtype dtype, int ndim, const int64_t *shape,
                       const void *data) {
     if (!path) return dp_fail(DP_ERR_INVALID, "dp_npy_save: path is required");
@@ -536,42 +506,7 @@ dp_status dp_npy_save(const char *path, dp_npy_dtype dtype, int ndim, const int6
     memset(head + 10 + n, ' ', padded - 10 - (size_t)n - 1);
     head[padded - 1] = '\n';
 
-    size_t plen = strlen(path);
-    char *tmp = dp_alloc(plen + 16);
-    if (!tmp) return DP_ERR_NOMEM;
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        s = dp_fail(DP_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        dp_free(tmp);
-        return s;
-    }
-    (void)fchmod(fd, 0644);
-    if (write_all(fd, head, padded) != 0 || write_all(fd, data, bytes) != 0) {
-        s = dp_fail(DP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (fsync(fd) != 0) {
-        s = dp_fail(DP_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        s = dp_fail(DP_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        s = dp_fail(DP_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    sync_parent_dir(path);
-    dp_free(tmp);
-    return DP_OK;
-
-fail:
-    if (fd >= 0) close(fd);
-    unlink(tmp);
-    dp_free(tmp);
-    return s;
+    const dp__file_part parts[2] = {{head, padded}, {data, bytes}};
+    const dp__write_opts opts = {".tmp.", 0644, NULL};
+    return dp__write_file_atomic_parts(path, parts, 2, &opts);
 }

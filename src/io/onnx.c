@@ -7,7 +7,6 @@
  * initializers replaced. docs/onnx.md "Reading the file". */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -16,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <protobuf-c/protobuf-c.h> /* the library's own symbols keep their default visibility */
@@ -25,6 +23,7 @@
 #include "onnx.pb-c.h"
 #pragma GCC visibility pop
 
+#include "io/file.h"
 #include "io/onnx.h"
 
 /* ---- element types ----------------------------------------------------------------------- */
@@ -183,59 +182,25 @@ static char *ar_strdup(arena *a, const char *s) { return ar_strndup(a, s ? s : "
 
 /* ---- reading whole files ----------------------------------------------------------------- */
 
-static dp_status read_file(const char *path, size_t limit, unsigned char **out, size_t *len) {
-    *out = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dp_fail(DP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dp_fail(DP_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)limit) {
-        close(fd);
+/* the .onnx (or .pb) file path in a malloc'd buffer, at most DP__ONNX_MAX_FILE_BYTES; dir
+ * (may be NULL): the directory holding it (malloc'd), where its external data lies */
+static dp_status read_file(const char *path, unsigned char **out, size_t *len, char **dir) {
+    void *buf = NULL;
+    dp_status st = dp__read_file(path, DP__ONNX_MAX_FILE_BYTES, &buf, len);
+    *out = buf;
+    if (st == DP_ERR_RANGE)
         return dp_fail(DP_ERR_RANGE,
-                       "%s: the file has %" PRIu64 " bytes, more than the %zu a protobuf message may have "
+                       "%s: the file has %zu bytes, more than the %zu a protobuf message may have "
                        "(keep the weights in external data files: onnx.save_model(..., "
                        "save_as_external_data=True))",
-                       path, (uint64_t)sb.st_size, limit);
-    }
-    size_t n = (size_t)sb.st_size;
-    unsigned char *buf = malloc(n ? n : 1);
-    if (!buf) {
-        close(fd);
-        return dp_fail(DP_ERR_NOMEM, "%s: out of memory (%zu bytes)", path, n);
-    }
-    size_t off = 0;
-    while (off < n) {
-        ssize_t r = read(fd, buf + off, n - off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        off += (size_t)r;
-    }
-    close(fd);
-    if (off != n) {
+                       path, *len, DP__ONNX_MAX_FILE_BYTES);
+    if (st != DP_OK || !dir) return st;
+    if (!(*dir = dp__dir_of(path))) {
         free(buf);
-        return dp_fail(DP_ERR_IO, "%s: read failed (%zu of %zu bytes)", path, off, n);
+        *out = NULL;
+        return dp_fail(DP_ERR_NOMEM, "%s: out of memory", path);
     }
-    *out = buf;
-    *len = n;
     return DP_OK;
-}
-
-/* the directory holding path ("." when it has no slash), malloc'd */
-static char *dir_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    if (slash == path) return strdup("/");
-    size_t n = (size_t)(slash - path);
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, path, n);
-        d[n] = '\0';
-    }
-    return d;
 }
 
 /* ---- the wire format, checked before protobuf-c decodes it ------------------------------- */
@@ -462,10 +427,20 @@ static size_t pb_limit(size_t len) {
     return lim + 4 * len;
 }
 
-/* scan, then decode with protobuf-c. what: "model" / "tensor" for messages */
-static dp_status pb_unpack(const ProtobufCMessageDescriptor *d, const unsigned char *buf, size_t len, const char *label,
-                           ProtobufCAllocator *al, ProtobufCMessage **out) {
+/* check (data, len), scan, then decode with protobuf-c under the budget b for len bytes (*al is
+ * set up here: the message is freed with it, while b lives) */
+static dp_status pb_unpack(const ProtobufCMessageDescriptor *d, const void *data, size_t len, const char *label,
+                           pb_budget *b, ProtobufCAllocator *al, ProtobufCMessage **out) {
     *out = NULL;
+    if (!data && len) return dp_fail(DP_ERR_INVALID, "%s: data is NULL", label);
+    if (len > DP__ONNX_MAX_FILE_BYTES)
+        return dp_fail(DP_ERR_RANGE, "%s: %zu bytes, more than the %zu a protobuf message may have", label, len,
+                       DP__ONNX_MAX_FILE_BYTES);
+    const unsigned char *buf = data ? data : (const void *)"";
+    b->used = 0;
+    b->limit = pb_limit(len);
+    b->over = 0;
+    *al = (ProtobufCAllocator){pb_alloc, pb_free, b};
     wire_err e;
     e.path[0] = '\0';
     if (scan_msg(buf, len, 0, d, 0, &e) != 0)
@@ -474,7 +449,6 @@ static dp_status pb_unpack(const ProtobufCMessageDescriptor *d, const unsigned c
     /* e.g. "m.onnx: not a valid ONNX ModelProto: field graph.node[3].attribute[0]: declares 4000
      * bytes, but only 12 remain in its enclosing message (the file is truncated or corrupt) (at
      * byte 912)" */
-    pb_budget *b = al->allocator_data;
     ProtobufCMessage *m = protobuf_c_message_unpack(d, al, len, buf);
     if (!m) {
         if (b->over)
@@ -746,18 +720,16 @@ static dp_status read_external(const ctx *c, const char *where, const Onnx__Tens
         free(full);
         return st;
     }
-    int fd = open(full, O_RDONLY);
+    uint64_t fsize;
+    int fd = dp__open_regular(full, &fsize);
     if (fd < 0) {
-        st = FAILF(DP_ERR_IO, c, where, "cannot open external data file %s: %s", full, strerror(errno));
+        if (fd == -1)
+            st = FAILF(DP_ERR_IO, c, where, "cannot open external data file %s: %s", full, strerror(errno));
+        else
+            st = FAILF(DP_ERR_IO, c, where, "external data file %s is not a regular file", full);
         free(full);
         return st;
     }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = FAILF(DP_ERR_IO, c, where, "external data file %s is not a regular file", full);
-        goto done;
-    }
-    uint64_t fsize = (uint64_t)sb.st_size;
     if (off > fsize) {
         st = FAILF(DP_ERR_FORMAT, c, where,
                    "external data offset %" PRIu64 " is past the end of %s (%" PRIu64 " bytes)", off, full, fsize);
@@ -781,14 +753,7 @@ static dp_status read_external(const ctx *c, const char *where, const Onnx__Tens
         st = oom(c, where);
         goto done;
     }
-    size_t got = 0;
-    while (got < bytes) {
-        ssize_t r = pread(fd, buf + got, bytes - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    if (got != bytes) {
+    if (dp__pread_full(fd, buf, bytes, off) != bytes) {
         free(buf);
         st = FAILF(DP_ERR_IO, c, where, "read of external data file %s failed", full);
         goto done;
@@ -1253,26 +1218,14 @@ static dp_status conv_model(const ctx *c, const Onnx__ModelProto *mp, dp__onnx_m
     return DP_OK;
 }
 
-static ProtobufCAllocator budget_allocator(pb_budget *b, size_t len) {
-    b->used = 0;
-    b->limit = pb_limit(len);
-    b->over = 0;
-    ProtobufCAllocator al = {pb_alloc, pb_free, b};
-    return al;
-}
-
 dp_status dp__onnx_parse(const void *data, size_t size, const char *label, const char *base_dir, dp__onnx_model **out) {
     if (!out) return dp_fail(DP_ERR_INVALID, "dp__onnx_parse: out is NULL");
     *out = NULL;
     if (!label) label = "<memory>";
-    if (!data && size) return dp_fail(DP_ERR_INVALID, "%s: data is NULL", label);
-    if (size > DP__ONNX_MAX_FILE_BYTES)
-        return dp_fail(DP_ERR_RANGE, "%s: %zu bytes, more than the %zu a protobuf message may have", label, size,
-                       DP__ONNX_MAX_FILE_BYTES);
     pb_budget b;
-    ProtobufCAllocator al = budget_allocator(&b, size);
+    ProtobufCAllocator al;
     ProtobufCMessage *msg;
-    dp_status st = pb_unpack(&onnx__model_proto__descriptor, data ? data : (const void *)"", size, label, &al, &msg);
+    dp_status st = pb_unpack(&onnx__model_proto__descriptor, data, size, label, &b, &al, &msg);
     if (st != DP_OK) return st;
     arena ar = {0};
     dp__onnx_model *m = NULL;
@@ -1305,13 +1258,9 @@ dp_status dp__onnx_load(const char *path, dp__onnx_model **out) {
     if (!path) return dp_fail(DP_ERR_INVALID, "dp__onnx_load: path is NULL");
     unsigned char *buf;
     size_t len;
-    dp_status st = read_file(path, DP__ONNX_MAX_FILE_BYTES, &buf, &len);
+    char *dir;
+    dp_status st = read_file(path, &buf, &len, &dir);
     if (st != DP_OK) return st;
-    char *dir = dir_of(path);
-    if (!dir) {
-        free(buf);
-        return dp_fail(DP_ERR_NOMEM, "%s: out of memory", path);
-    }
     st = dp__onnx_parse(buf, len, path, dir, out);
     free(dir);
     free(buf);
@@ -1371,14 +1320,10 @@ dp_status dp__onnx_parse_tensor(const void *data, size_t size, const char *label
     if (!out) return dp_fail(DP_ERR_INVALID, "dp__onnx_parse_tensor: out is NULL");
     *out = NULL;
     if (!label) label = "<memory>";
-    if (!data && size) return dp_fail(DP_ERR_INVALID, "%s: data is NULL", label);
-    if (size > DP__ONNX_MAX_FILE_BYTES)
-        return dp_fail(DP_ERR_RANGE, "%s: %zu bytes, more than the %zu a protobuf message may have", label, size,
-                       DP__ONNX_MAX_FILE_BYTES);
     pb_budget b;
-    ProtobufCAllocator al = budget_allocator(&b, size);
+    ProtobufCAllocator al;
     ProtobufCMessage *msg;
-    dp_status st = pb_unpack(&onnx__tensor_proto__descriptor, data ? data : (const void *)"", size, label, &al, &msg);
+    dp_status st = pb_unpack(&onnx__tensor_proto__descriptor, data, size, label, &b, &al, &msg);
     if (st != DP_OK) return st;
     arena ar = {0};
     ctx c = {label, NULL, &ar};
@@ -1413,7 +1358,7 @@ dp_status dp__onnx_load_tensor(const char *path, dp__onnx_tensor_file **out) {
     if (!path) return dp_fail(DP_ERR_INVALID, "dp__onnx_load_tensor: path is NULL");
     unsigned char *buf;
     size_t len;
-    dp_status st = read_file(path, DP__ONNX_MAX_FILE_BYTES, &buf, &len);
+    dp_status st = read_file(path, &buf, &len, NULL);
     if (st != DP_OK) return st;
     st = dp__onnx_parse_tensor(buf, len, path, out);
     free(buf);
@@ -1430,69 +1375,12 @@ void dp__onnx_tensor_file_free(dp__onnx_tensor_file *tf) {
 
 /* ---- writing back ------------------------------------------------------------------------ */
 
-static int write_all(int fd, const void *buf, size_t n) {
-    const unsigned char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* path atomically: a temporary file next to it, fsync, rename, fsync of the directory (the
- * same sequence as dp_safetensors_save and dp_npy_save, which keep their own copies) */
-static dp_status write_atomic(const char *path, const void *buf, size_t len) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return dp_fail(DP_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        dp_status st = dp_fail(DP_ERR_IO, "%s: cannot create a file there: %s", path, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    mode_t um = umask(0);
-    umask(um);
-    (void)fchmod(fd, 0666 & ~um);
-    int ok = write_all(fd, buf, len) == 0;
-    if (ok && fsync(fd) != 0) ok = 0;
-    if (close(fd) != 0) ok = 0;
-    if (ok && rename(tmp, path) != 0) ok = 0;
-    if (!ok) {
-        dp_status st = dp_fail(DP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    char *dir = dir_of(path);
-    if (dir) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
-    return DP_OK;
-}
-
 /* a tensor whose data was swapped for the writer, and what to put back before protobuf-c frees
- * the message */
+ * the message (the whole struct as decoded: the swap changes only its data fields) */
 typedef struct {
     Onnx__TensorProto *t;
     unsigned char *buf; /* ours (malloc) */
-    protobuf_c_boolean has_raw_data, has_data_location;
-    ProtobufCBinaryData raw_data;
-    Onnx__TensorProto__DataLocation data_location;
-    size_t n_external_data, n_float_data;
+    Onnx__TensorProto saved;
 } swap;
 
 typedef struct {
@@ -1513,12 +1401,7 @@ static int swap_add(swaps *s, Onnx__TensorProto *t, unsigned char *buf, size_t l
     swap *w = &s->v[s->n++];
     w->t = t;
     w->buf = buf;
-    w->has_raw_data = t->has_raw_data;
-    w->raw_data = t->raw_data;
-    w->has_data_location = t->has_data_location;
-    w->data_location = t->data_location;
-    w->n_external_data = t->n_external_data;
-    w->n_float_data = t->n_float_data;
+    w->saved = *t;
     t->has_raw_data = 1;
     t->raw_data.data = buf;
     t->raw_data.len = len;
@@ -1532,13 +1415,7 @@ static int swap_add(swaps *s, Onnx__TensorProto *t, unsigned char *buf, size_t l
 static void swaps_undo(swaps *s) {
     for (size_t k = s->n; k-- > 0;) {
         swap *w = &s->v[k];
-        Onnx__TensorProto *t = w->t;
-        t->has_raw_data = w->has_raw_data;
-        t->raw_data = w->raw_data;
-        t->has_data_location = w->has_data_location;
-        t->data_location = w->data_location;
-        t->n_external_data = w->n_external_data;
-        t->n_float_data = w->n_float_data;
+        *w->t = w->saved;
         free(w->buf);
     }
     free(s->v);
@@ -1613,13 +1490,9 @@ dp_status dp__onnx_save_initializers(const char *in_model, const char *out_model
         return dp_fail(DP_ERR_INVALID, "%s: dp__onnx_save_initializers: bad replacement list", out_model);
     unsigned char *file;
     size_t len;
-    dp_status st = read_file(in_model, DP__ONNX_MAX_FILE_BYTES, &file, &len);
+    char *dir;
+    dp_status st = read_file(in_model, &file, &len, &dir);
     if (st != DP_OK) return st;
-    char *dir = dir_of(in_model);
-    if (!dir) {
-        free(file);
-        return dp_fail(DP_ERR_NOMEM, "%s: out of memory", in_model);
-    }
     /* the whole model is checked first, as the loader checks it */
     dp__onnx_model *ir = NULL;
     if ((st = dp__onnx_parse(file, len, in_model, dir, &ir)) != DP_OK) {
@@ -1656,9 +1529,9 @@ dp_status dp__onnx_save_initializers(const char *in_model, const char *out_model
     }
 
     pb_budget b;
-    ProtobufCAllocator al = budget_allocator(&b, len);
+    ProtobufCAllocator al;
     ProtobufCMessage *msg;
-    if ((st = pb_unpack(&onnx__model_proto__descriptor, file, len, in_model, &al, &msg)) != DP_OK) {
+    if ((st = pb_unpack(&onnx__model_proto__descriptor, file, len, in_model, &b, &al, &msg)) != DP_OK) {
         free(dir);
         free(file);
         return st;
@@ -1716,7 +1589,7 @@ dp_status dp__onnx_save_initializers(const char *in_model, const char *out_model
     protobuf_c_message_free_unpacked(msg, &al);
     ar_free(&scratch);
     free(dir);
-    if (st == DP_OK) st = write_atomic(out_model, out, out_len);
+    if (st == DP_OK) st = dp__write_file_atomic(out_model, out, out_len);
     free(out);
     return st;
 }

@@ -1,18 +1,15 @@
 /* safetensors.c: a strict safetensors reader and an atomic writer; model weights in and out
  * with PyTorch names and shapes (see dpsgd/io.h). */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "dpsgd/io.h"
 #include "core/testhooks.h"
+#include "io/file.h"
 
 static const char *const dtype_names[DP_ST_DTYPE_COUNT] = {"F32", "F64", "I64", "I32", "U8"};
 static const size_t dtype_sizes[DP_ST_DTYPE_COUNT] = {4, 8, 8, 4, 1};
@@ -498,32 +495,11 @@ fail:
 }
 
 dp_status dp_safetensors_load(const char *path, dp_safetensors **out) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dp_fail(DP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dp_fail(DP_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    unsigned char *buf = malloc(len ? len : 1);
-    if (!buf) {
-        close(fd);
-        return dp_fail(DP_ERR_NOMEM, "%s: out of memory (%zu bytes)", path, len);
-    }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t r = read(fd, buf + off, len - off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        off += (size_t)r;
-    }
-    close(fd);
-    if (off != len) {
-        free(buf);
-        return dp_fail(DP_ERR_IO, "%s: read failed", path);
-    }
-    dp_status st = dp_safetensors_parse(buf, len, path, out);
+    void *buf;
+    size_t len;
+    dp_status st = dp__read_file(path, SIZE_MAX, &buf, &len);
+    if (st != DP_OK) return st;
+    st = dp_safetensors_parse(buf, len, path, out);
     free(buf);
     return st;
 }
@@ -611,18 +587,6 @@ static void sb_json(sbuf *s, const char *t) {
     sb_put(s, "\"", 1);
 }
 
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return 0;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 1;
-}
-
 /* Test hook (testhooks.h; the test CLI sets it from DPSGD_TEST_SLOW_CHECKPOINT=MS): sleeps
  * between writing the temporary file and renaming it, so a test can kill the process while a
  * checkpoint is half done. */
@@ -675,60 +639,25 @@ dp_status dp_safetensors_save(const char *path, const dp_st_tensor *t, int n, co
         free(h.b);
         return dp_fail(DP_ERR_NOMEM, "%s: out of memory", path);
     }
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
+    /* the header and every tensor written where they are, not copied into one buffer */
+    size_t nt = n > 0 ? (size_t)n : 0;
+    dp__file_part *parts = malloc((nt + 2) * sizeof *parts);
+    if (!parts) {
         free(h.b);
         return dp_fail(DP_ERR_NOMEM, "%s: out of memory", path);
     }
-    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        dp_status st = dp_fail(DP_ERR_IO, "%s: cannot create a file there: %s", path, strerror(errno));
-        free(tmp);
-        free(h.b);
-        return st;
-    }
-    mode_t um = umask(0);
-    umask(um);
-    (void)fchmod(fd, 0666 & ~um);
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
-    int ok = write_all(fd, len8, 8) && write_all(fd, h.b, h.n);
-    for (int i = 0; i < n && ok; i++) {
+    parts[0] = (dp__file_part){len8, 8};
+    parts[1] = (dp__file_part){h.b, h.n};
+    for (size_t i = 0; i < nt; i++) {
         size_t count = 1;
         for (int d = 0; d < t[i].ndim; d++) count *= (size_t)t[i].shape[d];
-        if (count) ok = write_all(fd, t[i].data, count * dtype_sizes[t[i].dtype]);
+        parts[2 + i] = (dp__file_part){t[i].data, count * dtype_sizes[t[i].dtype]};
     }
+    dp__write_opts opts = {".tmp", 0, test_slow_write};
+    dp_status st = dp__write_file_atomic_parts(path, parts, nt + 2, &opts);
+    free(parts);
     free(h.b);
-    if (ok && fsync(fd) != 0) ok = 0;
-    if (close(fd) != 0) ok = 0;
-    if (ok) test_slow_write();
-    if (ok && rename(tmp, path) != 0) ok = 0;
-    if (!ok) {
-        dp_status st = dp_fail(DP_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    /* make the rename durable: fsync the directory */
-    char *dir = strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = ".";
-        if (slash == dir)
-            d = "/";
-        else if (slash) {
-            *slash = '\0';
-            d = dir;
-        }
-        int dfd = open(d, O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
-    return DP_OK;
+    return st;
 }
