@@ -3,7 +3,8 @@
 # PyTorch exports of tests/reference/onnx/: a private run on a .npy batch, --save-weights and
 # --save-model (the same graph with the trained weights, the file's own initializers changed),
 # --save-model refused without an ONNX model, a transformer export and a BatchNorm model refused
-# before any work (exit 2, naming the node), a --classes that is not the graph's output refused.
+# before any work (exit 2, naming the node), a --classes that is not the graph's output refused,
+# dpsgd norms on an imported model.
 # Last line: "onnx_cli_test: N passed, N failed".
 # shellcheck disable=SC2015
 set -u
@@ -40,4 +41,9 @@ run train --model "$REF/batchnorm.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labe
     bad "batchnorm.onnx: exit $RC: $ERR"
 run train --model "$REF/cnn_gn.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy" --classes 12
 [[ $RC -eq 2 && "$ERR" == *"outputs 10 values"* ]] && ok || bad "--classes 12 for 10 logits: exit $RC: $ERR"
+# dpsgd norms on an imported model: the per-sample norms PyTorch computed (float64, one sample
+# at a time) for the same weights and batch, here on all 8 rows (--test-x given: no holdout)
+run norms --model "$REF/cnn_gn.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy" \
+    --test-x "$REF/cnn_gn.x.npy" --test-labels "$REF/cnn_gn.y.npy" --classes 10 --per-sample-out "$TMP/n.npy"
+[[ $RC -eq 0 && -s "$TMP/n.npy" ]] && ok || bad "norms --model cnn_gn.onnx: exit $RC: $ERR"
 t_summary

@@ -41,7 +41,7 @@ static void usage(FILE *f) {
 "  --normalize MEAN,STD    standardise pixels, or 'none' [0.2860,0.3530 for IDX data]\n"
 "  --split S               train | test: which split to measure [train]\n"
 "  --limit N               the first N samples of the split [all]\n"
-"  --model NAME|SPEC       'cnn', 'mlp', 'transformer' or a layer spec [cnn]\n"
+"  --model NAME|SPEC       'cnn', 'mlp', 'transformer', a layer spec, or FILE.onnx (docs/onnx.md) [cnn]\n"
 "  --freeze I|NAME         freeze layer I, or every layer named NAME or NAME.* (repeatable):\n"
 "                          frozen layers take no part in the norms, as in training\n");
     dp_cli_model_usage(f);
