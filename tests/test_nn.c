@@ -159,7 +159,7 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
 }
 
 /* ---- parameter-free layers: input gradient only ---- */
-typedef struct { int kind, B, C, H, W, k, s, Ho, Wo; int32_t *arg; unsigned char *mask; double *y; } act_ctx;
+typedef struct { int kind, B, C, H, W, k, s, pad, cip, Ho, Wo; int32_t *arg; unsigned char *mask; double *y; } act_ctx;
 static void act_fwd(void *cv, double *y, const double *x, const double *th) {
     act_ctx *c = cv;
     size_t n = (size_t)c->B * c->C * c->H * c->W;
@@ -168,17 +168,19 @@ static void act_fwd(void *cv, double *y, const double *x, const double *th) {
     case DP_LAYER_TANH: dp__k_tanh_fwd_f64(y, x, n); break;
     case DP_LAYER_SIGMOID: dp__k_sigmoid_fwd_f64(y, x, n); break;
     case DP_LAYER_GLOBALAVGPOOL: dp__k_gap_fwd_f64(y, x, c->B, c->C, c->H * c->W); break;
-    case DP_LAYER_MAXPOOL: dp__k_maxpool_fwd_f64(y, c->arg, x, c->B, c->C, c->H, c->W, c->k, c->s, c->Ho, c->Wo); break;
-    case DP_LAYER_AVGPOOL: dp__k_avgpool_fwd_f64(y, x, c->B, c->C, c->H, c->W, c->k, c->s, c->Ho, c->Wo); break;
+    case DP_LAYER_MAXPOOL: dp__k_maxpool_fwd_f64(y, c->arg, x, c->B, c->C, c->H, c->W, c->k, c->s, c->pad, c->Ho, c->Wo); break;
+    case DP_LAYER_AVGPOOL: dp__k_avgpool_fwd_f64(y, x, c->B, c->C, c->H, c->W, c->k, c->s, c->pad, c->cip, c->Ho,
+                                                   c->Wo); break;
     case DP_LAYER_DROPOUT: dp__k_dropout_fwd_f64(y, x, c->mask, 1 / 0.7, n); break;
     }
 }
 
-static void test_act(int kind, int B, int C, int Hh, int Ww, int k, int s) {
+/* pad: implicit padding of the pooling kinds; cip: avgpool's count_include_pad */
+static void test_act_pad(int kind, int B, int C, int Hh, int Ww, int k, int s, int pad, int cip) {
     int pool = kind == DP_LAYER_MAXPOOL || kind == DP_LAYER_AVGPOOL, gap = kind == DP_LAYER_GLOBALAVGPOOL;
-    int Ho = pool ? (Hh - k) / s + 1 : gap ? 1 : Hh, Wo = pool ? (Ww - k) / s + 1 : gap ? 1 : Ww;
+    int Ho = pool ? (Hh + 2 * pad - k) / s + 1 : gap ? 1 : Hh, Wo = pool ? (Ww + 2 * pad - k) / s + 1 : gap ? 1 : Ww;
     size_t nx = (size_t)B * C * Hh * Ww, ny = (size_t)B * C * Ho * Wo;
-    act_ctx c = {kind, B, C, Hh, Ww, k, s, Ho, Wo, dp_calloc(ny, sizeof(int32_t)), dp_calloc(nx, 1), NULL};
+    act_ctx c = {kind, B, C, Hh, Ww, k, s, pad, cip, Ho, Wo, dp_calloc(ny, sizeof(int32_t)), dp_calloc(nx, 1), NULL};
     for (size_t j = 0; j < nx; j++) c.mask[j] = dp_rng_uniform(&R) < 0.7;
     fd_fn f = {B, nx, ny, 0, act_fwd, &c};
     double *x = dnew(nx), *u = dnew(ny), *g = dnew(nx), *din = dnew(nx), *y = dnew(ny);
@@ -197,13 +199,34 @@ static void test_act(int kind, int B, int C, int Hh, int Ww, int k, int s) {
     case DP_LAYER_SIGMOID: dp__k_sigmoid_bwd_f64(din, u, y, nx); break;
     case DP_LAYER_GLOBALAVGPOOL: dp__k_gap_bwd_f64(din, u, B, C, Hh * Ww); break;
     case DP_LAYER_MAXPOOL: dp__k_maxpool_bwd_f64(din, u, c.arg, B, C, Hh, Ww, Ho, Wo); break;
-    case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f64(din, u, B, C, Hh, Ww, k, s, Ho, Wo); break;
+    case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f64(din, u, B, C, Hh, Ww, k, s, pad, cip, Ho, Wo); break;
     case DP_LAYER_DROPOUT: dp__k_dropout_bwd_f64(din, u, c.mask, 1 / 0.7, nx); break;
     }
     double e = max_rel(din, g, nx);
     CHECK(e < 1e-7);
-    if (e >= 1e-7) fprintf(stderr, "%s: input gradient rel err %g\n", dp_layer_kind_name(kind), e);
+    if (e >= 1e-7)
+        fprintf(stderr, "%s (pad %d, count_include_pad %d): input gradient rel err %g\n", dp_layer_kind_name(kind), pad, cip, e);
     dp_free(c.arg); dp_free(c.mask); dp_free(x); dp_free(u); dp_free(g); dp_free(din); dp_free(y);
+}
+static void test_act(int kind, int B, int C, int Hh, int Ww, int k, int s) { test_act_pad(kind, B, C, Hh, Ww, k, s, 0, 1); }
+
+/* padded pooling forward values against hand-computed ones: a 4x4 plane, k 3, s 2, pad 1 ->
+ * 2x2 outputs whose windows cover 2x2 (top left), 2x3, 3x2 and 3x3 real positions */
+static void test_pool_pad_values(void) {
+    double x[16], y[4], want[4];
+    int32_t arg[4];
+    for (int j = 0; j < 16; j++) x[j] = -1 - j; /* all negative: a zero pad must never win */
+    dp__k_maxpool_fwd_f64(y, arg, x, 1, 1, 4, 4, 3, 2, 1, 2, 2);
+    /* windows rows/cols [-1,1] and [1,3]: maxima at (0,0), (0,1), (1,0), (1,1) */
+    const int32_t warg[4] = {0, 1, 4, 5};
+    for (int j = 0; j < 4; j++) CHECK(arg[j] == warg[j] && y[j] == x[warg[j]]);
+    for (int j = 0; j < 16; j++) x[j] = 1;
+    const double n[4] = {4, 6, 6, 9};
+    dp__k_avgpool_fwd_f64(y, x, 1, 1, 4, 4, 3, 2, 1, 0, 2, 2); /* exclude: the mean of real positions */
+    for (int j = 0; j < 4; j++) CHECK(fabs(y[j] - 1) < 1e-15);
+    dp__k_avgpool_fwd_f64(y, x, 1, 1, 4, 4, 3, 2, 1, 1, 2, 2); /* include: pads count as zeros */
+    for (int j = 0; j < 4; j++) want[j] = n[j] / 9;
+    for (int j = 0; j < 4; j++) CHECK(fabs(y[j] - want[j]) < 1e-15);
 }
 
 /* ---- losses: d loss_i / d z against FD ---- */
@@ -482,7 +505,9 @@ static void test_nonfinite_sample(void) {
 static void test_spec_errors(void) {
     dp_model *m = NULL;
     const char *bad[] = {"", "linear", "linear(0)", "conv2d(4)", "conv2d(4,40)", "foo(3)", "linear(3", "dropout(1.5)",
-                         "maxpool(2,x)", "relu", "linear(3) relu(2)", "conv2d(4,3,q1)"};
+                         "maxpool(2,x)", "relu", "linear(3) relu(2)", "conv2d(4,3,q1)",
+                         "maxpool(3,2,p2)", "avgpool(2,p2)", "maxpool(2,1,exclude)", "avgpool(2,2,p1,q)",
+                         "maxpool(2,2,p1,p1,p1)"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dp_status st = dp_model_create(bad[i], 1, 28, 28, &m);
         CHECK(st != DP_OK);
@@ -530,6 +555,15 @@ int main(void) {
     test_act(DP_LAYER_MAXPOOL, 2, 3, 6, 6, 2, 2);
     test_act(DP_LAYER_AVGPOOL, 2, 2, 5, 5, 2, 1);
     test_act(DP_LAYER_AVGPOOL, 1, 2, 7, 7, 3, 2);
+    test_act_pad(DP_LAYER_MAXPOOL, 2, 2, 5, 5, 3, 2, 1, 0); /* PyTorch's ResNet stem pooling */
+    test_act_pad(DP_LAYER_MAXPOOL, 1, 2, 6, 7, 2, 1, 1, 0);
+    test_act_pad(DP_LAYER_MAXPOOL, 1, 1, 5, 6, 4, 3, 2, 0);
+    for (int cip = 0; cip < 2; cip++) {
+        test_act_pad(DP_LAYER_AVGPOOL, 2, 2, 5, 5, 3, 2, 1, cip);
+        test_act_pad(DP_LAYER_AVGPOOL, 1, 2, 6, 7, 2, 1, 1, cip);
+        test_act_pad(DP_LAYER_AVGPOOL, 1, 1, 5, 6, 4, 3, 2, cip);
+    }
+    test_pool_pad_values();
     for (int bias = 0; bias < 2; bias++) {
         test_scale(3, 1, 4, 6, bias); /* images: 4 channels of 6 values */
         test_scale(2, 5, 3, 1, bias); /* sequences: 5 tokens of 3 features */
@@ -542,6 +576,9 @@ int main(void) {
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 0.05, 0);
     check_modes("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 5, 1e3, 3);
     check_modes("conv2d(4,3,s1,p1) scale relu avgpool(2) flatten scale linear(7)", 2, 8, 8, 5, 0.05, -1);
+    check_modes("conv2d(4,3,s2,p1) relu maxpool(3,2,p1) conv2d(6,3,s1,p1) tanh avgpool(3,2,p1,exclude) avgpool(2,1,p1) flatten "
+                "linear(7)",
+                2, 11, 11, 5, 0.05, -1);
     check_modes("conv2d(4,3,s1,p1) scale relu avgpool(2) flatten scale linear(7)", 2, 8, 8, 5, 0.05, 1);
     check_modes("conv2d(4,3,s1,p1,nobias) groupnorm(2) scale bias sigmoid globalavgpool flatten bias linear(7)", 2, 7, 6, 5, 0.05,
                 -1);

@@ -10,7 +10,11 @@
  *   linear(OUT[,nobias])            fully connected; flattens its input
  *   conv2d(OUT,K[,sS][,pP][,nobias]) 2-D convolution, square kernel K, stride S (1), padding P (0)
  *   relu  tanh  flatten
- *   maxpool(K[,S])  avgpool(K[,S])  pooling, stride S (default K), no padding
+ *   maxpool(K[,S][,pP])             max pooling, stride S (K), implicit padding P (0, <= K/2) that
+ *                                   is never picked (PyTorch's MaxPool2d(K, S, P)); floor mode
+ *   avgpool(K[,S][,pP][,exclude])   average pooling, the same windows; divides by K*K (padded
+ *                                   zeros count, PyTorch's default) or with `exclude` by the
+ *                                   window's real positions (count_include_pad=False, ONNX's default)
  *   dropout(P)                      drop probability P in [0,1)
  *   groupnorm(G)                    GroupNorm over G groups of channels (affine per channel)
  *   gelu                            GELU (exact, erf)

@@ -32,6 +32,7 @@ typedef struct {
     size_t w_off, nw, b_off, nb;
     int frozen;
     int plain;           /* a normalisation without affine parameters (imported models) */
+    int excl_pad;        /* avgpool: divide by the real positions of a window, not k*k (ONNX default) */
     char name[DP__NAME_LEN];
     /* parameter tensor names when they are not "<name>.weight" / "<name>.bias" (imported) */
     char wname[DP__NAME_LEN + 8], bname[DP__NAME_LEN + 8];

@@ -578,16 +578,22 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         int64_t k = attr_same(n, "kernel_shape", -1, 2), s = attr_same(n, "strides", 1, 2), p = attr_same(n, "pads", 0, 4);
         if (k < 1) return node_fail(c, n, "its kernel must be square (kernel_shape [K, K])");
         if (s < 1) return node_fail(c, n, "its strides must be equal");
-        if (p != 0 || !auto_pad_none(n)) return node_fail(c, n, "padding is not supported yet");
+        if (!auto_pad_none(n)) return node_fail(c, n, "auto_pad is not supported (give pads)");
+        if (p < 0) return node_fail(c, n, "its pads must be the same along both axes and both sides (for now)");
+        if (p >= k) return node_fail(c, n, "its pads must be smaller than its kernel");
+        int64_t cip = op[0] == 'A' ? attr_int(n, "count_include_pad", 0) : 0;
+        if (cip != 0 && cip != 1) return node_fail(c, n, "count_include_pad must be 0 or 1");
         if (attr_int(n, "ceil_mode", 0) != 0 || attr_same(n, "dilations", 1, 2) != 1)
             return node_fail(c, n, "ceil_mode and dilations are not supported");
         if (n->n_outputs > 1 && n->outputs[1][0]) return node_fail(c, n, "its indices output is not supported");
         int ih = src ? src->oh : c->m->h, iw = src ? src->ow : c->m->w;
-        if (ih < k || iw < k) return node_fail(c, n, "its kernel is larger than its input");
+        if (ih + 2 * p < k || iw + 2 * p < k) return node_fail(c, n, "its kernel is larger than its padded input");
         dp__node *l = new_node(c, op[0] == 'M' ? DP_LAYER_MAXPOOL : DP_LAYER_AVGPOOL, a);
         if (!l) return DP_ERR_NOMEM;
         l->k = (int)k;
         l->s = (int)s;
+        l->pad = (int)p;
+        l->excl_pad = p > 0 && !cip;
         return finish(c, l, n, 3);
     }
     if (!strcmp(op, "GlobalAveragePool")) {

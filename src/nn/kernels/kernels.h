@@ -45,13 +45,13 @@ int dp__num_threads(void);
     void dp__k_dropout_fwd##S(REAL *out, const REAL *in, const unsigned char *mask, REAL scale, size_t n); \
     void dp__k_dropout_bwd##S(REAL *din, const REAL *dout, const unsigned char *mask, REAL scale, size_t n); \
     void dp__k_maxpool_fwd##S(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, int k,  \
-                              int s, int Ho, int Wo);                                           \
+                              int s, int pad, int Ho, int Wo);                                  \
     void dp__k_maxpool_bwd##S(REAL *din, const REAL *dout, const int32_t *arg, int B, int C, int H, int W, \
                               int Ho, int Wo);                                                  \
-    void dp__k_avgpool_fwd##S(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int Ho, \
-                              int Wo);                                                          \
+    void dp__k_avgpool_fwd##S(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int pad, \
+                              int count_pad, int Ho, int Wo);                                   \
     void dp__k_avgpool_bwd##S(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s,       \
-                              int Ho, int Wo);                                                  \
+                              int pad, int count_pad, int Ho, int Wo);                          \
     int dp__k_xent##S(REAL *loss, REAL *dz, const REAL *z, const int32_t *y, int B, int K);     \
     /* nn/layers/affine.c */                                                                   \
     void dp__k_scale_fwd##S(REAL *out, const REAL *in, const REAL *gamma, int R, int C, int inner); \

@@ -291,12 +291,41 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
     for (size_t j = 0; j < n; j++) din[j] = mask[j] ? dout[j] * scale : 0;
 }
 
-/* ---- pooling (no padding; floor mode) ----------------------------------------------- */
+/* ---- pooling (implicit symmetric padding `pad`; floor mode) --------------------------- */
 
-/* out[B, C, Ho, Wo]; arg[B, C, Ho, Wo] = flat index within the sample's channel plane.
- * Ties keep the first maximum in scan order; a NaN wins (it propagates, as in PyTorch). */
-void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, int k, int s, int Ho,
-                     int Wo) {
+/* out[B, C, Ho, Wo] with Ho = (H + 2 pad - k) / s + 1; arg[B, C, Ho, Wo] = flat index within
+ * the sample's channel plane. Padded positions never win (-inf padding, as PyTorch and ONNX);
+ * every window holds a real position as long as pad < k. Ties keep the first maximum in scan
+ * order; a NaN wins (it propagates, as in PyTorch). */
+void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, int k, int s, int pad,
+                     int Ho, int Wo) {
+    if (pad > 0) {
+#pragma omp parallel for schedule(static)
+        for (int bc = 0; bc < B * C; bc++) {
+            const REAL *x = in + (size_t)bc * H * W;
+            REAL *o = out + (size_t)bc * Ho * Wo;
+            int32_t *a = arg + (size_t)bc * Ho * Wo;
+            for (int oy = 0; oy < Ho; oy++) {
+                const int y0 = oy * s - pad, ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+                for (int ox = 0; ox < Wo; ox++) {
+                    const int x0 = ox * s - pad, xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
+                    REAL best = x[ya * W + xa];
+                    int32_t bi = ya * W + xa;
+                    for (int y = ya; y < yb; y++)
+                        for (int xx = (y == ya ? xa + 1 : xa); xx < xb; xx++) {
+                            REAL v = x[y * W + xx];
+                            if ((v > best) | ((v != v) & (best == best))) {
+                                best = v;
+                                bi = y * W + xx;
+                            }
+                        }
+                    o[oy * Wo + ox] = best;
+                    a[oy * Wo + ox] = bi;
+                }
+            }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < B * C; bc++) {
         const REAL *x = in + (size_t)bc * H * W;
@@ -353,32 +382,45 @@ void KN(gap_bwd)(REAL *din, const REAL *dout, int B, int C, int HW) {
     }
 }
 
-void KN(avgpool_fwd)(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int Ho, int Wo) {
+/* average over the real positions of each window (padded positions are zeros); the divisor
+ * is k*k when count_pad (PyTorch's count_include_pad=True), else the number of real positions
+ * in the window (ONNX's default count_include_pad=0). pad = 0: always k*k. */
+void KN(avgpool_fwd)(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int pad, int count_pad,
+                     int Ho, int Wo) {
     const REAL inv = (REAL)1 / (REAL)(k * k);
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < B * C; bc++) {
         const REAL *x = in + (size_t)bc * H * W;
-        for (int oy = 0; oy < Ho; oy++)
+        for (int oy = 0; oy < Ho; oy++) {
+            const int y0 = oy * s - pad, ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
             for (int ox = 0; ox < Wo; ox++) {
+                const int x0 = ox * s - pad, xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
+                const int n = (yb - ya) * (xb - xa);
                 REAL acc = 0;
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) acc += x[(oy * s + ky) * W + ox * s + kx];
-                out[(size_t)bc * Ho * Wo + oy * Wo + ox] = acc * inv;
+                for (int y = ya; y < yb; y++)
+                    for (int xx = xa; xx < xb; xx++) acc += x[y * W + xx];
+                out[(size_t)bc * Ho * Wo + oy * Wo + ox] = acc * (count_pad || n == k * k ? inv : (REAL)1 / (REAL)n);
             }
+        }
     }
 }
-void KN(avgpool_bwd)(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s, int Ho, int Wo) {
+void KN(avgpool_bwd)(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s, int pad, int count_pad,
+                     int Ho, int Wo) {
     const REAL inv = (REAL)1 / (REAL)(k * k);
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < B * C; bc++) {
         REAL *dx = din + (size_t)bc * H * W;
         memset(dx, 0, sizeof(REAL) * (size_t)H * W);
-        for (int oy = 0; oy < Ho; oy++)
+        for (int oy = 0; oy < Ho; oy++) {
+            const int y0 = oy * s - pad, ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
             for (int ox = 0; ox < Wo; ox++) {
-                REAL g = dout[(size_t)bc * Ho * Wo + oy * Wo + ox] * inv;
-                for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) dx[(oy * s + ky) * W + ox * s + kx] += g;
+                const int x0 = ox * s - pad, xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
+                const int n = (yb - ya) * (xb - xa);
+                REAL g = dout[(size_t)bc * Ho * Wo + oy * Wo + ox] * (count_pad || n == k * k ? inv : (REAL)1 / (REAL)n);
+                for (int y = ya; y < yb; y++)
+                    for (int xx = xa; xx < xb; xx++) dx[y * W + xx] += g;
             }
+        }
     }
 }
 

@@ -1,35 +1,57 @@
 /* nn/layers/pooling.c: pooling over image windows (maxpool, avgpool), whole images
  * (globalavgpool) and a sequence's tokens (meanpool over the real tokens, firsttoken). No
  * parameters. */
+#include <string.h>
+
 #include "nn/kernels/kernels.h"
 #include "nn/kernels/kernels_seq.h"
 #include "nn/graph.h"
 
-/* ---- maxpool(K[,S]), avgpool(K[,S]): windows K x K, stride S (K), no padding --------------- */
+/* ---- maxpool(K[,S][,pP]), avgpool(K[,S][,pP][,exclude]): windows K x K, stride S (K), implicit
+ * padding P (0) on every side, floor mode. Max pooling never picks a padded position; average
+ * pooling counts the padded zeros in its divisor (K*K, PyTorch's count_include_pad=True) unless
+ * `exclude` (divide by the real positions of each window, ONNX's default). ------------------ */
 
 static dp_status window_parse(dp_model *m, dp__node *l, const dp__spec_token *t, int idx) {
     (void)m;
-    long k, s;
-    if (t->nargs < 1 || t->nargs > 2 || !dp__parse_int(t->args[0], 1, 1 << 10, &k))
-        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s(K[,S]) needs K >= 1", idx, t->name);
+    const int avg = l->kind == DP_LAYER_AVGPOOL;
+    long k, s, p = 0;
+    if (t->nargs < 1 || t->nargs > (avg ? 4 : 3) || !dp__parse_int(t->args[0], 1, 1 << 10, &k))
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s(K[,S][,pP]%s) needs K >= 1", idx, t->name,
+                       avg ? "[,exclude]" : "");
     s = k;
-    if (t->nargs == 2 && !dp__parse_int(t->args[1], 1, 1 << 10, &s))
-        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s: bad stride '%s'", idx, t->name, t->args[1]);
-    if (l->ih < k || l->iw < k)
-        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s kernel %ld larger than its input %dx%d", idx, t->name, k, l->ih,
-                       l->iw);
+    l->excl_pad = 0;
+    for (int a = 1; a < t->nargs; a++) {
+        if (a == 1 && dp__parse_int(t->args[a], 1, 1 << 10, &s)) continue;
+        if (t->args[a][0] == 'p' && dp__parse_int(t->args[a] + 1, 0, 1 << 10, &p)) continue;
+        if (avg && strcmp(t->args[a], "exclude") == 0) {
+            l->excl_pad = 1;
+            continue;
+        }
+        if (a == 1 && t->args[a][0] >= '0' && t->args[a][0] <= '9')
+            return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s: bad stride '%s'", idx, t->name, t->args[a]);
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s: bad option '%s' (S, pN%s)", idx, t->name, t->args[a],
+                       avg ? " or exclude" : "");
+    }
+    if (2 * p > k)
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s: padding %ld larger than half the kernel %ld (as PyTorch, pad <= K/2)",
+                       idx, t->name, p, k);
+    if (l->ih + 2 * p < k || l->iw + 2 * p < k)
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: %s kernel %ld larger than its %sinput %dx%d", idx, t->name, k,
+                       p ? "padded " : "", l->ih, l->iw);
     l->k = (int)k;
     l->s = (int)s;
+    l->pad = (int)p;
     return DP_OK;
 }
 static void window_shape(dp__node *l) {
-    l->oh = (l->ih - l->k) / l->s + 1;
-    l->ow = (l->iw - l->k) / l->s + 1;
+    l->oh = (l->ih + 2 * l->pad - l->k) / l->s + 1;
+    l->ow = (l->iw + 2 * l->pad - l->k) / l->s + 1;
 }
 
 static dp_status maxpool_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    dp__k_maxpool_fwd_f32(l->out, l->arg, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->k, l->s, l->oh, l->ow);
+    dp__k_maxpool_fwd_f32(l->out, l->arg, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->k, l->s, l->pad, l->oh, l->ow);
     return DP_OK;
 }
 static void maxpool_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
@@ -53,12 +75,13 @@ const dp__layer_ops dp__ops_DP_LAYER_MAXPOOL = {
 
 static dp_status avgpool_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    dp__k_avgpool_fwd_f32(l->out, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->k, l->s, l->oh, l->ow);
+    dp__k_avgpool_fwd_f32(l->out, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->k, l->s, l->pad, !l->excl_pad, l->oh,
+                          l->ow);
     return DP_OK;
 }
 static void avgpool_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
     (void)m;
-    dp__k_avgpool_bwd_f32(din, g, B, l->ic, l->ih, l->iw, l->k, l->s, l->oh, l->ow);
+    dp__k_avgpool_bwd_f32(din, g, B, l->ic, l->ih, l->iw, l->k, l->s, l->pad, !l->excl_pad, l->oh, l->ow);
 }
 const dp__layer_ops dp__ops_DP_LAYER_AVGPOOL = {
     .flags = DP__LF_IMAGE,
