@@ -46,4 +46,14 @@ run train --model "$REF/cnn_gn.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels 
 run norms --model "$REF/cnn_gn.onnx" --data-x "$REF/cnn_gn.x.npy" --data-labels "$REF/cnn_gn.y.npy" \
     --test-x "$REF/cnn_gn.x.npy" --test-labels "$REF/cnn_gn.y.npy" --classes 10 --per-sample-out "$TMP/n.npy"
 [[ $RC -eq 0 && -s "$TMP/n.npy" ]] && ok || bad "norms --model cnn_gn.onnx: exit $RC: $ERR"
+# column 0 against PyTorch's norms (standard-library .npy reading; the measured error printed)
+NPYREL='import struct,sys
+def npy(p):
+    b=open(p,"rb").read(); n=struct.unpack("<H",b[8:10])[0]; h=b[10:10+n].decode()
+    f="f" if "<f4" in h else "d"; d=b[10+n:]; return struct.unpack("<%d%s"%(len(d)//struct.calcsize(f),f),d)
+a=npy(sys.argv[1]); r=npy(sys.argv[2]); c=len(a)//len(r)
+e=max(abs(a[i*c]-r[i])/r[i] for i in range(len(r))); print("norms vs PyTorch: max rel err %.1e"%e); sys.exit(e>1e-5)'
+if command -v python3 >/dev/null 2>&1 && [[ -s "$TMP/n.npy" ]]; then
+    python3 -c "$NPYREL" "$TMP/n.npy" "$REF/cnn_gn.norms.npy" && ok || bad "norms --model cnn_gn.onnx differ from PyTorch's"
+fi
 t_summary
