@@ -284,13 +284,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
         const size_t nt = dp_model_num_trainable(m);
         st = dp__ps_trainable(m, dlogits, B, &ps, 1);
         if (st == DP_OK) {
-#pragma omp parallel for schedule(static)
-            for (int b = 0; b < B; b++) {
-                double acc = 0;
-                const float *g = ps + (size_t)b * nt;
-                for (size_t j = 0; j < nt; j++) acc += (double)g[j] * g[j];
-                sq[b] = acc;
-            }
+            dp__add_row_sq(sq, 1, ps, nt, nt, B); /* sq was zeroed above */
             bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
             dp_mem_stage("backward 2");
             /* grad += ps^T R, one GEMV per layer's columns; rows of samples with R = 0 are

@@ -80,14 +80,13 @@ size_t dp__inst_chunk(const dp__node *l, int B) {
     return c;
 }
 
-/* sq[b] += the squared norm of each of B rows of pl floats. */
-static void add_row_sq(double *sq, const float *rows, size_t pl, int B) {
+void dp__add_row_sq(double *sq, size_t sq_stride, const float *rows, size_t stride, size_t width, int B) {
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         double acc = 0;
-        const float *g = rows + (size_t)b * pl;
-        for (size_t j = 0; j < pl; j++) acc += (double)g[j] * g[j];
-        sq[b] += acc;
+        const float *g = rows + (size_t)b * stride;
+        for (size_t j = 0; j < width; j++) acc += (double)g[j] * g[j];
+        sq[(size_t)b * sq_stride] += acc;
     }
 }
 
@@ -106,7 +105,7 @@ static dp_status node_norms(dp_model *m, int k, dp_clip_mode mode, const float *
     for (int b0 = 0; b0 < B; b0 += (int)chunk) {
         int nb = B - b0 < (int)chunk ? B - b0 : (int)chunk;
         dp__ops(l)->ps_grad(m, l, ps, pl, dout + (size_t)b0 * l->out_size, b0, nb);
-        add_row_sq(sq + b0, ps, pl, nb);
+        dp__add_row_sq(sq + b0, 1, ps, pl, pl, nb);
     }
     dp_free(ps);
     return DP_OK;
@@ -209,7 +208,7 @@ static dp_status node_grad(dp_model *m, const dp__bwd *p, int k, const float *g,
         /* per-sample gradients, kept whole; the norms come from them */
         size_t pl = l->nw + l->nb;
         ops->ps_grad(m, l, p->keep[k], pl, g, 0, B);
-        add_row_sq(p->sq, p->keep[k], pl, B);
+        dp__add_row_sq(p->sq, 1, p->keep[k], pl, pl, B);
     } else if (p->what == DP__BWD_PS) {
         if (p->ps_compact)
             ops->ps_grad(m, l, p->ps + dp__trainable_offset(m, k), dp_model_num_trainable(m), g, 0, B);
@@ -291,14 +290,8 @@ dp_status dp_model_layer_sq_norms(dp_model *m, dp_clip_mode mode, const float *d
         for (int k = 0; k < m->n; k++) {
             const dp__node *l = &m->L[k];
             if (!dp__trainable(l)) continue;
-            const size_t to = dp__trainable_offset(m, k);
-#pragma omp parallel for schedule(static)
-            for (int b = 0; b < B; b++) {
-                double acc = 0;
-                const float *g = ps + (size_t)b * nt + to;
-                for (size_t j = 0; j < l->nw + l->nb; j++) acc += (double)g[j] * g[j];
-                sq_layers[(size_t)b * m->n + k] = acc;
-            }
+            /* sq_layers was zeroed: 0 + the norm is the norm */
+            dp__add_row_sq(sq_layers + k, (size_t)m->n, ps + dp__trainable_offset(m, k), nt, l->nw + l->nb, B);
         }
     dp_free(ps);
     return st;

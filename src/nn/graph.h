@@ -196,4 +196,6 @@ dp_status dp__ps_trainable(dp_model *m, const float *dlogits, int B, float **out
 void *dp__step_scratch(dp_model *m, size_t bytes);
 size_t dp__trainable_offset(const dp_model *m, int k);
 size_t dp__inst_chunk(const dp__node *l, int B); /* samples per instantiation chunk */
+/* sq[b * sq_stride] += the squared norm (in double) of row b: width floats at rows + b * stride */
+void dp__add_row_sq(double *sq, size_t sq_stride, const float *rows, size_t stride, size_t width, int B);
 #endif
