@@ -34,7 +34,7 @@ mkdir -p "$OUT/gen"
 protoc-c --c_out="$OUT/gen" --proto_path=/usr/include/onnx /usr/include/onnx/onnx.proto
 # The parsers and what they need: no model, BLAS or OpenMP.
 SRCS=(src/core/core.c src/io/npy.c src/io/idx.c src/io/dataset.c src/io/safetensors.c src/io/checkpoint.c
-      src/io/onnx.c src/io/file.c "$OUT/gen/onnx.pb-c.c")
+      src/io/onnx.c src/io/onnx_wire.c src/io/onnx_tensor.c src/io/onnx_write.c src/io/file.c "$OUT/gen/onnx.pb-c.c")
 CFLAGS=(-std=c17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
         -Iinclude -Isrc -I"$OUT/gen" -Wall -Wextra -Wno-unused-parameter)
 for t in "${TARGETS[@]}"; do
