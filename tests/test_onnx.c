@@ -159,8 +159,11 @@ int main(void) {
     check_model("cnn_gn");
     check_model("resnet_gn");
     check_model("embbag");
-    /* the transformer needs matrix products of activations and more (not yet) */
-    check_refusal("transformer", "node '");
+    /* nn.MultiheadAttention's export: the batch moved to axis 1 and merged with the heads,
+     * shape arithmetic, batched products of activations, softmax, GELU's Erf pattern */
+    check_model("transformer");
+    /* an operator that is not imported: refused, naming it and listing what is */
+    check_refusal("unsupported", "(CumSum): operator not supported (supported: Gemm, MatMul");
     /* BatchNorm mixes the samples of a batch: refused, saying what to use */
     check_refusal("batchnorm", "(BatchNormalization): BatchNormalization mixes the samples");
     check_refusal("batchnorm", "GroupNorm");

@@ -63,7 +63,15 @@ extern "C" {
     X(DP_LAYER_SCALE, "scale")                                                            \
     X(DP_LAYER_BIAS, "bias")                                                                  \
     X(DP_LAYER_SIGMOID, "sigmoid")                                                            \
-    X(DP_LAYER_GLOBALAVGPOOL, "globalavgpool")
+    X(DP_LAYER_GLOBALAVGPOOL, "globalavgpool")                                                \
+    X(DP_LAYER_TRANSPOSE, "transpose")                                                        \
+    X(DP_LAYER_MATMUL, "matmul")                                                              \
+    X(DP_LAYER_SOFTMAX, "softmax")                                                            \
+    X(DP_LAYER_UNARY, "unary")                                                                \
+    X(DP_LAYER_BINARY, "binary")                                                              \
+    X(DP_LAYER_SLICE, "slice")                                                                \
+    X(DP_LAYER_CONCAT, "concat")                                                              \
+    X(DP_LAYER_REDUCE, "reduce")
 
 typedef enum {
 #define DP__ENUM(name, text) name,

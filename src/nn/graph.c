@@ -49,6 +49,7 @@ dp_clip_params dp_clip_default_params(void) {
 void dp_model_destroy(dp_model *m) {
     if (!m) return;
     dp__free_buffers(m);
+    for (int i = 0; i < m->n; i++) dp_free(m->L[i].cst);
     dp_free(m->L);
     dp_free(m->params);
     dp_free(m->grad);
@@ -282,6 +283,10 @@ int dp_model_tensor_shape(const dp_model *m, int t, int64_t shape[4]) {
     if (bias) {
         shape[0] = (int64_t)l->nb;
         return 1;
+    }
+    if (l->wnd > 0) { /* an imported parameter: its shape in the file */
+        for (int d = 0; d < l->wnd; d++) shape[d] = l->wdims[d];
+        return l->wnd;
     }
     if (dp__ops(l)->weight_shape) return dp__ops(l)->weight_shape(l, shape);
     shape[0] = (int64_t)l->nw;

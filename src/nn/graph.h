@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "dpsgd/nn.h"
+#include "nn/kernels/kernels_tensor.h"
 
 enum { DP__NAME_LEN = 80, DP__MAX_SLOTS = 64 };
 
@@ -36,6 +37,22 @@ typedef struct {
     char name[DP__NAME_LEN];
     /* parameter tensor names when they are not "<name>.weight" / "<name>.bias" (imported) */
     char wname[DP__NAME_LEN + 8], bname[DP__NAME_LEN + 8];
+    /* their shapes in the file when they are not the kind's (imported; 0: the kind's) */
+    int wnd;
+    int64_t wdims[4];
+    /* general tensor layers (layers/tensor.c, imported models); dims are per sample */
+    int tnd;                       /* axes of tdim */
+    int tdim[DP__TMAXD];           /* TRANSPOSE, REDUCE: the input's dims; BINARY: the output's */
+    int tperm[DP__TMAXD];          /* TRANSPOSE: output axis j is input axis tperm[j] */
+    int tsa[DP__TMAXD], tsb[DP__TMAXD]; /* BINARY: the operands' strides along tdim (0: broadcast) */
+    int op;                        /* UNARY, BINARY: DP__UN_*, DP__BIN_*; SOFTMAX: log-softmax; REDUCE: mean */
+    int cside;                     /* BINARY: -1 two activations; 0 (1): the constant is operand a (b) */
+    float *cst;                    /* BINARY: the constant operand (owned), ncst values */
+    size_t ncst;
+    unsigned axes;                 /* REDUCE: bit j: axis j of tdim is reduced */
+    size_t touter, tinner;         /* SLICE, CONCAT: [outer, n, inner] around the axis */
+    int tn, tstart, tcount, tstep; /* SLICE: n, start, count, step; CONCAT: n (the output's) */
+    int mg, mm, mk, mn, mga, mgb;  /* MATMUL: G products [M, K] x [K, N]; ga/gb 0: one matrix for all G */
     /* memory plan (memplan.c) */
     int need_grad, keep_out, keep_saved, fslot, gslot, last_use;
     /* buffers: own_* are owned; out/col/xhat/rstd/P/arg/mask point at own or shared memory */

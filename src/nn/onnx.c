@@ -20,51 +20,28 @@
 #include "io/onnx.h"
 #include "nn/graph.h"
 #include "nn/onnx_internal.h"
+#include "nn/onnx_map.h"
 
-enum { V_ACT, V_PARAM, V_CONST, V_SHAPE, V_GN_RESHAPE, V_GN_NORM };
-
-typedef struct {
-    const char *name;
-    int kind;
-    int node;                  /* V_ACT: model node (-1: the model input); V_SHAPE, V_GN_*: the
-                                * value index of the activation it came from */
-    int rank;                  /* V_ACT: per-sample rank (1 vector, 2 sequence, 3 image; 0 token ids; -1
-                                * values of an unknown shape, DP__ONNX_BIND_FLAT_INPUT) */
-    const dp__onnx_tensor *t;  /* V_PARAM: the initializer; V_CONST: the tensor */
-    int groups;                /* V_GN_*: G */
-    float eps;                 /* V_GN_NORM */
-    int vnd;                   /* V_PARAM: the dims it is seen with (Unsqueeze adds 1s) */
-    int64_t vdims[8];
-} val;
-
-typedef struct {
-    const char *path;
-    const dp__onnx_model *g;
-    dp_model *m;
-    val *v;
-    int nv, capv;
-    dp__onnx_tensor *init; /* the initializers: the file's, and (bound) the bound graph inputs */
-    int ninit;
-    unsigned char *used; /* [ninit]: consumed as a parameter */
-} ctx;
+typedef dp__oval val;
+typedef dp__octx ctx;
 
 #define SUPPORTED                                                                                                   \
-    "Gemm, Conv, Relu, Tanh, Sigmoid, MaxPool, AveragePool, GlobalAveragePool, Flatten, Add, Mul (a parameter per " \
-    "channel, or two activations for Add), Gather (embedding), ReduceMean (over tokens), Dropout, Identity, "       \
-    "Constant, Shape, Unsqueeze (of a parameter), Reshape and InstanceNormalization (GroupNorm's export, or a "     \
-    "flatten)"
+    "Gemm, MatMul, Conv, Relu, LeakyRelu, Tanh, Sigmoid, Erf, Sqrt, Exp, Log, Neg, Abs, Reciprocal, Softmax, "         \
+    "LogSoftmax, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Add, Sub, " \
+    "Mul, Div, Pow, Slice, Split, Concat, Gather (an embedding, or constant indices), ReduceMean, ReduceSum, "          \
+    "LayerNormalization, InstanceNormalization (GroupNorm's export), Dropout, Identity, Cast, Constant, Shape"
 
-static dp_status node_fail(const ctx *c, const dp__onnx_node *n, const char *why) {
+dp_status dp__onnx_node_fail(const ctx *c, const dp__onnx_node *n, const char *why) {
     return dp_fail(DP_ERR_INVALID, "%s: node '%s' (%s): %s", c->path, n->name[0] ? n->name : "(unnamed)", n->op_type, why);
 }
 
-static int find(const ctx *c, const char *name) {
+int dp__onnx_find(const ctx *c, const char *name) {
     for (int i = c->nv - 1; i >= 0; i--)
         if (strcmp(c->v[i].name, name) == 0) return i;
     return -1;
 }
 
-static int add_val(ctx *c, val x) {
+int dp__onnx_add_val(ctx *c, val x) {
     if (c->nv == c->capv) {
         int nc = c->capv ? 2 * c->capv : 64;
         val *nv = dp_alloc(sizeof *nv * (size_t)nc);
@@ -78,12 +55,49 @@ static int add_val(ctx *c, val x) {
     return c->nv++;
 }
 
-static dp_status set_act(ctx *c, const char *name, int node, int rank) {
-    val x = {.name = name, .kind = V_ACT, .node = node, .rank = rank};
-    return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+void dp__onnx_set_rank(val *v) {
+    if (v->rank == 0 || v->rank == -1) return; /* token ids, flat bound inputs: as made */
+    v->rank = v->bax == 0 && v->bp == 1 && v->bm == 1 && v->nd >= 2 && v->nd <= 4 ? v->nd - 1 : -2;
 }
 
-static int64_t attr_int(const dp__onnx_node *n, const char *name, int64_t def) {
+/* an activation made by model node `node` (-1: the input), batch first, of per-sample dims d */
+static dp_status set_act(ctx *c, const char *name, int node, int rank, int nd, const int64_t *d) {
+    val x = {.name = name, .kind = V_ACT, .node = node, .rank = rank, .nd = nd + 1, .bp = 1, .bm = 1};
+    for (int j = 0; j < nd; j++) x.ld[j + 1] = d[j];
+    return dp__onnx_add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+}
+
+int dp__onnx_phys(const val *v, int pd[DP__TMAXD], int first[9]) {
+    int np = 0;
+    for (int i = 0; i < v->nd; i++) {
+        first[i] = np;
+        int64_t f[2] = {v->ld[i], 1};
+        int nf = 1;
+        if (i == v->bax) {
+            f[0] = v->bp, f[1] = v->bm;
+            nf = 2;
+        }
+        for (int k = 0; k < nf; k++) {
+            if (i == v->bax && f[k] == 1) continue;
+            if (np == DP__TMAXD || f[k] > INT32_MAX) return -1;
+            pd[np++] = (int)f[k];
+        }
+    }
+    first[v->nd] = np;
+    return np;
+}
+
+void dp__onnx_view_rows(dp__node *l, const val *v) {
+    int pd[DP__TMAXD], first[9];
+    int np = dp__onnx_phys(v, pd, first);
+    const int last = np > 0 ? pd[np - 1] : 1;
+    l->iseq = l->seq = 1;
+    l->ic = l->oc = last;
+    l->ih = l->oh = (int)(l->in_size / (size_t)last);
+    l->iw = l->ow = 1;
+}
+
+int64_t dp__onnx_attr_int(const dp__onnx_node *n, const char *name, int64_t def) {
     const dp__onnx_attr *a = dp__onnx_find_attr(n, name);
     return a && a->type == DP__ONNX_ATTR_INT ? a->i : def;
 }
@@ -101,32 +115,49 @@ static int64_t attr_same(const dp__onnx_node *n, const char *name, int64_t def, 
 /* the activation value named by input j, or -1 */
 static int act_input(const ctx *c, const dp__onnx_node *n, int j) {
     if (j >= n->n_inputs) return -1;
-    int i = find(c, n->inputs[j]);
+    int i = dp__onnx_find(c, n->inputs[j]);
     return i >= 0 && c->v[i].kind == V_ACT ? i : -1;
 }
 
 static int param_input(const ctx *c, const dp__onnx_node *n, int j) {
     if (j >= n->n_inputs || !n->inputs[j][0]) return -1;
-    int i = find(c, n->inputs[j]);
+    int i = dp__onnx_find(c, n->inputs[j]);
     return i >= 0 && c->v[i].kind == V_PARAM ? i : -1;
 }
 
 /* a parameter may be used by one node only (tied weights are not supported yet) */
-static dp_status take_param(ctx *c, const dp__onnx_node *n, int vi) {
+dp_status dp__onnx_take_param(ctx *c, const dp__onnx_node *n, int vi) {
     const dp__onnx_tensor *t = c->v[vi].t;
     int k = (int)(t - c->init);
-    if (c->used[k]) return node_fail(c, n, "uses a parameter that another node uses too (tied weights are not supported)");
+    if (c->used[k]) return dp__onnx_node_fail(c, n, "uses a parameter that another node uses too (tied weights are not supported)");
     c->used[k] = 1;
     return DP_OK;
 }
 
-/* Append a node of kind reading activation value `in` (its model node). */
-static dp__node *new_node(ctx *c, dp_layer_kind kind, int in) {
-    return dp__push_node(c->m, kind, c->v[in].node);
+/* Append a node of kind reading activation value `in`, its input fields from the value's shape:
+ * an image [C, H, W], a sequence [T, F] or a vector for batch-first values of rank 3, 2, 1
+ * (the model input and flat values as made), rows of the last axis otherwise. */
+dp__node *dp__onnx_new_node(ctx *c, dp_layer_kind kind, int in) {
+    const val *v = &c->v[in];
+    dp__node *l = dp__push_node(c->m, kind, v->node);
+    if (!l || v->rank <= 0) {
+        if (l && v->rank == -2) dp__onnx_view_rows(l, v);
+        return l;
+    }
+    const int64_t *d = v->ld;
+    l->iseq = l->seq = v->rank == 2;
+    l->ic = l->oc = (int)(v->rank == 3 ? d[1] : v->rank == 2 ? d[2] : d[1]);
+    l->ih = l->oh = (int)(v->rank == 3 ? d[2] : v->rank == 2 ? d[1] : 1);
+    l->iw = l->ow = (int)(v->rank == 3 ? d[3] : 1);
+    return l;
 }
 
-static void param_names(dp__node *l, const dp__onnx_tensor *w, const dp__onnx_tensor *b, const dp__onnx_node *n) {
+void dp__onnx_param_names(dp__node *l, const dp__onnx_tensor *w, const dp__onnx_tensor *b, const dp__onnx_node *n) {
     if (w) snprintf(l->wname, sizeof l->wname, "%s", w->name);
+    if (w && w->ndim >= 1 && w->ndim <= 4) {
+        l->wnd = w->ndim;
+        for (int d = 0; d < w->ndim; d++) l->wdims[d] = w->dims[d];
+    }
     if (b) snprintf(l->bname, sizeof l->bname, "%s", b->name);
     /* the module name: the weight's name without ".weight" when it has that form */
     const char *src = w ? w->name : b ? b->name : n->name;
@@ -136,12 +167,28 @@ static void param_names(dp__node *l, const dp__onnx_tensor *w, const dp__onnx_te
     snprintf(l->name, sizeof l->name, "%.*s", (int)(len < DP__NAME_LEN - 1 ? len : DP__NAME_LEN - 1), src);
 }
 
-static dp_status finish(ctx *c, dp__node *l, const dp__onnx_node *n, int rank) {
-    int idx = c->m->n - 1;
+static void finish_node(ctx *c, dp__node *l) {
     char keep[DP__NAME_LEN];
     snprintf(keep, sizeof keep, "%s", l->name);
-    dp__finish_node(c->m, l, idx, keep[0] ? keep : NULL);
-    return set_act(c, n->outputs[0], idx, rank);
+    dp__finish_node(c->m, l, c->m->n - 1, keep[0] ? keep : NULL);
+}
+
+dp_status dp__onnx_finish(ctx *c, dp__node *l, const dp__onnx_node *n, int rank) {
+    finish_node(c, l);
+    int64_t d[3] = {l->oc, l->oh, l->ow};
+    if (rank == 2) d[0] = l->oh, d[1] = l->oc;
+    return set_act(c, n->outputs[0], c->m->n - 1, rank, rank, d);
+}
+
+dp_status dp__onnx_finish_like(ctx *c, dp__node *l, const dp__onnx_node *n, const val *like, int64_t last) {
+    finish_node(c, l);
+    val x = *like;
+    x.name = n->outputs[0];
+    x.node = c->m->n - 1;
+    if (last > 0) x.ld[x.nd - 1] = last;
+    if (x.rank == 0) x.rank = 2; /* an embedding of token ids */
+    dp__onnx_set_rank(&x);
+    return dp__onnx_add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
 }
 
 /* A parameter value seen as one value per channel of an activation of this rank: [C, 1, 1]
@@ -239,20 +286,29 @@ static dp_status make_input(ctx *c, const bind_opts *b) {
         c->m = dp__model_new((int)in->dims[1], 1, 1);
     } else if (cls == 1 && rank == 3) {
         c->m = dp__model_new((int)in->dims[1], (int)in->dims[2], (int)in->dims[3]);
-    } else if (cls == 1 && flat) { /* any other float input: its values, a vector per sample */
+    } else if (cls == 1 && (rank >= 2 || flat)) { /* any other float input: a block of values per sample */
         int64_t f = 1;
         for (int d = 1; d < in->ndim; d++) {
             f *= in->dims[d];
             if (f > INT32_MAX) return dp_fail(DP_ERR_INVALID, "%s: graph input '%s' is too large", path, in->name);
         }
         c->m = dp__model_new((int)f, 1, 1);
-        rank = -1; /* a vector whose shape is not known: no operator that looks at it accepts it */
+        if (rank == 0) rank = -1; /* one value per sample: no operator that looks at shapes accepts it */
     } else
         return dp_fail(DP_ERR_INVALID,
-                       "%s: graph input '%s' (%s, %d dims): supported are float [batch, features], float "
-                       "[batch, C, H, W] and integer token ids [batch, T]",
+                       "%s: graph input '%s' (%s, %d dims): supported are float [batch, ...] (up to 7 more "
+                       "dims) and integer token ids [batch, T]",
                        path, in->name, dp__onnx_type_name(in->elem_type), in->ndim);
-    if (!c->m || set_act(c, in->name, -1, c->m->tokens ? 0 : rank) != DP_OK) return DP_ERR_NOMEM;
+    if (!c->m) return DP_ERR_NOMEM;
+    c->batch0 = in->dims[0] > 0 ? in->dims[0] : 0;
+    int64_t d[DP__ONNX_MAX_DIMS];
+    int nd = rank < 0 ? 1 : in->ndim - 1;
+    if (nd > 7) nd = 1, rank = -1; /* more axes than a value tracks: seen flat (bound inputs only) */
+    if (rank < 0) d[0] = (int64_t)c->m->in_size;
+    else
+        for (int j = 0; j < nd; j++) d[j] = in->dims[j + 1];
+    if (set_act(c, in->name, -1, c->m->tokens ? 0 : rank, nd, d) != DP_OK) return DP_ERR_NOMEM;
+    dp__onnx_set_rank(&c->v[c->nv - 1]);
     return DP_OK;
 }
 
@@ -260,7 +316,7 @@ static dp_status make_input(ctx *c, const bind_opts *b) {
  * last node y = 1 * x per channel, so that the model has a parameter and a last node (exact:
  * the product by 1.0f changes no value). */
 static dp_status add_ones(ctx *c, int o) {
-    dp__node *l = new_node(c, DP_LAYER_SCALE, o);
+    dp__node *l = dp__onnx_new_node(c, DP_LAYER_SCALE, o);
     if (!l) return DP_ERR_NOMEM;
     snprintf(l->wname, sizeof l->wname, "%s", ONES_NAME);
     snprintf(l->name, sizeof l->name, "%s", "dp__node_test");
@@ -293,7 +349,7 @@ static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
         if (t->ndim > 8) x.kind = V_CONST; /* not a parameter any supported operator takes */
         x.vnd = t->ndim <= 8 ? t->ndim : 0;
         for (int d = 0; d < x.vnd; d++) x.vdims[d] = t->dims[d];
-        if (add_val(&c, x) < 0) {
+        if (dp__onnx_add_val(&c, x) < 0) {
             st = DP_ERR_NOMEM;
             goto done;
         }
@@ -305,12 +361,13 @@ static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
         st = dp_fail(DP_ERR_INVALID, "%s: the graph has %d outputs; one (the logits) is supported", path, g->n_outputs);
         goto done;
     }
-    int o = find(&c, g->outputs[0].name);
+    int o = dp__onnx_find(&c, g->outputs[0].name);
     const int any = b && (b->flags & DP__ONNX_BIND_ANY_OUTPUT);
     if (any && o >= 0 && c.v[o].kind == V_ACT && c.v[o].node == c.m->n - 1 && c.m->np == 0 && !c.m->tokens &&
         (st = add_ones(&c, o)) != DP_OK)
         goto done;
-    if (o < 0 || c.v[o].kind != V_ACT || c.v[o].node != c.m->n - 1 || c.m->n == 0 || (!any && c.v[o].rank != 1)) {
+    if (o < 0 || c.v[o].kind != V_ACT || c.v[o].node != c.m->n - 1 || c.m->n == 0 || (!any && c.v[o].rank != 1) ||
+        c.v[o].bax != 0 || c.v[o].bp != 1) {
         st = dp_fail(DP_ERR_INVALID, "%s: graph output '%s' must be the logits [batch, classes] made by the last node", path,
                      g->outputs[0].name);
         goto done;
@@ -361,59 +418,59 @@ dp_status dp__model_load_onnx_bound(const char *path, int n, const char *const n
 
 static dp_status map_node(ctx *c, const dp__onnx_node *n) {
     const char *op = n->op_type;
-    if (n->domain[0] && strcmp(n->domain, "ai.onnx") != 0) return node_fail(c, n, "operators outside the default domain are not supported");
-    if (n->n_outputs < 1) return node_fail(c, n, "has no output");
+    dp_status st = DP_OK;
+    if (n->domain[0] && strcmp(n->domain, "ai.onnx") != 0)
+        return dp__onnx_node_fail(c, n, "operators outside the default domain are not supported");
+    if (n->n_outputs < 1) return dp__onnx_node_fail(c, n, "has no output");
     if (!strcmp(op, "BatchNormalization"))
-        return node_fail(c, n, "BatchNormalization mixes the samples of a batch, which per-sample clipping cannot bound: use "
-                         "GroupNorm (nn.GroupNorm) instead");
+        return dp__onnx_node_fail(c, n,
+                                  "BatchNormalization mixes the samples of a batch, which per-sample clipping cannot "
+                                  "bound: use GroupNorm (nn.GroupNorm) instead");
     if (!strcmp(op, "Constant")) {
         const dp__onnx_attr *a = dp__onnx_find_attr(n, "value");
-        if (!a || a->type != DP__ONNX_ATTR_TENSOR || !a->t) return node_fail(c, n, "only a 'value' tensor is supported");
+        if (!a || a->type != DP__ONNX_ATTR_TENSOR || !a->t)
+            return dp__onnx_node_fail(c, n, "only a 'value' tensor is supported");
         val x = {.name = n->outputs[0], .kind = V_CONST, .t = a->t};
-        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+        return dp__onnx_add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
     }
     if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) {
-        int i = n->n_inputs ? find(c, n->inputs[0]) : -1;
-        if (i < 0) return node_fail(c, n, "its input is unknown");
+        int i = n->n_inputs ? dp__onnx_find(c, n->inputs[0]) : -1;
+        if (i < 0) return dp__onnx_node_fail(c, n, "its input is unknown");
         for (int j = 1; j < n->n_outputs; j++)
             if (n->outputs[j][0]) { /* the mask: used by nothing we support */
                 for (int k = 0; k < c->g->n_nodes; k++)
                     for (int q = 0; q < c->g->nodes[k].n_inputs; q++)
-                        if (!strcmp(c->g->nodes[k].inputs[q], n->outputs[j])) return node_fail(c, n, "its mask output is used");
+                        if (!strcmp(c->g->nodes[k].inputs[q], n->outputs[j]))
+                            return dp__onnx_node_fail(c, n, "its mask output is used");
             }
         double p = 0;
         if (!strcmp(op, "Dropout")) {
-            int r = n->n_inputs > 1 && n->inputs[1][0] ? find(c, n->inputs[1]) : -1;
+            int r = n->n_inputs > 1 && n->inputs[1][0] ? dp__onnx_find(c, n->inputs[1]) : -1;
             if (r >= 0 && c->v[r].kind == V_CONST && c->v[r].t->count == 1 && c->v[r].t->f) p = c->v[r].t->f[0];
-            else if (r >= 0) return node_fail(c, n, "its ratio must be a constant");
+            else if (r >= 0) return dp__onnx_node_fail(c, n, "its ratio must be a constant");
             const dp__onnx_attr *a = dp__onnx_find_attr(n, "ratio");
             if (a && a->type == DP__ONNX_ATTR_FLOAT) p = a->f;
-            if (!(p >= 0 && p < 1)) return node_fail(c, n, "its ratio must be in [0, 1)");
+            if (!(p >= 0 && p < 1)) return dp__onnx_node_fail(c, n, "its ratio must be in [0, 1)");
         }
         if (p > 0) {
-            if (c->v[i].kind != V_ACT) return node_fail(c, n, "dropout of a parameter or constant is not supported");
-            if (c->v[i].node < 0 && c->m->tokens) return node_fail(c, n, "dropout of token ids is not supported");
-            dp__node *l = new_node(c, DP_LAYER_DROPOUT, i);
+            if (c->v[i].kind != V_ACT)
+                return dp__onnx_node_fail(c, n, "dropout of a parameter or constant is not supported");
+            if (c->v[i].node < 0 && c->m->tokens) return dp__onnx_node_fail(c, n, "dropout of token ids is not supported");
+            dp__node *l = dp__onnx_new_node(c, DP_LAYER_DROPOUT, i);
             if (!l) return DP_ERR_NOMEM;
             l->p = (float)p;
-            return finish(c, l, n, c->v[i].rank);
+            return dp__onnx_finish_like(c, l, n, &c->v[i], 0);
         }
         val x = c->v[i];
         x.name = n->outputs[0];
-        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+        return dp__onnx_add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
     }
-    if (!strcmp(op, "Shape")) {
-        int a = act_input(c, n, 0);
-        if (a < 0 || n->n_attrs) return node_fail(c, n, "only the whole shape of an activation is supported");
-        val x = {.name = n->outputs[0], .kind = V_SHAPE, .node = a};
-        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
-    }
-    if (!strcmp(op, "Unsqueeze")) { /* a parameter seen through a view keeps its name */
+    if (dp__onnx_map_sym(c, n, &st)) return st; /* shape arithmetic */
+    if (!strcmp(op, "Unsqueeze") && param_input(c, n, 0) >= 0) { /* a parameter seen through a view keeps its name */
         int p = param_input(c, n, 0);
-        if (p < 0) return node_fail(c, n, "only a parameter can be unsqueezed (a per-channel scale or bias)");
         const int64_t *axes = NULL;
         size_t na = 0;
-        int ai = n->n_inputs > 1 ? find(c, n->inputs[1]) : -1;
+        int ai = n->n_inputs > 1 ? dp__onnx_find(c, n->inputs[1]) : -1;
         const dp__onnx_attr *at = dp__onnx_find_attr(n, "axes");
         if (ai >= 0 && c->v[ai].kind == V_CONST && c->v[ai].t->i) {
             axes = c->v[ai].t->i;
@@ -422,233 +479,247 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
             axes = at->ints;
             na = at->n;
         } else
-            return node_fail(c, n, "its axes must be constants");
+            return dp__onnx_node_fail(c, n, "its axes must be constants");
         val x = c->v[p];
         x.name = n->outputs[0];
         const int rank = x.vnd + (int)na;
-        if (rank > 8) return node_fail(c, n, "gives more than 8 dimensions");
+        if (rank > 8) return dp__onnx_node_fail(c, n, "gives more than 8 dimensions");
         unsigned char one[8] = {0};
         for (size_t j = 0; j < na; j++) {
             int64_t ax = axes[j] < 0 ? axes[j] + rank : axes[j];
-            if (ax < 0 || ax >= rank || one[ax]) return node_fail(c, n, "its axes are out of range or repeated");
+            if (ax < 0 || ax >= rank || one[ax]) return dp__onnx_node_fail(c, n, "its axes are out of range or repeated");
             one[ax] = 1;
         }
         for (int d = 0, q = 0; d < rank; d++) x.vdims[d] = one[d] ? 1 : c->v[p].vdims[q++];
         x.vnd = rank;
-        return add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+        return dp__onnx_add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+    }
+    if (!strcmp(op, "Transpose") && param_input(c, n, 0) >= 0) { /* W^T: nn.Linear's weight in a MatMul */
+        int p = param_input(c, n, 0);
+        const dp__onnx_attr *pa = dp__onnx_find_attr(n, "perm");
+        if (c->v[p].vnd != 2 || (pa && (pa->type != DP__ONNX_ATTR_INTS || pa->n != 2 || pa->ints[0] != 1 || pa->ints[1] != 0)))
+            return dp__onnx_node_fail(c, n, "only the transpose of a matrix parameter (perm [1, 0]) is supported");
+        val x = c->v[p];
+        x.name = n->outputs[0];
+        x.ptrans = !x.ptrans;
+        x.vdims[0] = c->v[p].vdims[1];
+        x.vdims[1] = c->v[p].vdims[0];
+        return dp__onnx_add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
     }
     /* from here on the first input is an activation (or GroupNorm's steps) */
-    const int a = n->n_inputs ? find(c, n->inputs[0]) : -1;
-    if (a < 0) return node_fail(c, n, "its first input is unknown");
+    int a = n->n_inputs ? dp__onnx_find(c, n->inputs[0]) : -1;
+    if (a < 0) return dp__onnx_node_fail(c, n, "its first input is unknown");
+    int swap = 0; /* Add(bias, x), Mul(gamma, x): the activation second */
+    if ((!strcmp(op, "Add") || !strcmp(op, "Mul")) && n->n_inputs == 2 && c->v[a].kind != V_ACT) {
+        int i1 = dp__onnx_find(c, n->inputs[1]);
+        if (i1 >= 0 && c->v[i1].kind == V_ACT) a = i1, swap = 1;
+    }
     const int kind = c->v[a].kind;
+    const int r = kind == V_ACT ? c->v[a].rank : -3;
+    const int64_t *ld = c->v[a].ld;
     if (!strcmp(op, "Reshape")) {
-        int s = n->n_inputs > 1 ? find(c, n->inputs[1]) : -1;
-        if (s < 0) return node_fail(c, n, "its shape input is unknown");
-        if (kind == V_ACT && c->v[s].kind == V_CONST && c->v[s].t->i && c->v[s].t->count == 3 && c->v[a].rank == 3 &&
-            c->v[s].t->i[0] == 0 && c->v[s].t->i[2] == -1 && c->v[s].t->i[1] >= 1) {
+        int s = n->n_inputs > 1 ? dp__onnx_find(c, n->inputs[1]) : -1;
+        if (s < 0) return dp__onnx_node_fail(c, n, "its shape input is unknown");
+        dp__sym sh[DP__SYM_MAX];
+        int ns = 0;
+        const int ints = dp__onnx_ints(c, s, sh, &ns);
+        if (kind == V_ACT && r == 3 && ints && ns == 3 && sh[0].c0 == 0 && sh[0].c1 == 0 && sh[2].c0 == -1 &&
+            sh[2].c1 == 0 && sh[1].c1 == 0 && sh[1].c0 >= 1) {
             /* GroupNorm's export, step 1: [C, H, W] -> [G, C/G H W] */
-            int G = (int)c->v[s].t->i[1], C = c->v[a].node < 0 ? c->m->c : c->m->L[c->v[a].node].oc;
-            if (C % G) return node_fail(c, n, "reshapes C channels into groups that do not divide C");
+            int G = (int)sh[1].c0;
+            if (ld[1] % G) return dp__onnx_node_fail(c, n, "reshapes C channels into groups that do not divide C");
             val y = {.name = n->outputs[0], .kind = V_GN_RESHAPE, .node = a, .groups = G};
-            return add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
+            return dp__onnx_add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
         }
-        if (kind == V_GN_NORM && c->v[s].kind == V_SHAPE && c->v[s].node == c->v[a].node) {
+        if (kind == V_GN_NORM) {
             /* step 3: back to the shape of the input: one groupnorm (its affine parameters
              * are the Mul and Add that follow) */
-            int src = c->v[a].node;
-            dp__node *l = new_node(c, DP_LAYER_GROUPNORM, src);
+            const val *x = &c->v[c->v[a].node];
+            int same = ints && ns == x->nd;
+            for (int j = 0; same && j < ns; j++)
+                same = j == 0 ? sh[j].c0 == 0 && sh[j].c1 == 1 : sh[j].c1 == 0 && sh[j].c0 == x->ld[j];
+            if (!same) return dp__onnx_node_fail(c, n, "GroupNorm's export must reshape back to the shape of its input");
+            dp__node *l = dp__onnx_new_node(c, DP_LAYER_GROUPNORM, c->v[a].node);
             if (!l) return DP_ERR_NOMEM;
             l->groups = c->v[a].groups;
             l->eps = c->v[a].eps;
             l->plain = 1;
             snprintf(l->name, sizeof l->name, "%s", n->name);
-            return finish(c, l, n, 3);
+            return dp__onnx_finish(c, l, n, 3);
         }
-        if (kind == V_ACT && c->v[s].kind == V_CONST && c->v[s].t->i && c->v[s].t->count == 2 &&
-            (c->v[s].t->i[0] == 0 || c->v[s].t->i[0] == -1) &&
-            (c->v[s].t->i[1] == -1 || (c->v[a].node >= 0 ? (int64_t)c->m->L[c->v[a].node].out_size : (int64_t)c->m->in_size) ==
-                                          c->v[s].t->i[1])) {
-            dp__node *l = new_node(c, DP_LAYER_FLATTEN, a);
-            if (!l) return DP_ERR_NOMEM;
-            return finish(c, l, n, 1);
-        }
-        return node_fail(c, n, "this reshape is not supported (only a flatten to [batch, -1] and GroupNorm's export)");
     }
     if (!strcmp(op, "InstanceNormalization")) {
-        int sc = n->n_inputs > 1 ? find(c, n->inputs[1]) : -1, bi = n->n_inputs > 2 ? find(c, n->inputs[2]) : -1;
-        if (kind != V_GN_RESHAPE) return node_fail(c, n, "only as part of GroupNorm's export (Reshape, InstanceNormalization, Reshape)");
+        int sc = n->n_inputs > 1 ? dp__onnx_find(c, n->inputs[1]) : -1, bi = n->n_inputs > 2 ? dp__onnx_find(c, n->inputs[2]) : -1;
+        if (kind != V_GN_RESHAPE)
+            return dp__onnx_node_fail(c, n, "only as part of GroupNorm's export (Reshape, InstanceNormalization, Reshape)");
         if (sc < 0 || bi < 0 || c->v[sc].kind != V_CONST || c->v[bi].kind != V_CONST || !c->v[sc].t->f || !c->v[bi].t->f ||
             (int)c->v[sc].t->count != c->v[a].groups || (int)c->v[bi].t->count != c->v[a].groups)
-            return node_fail(c, n, "its scale and bias must be constants, one per group");
+            return dp__onnx_node_fail(c, n, "its scale and bias must be constants, one per group");
         for (size_t j = 0; j < c->v[sc].t->count; j++)
             if (c->v[sc].t->f[j] != 1.0f || c->v[bi].t->f[j] != 0.0f)
-                return node_fail(c, n, "its scale and bias must be 1 and 0 (GroupNorm's affine parameters follow as Mul and Add)");
+                return dp__onnx_node_fail(
+                    c, n, "its scale and bias must be 1 and 0 (GroupNorm's affine parameters follow as Mul and Add)");
         const dp__onnx_attr *e = dp__onnx_find_attr(n, "epsilon");
         val y = {.name = n->outputs[0], .kind = V_GN_NORM, .node = c->v[a].node, .groups = c->v[a].groups,
                  .eps = e && e->type == DP__ONNX_ATTR_FLOAT ? e->f : 1e-5f};
-        return add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
+        return dp__onnx_add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
     }
     if (kind == V_PARAM && !strcmp(op, "Gather")) { /* an embedding lookup */
         int ids = act_input(c, n, 1);
-        if (ids < 0 || c->v[ids].node != -1 || !c->m->tokens || c->m->n != 0 || attr_int(n, "axis", 0) != 0)
-            return node_fail(c, n, "a lookup in a parameter table must read the token ids of the graph input, first");
+        if (ids < 0 || c->v[ids].node != -1 || !c->m->tokens || c->m->n != 0 || dp__onnx_attr_int(n, "axis", 0) != 0)
+            return dp__onnx_node_fail(c, n, "a lookup in a parameter table must read the token ids of the graph input, first");
         const dp__onnx_tensor *w = c->v[a].t;
-        if (w->ndim != 2) return node_fail(c, n, "the table must be [vocabulary, dimension]");
-        dp_status st = take_param(c, n, a);
-        if (st != DP_OK) return st;
+        if (w->ndim != 2 || c->v[a].ptrans) return dp__onnx_node_fail(c, n, "the table must be [vocabulary, dimension]");
+        if ((st = dp__onnx_take_param(c, n, a)) != DP_OK) return st;
         dp__node *l = dp__push_node(c->m, DP_LAYER_EMBEDDING, -1);
         if (!l) return DP_ERR_NOMEM;
         l->vocab = (int)w->dims[0];
         l->oc = (int)w->dims[1];
-        param_names(l, w, NULL, n);
-        return finish(c, l, n, 2);
+        dp__onnx_param_names(l, w, NULL, n);
+        return dp__onnx_finish(c, l, n, 2);
     }
-    if (kind != V_ACT) return node_fail(c, n, "its first input must be an activation here");
+    if (kind != V_ACT) return dp__onnx_node_fail(c, n, "its first input must be an activation here");
     if (c->v[a].node < 0 && c->m->tokens)
-        return node_fail(c, n, "token ids can only be looked up in a parameter table (Gather, an embedding)");
-    const int r = c->v[a].rank;
-    const dp__node *src = c->v[a].node >= 0 ? &c->m->L[c->v[a].node] : NULL;
-    const int C = src ? src->oc : c->m->c;
+        return dp__onnx_node_fail(c, n, "token ids can only be looked up in a parameter table (Gather, an embedding)");
     struct {
         const char *op;
         dp_layer_kind kind;
     } unary[] = {{"Relu", DP_LAYER_RELU}, {"Tanh", DP_LAYER_TANH}, {"Sigmoid", DP_LAYER_SIGMOID}};
     for (size_t u = 0; u < sizeof unary / sizeof unary[0]; u++)
         if (!strcmp(op, unary[u].op)) {
-            dp__node *l = new_node(c, unary[u].kind, a);
+            dp__node *l = dp__onnx_new_node(c, unary[u].kind, a);
             if (!l) return DP_ERR_NOMEM;
-            return finish(c, l, n, r);
+            return dp__onnx_finish_like(c, l, n, &c->v[a], 0);
         }
     if (!strcmp(op, "Gemm")) {
         int w = param_input(c, n, 1), b = n->n_inputs > 2 ? param_input(c, n, 2) : -1;
-        if (r != 1) return node_fail(c, n, "its input must be [batch, features]");
-        if (w < 0) return node_fail(c, n, "its second input must be a parameter (a matrix product of two activations is not supported yet)");
-        if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return node_fail(c, n, "its bias must be a parameter");
-        if (attr_int(n, "transA", 0) != 0 || attr_int(n, "transB", 0) != 1)
-            return node_fail(c, n, "only transA = 0, transB = 1 (PyTorch's nn.Linear) is supported");
+        if (r != 1 && (r != -2 || c->v[a].nd != 2 || c->v[a].bax != 0))
+            return dp__onnx_node_fail(c, n, "its input must be [batch, features] (or rows holding the batch)");
+        if (w < 0)
+            return dp__onnx_node_fail(
+                c, n, "its second input must be a parameter (a matrix product of two activations is MatMul's)");
+        if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return dp__onnx_node_fail(c, n, "its bias must be a parameter");
+        if (dp__onnx_attr_int(n, "transA", 0) != 0 || dp__onnx_attr_int(n, "transB", 0) != !c->v[w].ptrans)
+            return dp__onnx_node_fail(c, n, "only transA = 0 and a weight [out, in] (PyTorch's nn.Linear: transB = 1) is supported");
         const dp__onnx_attr *al = dp__onnx_find_attr(n, "alpha"), *be = dp__onnx_find_attr(n, "beta");
-        if ((al && al->f != 1.0f) || (be && be->f != 1.0f)) return node_fail(c, n, "alpha and beta must be 1");
+        if ((al && al->f != 1.0f) || (be && be->f != 1.0f)) return dp__onnx_node_fail(c, n, "alpha and beta must be 1");
         const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
-        size_t d = src ? src->out_size : c->m->in_size;
-        if (W->ndim != 2 || (size_t)W->dims[1] != d) return node_fail(c, n, "its weight must be [out, in] with in = the input's size");
+        if (W->ndim != 2 || W->dims[1] != ld[c->v[a].nd - 1])
+            return dp__onnx_node_fail(c, n, "its weight must be [out, in] with in = the input's features");
         if (Bt && ((int64_t)Bt->count != W->dims[0] || (Bt->ndim == 2 && Bt->dims[1] != W->dims[0]) || Bt->ndim > 2))
-            return node_fail(c, n, "its bias must have one value per output ([out] or [1, out])");
-        dp_status st = take_param(c, n, w);
-        if (st == DP_OK && b >= 0) st = take_param(c, n, b);
+            return dp__onnx_node_fail(c, n, "its bias must have one value per output ([out] or [1, out])");
+        if ((st = dp__onnx_take_param(c, n, w)) == DP_OK && b >= 0) st = dp__onnx_take_param(c, n, b);
         if (st != DP_OK) return st;
-        dp__node *l = new_node(c, DP_LAYER_LINEAR, a);
+        dp__node *l = dp__onnx_new_node(c, DP_LAYER_LINEAR, a);
         if (!l) return DP_ERR_NOMEM;
         l->oc = (int)W->dims[0];
         l->has_bias = Bt != NULL;
-        param_names(l, W, Bt, n);
-        return finish(c, l, n, 1);
+        dp__onnx_param_names(l, W, Bt, n);
+        return r == 1 ? dp__onnx_finish(c, l, n, 1) : dp__onnx_finish_like(c, l, n, &c->v[a], W->dims[0]);
     }
     if (!strcmp(op, "Conv")) {
         int w = param_input(c, n, 1), b = n->n_inputs > 2 ? param_input(c, n, 2) : -1;
-        if (r != 3) return node_fail(c, n, "its input must be an image [batch, C, H, W]");
-        if (w < 0) return node_fail(c, n, "its weight must be a parameter");
-        if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return node_fail(c, n, "its bias must be a parameter");
+        if (r != 3) return dp__onnx_node_fail(c, n, "its input must be an image [batch, C, H, W]");
+        if (w < 0 || c->v[w].ptrans) return dp__onnx_node_fail(c, n, "its weight must be a parameter");
+        if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return dp__onnx_node_fail(c, n, "its bias must be a parameter");
         const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
-        if (!auto_pad_none(n)) return node_fail(c, n, "auto_pad is not supported (give pads)");
-        if (attr_int(n, "group", 1) != 1) return node_fail(c, n, "grouped convolutions are not supported yet");
-        if (attr_same(n, "dilations", 1, 2) != 1) return node_fail(c, n, "dilated convolutions are not supported yet");
+        if (!auto_pad_none(n)) return dp__onnx_node_fail(c, n, "auto_pad is not supported (give pads)");
+        if (dp__onnx_attr_int(n, "group", 1) != 1) return dp__onnx_node_fail(c, n, "grouped convolutions are not supported yet");
+        if (attr_same(n, "dilations", 1, 2) != 1) return dp__onnx_node_fail(c, n, "dilated convolutions are not supported yet");
         int64_t k = attr_same(n, "kernel_shape", W->ndim == 4 ? W->dims[2] : -1, 2), s = attr_same(n, "strides", 1, 2),
                 p = attr_same(n, "pads", 0, 4);
-        if (W->ndim != 4 || W->dims[1] != C || W->dims[2] != W->dims[3] || k != W->dims[2])
-            return node_fail(c, n, "its weight must be [out, C, K, K] (square kernels only, for now)");
-        if (s < 1 || p < 0) return node_fail(c, n, "strides and pads must be the same along both axes and both sides (for now)");
-        if (Bt && (int64_t)Bt->count != W->dims[0]) return node_fail(c, n, "its bias must have one value per output channel");
-        int ih = src ? src->oh : c->m->h, iw = src ? src->ow : c->m->w;
-        if (ih + 2 * p < k || iw + 2 * p < k) return node_fail(c, n, "its kernel is larger than its padded input");
-        dp_status st = take_param(c, n, w);
-        if (st == DP_OK && b >= 0) st = take_param(c, n, b);
+        if (W->ndim != 4 || W->dims[1] != ld[1] || W->dims[2] != W->dims[3] || k != W->dims[2])
+            return dp__onnx_node_fail(c, n, "its weight must be [out, C, K, K] (square kernels only, for now)");
+        if (s < 1 || p < 0)
+            return dp__onnx_node_fail(c, n, "strides and pads must be the same along both axes and both sides (for now)");
+        if (Bt && (int64_t)Bt->count != W->dims[0])
+            return dp__onnx_node_fail(c, n, "its bias must have one value per output channel");
+        if (ld[2] + 2 * p < k || ld[3] + 2 * p < k) return dp__onnx_node_fail(c, n, "its kernel is larger than its padded input");
+        if ((st = dp__onnx_take_param(c, n, w)) == DP_OK && b >= 0) st = dp__onnx_take_param(c, n, b);
         if (st != DP_OK) return st;
-        dp__node *l = new_node(c, DP_LAYER_CONV2D, a);
+        dp__node *l = dp__onnx_new_node(c, DP_LAYER_CONV2D, a);
         if (!l) return DP_ERR_NOMEM;
         l->oc = (int)W->dims[0];
         l->k = (int)k;
         l->s = (int)s;
         l->pad = (int)p;
         l->has_bias = Bt != NULL;
-        param_names(l, W, Bt, n);
-        return finish(c, l, n, 3);
+        dp__onnx_param_names(l, W, Bt, n);
+        return dp__onnx_finish(c, l, n, 3);
     }
     if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool")) {
-        if (r != 3) return node_fail(c, n, "its input must be an image [batch, C, H, W]");
+        if (r != 3) return dp__onnx_node_fail(c, n, "its input must be an image [batch, C, H, W]");
         int64_t k = attr_same(n, "kernel_shape", -1, 2), s = attr_same(n, "strides", 1, 2), p = attr_same(n, "pads", 0, 4);
-        if (k < 1) return node_fail(c, n, "its kernel must be square (kernel_shape [K, K])");
-        if (s < 1) return node_fail(c, n, "its strides must be equal");
-        if (!auto_pad_none(n)) return node_fail(c, n, "auto_pad is not supported (give pads)");
-        if (p < 0) return node_fail(c, n, "its pads must be the same along both axes and both sides (for now)");
-        if (p >= k) return node_fail(c, n, "its pads must be smaller than its kernel");
-        int64_t cip = op[0] == 'A' ? attr_int(n, "count_include_pad", 0) : 0;
-        if (cip != 0 && cip != 1) return node_fail(c, n, "count_include_pad must be 0 or 1");
-        if (attr_int(n, "ceil_mode", 0) != 0 || attr_same(n, "dilations", 1, 2) != 1)
-            return node_fail(c, n, "ceil_mode and dilations are not supported");
-        if (n->n_outputs > 1 && n->outputs[1][0]) return node_fail(c, n, "its indices output is not supported");
-        int ih = src ? src->oh : c->m->h, iw = src ? src->ow : c->m->w;
-        if (ih + 2 * p < k || iw + 2 * p < k) return node_fail(c, n, "its kernel is larger than its padded input");
-        dp__node *l = new_node(c, op[0] == 'M' ? DP_LAYER_MAXPOOL : DP_LAYER_AVGPOOL, a);
+        if (k < 1) return dp__onnx_node_fail(c, n, "its kernel must be square (kernel_shape [K, K])");
+        if (s < 1) return dp__onnx_node_fail(c, n, "its strides must be equal");
+        if (!auto_pad_none(n)) return dp__onnx_node_fail(c, n, "auto_pad is not supported (give pads)");
+        if (p < 0) return dp__onnx_node_fail(c, n, "its pads must be the same along both axes and both sides (for now)");
+        if (p >= k) return dp__onnx_node_fail(c, n, "its pads must be smaller than its kernel");
+        int64_t cip = op[0] == 'A' ? dp__onnx_attr_int(n, "count_include_pad", 0) : 0;
+        if (cip != 0 && cip != 1) return dp__onnx_node_fail(c, n, "count_include_pad must be 0 or 1");
+        if (dp__onnx_attr_int(n, "ceil_mode", 0) != 0 || attr_same(n, "dilations", 1, 2) != 1)
+            return dp__onnx_node_fail(c, n, "ceil_mode and dilations are not supported");
+        if (n->n_outputs > 1 && n->outputs[1][0]) return dp__onnx_node_fail(c, n, "its indices output is not supported");
+        if (ld[2] + 2 * p < k || ld[3] + 2 * p < k) return dp__onnx_node_fail(c, n, "its kernel is larger than its padded input");
+        dp__node *l = dp__onnx_new_node(c, op[0] == 'M' ? DP_LAYER_MAXPOOL : DP_LAYER_AVGPOOL, a);
         if (!l) return DP_ERR_NOMEM;
         l->k = (int)k;
         l->s = (int)s;
         l->pad = (int)p;
         l->excl_pad = p > 0 && !cip;
-        return finish(c, l, n, 3);
+        return dp__onnx_finish(c, l, n, 3);
     }
     if (!strcmp(op, "GlobalAveragePool")) {
-        if (r != 3) return node_fail(c, n, "its input must be an image [batch, C, H, W]");
-        dp__node *l = new_node(c, DP_LAYER_GLOBALAVGPOOL, a);
+        if (r != 3) return dp__onnx_node_fail(c, n, "its input must be an image [batch, C, H, W]");
+        dp__node *l = dp__onnx_new_node(c, DP_LAYER_GLOBALAVGPOOL, a);
         if (!l) return DP_ERR_NOMEM;
-        return finish(c, l, n, 3);
+        return dp__onnx_finish(c, l, n, 3);
     }
-    if (!strcmp(op, "Flatten")) {
-        int64_t axis = attr_int(n, "axis", 1);
-        if (axis < 0 && r >= 0) axis += r + 1; /* counted from the end of [batch, ...] */
-        if (axis != 1) return node_fail(c, n, "only axis = 1 (keep the batch) is supported");
-        dp__node *l = new_node(c, DP_LAYER_FLATTEN, a);
-        if (!l) return DP_ERR_NOMEM;
-        return finish(c, l, n, 1);
-    }
-    if (!strcmp(op, "ReduceMean")) {
-        const dp__onnx_attr *ax = dp__onnx_find_attr(n, "axes");
-        if (r != 2 || !ax || ax->type != DP__ONNX_ATTR_INTS || ax->n != 1 || ax->ints[0] != 1 || attr_int(n, "keepdims", 1) != 0)
-            return node_fail(c, n, "only the mean over the tokens of a sequence (axes [1], keepdims 0) is supported");
-        dp__node *l = new_node(c, DP_LAYER_MEANPOOL, a);
-        if (!l) return DP_ERR_NOMEM;
-        return finish(c, l, n, 1);
-    }
-    if (!strcmp(op, "Add") || !strcmp(op, "Mul")) {
-        if (n->n_inputs != 2) return node_fail(c, n, "needs two inputs");
-        int other = find(c, n->inputs[1]);
-        if (other < 0) return node_fail(c, n, "its second input is unknown");
-        if (op[0] == 'A' && c->v[other].kind == V_ACT) { /* a residual join */
-            const dp__node *o = c->v[other].node >= 0 ? &c->m->L[c->v[other].node] : NULL;
-            size_t sa = src ? src->out_size : c->m->in_size, so = o ? o->out_size : c->m->in_size;
-            if (sa != so || c->v[other].rank != r) return node_fail(c, n, "adds activations of different shapes (broadcasting is not supported yet)");
-            dp__node *l = new_node(c, DP_LAYER_ADD, a);
+    if (!strcmp(op, "Flatten") && r >= 1) {
+        int64_t axis = dp__onnx_attr_int(n, "axis", 1);
+        if (axis < 0) axis += r + 1; /* counted from the end of [batch, ...] */
+        if (axis == 1) {
+            dp__node *l = dp__onnx_new_node(c, DP_LAYER_FLATTEN, a);
             if (!l) return DP_ERR_NOMEM;
-            l->in[1] = c->v[other].node;
-            l->nin = 2;
-            return finish(c, l, n, r);
+            return dp__onnx_finish(c, l, n, 1);
         }
-        if (c->v[other].kind != V_PARAM || r < 0 || !per_channel(&c->v[other], C, r))
-            return node_fail(c, n, "the second input must be a parameter with one value per channel ([C, 1, 1] on an image, "
-                             "[D] on features or tokens), or an activation of the same shape for Add");
-        dp_status st = take_param(c, n, other);
-        if (st != DP_OK) return st;
-        dp__node *l = new_node(c, op[0] == 'A' ? DP_LAYER_BIAS : DP_LAYER_SCALE, a);
-        if (!l) return DP_ERR_NOMEM;
-        snprintf(l->wname, sizeof l->wname, "%s", c->v[other].t->name);
-        param_names(l, c->v[other].t, NULL, n);
-        return finish(c, l, n, r);
     }
-    if (!strcmp(op, "Gather"))
-        return node_fail(
-            c, n, "only a lookup in a parameter table (an embedding) by the token ids of the graph input is supported");
+    if (!strcmp(op, "ReduceMean") && r == 2) {
+        const dp__onnx_attr *ax = dp__onnx_find_attr(n, "axes");
+        if (ax && ax->type == DP__ONNX_ATTR_INTS && ax->n == 1 && ax->ints[0] == 1 && n->n_inputs == 1 &&
+            dp__onnx_attr_int(n, "keepdims", 1) == 0) { /* the mean over the tokens of a sequence */
+            dp__node *l = dp__onnx_new_node(c, DP_LAYER_MEANPOOL, a);
+            if (!l) return DP_ERR_NOMEM;
+            return dp__onnx_finish(c, l, n, 1);
+        }
+    }
+    if ((!strcmp(op, "Add") || !strcmp(op, "Mul")) && n->n_inputs == 2) {
+        int other = dp__onnx_find(c, n->inputs[!swap]);
+        if (other < 0) return dp__onnx_node_fail(c, n, "its second input is unknown");
+        const val *o = &c->v[other];
+        if (op[0] == 'A' && o->kind == V_ACT && o->nd == c->v[a].nd && o->bax == c->v[a].bax && o->bp == c->v[a].bp &&
+            o->bm == c->v[a].bm && !memcmp(o->ld, ld, sizeof(int64_t) * (size_t)o->nd) && o->rank != -1 &&
+            r != -1) { /* a residual join: the same shape */
+            dp__node *l = dp__onnx_new_node(c, DP_LAYER_ADD, a);
+            if (!l) return DP_ERR_NOMEM;
+            l->in[1] = o->node;
+            l->nin = 2;
+            return dp__onnx_finish_like(c, l, n, &c->v[a], 0);
+        }
+        if (o->kind == V_PARAM && (r >= 1 || (r == -2 && c->v[a].bax != c->v[a].nd - 1)) &&
+            per_channel(o, r == 3 ? ld[1] : ld[c->v[a].nd - 1], r == 3 ? 3 : 1)) {
+            if ((st = dp__onnx_take_param(c, n, other)) != DP_OK) return st;
+            dp__node *l = dp__onnx_new_node(c, op[0] == 'A' ? DP_LAYER_BIAS : DP_LAYER_SCALE, a);
+            if (!l) return DP_ERR_NOMEM;
+            snprintf(l->wname, sizeof l->wname, "%s", o->t->name);
+            dp__onnx_param_names(l, o->t, NULL, n);
+            return dp__onnx_finish_like(c, l, n, &c->v[a], 0);
+        }
+    }
+    if (dp__onnx_map_tensor(c, n, &st)) return st;
     char why[1024];
     snprintf(why, sizeof why, "operator not supported (supported: %s)", SUPPORTED);
-    return node_fail(c, n, why);
+    return dp__onnx_node_fail(c, n, why);
 }
 
 dp_status dp_model_save_onnx(const dp_model *m, const char *in_model, const char *out_model) {

@@ -1,10 +1,11 @@
-/* kernels_f32.c: the float instance of kernels_impl.h and kernels_seq_impl.h (used by the engine). */
+/* kernels_f32.c: the float instance of kernels_impl.h, kernels_seq_impl.h and kernels_tensor_impl.h (used by the engine). */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
 #include "nn/kernels/kernels.h"
 #include "nn/kernels/kernels_seq.h"
+#include "nn/kernels/kernels_tensor.h"
 #define REAL float
 #define KN(name) dp__k_##name##_f32
 #define GEMM cblas_sgemm
@@ -71,6 +72,7 @@ static inline float dp__expf(float x) {
 
 #include "nn/kernels/kernels_impl.h"
 #include "nn/kernels/kernels_seq_impl.h"
+#include "nn/kernels/kernels_tensor_impl.h"
 
 int dp__thread_num(void) { return omp_get_thread_num(); }
 int dp__max_threads(void) { return omp_get_max_threads(); }

@@ -1,9 +1,10 @@
-/* kernels_f64.c: the double instance of kernels_impl.h and kernels_seq_impl.h (finite-difference
+/* kernels_f64.c: the double instance of kernels_impl.h, kernels_seq_impl.h and kernels_tensor_impl.h (finite-difference
  * tests). */
 #include <cblas.h>
 
 #include "nn/kernels/kernels.h"
 #include "nn/kernels/kernels_seq.h"
+#include "nn/kernels/kernels_tensor.h"
 #define REAL double
 #define KN(name) dp__k_##name##_f64
 #define GEMM cblas_dgemm
@@ -13,3 +14,4 @@
 #define ERF erf
 #include "nn/kernels/kernels_impl.h"
 #include "nn/kernels/kernels_seq_impl.h"
+#include "nn/kernels/kernels_tensor_impl.h"
