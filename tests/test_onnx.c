@@ -162,6 +162,9 @@ int main(void) {
     /* nn.MultiheadAttention's export: the batch moved to axis 1 and merged with the heads,
      * shape arithmetic, batched products of activations, softmax, GELU's Erf pattern */
     check_model("transformer");
+    /* a ViT: patches by Conv, flatten and transpose, a class token (a parameter expanded over
+     * the batch, concatenated), pre-norm attention, the class token's row */
+    check_model("vit");
     /* an operator that is not imported: refused, naming it and listing what is */
     check_refusal("unsupported", "(CumSum): operator not supported (supported: Gemm, MatMul");
     /* BatchNorm mixes the samples of a batch: refused, saying what to use */

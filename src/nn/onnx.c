@@ -28,7 +28,7 @@ typedef dp__octx ctx;
 #define SUPPORTED                                                                                                   \
     "Gemm, MatMul, Conv, Relu, LeakyRelu, Tanh, Sigmoid, Erf, Sqrt, Exp, Log, Neg, Abs, Reciprocal, Softmax, "         \
     "LogSoftmax, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Add, Sub, " \
-    "Mul, Div, Pow, Slice, Split, Concat, Gather (an embedding, or constant indices), ReduceMean, ReduceSum, "          \
+    "Mul, Div, Pow, Slice, Split, Concat, Expand, Gather (an embedding, or constant indices), ReduceMean, ReduceSum, "          \
     "LayerNormalization, InstanceNormalization (GroupNorm's export), Dropout, Identity, Cast, Constant, Shape"
 
 dp_status dp__onnx_node_fail(const ctx *c, const dp__onnx_node *n, const char *why) {
@@ -578,6 +578,8 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         dp__onnx_param_names(l, w, NULL, n);
         return dp__onnx_finish(c, l, n, 2);
     }
+    if (kind != V_ACT && (!strcmp(op, "Expand") || !strcmp(op, "Concat")) && dp__onnx_map_tensor(c, n, &st))
+        return st; /* a learned token: a parameter expanded over the batch, then joined */
     if (kind != V_ACT) return dp__onnx_node_fail(c, n, "its first input must be an activation here");
     if (c->v[a].node < 0 && c->m->tokens)
         return dp__onnx_node_fail(c, n, "token ids can only be looked up in a parameter table (Gather, an embedding)");

@@ -39,6 +39,8 @@ typedef struct {
     int vnd;                  /* V_PARAM: the dims it is seen with (Unsqueeze adds 1s, Transpose swaps) */
     int64_t vdims[8];
     int ptrans;               /* V_PARAM: seen through Transpose (perm [1, 0]) */
+    int bexp;                 /* V_PARAM: expanded over the batch (Expand): vdims[bax] is the batch axis
+                               * (ViT's class token before its Concat) */
     int nsym, sscalar;        /* V_SYM: nsym values (a scalar when sscalar) */
     dp__sym sym[DP__SYM_MAX];
 } dp__oval;

@@ -479,37 +479,100 @@ static int gather(ctx *c, const dp__onnx_node *n, int a, dp_status *st) {
     return slice_axis(c, n, a, axis, first, ni, 1, n->outputs[0], scalar, st);
 }
 
-static int concat(ctx *c, const dp__onnx_node *n, int a, dp_status *st) {
-    const val *v = &c->v[a];
-    const int axis = axis_of(dp__onnx_attr_int(n, "axis", 0), v->nd);
-    if (axis < 0 || axis >= v->nd || axis == v->bax) return FAIL("concatenates along the batch axis or out of range");
-    if (n->n_inputs > 3) return FAIL("concatenates more than 3 tensors");
-    val x = *v;
-    x.ld[axis] = 0;
-    int in[3];
+/* Expand of a parameter over the batch (ViT's class token: cls.expand(B, -1, -1)), or of an
+ * activation to its own shape */
+static int expand(ctx *c, const dp__onnx_node *n, int a, dp_status *st) {
+    dp__sym sh[DP__SYM_MAX];
+    int ns = 0;
+    if (a < 0 || n->n_inputs != 2 || !dp__onnx_ints(c, dp__onnx_find(c, n->inputs[1]), sh, &ns))
+        return FAIL("its input must be known and its shape a constant or folded from shapes");
+    val x = c->v[a];
+    if (x.kind == V_ACT) {
+        int same = ns <= x.nd;
+        for (int j = 0; same && j < ns; j++) {
+            int jx = j + x.nd - ns;
+            same = jx == x.bax ? (sh[j].c0 == 0 && sh[j].c1 == x.bp * x.bm) || (sh[j].c0 == 1 && !sh[j].c1)
+                               : !sh[j].c1 && (sh[j].c0 == 1 || sh[j].c0 == x.ld[jx]);
+        }
+        if (!same) return FAIL("only an expand of an activation to its own shape is supported");
+        return put_view(c, n->outputs[0], x, st);
+    }
+    if (x.kind != V_PARAM || x.ptrans || x.bexp || ns < x.vnd || ns > 8)
+        return FAIL("only a parameter expanded over the batch (a learned token) or an activation is supported");
+    int bax = -1;
+    int64_t d[8];
+    for (int j = 0; j < ns; j++) {
+        int jp = j - (ns - x.vnd);
+        int64_t pd = jp >= 0 ? x.vdims[jp] : 1;
+        if (sh[j].c1) {
+            if (bax >= 0 || sh[j].c0 || sh[j].c1 != 1 || pd != 1) return FAIL("expands a parameter over the batch oddly");
+            bax = j;
+            d[j] = 1;
+        } else {
+            if (sh[j].c0 != 1 && pd != 1 && sh[j].c0 != pd) return FAIL("its shape does not broadcast");
+            d[j] = pd == 1 ? sh[j].c0 : pd;
+            if (d[j] != pd) return FAIL("expands a parameter along an axis other than the batch");
+        }
+    }
+    if (bax < 0) return FAIL("expands a parameter without the batch (it would be used as a constant)");
+    x.name = n->outputs[0];
+    x.bexp = 1;
+    x.bax = bax;
+    x.vnd = ns;
+    memcpy(x.vdims, d, sizeof(int64_t) * (size_t)ns);
+    *st = dp__onnx_add_val(c, x) < 0 ? DP_ERR_NOMEM : DP_OK;
+    return 1;
+}
+
+/* Concat of activations along an axis that is not the batch; one input may be a parameter
+ * expanded over the batch (a learned token), trained as the node's weight */
+static int concat(ctx *c, const dp__onnx_node *n, dp_status *st) {
+    if (n->n_inputs < 1 || n->n_inputs > 3) return FAIL("concatenates more than 3 tensors");
+    int in[3], a = -1, pi = -1;
     for (int j = 0; j < n->n_inputs; j++) {
         in[j] = dp__onnx_find(c, n->inputs[j]);
-        const val *w = in[j] >= 0 ? &c->v[in[j]] : NULL;
-        if (!w || w->kind != V_ACT)
-            return FAIL("concatenates something that is not an activation (a learned token, as ViT's class token, is "
-                        "not supported yet)");
-        if (w->nd != v->nd || w->bax != v->bax || w->bp != v->bp || w->bm != v->bm) return FAIL("its inputs' shapes differ");
+        if (in[j] < 0) return FAIL("an input is unknown");
+        if (c->v[in[j]].kind == V_ACT && a < 0) a = in[j];
+        else if (c->v[in[j]].kind == V_PARAM && c->v[in[j]].bexp && pi < 0) pi = j;
+        else if (c->v[in[j]].kind != V_ACT)
+            return FAIL("concatenates something that is not an activation or a parameter expanded over the batch");
+    }
+    if (a < 0) return 0; /* shape values: not here */
+    const val *v = &c->v[a];
+    if (v->rank == -1) return FAIL("needs the shape of a value whose layout is not known");
+    const int axis = axis_of(dp__onnx_attr_int(n, "axis", 0), v->nd);
+    if (axis < 0 || axis >= v->nd || axis == v->bax) return FAIL("concatenates along the batch axis or out of range");
+    val x = *v;
+    x.ld[axis] = 0;
+    for (int j = 0; j < n->n_inputs; j++) {
+        const val *w = &c->v[in[j]];
+        const int64_t *wd = j == pi ? w->vdims : w->ld;
+        int wn = j == pi ? w->vnd : w->nd;
+        if (wn != v->nd || w->bax != v->bax || (j == pi ? v->bp * v->bm != 1 : w->bp != v->bp || w->bm != v->bm))
+            return FAIL("its inputs' shapes differ");
         for (int k = 0; k < v->nd; k++)
-            if (k != axis && k != v->bax && w->ld[k] != v->ld[k]) return FAIL("its inputs' shapes differ off the axis");
-        x.ld[axis] += w->ld[axis];
+            if (k != axis && k != v->bax && wd[k] != v->ld[k]) return FAIL("its inputs' shapes differ off the axis");
+        x.ld[axis] += wd[axis];
     }
     if (n->n_inputs == 1) return put_view(c, n->outputs[0], *v, st);
     int pd[DP__TMAXD], first[9];
     int np = dp__onnx_phys(&x, pd, first);
     if (np < 0) return FAIL("has more than 8 axes");
+    if (pi >= 0 && (*st = dp__onnx_take_param(c, n, in[pi])) != DP_OK) return 1;
     dp__node *l = dp__onnx_new_node(c, DP_LAYER_CONCAT, a);
     if (!l) return *st = DP_ERR_NOMEM, 1;
-    for (int j = 0; j < n->n_inputs; j++) l->in[j] = c->v[in[j]].node;
-    l->nin = n->n_inputs;
+    l->nin = 0;
+    for (int j = 0; j < n->n_inputs; j++)
+        if (j != pi) l->in[l->nin++] = c->v[in[j]].node;
     const int k = first[axis];
     l->touter = (size_t)prod(pd, 0, k);
     l->tinner = (size_t)prod(pd, k + 1, np);
     l->tn = pd[k];
+    l->cside = pi;
+    if (pi >= 0) {
+        l->nw = c->v[in[pi]].t->count;
+        dp__onnx_param_names(l, c->v[in[pi]].t, NULL, n);
+    }
     return finish_gen(c, l, n, &x, st);
 }
 
@@ -586,6 +649,8 @@ int dp__onnx_map_tensor(ctx *c, const dp__onnx_node *n, dp_status *st) {
     for (int b = 0; b < DP__BIN_COUNT; b++)
         if (!strcmp(op, bin_names[b])) return binary(c, n, b, st);
     int a = n->n_inputs ? dp__onnx_find(c, n->inputs[0]) : -1;
+    if (!strcmp(op, "Expand")) return expand(c, n, a, st);
+    if (!strcmp(op, "Concat")) return concat(c, n, st);
     if (a < 0 || c->v[a].kind != V_ACT) return 0;
     const val *v = &c->v[a];
     if (v->rank == -1) return FAIL("needs the shape of a value whose layout is not known");
@@ -664,7 +729,6 @@ int dp__onnx_map_tensor(ctx *c, const dp__onnx_node *n, dp_status *st) {
     if (!strcmp(op, "Slice")) return slice(c, n, a, st);
     if (!strcmp(op, "Split")) return split(c, n, a, st);
     if (!strcmp(op, "Gather")) return gather(c, n, a, st);
-    if (!strcmp(op, "Concat")) return concat(c, n, a, st);
     if (!strcmp(op, "ReduceMean") || !strcmp(op, "ReduceSum")) return reduce(c, n, a, op[6] == 'M', st);
     if (!strcmp(op, "LayerNormalization")) return layernorm(c, n, a, st);
     return 0;

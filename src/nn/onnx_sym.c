@@ -65,8 +65,13 @@ int dp__onnx_map_sym(ctx *c, const dp__onnx_node *n, dp_status *st) {
     const char *op = n->op_type;
     *st = DP_OK;
     if (!strcmp(op, "Shape")) {
-        int a = n->n_inputs ? dp__onnx_find(c, n->inputs[0]) : -1;
+        int a = n->n_inputs ? dp__onnx_find(c, n->inputs[0]) : -1, ns = 0;
         if (a >= 0 && c->v[a].kind == V_ACT) return shape_of(c, n, a, st);
+        dp__sym s[DP__SYM_MAX];
+        if (a >= 0 && dp__onnx_ints(c, a, s, &ns)) { /* of a shape value: its length */
+            dp__sym len = {ns, 0};
+            return put(c, n, &len, scalar_of(c, a) ? 0 : 1, 0, st);
+        }
         return 0;
     }
     /* the rest folds only integer inputs (at least one), every one of them integer */
@@ -110,6 +115,52 @@ int dp__onnx_map_sym(ctx *c, const dp__onnx_node *n, dp_status *st) {
             if (no + ny > DP__SYM_MAX) return fail(c, n, "makes a shape of more than 8 values", st);
             memcpy(out + no, y, sizeof(dp__sym) * (size_t)ny);
             no += ny;
+        }
+        return put(c, n, out, no, 0, st);
+    }
+    if (!strcmp(op, "Reshape")) { /* a shape value to one axis: the same values */
+        dp__onnx_ints(c, vi[1], y, &ny);
+        if (ny != 1 || y[0].c1 || (y[0].c0 != -1 && y[0].c0 != nx))
+            return fail(c, n, "only a reshape of a shape value to one axis is supported", st);
+        return put(c, n, x, nx, 0, st);
+    }
+    if (!strcmp(op, "ConstantOfShape")) { /* of a fixed length: that many copies of an integer */
+        const dp__onnx_attr *va = dp__onnx_find_attr(n, "value");
+        int64_t val0 = 0;
+        if (va && (va->type != DP__ONNX_ATTR_TENSOR || !va->t || va->t->count != 1 || !va->t->i)) return 0;
+        if (va) val0 = va->t->i[0];
+        if (nx != 1 || x[0].c1 || x[0].c0 < 0 || x[0].c0 > DP__SYM_MAX)
+            return fail(c, n, "only a short integer tensor of a fixed length is supported", st);
+        for (int j = 0; j < x[0].c0; j++) out[j] = (dp__sym){val0, 0};
+        return put(c, n, out, (int)x[0].c0, 0, st);
+    }
+    if (!strcmp(op, "Equal")) { /* for every batch size >= 1, or refused */
+        dp__onnx_ints(c, vi[1], y, &ny);
+        if (nx != ny && nx != 1 && ny != 1) return fail(c, n, "compares shape values of different lengths", st);
+        const int no = nx > ny ? nx : ny;
+        for (int j = 0; j < no; j++) {
+            dp__sym p = x[nx == 1 ? 0 : j], q = y[ny == 1 ? 0 : j];
+            int64_t dc1 = p.c1 - q.c1, dc0 = q.c0 - p.c0;
+            if (!dc1) out[j] = (dp__sym){dc0 == 0, 0};
+            else if (dc0 % dc1 || dc0 / dc1 < 1) out[j] = (dp__sym){0, 0}; /* equal at no batch size */
+            else return fail(c, n, "its result depends on the batch size", st);
+        }
+        return put(c, n, out, no, scalar_of(c, vi[0]) && scalar_of(c, vi[1]), st);
+    }
+    if (!strcmp(op, "Where")) {
+        dp__sym z[DP__SYM_MAX];
+        int nz = 0;
+        if (vi[2] < 0) return fail(c, n, "needs three inputs", st);
+        dp__onnx_ints(c, vi[1], y, &ny);
+        dp__onnx_ints(c, vi[2], z, &nz);
+        int no = nx > ny ? nx : ny;
+        if (nz > no) no = nz;
+        if ((nx != no && nx != 1) || (ny != no && ny != 1) || (nz != no && nz != 1))
+            return fail(c, n, "selects among shape values of different lengths", st);
+        for (int j = 0; j < no; j++) {
+            dp__sym cnd = x[nx == 1 ? 0 : j];
+            if (cnd.c1) return fail(c, n, "its condition depends on the batch size", st);
+            out[j] = cnd.c0 ? y[ny == 1 ? 0 : j] : z[nz == 1 ? 0 : j];
         }
         return put(c, n, out, no, 0, st);
     }

@@ -176,38 +176,79 @@ const dp__layer_ops dp__ops_DP_LAYER_SLICE = {
     .bwd_input = slice_bwd_input,
 };
 
-/* ---- concat of up to three inputs along [outer, n, inner]'s middle axis -------------------- */
+/* ---- concat of up to three parts along [outer, n, inner]'s middle axis: the inputs in order,
+ * and at position cside (>= 0) the node's weight, the same for every sample (a learned token) */
 
-static int part(const dp_model *m, const dp__node *l, int j) { return (int)(in_size(m, l, j) / (l->touter * l->tinner)); }
+static int nparts(const dp__node *l) { return l->nin + (l->cside >= 0); }
+/* part q's input index (-1: the weight) and its length along the axis */
+static int part(const dp_model *m, const dp__node *l, int q, int *len) {
+    const int j = l->cside < 0 || q < l->cside ? q : q == l->cside ? -1 : q - 1;
+    const size_t sz = j < 0 ? l->nw : in_size(m, l, j);
+    *len = (int)(sz / (l->touter * l->tinner));
+    return j;
+}
 
 static dp_status concat_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    for (int j = 0, at = 0; j < l->nin; at += part(m, l, j), j++)
-        dp__k_slice_f32(l->out, dp__input(m, l, j), B, l->touter, l->tn, l->tinner, at, part(m, l, j), 1, 2);
+    for (int q = 0, at = 0, len; q < nparts(l); q++, at += len) {
+        int j = part(m, l, q, &len);
+        if (j >= 0) {
+            dp__k_slice_f32(l->out, dp__input(m, l, j), B, l->touter, l->tn, l->tinner, at, len, 1, 2);
+            continue;
+        }
+        for (int b = 0; b < B; b++)
+            dp__k_slice_f32(l->out + (size_t)b * l->out_size, dp__weight(m, l), 1, l->touter, l->tn, l->tinner, at, len, 1, 2);
+    }
     return DP_OK;
 }
 static dp_status concat_bwd_inputs(dp_model *m, const dp__node *l, float *const din[3], const int acc[3], const float *g,
                                    int B) {
-    for (int j = 0, at = 0; j < l->nin; at += part(m, l, j), j++) {
-        if (!din[j]) continue;
+    for (int q = 0, at = 0, len; q < nparts(l); q++, at += len) {
+        int j = part(m, l, q, &len);
+        if (j < 0 || !din[j]) continue;
         const size_t n = (size_t)B * in_size(m, l, j);
         float *dst = din[j];
         if (acc[j]) { /* gather the part, then add it */
             dst = dp_alloc(sizeof(float) * (n ? n : 1));
             if (!dst) return DP_ERR_NOMEM;
         }
-        dp__k_slice_f32(dst, g, B, l->touter, l->tn, l->tinner, at, part(m, l, j), 1, 0);
+        dp__k_slice_f32(dst, g, B, l->touter, l->tn, l->tinner, at, len, 1, 0);
         if (acc[j]) {
-            for (size_t q = 0; q < n; q++) din[j][q] += dst[q];
+            for (size_t i = 0; i < n; i++) din[j][i] += dst[i];
             dp_free(dst);
         }
     }
     return DP_OK;
 }
+/* the weight's part of samples b0 .. b0+nb-1 of dout into rows of ps */
+static void token_rows(const dp_model *m, const dp__node *l, float *ps, size_t stride, const float *dout, int nb) {
+    for (int q = 0, at = 0, len; q < nparts(l); q++, at += len)
+        if (part(m, l, q, &len) < 0)
+            for (int b = 0; b < nb; b++)
+                dp__k_slice_f32(ps + (size_t)b * stride, dout + (size_t)b * l->out_size, 1, l->touter, l->tn, l->tinner, at,
+                                len, 1, 0);
+}
+static void concat_ps_grad(const dp_model *m, const dp__node *l, float *ps, size_t stride, const float *dout, int b0,
+                           int nb) {
+    (void)b0;
+    token_rows(m, l, ps, stride, dout, nb);
+}
+static void concat_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
+    float *row = dp_alloc(sizeof(float) * l->nw);
+    if (!row) return; /* bwd_param cannot fail; a token of a few values: never in practice */
+    float *gw = m->grad + l->w_off;
+    for (int b = 0; b < B; b++) {
+        token_rows(m, l, row, l->nw, dout + (size_t)b * l->out_size, 1);
+        for (size_t i = 0; i < l->nw; i++) gw[i] += row[i];
+    }
+    dp_free(row);
+}
 const dp__layer_ops dp__ops_DP_LAYER_CONCAT = {
     .flags = DP__LF_BUILT | DP__LF_MULTI,
     .forward = concat_forward,
     .bwd_inputs = concat_bwd_inputs,
+    .bwd_param = concat_bwd_param,
+    .ps_grad = concat_ps_grad,
 };
 
 /* ---- reduce: the sum (op 1: mean) over some axes ------------------------------------------- */

@@ -3,7 +3,7 @@
 "Per-sample gradients against PyTorch"). Run by hand, not in CI, with Debian's python3-torch
 (1.13) and python3-onnx (1.12):
 
-    /usr/bin/python3 tests/reference/onnx/make_fixtures.py [OUT_DIR]
+    /usr/bin/python3 tests/reference/onnx/make_fixtures.py [OUT_DIR [NAME ...]]   (default: every model)
 
 OUT_DIR defaults to the folder of this script. For each model below it writes
 
@@ -162,6 +162,34 @@ class EmbBag(nn.Module):
         return self.fc(self.emb(ids).mean(dim=1))
 
 
+class TinyViT(nn.Module):
+    """ViT with a class token: Conv2d patch embedding (4x4 patches of 3x8x8: 4 tokens), a learned
+    class token nn.Parameter [1,1,16] expanded over the batch and concatenated in front, learned
+    positions [1,5,16], one pre-norm block (LayerNorm - MultiheadAttention(batch_first) - residual,
+    LayerNorm - Linear - GELU - Linear - residual), LayerNorm, the class token's row, Linear."""
+
+    def __init__(self, d=16, heads=2, classes=5):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 4, stride=4)
+        self.cls = nn.Parameter(0.1 * torch.randn(1, 1, d))
+        self.pos = nn.Parameter(0.1 * torch.randn(1, 5, d))
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, 2 * d)
+        self.fc2 = nn.Linear(2 * d, d)
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        y = self.ln1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x))))
+        return self.head(self.ln(x)[:, 0])
+
+
 # name -> (constructor, input kind, per-sample input shape, classes, description)
 MODELS = {
     "mlp": (mlp, "float", (20,), 10,
@@ -183,6 +211,11 @@ MODELS = {
                     "over the 12 tokens; Linear(16,4). No padding."),
     "embbag": (EmbBag, "ids", (10,), 3,
                "EmbeddingBag(mean) as Embedding(60,12) then mean over the 10 tokens, Linear(12,3)"),
+    "vit": (TinyViT, "float", (3, 8, 8), 5,
+            "ViT: Conv2d(3,16,4,stride 4) patches, flatten(2).transpose(1,2); class token "
+            "nn.Parameter [1,1,16] expanded over the batch and concatenated first; learned positions "
+            "[1,5,16]; pre-norm block LayerNorm-MultiheadAttention(16, 2 heads, batch_first)+residual, "
+            "LayerNorm-Linear(16,32)-GELU-Linear(32,16)+residual; LayerNorm; token 0; Linear(16,5)"),
 }
 
 
@@ -549,6 +582,15 @@ def run_onnx(m, x):
             r, env[n.output[1]] = i[0], np.ones(i[0].shape, dtype=bool) if len(n.output) > 1 else None
         elif op == "Identity":
             r = i[0]
+        elif op == "ConstantOfShape":
+            v = numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, dtype=np.float32)
+            r = np.full(tuple(int(d) for d in i[0]), v.reshape(-1)[0], dtype=v.dtype)
+        elif op == "Equal":
+            r = np.equal(i[0], i[1])
+        elif op == "Where":
+            r = np.where(i[0], i[1], i[2])
+        elif op == "Expand":
+            r = i[0] * np.ones(tuple(int(d) for d in i[1]), dtype=i[0].dtype)
         else:
             raise NotImplementedError(op)
         env[n.output[0]] = np.asarray(r)
@@ -631,7 +673,7 @@ def main():
                 "debian_python3-torch": debian_version("python3-torch"),
                 "debian_python3-onnx": debian_version("python3-onnx")}
     total = 0
-    for name in MODELS:
+    for name in (sys.argv[2:] or MODELS):
         info = build(name, out_dir, versions)
         size = check(name, out_dir)
         total += size
