@@ -37,6 +37,16 @@ run train --model "$REF/transformer.onnx" --data-ids "$REF/transformer.x.npy" --
     --test-ids "$REF/transformer.x.npy" --test-labels "$REF/transformer.y.npy" --classes 4 --vocab 50 \
     --batch-size 4 --epochs 2 --noise-multiplier 1 --lr 0.1 --save-weights "$TMP/tw.safetensors"
 [[ $RC -eq 0 && "$OUT" == *"final:"* && -s "$TMP/tw.safetensors" ]] && ok || bad "transformer.onnx: exit $RC: $OUT $ERR"
+# --freeze on the state_dict's module names: the ViT's class token and patch embedding stay as
+# they were, the head trains
+run train --model "$REF/vit.onnx" --data-x "$REF/vit.x.npy" --data-labels "$REF/vit.y.npy" --classes 5 \
+    --batch-size 4 --epochs 2 --noise-multiplier 1 --lr 0.5 --freeze cls --freeze patch --save-weights "$TMP/vw.safetensors"
+[[ $RC -eq 0 && -s "$TMP/vw.safetensors" ]] && ok || bad "vit.onnx --freeze: exit $RC: $ERR"
+if command -v python3 >/dev/null 2>&1 && [[ -s "$TMP/vw.safetensors" ]]; then
+    ST=(python3 "$(dirname "${BASH_SOURCE[0]}")/st_tool.py" maxdiff "$REF/vit.init.safetensors" "$TMP/vw.safetensors")
+    [[ "$("${ST[@]}" cls)" == "0.0" && "$("${ST[@]}" patch.weight)" == "0.0" ]] && ok || bad "--freeze cls/patch: they changed"
+    [[ "$("${ST[@]}" head.weight)" != "0.0" ]] && ok || bad "--freeze cls/patch: the head did not train"
+fi
 # an operator dpsgd does not import: refused before any work, naming the node and listing what is supported
 run train --model "$REF/unsupported.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$REF/mlp.y.npy" --classes 10
 [[ $RC -eq 2 && "$ERR" == *"(CumSum): operator not supported (supported: Gemm, MatMul"* ]] && ok ||

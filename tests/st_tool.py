@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """tests/st_tool.py: small safetensors (F32) checks for tests/mpi_test.sh, standard library only.
 
-  st_tool.py maxdiff A B          largest |a - b| over all tensors (same names and shapes)
+  st_tool.py maxdiff A B [NAME]   largest |a - b| over all tensors (same names and shapes), or
+                                  over tensor NAME only
   st_tool.py var A B SCALE        variance of (b - a) / SCALE over all coordinates
   st_tool.py offgrid RAW STD SCALE  how many float32 values g of the raw file are not
                                   float32(k * Lambda * SCALE) for an integer k, where Lambda is
@@ -31,11 +32,13 @@ def load(path):
     return out
 
 
-def pairs(pa, pb):
+def pairs(pa, pb, only=None):
     a, b = load(pa), load(pb)
     if sorted(a) != sorted(b):
         raise SystemExit("tensor names differ")
-    for k in sorted(a):
+    if only is not None and only not in a:
+        raise SystemExit(f"no tensor {only}")
+    for k in sorted(a) if only is None else [only]:
         if len(a[k]) != len(b[k]):
             raise SystemExit(f"tensor {k}: sizes differ")
         yield from zip(a[k], b[k])
@@ -44,7 +47,7 @@ def pairs(pa, pb):
 def main():
     cmd = sys.argv[1]
     if cmd == "maxdiff":
-        print(max(abs(x - y) for x, y in pairs(sys.argv[2], sys.argv[3])))
+        print(max(abs(x - y) for x, y in pairs(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)))
     elif cmd == "var":
         s = float(sys.argv[4])
         d = [(y - x) / s for x, y in pairs(sys.argv[2], sys.argv[3])]

@@ -41,7 +41,7 @@ static void out_fields(dp__node *l, const val *shape) {
 
 static int finish_gen(ctx *c, dp__node *l, const dp__onnx_node *n, const val *shape, dp_status *st) {
     out_fields(l, shape);
-    snprintf(l->name, sizeof l->name, "%s", n->name);
+    if (!l->name[0]) snprintf(l->name, sizeof l->name, "%s", n->name); /* a parameter's layer keeps its module name */
     *st = dp__onnx_finish_like(c, l, n, shape, 0);
     return 1;
 }
