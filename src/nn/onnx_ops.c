@@ -5,6 +5,7 @@
  * Gather with constant indices, Concat, ReduceMean, ReduceSum, LayerNormalization, Cast. An
  * axis that holds the batch may be moved and merged, never reduced, sliced or mixed: such a
  * node is refused with the reason. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,6 +99,7 @@ static int reshape_to(ctx *c, const dp__onnx_node *n, int a, const dp__sym *S0, 
             if (j >= v->nd) return FAIL("its shape has a 0 past the input's axes");
             S[j] = j == v->bax ? (dp__sym){0, v->bp * v->bm} : (dp__sym){v->ld[j], 0};
         }
+        if (S[j].c0 > INT32_MAX || S[j].c1 > INT32_MAX || S[j].c1 < 0) return FAIL("its shape has a dimension too large");
         if (S[j].c1) {
             if (bat >= 0 || S[j].c0) return FAIL("its shape has the batch size in more than one place");
             bat = j;
@@ -110,8 +112,9 @@ static int reshape_to(ctx *c, const dp__onnx_node *n, int a, const dp__sym *S0, 
     int64_t fixed[8], known = 1;
     for (int j = 0; j < ns; j++) {
         fixed[j] = S[j].c1 ? S[j].c1 : S[j].c0;
-        if (j != neg) known *= fixed[j];
+        if (j != neg && __builtin_mul_overflow(known, fixed[j], &known)) return FAIL("its shape is too large");
     }
+    if (known > (int64_t)INT32_MAX * 64) return FAIL("its shape is too large");
     val x = *v;
     x.nd = ns;
     int found = 0;
@@ -373,6 +376,9 @@ static int slice_axis(ctx *c, const dp__onnx_node *n, int a, int ax, int64_t sta
     if (ax < 0 || ax >= v->nd) return FAIL("its axis is out of range");
     if (ax == v->bax) return FAIL("slices along the batch axis (that would mix or drop samples)");
     if (count < 1) return FAIL("gives an empty tensor");
+    const int64_t last = start + (count - 1) * step;
+    if (start < 0 || start >= v->ld[ax] || last < 0 || last >= v->ld[ax] || count > v->ld[ax])
+        return FAIL("reads past the end of its axis");
     val x = *v;
     x.ld[ax] = count;
     if (drop) {
@@ -451,6 +457,12 @@ static int split(ctx *c, const dp__onnx_node *n, int a, dp_status *st) {
         for (int j = 0; j < nz; j++) sz[j] = v->ld[axis] / nz;
     }
     if (nz != n->n_outputs) return FAIL("its split sizes do not match its outputs");
+    int64_t tot = 0;
+    for (int j = 0; j < nz; j++) {
+        if (sz[j] < 1 || sz[j] > v->ld[axis]) return FAIL("its split sizes do not add up to the axis");
+        tot += sz[j];
+    }
+    if (tot != v->ld[axis]) return FAIL("its split sizes do not add up to the axis");
     int64_t at = 0;
     for (int j = 0; j < nz; j++) {
         if (slice_axis(c, n, a, axis, at, sz[j], 1, n->outputs[j], 0, st) && *st != DP_OK) return 1;

@@ -3,6 +3,7 @@
  * and Concat assemble the target. Each integer here is c0 + c1 * batch (dp__sym), so the batch
  * stays a symbol and the reshape that follows knows which axis holds it (onnx_ops.c). What
  * would make the batch appear squared or divided is refused, naming the node. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -165,7 +166,10 @@ int dp__onnx_map_sym(ctx *c, const dp__onnx_node *n, dp_status *st) {
         return put(c, n, out, no, 0, st);
     }
     if (!strcmp(op, "Neg")) {
-        for (int j = 0; j < nx; j++) out[j] = (dp__sym){-x[j].c0, -x[j].c1};
+        for (int j = 0; j < nx; j++) {
+            if (x[j].c0 == INT64_MIN || x[j].c1 == INT64_MIN) return fail(c, n, "overflows 64-bit integers", st);
+            out[j] = (dp__sym){-x[j].c0, -x[j].c1};
+        }
         return put(c, n, out, nx, scalar_of(c, vi[0]), st);
     }
     if (!strcmp(op, "Slice")) {
@@ -196,19 +200,28 @@ int dp__onnx_map_sym(ctx *c, const dp__onnx_node *n, dp_status *st) {
     const int no = nx > ny ? nx : ny;
     for (int j = 0; j < no; j++) {
         dp__sym p = x[nx == 1 ? 0 : j], q = y[ny == 1 ? 0 : j];
+        int64_t t0, t1;
+        int ovf = 0;
         switch (bop) {
-        case 0: out[j] = (dp__sym){p.c0 + q.c0, p.c1 + q.c1}; break;
-        case 1: out[j] = (dp__sym){p.c0 - q.c0, p.c1 - q.c1}; break;
+        case 0:
+            ovf = __builtin_add_overflow(p.c0, q.c0, &out[j].c0) | __builtin_add_overflow(p.c1, q.c1, &out[j].c1);
+            break;
+        case 1:
+            ovf = __builtin_sub_overflow(p.c0, q.c0, &out[j].c0) | __builtin_sub_overflow(p.c1, q.c1, &out[j].c1);
+            break;
         case 2:
             if (p.c1 && q.c1) return fail(c, n, "multiplies the batch size by itself", st);
-            out[j] = (dp__sym){p.c0 * q.c0, p.c0 * q.c1 + p.c1 * q.c0};
+            ovf = __builtin_mul_overflow(p.c0, q.c0, &out[j].c0) | __builtin_mul_overflow(p.c0, q.c1, &t0) |
+                  __builtin_mul_overflow(p.c1, q.c0, &t1) | __builtin_add_overflow(t0, t1, &out[j].c1);
             break;
         default:
-            if (q.c1 || q.c0 == 0) return fail(c, n, "divides by the batch size or by zero", st);
+            if (q.c1 || q.c0 == 0 || (q.c0 == -1 && (p.c0 == INT64_MIN || p.c1 == INT64_MIN)))
+                return fail(c, n, "divides by the batch size or by zero", st);
             if (p.c1 % q.c0 || (p.c1 && p.c0 % q.c0)) return fail(c, n, "divides the batch size unevenly", st);
             out[j] = (dp__sym){p.c0 / q.c0, p.c1 / q.c0};
             break;
         }
+        if (ovf) return fail(c, n, "overflows 64-bit integers", st);
     }
     return put(c, n, out, no, scalar_of(c, vi[0]) && scalar_of(c, vi[1]), st);
 }
