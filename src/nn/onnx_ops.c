@@ -665,9 +665,9 @@ int dp__onnx_map_tensor(ctx *c, const dp__onnx_node *n, dp_status *st) {
     if (!strcmp(op, "Concat")) return concat(c, n, st);
     if (a < 0 || c->v[a].kind != V_ACT) return 0;
     const val *v = &c->v[a];
-    if (v->rank == -1) return FAIL("needs the shape of a value whose layout is not known");
-    for (int u = 0; u < DP__UN_COUNT; u++)
+    for (int u = 0; u < DP__UN_COUNT; u++) /* element-wise: any layout */
         if (!strcmp(op, un_names[u])) return unary(c, n, a, u, st);
+    if (v->rank == -1) return FAIL("needs the shape of a value whose layout is not known");
     if (!strcmp(op, "Cast")) {
         int64_t to = dp__onnx_attr_int(n, "to", 0);
         if (to != 1 && to != 11)
