@@ -366,8 +366,10 @@ static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
     if (any && o >= 0 && c.v[o].kind == V_ACT && c.v[o].node == c.m->n - 1 && c.m->np == 0 && !c.m->tokens &&
         (st = add_ones(&c, o)) != DP_OK)
         goto done;
+    int64_t outer = 1; /* values outer to the batch in the output: 1 when its storage is its ONNX layout */
+    for (int j = 0; o >= 0 && c.v[o].kind == V_ACT && j < c.v[o].bax; j++) outer *= c.v[o].ld[j];
     if (o < 0 || c.v[o].kind != V_ACT || c.v[o].node != c.m->n - 1 || c.m->n == 0 || (!any && c.v[o].rank != 1) ||
-        c.v[o].bax != 0 || c.v[o].bp != 1) {
+        outer * c.v[o].bp != 1) {
         st = dp_fail(DP_ERR_INVALID, "%s: graph output '%s' must be the logits [batch, classes] made by the last node", path,
                      g->outputs[0].name);
         goto done;
