@@ -117,33 +117,37 @@ static int reshape_to(ctx *c, const dp__onnx_node *n, int a, const dp__sym *S0, 
     if (known > (int64_t)INT32_MAX * 64) return FAIL("its shape is too large");
     val x = *v;
     x.nd = ns;
+    /* Where is the batch? Every reading of the target that keeps the values outer and inner
+     * to it: the symbolic entry; else the -1 (it holds what is left); else (and besides the -1) an
+     * entry with the export's batch size written in, when the graph input fixes one. */
     int found = 0;
-    if (bat >= 0 || neg >= 0) {
-        int j = bat >= 0 ? bat : neg;
-        if (neg >= 0) { /* -1 holds what is left: O I / known (the batch too when it is the -1) */
-            if (known <= 0 || (O * I) % known) return FAIL("its shape does not divide the input's size");
-            fixed[neg] = O * I / known;
-        }
-        found = batch_axis_ok(fixed, ns, j, fixed[j], O, I, &x.bp, &x.bm);
-        x.bax = j;
-    } else if (c->batch0 > 0) { /* a shape with the export's batch size written in: find where */
-        for (int j = 0; j < ns; j++) {
-            int64_t bp, bm;
-            if (fixed[j] % c->batch0 || !batch_axis_ok(fixed, ns, j, fixed[j] / c->batch0, O, I, &bp, &bm)) continue;
-            int64_t tot = 1;
-            for (int k = 0; k < ns; k++) tot *= k == j ? fixed[k] / c->batch0 : fixed[k];
-            if (tot != O * I) continue;
-            if (found++) break;
+    int64_t best[8];
+    for (int j = bat >= 0 ? bat : 0; j < (bat >= 0 ? bat + 1 : ns); j++)
+        for (int lit = 0; lit < 2; lit++) {
+            const int64_t b0 = lit ? c->batch0 : 1;
+            if (bat >= 0 ? lit : lit ? (b0 <= 0 || j == neg || fixed[j] % b0) : j != neg) continue;
+            int64_t f[8], k = 1, bp, bm;
+            memcpy(f, fixed, sizeof f);
+            if (lit) f[j] /= b0;
+            for (int q = 0; q < ns; q++)
+                if (q != neg) k *= f[q];
+            if (neg >= 0) { /* -1: what is left */
+                if (k <= 0 || (O * I) % k) continue;
+                f[neg] = O * I / k;
+            } else if (k != O * I)
+                continue;
+            if (!batch_axis_ok(f, ns, j, f[j], O, I, &bp, &bm)) continue;
+            if (found++) continue;
             x.bax = j, x.bp = bp, x.bm = bm;
-            fixed[j] /= c->batch0;
+            memcpy(best, f, sizeof best);
         }
-        if (found > 1)
-            return FAIL("its shape is fixed and could put the batch on several axes: export with a dynamic batch "
-                        "(dynamic_axes={'input': {0: 'batch'}})");
-    }
+    if (found > 1)
+        return FAIL("its shape is fixed and could put the batch on several axes: export with a dynamic batch "
+                    "(dynamic_axes={'input': {0: 'batch'}})");
     if (found != 1)
         return FAIL("this reshape would mix values of different samples (the batch axis must keep the values "
                     "outer and inner to it)");
+    memcpy(fixed, best, sizeof best);
     for (int j = 0; j < ns; j++) x.ld[j] = j == x.bax ? x.bp * x.bm : fixed[j];
     return put_view(c, n->outputs[0], x, st);
 }
