@@ -142,6 +142,57 @@ static void check_model(const char *name) {
     dp_model_destroy(m);
 }
 
+/* The transformer exported with constant folding (make_folded.py): nn.Linear's weights on
+ * sequences are transposed copies [in, out] under generated names, read by MatMul(x, W). The
+ * same function: logits and per-sample norms in every mode equal the transformer's references.
+ * Written back (dp_model_save_onnx) and read again, the weights come back bit for bit. */
+static void check_folded(void) {
+    dp_model *m = NULL, *m2 = NULL;
+    CHECK_OK(dp_model_load_onnx(ONNX_REF "transformer_folded.onnx", &m));
+    if (!m) return;
+    dp_npy xa, ya, la, na;
+    load_npy("transformer", "x", &xa);
+    load_npy("transformer", "y", &ya);
+    load_npy("transformer", "logits", &la);
+    load_npy("transformer", "norms", &na);
+    const int B = (int)ya.count, K = dp_model_output_size(m);
+    float *x = dp_alloc(sizeof(float) * xa.count), *dz = dp_alloc(sizeof(float) * (size_t)B * K);
+    float *norms = dp_alloc(sizeof(float) * (size_t)B);
+    int32_t *y = dp_alloc(sizeof(int32_t) * (size_t)B);
+    for (size_t i = 0; i < xa.count; i++) x[i] = (float)((int64_t *)xa.data)[i];
+    for (int i = 0; i < B; i++) y[i] = (int32_t)((int64_t *)ya.data)[i];
+    const float *logits;
+    CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));
+    double el = 0;
+    for (size_t i = 0; i < (size_t)B * K; i++) el = fmax(el, fabs(logits[i] - ((double *)la.data)[i]));
+    CHECK(el < 1e-5);
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0};
+        int bad = -1;
+        dp_model_zero_grad(m);
+        CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));
+        CHECK_OK(dp_loss_xent(logits, y, B, K, NULL, dz));
+        CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, norms, NULL, &bad));
+        double en = 0;
+        for (int b = 0; b < B; b++) en = fmax(en, fabs(norms[b] - ((double *)na.data)[b]) / ((double *)na.data)[b]);
+        CHECK(en < 1e-4);
+        if (en >= 1e-4) fprintf(stderr, "transformer_folded, mode %s: norms rel err %g\n", dp_clip_mode_name((dp_clip_mode)mode), en);
+    }
+    char out[] = "/tmp/dpsgd-folded-XXXXXX";
+    int fd = mkstemp(out);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    CHECK_OK(dp_model_save_onnx(m, ONNX_REF "transformer_folded.onnx", out));
+    CHECK_OK(dp_model_load_onnx(out, &m2));
+    CHECK(m2 && dp_model_num_params(m2) == dp_model_num_params(m) &&
+          !memcmp(dp_model_params(m2), dp_model_params(m), sizeof(float) * dp_model_num_params(m)));
+    unlink(out);
+    dp_free(x), dp_free(dz), dp_free(norms), dp_free(y);
+    dp_npy_free(&xa), dp_npy_free(&ya), dp_npy_free(&la), dp_npy_free(&na);
+    dp_model_destroy(m2);
+    dp_model_destroy(m);
+}
+
 /* Refusals name the file, the node and its op type. */
 static void check_refusal(const char *name, const char *needle) {
     char path[512];
@@ -165,6 +216,7 @@ int main(void) {
     /* a ViT: patches by Conv, flatten and transpose, a class token (a parameter expanded over
      * the batch, concatenated), pre-norm attention, the class token's row */
     check_model("vit");
+    check_folded();
     /* an operator that is not imported: refused, naming it and listing what is */
     check_refusal("unsupported", "(CumSum): operator not supported (supported: Gemm, MatMul");
     /* BatchNorm mixes the samples of a batch: refused, saying what to use */

@@ -284,7 +284,7 @@ int dp_model_tensor_shape(const dp_model *m, int t, int64_t shape[4]) {
         shape[0] = (int64_t)l->nb;
         return 1;
     }
-    if (l->wnd > 0) { /* an imported parameter: its shape in the file */
+    if (l->wnd > 0 && !l->wtrans) { /* an imported parameter: its shape in the file */
         for (int d = 0; d < l->wnd; d++) shape[d] = l->wdims[d];
         return l->wnd;
     }
@@ -345,4 +345,9 @@ void dp_model_describe(const dp_model *m, char *buf, size_t cap) {
                               shp, l->nw + l->nb, l->frozen ? " (frozen)" : "", ins, named ? "  " : "", named ? l->name : "");
     }
     if (o < cap) snprintf(buf + o, cap - o, "total parameters %zu, trainable %zu\n", m->np, dp_model_num_trainable(m));
+}
+
+void dp__transpose_copy(float *dst, const float *src, size_t rows, size_t cols) {
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) dst[j * rows + i] = src[i * cols + j];
 }

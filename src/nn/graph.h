@@ -40,6 +40,7 @@ typedef struct {
     /* their shapes in the file when they are not the kind's (imported; 0: the kind's) */
     int wnd;
     int64_t wdims[4];
+    int wtrans;          /* the file stores the weight [in, out] (transposed): read and written so */
     /* general tensor layers (layers/tensor.c, imported models); dims are per sample */
     int tnd;                       /* axes of tdim */
     int tdim[DP__TMAXD];           /* TRANSPOSE, REDUCE: the input's dims; BINARY: the output's */
@@ -179,6 +180,8 @@ dp_model *dp__model_new(int c, int h, int w);
 dp__node *dp__push_node(dp_model *m, dp_layer_kind kind, int in0);
 void dp__finish_node(dp_model *m, dp__node *l, int idx, const char *name);
 dp_status dp__finish_model(dp_model *m);
+/* dst [cols, rows] = the transpose of src [rows, cols] */
+void dp__transpose_copy(float *dst, const float *src, size_t rows, size_t cols);
 /* spec.c: integer / real arguments in [lo, hi] */
 int dp__parse_int(const char *a, long lo, long hi, long *v);
 int dp__parse_real(const char *a, double lo, double hi, double *v);

@@ -394,7 +394,11 @@ static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
             st = dp_fail(DP_ERR_INVALID, "%s: parameter '%s': %zu values expected", path, c.m->tnames[t], c.m->tcount[t]);
             goto done;
         }
-        memcpy(c.m->params + c.m->toff[t], init->f, sizeof(float) * init->count);
+        const dp__node *ln = &c.m->L[c.m->tnode[t]];
+        if (ln->wtrans && c.m->toff[t] == ln->w_off) /* stored [in, out]: ours is [out, in] */
+            dp__transpose_copy(c.m->params + c.m->toff[t], init->f, (size_t)init->dims[0], (size_t)init->dims[1]);
+        else
+            memcpy(c.m->params + c.m->toff[t], init->f, sizeof(float) * init->count);
     }
     *out = c.m;
     c.m = NULL;
@@ -603,23 +607,27 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
             return dp__onnx_node_fail(
                 c, n, "its second input must be a parameter (a matrix product of two activations is MatMul's)");
         if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return dp__onnx_node_fail(c, n, "its bias must be a parameter");
-        if (dp__onnx_attr_int(n, "transA", 0) != 0 || dp__onnx_attr_int(n, "transB", 0) != !c->v[w].ptrans)
-            return dp__onnx_node_fail(c, n, "only transA = 0 and a weight [out, in] (PyTorch's nn.Linear: transB = 1) is supported");
+        if (dp__onnx_attr_int(n, "transA", 0) != 0) return dp__onnx_node_fail(c, n, "only transA = 0 is supported");
         const dp__onnx_attr *al = dp__onnx_find_attr(n, "alpha"), *be = dp__onnx_find_attr(n, "beta");
         if ((al && al->f != 1.0f) || (be && be->f != 1.0f)) return dp__onnx_node_fail(c, n, "alpha and beta must be 1");
         const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
-        if (W->ndim != 2 || W->dims[1] != ld[c->v[a].nd - 1])
-            return dp__onnx_node_fail(c, n, "its weight must be [out, in] with in = the input's features");
-        if (Bt && ((int64_t)Bt->count != W->dims[0] || (Bt->ndim == 2 && Bt->dims[1] != W->dims[0]) || Bt->ndim > 2))
+        /* y = x W^T (nn.Linear, W [out, in]) when exactly one of transB and a Transpose of W
+         * is there; else y = x W, W stored [in, out] */
+        const int wt = (dp__onnx_attr_int(n, "transB", 0) != 0) == (c->v[w].ptrans != 0);
+        if (W->ndim != 2 || W->dims[!wt] != ld[c->v[a].nd - 1])
+            return dp__onnx_node_fail(c, n, "its weight must be [out, in] (or [in, out]) with in = the input's features");
+        const int64_t out = W->dims[wt];
+        if (Bt && ((int64_t)Bt->count != out || (Bt->ndim == 2 && Bt->dims[1] != out) || Bt->ndim > 2))
             return dp__onnx_node_fail(c, n, "its bias must have one value per output ([out] or [1, out])");
         if ((st = dp__onnx_take_param(c, n, w)) == DP_OK && b >= 0) st = dp__onnx_take_param(c, n, b);
         if (st != DP_OK) return st;
         dp__node *l = dp__onnx_new_node(c, DP_LAYER_LINEAR, a);
         if (!l) return DP_ERR_NOMEM;
-        l->oc = (int)W->dims[0];
+        l->oc = (int)out;
         l->has_bias = Bt != NULL;
         dp__onnx_param_names(l, W, Bt, n);
-        return r == 1 ? dp__onnx_finish(c, l, n, 1) : dp__onnx_finish_like(c, l, n, &c->v[a], W->dims[0]);
+        l->wtrans = wt;
+        return r == 1 ? dp__onnx_finish(c, l, n, 1) : dp__onnx_finish_like(c, l, n, &c->v[a], out);
     }
     if (!strcmp(op, "Conv")) {
         int w = param_input(c, n, 1), b = n->n_inputs > 2 ? param_input(c, n, 2) : -1;
@@ -729,12 +737,25 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
 dp_status dp_model_save_onnx(const dp_model *m, const char *in_model, const char *out_model) {
     dp__onnx_replacement *r = dp_alloc(sizeof *r * (size_t)(m->ntensors ? m->ntensors : 1));
     if (!r) return DP_ERR_NOMEM;
-    for (int t = 0; t < m->ntensors; t++) {
+    float **tmp = dp_calloc((size_t)(m->ntensors ? m->ntensors : 1), sizeof *tmp);
+    dp_status st = tmp ? DP_OK : DP_ERR_NOMEM;
+    for (int t = 0; t < m->ntensors && st == DP_OK; t++) {
         r[t].name = m->tnames[t];
         r[t].data = m->params + m->toff[t];
         r[t].count = m->tcount[t];
+        const dp__node *l = &m->L[m->tnode[t]];
+        if (l->wtrans && m->toff[t] == l->w_off) { /* back to the file's [in, out] */
+            if (!(tmp[t] = dp_alloc(sizeof(float) * m->tcount[t]))) {
+                st = DP_ERR_NOMEM;
+                break;
+            }
+            dp__transpose_copy(tmp[t], r[t].data, (size_t)l->oc, m->tcount[t] / (size_t)l->oc);
+            r[t].data = tmp[t];
+        }
     }
-    dp_status st = dp__onnx_save_initializers(in_model, out_model, m->ntensors, r);
+    if (st == DP_OK) st = dp__onnx_save_initializers(in_model, out_model, m->ntensors, r);
+    for (int t = 0; tmp && t < m->ntensors; t++) dp_free(tmp[t]);
+    dp_free(tmp);
     dp_free(r);
     return st;
 }

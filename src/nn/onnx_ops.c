@@ -203,9 +203,7 @@ static int matmul(ctx *c, const dp__onnx_node *n, int a, dp_status *st) {
     if (v->nd < 2 || v->bax == v->nd - 1 || v->rank == -1) return FAIL("its first input's last axis must not hold the batch");
     const int64_t K = v->ld[v->nd - 1];
     if (w->kind == V_PARAM) { /* x W^T with W [out, in]: nn.Linear's weight, its name kept */
-        if (!w->ptrans || w->vnd != 2)
-            return FAIL("a parameter multiplied from the right must be nn.Linear's weight seen through Transpose (export "
-                        "with do_constant_folding=False keeps it so)");
+        if (w->vnd != 2) return FAIL("a parameter multiplied from the right must be a matrix");
         if (w->vdims[0] != K) return FAIL("its weight's input size is not the input's last dimension");
         if ((*st = dp__onnx_take_param(c, n, b)) != DP_OK) return 1;
         dp__node *l = dp__onnx_new_node(c, DP_LAYER_LINEAR, a);
@@ -213,6 +211,7 @@ static int matmul(ctx *c, const dp__onnx_node *n, int a, dp_status *st) {
         if (v->rank != 1 && v->rank != 2) dp__onnx_view_rows(l, v);
         l->oc = (int)w->vdims[1];
         dp__onnx_param_names(l, w->t, NULL, n);
+        l->wtrans = !w->ptrans; /* x W with W stored [in, out] (constant folding's copy of nn.Linear's) */
         *st = v->rank == 1 ? dp__onnx_finish(c, l, n, 1) : dp__onnx_finish_like(c, l, n, v, w->vdims[1]);
         return 1;
     }
