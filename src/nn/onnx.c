@@ -129,7 +129,9 @@ static int param_input(const ctx *c, const dp__onnx_node *n, int j) {
 dp_status dp__onnx_take_param(ctx *c, const dp__onnx_node *n, int vi) {
     const dp__onnx_tensor *t = c->v[vi].t;
     int k = (int)(t - c->init);
-    if (c->used[k]) return dp__onnx_node_fail(c, n, "uses a parameter that another node uses too (tied weights are not supported)");
+    if (c->used[k]) return dp__onnx_node_fail(c, n, "uses a parameter that another node uses too (tied weights are not supported; PyTorch's default "
+                                     "eval-mode export merges parameters with equal values: export with "
+                                     "training=torch.onnx.TrainingMode.TRAINING)");
     c->used[k] = 1;
     return DP_OK;
 }
