@@ -216,6 +216,8 @@ int main(void) {
     /* a ViT: patches by Conv, flatten and transpose, a class token (a parameter expanded over
      * the batch, concatenated), pre-norm attention, the class token's row */
     check_model("vit");
+    /* nn.InstanceNorm2d(affine=True): InstanceNormalization with scale and bias parameters */
+    check_model("cnn_in");
     check_folded();
     /* an operator that is not imported: refused, naming it and listing what is */
     check_refusal("unsupported", "(CumSum): operator not supported (supported: Gemm, MatMul");

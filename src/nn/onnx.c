@@ -558,8 +558,24 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
     }
     if (!strcmp(op, "InstanceNormalization")) {
         int sc = n->n_inputs > 1 ? dp__onnx_find(c, n->inputs[1]) : -1, bi = n->n_inputs > 2 ? dp__onnx_find(c, n->inputs[2]) : -1;
+        if (kind == V_ACT && r == 3 && sc >= 0 && bi >= 0 && c->v[sc].kind == V_PARAM && c->v[bi].kind == V_PARAM) {
+            /* nn.InstanceNorm2d(affine=True): a groupnorm with one group per channel */
+            const dp__onnx_tensor *S = c->v[sc].t, *Bs = c->v[bi].t;
+            if ((int64_t)S->count != ld[1] || (int64_t)Bs->count != ld[1] || S->ndim != 1 || Bs->ndim != 1)
+                return dp__onnx_node_fail(c, n, "its scale and bias must be parameters of one value per channel");
+            if ((st = dp__onnx_take_param(c, n, sc)) != DP_OK || (st = dp__onnx_take_param(c, n, bi)) != DP_OK) return st;
+            dp__node *l = dp__onnx_new_node(c, DP_LAYER_GROUPNORM, a);
+            if (!l) return DP_ERR_NOMEM;
+            const dp__onnx_attr *e = dp__onnx_find_attr(n, "epsilon");
+            l->groups = (int)ld[1];
+            l->eps = e && e->type == DP__ONNX_ATTR_FLOAT ? e->f : 1e-5f;
+            dp__onnx_param_names(l, S, Bs, n);
+            return dp__onnx_finish(c, l, n, 3);
+        }
         if (kind != V_GN_RESHAPE)
-            return dp__onnx_node_fail(c, n, "only as part of GroupNorm's export (Reshape, InstanceNormalization, Reshape)");
+            return dp__onnx_node_fail(c, n,
+                                      "only on an image with scale and bias parameters (nn.InstanceNorm2d(affine=True)) "
+                                      "or as part of GroupNorm's export (Reshape, InstanceNormalization, Reshape)");
         if (sc < 0 || bi < 0 || c->v[sc].kind != V_CONST || c->v[bi].kind != V_CONST || !c->v[sc].t->f || !c->v[bi].t->f ||
             (int)c->v[sc].t->count != c->v[a].groups || (int)c->v[bi].t->count != c->v[a].groups)
             return dp__onnx_node_fail(c, n, "its scale and bias must be constants, one per group");

@@ -162,6 +162,11 @@ class EmbBag(nn.Module):
         return self.fc(self.emb(ids).mean(dim=1))
 
 
+def cnn_in():
+    return nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.InstanceNorm2d(6, affine=True), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+
+
 class TinyViT(nn.Module):
     """ViT with a class token: Conv2d patch embedding (4x4 patches of 3x8x8: 4 tokens), a learned
     class token nn.Parameter [1,1,16] expanded over the batch and concatenated in front, learned
@@ -211,6 +216,9 @@ MODELS = {
                     "over the 12 tokens; Linear(16,4). No padding."),
     "embbag": (EmbBag, "ids", (10,), 3,
                "EmbeddingBag(mean) as Embedding(60,12) then mean over the 10 tokens, Linear(12,3)"),
+    "cnn_in": (cnn_in, "float", (2, 6, 6), 4,
+               "Sequential: Conv2d(2,6,3,padding=1) - InstanceNorm2d(6, affine=True) - ReLU - "
+               "AdaptiveAvgPool2d(1) - Flatten - Linear(6,4)"),
     "vit": (TinyViT, "float", (3, 8, 8), 5,
             "ViT: Conv2d(3,16,4,stride 4) patches, flatten(2).transpose(1,2); class token "
             "nn.Parameter [1,1,16] expanded over the batch and concatenated first; learned positions "
