@@ -14,6 +14,7 @@
  * becomes one groupnorm node; the Mul and Add of its affine parameters that follow become
  * scale and bias nodes carrying the initializers' names. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -169,21 +170,28 @@ void dp__onnx_param_names(dp__node *l, const dp__onnx_tensor *w, const dp__onnx_
     snprintf(l->name, sizeof l->name, "%.*s", (int)(len < DP__NAME_LEN - 1 ? len : DP__NAME_LEN - 1), src);
 }
 
-static void finish_node(ctx *c, dp__node *l) {
+/* dp__finish_node, then (defence in depth: every form was checked before) a refusal of a
+ * node whose shape came out empty or too large */
+static dp_status finish_node(ctx *c, dp__node *l, const dp__onnx_node *n) {
     char keep[DP__NAME_LEN];
     snprintf(keep, sizeof keep, "%s", l->name);
     dp__finish_node(c->m, l, c->m->n - 1, keep[0] ? keep : NULL);
+    if (l->oc < 1 || l->oh < 1 || l->ow < 1 || l->out_size < 1 || l->out_size > INT32_MAX || l->in_size < 1)
+        return dp__onnx_node_fail(c, n, "gives an empty or too large output");
+    return DP_OK;
 }
 
 dp_status dp__onnx_finish(ctx *c, dp__node *l, const dp__onnx_node *n, int rank) {
-    finish_node(c, l);
+    dp_status st = finish_node(c, l, n);
+    if (st != DP_OK) return st;
     int64_t d[3] = {l->oc, l->oh, l->ow};
     if (rank == 2) d[0] = l->oh, d[1] = l->oc;
     return set_act(c, n->outputs[0], c->m->n - 1, rank, rank, d);
 }
 
 dp_status dp__onnx_finish_like(ctx *c, dp__node *l, const dp__onnx_node *n, const val *like, int64_t last) {
-    finish_node(c, l);
+    dp_status st = finish_node(c, l, n);
+    if (st != DP_OK) return st;
     val x = *like;
     x.name = n->outputs[0];
     x.node = c->m->n - 1;
@@ -275,11 +283,16 @@ static dp_status make_input(ctx *c, const bind_opts *b) {
     if (!in || in->kind != DP__ONNX_VALUE_TENSOR || in->ndim < (flat ? 1 : 2))
         return dp_fail(DP_ERR_INVALID, "%s: the graph needs one tensor input [batch, ...] that is not an initializer",
                        path);
-    for (int d = 1; d < in->ndim; d++)
+    int64_t per = 1;
+    for (int d = 1; d < in->ndim; d++) {
         if (in->dims[d] < 1)
             return dp_fail(DP_ERR_INVALID,
                            "%s: graph input '%s': dimension %d is not fixed (only the batch, dimension 0, may vary)",
                            path, in->name, d);
+        if (in->dims[d] > INT32_MAX || (per *= in->dims[d]) > INT32_MAX)
+            return dp_fail(DP_ERR_INVALID, "%s: graph input '%s' is too large (%d dims of up to 2^31 - 1 values in all)",
+                           path, in->name, in->ndim - 1);
+    }
     int cls = dp__onnx_type_class(in->elem_type), rank = in->ndim - 1;
     if (cls == 2 && rank == 1) {
         c->m = dp__model_new(1, 1, (int)in->dims[1]);
@@ -534,8 +547,9 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         if (kind == V_ACT && r == 3 && ints && ns == 3 && sh[0].c0 == 0 && sh[0].c1 == 0 && sh[2].c0 == -1 &&
             sh[2].c1 == 0 && sh[1].c1 == 0 && sh[1].c0 >= 1) {
             /* GroupNorm's export, step 1: [C, H, W] -> [G, C/G H W] */
+            if (sh[1].c0 > ld[1] || ld[1] % sh[1].c0)
+                return dp__onnx_node_fail(c, n, "reshapes C channels into groups that do not divide C");
             int G = (int)sh[1].c0;
-            if (ld[1] % G) return dp__onnx_node_fail(c, n, "reshapes C channels into groups that do not divide C");
             val y = {.name = n->outputs[0], .kind = V_GN_RESHAPE, .node = a, .groups = G};
             return dp__onnx_add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
         }
@@ -662,6 +676,8 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
             return dp__onnx_node_fail(c, n, "its weight must be [out, C, K, K] (square kernels only, for now)");
         if (s < 1 || p < 0)
             return dp__onnx_node_fail(c, n, "strides and pads must be the same along both axes and both sides (for now)");
+        if (s > INT32_MAX || k > INT32_MAX || p > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
+            return dp__onnx_node_fail(c, n, "its kernel, strides or pads are too large");
         if (Bt && (int64_t)Bt->count != W->dims[0])
             return dp__onnx_node_fail(c, n, "its bias must have one value per output channel");
         if (ld[2] + 2 * p < k || ld[3] + 2 * p < k) return dp__onnx_node_fail(c, n, "its kernel is larger than its padded input");
@@ -685,6 +701,8 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         if (!auto_pad_none(n)) return dp__onnx_node_fail(c, n, "auto_pad is not supported (give pads)");
         if (p < 0) return dp__onnx_node_fail(c, n, "its pads must be the same along both axes and both sides (for now)");
         if (p >= k) return dp__onnx_node_fail(c, n, "its pads must be smaller than its kernel");
+        if (s > INT32_MAX || k > INT32_MAX || p > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
+            return dp__onnx_node_fail(c, n, "its kernel, strides or pads are too large");
         int64_t cip = op[0] == 'A' ? dp__onnx_attr_int(n, "count_include_pad", 0) : 0;
         if (cip != 0 && cip != 1) return dp__onnx_node_fail(c, n, "count_include_pad must be 0 or 1");
         if (dp__onnx_attr_int(n, "ceil_mode", 0) != 0 || attr_same(n, "dilations", 1, 2) != 1)
