@@ -346,6 +346,7 @@ static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
     dp_status st = dp__onnx_load(path, &g);
     if (st != DP_OK) return st;
     ctx c = {.path = path, .g = g};
+    unsigned char *skip = NULL; /* graph nodes taken by a fused pattern */
     int64_t ver = dp__onnx_opset_version(g, "");
     if (ver < 9 || ver > 18) {
         st = dp_fail(DP_ERR_INVALID, "%s: opset %lld of the default domain is not supported (9 to 18)", path,
@@ -369,7 +370,13 @@ static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
             goto done;
         }
     }
-    for (int i = 0; i < g->n_nodes && st == DP_OK; i++) st = map_node(&c, &g->nodes[i]);
+    skip = dp_calloc((size_t)g->n_nodes + 1, 1);
+    if (!skip) {
+        st = DP_ERR_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < g->n_nodes && st == DP_OK; i++)
+        if (!skip[i] && !dp__onnx_fuse(&c, i, skip, &st)) st = map_node(&c, &g->nodes[i]);
     if (st != DP_OK) goto done;
     /* the output: the logits, written by the last node */
     if (g->n_outputs != 1) {
@@ -421,6 +428,7 @@ done:
     dp_model_destroy(c.m);
     dp_free(c.v);
     dp_free(c.used);
+    dp_free(skip);
     dp_free(c.init);
     dp__onnx_free(g);
     return st;
@@ -757,6 +765,22 @@ static dp_status map_node(ctx *c, const dp__onnx_node *n) {
         if (o->kind == V_PARAM && (r >= 1 || (r == -2 && c->v[a].bax != c->v[a].nd - 1)) &&
             per_channel(o, r == 3 ? ld[1] : ld[c->v[a].nd - 1], r == 3 ? 3 : 1)) {
             if ((st = dp__onnx_take_param(c, n, other)) != DP_OK) return st;
+            dp__node *p = c->v[a].node >= 0 && c->v[a].node == c->m->n - 1 ? &c->m->L[c->v[a].node] : NULL;
+            int first;
+            if (op[0] == 'A' && r != 3 && p && p->kind == DP_LAYER_LINEAR && !p->has_bias && !p->nb &&
+                dp__onnx_readers(c->g, c->v[a].name, &first) == 1) {
+                /* MatMul then Add(bias): the bias joins the linear layer (the last node, so its
+                 * parameters are the last block) */
+                p->has_bias = 1;
+                p->nb = (size_t)p->oc;
+                p->b_off = c->m->np;
+                c->m->np += p->nb;
+                c->m->ntensors++;
+                snprintf(p->bname, sizeof p->bname, "%s", o->t->name);
+                val y = c->v[a];
+                y.name = n->outputs[0];
+                return dp__onnx_add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
+            }
             dp__node *l = dp__onnx_new_node(c, op[0] == 'A' ? DP_LAYER_BIAS : DP_LAYER_SCALE, a);
             if (!l) return DP_ERR_NOMEM;
             snprintf(l->wname, sizeof l->wname, "%s", o->t->name);

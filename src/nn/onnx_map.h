@@ -86,6 +86,13 @@ DP_HIDDEN int dp__onnx_map_sym(dp__octx *c, const dp__onnx_node *n, dp_status *s
 /* the integers of value vi (V_SYM, or an integer V_CONST with at most DP__SYM_MAX values) */
 DP_HIDDEN int dp__onnx_ints(const dp__octx *c, int vi, dp__sym *out, int *n);
 
+/* onnx_fuse.c: how many inputs of nodes (and graph outputs) read value name; *first: the first
+ * node that does */
+DP_HIDDEN int dp__onnx_readers(const dp__onnx_model *g, const char *name, int *first);
+/* 1 when graph node i starts a pattern mapped onto one layer (GELU's export), its nodes
+ * marked in skip (or refused: *st) */
+DP_HIDDEN int dp__onnx_fuse(dp__octx *c, int i, unsigned char *skip, dp_status *st);
+
 /* onnx_ops.c: 1 when n is a general tensor operator it mapped (or refused: *st) */
 DP_HIDDEN int dp__onnx_map_tensor(dp__octx *c, const dp__onnx_node *n, dp_status *st);
 #endif
