@@ -129,12 +129,18 @@ void KN(softmax_fwd)(REAL *out, const REAL *in, size_t rows, int n, int lg) {
         double mx = -INFINITY, sum = 0;
         for (int i = 0; i < n; i++)
             if (x[i] > mx) mx = x[i];
-        for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+        for (int i = 0; i < n; i++) {
+            const REAL e = EXP((REAL)(x[i] - mx));
+            sum += e;
+            if (!lg) y[i] = e;
+        }
         if (lg) {
             const double ls = mx + log(sum);
             for (int i = 0; i < n; i++) y[i] = (REAL)(x[i] - ls);
-        } else
-            for (int i = 0; i < n; i++) y[i] = (REAL)(exp((double)x[i] - mx) / sum);
+        } else {
+            const REAL inv = (REAL)(1 / sum);
+            for (int i = 0; i < n; i++) y[i] *= inv;
+        }
     }
 }
 
@@ -146,7 +152,7 @@ void KN(softmax_bwd)(REAL *din, const REAL *g, const REAL *out, size_t rows, int
         double s = 0;
         if (lg) {
             for (int i = 0; i < n; i++) s += gr[i];
-            for (int i = 0; i < n; i++) d[i] = (REAL)(gr[i] - exp((double)y[i]) * s);
+            for (int i = 0; i < n; i++) d[i] = (REAL)(gr[i] - EXP(y[i]) * s);
         } else {
             for (int i = 0; i < n; i++) s += (double)gr[i] * y[i];
             for (int i = 0; i < n; i++) d[i] = (REAL)(y[i] * (gr[i] - s));
