@@ -1,7 +1,9 @@
-/* nn/onnx_map.h (internal): what the three files of the ONNX importer share: onnx.c (loading,
- * the model input, the operators that map onto built-in layers), onnx_ops.c (the general
- * tensor operators: layouts, matrix products of activations, broadcasting, softmax, slices,
- * reductions) and onnx_sym.c (shape arithmetic folded at load, the batch kept as a symbol).
+/* nn/onnx_map.h (internal): what the files of the ONNX importer share: onnx.c (loading, the
+ * model input, values and nodes), onnx_layers.c (the operators that map onto built-in layers,
+ * and the dispatcher), onnx_fuse.c (export patterns mapped onto one layer), onnx_ops.c (the
+ * general tensor operators: layouts, matrix products of activations, broadcasting, softmax,
+ * slices, reductions) and onnx_sym.c (shape arithmetic folded at load, the batch kept as a
+ * symbol).
  *
  * Every activation has a logical shape, the ONNX one: nd axes, one of which (bax) holds the
  * batch, possibly merged with other axes as PyTorch's attention export does ([T, B*H, d]):
@@ -80,6 +82,10 @@ DP_HIDDEN void dp__onnx_set_rank(dp__oval *v);
 DP_HIDDEN int dp__onnx_phys(const dp__oval *v, int pd[DP__TMAXD], int first[9]);
 /* input fields of l: rows of the value's last physical axis (a sequence view) */
 DP_HIDDEN void dp__onnx_view_rows(dp__node *l, const dp__oval *v);
+
+/* onnx_layers.c: map graph node n (the operators of the built-in layers, else shape folding and
+ * the general operators), or refuse it naming it */
+DP_HIDDEN dp_status dp__onnx_map_node(dp__octx *c, const dp__onnx_node *n);
 
 /* onnx_sym.c: 1 when n is shape arithmetic it folded (or refused: *st), 0 when it is not */
 DP_HIDDEN int dp__onnx_map_sym(dp__octx *c, const dp__onnx_node *n, dp_status *st);
