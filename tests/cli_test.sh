@@ -210,6 +210,9 @@ else
     expect_fail 2 "--freeze nosuchlayer" train "${SMALL[@]}" --model mlp --freeze nosuchlayer --quiet
     expect_fail 2 "--lr" train "${SMALL[@]}" --lr -1 --quiet
     expect_fail 2 "--momentum" train "${SMALL[@]}" --momentum 1.5 --quiet
+    # a noise standard deviation (sigma x C) that is not a finite number: refused, not an abort
+    expect_fail nz "the noise standard deviation must be a finite number" train "${SMALL[@]}" \
+        --noise-multiplier 1e300 --max-grad-norm 1e300 --quiet
     # checks that need the training set size: usage errors as well (exit 2), before any training
     expect_fail 2 "--batch-size 200: must be in 1..100" train --train-limit 100 --test-limit 10 --epochs 1 --batch-size 200 --quiet
     expect_fail 2 "--delta 0.01: must be below 1/n" train --train-limit 1000 --test-limit 10 --epochs 1 --batch-size 100 --delta 0.01 --quiet

@@ -273,6 +273,11 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         else if (resumed && cki.target_epsilon == p->target_epsilon) sigma = cki.sigma; /* as calibrated then */
         else if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
             goto done;
+        if (!isfinite(sigma) || !isfinite(sigma * p->max_grad_norm)) { /* the noise's standard deviation */
+            st = dp_fail(DP_ERR_RANGE, "noise_multiplier %g x max_grad_norm %g: the noise standard deviation must be "
+                         "a finite number", sigma, p->max_grad_norm);
+            goto done;
+        }
     }
     uint64_t checksum = 0;
     /* only the ranks compare it, in memory: a checkpoint holds no fingerprint of the data (any
