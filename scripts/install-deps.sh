@@ -17,13 +17,19 @@
 #                            generated at build time with protoc-c
 #   libonnx-dev              ONNX's schema, /usr/include/onnx/onnx.proto (what protoc-c reads)
 #   libonnx-testdata         the ONNX project's operator test cases (tests/test_onnx_io.c)
+#   python3 python3-numpy    the Python package (python/dpsgd: ctypes over libdpsgd.so, NumPy arrays)
+#   python3-pytest           its tests (tests/python/, run by scripts/test.sh)
+#   python3-setuptools python3-venv  `pip install ./python` offline, checked in a virtualenv
+#   python3-torch            the PyTorch bridge (dpsgd.torch) and its test: a PyTorch model trained
+#                            through dpsgd and evaluated by PyTorch (large: libtorch, ~180 MB)
 #
 # We use gcc's libgomp, which comes with gcc: libomp-dev (LLVM's runtime) is deliberately
 # not installed.
 set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libfftw3-dev dataset-fashion-mnist
-          libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata)
+          libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata
+          python3 python3-numpy python3-pytest python3-setuptools python3-venv python3-torch)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run):
 #   1. scripts/install-deps.sh (no network when everything is installed);
-#   2. Release build in build/, ctest there, the example program, and an install to a temporary
-#      prefix with the example compiled against it through pkg-config (scripts/check-install.sh);
+#   2. Release build in build/, ctest there, the example program, an install to a temporary
+#      prefix with the example compiled against it through pkg-config (scripts/check-install.sh),
+#      and the Python package's tests (pytest, tests/python/) against build/'s library and CLI;
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/, ctest there (with
 #      LeakSanitizer on), and the example program again under the sanitizers.
 # Every step runs even if an earlier one failed (a build failure skips only its own tests),
@@ -51,6 +52,28 @@ run_ctest() {
     awk -v n="$name" -v a="$t0" -v b="$t1" 'BEGIN { printf "test.sh: %s ctest wall time %.1f s\n", n, b - a }'
 }
 
+# run_pytest: the Python package's tests (tests/python/, docs/python.md) with Debian's python3,
+# whose NumPy, pytest and torch install-deps installed (a pyenv or virtualenv python3 earlier on
+# PATH may have none of them), against build/'s libdpsgd.so and dpsgd; adds pytest's counts.
+run_pytest() {
+    local py=/usr/bin/python3 log rc summary n
+    [[ -x $py ]] || py=$(command -v python3)
+    echo "==> pytest tests/python ($py)"
+    log=$(mktemp)
+    DPSGD_LIBRARY=$ROOT/build/libdpsgd.so DPSGD_CLI=$ROOT/build/dpsgd PYTHONPATH=$ROOT/python \
+        PYTHONDONTWRITEBYTECODE=1 "$py" -m pytest -p no:cacheprovider -q -rs tests/python 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    # "12 passed, 1 failed, 2 skipped in 40.1s"
+    summary=$(grep -E '^=*\s*[0-9]+ (passed|failed|error)' "$log" | tail -n 1)
+    rm -f "$log"
+    n=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || true)
+    passed=$((passed + ${n:-0}))
+    n=$(( $(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | grep -oE '[0-9]+' | paste -sd+ - || echo 0) + 0 ))
+    failed=$((failed + n))
+    [[ $n -eq 0 ]] || failures+=("pytest: $n failed")
+    if [[ $rc -ne 0 && $n -eq 0 ]]; then fail "pytest: exited with $rc"; fi
+}
+
 # run_example NAME EXE: the example must exit 0.
 run_example() {
     echo "==> $1"
@@ -68,6 +91,7 @@ if cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDP_SANITIZE=OFF >/dev/null &
     run_example "example_train_private (Release)" build/example_train_private
     echo "==> install + pkg-config"
     if bash scripts/check-install.sh build; then passed=$((passed + 1)); else fail "install + pkg-config"; fi
+    run_pytest
 else
     fail "Release build"
 fi

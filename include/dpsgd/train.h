@@ -162,6 +162,68 @@ dp_status dp_train(dp_model *model, const dp_dataset *train, const dp_dataset *t
 /* Accuracy and mean cross-entropy of the model on a dataset (forward only). */
 dp_status dp_evaluate(dp_model *model, const dp_dataset *d, int batch, double *accuracy, double *loss);
 
+/* ---- A loop of your own: the step API ------------------------------------------------------
+ * dp_train's set-up (sigma calibrated or given, the optimizer, the accountant, the secret source
+ * or the noise_seed streams) and its step, one call per step, for callers that write their own
+ * loop (the Python package's PrivateTrainer):
+ *
+ *   dp_trainer *t;
+ *   dp_trainer_create(model, &train, &p, &t);        // p: a dp_train_params, as for dp_train
+ *   for (int s = 0; s < steps; s++) dp_trainer_step(t, NULL);
+ *   dp_trainer_epsilon(t, &eps);
+ *   dp_trainer_destroy(t);
+ *
+ * dp_trainer_step draws the Poisson sample (rate q = expected_batch / n) and runs the private
+ * step: steps_per_epoch x epochs calls draw exactly what dp_train draws, so with noise_seeded the
+ * weights are bit-identical to dp_train's (its evaluation draws nothing). p's fields used:
+ * clipping, mem_budget, no_dp, max_grad_norm, noise_multiplier (or target_epsilon for the
+ * calibration, with delta, the accountant and expected_batch x epochs steps, as dp_train),
+ * accountant, expected_batch, physical_batch, epochs (the calibration only: the caller decides
+ * how many steps to take), optim, seed, noise_seeded, noise_seed, report_nonprivate. ema_decay,
+ * checkpoint_dir, resume and a comm of several ranks are refused (DP_ERR_UNSUPPORTED: dp_train
+ * has them); progress, stop, test_private, eval_batch, force, data_id and threads are not read.
+ * The model and the dataset are borrowed and must outlive the trainer; one thread at a time. */
+typedef struct dp_trainer dp_trainer;
+
+typedef struct {
+    long step;        /* steps done, this one included */
+    /* NOT covered by epsilon; 0 (loss NaN) unless report_nonprivate or no_dp */
+    size_t batch;     /* examples in the logical batch */
+    double loss;      /* their mean per-sample loss (the finite ones) */
+    long nonfinite;   /* samples that contributed nothing (non-finite loss or gradient norm) */
+} dp_trainer_stats;
+
+typedef struct {
+    double q, sigma;      /* sample rate and noise multiplier (0 with no_dp) */
+    long steps;           /* steps done */
+    int steps_per_epoch;  /* dp_train_steps_per_epoch(n, expected_batch) */
+    int secret_noise;     /* 1: noise, sampling and dropout from the OS-seeded CSPRNG */
+} dp_trainer_info;
+
+/* Checks p as dp_train does (same messages) and sets the run up; calibrates sigma unless given.
+ * *out only on success; release with dp_trainer_destroy (NULL is a no-op). */
+dp_status dp_trainer_create(dp_model *model, const dp_dataset *train, const dp_train_params *p, dp_trainer **out);
+void dp_trainer_destroy(dp_trainer *t);
+/* One step on the next sample (the trainer's own Poisson sample; no_dp: the next mini-batch of a
+ * shuffled epoch order). stats may be NULL. Errors as dp_train's steps, prefixed "step N". */
+dp_status dp_trainer_step(dp_trainer *t, dp_trainer_stats *stats);
+/* Draws the next sample, as dp_trainer_step would, into idx (room for n indices): *count of them,
+ * increasing (no_dp: the next mini-batch). Drawn from the run's secret source unless noise_seeded:
+ * knowing it is knowing who is in the batch; it is the caller's to keep. */
+dp_status dp_trainer_sample(dp_trainer *t, size_t *idx, size_t *count);
+/* One step on the examples idx[0..count) chosen by the caller (each < n, repeats allowed). The
+ * accountant records the step as one of Poisson sampling at rate q: the epsilon it reports holds
+ * only when the indices ARE such a sample, drawn independently of the data from a secret source
+ * (dp_trainer_sample draws one). DP_ERR_RANGE for an index outside the training set. */
+dp_status dp_trainer_step_indices(dp_trainer *t, const size_t *idx, size_t count, dp_trainer_stats *stats);
+void dp_trainer_get_info(const dp_trainer *t, dp_trainer_info *info);
+/* Epsilon spent so far at p->delta by p->accountant (0 with no_dp). */
+dp_status dp_trainer_epsilon(const dp_trainer *t, double *epsilon);
+/* The accountant's history so far (borrowed; dpsgd/accounting.h reads it with any kind). */
+const dp_accountant *dp_trainer_accountant(const dp_trainer *t);
+/* The learning rate of the following steps (schedules): >= 0 and finite, else DP_ERR_RANGE. */
+dp_status dp_trainer_set_lr(dp_trainer *t, double lr);
+
 #ifdef __cplusplus
 }
 #endif
