@@ -70,6 +70,11 @@ typedef struct {
 dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats *out);
 void dp_step_free(dp_step *s);
 
+/* The checks of dp_train_params that dp_train and the step API (trainer.c) share, for a
+ * training set of N examples: epochs, batch sizes, and (private runs) max_grad_norm, delta and
+ * an accountant that bounds epsilon. Messages name the field. */
+dp_status dp__train_check_params(const dp_train_params *p, size_t N);
+
 /* Sums the hashes h[0..n) (n <= 16) over the ranks and sets *which, on every rank alike, to
  * the index of the first one that differs between ranks, or -1. */
 dp_status dp_step_first_difference(const dp_train_comm *c, const uint64_t *h, int n, int *which);

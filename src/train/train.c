@@ -212,28 +212,12 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
                        dp_model_input_size(m));
     if (te && te->dim != dim)
         return dp_fail(DP_ERR_INVALID, "test set rows have %zu features, training set %zu", te->dim, dim);
-    if (p->epochs < 1) return dp_fail(DP_ERR_RANGE, "epochs %d: must be >= 1", p->epochs);
-    if (p->expected_batch < 1 || (size_t)p->expected_batch > N)
-        return dp_fail(DP_ERR_RANGE, "expected_batch %d: must be in 1..%zu (the training set size)", p->expected_batch, N);
-    if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "physical_batch %d: must be >= 0", p->physical_batch);
+    dp_status cst = dp__train_check_params(p, N);
+    if (cst != DP_OK) return cst;
     if (!(p->ema_decay >= 0 && p->ema_decay < 1))
         return dp_fail(DP_ERR_RANGE, "ema_decay %g: must be in [0, 1) (0: no averaging)", p->ema_decay);
     if (p->checkpoint_every < 0)
         return dp_fail(DP_ERR_RANGE, "checkpoint_every %ld: must be >= 0", p->checkpoint_every);
-    if (!p->no_dp) {
-        if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
-            return dp_fail(DP_ERR_RANGE, "max_grad_norm %g: must be a positive finite number", p->max_grad_norm);
-        if (!(p->delta > 0 && p->delta < 1)) return dp_fail(DP_ERR_RANGE, "delta %g: must be in (0, 1)", p->delta);
-        if (!(p->delta < 1.0 / (double)N))
-            return dp_fail(DP_ERR_RANGE, "delta %g: must be below 1/n = %g, or the guarantee is void", p->delta,
-                           1.0 / (double)N);
-        /* GDP can underestimate: it may neither choose sigma nor be the run's epsilon */
-        if (p->accountant == DP_ACCT_GDP)
-            return dp_fail(DP_ERR_INVALID,
-                           "accountant gdp: a central-limit approximation that can underestimate epsilon, not a "
-                           "bound; a run calibrates and reports with one of %s",
-                           dp_accountant_kind_names(1));
-    }
     const dp_train_comm *comm = p->comm && p->comm->size > 1 ? p->comm : NULL;
     if (p->comm && (p->comm->size < 1 || p->comm->rank < 0 || p->comm->rank >= p->comm->size || !p->comm->sum_f32 ||
                     !p->comm->sum_f64))
@@ -507,4 +491,29 @@ done:
     dp_free(idx);
     dp_step_free(&sp);
     return st;
+}
+
+dp_status dp__train_check_params(const dp_train_params *p, size_t N) {
+    if (p->epochs < 1) return dp_fail(DP_ERR_RANGE, "epochs %d: must be >= 1", p->epochs);
+    if (p->expected_batch < 1 || (size_t)p->expected_batch > N)
+        return dp_fail(DP_ERR_RANGE, "expected_batch %d: must be in 1..%zu (the training set size)", p->expected_batch, N);
+    if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "physical_batch %d: must be >= 0", p->physical_batch);
+    if (p->no_dp) return DP_OK;
+    if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
+        return dp_fail(DP_ERR_RANGE, "max_grad_norm %g: must be a positive finite number", p->max_grad_norm);
+    if (!(p->delta > 0 && p->delta < 1)) return dp_fail(DP_ERR_RANGE, "delta %g: must be in (0, 1)", p->delta);
+    if (!(p->delta < 1.0 / (double)N))
+        return dp_fail(DP_ERR_RANGE, "delta %g: must be below 1/n = %g, or the guarantee is void", p->delta,
+                       1.0 / (double)N);
+    /* GDP can underestimate: it may neither choose sigma nor be the run's epsilon */
+    if (p->accountant == DP_ACCT_GDP)
+        return dp_fail(DP_ERR_INVALID,
+                       "accountant gdp: a central-limit approximation that can underestimate epsilon, not a "
+                       "bound; a run calibrates and reports with one of %s",
+                       dp_accountant_kind_names(1));
+    if (!dp_accountant_kind_is_bound(p->accountant))
+        return dp_fail(DP_ERR_INVALID, "accountant %s: not a bound on epsilon; a run calibrates and reports with one of %s",
+                       dp_accountant_kind_name(p->accountant) ? dp_accountant_kind_name(p->accountant) : "?",
+                       dp_accountant_kind_names(1));
+    return DP_OK;
 }

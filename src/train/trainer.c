@@ -61,22 +61,9 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
         return dp_fail(DP_ERR_UNSUPPORTED, "%s: not part of the step API (dp_train has checkpoints)",
                        p->checkpoint_dir ? "checkpoint_dir" : "resume");
     if (p->comm && p->comm->size > 1) return dp_fail(DP_ERR_UNSUPPORTED, "comm: the step API runs in one process");
-    if (p->epochs < 1) return dp_fail(DP_ERR_RANGE, "epochs %d: must be >= 1", p->epochs);
-    if (p->expected_batch < 1 || (size_t)p->expected_batch > N)
-        return dp_fail(DP_ERR_RANGE, "expected_batch %d: must be in 1..%zu (the training set size)", p->expected_batch, N);
-    if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "physical_batch %d: must be >= 0", p->physical_batch);
+    dp_status cst = dp__train_check_params(p, N);
+    if (cst != DP_OK) return cst;
     if (!p->no_dp) {
-        if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
-            return dp_fail(DP_ERR_RANGE, "max_grad_norm %g: must be a positive finite number", p->max_grad_norm);
-        if (!(p->delta > 0 && p->delta < 1)) return dp_fail(DP_ERR_RANGE, "delta %g: must be in (0, 1)", p->delta);
-        if (!(p->delta < 1.0 / (double)N))
-            return dp_fail(DP_ERR_RANGE, "delta %g: must be below 1/n = %g, or the guarantee is void", p->delta,
-                           1.0 / (double)N);
-        if (!dp_accountant_kind_is_bound(p->accountant))
-            return dp_fail(DP_ERR_INVALID,
-                           "accountant %s: not a bound on epsilon; a run calibrates and reports with one of %s",
-                           dp_accountant_kind_name(p->accountant) ? dp_accountant_kind_name(p->accountant) : "?",
-                           dp_accountant_kind_names(1));
         if (p->noise_multiplier > 0 && !isfinite(p->noise_multiplier * p->max_grad_norm))
             return dp_fail(DP_ERR_RANGE, "noise_multiplier %g, max_grad_norm %g: the noise std (their product) must be "
                            "a finite number", p->noise_multiplier, p->max_grad_norm);
