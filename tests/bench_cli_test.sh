@@ -4,7 +4,8 @@
 # (well-formed) of a quick synthetic run; a --mem-limit too small for vanilla gives OOM (by
 # plan, and by the allocator) and exit 0;
 # every bad flag exits 2 naming the flag; the BERT plan (--plan-only) runs out where the
-# article's does; a tiny bert-small run.
+# article's does; a tiny bert-small run; --model FILE.onnx (an ONNX export as the workload:
+# a quick run of every mode, and the files and combinations refused with exit 2).
 # Last line: "bench_cli_test: N passed, N failed"; exit status non-zero on any failure.
 # shellcheck disable=SC2015
 set -u
@@ -18,7 +19,8 @@ BIN=$1
 t_setup bench_cli_test bench_cli
 
 run bench --help
-[[ $RC -eq 0 && "$OUT" == *"--mem-limit"* && "$OUT" == *"synthetic"* && "$OUT" == *"ghost"* ]] && ok || bad "bench --help: $OUT"
+[[ $RC -eq 0 && "$OUT" == *"--mem-limit"* && "$OUT" == *"synthetic"* && "$OUT" == *"ghost"* && "$OUT" == *"--model FILE.onnx"* ]] &&
+    ok || bad "bench --help: $OUT"
 run help
 [[ "$OUT" == *"bench"* ]] && ok || bad "bench not listed: $OUT"
 
@@ -125,5 +127,43 @@ DPSGD_TEST_BENCH_AVAIL=1 run bench bert-small --batch-sizes 2 --reps 1 --warmup 
 [[ $RC -eq 0 ]] && ok || bad "bert-small in groups: rc $RC $ERR"
 grep -q 'timing: in 2 processes' <<<"$OUT" && ok || bad "bert-small in groups: no note of 2 processes: $OUT"
 grep -q '^| 2 | auto |.*| [0-9.]* | [0-9.]* |$' <<<"$OUT" && ok || bad "bert-small in groups: auto not timed: $OUT"
+
+# --model FILE.onnx: a PyTorch export as the workload, every mode on the quick batch sizes
+REF=$(cd "$(dirname "${BASH_SOURCE[0]}")/reference/onnx" && pwd)
+run bench --model "$REF/cnn_gn.onnx" --quick --json "$TMP/m.json"
+[[ $RC -eq 0 ]] && ok || bad "--model quick run: rc $RC: $ERR"
+for want in "# dpsgd bench --model $REF/cnn_gn.onnx" "the ONNX model $REF/cnn_gn.onnx (1,466 parameters" \
+    "### batch 4" "### batch 8" "| first backward |" "step time × no-DP" "### summary" "none: the issues set none"; do
+    [[ "$OUT" == *"$want"* ]] && ok || bad "--model: the report lacks '$want'"
+done
+# every mode ran and was timed at both batch sizes: a size, its ratio, ..., the step's ms and ratio
+for b in 4 8; do
+    for mode in no-DP vanilla fast ghost bk auto; do
+        grep -Eq "^\| $b \| $mode \| [0-9.]+ [KMG]?i?B \| [0-9.]+ \| .* \| [0-9.]+ \| [0-9.]+ \|$" <<<"$OUT" && ok ||
+            bad "--model: batch $b, $mode: no measured summary row: $(grep "^| $b | $mode |" <<<"$OUT")"
+    done
+done
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$TMP/m.json" "$REF/cnn_gn.onnx" <<'EOF' && ok || bad "--model json content"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["model_file"] == sys.argv[2] and d["workload"] == "--model " + sys.argv[2], d["workload"]
+assert d["parameters"] == 1466 and d["classes"] == 10 and d["input_size"] == 144, d
+assert d["flops_per_sample"]["forward"] > 0, d["flops_per_sample"]
+assert [r["batch"] for r in d["results"]] == [4, 8]
+for r in d["results"]:
+    assert {"no-DP", "vanilla", "fast", "ghost", "bk", "auto"} <= set(r["modes"]), set(r["modes"])
+    for name, v in r["modes"].items():
+        assert v["status"] == "ok" and v["time"]["median_ms"] > 0, (name, v)
+EOF
+fi
+# a file that does not load, or a workload as well: exit 2 with the loader's message, nothing run
+expect_err "$TMP/none.onnx: cannot open" bench --model "$TMP/none.onnx" --quick
+[[ -z "$OUT" ]] && ok || bad "--model of a missing file printed a report: $OUT"
+expect_err "BatchNormalization" bench --model "$REF/batchnorm.onnx" --quick
+[[ -z "$OUT" ]] && ok || bad "--model of a refused graph printed a report: $OUT"
+expect_err "not both" bench cnn --model "$REF/cnn_gn.onnx" --plan-only
+expect_err "not both" bench --model "$REF/cnn_gn.onnx" synthetic --plan-only
+expect_err "--model" bench --model
 
 t_summary

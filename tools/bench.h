@@ -1,10 +1,11 @@
-/* tools/bench.h (internal to the CLI): `dpsgd bench WORKLOAD`, memory at each stage of a
+/* tools/bench.h (internal to the CLI): `dpsgd bench WORKLOAD` (or `--model FILE.onnx`), memory at each stage of a
  * training step, peak tracked and process memory, and step time of the non-private step and of
  * every clipping mode (DP_CLIP_LIST), over a list of batch sizes (docs/benchmarks.md).
  *
  * One concern per file:
  *   cmd_bench.c        options and the run: which process measures what, in which order
- *   bench_workloads.c  the workloads (model, inputs, targets), modes and stages, the FLOP model
+ *   bench_workloads.c  the workloads (model, inputs, targets; --model's, built at run time),
+ *                      modes and stages, the FLOP model
  *   bench_measure.c    what the measuring processes do: the probe, one step through the
  *                      library's dp_step_run (src/train/step.c) with stage timers, the memory,
  *                      timing and SGEMM children
@@ -71,10 +72,18 @@ struct bench_workload {
         double max;
     } targets[8];
     int ntargets, gemm_target;
+    /* --model FILE.onnx: the file (NULL for the table's workloads); its initializers are the
+     * initial weights, so no dp_model_init */
+    const char *model_file;
 };
 
 /* NULL if unknown */
 const bench_workload *bench_find_workload(const char *name);
+/* `--model FILE.onnx`: the workload built at run time around the file (one per process: a
+ * static path, inherited by the forked children). The factory loads the file
+ * (dp_model_load_onnx); the data is N(0,1) features, or uniform token ids for a token input;
+ * no targets. Its title names the file until bench_model_describe completes it from the probe. */
+const bench_workload *bench_model_workload(const char *path);
 /* "no-DP" for 0, else the clipping mode's name */
 const char *bench_mode_name(int k);
 
@@ -115,14 +124,20 @@ typedef struct {
 
 typedef struct {
     int ok;
-    char msg[300];
+    int create_failed; /* the workload's factory failed (--model: the file does not load) */
+    char msg[1024];
     size_t np, dim;
     int K, nlayers;
+    int tokens, vocab;                     /* the input is token ids of a vocabulary of that size */
     double creation_bytes;                 /* tracked bytes of model + optimizer */
     double step_plan[MAX_BATCHES][NMODES]; /* dp_model_plan_bytes per batch size and mode */
     size_t budget[MAX_BATCHES];            /* auto's mem_budget per batch size */
     double flops_fwd, flops_bwd;           /* per sample, no-DP step (NAN: unknown) */
 } probe_result;
+
+/* --model's title (bench_workloads.c), from the probe: the file, its parameter and layer
+ * counts, the data */
+void bench_model_describe(const probe_result *pr);
 
 /* memory: one mode, one batch size */
 typedef struct {

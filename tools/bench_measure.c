@@ -51,6 +51,7 @@ void bench_probe_child(const void *argp, void *outp) {
     dp_model *m = NULL;
     dp_optim *opt = NULL;
     dp_status st = a->w->create(&m);
+    r->create_failed = st != DP_OK;
     if (st == DP_OK) st = create_optim(m, &opt);
     if (st != DP_OK) {
         snprintf(r->msg, sizeof r->msg, "%s", dp_last_error());
@@ -61,6 +62,8 @@ void bench_probe_child(const void *argp, void *outp) {
     r->dim = dp_model_input_size(m);
     r->K = dp_model_output_size(m);
     r->nlayers = dp_model_num_layers(m);
+    r->tokens = dp_model_input_is_tokens(m);
+    r->vocab = dp_model_vocab(m);
     bench_layer_flops(m, &r->flops_fwd, &r->flops_bwd);
     for (int b = 0; b < a->nb; b++) {
         const int B = a->batches[b];
@@ -133,9 +136,11 @@ static dp_status runner_create(const bench_workload *w, int mode, uint64_t seed,
     r->mode = mode;
     dp_status st = w->create(&r->m);
     if (st != DP_OK) return st;
-    dp_rng init;
-    dp_rng_seed(&init, seed ^ 0x1badc0ffeeULL); /* the same initialisation for every mode */
-    dp_model_init(r->m, &init);
+    if (!w->model_file) { /* an ONNX file's initializers are its initial weights */
+        dp_rng init;
+        dp_rng_seed(&init, seed ^ 0x1badc0ffeeULL); /* the same initialisation for every mode */
+        dp_model_init(r->m, &init);
+    }
     if ((st = create_optim(r->m, &r->opt)) != DP_OK) return st;
     if (mode != 0 && (st = dp_accountant_create(&r->acc)) != DP_OK) return st;
     dp_rng_seed(&r->noise, seed * 31 + 7 + (uint64_t)mode);

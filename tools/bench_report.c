@@ -200,6 +200,11 @@ void bench_build_json(dp_strbuf *b, const bench_opts *o, const probe_result *pr,
                       const gemm_result *g, const gemm_arg *ga, const bench_batch *res, double wall) {
     dp_strbuf_printf(b, "{\n  \"workload\": ");
     dp_strbuf_json_str(b, o->w->name);
+    dp_strbuf_printf(b, ",\n  \"model_file\": ");
+    if (o->w->model_file)
+        dp_strbuf_json_str(b, o->w->model_file);
+    else
+        dp_strbuf_printf(b, "null");
     dp_strbuf_printf(b, ",\n  \"description\": ");
     dp_strbuf_json_str(b, o->w->title);
     dp_strbuf_printf(b, ",\n  \"parameters\": %zu,\n  \"input_size\": %zu,\n  \"classes\": %d,\n", pr->np, pr->dim,
@@ -516,5 +521,8 @@ void bench_print_summary(const bench_opts *o, const bench_batch *res, const prob
             any_target = 1;
         }
     }
-    if (!any_target) printf("- none applies to the modes run\n");
+    if (!o->w->ntargets && !o->w->gemm_target)
+        printf("- none: the issues set none for this workload\n");
+    else if (!any_target)
+        printf("- none applies to the modes run\n");
 }

@@ -1,9 +1,11 @@
 /* bench_workloads.c: what `dpsgd bench` measures: the workloads (a model factory, the data,
  * default batch sizes and steps, the issues' targets), the modes and the stages of a step,
- * and the FLOP model of a no-DP step. A workload is one row of the `workloads` table; modes
+ * and the FLOP model of a no-DP step. A workload is one row of the `workloads` table, or the
+ * one `--model FILE.onnx` builds at run time around an ONNX export (bench_model_workload); modes
  * are "no-DP" then every mode of DP_CLIP_LIST, so a mode added to the engine is benchmarked
  * without a change here. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "bench.h"
@@ -81,7 +83,8 @@ static const bench_workload workloads[] = {
      "not counted)",
      {{M_GHOST, 'm', 1.05}, {M_GHOST, 't', 1.15}, {M_BK, 't', 1.10}, {M_AUTO, 't', 1.10}, {M_AUTO, 'm', 1.2}},
      5,
-     1},
+     1,
+     NULL},
     {"cnn",
      "the default CNN (Tramer & Boneh, 26,010 parameters) on 1x28x28 N(0,1) images, 10 classes",
      create_cnn,
@@ -96,7 +99,8 @@ static const bench_workload workloads[] = {
      "for the MLP; tanh, pooling, im2col and the loss are not counted, so the rate is approximate",
      {{M_GHOST, 'm', 1.05}, {M_AUTO, 't', 1.25}, {M_AUTO, 'm', 1.2}},
      3,
-     0},
+     0,
+     NULL},
     {"bert",
      "a BERT-base-shaped encoder (12 layers, width 768, 12 heads, FFN 3072, 128 tokens, vocabulary 30522, 2 "
      "classes; random weights) training only its last block, the pooler and the classifier",
@@ -109,7 +113,8 @@ static const bench_workload workloads[] = {
      1,
      3,
      BERT_FLOPS_NOTE,
-     BERT_TARGETS},
+     BERT_TARGETS,
+     NULL},
     {"bert-small",
      "a small BERT-like encoder (4 layers, width 256, 4 heads, FFN 1024, 128 tokens, vocabulary 30522, 2 "
      "classes; random weights) training only its last block, the pooler and the classifier",
@@ -122,8 +127,81 @@ static const bench_workload workloads[] = {
      1,
      5,
      BERT_FLOPS_NOTE,
-     BERT_TARGETS},
+     BERT_TARGETS,
+     NULL},
 };
+
+/* ---- --model FILE.onnx: a workload built at run time -------------------------------------- */
+
+static const char *model_path; /* set before any fork: every child inherits it */
+static char model_name[4200];  /* "--model FILE": the report's heading and progress lines */
+static char model_title[4400]; /* bench_model_describe */
+static dp_status create_onnx(dp_model **out) { return dp_model_load_onnx(model_path, out); }
+
+/* token ids for a model whose input is tokens, N(0,1) features otherwise */
+static void row_model(const dp_model *m, uint64_t seed, size_t e, float *x, int32_t *y) {
+    if (dp_model_input_is_tokens(m))
+        row_tokens(m, seed, e, x, y);
+    else
+        row_gaussian(m, seed, e, x, y);
+}
+
+static bench_workload model_workload = {
+    model_name,
+    model_title,
+    create_onnx,
+    row_model,
+    /* sized for image models on 2 cores: a WRN-16-4 (2.7M parameters, 3x32x32) step of 64
+     * takes a few seconds in every mode but vanilla */
+    {16, 64},
+    2,
+    {4, 8},
+    2,
+    1,
+    3,
+    "GEMM FLOPs of the layers dp_model_layer_flops counts: convolutions (as im2col GEMMs, 2*T*D*out per sample), "
+    "linear layers (2*T*in*out) and matrix products of two activations (MatMul, e.g. attention's scores and "
+    "weighted values: 2*M*K*N forward, twice that for the two input gradients); forward of every such layer, "
+    "weight gradients of the trainable ones, input gradients behind the first trainable layer; normalisation, "
+    "activations, pooling, softmax, element-wise operators, im2col and the loss are not counted, so the rate is "
+    "approximate",
+    {{0, 0, 0}},
+    0, /* no targets: the issue asks for the figures, not for bounds */
+    0,
+    NULL,
+};
+
+const bench_workload *bench_model_workload(const char *path) {
+    model_path = path;
+    model_workload.model_file = path;
+    snprintf(model_name, sizeof model_name, "--model %s", path);
+    snprintf(model_title, sizeof model_title, "the ONNX model %s", path);
+    return &model_workload;
+}
+
+/* n with thousands separators */
+static void fmt_count(char *buf, size_t cap, size_t n) {
+    char d[32];
+    int len = snprintf(d, sizeof d, "%zu", n), o = 0;
+    for (int i = 0; i < len && (size_t)o + 2 < cap; i++) {
+        if (i > 0 && (len - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = d[i];
+    }
+    buf[o] = 0;
+}
+
+void bench_model_describe(const probe_result *pr) {
+    char np[32], data[160];
+    fmt_count(np, sizeof np, pr->np);
+    if (pr->tokens)
+        snprintf(data, sizeof data, "uniform token ids in 0..%d (%zu per example)", pr->vocab - 1, pr->dim);
+    else
+        snprintf(data, sizeof data, "N(0,1) float inputs (%zu values per example)", pr->dim);
+    snprintf(model_title, sizeof model_title,
+             "the ONNX model %s (%s parameters, %d layers once imported; the file's initial weights), %s, uniform "
+             "labels in 0..%d",
+             model_path, np, pr->nlayers, data, pr->K - 1);
+}
 
 const bench_workload *bench_find_workload(const char *name) {
     for (size_t k = 0; k < sizeof workloads / sizeof workloads[0]; k++)

@@ -1,5 +1,5 @@
-/* cmd_bench.c: `dpsgd bench WORKLOAD`: the options, and the run: the probe, the SGEMM rate,
- * then per batch size one memory process per mode (skipped when the engine's plan is over
+/* cmd_bench.c: `dpsgd bench WORKLOAD` and `dpsgd bench --model FILE.onnx`: the options, and the run: the probe, the
+ * SGEMM rate, then per batch size one memory process per mode (skipped when the engine's plan is over
  * --mem-limit) and the timing process(es), then the summary, JSON and SVG. What each process
  * does is in bench_measure.c, the report in bench_report.c; tools/bench.h has the map.
  *
@@ -27,6 +27,7 @@ int dp_cmd_bench(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f, "usage: dpsgd bench WORKLOAD [options]\n"
+               "       dpsgd bench --model FILE.onnx [options]\n"
                "\n"
                "Memory and time of one DP-SGD training step in every clipping mode against the\n"
                "non-private step, over several batch sizes.\n"
@@ -39,6 +40,10 @@ static void usage(FILE *f) {
                "                          tokens, vocabulary 30522) training its last block, pooler and\n"
                "                          classifier (7.68M of 109M parameters) [32,128,512,1024,2048]\n"
                "  bert-small              the same with 4 layers of width 256, 4 heads [same batches]\n"
+               "  --model FILE.onnx       instead of a workload: a graph exported from PyTorch (docs/onnx.md),\n"
+               "                          with the file's weights; N(0,1) inputs (uniform token ids for a\n"
+               "                          token input), uniform labels [16,64; --quick 4,8]; no targets.\n"
+               "                          A file that does not load is refused (exit 2) before any work\n"
                "\n"
                "options:\n"
                "  --batch-sizes LIST      comma-separated batch sizes [the workload's]\n"
@@ -47,7 +52,7 @@ static void usage(FILE *f) {
     fprintf(f,
             " [all]\n"
             "  --reps N                timed steps per mode, interleaved across modes\n"
-            "                          [synthetic 5, cnn 10, bert 3, bert-small 5]\n"
+            "                          [synthetic 5, cnn 10, bert 3, bert-small 5, --model 3]\n"
             "  --warmup N              untimed steps per mode before them [cnn 2, others 1]\n"
             "  --mem-limit SIZE        tracked-memory budget of one mode: a mode whose peak would\n"
             "                          exceed it is reported as OOM and not run (or stopped by the\n"
@@ -145,7 +150,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
     o->warmup = -1;
     o->mem_limit = (size_t)16 << 30;
     for (int k = 0; k < NMODES; k++) o->use_mode[k] = 1;
-    const char *wname = NULL;
+    const char *wname = NULL, *model = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -166,7 +171,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
             continue;
         }
         static const char *const with_value[] = {"--batch-sizes", "--modes", "--reps", "--warmup", "--mem-limit",
-                                                 "--threads",     "--seed",  "--json", "--plot"};
+                                                 "--threads",     "--seed",  "--json", "--plot",   "--model"};
         size_t f = 0, nf = sizeof with_value / sizeof with_value[0];
         while (f < nf && strcmp(a, with_value[f])) f++;
         if (f == nf) return bad_usage("unknown option '%s'%s", a, "");
@@ -186,7 +191,11 @@ static int parse(int argc, char **argv, bench_opts *o) {
             ok = dp_cli_parse_long(a, v, 1, 1024, &o->threads);
         else if (!strcmp(a, "--seed"))
             ok = dp_cli_parse_long(a, v, 0, 1L << 62, &o->seed);
-        else if (!strcmp(a, "--json") || !strcmp(a, "--plot")) {
+        else if (!strcmp(a, "--model")) {
+            if (!v[0]) return bad_usage("--model: empty file name%s%s", "", "");
+            if (model) return bad_usage("--model: one file only, got '%s' and '%s'", model, v);
+            model = v;
+        } else if (!strcmp(a, "--json") || !strcmp(a, "--plot")) {
             if (!v[0]) return bad_usage("%s: empty file name%s", a, "");
             if (!strcmp(a, "--json"))
                 o->json = v;
@@ -195,12 +204,15 @@ static int parse(int argc, char **argv, bench_opts *o) {
         }
         if (!ok) return 2;
     }
-    if (!wname) return bad_usage("give a workload: synthetic, cnn, bert or bert-small%s%s", "", "");
+    if (wname && model)
+        return bad_usage("a workload or --model FILE, not both (got '%s' and --model %s)", wname, model);
+    if (!wname && !model)
+        return bad_usage("give a workload (synthetic, cnn, bert or bert-small) or --model FILE.onnx%s%s", "", "");
     if (o->plan_only && (o->json || o->plot || o->no_plan)) {
         const char *which = o->no_plan ? "--no-plan" : o->json ? "--json" : "--plot";
         return bad_usage("--plan-only: measures nothing, so it takes no %s%s", which, "");
     }
-    o->w = bench_find_workload(wname);
+    o->w = model ? bench_model_workload(model) : bench_find_workload(wname);
     if (!o->w) return bad_usage("unknown workload '%s' (choose synthetic, cnn, bert or bert-small)%s", wname, "");
     if (o->nb == 0) {
         const int *src = o->quick ? o->w->quick : o->w->batches;
@@ -385,11 +397,19 @@ int dp_cmd_bench(int argc, char **argv) {
     /* the model's facts, from a child */
     probe_result pr;
     probe_arg pa = {o.w, o.nb, (int)o.threads, o.batches, o.mem_limit};
-    if (bench_in_child(bench_probe_child, &pa, &pr, sizeof pr, &sig) != 0 || !pr.ok) {
+    memset(&pr, 0, sizeof pr);
+    const int probe_rc = bench_in_child(bench_probe_child, &pa, &pr, sizeof pr, &sig);
+    if (probe_rc == 0 && !pr.ok && pr.create_failed && o.w->model_file) {
+        /* the loader's message names the file and the node: bad input, as in `dpsgd train` */
+        fprintf(stderr, "%s: bench --model %s\n", prog, pr.msg);
+        return 2;
+    }
+    if (probe_rc != 0 || !pr.ok) {
         fprintf(stderr, "%s: bench %s: cannot create the model: %s\n", prog, o.w->name,
                 sig ? "the process was killed" : pr.msg);
         return 1;
     }
+    if (o.w->model_file) bench_model_describe(&pr);
 
     if (o.plan_only) return bench_plan_only_report(&o, &pr);
 
