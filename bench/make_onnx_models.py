@@ -22,7 +22,7 @@ It writes into OUT_DIR (created if missing; the files are not part of the reposi
                   conv embedding (64 tokens of width 128), a learned position embedding added
                   as a parameter, 4 pre-LayerNorm blocks (nn.MultiheadAttention with 4 heads,
                   batch_first=True; MLP 256 with GELU), a final LayerNorm, the mean over the
-                  tokens (no class token: a Concat of a learned token is not imported yet) and
+                  tokens (mean pooling; a class token, a learned token concatenated, imports too) and
                   a linear head. 545,930 parameters.
 
 Both with the export settings of docs/onnx.md:
