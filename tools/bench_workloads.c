@@ -152,7 +152,7 @@ static bench_workload model_workload = {
     create_onnx,
     row_model,
     /* sized for image models on 2 cores: a WRN-16-4 (2.7M parameters, 3x32x32) step of 64
-     * takes a few seconds in every mode but vanilla */
+     * takes 1.2-2.1 s in every mode, the default run of all modes 1.5 min (docs/benchmarks.md) */
     {16, 64},
     2,
     {4, 8},
