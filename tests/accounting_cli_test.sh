@@ -28,6 +28,10 @@ run help
 
 run epsilon "${BASE[@]}"
 [[ $RC -eq 0 && "$OUT" == *"prv: epsilon 1.838"* ]] && ok || bad "default prv: $OUT $ERR"
+SPACED=$OUT
+# GNU style --flag=value: the same run
+run epsilon --sample-rate=0.01 --noise-multiplier=1 --steps=1000 --delta=1e-5
+[[ $RC -eq 0 && "$OUT" == "$SPACED" ]] && ok || bad "--flag=value: $OUT $ERR"
 run epsilon "${BASE[@]}" --accountant rdp
 [[ $RC -eq 0 && "$OUT" == *"rdp: epsilon 2.1014"* ]] && ok || bad "rdp: $OUT"
 run epsilon "${BASE[@]}" --accountant all

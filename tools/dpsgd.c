@@ -1,6 +1,7 @@
 /* dpsgd: the command-line tool. Each command is in tools/cmd_<name>.c; this file lists them. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -36,10 +37,38 @@ static void usage_main(FILE *f) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (commands[i].fn) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "  help      this help; `dpsgd <command> --help` for a command's options\n");
+    fprintf(f, "\nA flag's value follows it (--epochs 10) or is joined to it by '=' (--epochs=10).\n");
+}
+
+/* GNU style "--flag=value" is "--flag value": every argument after the command that starts with
+ * "--" and has a '=' after a flag name is split there (no value of dpsgd's flags starts with
+ * "--"). Returns the new argv (allocated; the strings point into the old one or are copies), or
+ * argv unchanged when there is nothing to split or no memory. */
+static char **split_flags(int *argc, char **argv) {
+    int extra = 0;
+    for (int i = 2; i < *argc; i++)
+        if (!strncmp(argv[i], "--", 2) && strchr(argv[i] + 2, '=') && strchr(argv[i] + 2, '=') != argv[i] + 2) extra++;
+    if (!extra) return argv;
+    char **out = calloc((size_t)(*argc + extra + 1), sizeof *out);
+    if (!out) return argv;
+    int n = 0;
+    for (int i = 0; i < *argc; i++) {
+        char *eq = i >= 2 && !strncmp(argv[i], "--", 2) ? strchr(argv[i] + 2, '=') : NULL;
+        if (!eq || eq == argv[i] + 2) {
+            out[n++] = argv[i];
+            continue;
+        }
+        out[n++] = strndup(argv[i], (size_t)(eq - argv[i]));
+        out[n++] = eq + 1;
+        if (!out[n - 2]) return argv;
+    }
+    *argc = n;
+    return out;
 }
 
 int main(int argc, char **argv) {
     dp_tool_setup(argv);
+    argv = split_flags(&argc, argv);
     if (argc < 2) {
         usage_main(stderr);
         return 2;
