@@ -63,14 +63,11 @@ static char **split_flags(int *argc, char **argv) {
         if (!out[n - 2]) return argv;
     }
     *argc = n;
-    static char **kept; /* the split argv lives as long as the process (reachable, not a leak) */
-    kept = out;
-    return kept;
+    return out;
 }
 
-int main(int argc, char **argv) {
-    dp_tool_setup(argv);
-    argv = split_flags(&argc, argv);
+/* The commands (and `dpsgd help CMD`) on the final argv. */
+static int dispatch(int argc, char **argv) {
     if (argc < 2) {
         usage_main(stderr);
         return 2;
@@ -90,4 +87,25 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: unknown command '%s'\n", dp_cli_prog, cmd);
     usage_main(stderr);
     return 2;
+}
+
+/* the split argv while a command runs (a global: a command that exits leaves it reachable) */
+char **dp_split_argv;
+
+int main(int argc, char **argv) {
+    dp_tool_setup(argv);
+    const int argc0 = argc;
+    char **split = split_flags(&argc, argv);
+    dp_split_argv = split != argv ? split : NULL;
+    const int rc = dispatch(argc, split);
+    if (split != argv) { /* the flag halves split off are copies: the strings argv does not hold */
+        for (int i = 0; i < argc; i++) {
+            int own = 1;
+            for (int j = 0; j < argc0 && own; j++) own = split[i] < argv[j] || split[i] > argv[j] + strlen(argv[j]);
+            if (own) free(split[i]);
+        }
+        free(split);
+        dp_split_argv = NULL;
+    }
+    return rc;
 }
