@@ -6,30 +6,9 @@
  * masks (one sample with every key masked); float against double; B = 0. */
 #include "nn/kernels/kernels.h"
 #include "nn/kernels/kernels_seq.h"
-#include "test.h"
+#include "fd.h"
 
-static dp_rng R;
-
-static void fill(double *a, size_t n, double scale) {
-    for (size_t i = 0; i < n; i++) a[i] = scale * (2 * dp_rng_uniform(&R) - 1);
-}
-static double *dnew(size_t n) { return dp_calloc(n ? n : 1, sizeof(double)); }
 static float *fnew(size_t n) { return dp_calloc(n ? n : 1, sizeof(float)); }
-static double dot(const double *a, const double *b, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-/* max |a-b| / max(1e-3, max|b|); NaN anywhere gives NaN */
-static double max_rel(const double *a, const double *b, size_t n) {
-    double mx = 0, sc = 1e-3;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs(a[i] - b[i]);
-        if (d > mx || d != d) mx = d;
-        if (fabs(b[i]) > sc) sc = fabs(b[i]);
-    }
-    return mx / sc;
-}
 /* ||a - b|| / ||b|| between a float result and a double one */
 static double rel_fd(const float *a, const double *b, size_t n) {
     double num = 0, den = 0;
@@ -56,32 +35,6 @@ static void fill_f(double *a, float *af, size_t n, double scale) {
     for (size_t i = 0; i < n; i++) af[i] = (float)a[i], a[i] = af[i];
 }
 
-#define CHECK_ERR(what, e, tol)                                                               \
-    do {                                                                                      \
-        double e_ = (e);                                                                      \
-        CHECK(e_ < (tol));                                                                    \
-        if (!(e_ < (tol))) fprintf(stderr, "  %s: error %g (tol %g)\n", what, e_, (double)(tol)); \
-    } while (0)
-
-/* ---- finite differences: g = d <u, y> / d v, y = f(ctx) reading v in place ---- */
-typedef void (*fwd_fn)(void *ctx, double *y);
-static const double H = 1e-6;
-
-static void fd_grad(fwd_fn f, void *ctx, double *v, size_t nv, const double *u, size_t ny, double *g) {
-    double *y = dnew(ny);
-    for (size_t j = 0; j < nv; j++) {
-        double o = v[j];
-        v[j] = o + H;
-        f(ctx, y);
-        double fp = dot(u, y, ny);
-        v[j] = o - H;
-        f(ctx, y);
-        double fm = dot(u, y, ny);
-        v[j] = o;
-        g[j] = (fp - fm) / (2 * H);
-    }
-    dp_free(y);
-}
 /* max_rel of an analytic gradient against the FD one */
 static double fd_err(fwd_fn f, void *ctx, double *v, size_t nv, const double *u, size_t ny, const double *an) {
     double *g = dnew(nv);

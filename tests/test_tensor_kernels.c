@@ -5,52 +5,7 @@
  * kernels (permute, slice, concat) against their definitions and as adjoints of their
  * backwards. Float against double on one case of each family. */
 #include "nn/kernels/kernels_tensor.h"
-#include "test.h"
-
-static dp_rng R;
-static const double H = 1e-6;
-
-static double *dnew(size_t n) { return dp_calloc(n ? n : 1, sizeof(double)); }
-static void fill(double *a, size_t n, double lo, double hi) {
-    for (size_t i = 0; i < n; i++) a[i] = lo + (hi - lo) * dp_rng_uniform(&R);
-}
-static double dot(const double *a, const double *b, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-static double max_rel(const double *a, const double *b, size_t n) {
-    double mx = 0, sc = 1e-3;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs(a[i] - b[i]);
-        if (d > mx || d != d) mx = d;
-        if (fabs(b[i]) > sc) sc = fabs(b[i]);
-    }
-    return mx / sc;
-}
-#define CHECK_ERR(what, e, tol)                                                                   \
-    do {                                                                                          \
-        double e_ = (e);                                                                          \
-        CHECK(e_ < (tol));                                                                        \
-        if (!(e_ < (tol))) fprintf(stderr, "  %s: error %g (tol %g)\n", what, e_, (double)(tol)); \
-    } while (0)
-
-/* finite differences of <u, f(v)> with respect to v[0..nv) */
-typedef void (*fwd_fn)(void *ctx, double *y);
-static void fd_grad(fwd_fn f, void *ctx, double *v, size_t nv, const double *u, size_t ny, double *g) {
-    double *y = dnew(ny);
-    for (size_t j = 0; j < nv; j++) {
-        double o = v[j];
-        v[j] = o + H;
-        f(ctx, y);
-        double fp = dot(u, y, ny);
-        v[j] = o - H;
-        f(ctx, y);
-        g[j] = (fp - dot(u, y, ny)) / (2 * H);
-        v[j] = o;
-    }
-    dp_free(y);
-}
+#include "fd.h"
 
 /* ---- element-wise -------------------------------------------------------------------------- */
 typedef struct {
@@ -67,10 +22,10 @@ static void test_unary(void) {
     for (int op = 0; op < DP__UN_COUNT; op++) {
         double *x = dnew(n), *u = dnew(n), *g = dnew(n), *fd = dnew(n);
         /* away from the kinks and poles: positive for Sqrt, Log, Reciprocal; |x| >= 0.2 for Abs, LeakyRelu */
-        fill(x, n, 0.2, 1.5);
+        fill_in(x, n, 0.2, 1.5);
         if (op != DP__UN_SQRT && op != DP__UN_LOG && op != DP__UN_RECIP)
             for (size_t i = 0; i < n; i += 2) x[i] = -x[i];
-        fill(u, n, -1, 1);
+        fill_in(u, n, -1, 1);
         un_ctx c = {x, n, op};
         dp__k_unary_bwd_f64(g, u, x, n, op, 0.1);
         fd_grad(un_f, &c, x, n, u, n, fd);
@@ -103,10 +58,10 @@ static void test_binary(void) {
             bin_ctx c = {.nd = 3, .dims = {2, 3, 4}, .sa = {12, 4, 1}, .sb = {bb ? 0 : 3, 1, 0}, .op = op};
             const size_t na = 24, nb = bb ? 3 : 6, ny = 24;
             c.a = dnew(na), c.b = dnew(nb);
-            fill(c.a, na, 0.5, 1.5); /* positive: Pow */
-            fill(c.b, nb, 0.5, 1.5);
+            fill_in(c.a, na, 0.5, 1.5); /* positive: Pow */
+            fill_in(c.b, nb, 0.5, 1.5);
             double *u = dnew(ny), *y = dnew(ny), *ga = dnew(na), *gb = dnew(nb), *fa = dnew(na), *fb = dnew(nb);
-            fill(u, ny, -1, 1);
+            fill_in(u, ny, -1, 1);
             bin_f(&c, y);
             dp__k_binary_bwd_f64(ga, gb, u, c.a, c.b, y, c.nd, c.dims, c.sa, c.sb, op);
             fd_grad(bin_f, &c, c.a, na, u, ny, fa);
@@ -134,8 +89,8 @@ static void sm_f(void *c, double *y) {
 static void test_softmax(void) {
     for (int lg = 0; lg < 2; lg++) {
         double x[15], u[15], y[15], g[15], fd[15];
-        fill(x, 15, -3, 3);
-        fill(u, 15, -1, 1);
+        fill_in(x, 15, -3, 3);
+        fill_in(u, 15, -1, 1);
         sm_ctx c = {x, lg};
         sm_f(&c, y);
         double s = 0;
@@ -152,8 +107,8 @@ static void test_layout(void) {
     /* [2 samples][2, 3, 4] -> perm (2, 0, 1): out[b][k][i][j] = in[b][i][j][k] */
     const int dims[3] = {2, 3, 4}, perm[3] = {2, 0, 1};
     double x[48], y[48], u[48], back[48];
-    fill(x, 48, -1, 1);
-    fill(u, 48, -1, 1);
+    fill_in(x, 48, -1, 1);
+    fill_in(u, 48, -1, 1);
     dp__k_permute_f64(y, x, 2, 3, dims, perm, 0);
     int bad = 0;
     for (int b = 0; b < 2; b++)
@@ -165,8 +120,8 @@ static void test_layout(void) {
     CHECK(fabs(dot(y, u, 48) - dot(x, back, 48)) < 1e-12);
     /* slice [outer 2, n 5, inner 3] -> count 2 from 4 by step -2 (positions 4, 2) */
     double s[2 * 30], t[2 * 12], v[2 * 12], w[2 * 30];
-    fill(s, 60, -1, 1);
-    fill(v, 24, -1, 1);
+    fill_in(s, 60, -1, 1);
+    fill_in(v, 24, -1, 1);
     dp__k_slice_f64(t, s, 2, 2, 5, 3, 4, 2, -2, 0);
     CHECK(t[12 + (1 * 2 + 1) * 3 + 2] == s[30 + (1 * 5 + 2) * 3 + 2]);
     dp__k_slice_f64(w, v, 2, 2, 5, 3, 4, 2, -2, 1);
@@ -192,10 +147,10 @@ static void test_bmm(void) {
     for (int gb = 0; gb < 2; gb++) {
         const size_t na = 2 * 3 * 8, nb = 2 * (gb ? 3 : 1) * 20, ny = 2 * 3 * 10;
         mm_ctx c = {dnew(na), dnew(nb), gb};
-        fill(c.A, na, -1, 1);
-        fill(c.Bm, nb, -1, 1);
+        fill_in(c.A, na, -1, 1);
+        fill_in(c.Bm, nb, -1, 1);
         double *u = dnew(ny), *ga = dnew(na), *gbm = dnew(nb), *fa = dnew(na), *fb = dnew(nb);
-        fill(u, ny, -1, 1);
+        fill_in(u, ny, -1, 1);
         dp__k_bmm_bwd_f64(ga, gbm, 0, 0, u, c.A, c.Bm, 2, 3, 2, 4, 5, 1, gb);
         fd_grad(mm_f, &c, c.A, na, u, ny, fa);
         fd_grad(mm_f, &c, c.Bm, nb, u, ny, fb);
@@ -224,8 +179,8 @@ static void rd_f(void *c, double *y) {
 static void test_reduce(void) {
     for (int mean = 0; mean < 2; mean++) {
         double x[48], u[4], y[4], g[48], fd[48];
-        fill(x, 48, -1, 1);
-        fill(u, 4, -1, 1);
+        fill_in(x, 48, -1, 1);
+        fill_in(u, 4, -1, 1);
         rd_ctx c = {x, mean};
         rd_f(&c, y);
         double s = 0; /* sample 1, output 1 (axis 1 = 1) */
