@@ -235,63 +235,66 @@ void KN(bmm_bwd)(REAL *dA, REAL *dB, int acc_a, int acc_b, const REAL *dC, const
         }
 }
 
-/* the strides of the reduced tensor seen along the input's axes (0 on reduced ones), its size,
- * and the number of values summed into each output */
-static void KN(reduce_map)(int nd, const int *dims, unsigned axes, int *os, size_t *nout, size_t *cnt) {
+/* A reduction's walk of one sample's input [dims], a row (its last axis) at a time: the
+ * reduced tensor's strides seen along the input's axes (0 on reduced ones), its size, the
+ * input's size, rows and row length, and the scale (1 / values per output for a mean). */
+typedef struct {
+    int os[DP__TMAXD], last, ls;
+    size_t nout, n, rows;
+    double scale;
+} KN(reduce_walk);
+
+static KN(reduce_walk) KN(reduce_map)(int nd, const int *dims, unsigned axes, int mean) {
+    KN(reduce_walk) w;
     size_t s = 1, c = 1;
     for (int d = nd - 1; d >= 0; d--) {
         if (axes >> d & 1u) {
-            os[d] = 0;
+            w.os[d] = 0;
             c *= (size_t)dims[d];
         } else {
-            os[d] = (int)s;
+            w.os[d] = (int)s;
             s *= (size_t)dims[d];
         }
     }
-    *nout = s;
-    *cnt = c;
+    w.nout = s;
+    w.n = s * c;
+    w.rows = 1;
+    for (int d = 0; d + 1 < nd; d++) w.rows *= (size_t)dims[d];
+    w.last = nd ? dims[nd - 1] : 1;
+    w.ls = nd ? w.os[nd - 1] : 0;
+    w.scale = mean ? 1.0 / (double)c : 1.0;
+    return w;
 }
 
 void KN(reduce_fwd)(REAL *out, const REAL *in, int B, int nd, const int *dims, unsigned axes, int mean) {
-    int os[DP__TMAXD];
-    size_t nout, cnt, n = 1, rows = 1;
-    KN(reduce_map)(nd, dims, axes, os, &nout, &cnt);
-    for (int d = 0; d < nd; d++) n *= (size_t)dims[d];
-    for (int d = 0; d + 1 < nd; d++) rows *= (size_t)dims[d];
-    const int last = nd ? dims[nd - 1] : 1, ls = nd ? os[nd - 1] : 0;
-    const int *const s[3] = {os, NULL, NULL};
-    const double sc = mean ? 1.0 / (double)cnt : 1.0;
-#pragma omp parallel for schedule(static) if ((size_t)B * n > 65536)
+    const KN(reduce_walk) w = KN(reduce_map)(nd, dims, axes, mean);
+    const int *const s[3] = {w.os, NULL, NULL};
+#pragma omp parallel for schedule(static) if ((size_t)B * w.n > 65536)
     for (int b = 0; b < B; b++) {
-        REAL *y = out + (size_t)b * nout;
-        const REAL *x = in + (size_t)b * n;
-        memset(y, 0, sizeof(REAL) * nout);
-        for (size_t r = 0; r < rows; r++) {
+        REAL *y = out + (size_t)b * w.nout;
+        const REAL *x = in + (size_t)b * w.n;
+        memset(y, 0, sizeof(REAL) * w.nout);
+        for (size_t r = 0; r < w.rows; r++) {
             size_t o[3];
             KN(row_offsets)(r, nd, dims, s, 1, o);
-            for (int i = 0; i < last; i++) y[o[0] + (size_t)i * ls] += x[r * (size_t)last + i];
+            for (int i = 0; i < w.last; i++) y[o[0] + (size_t)i * w.ls] += x[r * (size_t)w.last + i];
         }
-        for (size_t j = 0; j < nout; j++) y[j] = (REAL)(y[j] * sc);
+        for (size_t j = 0; j < w.nout; j++) y[j] = (REAL)(y[j] * w.scale);
     }
 }
 
 void KN(reduce_bwd)(REAL *din, const REAL *g, int B, int nd, const int *dims, unsigned axes, int mean) {
-    int os[DP__TMAXD];
-    size_t nout, cnt, n = 1, rows = 1;
-    KN(reduce_map)(nd, dims, axes, os, &nout, &cnt);
-    for (int d = 0; d < nd; d++) n *= (size_t)dims[d];
-    for (int d = 0; d + 1 < nd; d++) rows *= (size_t)dims[d];
-    const int last = nd ? dims[nd - 1] : 1, ls = nd ? os[nd - 1] : 0;
-    const int *const s[3] = {os, NULL, NULL};
-    const REAL sc = (REAL)(mean ? 1.0 / (double)cnt : 1.0);
-#pragma omp parallel for schedule(static) if ((size_t)B * n > 65536)
+    const KN(reduce_walk) w = KN(reduce_map)(nd, dims, axes, mean);
+    const int *const s[3] = {w.os, NULL, NULL};
+    const REAL sc = (REAL)w.scale;
+#pragma omp parallel for schedule(static) if ((size_t)B * w.n > 65536)
     for (int b = 0; b < B; b++) {
-        const REAL *gy = g + (size_t)b * nout;
-        REAL *dx = din + (size_t)b * n;
-        for (size_t r = 0; r < rows; r++) {
+        const REAL *gy = g + (size_t)b * w.nout;
+        REAL *dx = din + (size_t)b * w.n;
+        for (size_t r = 0; r < w.rows; r++) {
             size_t o[3];
             KN(row_offsets)(r, nd, dims, s, 1, o);
-            for (int i = 0; i < last; i++) dx[r * (size_t)last + i] = gy[o[0] + (size_t)i * ls] * sc;
+            for (int i = 0; i < w.last; i++) dx[r * (size_t)w.last + i] = gy[o[0] + (size_t)i * w.ls] * sc;
         }
     }
 }
