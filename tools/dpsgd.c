@@ -41,26 +41,24 @@ static void usage_main(FILE *f) {
 }
 
 /* GNU style "--flag=value" is "--flag value": every argument after the command that starts with
- * "--" and has a '=' after a flag name is split there (no value of dpsgd's flags starts with
- * "--"). Returns the new argv (allocated; the strings point into the old one or are copies), or
- * argv unchanged when there is nothing to split or no memory. */
+ * "--" and has a '=' after a flag name is cut there in place (the '=' becomes the flag's end)
+ * and its two halves are two arguments (no value of dpsgd's flags starts with "--"). Returns
+ * the new argv (allocated: free it), or argv itself when there is nothing to split or no
+ * memory. */
 static char **split_flags(int *argc, char **argv) {
     int extra = 0;
     for (int i = 2; i < *argc; i++)
-        if (!strncmp(argv[i], "--", 2) && strchr(argv[i] + 2, '=') && strchr(argv[i] + 2, '=') != argv[i] + 2) extra++;
-    if (!extra) return argv;
-    char **out = calloc((size_t)(*argc + extra + 1), sizeof *out);
+        extra += !strncmp(argv[i], "--", 2) && argv[i][2] != '=' && strchr(argv[i] + 2, '=') != NULL;
+    char **out = extra ? calloc((size_t)(*argc + extra + 1), sizeof *out) : NULL;
     if (!out) return argv;
     int n = 0;
     for (int i = 0; i < *argc; i++) {
-        char *eq = i >= 2 && !strncmp(argv[i], "--", 2) ? strchr(argv[i] + 2, '=') : NULL;
-        if (!eq || eq == argv[i] + 2) {
-            out[n++] = argv[i];
-            continue;
+        char *eq = i >= 2 && !strncmp(argv[i], "--", 2) && argv[i][2] != '=' ? strchr(argv[i] + 2, '=') : NULL;
+        out[n++] = argv[i];
+        if (eq) {
+            *eq = '\0';
+            out[n++] = eq + 1;
         }
-        out[n++] = strndup(argv[i], (size_t)(eq - argv[i]));
-        out[n++] = eq + 1;
-        if (!out[n - 2]) return argv;
     }
     *argc = n;
     return out;
@@ -94,18 +92,10 @@ char **dp_split_argv;
 
 int main(int argc, char **argv) {
     dp_tool_setup(argv);
-    const int argc0 = argc;
     char **split = split_flags(&argc, argv);
     dp_split_argv = split != argv ? split : NULL;
     const int rc = dispatch(argc, split);
-    if (split != argv) { /* the flag halves split off are copies: the strings argv does not hold */
-        for (int i = 0; i < argc; i++) {
-            int own = 1;
-            for (int j = 0; j < argc0 && own; j++) own = split[i] < argv[j] || split[i] > argv[j] + strlen(argv[j]);
-            if (own) free(split[i]);
-        }
-        free(split);
-        dp_split_argv = NULL;
-    }
+    if (split != argv) free(split);
+    dp_split_argv = NULL;
     return rc;
 }
