@@ -1,36 +1,51 @@
-/* scripts/mpi_sum_bench.c: time of the gradient sum of `dpsgd train` under MPI (MPI_Reduce to
- * rank 0 + MPI_Bcast of a float buffer, as tools/mpi_comm.c does) for several model sizes.
- * Not part of the build (it needs MPI):
- *   mpicc -O2 scripts/mpi_sum_bench.c -o /tmp/mpi_sum_bench
+/* scripts/mpi_sum_bench.c: time of the gradient sum of `dpsgd train` under MPI for several
+ * model sizes, two ways side by side: the sum tools/mpi_comm.c does (each rank's part sent to
+ * rank 0, added there in rank order and sent back, every wait polled with the watchdog's
+ * deadline), and MPI_Reduce to rank 0 + MPI_Bcast (what it did before the watchdog).
+ * Not part of the build (it needs MPI); from the repository root, after building:
+ *   mpicc -O2 -DDP_HAVE_MPI -Iinclude -Itools scripts/mpi_sum_bench.c tools/mpi_comm.c \
+ *       -Lbuild -ldpsgd -Wl,-rpath,$PWD/build -o /tmp/mpi_sum_bench
  *   mpirun --allow-run-as-root -np 2 /tmp/mpi_sum_bench
- * Prints "floats  ms_per_sum  GB/s (buffer bytes / time)" on rank 0; docs/distributed.md. */
+ * Prints "floats  ms_per_sum  GB/s (buffer bytes / time)" per method on rank 0 (best of the
+ * repetitions); docs/distributed.md. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+#include "mpi_comm.h"
+
+int main(void) {
+    dp_train_comm c;
+    if (!dp_cli_mpi_init(&c)) {
+        fprintf(stderr, "mpi_sum_bench: run it under mpirun\n");
+        return 1;
+    }
     const long sizes[] = {26010, 109386, 1000000, 4000000, 15600000};
+    if (c.rank == 0) printf("%9s  %-22s  %-22s\n", "floats", "dpsgd (watchdog)", "MPI_Reduce + MPI_Bcast");
     for (int s = 0; s < 5; s++) {
         long n = sizes[s];
         float *b = malloc(sizeof(float) * (size_t)n);
         for (long i = 0; i < n; i++) b[i] = (float)(i % 7) * 0.5f;
         int reps = n > 4000000 ? 10 : 50;
-        MPI_Barrier(MPI_COMM_WORLD);
-        double best = 1e30;
-        for (int r = 0; r < reps; r++) {
-            MPI_Barrier(MPI_COMM_WORLD);
-            double t0 = MPI_Wtime();
-            MPI_Reduce(rank == 0 ? MPI_IN_PLACE : b, b, (int)n, MPI_FLOAT, MPI_SUM, 0, MPI_COMM_WORLD);
-            MPI_Bcast(b, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
-            double t = MPI_Wtime() - t0;
-            if (t < best) best = t;
-        }
-        if (rank == 0) printf("%9ld floats  %8.3f ms  %6.2f GB/s\n", n, best * 1e3, 4.0 * n / best / 1e9);
+        double best[2] = {1e30, 1e30};
+        for (int r = 0; r < reps; r++)
+            for (int way = 0; way < 2; way++) { /* interleaved: the machine's load hits both alike */
+                MPI_Barrier(MPI_COMM_WORLD);
+                double t0 = MPI_Wtime();
+                if (way == 0) {
+                    if (c.sum_f32(c.user, b, (size_t)n) != DP_OK) return 1;
+                } else {
+                    MPI_Reduce(c.rank == 0 ? MPI_IN_PLACE : b, b, (int)n, MPI_FLOAT, MPI_SUM, 0, MPI_COMM_WORLD);
+                    MPI_Bcast(b, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+                }
+                double t = MPI_Wtime() - t0;
+                if (t < best[way]) best[way] = t;
+            }
+        if (c.rank == 0)
+            printf("%9ld  %8.3f ms %6.2f GB/s  %8.3f ms %6.2f GB/s\n", n, best[0] * 1e3, 4.0 * n / best[0] / 1e9,
+                   best[1] * 1e3, 4.0 * n / best[1] / 1e9);
         free(b);
     }
-    MPI_Finalize();
+    dp_cli_mpi_finalize();
     return 0;
 }

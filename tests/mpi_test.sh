@@ -152,4 +152,33 @@ else
     bad "(f) no released gradient was dumped"
 fi
 
+# (g) the watchdog. stalled LABEL RANK TIMEOUT LIMIT NEEDLE: a 2-rank run with checkpoints every 2
+# steps; once the first checkpoint exists, SIGSTOP the process of rank RANK (found by its
+# environment); the job must end within LIMIT seconds, non-zero, its output naming NEEDLE
+stalled() {
+    local label=$1 rank=$2 tmo=$3 limit=$4 needle=$5 t0 pid found=0
+    rm -rf "$TMP/gck"
+    timeout 300 "${MPI[@]}" "$PROD" "${SMALL[@]}" --epochs 40 --noise-multiplier 1 --checkpoint-dir "$TMP/gck" \
+        --checkpoint-every 2 --mpi-timeout "$tmo" >"$TMP/g.out" 2>&1 &
+    local job=$!
+    for _ in $(seq 1 600); do [[ -f $TMP/gck/checkpoint.safetensors ]] && break; sleep 0.1; done
+    for pid in $(pgrep -f -- "--mpi-timeout $tmo"); do
+        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$rank"; then
+            kill -STOP "$pid" && found=1
+        fi
+    done
+    t0=$SECONDS
+    wait "$job"
+    local rc=$? took=$((SECONDS - t0))
+    echo "mpi_test: $label: rank $rank stopped; the job ended after ${took} s, exit $rc"
+    if [[ $found -eq 1 && $rc -ne 0 && $rc -ne 124 && $took -le $limit ]] && grep -q "$needle" "$TMP/g.out"; then ok; else
+        bad "$label: stopped rank $rank (found: $found): exit $rc after $took s (limit $limit), expected '$needle'"
+        tail -n 8 "$TMP/g.out" | sed 's/^/    /' >&2
+    fi
+}
+stalled "(g) rank 1 stopped" 1 3 30 "MPI watchdog: rank 1 of 2 did not send its part"
+mpi2 "(g) resume after the watchdog" "${SMALL[@]}" --epochs 40 --noise-multiplier 1 --resume "$TMP/gck"
+grep -q "epsilon" "$TMP/mpi.out" && ok || bad "(g) the resumed run printed no final epsilon"
+stalled "(g) rank 0 stopped" 0 2 40 "MPI watchdog: rank 0 did not answer rank 1"
+
 t_summary

@@ -126,8 +126,10 @@ void dp_cmd_train_usage(FILE *f) {
 "\n"
 "Data-parallel training: `mpirun -np N dpsgd train ...` (when built with MPI) runs N ranks that\n"
 "each sample and clip their share of the data; the noise is drawn once per step; rank 0 alone\n"
-"prints, writes --out, --save-weights and checkpoints (docs/distributed.md).\n",
-            modes, dp_clip_mode_name(dp_train_default_params().clipping));
+"prints, writes --out, --save-weights and checkpoints (docs/distributed.md).\n"
+"  --mpi-timeout S         a rank that does not reach a step's sum within S seconds of rank 0\n"
+"                          (stopped, stalled, dead) ends the job, named; 0 waits forever [%g]\n",
+            modes, dp_clip_mode_name(dp_train_default_params().clipping), DP_CLI_MPI_TIMEOUT_DEFAULT);
 }
 
 /* ---- progress ---- */
@@ -312,6 +314,12 @@ int dp_cmd_train(int argc, char **argv) {
         } else if (!strcmp(a, "--checkpoint-every")) {
             NEED_VALUE;
             if (!dp_cli_parse_long(a, v, 1, 1L << 40, &p.checkpoint_every)) return 2;
+        } else if (!strcmp(a, "--mpi-timeout")) {
+            NEED_VALUE;
+            double tmo;
+            if (!dp_cli_parse_double(a, v, &tmo)) return 2;
+            if (!(tmo >= 0 && tmo <= 1e7)) return dp_cli_die("--mpi-timeout: seconds from 0 (wait forever) to 1e7");
+            dp_cli_mpi_set_timeout(tmo);
         } else if (!strcmp(a, "--resume")) {
             NEED_VALUE;
             if (!*v) return dp_cli_die("--resume: empty path");

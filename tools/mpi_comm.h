@@ -14,4 +14,9 @@ void dp_cli_mpi_finalize(void);
 /* MPI_Abort(MPI_COMM_WORLD, code) when MPI is running (one rank failed: the others would wait
  * forever in the next sum); returns otherwise. */
 void dp_cli_mpi_abort(int code);
+/* The watchdog's wait (--mpi-timeout): how long rank 0 waits for the other ranks at a sum
+ * before it ends the job naming the ranks that did not arrive (the others wait
+ * T + max(10, T/2) for rank 0); 0 waits forever. */
+#define DP_CLI_MPI_TIMEOUT_DEFAULT 600.0
+void dp_cli_mpi_set_timeout(double seconds);
 #endif
