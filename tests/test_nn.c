@@ -99,26 +99,28 @@ static void test_linear(int B, int d, int p, int bias) {
 }
 
 /* ---- conv2d ---- */
-typedef struct { int B, Cin, H, W, Cout, k, s, pad, Ho, Wo, bias; double *col, *work; } conv_ctx;
+typedef struct { int B, Cin, H, W, Cout, k, s, pad, d, G, Ho, Wo, bias; double *col, *work; } conv_ctx;
 static void conv_fwd(void *cv, double *y, const double *x, const double *th) {
     conv_ctx *c = cv;
-    size_t nw = (size_t)c->Cout * c->Cin * c->k * c->k;
+    size_t nw = (size_t)c->Cout * (c->Cin / c->G) * c->k * c->k;
     dp__k_conv_fwd_f64(y, c->col, c->work, x, th, c->bias ? th + nw : NULL, c->B, c->Cin, c->H, c->W, c->Cout, c->k, c->s, c->pad,
-                       c->Ho, c->Wo);
+                       c->d, c->G, c->Ho, c->Wo);
 }
 
-static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias) {
-    int Ho = (Hh + 2 * pad - k) / s + 1, Wo = (Ww + 2 * pad - k) / s + 1, T = Ho * Wo, D = Cin * k * k;
-    size_t nw = (size_t)Cout * D, nth = nw + (bias ? Cout : 0);
+/* d: dilation, G: groups (weight [Cout, Cin / G, k, k]) */
+static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias, int d, int G) {
+    const int ext = (k - 1) * d + 1;
+    int Ho = (Hh + 2 * pad - ext) / s + 1, Wo = (Ww + 2 * pad - ext) / s + 1, T = Ho * Wo, D = Cin * k * k, Dg = D / G;
+    size_t nw = (size_t)Cout * Dg, nth = nw + (bias ? Cout : 0);
     double *col = dnew((size_t)B * T * D), *fwork = dnew((size_t)B * T * Cout);
-    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo, bias, col, fwork};
+    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, d, G, Ho, Wo, bias, col, fwork};
     fd_fn f = {B, (size_t)B * Cin * Hh * Ww, (size_t)B * Cout * T, nth, conv_fwd, &c};
     double *x = dnew(f.nx), *th = dnew(nth), *u = dnew(f.ny), *gx = dnew(f.nx), *gth = dnew(nth), *y = dnew(f.ny);
     double *din = dnew(f.nx), *dth = dnew(nth), *ps = dnew((size_t)B * nth), *sq = dnew(B);
     int nt = dp__max_threads();
     size_t wk = (size_t)nt * T * D;
     if ((size_t)nt * 2 * T * T > wk) wk = (size_t)nt * 2 * T * T;
-    if (DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, nt) > wk) wk = DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, nt);
+    if (DP_CONV_BWD_PARAM_WORK(B, Cout, T, Dg, nt) > wk) wk = DP_CONV_BWD_PARAM_WORK(B, Cout, T, Dg, nt);
     double *work = dnew(wk);
     fill(x, f.nx, 1);
     fill(th, nth, 0.5);
@@ -126,13 +128,34 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
     fd_grad(&f, gx, x, th, u, 1, 0, f.nx);
     fd_grad(&f, gth, x, th, u, 0, 0, nth);
     conv_fwd(&c, y, x, th); /* leaves col for the current x */
-    dp__k_conv_bwd_input_f64(din, work, u, th, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
-    dp__k_conv_bwd_param_f64(dth, bias ? dth + nw : NULL, work, u, col, B, Cout, T, D);
+    /* the forward against the definition: y[o, oy, ox] = b[o] + sum over the group's channels
+     * and the taps of w[o, c, ky, kx] x[g Cin/G + c, oy s - pad + ky d, ox s - pad + kx d] */
+    double ef = 0;
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < Cout; o++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    const int g = o / (Cout / G), cg = Cin / G;
+                    double r = bias ? th[nw + o] : 0;
+                    for (int ci = 0; ci < cg; ci++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * s - pad + ky * d, ix = ox * s - pad + kx * d;
+                                if (iy < 0 || iy >= Hh || ix < 0 || ix >= Ww) continue;
+                                r += th[(((size_t)o * cg + ci) * k + ky) * k + kx] *
+                                     x[(((size_t)i * Cin + g * cg + ci) * Hh + iy) * Ww + ix];
+                            }
+                    double e = fabs(y[(((size_t)i * Cout + o) * Ho + oy) * Wo + ox] - r);
+                    if (e > ef) ef = e;
+                }
+    CHECK(ef < 1e-12);
+    dp__k_conv_bwd_input_f64(din, work, u, th, B, Cin, Hh, Ww, Cout, k, s, pad, d, G, Ho, Wo);
+    dp__k_conv_bwd_param_f64(dth, bias ? dth + nw : NULL, work, u, col, B, Cout, T, D, G);
     double ex = max_rel(din, gx, f.nx), et = max_rel(dth, gth, nth);
     CHECK(ex < 1e-7);
     CHECK(et < 1e-7);
-    dp__k_conv_ps_grad_f64(ps, nth, u, col, B, Cout, T, D, bias);
-    dp__k_conv_ghost_sq_f64(sq, work, u, col, B, Cout, T, D, bias);
+    dp__k_conv_ps_grad_f64(ps, nth, u, col, B, Cout, T, D, G, bias);
+    dp__k_conv_ghost_sq_f64(sq, work, u, col, B, Cout, T, D, G, bias);
     double worst = 0, worst_sq = 0;
     for (int i = 0; i < B; i++) {
         double *col1 = dnew((size_t)T * D);
@@ -151,11 +174,15 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
     }
     CHECK(worst < 1e-7);
     CHECK(worst_sq < 1e-7);
-    if (ex >= 1e-7 || et >= 1e-7 || worst >= 1e-7 || worst_sq >= 1e-7)
-        fprintf(stderr, "conv B%d Cin%d %dx%d Cout%d k%d s%d p%d: din %g dW %g ps %g ghost %g\n", B, Cin, Hh, Ww, Cout, k, s,
-                pad, ex, et, worst, worst_sq);
+    if (ef >= 1e-12 || ex >= 1e-7 || et >= 1e-7 || worst >= 1e-7 || worst_sq >= 1e-7)
+        fprintf(stderr, "conv B%d Cin%d %dx%d Cout%d k%d s%d p%d d%d G%d: forward %g din %g dW %g ps %g ghost %g\n", B,
+                Cin, Hh, Ww, Cout, k, s, pad, d, G, ef, ex, et, worst, worst_sq);
     dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(y); dp_free(din); dp_free(dth);
     dp_free(ps); dp_free(sq); dp_free(work); dp_free(col); dp_free(fwork);
+}
+
+static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias) {
+    test_conv_dg(B, Cin, Hh, Ww, Cout, k, s, pad, bias, 1, 1);
 }
 
 /* ---- parameter-free layers: input gradient only ---- */
@@ -279,8 +306,8 @@ static void test_f32_vs_f64(void) {
     fill(wd, nw + Cout, 1);
     for (size_t j = 0; j < nx; j++) xf[j] = (float)xd[j], xd[j] = xf[j];
     for (size_t j = 0; j < nw + Cout; j++) wf[j] = (float)wd[j], wd[j] = wf[j];
-    dp__k_conv_fwd_f64(yd, cold, wkd, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
-    dp__k_conv_fwd_f32(yf, colf, wkf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, Ho, Wo);
+    dp__k_conv_fwd_f64(yd, cold, wkd, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, 1, 1, Ho, Wo);
+    dp__k_conv_fwd_f32(yf, colf, wkf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, 1, 1, Ho, Wo);
     double worst = 0;
     for (size_t j = 0; j < ny; j++)
         if (fabs(yf[j] - yd[j]) > worst) worst = fabs(yf[j] - yd[j]);
@@ -546,6 +573,10 @@ int main(void) {
     test_conv(2, 2, 9, 7, 3, 4, 2, 2, 1);
     test_conv(3, 3, 6, 6, 2, 2, 2, 1, 0);
     test_conv(1, 1, 28, 28, 2, 8, 2, 2, 1); /* the default CNN's first layer shape */
+    test_conv_dg(2, 4, 7, 6, 6, 3, 1, 1, 1, 1, 2); /* grouped */
+    test_conv_dg(3, 4, 6, 6, 4, 3, 1, 1, 0, 1, 4); /* depthwise (groups = channels) */
+    test_conv_dg(2, 2, 9, 8, 3, 3, 2, 2, 1, 2, 1); /* dilated */
+    test_conv_dg(2, 6, 9, 9, 9, 2, 1, 1, 1, 3, 3); /* dilated and grouped */
     test_act(DP_LAYER_RELU, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_TANH, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_SIGMOID, 2, 2, 3, 3, 0, 0);
@@ -582,6 +613,9 @@ int main(void) {
     check_modes("conv2d(4,3,s1,p1) scale relu avgpool(2) flatten scale linear(7)", 2, 8, 8, 5, 0.05, 1);
     check_modes("conv2d(4,3,s1,p1,nobias) groupnorm(2) scale bias sigmoid globalavgpool flatten bias linear(7)", 2, 7, 6, 5, 0.05,
                 -1);
+    /* grouped (depthwise too) and dilated convolutions */
+    check_modes("conv2d(8,3,s1,p1,g2) relu conv2d(8,3,p2,d2,g8) tanh conv2d(6,2,s2,g2,nobias) flatten linear(5)", 2, 9, 9, 5,
+                0.05, -1);
     check_clip_bound("flatten linear(16) relu linear(5)", 1, 4, 5, 40);
     check_clip_bound("conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh "
                      "linear(10)",

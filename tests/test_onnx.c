@@ -218,6 +218,8 @@ int main(void) {
     check_model("vit");
     /* nn.InstanceNorm2d(affine=True): InstanceNormalization with scale and bias parameters */
     check_model("cnn_in");
+    /* depthwise (groups = channels) and dilated, pointwise, and grouped convolutions */
+    check_model("cnn_dw");
     check_folded();
     /* an operator that is not imported: refused, naming it and listing what is */
     check_refusal("unsupported", "(CumSum): operator not supported (supported: Gemm, MatMul");

@@ -29,6 +29,7 @@ typedef struct {
     int ic, ih, iw, oc, oh, ow;
     size_t in_size, out_size;
     int k, s, pad, has_bias, groups, heads, vocab;
+    int dil;             /* conv2d: dilation (0 or 1: none); groups: conv2d groups (0 or 1: none) */
     float p, eps;
     size_t w_off, nw, b_off, nb;
     int frozen;
@@ -180,6 +181,8 @@ dp_model *dp__model_new(int c, int h, int w);
 dp__node *dp__push_node(dp_model *m, dp_layer_kind kind, int in0);
 void dp__finish_node(dp_model *m, dp__node *l, int idx, const char *name);
 dp_status dp__finish_model(dp_model *m);
+/* conv2d geometry: groups divide the channels, the dilated kernel fits the padded input (dense.c) */
+dp_status dp__conv_check(const dp__node *l, const char *what);
 /* dst [cols, rows] = the transpose of src [rows, cols] */
 void dp__transpose_copy(float *dst, const float *src, size_t rows, size_t cols);
 /* spec.c: integer / real arguments in [lo, hi] */

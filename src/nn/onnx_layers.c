@@ -289,19 +289,23 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
         if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return dp__onnx_node_fail(c, n, "its bias must be a parameter");
         const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
         if (!auto_pad_none(n)) return dp__onnx_node_fail(c, n, "auto_pad is not supported (give pads)");
-        if (dp__onnx_attr_int(n, "group", 1) != 1) return dp__onnx_node_fail(c, n, "grouped convolutions are not supported yet");
-        if (attr_same(n, "dilations", 1, 2) != 1) return dp__onnx_node_fail(c, n, "dilated convolutions are not supported yet");
+        const int64_t G = dp__onnx_attr_int(n, "group", 1), d = attr_same(n, "dilations", 1, 2);
+        if (G < 1 || G > ld[1] || ld[1] % G || (W->ndim == 4 && W->dims[0] % G))
+            return dp__onnx_node_fail(c, n, "its group must divide its input and output channels");
+        if (d < 1 || d > INT32_MAX) return dp__onnx_node_fail(c, n, "its dilations must be equal, 1 or more");
         int64_t k = attr_same(n, "kernel_shape", W->ndim == 4 ? W->dims[2] : -1, 2), s = attr_same(n, "strides", 1, 2),
                 p = attr_same(n, "pads", 0, 4);
-        if (W->ndim != 4 || W->dims[1] != ld[1] || W->dims[2] != W->dims[3] || k != W->dims[2])
-            return dp__onnx_node_fail(c, n, "its weight must be [out, C, K, K] (square kernels only, for now)");
+        if (W->ndim != 4 || W->dims[1] != ld[1] / G || W->dims[2] != W->dims[3] || k != W->dims[2])
+            return dp__onnx_node_fail(c, n, "its weight must be [out, C / group, K, K] (square kernels only, for now)");
         if (s < 1 || p < 0)
             return dp__onnx_node_fail(c, n, "strides and pads must be the same along both axes and both sides (for now)");
         if (s > INT32_MAX || k > INT32_MAX || p > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
             return dp__onnx_node_fail(c, n, "its kernel, strides or pads are too large");
         if (Bt && (int64_t)Bt->count != W->dims[0])
             return dp__onnx_node_fail(c, n, "its bias must have one value per output channel");
-        if (ld[2] + 2 * p < k || ld[3] + 2 * p < k) return dp__onnx_node_fail(c, n, "its kernel is larger than its padded input");
+        const int64_t ext = (k - 1) * d + 1; /* the dilated kernel's extent; below 2^62 */
+        if (ld[2] + 2 * p < ext || ld[3] + 2 * p < ext)
+            return dp__onnx_node_fail(c, n, "its kernel (dilated) is larger than its padded input");
         if ((st = dp__onnx_take_param(c, n, w)) == DP_OK && b >= 0) st = dp__onnx_take_param(c, n, b);
         if (st != DP_OK) return st;
         dp__node *l = dp__onnx_new_node(c, DP_LAYER_CONV2D, a);
@@ -310,6 +314,8 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
         l->k = (int)k;
         l->s = (int)s;
         l->pad = (int)p;
+        l->groups = (int)G;
+        l->dil = (int)d;
         l->has_bias = Bt != NULL;
         dp__onnx_param_names(l, W, Bt, n);
         return dp__onnx_finish(c, l, n, 3);

@@ -74,8 +74,10 @@ void KN(linear_ghost_sq)(double *sq, const REAL *dout, const REAL *in, int B, in
 
 /* ---- Conv2d ------------------------------------------------------------------------- */
 
-/* col[T, D]: row t = output position (oy, ox), columns (c, ky, kx) like the weight layout */
-void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pad, int Ho, int Wo) {
+/* col[T, D]: row t = output position (oy, ox), columns (c, ky, kx) like the weight layout;
+ * kernel taps d apart (dilation; 1 = contiguous). A grouped convolution's group g reads the
+ * columns of its channels, g*Dg .. (g+1)*Dg - 1 with Dg = D / G, so one unfolding serves all. */
+void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pad, int d, int Ho, int Wo) {
     const int D = Cin * k * k;
     for (int oy = 0; oy < Ho; oy++)
         for (int ox = 0; ox < Wo; ox++) {
@@ -83,7 +85,7 @@ void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, 
             int iy0 = oy * s - pad, ix0 = ox * s - pad;
             for (int c = 0; c < Cin; c++)
                 for (int ky = 0; ky < k; ky++) {
-                    int iy = iy0 + ky;
+                    int iy = iy0 + ky * d;
                     REAL *dst = row + (c * k + ky) * k;
                     if (iy < 0 || iy >= H) {
                         for (int kx = 0; kx < k; kx++) dst[kx] = 0;
@@ -91,7 +93,7 @@ void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, 
                     }
                     const REAL *src = in + ((size_t)c * H + iy) * W;
                     for (int kx = 0; kx < k; kx++) {
-                        int ix = ix0 + kx;
+                        int ix = ix0 + kx * d;
                         dst[kx] = (ix >= 0 && ix < W) ? src[ix] : 0;
                     }
                 }
@@ -99,7 +101,7 @@ void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, 
 }
 
 /* din[Cin,H,W] += col2im(dcol[T, D]) */
-void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pad, int Ho, int Wo) {
+void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pad, int d, int Ho, int Wo) {
     const int D = Cin * k * k;
     for (int oy = 0; oy < Ho; oy++)
         for (int ox = 0; ox < Wo; ox++) {
@@ -107,12 +109,12 @@ void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s
             int iy0 = oy * s - pad, ix0 = ox * s - pad;
             for (int c = 0; c < Cin; c++)
                 for (int ky = 0; ky < k; ky++) {
-                    int iy = iy0 + ky;
+                    int iy = iy0 + ky * d;
                     if (iy < 0 || iy >= H) continue;
                     const REAL *src = row + (c * k + ky) * k;
                     REAL *dst = din + ((size_t)c * H + iy) * W;
                     for (int kx = 0; kx < k; kx++) {
-                        int ix = ix0 + kx;
+                        int ix = ix0 + kx * d;
                         if (ix >= 0 && ix < W) dst[ix] += src[kx];
                     }
                 }
@@ -120,17 +122,20 @@ void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s
 }
 
 /* Forward over the batch. col[B, T, D] receives the unfolded input (kept for backward).
- * out[B, Cout, T] = W[Cout, D] col_i^T + b, computed as ONE GEMM over all B*T rows
- * (col[B*T, D] W^T -> work[B*T, Cout]) and a transpose: far faster than B small GEMMs.
+ * out[B, Cout, T] = W[Cout, Dg] col_i^T + b, computed as ONE GEMM per group over all B*T rows
+ * (col[B*T, group's D columns] W_g^T -> work[B*T, group's Cout columns]) and a transpose: far
+ * faster than B small GEMMs. G groups: W_g = rows g*Cout/G.. of W, Dg = D / G.
  * work: at least B*T*Cout REALs. */
 void KN(conv_fwd)(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B, int Cin,
-                  int H, int W, int Cout, int k, int s, int pad, int Ho, int Wo) {
-    const int D = Cin * k * k, T = Ho * Wo;
+                  int H, int W, int Cout, int k, int s, int pad, int d, int G, int Ho, int Wo) {
+    const int D = Cin * k * k, T = Ho * Wo, Dg = D / G, Cg = Cout / G;
     if (B == 0) return;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < B; i++)
-        KN(im2col)(col + (size_t)i * T * D, in + (size_t)i * Cin * H * W, Cin, H, W, k, s, pad, Ho, Wo);
-    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, Cout, D, 1, col, D, w, D, 0, work, Cout);
+        KN(im2col)(col + (size_t)i * T * D, in + (size_t)i * Cin * H * W, Cin, H, W, k, s, pad, d, Ho, Wo);
+    for (int g = 0; g < G; g++)
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, Cg, Dg, 1, col + (size_t)g * Dg, D,
+             w + (size_t)g * Cg * Dg, Dg, 0, work + (size_t)g * Cg, Cout);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < B; i++) {
         REAL *oi = out + (size_t)i * Cout * T;
@@ -145,8 +150,8 @@ void KN(conv_fwd)(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *
 /* din[B, Cin, H, W] = conv input gradient; work: per-thread scratch of T*D REALs each,
  * nthreads blocks (caller allocates work[omp_get_max_threads() * T * D]). */
 void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, int Cin, int H,
-                        int W, int Cout, int k, int s, int pad, int Ho, int Wo) {
-    const int D = Cin * k * k, T = Ho * Wo;
+                        int W, int Cout, int k, int s, int pad, int d, int G, int Ho, int Wo) {
+    const int D = Cin * k * k, T = Ho * Wo, Dg = D / G, Cg = Cout / G;
 #pragma omp parallel
     {
         REAL *dcol = work + (size_t)dp__thread_num() * T * D;
@@ -154,25 +159,28 @@ void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, 
         for (int i = 0; i < B; i++) {
             REAL *di = din + (size_t)i * Cin * H * W;
             memset(di, 0, sizeof(REAL) * (size_t)Cin * H * W);
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, Cout, 1, dout + (size_t)i * Cout * T, T, w, D,
-                 0, dcol, D);
-            KN(col2im)(di, dcol, Cin, H, W, k, s, pad, Ho, Wo);
+            for (int g = 0; g < G; g++)
+                GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, Dg, Cg, 1, dout + ((size_t)i * Cout + (size_t)g * Cg) * T,
+                     T, w + (size_t)g * Cg * Dg, Dg, 0, dcol + (size_t)g * Dg, D);
+            KN(col2im)(di, dcol, Cin, H, W, k, s, pad, d, Ho, Wo);
         }
     }
 }
 
-/* dW[Cout, D] += sum_i dout_i col_i;  db += sum over i, t.
- * work: DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, threads) REALs.
+/* dW[Cout, Dg] += sum_i dout_i col_i (group g: rows g*Cout/G.., columns g*Dg.. of col);
+ * db += sum over i, t. D is the full patch width (Cin k k), Dg = D / G the weight's row.
+ * work: DP_CONV_BWD_PARAM_WORK(B, Cout, T, Dg, threads) REALs.
  * The weight GEMM has few rows (Cout) and columns (D) and a long inner dimension (B*T), which
  * OpenBLAS threads poorly, so each thread takes a contiguous run of samples: it gathers their
- * output gradients as [Cout, nb*T], forms its partial dW and db with one single-threaded GEMM,
+ * output gradients as [Cout, nb*T], forms its partial dW and db with single-threaded GEMMs,
  * and the partials are added at the end in thread order (reproducible for a thread count). */
 void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *col, int B, int Cout,
-                        int T, int D) {
+                        int T, int D, int G) {
     if (B == 0) return;
     int nt = dp__max_threads();
     if (nt > B) nt = B;
-    const size_t P = (size_t)Cout * (D + 1);
+    const int Dg = D / G, Cg = Cout / G;
+    const size_t P = (size_t)Cout * (Dg + 1);
     REAL *part = work + (size_t)Cout * B * T;
 #pragma omp parallel num_threads(nt)
     {
@@ -185,14 +193,15 @@ void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const 
                 for (int i = i0; i < i1; i++)
                     memcpy(tr + ((size_t)c * nb + (i - i0)) * T, dout + ((size_t)i * Cout + c) * T,
                            sizeof(REAL) * (size_t)T);
-            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, D, nb * T, 1, tr, nb * T, col + (size_t)i0 * T * D,
-                 D, 0, p, D);
+            for (int g = 0; g < G; g++)
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, nb * T, 1, tr + (size_t)g * Cg * nb * T, nb * T,
+                     col + (size_t)i0 * T * D + (size_t)g * Dg, D, 0, p + (size_t)g * Cg * Dg, Dg);
             if (db)
                 for (int c = 0; c < Cout; c++) {
                     double acc = 0;
                     const REAL *r = tr + (size_t)c * nb * T;
                     for (size_t j = 0; j < (size_t)nb * T; j++) acc += r[j];
-                    p[(size_t)Cout * D + c] = (REAL)acc;
+                    p[(size_t)Cout * Dg + c] = (REAL)acc;
                 }
         }
 #pragma omp barrier
@@ -200,48 +209,56 @@ void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const 
         for (int c = 0; c < Cout; c++)
             for (int u = 0; u < n; u++) {
                 const REAL *pu = part + (size_t)u * P;
-                for (int j = 0; j < D; j++) dw[(size_t)c * D + j] += pu[(size_t)c * D + j];
-                if (db) db[c] += pu[(size_t)Cout * D + c];
+                for (int j = 0; j < Dg; j++) dw[(size_t)c * Dg + j] += pu[(size_t)c * Dg + j];
+                if (db) db[c] += pu[(size_t)Cout * Dg + c];
             }
     }
 }
 
-/* per-sample gradients: ps[i*stride ..] = dout_i[Cout,T] col_i[T,D] ([Cout, D]), then bias sums */
+/* per-sample gradients: ps[i*stride ..] = dout_i[Cout,T] col_i[T,D] per group ([Cout, Dg]),
+ * then bias sums */
 void KN(conv_ps_grad)(REAL *ps, size_t stride, const REAL *dout, const REAL *col, int B, int Cout, int T,
-                      int D, int has_bias) {
+                      int D, int G, int has_bias) {
+    const int Dg = D / G, Cg = Cout / G;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < B; i++) {
         REAL *g = ps + (size_t)i * stride;
         const REAL *gi = dout + (size_t)i * Cout * T;
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, D, T, 1, gi, T, col + (size_t)i * T * D, D, 0, g,
-             D);
+        for (int q = 0; q < G; q++)
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, T, 1, gi + (size_t)q * Cg * T, T,
+                 col + (size_t)i * T * D + (size_t)q * Dg, D, 0, g + (size_t)q * Cg * Dg, Dg);
         if (has_bias)
             for (int c = 0; c < Cout; c++) {
                 double acc = 0;
                 for (int t = 0; t < T; t++) acc += gi[(size_t)c * T + t];
-                g[(size_t)Cout * D + c] = (REAL)acc;
+                g[(size_t)Cout * Dg + c] = (REAL)acc;
             }
     }
 }
 
-/* ghost norm: sq[i] += <A_i A_i^T, G_i G_i^T> with A_i = col_i [T, D], G_i = dout_i^T [T, Cout];
- * plus ||sum_t G_i[t]||^2 for the bias. work: per-thread 2*T*T REALs. */
+/* ghost norm: sq[i] += sum over groups of <A A^T, G G^T> with A = the group's columns of
+ * col_i [T, Dg], G = its rows of dout_i, transposed [T, Cout/G]; plus ||sum_t G_i[t]||^2 for
+ * the bias. work: per-thread 2*T*T REALs. */
 void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *col, int B, int Cout, int T,
-                       int D, int has_bias) {
+                       int D, int G, int has_bias) {
+    const int Dg = D / G, Cg = Cout / G;
 #pragma omp parallel
     {
         REAL *aa = work + (size_t)dp__thread_num() * 2 * T * T, *gg = aa + (size_t)T * T;
 #pragma omp for schedule(static)
         for (int i = 0; i < B; i++) {
             const REAL *gi = dout + (size_t)i * Cout * T;
-            SYRK(CblasRowMajor, CblasUpper, CblasNoTrans, T, D, 1, col + (size_t)i * T * D, D, 0, aa, T);
-            SYRK(CblasRowMajor, CblasUpper, CblasTrans, T, Cout, 1, gi, T, 0, gg, T);
             double acc = 0;
-            for (int t = 0; t < T; t++) {
-                acc += (double)aa[(size_t)t * T + t] * gg[(size_t)t * T + t];
-                double off = 0;
-                for (int u = t + 1; u < T; u++) off += (double)aa[(size_t)t * T + u] * gg[(size_t)t * T + u];
-                acc += 2 * off;
+            for (int q = 0; q < G; q++) {
+                SYRK(CblasRowMajor, CblasUpper, CblasNoTrans, T, Dg, 1, col + (size_t)i * T * D + (size_t)q * Dg, D, 0,
+                     aa, T);
+                SYRK(CblasRowMajor, CblasUpper, CblasTrans, T, Cg, 1, gi + (size_t)q * Cg * T, T, 0, gg, T);
+                for (int t = 0; t < T; t++) {
+                    acc += (double)aa[(size_t)t * T + t] * gg[(size_t)t * T + t];
+                    double off = 0;
+                    for (int u = t + 1; u < T; u++) off += (double)aa[(size_t)t * T + u] * gg[(size_t)t * T + u];
+                    acc += 2 * off;
+                }
             }
             if (has_bias)
                 for (int c = 0; c < Cout; c++) {

@@ -1,6 +1,7 @@
 /* nn/layers/dense.c: the layers that multiply by a weight matrix, linear and conv2d. Their
  * per-sample norms have ghost forms (two Gram matrices, from the input or its unfolded
  * patches and the output gradient), so the engine picks per layer the cheaper method. */
+#include <stdio.h>
 #include <string.h>
 
 #include "nn/kernels/kernels.h"
@@ -116,43 +117,68 @@ const dp__layer_ops dp__ops_DP_LAYER_LINEAR = {
 /* ---- conv2d: im2col patches (kept as the saved tensor `col`) times the weight -------------- */
 
 static size_t conv_T(const dp__node *l) { return (size_t)l->oh * l->ow; }
+static int conv_G(const dp__node *l) { return l->groups > 1 ? l->groups : 1; }
+static int conv_d(const dp__node *l) { return l->dil > 1 ? l->dil : 1; }
+/* the unfolded patch (all channels) and one group's share of it, the weight's row */
 static size_t conv_D(const dp__node *l) { return (size_t)l->ic * l->k * l->k; }
+static size_t conv_Dg(const dp__node *l) { return conv_D(l) / (size_t)conv_G(l); }
+/* the extent of the kernel on the input: taps dilation apart */
+static long conv_extent(long k, long d) { return (k - 1) * d + 1; }
+
+/* Checks a convolution's geometry (the spec parser and the ONNX importer): channels divisible
+ * by the groups, the dilated kernel within the padded input. */
+dp_status dp__conv_check(const dp__node *l, const char *what) {
+    const long G = conv_G(l), ext = conv_extent(l->k, conv_d(l));
+    if (l->ic % G || l->oc % G)
+        return dp_fail(DP_ERR_INVALID, "%s: %ld groups do not divide its %d input and %d output channels", what, G, l->ic,
+                       l->oc);
+    if ((long)l->ih + 2L * l->pad < ext || (long)l->iw + 2L * l->pad < ext)
+        return dp_fail(DP_ERR_INVALID, "%s: kernel %d (dilation %d: extent %ld) larger than its padded input %dx%d", what,
+                       l->k, conv_d(l), ext, l->ih + 2 * l->pad, l->iw + 2 * l->pad);
+    return DP_OK;
+}
 
 static dp_status conv_parse(dp_model *m, dp__node *l, const dp__spec_token *t, int idx) {
     (void)m;
-    long out, k, s = 1, p = 0;
+    long out, k, s = 1, p = 0, g = 1, d = 1;
     if (t->nargs < 2 || !dp__parse_int(t->args[0], 1, 1 << 16, &out) || !dp__parse_int(t->args[1], 1, 1 << 10, &k))
-        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d(OUT,K[,sS][,pP][,nobias]) needs OUT, K >= 1", idx);
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d(OUT,K[,sS][,pP][,gG][,dD][,nobias]) needs OUT, K >= 1",
+                       idx);
     l->has_bias = 1;
     for (int a = 2; a < t->nargs; a++) {
         if (t->args[a][0] == 's' && dp__parse_int(t->args[a] + 1, 1, 1 << 10, &s)) continue;
         if (t->args[a][0] == 'p' && dp__parse_int(t->args[a] + 1, 0, 1 << 10, &p)) continue;
+        if (t->args[a][0] == 'g' && dp__parse_int(t->args[a] + 1, 1, 1 << 16, &g)) continue;
+        if (t->args[a][0] == 'd' && dp__parse_int(t->args[a] + 1, 1, 1 << 10, &d)) continue;
         if (strcmp(t->args[a], "nobias") == 0) {
             l->has_bias = 0;
             continue;
         }
-        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d: bad option '%s' (sN, pN or nobias)", idx, t->args[a]);
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d: bad option '%s' (sN, pN, gN, dN or nobias)", idx,
+                       t->args[a]);
     }
-    if (l->ih + 2 * p < k || l->iw + 2 * p < k)
-        return dp_fail(DP_ERR_INVALID, "model spec: layer %d: conv2d kernel %ld larger than its padded input %dx%d", idx, k,
-                       l->ih, l->iw);
     l->k = (int)k;
     l->s = (int)s;
     l->pad = (int)p;
     l->oc = (int)out;
-    return DP_OK;
+    l->groups = (int)g;
+    l->dil = (int)d;
+    char what[64];
+    snprintf(what, sizeof what, "model spec: layer %d: conv2d", idx);
+    return dp__conv_check(l, what);
 }
 
 static void conv_shape(dp__node *l) {
-    l->oh = (l->ih + 2 * l->pad - l->k) / l->s + 1;
-    l->ow = (l->iw + 2 * l->pad - l->k) / l->s + 1;
-    l->nw = (size_t)l->oc * l->ic * l->k * l->k;
+    const int ext = (int)conv_extent(l->k, conv_d(l));
+    l->oh = (l->ih + 2 * l->pad - ext) / l->s + 1;
+    l->ow = (l->iw + 2 * l->pad - ext) / l->s + 1;
+    l->nw = (size_t)l->oc * conv_Dg(l);
     l->nb = l->has_bias ? (size_t)l->oc : 0;
 }
 
 static int conv_weight_shape(const dp__node *l, int64_t shape[4]) {
     shape[0] = l->oc;
-    shape[1] = l->ic;
+    shape[1] = l->ic / conv_G(l);
     shape[2] = shape[3] = l->k;
     return 4;
 }
@@ -160,35 +186,40 @@ static int conv_weight_shape(const dp__node *l, int64_t shape[4]) {
 static dp_status conv_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
     dp__k_conv_fwd_f32(l->out, l->col, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, l->ic, l->ih, l->iw,
-                       l->oc, l->k, l->s, l->pad, l->oh, l->ow);
+                       l->oc, l->k, l->s, l->pad, conv_d(l), conv_G(l), l->oh, l->ow);
     return DP_OK;
 }
 
 static void conv_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
-    dp__k_conv_bwd_input_f32(din, m->work, g, dp__weight(m, l), B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->oh, l->ow);
+    dp__k_conv_bwd_input_f32(din, m->work, g, dp__weight(m, l), B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad,
+                             conv_d(l), conv_G(l), l->oh, l->ow);
 }
 
 static void conv_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
     dp__k_conv_bwd_param_f32(m->grad + l->w_off, l->nb ? m->grad + l->b_off : NULL, m->work, dout, l->col, B, l->oc,
-                             (int)conv_T(l), (int)conv_D(l));
+                             (int)conv_T(l), (int)conv_D(l), conv_G(l));
 }
 
 static void conv_ps_grad(const dp_model *m, const dp__node *l, float *ps, size_t stride, const float *dout, int b0, int nb) {
     (void)m;
     dp__k_conv_ps_grad_f32(ps, stride, dout, l->col + (size_t)b0 * conv_T(l) * conv_D(l), nb, l->oc, (int)conv_T(l),
-                           (int)conv_D(l), l->has_bias);
+                           (int)conv_D(l), conv_G(l), l->has_bias);
 }
 
 static void conv_ghost_sq(dp_model *m, const dp__node *l, const float *dout, int B, double *sq) {
-    dp__k_conv_ghost_sq_f32(sq, m->work, dout, l->col, B, l->oc, (int)conv_T(l), (int)conv_D(l), l->has_bias);
+    dp__k_conv_ghost_sq_f32(sq, m->work, dout, l->col, B, l->oc, (int)conv_T(l), (int)conv_D(l), conv_G(l), l->has_bias);
 }
 
+/* per group: two T x T Grams against one [Cout/G, Dg] product */
 static void conv_norm_cost(const dp__node *l, double *ghost, double *inst) {
-    gram_cost((double)conv_T(l), (double)conv_D(l), l->oc, ghost, inst);
+    const double G = conv_G(l);
+    gram_cost((double)conv_T(l), (double)conv_Dg(l), l->oc / G, ghost, inst);
+    *ghost *= G;
+    *inst *= G;
 }
 
 static void conv_flops(const dp__node *l, double *fwd, double *bwd_weight, double *bwd_input) {
-    matmul_flops(l, (double)conv_D(l), fwd, bwd_weight, bwd_input);
+    matmul_flops(l, (double)conv_Dg(l), fwd, bwd_weight, bwd_input);
 }
 
 static size_t conv_saved(const dp__node *l) { return conv_T(l) * conv_D(l); }
@@ -201,7 +232,8 @@ static size_t conv_work(const dp__node *l, int B, size_t nt) {
     size_t T = conv_T(l), D = conv_D(l);
     size_t need = nt * T * D;
     if (nt * 2 * T * T > need) need = nt * 2 * T * T;
-    if (DP_CONV_BWD_PARAM_WORK(B, l->oc, T, D, nt) > need) need = DP_CONV_BWD_PARAM_WORK(B, l->oc, T, D, nt);
+    const size_t bp = DP_CONV_BWD_PARAM_WORK(B, l->oc, T, conv_Dg(l), nt);
+    if (bp > need) need = bp;
     return need;
 }
 

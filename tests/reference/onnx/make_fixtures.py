@@ -167,6 +167,14 @@ def cnn_in():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
 
 
+def cnn_dw():
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8), nn.GroupNorm(4, 8), nn.ReLU(),
+        nn.Conv2d(8, 12, 1), nn.Conv2d(12, 12, 3, stride=2, groups=3, bias=False), nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
+
+
 class TinyViT(nn.Module):
     """ViT with a class token: Conv2d patch embedding (4x4 patches of 3x8x8: 4 tokens), a learned
     class token nn.Parameter [1,1,16] expanded over the batch and concatenated in front, learned
@@ -219,6 +227,11 @@ MODELS = {
     "cnn_in": (cnn_in, "float", (2, 6, 6), 4,
                "Sequential: Conv2d(2,6,3,padding=1) - InstanceNorm2d(6, affine=True) - ReLU - "
                "AdaptiveAvgPool2d(1) - Flatten - Linear(6,4)"),
+    "cnn_dw": (cnn_dw, "float", (2, 10, 10), 5,
+               "MobileNet-like: Conv2d(2,8,3,padding=1) - GroupNorm(4,8) - ReLU - depthwise "
+               "Conv2d(8,8,3,padding=2,dilation=2,groups=8) - GroupNorm(4,8) - ReLU - pointwise "
+               "Conv2d(8,12,1) - grouped Conv2d(12,12,3,stride=2,groups=3,bias=False) - Tanh - "
+               "AdaptiveAvgPool2d(1) - Flatten - Linear(12,5)"),
     "vit": (TinyViT, "float", (3, 8, 8), 5,
             "ViT: Conv2d(3,16,4,stride 4) patches, flatten(2).transpose(1,2); class token "
             "nn.Parameter [1,1,16] expanded over the batch and concatenated first; learned positions "
@@ -539,9 +552,9 @@ def run_onnx(m, x):
             e = np.exp(i[0] - i[0].max(axis=a["axis"], keepdims=True))
             r = e / e.sum(axis=a["axis"], keepdims=True)
         elif op == "Conv":
-            assert a.get("group", 1) == 1 and len(set(a["pads"])) == 1
+            assert len(set(a["pads"])) == 1
             r = F.conv2d(T(i[0]), T(i[1]), T(i[2]) if len(i) > 2 else None, stride=a["strides"],
-                         padding=a["pads"][0], dilation=a["dilations"]).numpy()
+                         padding=a["pads"][0], dilation=a["dilations"], groups=a.get("group", 1)).numpy()
         elif op == "MaxPool":
             assert len(set(a.get("pads", [0]))) == 1 and not a.get("ceil_mode", 0)
             r = F.max_pool2d(T(i[0]), a["kernel_shape"], a["strides"], a.get("pads", [0])[0]).numpy()
