@@ -89,9 +89,52 @@ static dp_status spec_layer(dp_model *m, dp__node *l, const dp__spec_token *t, i
     return DP_OK;
 }
 
+/* A layer's sizes must fit, as the ONNX importer requires of its nodes: an output of 1 to
+ * 2^31 - 1 values (flatten keeps the count in an int, as the engine's kernels do), as many
+ * weights as their shape's product, and the model's parameter count (np0 before the layer),
+ * each computed without wrapping around. */
+static dp_status check_sizes(const dp_model *m, const dp__node *l, int idx, const char *name, size_t np0) {
+    if (l->oc < 1 || l->oh < 1 || l->ow < 1 || l->out_size > INT32_MAX)
+        return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): its output is empty or above 2^31 - 1 values", idx, name);
+    const dp__layer_ops *ops = dp__ops(l);
+    if (ops->weight_shape) {
+        int64_t sh[4];
+        int nd = ops->weight_shape(l, sh), over = 0;
+        uint64_t n = 1;
+        for (int d = 0; d < nd; d++) over |= sh[d] < 0 || __builtin_mul_overflow(n, (uint64_t)sh[d], &n);
+        if (over || n != l->nw)
+            return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): its weight count overflows", idx, name);
+    }
+    if (m->np < np0) return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): the parameter count overflows", idx, name);
+    return DP_OK;
+}
+
+static int name_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* Two layers' parameters under one name (the same "@name" twice, or "@3" and layer 3) would
+ * be written to weights and checkpoints as one tensor twice, which no reader accepts. */
+static dp_status check_names(const dp_model *m) {
+    const char **v = dp_alloc(sizeof *v * (size_t)m->ntensors);
+    if (!v) return DP_ERR_NOMEM;
+    for (int t = 0; t < m->ntensors; t++) v[t] = m->tnames[t];
+    qsort(v, (size_t)m->ntensors, sizeof *v, name_cmp);
+    dp_status st = DP_OK;
+    for (int k = 1; k < m->ntensors && st == DP_OK; k++)
+        if (strcmp(v[k - 1], v[k]) == 0) {
+            int a = m->tnode[(const char(*)[DP__NAME_LEN + 8])v[k - 1] - m->tnames];
+            int b = m->tnode[(const char(*)[DP__NAME_LEN + 8])v[k] - m->tnames];
+            st = dp_fail(DP_ERR_INVALID, "model spec: layers %d and %d: both have a parameter named '%s' (module names "
+                         "must differ from each other and from the layer indices)", a < b ? a : b, a < b ? b : a, v[k]);
+        }
+    dp_free(v);
+    return st;
+}
+
 dp_status dp_model_create(const char *spec, int c, int h, int w, dp_model **out) {
     if (!spec) return dp_fail(DP_ERR_INVALID, "model spec: empty");
     if (c < 1 || h < 1 || w < 1) return dp_fail(DP_ERR_INVALID, "model: input shape %dx%dx%d is not positive", c, h, w);
+    if ((uint64_t)c * (uint64_t)h > INT32_MAX || (uint64_t)c * (uint64_t)h * (uint64_t)w > INT32_MAX)
+        return dp_fail(DP_ERR_INVALID, "model: input shape %dx%dx%d is above 2^31 - 1 values", c, h, w);
     dp_model *m = dp__model_new(c, h, w);
     if (!m) return DP_ERR_NOMEM;
     dp_status st = DP_OK;
@@ -119,9 +162,11 @@ dp_status dp_model_create(const char *spec, int c, int h, int w, dp_model **out)
             goto fail;
         }
         if ((st = spec_layer(m, l, &t, idx)) != DP_OK) goto fail;
+        const size_t np0 = m->np;
         dp__finish_node(m, l, idx, t.label[0] ? t.label : NULL);
+        if ((st = check_sizes(m, l, idx, t.name, np0)) != DP_OK) goto fail;
     }
-    if ((st = dp__finish_model(m)) != DP_OK) goto fail;
+    if ((st = dp__finish_model(m)) != DP_OK || (st = check_names(m)) != DP_OK) goto fail;
     *out = m;
     return DP_OK;
 fail:
