@@ -4,7 +4,8 @@
 # --save-model (the same graph with the trained weights, the file's own initializers changed),
 # --save-model refused without an ONNX model, a transformer export trained, a model with an unsupported
 # operator and a BatchNorm model refused before any work (exit 2, naming the node), a --classes that is not the graph's output refused,
-# dpsgd norms on an imported model.
+# dpsgd norms on an imported model; regression (--loss mse) on an imported MLP: float targets
+# learned (the test mse falls), privately too, with dpsgd norms, and its refusals.
 # Last line: "onnx_cli_test: N passed, N failed".
 # shellcheck disable=SC2015
 set -u
@@ -80,5 +81,50 @@ run norms --model "$REF/transformer.onnx" --data-ids "$REF/transformer.x.npy" --
 if command -v python3 >/dev/null 2>&1 && [[ -s "$TMP/tn.npy" ]]; then
     python3 -c "$NPYREL" "$TMP/tn.npy" "$REF/transformer.norms.npy" && ok ||
         bad "norms --model transformer.onnx differ from PyTorch's"
+fi
+# --loss mse: the MLP export (10 outputs) fitted to float targets t = x[:, :10] / 2 + 0.1 of its
+# own batch (written here with the standard library)
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$REF/mlp.x.npy" "$TMP" <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<H", b[8:10])[0]; h = b[10:10 + n].decode()
+x = struct.unpack("<%df" % ((len(b) - 10 - n) // 4), b[10 + n:]); N = len(x) // 20
+def save(path, vals, shape):
+    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % "".join("%d," % d for d in shape)
+    hdr += " " * (63 - (10 + len(hdr)) % 64) + "\n"
+    open(path, "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() + struct.pack("<%df" % len(vals), *vals))
+t = [x[i * 20 + j] / 2 + 0.1 for i in range(N) for j in range(10)]
+save(sys.argv[2] + "/t.npy", t, (N, 10))
+save(sys.argv[2] + "/t3.npy", [v for i in range(N) for v in t[i * 10:i * 10 + 3]], (N, 3))
+t[13] = float("nan")
+save(sys.argv[2] + "/tnan.npy", t, (N, 10))
+PY
+    REG=(train --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$TMP/t.npy" --test-x "$REF/mlp.x.npy"
+         --test-labels "$TMP/t.npy" --loss mse --batch-size 4 --quiet)
+    run "${REG[@]}" --no-dp --epochs 1 --lr 0 --out "$TMP/r0.json"
+    mse0=$(sed -n 's/.*"test_loss": \([0-9.e+-]*\).*/\1/p' "$TMP/r0.json" 2>/dev/null)
+    run "${REG[@]}" --no-dp --epochs 40 --lr 0.05 --out "$TMP/r1.json"
+    mse1=$(sed -n 's/.*"test_loss": \([0-9.e+-]*\).*/\1/p' "$TMP/r1.json" 2>/dev/null)
+    echo "onnx_cli_test: --loss mse on mlp.onnx: test mse ${mse0:-?} untrained, ${mse1:-?} after 40 epochs"
+    [[ $RC -eq 0 && "$OUT" == *"final: test mse"* && -n "$mse0" && -n "$mse1" ]] &&
+        python3 -c "import sys; sys.exit(0 if $mse1 < 0.5 * $mse0 else 1)" && ok ||
+        bad "--loss mse did not learn: $mse0 -> $mse1 (exit $RC: $ERR)"
+    grep -q '"loss": "mse"' "$TMP/r1.json" && grep -q '"test_accuracy": null' "$TMP/r1.json" && ok ||
+        bad "--loss mse: the JSON does not say mse / has an accuracy"
+    run "${REG[@]}" --epochs 2 --noise-multiplier 1 --lr 0.05
+    [[ $RC -eq 0 && "$OUT" == *"final: test mse"*"at epsilon"* ]] && ok || bad "--loss mse, private: exit $RC: $OUT $ERR"
+    run norms --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$TMP/t.npy" --test-x "$REF/mlp.x.npy" \
+        --test-labels "$TMP/t.npy" --loss mse
+    [[ $RC -eq 0 && "$OUT" == *"mean squared error"* ]] && ok || bad "norms --loss mse: exit $RC: $ERR"
+    run train --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$TMP/t.npy" --classes 10
+    [[ $RC -eq 1 && "$ERR" == *"float labels"*"--loss mse"* ]] && ok || bad "float labels without --loss mse: exit $RC: $ERR"
+    run "${REG[@]}" --classes 10
+    [[ $RC -eq 2 && "$ERR" == *"--classes: not with --loss mse"* ]] && ok || bad "--loss mse --classes: exit $RC: $ERR"
+    run train --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$TMP/t3.npy" --loss mse
+    [[ $RC -eq 2 && "$ERR" == *"outputs 10 values"*"3 regression targets"* ]] && ok || bad "3 targets, 10 outputs: exit $RC: $ERR"
+    run train --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$TMP/tnan.npy" --loss mse
+    [[ $RC -ne 0 && "$ERR" == *"regression target is not finite"* ]] && ok || bad "a NaN target: exit $RC: $ERR"
+    run "${REG[@]}" --loss huber
+    [[ $RC -eq 2 && "$ERR" == *"--loss huber"* ]] && ok || bad "--loss huber: exit $RC: $ERR"
 fi
 t_summary

@@ -94,7 +94,8 @@ typedef struct {
     const int32_t *y;
 } rows;
 
-static void row_of(void *user, size_t e, float *x, int32_t *y) {
+static void row_of(void *user, size_t e, float *x, int32_t *y, float *t) {
+    (void)t; /* classification workloads only */
     const rows *s = user;
     if (!s->x) {
         s->w->row(s->m, s->seed, e, x, y);

@@ -402,6 +402,9 @@ void dp_cli_model_usage(FILE *f) {
 "other .npy data:\n"
 "  --data-x FILE.npy       float features [N, D], [N, H, W] or [N, C, H, W] with --data-labels;\n"
 "                          --test-x/--test-labels, or --holdout; --normalize applies (default none)\n"
+"  --loss L                xent: class labels, cross-entropy; mse: regression, --data-labels and\n"
+"                          --test-labels hold float targets [N] or [N, K] (K = the model's\n"
+"                          outputs; no --classes), mean squared error per example [xent]\n"
 "  --holdout F             fraction of the rows held out as the test split when no test files\n"
 "                          are given (the same rows whatever --seed) [%g]\n"
 "transformer (--model transformer: a BERT-like encoder classifier, Hugging Face names):\n"
@@ -425,7 +428,7 @@ int dp_cli_model_flag(dp_cli_model_opts *o, const char *a, const char *v, int *i
         "--data-x", "--data-ids", "--data-labels", "--test-x", "--test-ids", "--test-labels", "--pad-id",
         "--synthetic-n", "--synthetic-test-n", "--synthetic-seed", "--holdout", "--normalize", "--seq-len",
         "--vocab", "--classes", "--layers", "--width", "--heads", "--ffn", "--activation", "--pool", "--dropout",
-        "--train-last-blocks", "--freeze"};
+        "--train-last-blocks", "--freeze", "--loss"};
     if (!strcmp(a, "--pre-norm")) {
         o->tp.pre_norm = 1;
         o->given |= DP_CLI_G_PRENORM;
@@ -484,6 +487,13 @@ int dp_cli_model_flag(dp_cli_model_opts *o, const char *a, const char *v, int *i
         o->seq_len_given = 1;
     } else if (!strcmp(a, "--classes")) {
         ok = dp_cli_parse_long(a, v, 1, DP_CLI_MAX_CLASSES, &o->classes);
+    } else if (!strcmp(a, "--loss")) {
+        if (!strcmp(v, "mse")) o->mse = 1;
+        else if (!strcmp(v, "xent")) o->mse = 0;
+        else {
+            fprintf(stderr, "%s: --loss %s: expected xent (classification) or mse (regression)\n", prog, v);
+            ok = 0;
+        }
     } else if (!strcmp(a, "--vocab")) {
         ok = dp_cli_parse_long(a, v, 1, DP_TOKENS_MAX_VOCAB, &lv);
         o->tp.vocab = (int)lv;
@@ -585,7 +595,11 @@ int dp_cli_model_check(const dp_cli_model_opts *o, const char *model_name, const
     /* The class count and the vocabulary are shapes of the released model (the classifier's
      * output, the embedding's rows). Taken as 1 + the largest label or id in private files they
      * would tell whether some record holds a rare large one: epsilon would be infinite for it. */
-    if (file && !o->classes)
+    if (o->mse && !o->data_x)
+        BAD("--loss mse: needs --data-x and float targets in --data-labels (regression on .npy features)");
+    if (o->mse && o->classes)
+        BAD("--classes: not with --loss mse (the model's outputs are the targets' width, K of --data-labels [N, K])");
+    if (file && !o->classes && !o->mse)
         BAD("%s: needs --classes K (labels 0..K-1): the number of classes is the size of the model's output, "
             "and computed from the private labels it would reveal the largest one, which the privacy guarantee "
             "does not cover (docs/privacy.md)",
@@ -638,6 +652,11 @@ static dp_status load_labels(const char *path, size_t n, const char *xpath, int 
     dp_npy a;
     dp_status st = dp_npy_load(path, &a);
     if (st != DP_OK) return st;
+    if (a.dtype == DP_NPY_F32 || a.dtype == DP_NPY_F64) {
+        dp_npy_free(&a);
+        return dp_fail(DP_ERR_FORMAT, "%s: float labels; class labels must be integers (save labels.astype(np.int64)), "
+                       "and regression targets need --loss mse", path);
+    }
     if (a.ndim != 1 || (size_t)a.shape[0] != n) {
         dp_npy_free(&a);
         return dp_fail(DP_ERR_FORMAT, "%s: labels must be a 1-d array of %zu values (one per row of %s)", path, n, xpath);
@@ -658,7 +677,33 @@ static dp_status load_labels(const char *path, size_t n, const char *xpath, int 
     return DP_OK;
 }
 
-/* float features [N, D] / [N, H, W] / [N, C, H, W] and labels [N] in 0..classes-1 */
+/* --loss mse: float targets [N] or [N, K] (one per row of xpath) as d->t; d->y all 0 and
+ * n_classes = n_targets = K (the model's outputs) */
+static dp_status load_targets(const char *path, const char *xpath, dp_dataset *d) {
+    int64_t shape[DP_NPY_MAX_DIMS];
+    int ndim;
+    size_t count;
+    float *t;
+    dp_status st = dp_npy_load_f32(path, &t, shape, &ndim, &count);
+    if (st != DP_OK) return st;
+    if (ndim < 1 || ndim > 2 || (size_t)shape[0] != d->n || (ndim == 2 && (shape[1] < 1 || shape[1] > DP_CLI_MAX_CLASSES))) {
+        dp_free(t);
+        return dp_fail(DP_ERR_FORMAT, "%s: regression targets must be [N] or [N, K] with N = %zu (the rows of %s) and "
+                       "1 <= K <= %d", path, d->n, xpath, DP_CLI_MAX_CLASSES);
+    }
+    d->y = dp_alloc(sizeof(int32_t) * d->n);
+    if (!d->y) {
+        dp_free(t);
+        return DP_ERR_NOMEM;
+    }
+    memset(d->y, 0, sizeof(int32_t) * d->n);
+    d->t = t;
+    d->n_targets = d->n_classes = ndim == 2 ? (int)shape[1] : 1;
+    return DP_OK;
+}
+
+/* float features [N, D] / [N, H, W] / [N, C, H, W] and labels [N] in 0..classes-1, or with
+ * classes 0 (--loss mse) regression targets */
 static dp_status load_npy_x(const char *xpath, const char *ypath, int classes, const char *why, dp_dataset *d) {
     int64_t shape[DP_NPY_MAX_DIMS];
     int ndim;
@@ -688,10 +733,8 @@ static dp_status load_npy_x(const char *xpath, const char *ypath, int classes, c
     d->dim = count / d->n;
     d->x = x;
     d->n_classes = classes;
-    if ((st = load_labels(ypath, d->n, xpath, classes, why, &d->y)) != DP_OK) {
-        dp_free(x);
-        memset(d, 0, sizeof *d);
-    }
+    st = classes ? load_labels(ypath, d->n, xpath, classes, why, &d->y) : load_targets(ypath, xpath, d);
+    if (st != DP_OK) dp_dataset_free(d);
     return st;
 }
 
@@ -709,7 +752,9 @@ static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_data
     memset(te, 0, sizeof *te);
     te->x = dp_alloc(sizeof(float) * nt * all->dim);
     te->y = dp_alloc(sizeof(int32_t) * nt);
-    if (!mark || !idx || !te->x || !te->y) {
+    const size_t K = all->t ? (size_t)all->n_targets : 0;
+    te->t = K ? dp_alloc(sizeof(float) * nt * K) : NULL;
+    if (!mark || !idx || !te->x || !te->y || (K && !te->t)) {
         free(mark);
         free(idx);
         dp_dataset_free(te);
@@ -725,10 +770,12 @@ static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_data
         const float *row = all->x + i * all->dim;
         if (mark[i]) {
             memcpy(te->x + b * all->dim, row, sizeof(float) * all->dim);
+            if (K) memcpy(te->t + b * K, all->t + i * K, sizeof(float) * K);
             te->y[b] = all->y[i];
             b++;
         } else {
             if (a != i) memcpy(all->x + a * all->dim, row, sizeof(float) * all->dim);
+            if (K && a != i) memcpy(all->t + a * K, all->t + i * K, sizeof(float) * K);
             all->y[a++] = all->y[i];
         }
     }
@@ -739,6 +786,7 @@ static int holdout_split(dp_dataset *all, double frac, const char *flag, dp_data
     te->w = all->w;
     te->dim = all->dim;
     te->n_classes = all->n_classes; /* the public --classes, not the labels the split happened to draw */
+    te->n_targets = all->n_targets;
     free(mark);
     free(idx);
     return 0;
@@ -782,8 +830,9 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
      * size is released with it (docs/privacy.md). dp_cli_model_check requires --classes for files. */
     const int classes = (int)(s->mo ? o->classes : s->classes);
     const int idx = !synthetic && !o->data_x && !o->data_ids;
-    const int k = synthetic ? 2 : classes > 0 ? classes : idx ? DP_CLI_IDX_CLASSES : 0;
-    if (k < 1) {
+    const int mse = s->mo && o->mse;
+    int k = synthetic ? 2 : classes > 0 ? classes : idx ? DP_CLI_IDX_CLASSES : 0;
+    if (k < 1 && !mse) {
         fprintf(stderr, "%s: %s: needs --classes K (the number of classes is not read off the private labels)\n",
                 prog, o->data_x ? "--data-x" : "--data-ids");
         return 2;
@@ -805,6 +854,7 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         const char *path = o->data_x ? o->data_x : o->data_ids, *tpath = o->data_x ? o->test_x : o->test_ids;
         st = o->data_x ? load_npy_x(path, o->data_labels, k, why, tr)
                        : dp_dataset_load_tokens(path, o->data_labels, (int)o->pad_id, tr);
+        if (st == DP_OK && mse) k = tr->n_targets; /* the targets' width: a shape, public like D */
         if (st == DP_OK && o->data_ids && (st = check_labels(tr, k, o->data_labels, why)) == DP_OK) tr->n_classes = k;
         if (st != DP_OK) {
             fprintf(stderr, "%s: error: %s %s: %s\n", prog, flag, path, dp_cli_error());
@@ -812,8 +862,11 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         }
         if (tpath) {
             dp_dataset *t = te ? te : &hold;
-            st = o->data_x ? load_npy_x(tpath, o->test_labels, k, why, t)
+            st = o->data_x ? load_npy_x(tpath, o->test_labels, mse ? 0 : k, why, t)
                            : dp_dataset_load_tokens(tpath, o->test_labels, (int)o->pad_id, t);
+            if (st == DP_OK && mse && t->n_targets != k)
+                st = dp_fail(DP_ERR_FORMAT, "%s: %d regression targets per row, but %s has %d", o->test_labels,
+                             t->n_targets, o->data_labels, k);
             if (st == DP_OK && o->data_ids && (st = check_labels(t, k, o->test_labels, why)) == DP_OK) t->n_classes = k;
             if (st != DP_OK) {
                 fprintf(stderr, "%s: error: %s %s: %s\n", prog, tflag, tpath, dp_cli_error());
@@ -876,6 +929,10 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         if (norm) {
             dp_dataset_normalize(tr, norm[0], norm[1]);
             if (te) dp_dataset_normalize(te, norm[0], norm[1]);
+        }
+        if (s->scatter_j > 0 && mse) {
+            fprintf(stderr, "%s: --loss mse: the scattering features (--recipe scatternet) are for classification\n", prog);
+            return 2;
         }
         if (s->scatter_j > 0) {
             /* a fixed public transform: no privacy cost, but its output on private data is
@@ -965,6 +1022,11 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
                     dp_model_vocab(*m));
             return 2;
         }
+    }
+    if (dp_model_output_size(*m) != k && mse) {
+        fprintf(stderr, "%s: --model: the model outputs %d values but --data-labels %s has %d regression targets per "
+                "row (--loss mse)\n", prog, dp_model_output_size(*m), o->data_labels, k);
+        return 2;
     }
     if (dp_model_output_size(*m) != k) {
         fprintf(stderr, "%s: --model: the model outputs %d values but the data has %d classes (%s)\n", prog,

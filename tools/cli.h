@@ -132,6 +132,7 @@ typedef struct {
     double holdout;                      /* NAN: default */
     int norm_mode;                       /* --normalize: 0 not given, 1 MEAN,STD, 2 none */
     long classes;                        /* --classes; 0: not given */
+    int mse;                             /* --loss mse: float regression targets, mean squared error */
     double norm[2];
     /* transformer (--model transformer); seq_len 0 = from the data's shape; vocab 0 = not given
      * (synthetic-text: DP_CLI_SYN_VOCAB; --data-ids needs --vocab) */

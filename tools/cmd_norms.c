@@ -362,7 +362,8 @@ int dp_cmd_norms(int argc, char **argv) {
                 if (z[k] > z[am]) am = k;
             correct += am == d->y[off + i];
         }
-        st = dp_loss_xent(logits, d->y + off, b, K, loss, dz);
+        st = d->t ? dp_loss_mse(logits, d->t + (size_t)off * (size_t)K, b, K, loss, dz)
+                  : dp_loss_xent(logits, d->y + off, b, K, loss, dz);
         if (st != DP_OK && st != DP_ERR_NONFINITE) {
             rc = dp_cli_fail(st);
             goto done;
@@ -435,11 +436,13 @@ int dp_cmd_norms(int argc, char **argv) {
            init_path ? init_path : "the initialisation (--seed)");
     printf("data: %s, %s split: %ld samples", info.data_desc, split_test ? "test" : "train", n);
     if (info.tokens) printf(" (sequences of %d tokens, vocabulary %d)", info.seq_len, info.vocab);
-    printf(", %d classes\n", K);
+    if (d->t) printf(", %d regression targets\n", K);
+    else printf(", %d classes\n", K);
     printf("engine: clipping %s, batch %d, %d threads, %.1f s\n", dp_clip_mode_name(mode), B, omp_get_max_threads(),
            seconds);
-    printf("at these weights: mean cross-entropy %.4f, accuracy %.2f%%", n > nonfinite_loss ? loss_sum / (double)(n - nonfinite_loss) : NAN,
-           100.0 * (double)correct / (double)n);
+    const double mean_loss = n > nonfinite_loss ? loss_sum / (double)(n - nonfinite_loss) : NAN;
+    if (d->t) printf("at these weights: mean squared error %.4f", mean_loss);
+    else printf("at these weights: mean cross-entropy %.4f, accuracy %.2f%%", mean_loss, 100.0 * (double)correct / (double)n);
     if (nonfinite_loss) printf(", %ld non-finite losses", nonfinite_loss);
     printf("\n\nper-sample gradient norms (L2; total: over all trainable parameters, the norm DP-SGD clips;\n"
            "share: the layer's part of the summed squared norms):\n");
@@ -517,8 +520,8 @@ int dp_cmd_norms(int argc, char **argv) {
                        "  \"batch_size\": %d,\n  \"threads\": %d,\n  \"seconds\": %.3f,\n  \"loss\": ",
                   split_test ? "test" : "train", n, K, dp_clip_mode_name(mode), B, omp_get_max_threads(), seconds);
         sb_num(&jb, n > nonfinite_loss ? loss_sum / (double)(n - nonfinite_loss) : NAN);
-        dp_strbuf_printf(&jb, ",\n  \"accuracy\": ");
-        sb_num(&jb, (double)correct / (double)n);
+        dp_strbuf_printf(&jb, ",\n  \"loss_kind\": \"%s\",\n  \"accuracy\": ", d->t ? "mse" : "xent");
+        sb_num(&jb, d->t ? NAN : (double)correct / (double)n);
         dp_strbuf_printf(&jb, ",\n  \"total\": {");
         sb_stats(&jb, tot);
         dp_strbuf_printf(&jb, "},\n  \"layers\": [");

@@ -138,7 +138,14 @@ typedef struct {
     int tty, quiet;
     int nonprivate;   /* --report-nonprivate: the loss, labelled */
     int private_test; /* the test split is held out from the private data: its accuracy is not covered */
+    int mse;          /* --loss mse: the test figure is the mean squared error, there is no accuracy */
 } progress_state;
+
+/* the test figure: accuracy in percent, or with --loss mse the mean squared error */
+static void test_figure(char *buf, size_t cap, const progress_state *ps, double accuracy, double loss) {
+    if (ps->mse) snprintf(buf, cap, "%.6g%s", loss, ps->private_test ? " (non-private)" : "");
+    else snprintf(buf, cap, "%.2f%%%s", 100 * accuracy, ps->private_test ? " (non-private)" : "");
+}
 
 static void on_progress(void *user, const dp_train_progress *p) {
     progress_state *ps = user;
@@ -153,10 +160,11 @@ static void on_progress(void *user, const dp_train_progress *p) {
         return;
     }
     if (ps->tty) fprintf(stderr, "\r\033[K");
-    char acc[32] = "-";
-    if (p->test_accuracy >= 0 && (!ps->private_test || ps->nonprivate))
-        snprintf(acc, sizeof acc, "%.2f%%%s", 100 * p->test_accuracy, ps->private_test ? " (non-private)" : "");
-    printf("epoch %3d/%d  test acc %s  epsilon %.3f  elapsed %.1fs", p->epoch, p->epochs, acc, p->epsilon, p->elapsed);
+    char acc[48] = "-";
+    if ((p->test_accuracy >= 0 || ps->mse) && (!ps->private_test || ps->nonprivate))
+        test_figure(acc, sizeof acc, ps, p->test_accuracy, p->test_loss);
+    printf("epoch %3d/%d  test %s %s  epsilon %.3f  elapsed %.1fs", p->epoch, p->epochs, ps->mse ? "mse" : "acc", acc,
+           p->epsilon, p->elapsed);
     if (ps->nonprivate) printf("  | non-private: train loss %.4f", p->train_loss);
     printf("\n");
     fflush(stdout);
@@ -480,7 +488,7 @@ int dp_cmd_train(int argc, char **argv) {
         }
     }
 
-    progress_state ps = {isatty(2), quiet, p.report_nonprivate, info.holdout && !p.no_dp};
+    progress_state ps = {isatty(2), quiet, p.report_nonprivate, info.holdout && !p.no_dp, mo.mse};
     p.progress = on_progress;
     p.test_private = info.holdout; /* its accuracy is not covered: kept out of checkpoints too */
     p.progress_user = &ps;
@@ -582,12 +590,13 @@ int dp_cmd_train(int argc, char **argv) {
     }
     const int show_test = !ps.private_test || p.report_nonprivate; /* evaluation on public data, or labelled */
     char acc[64] = "not shown (held-out private split)";
-    if (show_test) snprintf(acc, sizeof acc, "%.2f%%%s", 100 * r.test_accuracy, ps.private_test ? " (non-private)" : "");
+    if (show_test) test_figure(acc, sizeof acc, &ps, r.test_accuracy, r.test_loss);
+    const char *figure = mo.mse ? "mse" : "accuracy";
     if (p.no_dp)
-        printf("final: test accuracy %s, non-private (no privacy guarantee), %ld steps, %.1f s\n", acc, r.steps,
+        printf("final: test %s %s, non-private (no privacy guarantee), %ld steps, %.1f s\n", figure, acc, r.steps,
                r.seconds);
     else
-        printf("final: test accuracy %s at epsilon %.3f (delta %g, %s), sigma %.4f, %ld steps, %.1f s%s\n", acc,
+        printf("final: test %s %s at epsilon %.3f (delta %g, %s), sigma %.4f, %ld steps, %.1f s%s\n", figure, acc,
                r.epsilon, r.delta, dp_accountant_kind_name(p.accountant), r.sigma, r.steps, r.seconds,
                p.noise_seeded ? "; epsilon holds only while --noise-seed stays secret" : "");
     if (p.report_nonprivate && !p.no_dp)
@@ -609,7 +618,7 @@ int dp_cmd_train(int argc, char **argv) {
          * "non_private", which a private run fills only with --report-nonprivate */
         char test_acc[64] = "null", test_loss[64] = "null", noise[128] = "\"none\"", extra[512] = "";
         if (show_test && !ps.private_test) {
-            snprintf(test_acc, sizeof test_acc, "%.17g", r.test_accuracy);
+            if (!mo.mse) snprintf(test_acc, sizeof test_acc, "%.17g", r.test_accuracy);
             snprintf(test_loss, sizeof test_loss, "%.17g", r.test_loss);
         }
         if (!p.no_dp && p.noise_seeded)
@@ -621,9 +630,12 @@ int dp_cmd_train(int argc, char **argv) {
             snprintf(extra, sizeof extra,
                      ",\n    \"mean_batch\": %.3f,\n    \"empty_batches\": %ld,\n    \"nonfinite_samples\": %ld", r.mean_batch,
                      r.empty_batches, r.nonfinite_samples);
-            if (ps.private_test)
+            if (ps.private_test && !mo.mse)
                 snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
                          ",\n    \"heldout_test_accuracy\": %.17g,\n    \"heldout_test_loss\": %.17g", r.test_accuracy,
+                         r.test_loss);
+            else if (ps.private_test)
+                snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ",\n    \"heldout_test_loss\": %.17g",
                          r.test_loss);
         }
         char json[4096];
@@ -632,7 +644,7 @@ int dp_cmd_train(int argc, char **argv) {
                  "  \"max_grad_norm\": %.17g,\n  \"ema_decay\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n"
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"noise\": %s,\n"
-                 "  \"test_split\": \"%s\",\n  \"test_accuracy\": %s,\n  \"test_loss\": %s,\n"
+                 "  \"loss\": \"%s\",\n  \"test_split\": \"%s\",\n  \"test_accuracy\": %s,\n  \"test_loss\": %s,\n"
                  "  \"threads\": %d,\n  \"seed\": %llu,\n"
                  "  \"non_private\": {\n    \"note\": \"not covered by epsilon\",\n    \"seconds\": %.3f,\n"
                  "    \"peak_tracked_bytes\": %zu%s\n  }\n}\n",
@@ -641,7 +653,7 @@ int dp_cmd_train(int argc, char **argv) {
                  dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, p.ema_decay, r.sigma, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
-                 p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise,
+                 p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise, mo.mse ? "mse" : "xent",
                  ps.private_test ? "held out from the private data" : "public", test_acc, test_loss,
                  omp_get_max_threads(), (unsigned long long)p.seed, r.seconds, r.peak_bytes, extra);
         if (!dp_cli_write_atomic("--out", out, json)) {

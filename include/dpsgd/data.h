@@ -83,7 +83,12 @@ typedef struct {
     size_t dim;         /* c*h*w */
     float *x;           /* [n, dim] owned by the struct, tracked */
     int32_t *y;         /* [n] owned by the struct, tracked */
-    int n_classes;      /* 1 + max label */
+    int n_classes;      /* the number of classes; with targets, n_targets */
+    /* Regression (the loss is then the mean squared error, not cross-entropy): t[n, n_targets]
+     * float targets, owned, tracked; y is then all 0 and n_classes = n_targets, so a model's
+     * output size is checked alike. NULL (and 0) for class labels. */
+    float *t;
+    int n_targets;
 } dp_dataset;
 
 /* Reads an IDX pair: images (idx3, unsigned bytes, magic 0x00000803: count, rows, cols) and
@@ -105,7 +110,8 @@ void dp_dataset_free(dp_dataset *d);
 
 /* Checks before training, in this order: the struct is consistent (dim == c*h*w, arrays
  * present: DP_ERR_INVALID); n >= min_rows (DP_ERR_RANGE); every feature finite
- * (DP_ERR_NONFINITE); labels in [0, n_classes) (DP_ERR_RANGE). Messages about the content
+ * (DP_ERR_NONFINITE); with regression targets, n_targets = n_classes (DP_ERR_INVALID) and every
+ * target finite (DP_ERR_NONFINITE); labels in [0, n_classes) (DP_ERR_RANGE). Messages about the content
  * name the dataset and the rule, never a value or its row (docs/privacy.md). n_classes <= 0 means d->n_classes.
  * `what` names the dataset in messages (a file name, "training set"); may be NULL. */
 dp_status dp_dataset_validate(const dp_dataset *d, const char *what, size_t min_rows, int n_classes);

@@ -159,7 +159,8 @@ int dp_train_steps_per_epoch(size_t n, int expected_batch);
 dp_status dp_train(dp_model *model, const dp_dataset *train, const dp_dataset *test, const dp_train_params *p,
                    dp_train_result *result);
 
-/* Accuracy and mean cross-entropy of the model on a dataset (forward only). */
+/* Accuracy and mean cross-entropy of the model on a dataset (forward only); on a dataset with
+ * regression targets (d->t) the mean squared error, and accuracy -1 (not defined). */
 dp_status dp_evaluate(dp_model *model, const dp_dataset *d, int batch, double *accuracy, double *loss);
 
 /* ---- A loop of your own: the step API ------------------------------------------------------

@@ -92,7 +92,8 @@ class dp_rng(Structure):
 
 class dp_dataset(Structure):
     _fields_ = [("n", c_size_t), ("c", c_int), ("h", c_int), ("w", c_int), ("dim", c_size_t),
-                ("x", POINTER(c_float)), ("y", POINTER(c_int32)), ("n_classes", c_int)]
+                ("x", POINTER(c_float)), ("y", POINTER(c_int32)), ("n_classes", c_int),
+                ("t", POINTER(c_float)), ("n_targets", c_int)]  # regression targets (NULL: labels)
 
 
 class dp_accounting_params(Structure):

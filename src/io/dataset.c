@@ -8,6 +8,7 @@ void dp_dataset_free(dp_dataset *d) {
     if (!d) return;
     dp_free(d->x);
     dp_free(d->y);
+    dp_free(d->t);
     memset(d, 0, sizeof *d);
 }
 
@@ -36,6 +37,15 @@ dp_status dp_dataset_validate(const dp_dataset *d, const char *what, size_t min_
                            "%s: a value is not finite (NaN or Inf); every feature value must be a "
                            "finite number",
                            what);
+    if (d->t || d->n_targets) {
+        if (d->n_targets < 1 || (d->n > 0 && !d->t) || d->n_targets != n_classes)
+            return dp_fail(DP_ERR_INVALID, "%s: %d regression targets per row, but %d outputs (n_classes) and %s", what,
+                           d->n_targets, n_classes, d->t ? "a target array" : "no target array");
+        for (size_t i = 0; i < d->n * (size_t)d->n_targets; i++)
+            if (!isfinite(d->t[i]))
+                return dp_fail(DP_ERR_NONFINITE, "%s: a regression target is not finite (NaN or Inf); every target "
+                               "must be a finite number", what);
+    }
     for (size_t i = 0; i < d->n; i++)
         if (d->y[i] < 0 || d->y[i] >= n_classes)
             return dp_fail(DP_ERR_RANGE, "%s: a label is outside 0..%d; labels must lie in 0..K-1 for K classes",

@@ -94,7 +94,8 @@ typedef struct {
     double inv_c, inv_s2, q; /* 1/C, 1/sigma^2 (the sigma the accountant records), q */
 } audit_hooks;
 
-static void audit_row(void *user, size_t e, float *x, int32_t *y) {
+static void audit_row(void *user, size_t e, float *x, int32_t *y, float *t) {
+    (void)t; /* classification only (dp_audit refuses regression targets) */
     const audit_hooks *h = user;
     const size_t n = h->tr->n, dim = h->tr->dim;
     memcpy(x, e < n ? h->tr->x + e * dim : h->pool->x + h->src[e - n] * dim, sizeof(float) * dim);
@@ -174,6 +175,9 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
     const int input = p->canary == DP_CANARY_INPUT;
     if ((unsigned)p->canary >= DP_CANARY_COUNT) return dp_fail(DP_ERR_INVALID, "audit: unknown canary kind");
     if (n == 0) return dp_fail(DP_ERR_INVALID, "training set is empty");
+    if (tr->t || (pool && pool->t))
+        return dp_fail(DP_ERR_UNSUPPORTED, "audit: regression targets are not supported (the canaries are labelled "
+                       "examples scored by cross-entropy)");
     if (dim != dp_model_input_size(model))
         return dp_fail(DP_ERR_INVALID, "training set rows have %zu features but the model expects %zu", dim,
                        dp_model_input_size(model));

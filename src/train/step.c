@@ -11,9 +11,26 @@ void dp_step_free(dp_step *s) {
     dp_free(s->dz);
     dp_free(s->lv);
     dp_free(s->yb);
-    s->xb = s->dz = s->lv = NULL;
+    dp_free(s->tb);
+    s->xb = s->dz = s->lv = s->tb = NULL;
     s->yb = NULL;
     s->cap = 0;
+}
+
+void dp__dataset_row(void *user, size_t e, float *x, int32_t *y, float *t) {
+    const dp_dataset *d = user;
+    memcpy(x, d->x + e * d->dim, sizeof(float) * d->dim);
+    *y = d->y[e];
+    if (t) memcpy(t, d->t + e * (size_t)d->n_targets, sizeof(float) * (size_t)d->n_targets);
+}
+
+dp_status dp__check_targets(const dp_model *m, const dp_dataset *d, const char *what) {
+    if (!d || !d->t) return DP_OK;
+    const int K = dp_model_output_size(m);
+    if (d->n_targets != K)
+        return dp_fail(DP_ERR_INVALID, "%s: %d regression targets per row, but the model has %d outputs", what,
+                       d->n_targets, K);
+    return DP_OK;
 }
 
 /* room for `chunk` samples in the batch buffers */
@@ -25,7 +42,8 @@ static dp_status reserve(dp_step *s, size_t chunk) {
     s->dz = dp_alloc(chunk * K * sizeof(float));
     s->lv = dp_alloc(chunk * sizeof(float));
     s->yb = dp_alloc(chunk * sizeof(int32_t));
-    if (!s->xb || !s->dz || !s->lv || !s->yb) {
+    s->tb = s->targets ? dp_alloc(chunk * K * sizeof(float)) : NULL;
+    if (!s->xb || !s->dz || !s->lv || !s->yb || (s->targets && !s->tb)) {
         dp_step_free(s);
         return dp_fail(DP_ERR_NOMEM, "step: out of memory for a chunk of samples"); /* its size is private */
     }
@@ -99,6 +117,12 @@ dp_status dp_step_first_difference(const dp_train_comm *c, const uint64_t *h, in
     return DP_OK;
 }
 
+/* the per-sample losses and their gradients: cross-entropy against the labels, or the mean
+ * squared error against the regression targets */
+static dp_status loss(dp_step *s, const float *z, int B, int K) {
+    return s->targets ? dp_loss_mse(z, s->tb, B, K, s->lv, s->dz) : dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
+}
+
 /* Forward and clipped sum (or plain gradient) of this process's examples, chunk by chunk. */
 static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step_stats *o) {
     dp_model *m = s->model;
@@ -110,11 +134,13 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
     if (st != DP_OK) return st;
     for (size_t off = 0; off < count; off += chunk) {
         int B = (int)(count - off < chunk ? count - off : chunk);
-        for (int i = 0; i < B; i++) s->row(s->row_user, idx[off + (size_t)i], s->xb + (size_t)i * dim, s->yb + i);
+        for (int i = 0; i < B; i++)
+            s->row(s->row_user, idx[off + (size_t)i], s->xb + (size_t)i * dim, s->yb + i,
+                   s->tb ? s->tb + (size_t)i * (size_t)K : NULL);
         const float *z;
         stage(s, "forward");
         if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
-        st = dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
+        st = loss(s, z, B, K);
         if (st == DP_ERR_NONFINITE && !s->no_dp) {
             /* DP: a sample whose loss is not finite (e.g. Inf features) is dropped from the
              * chunk: it contributes nothing (clip factor 0), which keeps the sensitivity bound,
@@ -126,6 +152,7 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
                 if (keep != i) {
                     memmove(s->xb + (size_t)keep * dim, s->xb + (size_t)i * dim, sizeof(float) * dim);
                     s->yb[keep] = s->yb[i];
+                    if (s->tb) memmove(s->tb + (size_t)keep * K, s->tb + (size_t)i * K, sizeof(float) * (size_t)K);
                 }
                 keep++;
             }
@@ -134,7 +161,7 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
             B = keep;
             if (B == 0) continue;
             if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
-            st = dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
+            st = loss(s, z, B, K);
         }
         if (st == DP_ERR_NONFINITE) return with_suffix(st, "; training stopped (lower lr?)");
         if (st != DP_OK) return st;

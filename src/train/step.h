@@ -24,9 +24,11 @@ typedef struct {
     double sigma, q;
     double expected;           /* q n: a private step divides the noisy sum by it */
     int physical_batch;        /* 0: the whole logical batch at once */
-    /* the rows: copies example e's features (dim floats) to x and its label to y */
-    void (*row)(void *user, size_t e, float *x, int32_t *y);
+    /* the rows: copies example e's features (dim floats) to x and its label to y, and with
+     * `targets` its regression targets (the model's output size, K floats) to t (else NULL) */
+    void (*row)(void *user, size_t e, float *x, int32_t *y, float *t);
     void *row_user;
+    int targets; /* regression: the loss is the mean squared error against t, not cross-entropy */
     /* randomness: noise from crng (the OS-seeded generator) when set, else from *rn; dropout
      * masks from *rd, which the step reseeds from crng when set */
     dp_csprng *crng;
@@ -48,7 +50,7 @@ typedef struct {
     double noise_scale;
     int zero_clipped;
     /* buffers, grown as needed; dp_step_free */
-    float *xb, *dz, *lv;
+    float *xb, *dz, *lv, *tb;
     int32_t *yb;
     size_t cap;
 } dp_step;
@@ -69,6 +71,13 @@ typedef struct {
  * prefixes the step number). */
 dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats *out);
 void dp_step_free(dp_step *s);
+
+/* The step's row source for a dp_dataset (user): features, label and, when the dataset has
+ * regression targets and t is not NULL, the targets. */
+void dp__dataset_row(void *user, size_t e, float *x, int32_t *y, float *t);
+/* A dataset with regression targets has as many per row as the model has outputs; `what`
+ * names it. DP_OK for class labels. */
+dp_status dp__check_targets(const dp_model *m, const dp_dataset *d, const char *what);
 
 /* The checks of dp_train_params that dp_train and the step API (trainer.c) share, for a
  * training set of N examples: epochs, batch sizes, and (private runs) max_grad_norm, delta and

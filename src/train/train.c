@@ -53,6 +53,16 @@ dp_status dp_evaluate(dp_model *m, const dp_dataset *d, int batch, double *accur
         int B = (int)(d->n - off < (size_t)batch ? d->n - off : (size_t)batch);
         const float *z;
         if ((st = dp_model_forward(m, d->x + off * d->dim, B, 0, NULL, &z)) != DP_OK) break;
+        if (d->t) { /* regression: the mean squared error; no accuracy */
+            if (d->n_targets != K) {
+                st = dp_fail(DP_ERR_INVALID, "evaluate: %d regression targets per row, but the model has %d outputs",
+                             d->n_targets, K);
+                break;
+            }
+            if ((st = dp_loss_mse(z, d->t + off * (size_t)K, B, K, lv, NULL)) != DP_OK) break;
+            for (int i = 0; i < B; i++) lsum += lv[i];
+            continue;
+        }
         for (int i = 0; i < B; i++) {
             const float *zi = z + (size_t)i * K;
             int best = 0;
@@ -66,7 +76,7 @@ dp_status dp_evaluate(dp_model *m, const dp_dataset *d, int batch, double *accur
     }
     dp_free(lv);
     if (st != DP_OK) return st;
-    if (accuracy) *accuracy = d->n ? (double)correct / (double)d->n : 0;
+    if (accuracy) *accuracy = d->t ? -1 : d->n ? (double)correct / (double)d->n : 0;
     if (loss) *loss = d->n ? lsum / (double)d->n : 0;
     return DP_OK;
 }
@@ -152,12 +162,6 @@ static dp_status dump_released(void *user, const float *g, size_t n) {
     return ok ? DP_OK : dp_fail(DP_ERR_IO, "%s: cannot append the released gradient", path);
 }
 
-/* the step's row source for a dataset */
-static void dataset_row(void *user, size_t e, float *x, int32_t *y) {
-    const dp_dataset *d = user;
-    memcpy(x, d->x + e * d->dim, sizeof(float) * d->dim);
-    *y = d->y[e];
-}
 
 /* epsilon spent so far at p->delta, by the chosen accountant */
 static dp_status spent_epsilon(const dp_accountant *acc, const dp_train_params *p, double *eps) {
@@ -212,7 +216,14 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
                        dp_model_input_size(m));
     if (te && te->dim != dim)
         return dp_fail(DP_ERR_INVALID, "test set rows have %zu features, training set %zu", te->dim, dim);
-    dp_status cst = dp__train_check_params(p, N);
+    if (te && !te->t != !tr->t)
+        return dp_fail(DP_ERR_INVALID, "the training set has %s, the test set %s: both must be regression data or "
+                       "both classification", tr->t ? "regression targets" : "class labels",
+                       te->t ? "regression targets" : "class labels");
+    dp_status cst = dp__check_targets(m, tr, "training set");
+    if (cst == DP_OK) cst = dp__check_targets(m, te, "test set");
+    if (cst != DP_OK) return cst;
+    cst = dp__train_check_params(p, N);
     if (cst != DP_OK) return cst;
     if (!(p->ema_decay >= 0 && p->ema_decay < 1))
         return dp_fail(DP_ERR_RANGE, "ema_decay %g: must be in [0, 1) (0: no averaging)", p->ema_decay);
@@ -343,8 +354,9 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     sp.q = q;
     sp.expected = q * (double)N;
     sp.physical_batch = p->physical_batch;
-    sp.row = dataset_row;
+    sp.row = dp__dataset_row;
     sp.row_user = (void *)tr;
+    sp.targets = tr->t != NULL;
     sp.crng = crng;
     sp.rn = &rn;
     sp.rd = &rd;

@@ -31,11 +31,6 @@ struct dp_trainer {
 };
 
 /* the step's row source: example e of the dataset */
-static void trainer_row(void *user, size_t e, float *x, int32_t *y) {
-    const dp_dataset *d = user;
-    memcpy(x, d->x + e * d->dim, sizeof(float) * d->dim);
-    *y = d->y[e];
-}
 
 void dp_trainer_destroy(dp_trainer *t) {
     if (!t) return;
@@ -61,7 +56,8 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
         return dp_fail(DP_ERR_UNSUPPORTED, "%s: not part of the step API (dp_train has checkpoints)",
                        p->checkpoint_dir ? "checkpoint_dir" : "resume");
     if (p->comm && p->comm->size > 1) return dp_fail(DP_ERR_UNSUPPORTED, "comm: the step API runs in one process");
-    dp_status cst = dp__train_check_params(p, N);
+    dp_status cst = dp__check_targets(m, tr, "training set");
+    if (cst == DP_OK) cst = dp__train_check_params(p, N);
     if (cst != DP_OK) return cst;
     if (!p->no_dp) {
         if (p->noise_multiplier > 0 && !isfinite(p->noise_multiplier * p->max_grad_norm))
@@ -114,8 +110,9 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
     t->sp.q = t->q;
     t->sp.expected = t->q * (double)N;
     t->sp.physical_batch = p->physical_batch;
-    t->sp.row = trainer_row;
+    t->sp.row = dp__dataset_row;
     t->sp.row_user = (void *)tr;
+    t->sp.targets = tr->t != NULL;
     t->sp.crng = t->crng;
     t->sp.rn = &t->rn;
     t->sp.rd = &t->rd;

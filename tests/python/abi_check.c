@@ -15,7 +15,7 @@ int main(void) {
     printf("{\"structs\": {");
     S(dp_rng); F(dp_rng, s); F(dp_rng, has_spare); F(dp_rng, spare); E();
     S(dp_dataset); F(dp_dataset, n); F(dp_dataset, c); F(dp_dataset, h); F(dp_dataset, w); F(dp_dataset, dim);
-    F(dp_dataset, x); F(dp_dataset, y); F(dp_dataset, n_classes); E();
+    F(dp_dataset, x); F(dp_dataset, y); F(dp_dataset, n_classes); F(dp_dataset, t); F(dp_dataset, n_targets); E();
     S(dp_accounting_params); F(dp_accounting_params, eps_error); F(dp_accounting_params, delta_error);
     F(dp_accounting_params, max_points); E();
     S(dp_epsilon_report); F(dp_epsilon_report, epsilon); F(dp_epsilon_report, estimate); F(dp_epsilon_report, lower);
