@@ -875,6 +875,11 @@ static void test_chacha_stream(void) {
     dp_csprng_destroy(g);
 }
 
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void test_secure(void) {
     test_chacha_stream();
     /* RFC 7539 appendix A.1, test vector 1: zero key, zero nonce, counter 0 */
@@ -923,6 +928,31 @@ static void test_secure(void) {
     }
     CHECK(fabs((double)w1 / n - 0.682689492) < 0.004);
     CHECK(fabs((double)w2 / n - 0.954499736) < 0.002);
+    /* the whole distribution (the ziggurat on the keystream): Kolmogorov-Smirnov against the
+     * normal CDF, and the tails: beyond 3 sigma and beyond the ziggurat's base r = 3.6542
+     * (its tail method), each within 6 standard deviations of the expected count. The noise is
+     * fresh from the OS: the bounds are wide enough to fail by chance about once in 1e5 runs. */
+    {
+        double *zs = malloc(sizeof(double) * n);
+        for (size_t i = 0; i < n; i++) zs[i] = g[i] / std;
+        qsort(zs, n, sizeof *zs, cmp_double);
+        double D = 0;
+        size_t t3 = 0, tr = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double F = 0.5 * erfc(-zs[i] / sqrt(2.0));
+            D = fmax(D, fmax(fabs(F - (double)i / n), fabs(F - (double)(i + 1) / n)));
+            t3 += fabs(zs[i]) > 3;
+            tr += fabs(zs[i]) > 3.6541528853610088;
+        }
+        const double p3 = erfc(3 / sqrt(2.0)), pr = erfc(3.6541528853610088 / sqrt(2.0));
+        CHECK(sqrt((double)n) * D < 2.5);
+        CHECK(fabs((double)t3 - n * p3) < 6 * sqrt(n * p3));
+        CHECK(fabs((double)tr - n * pr) < 6 * sqrt(n * pr));
+        if (!(sqrt((double)n) * D < 2.5) || !(fabs((double)tr - n * pr) < 6 * sqrt(n * pr)))
+            fprintf(stderr, "secure noise: sqrt(n) D %.3f, beyond 3: %zu (expected %.0f), beyond r: %zu (expected %.0f)\n",
+                    sqrt((double)n) * D, t3, n * p3, tr, n * pr);
+        free(zs);
+    }
     /* sampling rate */
     size_t *idx = malloc(sizeof(size_t) * 100000), cnt = 0;
     CHECK_OK(dp_secure_poisson_sample(a, 100000, 0.05, idx, &cnt));

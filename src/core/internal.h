@@ -36,6 +36,15 @@ static inline uint64_t dp__xoshiro256ss(uint64_t s[4]) {
     return out;
 }
 
+/* uniform in (0, 1] from a 64-bit word: never 0, so that log() is finite */
+static inline double dp__unit_open0(uint64_t w) { return ((double)(w >> 11) + 1.0) * 0x1.0p-53; }
+
+/* The exact ziggurat of src/privacy/noise.c (256 layers) over any source of 64-bit words
+ * next(src): a standard normal. dp__zig_init builds the tables (once; thread-safe), and must
+ * have run before dp__zig_normal. */
+void dp__zig_init(void);
+double dp__zig_normal(uint64_t (*next)(void *), void *src);
+
 /* A standard normal by the polar Box-Muller method from uniforms in (-1, 1) made of
  * uniform(state) (in [0, 1)); the second value of each accepted pair is kept in *spare
  * (*has_spare set) and returned by the next call. Shared by dp_rng_normal and

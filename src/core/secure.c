@@ -149,6 +149,7 @@ double dp_csprng_uniform(dp_csprng *r) {
 }
 
 static double csprng_uniform(void *r) { return dp_csprng_uniform(r); }
+static uint64_t csprng_word(void *r) { return dp_csprng_u64(r); }
 
 double dp_csprng_normal(dp_csprng *r) { return dp__polar_normal(csprng_uniform, r, &r->has_spare, &r->spare); }
 
@@ -177,6 +178,7 @@ void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *ma
     }
     const double lam = std > 0.0 ? dp_secure_noise_grid(std) : 1.0;
     const size_t nblocks = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
+    dp__zig_init();
 #pragma omp parallel for schedule(static) if (nblocks > 1)
     for (size_t b = 0; b < nblocks; b++) {
         dp_csprng s;
@@ -193,7 +195,7 @@ void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *ma
             }
             double y = (double)g[i];
             if (std > 0.0) {
-                y += std * dp_csprng_normal(&s);
+                y += std * dp__zig_normal(csprng_word, &s); /* the exact ziggurat on the keystream */
                 y = lam * nearbyint(y / lam); /* y / lam and lam * k are exact (power of 2) */
             }
             g[i] = (float)(y * scale); /* a function of the grid value: post-processing */

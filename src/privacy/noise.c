@@ -71,8 +71,6 @@ typedef struct {
 } xo256;
 
 static inline uint64_t xo_next(xo256 *r) { return dp__xoshiro256ss(r->s); }
-/* uniform in (0, 1]: never 0, so that log() is finite */
-static inline double xo_unit(xo256 *r) { return ((double)(xo_next(r) >> 11) + 1.0) * 0x1.0p-53; }
 
 /* One ziggurat attempt's x from a 64-bit draw: bits 0..7 give the layer i, bits 12..63 a
  * uniform in [-1, 1) (as a double in [2, 4) minus 3, exactly) */
@@ -85,23 +83,36 @@ static inline double zig_x_of(uint64_t u, int *i) {
 }
 
 /* The rest of the method once the attempt (i, x) fell outside its layer's inner rectangle:
- * the tail (base layer) or the wedge test, then fresh attempts from r until one is accepted */
-static double zig_slow(xo256 *r, int i, double x) {
+ * the tail (base layer) or the wedge test, then fresh attempts from r until one is accepted.
+ * The 64-bit words come from next(src): a block's xoshiro256** stream here, a ChaCha20 stream
+ * in the secure noise (src/core/secure.c). */
+static double zig_slow_src(uint64_t (*next)(void *), void *src, int i, double x) {
     for (;;) {
         if (i == 0) { /* beyond r: Marsaglia's exact tail */
             double a, b;
             do {
-                a = -log(xo_unit(r)) / zig_x[1];
-                b = -log(xo_unit(r));
+                a = -log(dp__unit_open0(next(src))) / zig_x[1];
+                b = -log(dp__unit_open0(next(src)));
             } while (b + b < a * a);
             return x < 0 ? -(zig_x[1] + a) : zig_x[1] + a;
         }
         /* the wedge: accept with the density's height against a uniform height in the layer */
-        if (zig_f[i] + xo_unit(r) * (zig_f[i + 1] - zig_f[i]) < gauss_f(x)) return x;
-        x = zig_x_of(xo_next(r), &i);
+        if (zig_f[i] + dp__unit_open0(next(src)) * (zig_f[i + 1] - zig_f[i]) < gauss_f(x)) return x;
+        x = zig_x_of(next(src), &i);
         if (fabs(x) < zig_x[i + 1]) return x;
     }
 }
+
+static uint64_t xo_word(void *r) { return xo_next(r); }
+static double zig_slow(xo256 *r, int i, double x) { return zig_slow_src(xo_word, r, i, x); }
+
+double dp__zig_normal(uint64_t (*next)(void *), void *src) {
+    int i;
+    const double x = zig_x_of(next(src), &i);
+    return fabs(x) < zig_x[i + 1] ? x : zig_slow_src(next, src, i, x);
+}
+
+void dp__zig_init(void) { pthread_once(&zig_once, zig_init); }
 
 static inline double zig_normal(xo256 *r) {
     int i;
@@ -181,7 +192,7 @@ static void noise_blocks(float *g, size_t n, const unsigned char *mask, double s
         for (size_t i = 0; i < n; i++) g[i] = mask[i] ? (float)((double)g[i] * scale) : 0.0f;
         return;
     }
-    pthread_once(&zig_once, zig_init);
+    dp__zig_init();
     const uint64_t key = dp_rng_u64(rng);
     const size_t nb = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
 #pragma omp parallel if (nb > 4)
