@@ -36,6 +36,18 @@ static inline uint64_t dp__xoshiro256ss(uint64_t s[4]) {
     return out;
 }
 
+/* Called by the noise functions below right after block [lo, hi) of the released gradient
+ * is final, in the thread that wrote it (the private step updates those parameters there,
+ * while the block is in cache). Blocks are disjoint; they may come in any order. */
+typedef void (*dp__block_fn)(void *user, size_t lo, size_t hi);
+/* dp_noise_gaussian_scaled and dp_secure_noise_gaussian_scaled with the per-block call (the
+ * same numbers; after may be NULL) */
+void dp__noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
+                                    dp_rng *rng, dp__block_fn after, void *user);
+struct dp_csprng;
+void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
+                                           struct dp_csprng *r, dp__block_fn after, void *user);
+
 /* uniform in (0, 1] from a 64-bit word: never 0, so that log() is finite */
 static inline double dp__unit_open0(uint64_t w) { return ((double)(w >> 11) + 1.0) * 0x1.0p-53; }
 

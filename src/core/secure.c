@@ -164,6 +164,11 @@ enum { NOISE_BLOCK = 4096 };
 
 void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale,
                                      dp_csprng *r) {
+    dp__secure_noise_gaussian_scaled_then(g, n, mask, std, scale, r, NULL, NULL);
+}
+
+void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
+                                           dp_csprng *r, dp__block_fn after, void *user) {
     DP_ASSERT(std >= 0.0 && isfinite(std));
     if (n == 0) return;
     DP_ASSERT(g != NULL && r != NULL);
@@ -200,6 +205,7 @@ void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *ma
             }
             g[i] = (float)(y * scale); /* a function of the grid value: post-processing */
         }
+        if (after) after(user, lo, hi);
         explicit_bzero(&s, sizeof s);
     }
     explicit_bzero(key, sizeof key);

@@ -183,13 +183,18 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
  * masked coordinates become 0 (one pass for "noise, then average"). Every coordinate of a
  * block with a trainable one has its z_i, so the three variants see the same numbers. */
 static void noise_blocks(float *g, size_t n, const unsigned char *mask, double std, int zero_masked, double scale,
-                         dp_rng *rng) {
+                         dp_rng *rng, dp__block_fn after, void *user) {
     DP_ASSERT(std >= 0.0 && isfinite(std));
     if (n == 0 || (std == 0.0 && !zero_masked)) return;
     DP_ASSERT(g != NULL && rng != NULL);
     if (std == 0.0) { /* only the scaling and masking; nothing drawn */
+        const size_t nb = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
 #pragma omp parallel for schedule(static) if (n > 65536)
-        for (size_t i = 0; i < n; i++) g[i] = mask[i] ? (float)((double)g[i] * scale) : 0.0f;
+        for (size_t b = 0; b < nb; b++) {
+            const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n;
+            for (size_t i = lo; i < hi; i++) g[i] = mask[i] ? (float)((double)g[i] * scale) : 0.0f;
+            if (after) after(user, lo, hi);
+        }
         return;
     }
     dp__zig_init();
@@ -205,6 +210,7 @@ static void noise_blocks(float *g, size_t n, const unsigned char *mask, double s
             const unsigned char *mb = mask ? mask + lo : NULL;
             if (mb && !memchr(mb, 1, cnt)) { /* a frozen block: nothing to draw */
                 if (zero_masked) memset(gb, 0, sizeof(float) * cnt);
+                if (after) after(user, lo, hi);
                 continue;
             }
             block_normals(z, cnt, key, b);
@@ -220,21 +226,31 @@ static void noise_blocks(float *g, size_t n, const unsigned char *mask, double s
 #pragma omp simd
                 for (size_t i = 0; i < cnt; i++) gb[i] = (float)((double)gb[i] + std * z[i]);
             }
+            if (after) after(user, lo, hi);
         }
     }
 }
 
-void dp_noise_gaussian(float *g, size_t n, double std, dp_rng *rng) { noise_blocks(g, n, NULL, std, 0, 1.0, rng); }
+void dp_noise_gaussian(float *g, size_t n, double std, dp_rng *rng) {
+    noise_blocks(g, n, NULL, std, 0, 1.0, rng, NULL, NULL);
+}
 
 void dp_noise_gaussian_masked(float *g, size_t n, const unsigned char *mask, double std, dp_rng *rng) {
     DP_ASSERT(n == 0 || mask != NULL);
-    noise_blocks(g, n, mask, std, 0, 1.0, rng);
+    noise_blocks(g, n, mask, std, 0, 1.0, rng, NULL, NULL);
 }
 
 void dp_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale, dp_rng *rng) {
     DP_ASSERT(n == 0 || mask != NULL);
     DP_ASSERT(isfinite(scale));
-    noise_blocks(g, n, mask, std, 1, scale, rng);
+    noise_blocks(g, n, mask, std, 1, scale, rng, NULL, NULL);
+}
+
+void dp__noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
+                                    dp_rng *rng, dp__block_fn after, void *user) {
+    DP_ASSERT(n == 0 || mask != NULL);
+    DP_ASSERT(isfinite(scale));
+    noise_blocks(g, n, mask, std, 1, scale, rng, after, user);
 }
 
 /* ---- Poisson sampling ------------------------------------------------------------------ */

@@ -10,6 +10,7 @@
  * elementwise, so results do not depend on the number of threads.
  */
 #include "dpsgd/optim.h"
+#include "train/step.h"
 
 #include <limits.h>
 #include <math.h>
@@ -144,17 +145,17 @@ void dp_optim_destroy(dp_optim *o) {
 /* SGD, PyTorch _single_tensor_sgd:
  *   d = g + wd*p; buf = first ? d : mom*buf + (1-damp)*d; d = nesterov ? d + mom*buf : buf;
  *   p = p - lr*d */
-static void step_sgd(dp_optim *o, long t, float *restrict w, const float *restrict g,
-                     const unsigned char *restrict mask) {
-    const size_t n = o->n;
+/* The update of coordinates [lo, hi) at step t, in one thread: what dp_optim_step does to
+ * them (dp_optim_step runs these ranges in parallel; the private step runs them right after a
+ * block's noise, src/train/step.c). Element by element the same operations either way. */
+static void sgd_range(dp_optim *o, long t, float *restrict w, const float *restrict g,
+                      const unsigned char *restrict mask, size_t lo, size_t hi) {
     const float lr = (float)o->p.lr, wd = (float)o->p.weight_decay;
     const float mom = (float)o->p.momentum, damp1 = (float)(1.0 - o->p.dampening);
     const int use_wd = o->p.weight_decay != 0.0, use_mom = o->p.momentum != 0.0;
     const int nesterov = o->p.nesterov, first = t == 1;
     float *restrict buf = o->state; /* [n] or NULL */
-
-#pragma omp parallel for schedule(static) if (n > DP_OPTIM_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         if (mask && !mask[i]) continue;
         float d = g[i];
         if (use_wd) d = d + wd * w[i];
@@ -172,13 +173,8 @@ static void step_sgd(dp_optim *o, long t, float *restrict w, const float *restri
     }
 }
 
-/* Adam / AdamW, PyTorch _single_tensor_adam (not capturable, not amsgrad):
- *   AdamW: p *= 1 - lr*wd;  Adam: g += wd*p
- *   m.lerp_(g, 1-beta1); v = v*beta2 + (1-beta2)*g*g
- *   step_size = lr / (1 - beta1^t); bc2s = sqrt(1 - beta2^t)
- *   p = p - step_size * m / (sqrt(v)/bc2s + eps) */
-static void step_adam(dp_optim *o, long t, float *restrict w, const float *restrict g,
-                      const unsigned char *restrict mask) {
+static void adam_range(dp_optim *o, long t, float *restrict w, const float *restrict g,
+                       const unsigned char *restrict mask, size_t lo, size_t hi) {
     const size_t n = o->n;
     const double bc1 = 1.0 - pow(o->p.beta1, (double)t);
     const double bc2 = 1.0 - pow(o->p.beta2, (double)t);
@@ -193,9 +189,7 @@ static void step_adam(dp_optim *o, long t, float *restrict w, const float *restr
     const float shrink = (float)(1.0 - o->p.lr * o->p.weight_decay);
     float *restrict m = o->state;      /* [n] */
     float *restrict v = o->state + n;  /* [n] */
-
-#pragma omp parallel for schedule(static) if (n > DP_OPTIM_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         if (mask && !mask[i]) continue;
         float x = w[i];
         float gi = g[i];
@@ -217,15 +211,28 @@ static void step_adam(dp_optim *o, long t, float *restrict w, const float *restr
     }
 }
 
+void dp__optim_range(dp_optim *o, long t, float *params, const float *grad, const unsigned char *mask, size_t lo,
+                     size_t hi) {
+    if (o->p.kind == DP_OPT_SGD) sgd_range(o, t, params, grad, mask, lo, hi);
+    else adam_range(o, t, params, grad, mask, lo, hi);
+}
+
+void dp__optim_advance(dp_optim *o) {
+    DP_ASSERT(o->t < LONG_MAX);
+    o->t++;
+}
+
+enum { OPTIM_CHUNK = 4096 };
+
 void dp_optim_step(dp_optim *o, float *params, const float *grad, const unsigned char *mask) {
     DP_ASSERT(o);
     DP_ASSERT(o->n == 0 || (params && grad));
     DP_ASSERT(o->t < LONG_MAX);
     const long t = o->t + 1; /* this step's number, 1 for the first */
-    if (o->n > 0) {
-        if (o->p.kind == DP_OPT_SGD) step_sgd(o, t, params, grad, mask);
-        else step_adam(o, t, params, grad, mask);
-    }
+    const size_t n = o->n, nc = (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
+#pragma omp parallel for schedule(static) if (n > DP_OPTIM_PAR_MIN)
+    for (size_t c = 0; c < nc; c++)
+        dp__optim_range(o, t, params, grad, mask, c * OPTIM_CHUNK, c * OPTIM_CHUNK + OPTIM_CHUNK < n ? c * OPTIM_CHUNK + OPTIM_CHUNK : n);
     o->t = t;
 }
 

@@ -72,6 +72,13 @@ typedef struct {
 dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats *out);
 void dp_step_free(dp_step *s);
 
+/* optim.c: the update of coordinates [lo, hi) at step number t (dp_optim_steps + 1), in the
+ * calling thread, exactly as dp_optim_step updates them; dp__optim_advance then counts the
+ * step. For the private step's single pass over the gradient. */
+void dp__optim_range(dp_optim *o, long t, float *params, const float *grad, const unsigned char *mask, size_t lo,
+                     size_t hi);
+void dp__optim_advance(dp_optim *o);
+
 /* The step's row source for a dp_dataset (user): features, label and, when the dataset has
  * regression targets and t is not NULL, the targets. */
 void dp__dataset_row(void *user, size_t e, float *x, int32_t *y, float *t);
