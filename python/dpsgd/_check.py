@@ -131,13 +131,31 @@ def labels(name, v, n):
     is checked by the library (dp_dataset_validate), whose message names no value or row."""
     a = array(name, v)
     if a.dtype.kind not in "iu":
-        raise DTypeError("%s: dtype %s: labels must be integers (int32 best; int64, uint8, ... are converted)"
-                         % (name, a.dtype))
+        raise DTypeError("%s: dtype %s: labels must be integers (int32 best; int64, uint8, ... are converted)%s"
+                         % (name, a.dtype, "; for regression targets pass loss='mse'" if a.dtype.kind == "f" else ""))
     if a.ndim != 1 or a.shape[0] != n:
-        raise InvalidArgument("%s: shape %s: expected [%d] (one label per row)" % (name, tuple(a.shape), n))
+        raise InvalidArgument("%s: shape %s: expected [%d] (one label per row)%s" % (
+            name, tuple(a.shape), n, "; for regression targets [N, K] pass loss='mse'" if a.ndim == 2 else ""))
     if a.dtype != np.int32:
         lo, hi = (int(a.min()), int(a.max())) if n else (0, 0)
         if lo < -(2**31) or hi > INT_MAX:
             # a label outside int32 is outside every class range: refuse it as the library would
             raise RangeError("%s: a label is outside 0..%d; labels must lie in 0..K-1 for K classes" % (name, INT_MAX - 1))
     return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def targets(name, v, n, k):
+    """Regression targets as a C-contiguous float32 array [n, k] (a view when v already is a
+    C-contiguous float32 [n, k], or [n] for k = 1): v is [n, k], or [n] when the model has one
+    output (k = 1); any real dtype (floats and integers, converted); bool, complex and object
+    arrays are refused. Their values (finite) are checked by the library (dp_dataset_validate),
+    whose message names no value or row."""
+    a = array(name, v)
+    if a.dtype.kind not in "fiu":
+        raise DTypeError("%s: dtype %s: regression targets must be real numbers (float32 best; other float and "
+                         "integer types are converted)" % (name, a.dtype))
+    if not ((a.ndim == 2 and a.shape == (n, k)) or (a.ndim == 1 and k == 1 and a.shape[0] == n)):
+        want = "[%d, %d] or [%d]" % (n, k, n) if k == 1 else "[%d, %d]" % (n, k)
+        raise InvalidArgument("%s: shape %s: expected %s (regression targets: one row per example, one column per "
+                              "output of the model, which has %d)" % (name, tuple(a.shape), want, k))
+    return np.ascontiguousarray(a.reshape(n, k), dtype=np.float32)

@@ -179,7 +179,7 @@ class Model:
 
     @property
     def classes(self):
-        """Outputs per example (the number of classes)."""
+        """Outputs per example (the number of classes; with loss="mse", the targets per row)."""
         return int(lib.dp_model_output_size(self._h))
 
     @property
@@ -380,14 +380,17 @@ class Model:
         """The predicted class of each row (int64 [N])."""
         return self.logits(x, batch_size).argmax(axis=1)
 
-    def evaluate(self, x, y, batch_size=1000):
-        """(accuracy, mean cross-entropy) on (x, y), as `dpsgd train` evaluates its test set."""
-        from .training import _Data  # avoid an import cycle
-        d = _Data(self, x, y, "x", "y", min_rows=1)
-        acc, loss = ctypes.c_double(), ctypes.c_double()
+    def evaluate(self, x, y, batch_size=1000, loss="xent"):
+        """(accuracy, mean cross-entropy) on (x, y), as `dpsgd train` evaluates its test set.
+        loss="mse": y holds regression targets [N, K] (or [N] when K = 1), K = classes, and the
+        result is (None, mean squared error): there is no accuracy."""
+        from .training import _Data, _loss  # avoid an import cycle
+        mse = _loss(loss)
+        d = _Data(self, x, y, "x", "y", min_rows=1, mse=mse)
+        acc, lv = ctypes.c_double(), ctypes.c_double()
         b = _check.integer("batch_size", batch_size, 1, _check.INT_MAX)
-        check(lib.dp_evaluate(self._h, ctypes.byref(d.ds), b, ctypes.byref(acc), ctypes.byref(loss)))
-        return acc.value, loss.value
+        check(lib.dp_evaluate(self._h, ctypes.byref(d.ds), b, ctypes.byref(acc), ctypes.byref(lv)))
+        return (None if mse else acc.value), lv.value
 
     def __repr__(self):
         return "dpsgd.Model(%r, input %s, %d classes, %d parameters, %d trainable)" % (

@@ -126,11 +126,12 @@ def train(module, example_input, x, y, *, x_test=None, y_test=None, onnx_path=No
     """Trains `module` privately with dpsgd and loads the trained weights back into it.
 
     example_input: one batch for the export (e.g. x[:2] as a tensor). x, y, x_test, y_test: NumPy
-    arrays or torch tensors (features float, labels integer); every other keyword is dpsgd.train's
-    (epsilon, delta, batch_size, epochs, lr, max_grad_norm, noise_seed, callback, ...). Returns
-    dpsgd.train's TrainResult, with `.model`, the dpsgd.Model trained. The module's weights are
-    replaced only when the run completes (or a callback stops it early); on an error or Ctrl-C
-    they stay as they were (a checkpoint_dir keeps what was trained)."""
+    arrays or torch tensors (features float, labels integer, or float targets with loss="mse");
+    every other keyword is dpsgd.train's (epsilon, delta, batch_size, epochs, lr, max_grad_norm,
+    noise_seed, callback, loss, ...). Returns dpsgd.train's TrainResult, with `.model`, the
+    dpsgd.Model trained. The module's weights are replaced only when the run completes (or a
+    callback stops it early); on an error or Ctrl-C they stay as they were (a checkpoint_dir
+    keeps what was trained)."""
     model = to_dpsgd(module, example_input, onnx_path)
     result = _train(model, _numpy("x", x), _numpy("y", y),
                     x_test=None if x_test is None else _numpy("x_test", x_test),

@@ -27,20 +27,37 @@ def _names(msg):
     return _NAMES_RE.sub(lambda m: _NAMES[m.group(1)], msg)
 
 
+# the loss argument of train(), PrivateTrainer and Model.evaluate: cross-entropy against class
+# labels, or the mean squared error against float regression targets (`dpsgd train --loss`)
+LOSSES = ("xent", "mse")
+
+
+def _loss(loss):
+    """True for loss="mse" (regression), False for "xent"; anything else is refused."""
+    return _check.choice("loss", loss, LOSSES) == 1
+
+
 # DP_CLI_HOLDOUT_SEED of tools/cli.h: the held-out rows of `dpsgd train --data-x ... --holdout F`
 HOLDOUT_SEED = 0x401D0075
 
 
 class _Data:
-    """A dp_dataset over NumPy arrays (no copy when x is float32 and y int32, C-contiguous),
-    checked: dtypes and shapes in Python, then the content by the library (finite values, labels
-    in 0..K-1, token ids in -1..V-1), whose messages name the argument and the rule, never a
-    value or its row."""
+    """A dp_dataset over NumPy arrays (no copy when x is float32 and y int32, or with mse the
+    targets float32, C-contiguous), checked: dtypes and shapes in Python, then the content by the
+    library (finite values, labels in 0..K-1, finite targets, token ids in -1..V-1), whose
+    messages name the argument and the rule, never a value or its row. mse: y holds regression
+    targets [n, K] (or [n] for K = 1), K the model's outputs; the dataset's labels are then all 0
+    and its t the targets (include/dpsgd/data.h)."""
 
-    def __init__(self, model, x, y, xname, yname, min_rows):
+    def __init__(self, model, x, y, xname, yname, min_rows, mse=False):
         self.x = model._rows(xname, x)
         n = self.x.shape[0]
-        self.y = _check.labels(yname, y, n)
+        self.t = None
+        if mse:
+            self.t = _check.targets(yname, y, n, model.classes)
+            self.y = np.zeros(n, dtype=np.int32)
+        else:
+            self.y = _check.labels(yname, y, n)
         if n < min_rows:
             raise InvalidArgument("%s: %d rows, need at least %d" % (xname, n, min_rows))
         self._fill(model)
@@ -63,6 +80,9 @@ class _Data:
         ds.x = self.x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         ds.y = self.y.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
         ds.n_classes = model.classes
+        if self.t is not None:
+            ds.t = self.t.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            ds.n_targets = model.classes
         self.ds = ds
 
     @property
@@ -73,15 +93,17 @@ class _Data:
 def holdout_split(x, y, fraction=0.1):
     """Splits (x, y) as `dpsgd train --data-x X --data-labels Y --holdout F` does: a fixed random
     set of round(F n) rows (the library's generator, a fixed seed: the split does not depend on
-    any secret or on the data) goes to the test split, both keep their order. Returns
-    (x_train, y_train, x_test, y_test). The test split is private data too: an accuracy measured
-    on it is not covered by epsilon."""
+    any secret or on the data) goes to the test split, both keep their order. y: labels [n], or
+    regression targets [n] or [n, K] (loss="mse"; the rows of `--loss mse --holdout F`). Returns
+    (x_train, y_train, x_test, y_test). The test split is private data too: an accuracy or a
+    mean squared error measured on it is not covered by epsilon."""
     x = _check.array("x", x)
     y = _check.array("y", y)
     f = _check.real("fraction", fraction)
     n = x.shape[0] if x.ndim else 0
-    if y.ndim != 1 or y.shape[0] != n:
-        raise InvalidArgument("y: shape %s: expected [%d] (one label per row of x)" % (tuple(y.shape), n))
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise InvalidArgument("y: shape %s: expected [%d] (one label or regression target per row of x) or [%d, K] "
+                              "(K regression targets per row)" % (tuple(y.shape), n, n))
     if not 0 < f < 1:
         raise InvalidArgument("fraction %g: must be in (0, 1)" % f)
     nt = max(1, int(_round_half_away(f * n)))
@@ -105,10 +127,11 @@ _shuffle_prefix = lib.dp_rng_shuffle_prefix
 EpochRecord = collections.namedtuple("EpochRecord", "epoch step epsilon test_accuracy test_loss elapsed non_private")
 EpochRecord.__doc__ = """One epoch's end: epoch (1-based), step (steps done so far), epsilon spent so
 far (0 with no_dp), test_accuracy and test_loss on a public test set (None without one, or when the
-test set was held out of the private data), elapsed seconds. non_private: None unless
-report_nonprivate (or no_dp); then a dict of statistics of the private data that epsilon does NOT
-cover: train_loss (mean over the epoch) and, for a test set held out of the private data,
-heldout_test_accuracy and heldout_test_loss."""
+test set was held out of the private data; with loss="mse" test_loss is the mean squared error
+and test_accuracy None), elapsed seconds. non_private: None unless report_nonprivate (or no_dp);
+then a dict of statistics of the private data that epsilon does NOT cover: train_loss (mean over
+the epoch) and, for a test set held out of the private data, heldout_test_accuracy (not with
+loss="mse") and heldout_test_loss."""
 
 
 class TrainResult:
@@ -118,11 +141,19 @@ class TrainResult:
     report_nonprivate, the mean drawn batch size, empty batches, non-finite samples and the
     accuracy on a test split held out of the private data.
 
+    loss: "xent" (class labels, cross-entropy) or "mse" (regression: test_accuracy is None, and
+    test_loss, also readable as test_mse, is the test set's mean squared error).
+
     noise: "os-csprng" (the default: secret, never reproducible), "seeded" (noise_seed given:
     reproducible, and epsilon then holds only while that seed stays secret) or "none" (no_dp)."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
+
+    @property
+    def test_mse(self):
+        """loss="mse": the mean squared error on a public test set (test_loss); else None."""
+        return self.test_loss if getattr(self, "loss", "xent") == "mse" else None
 
     def as_dict(self):
         d = dict(self.__dict__)
@@ -152,19 +183,23 @@ class TrainResult:
         return text
 
     def __repr__(self):
+        mse = getattr(self, "loss", "xent") == "mse"
+        figure = "mse" if mse else "accuracy"
         acc = "not measured"
-        if self.test_accuracy is not None:
+        if mse and self.test_mse is not None:
+            acc = "%.6g" % self.test_mse
+        elif not mse and self.test_accuracy is not None:
             acc = "%.2f%%" % (100 * self.test_accuracy)
         elif self.test_split == "held out from the private data":
             acc = "not shown (held out of the private data; report_nonprivate=True shows it, labelled)"
         stop = " (stopped early after %d of %d epochs)" % (self.history[-1].epoch if self.history else 0,
                                                           self.epochs) if self.stopped else ""
         if not self.private:
-            return "TrainResult(test accuracy %s, non-private: no privacy guarantee, %d steps%s)" % (
-                acc, self.steps, stop)
+            return "TrainResult(test %s %s, non-private: no privacy guarantee, %d steps%s)" % (
+                figure, acc, self.steps, stop)
         seeded = "; epsilon holds only while noise_seed stays secret" if self.noise == "seeded" else ""
-        return "TrainResult(test accuracy %s at epsilon %.3f (delta %g, %s), sigma %.4f, %d steps%s%s)" % (
-            acc, self.epsilon, self.delta, self.accountant, self.sigma, self.steps, stop, seeded)
+        return "TrainResult(test %s %s at epsilon %.3f (delta %g, %s), sigma %.4f, %d steps%s%s)" % (
+            figure, acc, self.epsilon, self.delta, self.accountant, self.sigma, self.steps, stop, seeded)
 
 
 def _finite(v):
@@ -264,7 +299,7 @@ def _core_params(model, *, epsilon, delta, noise_multiplier, accountant, batch_s
     return p
 
 
-def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noise_multiplier=None,
+def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, delta=1e-5, noise_multiplier=None,
           accountant="prv", batch_size=2048, physical_batch=None, epochs=40, clipping="auto", max_grad_norm=0.1,
           mem_budget=None, optimizer="sgd", lr=None, momentum=None, nesterov=False, weight_decay=None, beta1=None,
           beta2=None, ema=0.0, no_dp=False, noise_seed=None, seed=None, report_nonprivate=False, test_private=False,
@@ -277,6 +312,13 @@ def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noi
     [N, T] for a token model; y: [N] integer labels in 0..model.classes-1. x_test/y_test: a test
     set evaluated after every epoch (public data: its accuracy is reported; test_private=True if
     it was held out of the private data, see holdout_split()).
+
+    loss: "xent" (the default: class labels, cross-entropy) or "mse" (regression, `dpsgd train
+    --loss mse`): y and y_test are then float targets [N, K] (or [N] when K = 1), K =
+    model.classes (the model's outputs), any real dtype (float32 C-contiguous without a copy), all
+    finite; each example's loss is the mean over its K outputs of the squared error (nn.MSELoss on
+    one example). Clipping, noise and accounting do not depend on it. The result's test_accuracy
+    is then None and test_loss (test_mse) the test set's mean squared error.
 
     Privacy: epsilon (target, sigma calibrated to it by `accountant`: prv | rdp | pld) at delta,
     or noise_multiplier to fix sigma (epsilon is then reported); max_grad_norm C; clipping
@@ -312,6 +354,7 @@ def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noi
     from .models import Model
     if not isinstance(model, Model):
         raise _check.DTypeError("model: expected a dpsgd.Model, got %s" % type(model).__name__)
+    mse = _loss(loss)
     p = _core_params(model, epsilon=epsilon, delta=delta, noise_multiplier=noise_multiplier, accountant=accountant,
                      batch_size=batch_size, physical_batch=physical_batch, epochs=epochs, clipping=clipping,
                      max_grad_norm=max_grad_norm, mem_budget=mem_budget, optimizer=optimizer, lr=lr,
@@ -341,10 +384,10 @@ def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noi
     if callback is not None and not callable(callback):
         raise _check.DTypeError("callback: expected a function of one EpochRecord, got %s" % type(callback).__name__)
 
-    tr = _Data(model, x, y, "x", "y", min_rows=2)
+    tr = _Data(model, x, y, "x", "y", min_rows=2, mse=mse)
     if (x_test is None) != (y_test is None):
         raise InvalidArgument("x_test and y_test go together")
-    te = _Data(model, x_test, y_test, "x_test", "y_test", min_rows=1) if x_test is not None else None
+    te = _Data(model, x_test, y_test, "x_test", "y_test", min_rows=1, mse=mse) if x_test is not None else None
 
     advice = _capi.blas_fallback_advice()
     if advice:
@@ -363,16 +406,19 @@ def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noi
             pr = pp.contents
             if not pr.epoch_end:
                 return
-            tested = te is not None and pr.test_accuracy >= 0
+            # evaluated at every epoch's end; a regression test set has no accuracy (-1 there)
+            tested = te is not None and (mse or pr.test_accuracy >= 0)
             public = tested and not p.test_private
             extra = None
             if report:
                 extra = {"note": "not covered by epsilon", "train_loss": float(pr.train_loss)}
                 if tested and p.test_private:
-                    extra.update(heldout_test_accuracy=float(pr.test_accuracy), heldout_test_loss=float(pr.test_loss))
+                    if not mse:
+                        extra["heldout_test_accuracy"] = float(pr.test_accuracy)
+                    extra["heldout_test_loss"] = float(pr.test_loss)
             rec = EpochRecord(pr.epoch, int(pr.step), float(pr.epsilon) if not no_dp else 0.0,
-                              float(pr.test_accuracy) if public else None, float(pr.test_loss) if public else None,
-                              float(pr.elapsed), extra)
+                              float(pr.test_accuracy) if public and not mse else None,
+                              float(pr.test_loss) if public else None, float(pr.elapsed), extra)
             state["history"].append(rec)
             if callback is not None and callback(rec) is False and pr.epoch < pr.epochs:
                 state["stopped"] = True
@@ -412,7 +458,7 @@ def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noi
     msg = _capi.last_error()
     used_threads = p.threads if threads is not None else old_threads
 
-    common = dict(private=not no_dp, accountant=None if no_dp else _capi.ACCOUNTANT_KINDS[p.accountant],
+    common = dict(loss=LOSSES[mse], private=not no_dp, accountant=None if no_dp else _capi.ACCOUNTANT_KINDS[p.accountant],
                   delta=None if no_dp else p.delta, noise="none" if no_dp else "seeded" if p.noise_seeded else
                   "os-csprng", noise_seed=int(p.noise_seed) if p.noise_seeded and not no_dp else None,
                   epochs=p.epochs, clipping=None if no_dp else _capi.CLIP_MODES[p.clipping],
@@ -434,7 +480,7 @@ def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noi
             return TrainResult(epsilon=0.0 if no_dp else last.epsilon, sigma=None if no_dp else sigma,
                                sample_rate=p.expected_batch / tr.n, steps=last.step, steps_per_epoch=spe,
                                test_accuracy=last.test_accuracy, test_loss=last.test_loss, stopped=True,
-                               non_private=_non_private(None, report, te, p, state), **common)
+                               non_private=_non_private(None, report, te, p, state, mse), **common)
         err = error_for(st, msg, _names)
         err.checkpoint = checkpoint_dir
         raise err
@@ -443,12 +489,12 @@ def train(model, x, y, *, x_test=None, y_test=None, epsilon=3.0, delta=1e-5, noi
     check(st, mapper=_names)
     return TrainResult(epsilon=0.0 if no_dp else res.epsilon, sigma=None if no_dp else res.sigma,
                        sample_rate=res.q, steps=int(res.steps), steps_per_epoch=int(res.steps_per_epoch),
-                       test_accuracy=res.test_accuracy if show_test else None,
+                       test_accuracy=res.test_accuracy if show_test and not mse else None,
                        test_loss=res.test_loss if show_test else None, stopped=False,
-                       non_private=_non_private(res, report, te, p, state), **common)
+                       non_private=_non_private(res, report, te, p, state, mse), **common)
 
 
-def _non_private(res, report, te, p, state):
+def _non_private(res, report, te, p, state, mse):
     """What epsilon does not cover: wall time and peak memory always; the data-dependent counters
     only when report_nonprivate (or no_dp)."""
     d = {"note": "not covered by epsilon"}
@@ -459,14 +505,17 @@ def _non_private(res, report, te, p, state):
             d.update(mean_batch=res.mean_batch, empty_batches=int(res.empty_batches),
                      nonfinite_samples=int(res.nonfinite_samples))
             if te is not None and p.test_private:
-                d.update(heldout_test_accuracy=res.test_accuracy, heldout_test_loss=res.test_loss)
+                if not mse:
+                    d["heldout_test_accuracy"] = res.test_accuracy
+                d["heldout_test_loss"] = res.test_loss
     return d
 
 
 StepStats = collections.namedtuple("StepStats", "step non_private")
 StepStats.__doc__ = """One step: step (steps done, this one included); non_private: None unless
 report_nonprivate (or no_dp), else a dict of what epsilon does NOT cover: batch (examples drawn),
-loss (their mean loss), nonfinite (samples that contributed nothing)."""
+loss (their mean loss: the mean squared error with loss="mse"), nonfinite (samples that
+contributed nothing)."""
 
 
 class PrivateTrainer:
@@ -479,7 +528,8 @@ class PrivateTrainer:
         t.lr = 0.5                                 # a schedule of your own
 
     The settings are train()'s (the same defaults; sigma calibrated for epsilon over `epochs`
-    epochs unless noise_multiplier is given). step() draws the Poisson sample itself, from the
+    epochs unless noise_multiplier is given), loss="mse" included (y: regression targets [N, K];
+    then model.evaluate(xt, yt, loss="mse")). step() draws the Poisson sample itself, from the
     run's secret source (or the noise_seed stream): steps_per_epoch x epochs calls give exactly
     what train() gives (bit-identical weights with noise_seed). step(indices) runs the step on a
     batch you chose: the epsilon reported then holds only if those indices ARE a Poisson sample at
@@ -487,7 +537,7 @@ class PrivateTrainer:
     Ctrl-C between steps is an ordinary KeyboardInterrupt: each step is whole. Not here (train()
     has them): ema, checkpoints, test evaluation inside the loop (call model.evaluate)."""
 
-    def __init__(self, model, x, y, *, epsilon=3.0, delta=1e-5, noise_multiplier=None, accountant="prv",
+    def __init__(self, model, x, y, *, loss="xent", epsilon=3.0, delta=1e-5, noise_multiplier=None, accountant="prv",
                  batch_size=2048, physical_batch=None, epochs=40, clipping="auto", max_grad_norm=0.1,
                  mem_budget=None, optimizer="sgd", lr=None, momentum=None, nesterov=False, weight_decay=None,
                  beta1=None, beta2=None, no_dp=False, noise_seed=None, seed=None, report_nonprivate=False,
@@ -496,6 +546,7 @@ class PrivateTrainer:
         self._h = None
         if not isinstance(model, Model):
             raise _check.DTypeError("model: expected a dpsgd.Model, got %s" % type(model).__name__)
+        mse = _loss(loss)
         p = _core_params(model, epsilon=epsilon, delta=delta, noise_multiplier=noise_multiplier,
                          accountant=accountant, batch_size=batch_size, physical_batch=physical_batch, epochs=epochs,
                          clipping=clipping, max_grad_norm=max_grad_norm, mem_budget=mem_budget,
@@ -503,8 +554,9 @@ class PrivateTrainer:
                          weight_decay=weight_decay, beta1=beta1, beta2=beta2, no_dp=no_dp, noise_seed=noise_seed,
                          seed=seed, report_nonprivate=report_nonprivate)
         self._threads = None if threads is None else _check.integer("threads", threads, 1, 4096)
-        self._data = _Data(model, x, y, "x", "y", min_rows=2)  # borrowed by the trainer: kept alive here
+        self._data = _Data(model, x, y, "x", "y", min_rows=2, mse=mse)  # borrowed by the trainer: kept alive here
         self.model = model  # likewise
+        self.loss = LOSSES[mse]
         self._report = bool(p.report_nonprivate or p.no_dp)
         self.private = not p.no_dp
         self.accountant = None if p.no_dp else _capi.ACCOUNTANT_KINDS[p.accountant]

@@ -49,7 +49,7 @@ PLAUSIBLE = {"sample_rate": [0.01, 0.2, 1.0], "noise_multiplier": [0.8, 1.0, 3.0
              "eval_batch_size": [1, 7], "threads": [1, 2], "clipping": ["auto", "bk", "ghost", "fast", "vanilla"],
              "optimizer": ["sgd", "adam", "adamw"], "nesterov": [False], "weight_decay": [0.0, 0.1],
              "beta1": [0.9], "beta2": [0.999], "data_id": ["d"], "force": [False], "eps_error": [0.01, 0.1],
-             "delta_error": [0.0, 1e-9], "max_points": [1 << 12, 1 << 20]}
+             "delta_error": [0.0, 1e-9], "max_points": [1 << 12, 1 << 20], "loss": ["xent", "mse"]}
 
 
 def number():
@@ -135,6 +135,19 @@ def labels(m, x):
     return array()
 
 
+def targets(m, x):
+    """Regression targets for loss="mse": [N, K] floats (K the model's outputs) or [N], perturbed
+    by array()'s edge cases half the time."""
+    n = x.shape[0] if isinstance(x, np.ndarray) and x.ndim else int(R.integers(0, 9))
+    k = max(1, m.classes)
+    shape = (n,) if k == 1 and R.random() < 0.5 else (n, k)
+    return array((shape, [np.float32, np.float64, np.int16][R.integers(3)]))
+
+
+def labels_or_targets(m, x, loss):
+    return targets(m, x) if loss == "mse" and R.random() < 0.8 else labels(m, x)
+
+
 def kwargs(names):
     return {n: value(n) for n in names if R.random() < 0.5}
 
@@ -178,23 +191,27 @@ def case():
     elif k == 6:
         m = model()
         x = rows(m)
-        m.evaluate(x, labels(m, x), **kwargs(["batch_size"]))
+        kw = kwargs(["batch_size", "loss"])
+        m.evaluate(x, labels_or_targets(m, x, kw.get("loss")), **kw)
     elif k == 7:
         m = model()
         x = rows(m)
-        y = labels(m, x)
+        loss = value("loss") if R.random() < 0.5 else None
+        y = labels_or_targets(m, x, loss)
         # a valid configuration with up to three arguments replaced by random ones
         names = ["x_test", "y_test", "epsilon", "delta", "noise_multiplier", "physical_batch", "max_grad_norm",
                  "mem_budget", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "ema", "no_dp",
                  "noise_seed", "seed", "report_nonprivate", "test_private", "eval_batch_size", "threads", "clipping",
-                 "optimizer", "callback", "data_id", "force", "epochs", "batch_size", "accountant"]
+                 "optimizer", "callback", "data_id", "force", "epochs", "batch_size", "accountant", "loss"]
         kw = dict(epochs=1, batch_size=2, accountant="rdp", noise_multiplier=1.0, delta=1e-3)
+        if loss is not None:
+            kw["loss"] = loss
         for name in R.choice(names, size=R.integers(0, 4), replace=False):
             kw[str(name)] = value(str(name)) if R.random() < 0.5 else number()
         if "x_test" in kw and R.random() < 0.7:
             kw["x_test"] = rows(m)
         if "y_test" in kw and R.random() < 0.7:
-            kw["y_test"] = labels(m, kw["x_test"] if isinstance(kw.get("x_test"), np.ndarray) else x)
+            kw["y_test"] = labels_or_targets(m, kw["x_test"] if isinstance(kw.get("x_test"), np.ndarray) else x, loss)
         if kw.get("no_dp") is True:
             kw.pop("noise_multiplier", None)
             kw.pop("noise_seed", None)
@@ -222,13 +239,13 @@ def case():
         x = rows(m)
         kw = dict(epochs=1, batch_size=2, accountant="rdp", noise_multiplier=1.0, delta=1e-3)
         for name in R.choice(["epochs", "batch_size", "accountant", "noise_multiplier", "delta", "no_dp", "lr",
-                              "clipping", "physical_batch", "noise_seed", "report_nonprivate", "threads"],
+                              "clipping", "physical_batch", "noise_seed", "report_nonprivate", "threads", "loss"],
                              size=R.integers(0, 3), replace=False):
             kw[str(name)] = value(str(name)) if R.random() < 0.5 else number()
         if kw.get("no_dp") is True:
             kw.pop("noise_multiplier", None)
             kw.pop("noise_seed", None)
-        t = dpsgd.PrivateTrainer(m, x, labels(m, x), **kw)
+        t = dpsgd.PrivateTrainer(m, x, labels_or_targets(m, x, kw.get("loss")), **kw)
         for _ in range(3):
             u = R.random()
             if u < 0.4:

@@ -124,3 +124,27 @@ def test_frozen_parameters_stay(tmp_path):
     net[0].bias.requires_grad_(True)  # half a layer: dpsgd freezes whole layers
     with pytest.raises(dpsgd.InvalidArgument, match="layer 0 has parameters that require grad and others that do not \\(0.weight False, 0.bias True\\)"):
         dpsgd.torch.to_dpsgd(net, torch.zeros(2, 6))
+
+
+def test_regression_step_equals_torch_mse():
+    """loss="mse" is nn.MSELoss: one non-private step on the whole batch moves the weights as
+    torch.optim.SGD on nn.MSELoss() does (the mean over the K outputs, then over the examples),
+    and the test mse dpsgd reports is nn.MSELoss on the test set with the weights brought back."""
+    import copy
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = np.stack([np.tanh(x[:, 0]), x[:, 1] * x[:, 2], x[:, 3]], 1).astype(np.float32)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    ref = copy.deepcopy(net)
+    r = dpsgd.torch.train(net, torch.zeros(2, 4), x, torch.from_numpy(y), x_test=x[:16], y_test=y[:16], loss="mse",
+                          no_dp=True, batch_size=64, epochs=1, lr=0.1, momentum=0.0)
+    assert r.steps == 1 and r.loss == "mse" and r.test_accuracy is None
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    nn.MSELoss()(ref(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    opt.step()
+    for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), k
+    with torch.no_grad():
+        mse = float(nn.MSELoss()(net(torch.from_numpy(x[:16])), torch.from_numpy(y[:16])))
+    assert r.test_mse == pytest.approx(mse, rel=1e-5)
