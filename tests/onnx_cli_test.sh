@@ -124,6 +124,13 @@ PY
     [[ $RC -eq 2 && "$ERR" == *"outputs 10 values"*"3 regression targets"* ]] && ok || bad "3 targets, 10 outputs: exit $RC: $ERR"
     run train --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$TMP/tnan.npy" --loss mse
     [[ $RC -ne 0 && "$ERR" == *"regression target is not finite"* ]] && ok || bad "a NaN target: exit $RC: $ERR"
+    # a checkpoint of a regression run does not resume on class labels (another objective)
+    run train --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$TMP/t.npy" --loss mse --batch-size 4 \
+        --epochs 1 --noise-multiplier 1 --checkpoint-dir "$TMP/regck" --quiet
+    run train --model "$REF/mlp.onnx" --data-x "$REF/mlp.x.npy" --data-labels "$REF/mlp.y.npy" --classes 10 --batch-size 4 \
+        --epochs 2 --noise-multiplier 1 --resume "$TMP/regck" --force --quiet
+    [[ $RC -ne 0 && "$ERR" == *"trained with mse (regression targets), this run has cross-entropy"* ]] && ok ||
+        bad "a regression checkpoint resumed on class labels: exit $RC: $ERR"
     run "${REG[@]}" --loss huber
     [[ $RC -eq 2 && "$ERR" == *"--loss huber"* ]] && ok || bad "--loss huber: exit $RC: $ERR"
 fi

@@ -497,8 +497,8 @@ int dp_cmd_train(int argc, char **argv) {
             printf("data: %s (%zu train, %zu test, sequences of %d tokens, vocabulary %d, %d classes)\n", info.data_desc,
                    tr.n, te.n, info.seq_len, info.vocab, K);
         else
-            printf("data: %s (%zu train, %zu test, %dx%dx%d, %d classes)\n", info.data_desc, tr.n, te.n, tr.c, tr.h,
-                   tr.w, K);
+            printf("data: %s (%zu train, %zu test, %dx%dx%d, %d %s)\n", info.data_desc, tr.n, te.n, tr.c, tr.h,
+                   tr.w, K, mo.mse ? "regression targets" : "classes");
         if (info.features[0]) printf("features: %s\n", info.features);
         printf("model: %s, %zu parameters (%zu trainable); recipe %s\n", info.model_desc, dp_model_num_params(m),
                dp_model_num_trainable(m), recipe->name);
@@ -535,7 +535,8 @@ int dp_cmd_train(int argc, char **argv) {
         else if (!p.no_dp)
             printf("noise: from the OS-seeded CSPRNG (not reproducible; nothing of it is written)\n");
         if (ps.private_test && !p.no_dp)
-            printf("test split: held out from the private data, so its accuracy is not covered by epsilon%s\n",
+            printf("test split: held out from the private data, so its %s is not covered by epsilon%s\n",
+                   mo.mse ? "mean squared error" : "accuracy",
                    p.report_nonprivate ? " (printed, labelled non-private)" : "; not printed (--report-nonprivate)");
         fflush(stdout);
     }

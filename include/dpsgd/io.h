@@ -138,6 +138,8 @@ typedef struct {
     size_t acc_len; /* accountant history (q, sigma, steps), malloc'd */
     double *acc_q, *acc_sigma;
     long *acc_steps;
+    int regression; /* 1: trained on regression targets (mean squared error), "loss" "mse"; absent
+                     * in files written before it: cross-entropy */
 } dp_checkpoint_info;
 /* The checkpoint's content checksum (stored in its "checksum" field): CRC-64/XZ over every
  * __metadata__ pair but "checksum" itself and every tensor (name, dtype, shape, bytes), in

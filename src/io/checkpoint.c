@@ -258,6 +258,7 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     put(&m, "data_n", "%llu", (unsigned long long)c->data_n);
     put(&m, "data_dim", "%llu", (unsigned long long)c->data_dim);
     put(&m, "no_dp", "%d", c->no_dp);
+    put(&m, "loss", "%s", c->regression ? "mse" : "xent");
     put(&m, "clipping", "%d", c->clipping);
     put(&m, "expected_batch", "%d", c->expected_batch);
     put(&m, "physical_batch", "%d", c->physical_batch);
@@ -547,6 +548,10 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
         (st = dp_meta_double(s, "test_loss", &c.test_loss)) != DP_OK ||
         (st = get_finite(s, "elapsed", 0, INFINITY, &c.elapsed)) != DP_OK)
         return st;
+    const char *loss = dp_safetensors_meta(s, "loss"); /* optional: files before it are cross-entropy */
+    if (loss && strcmp(loss, "mse") && strcmp(loss, "xent"))
+        return dp_fail(DP_ERR_FORMAT, "%s: checkpoint field 'loss' is '%.20s' (xent or mse)", dp_safetensors_what(s), loss);
+    c.regression = loss && !strcmp(loss, "mse");
     c.optim.kind = (dp_optim_kind)kind;
     c.data_n = (uint64_t)dn;
     c.data_dim = (uint64_t)dd;

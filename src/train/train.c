@@ -278,6 +278,8 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     /* only the ranks compare it, in memory: a checkpoint holds no fingerprint of the data (any
      * function of every record would tell a candidate for the last one apart) */
     if (comm) checksum = dp_checkpoint_data_checksum(tr->x, tr->y, N, dim);
+    if (comm && tr->t) /* the regression targets too (the labels are then all 0) */
+        checksum ^= fnv_bytes(FNV_START, tr->t, sizeof(float) * N * (size_t)tr->n_targets) * 0x9e3779b97f4a7c15ULL;
     if ((st = dp__ckpt_config(&cur, m, tr, p, sigma, q, checksum)) != DP_OK) goto done;
     if (comm && (st = check_same_config(comm, &cur, steps)) != DP_OK) goto done;
     if (resumed && (st = dp__ckpt_check_resume(ck, &cki, &cur, m, p, q, spe, S)) != DP_OK) goto done;

@@ -162,6 +162,7 @@ dp_status dp__ckpt_config(dp_checkpoint_info *c, const dp_model *m, const dp_dat
     c->data_n = tr->n;
     c->data_dim = tr->dim;
     c->data_checksum = checksum;
+    c->regression = tr->t != NULL;
     c->no_dp = p->no_dp;
     c->clipping = (int)p->clipping;
     c->expected_batch = p->expected_batch;
@@ -203,6 +204,10 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
     NEVER(ck->data_dim != cur->data_dim, "training data of", "%llu features", (unsigned long long)ck->data_dim,
           (unsigned long long)cur->data_dim);
     NEVER(ck->no_dp != cur->no_dp, "no_dp", "%s", ck->no_dp ? "on" : "off", cur->no_dp ? "on" : "off");
+    if (ck->regression != cur->regression) /* another objective: the weights and optimizer state are another run's */
+        return dp_fail(DP_ERR_INVALID, "resume %s: the checkpoint was trained with %s, this run has %s; refusing (force "
+                       "cannot override this)", path, ck->regression ? "mse (regression targets)" : "cross-entropy (class labels)",
+                       cur->regression ? "mse (regression targets)" : "cross-entropy (class labels)");
     NEVER(!cur->no_dp && ck->secure != cur->secure, "noise", "%s", ck->secure ? "from the OS CSPRNG" : "from noise_seed",
           cur->secure ? "from the OS CSPRNG" : "from noise_seed");
     if (!cur->no_dp) {
