@@ -34,11 +34,15 @@ done
 head=$(grep -m1 '^|  | no-DP' <<<"$OUT")
 [[ "$head" == *"vanilla"* && "$head" == *"fast"* && "$head" == *"ghost"* ]] && ok || bad "mode columns: $head"
 [[ "$ERR" == *"batch 8, ghost"* ]] && ok || bad "progress on stderr: $ERR"
+[[ "$OUT" == *"noise from the OS-seeded ChaCha20 generator"* ]] && ok || bad "the report does not name the noise source"
+run bench cnn --noise bogus
+[[ $RC -eq 2 && "$ERR" == *"--noise bogus: expected secure or seeded"* ]] && ok || bad "--noise bogus: rc $RC: $ERR"
 if command -v python3 >/dev/null 2>&1; then
     python3 - "$TMP/b.json" <<'EOF' && ok || bad "json content"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["workload"] == "synthetic" and d["parameters"] == 16387840, d["parameters"]
+assert d["settings"]["noise"] == "secure", d["settings"]  # dpsgd train's default noise source
 assert [r["batch"] for r in d["results"]] == [4, 8]
 for r in d["results"]:
     m = r["modes"]

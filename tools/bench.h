@@ -107,6 +107,7 @@ typedef struct {
     long reps, warmup, threads, seed;
     size_t mem_limit; /* 0: none */
     int quick, no_plan, plan_only;
+    int seeded_noise; /* --noise seeded: the seeded stream (--noise-seed's) instead of the OS-seeded CSPRNG */
     const char *json, *plot;
 } bench_opts;
 
@@ -147,6 +148,7 @@ typedef struct {
     uint64_t seed;
     size_t limit, budget;
     int threads;
+    int secure; /* DP modes draw their noise from the OS-seeded CSPRNG (else the seeded stream) */
 } mem_arg;
 
 typedef struct {
@@ -176,6 +178,7 @@ typedef struct {
     int reps, warmup, threads;
     int gemm_n, gemm_tries; /* the SGEMM rate measured in the same process, before the steps */
     size_t budget;          /* auto's mem_budget */
+    int secure;             /* as mem_arg's */
 } time_arg;
 
 typedef struct {

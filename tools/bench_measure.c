@@ -4,10 +4,11 @@
  *
  * A step is the library's own, dp_step_run (src/train/step.c), as `dpsgd train` runs it: the batch's
  * rows copied in, zero grad, forward + cross-entropy, backward (no-DP) or the clipped sum in
- * the mode, noise and the scaling by 1/B in one pass, the optimizer, the accountant. Its
- * on_stage hook marks where the clipped sum (or backward) and the optimizer stage begin: the
- * stage timers. The noise comes from the seeded stream (dp_noise_gaussian_scaled, the path of
- * `dpsgd train --noise-seed`), seeded per mode from --seed as before the step was shared. */
+ * the mode, then noise, scaling by 1/B, the optimizer and the finiteness check in one pass over
+ * the coordinates, and the accountant. Its on_stage hook marks where the clipped sum (or
+ * backward) and the optimizer stage begin: the stage timers. The noise comes from the OS-seeded
+ * ChaCha20 generator, as in `dpsgd train` by default, or with --noise seeded from the seeded
+ * stream (the path of `dpsgd train --noise-seed`), seeded per mode from --seed. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -111,6 +112,8 @@ typedef struct {
     dp_optim *opt;
     dp_accountant *acc; /* DP modes */
     dp_rng noise;
+    dp_csprng *crng; /* the secure noise (DP modes, unless --noise seeded) */
+    dp_rng drop;     /* the dropout stream, which the step reseeds from crng */
     dp_step step;
     int mode;
     int at;                 /* the stage running (ST_*), for where an OOM happened */
@@ -131,8 +134,8 @@ static void on_stage(void *user, const char *stage) {
     }
 }
 
-static dp_status runner_create(const bench_workload *w, int mode, uint64_t seed, int B, size_t budget, rows *src,
-                               runner *r) {
+static dp_status runner_create(const bench_workload *w, int mode, uint64_t seed, int B, size_t budget, int secure,
+                               rows *src, runner *r) {
     memset(r, 0, sizeof *r);
     r->mode = mode;
     dp_status st = w->create(&r->m);
@@ -159,7 +162,12 @@ static dp_status runner_create(const bench_workload *w, int mode, uint64_t seed,
     s->expected = B;
     s->row = row_of;
     s->row_user = src;
-    s->rn = &r->noise; /* no crng: the seeded noise stream */
+    s->rn = &r->noise; /* the seeded noise stream, unless: */
+    if (secure && mode != 0) { /* the OS-seeded CSPRNG, as dpsgd train without --noise-seed */
+        if ((st = dp_csprng_create(&r->crng)) != DP_OK) return st;
+        s->crng = r->crng;
+        s->rd = &r->drop;
+    }
     s->on_stage = on_stage;
     s->hook_user = r;
     s->noise_scale = 1;
@@ -168,6 +176,7 @@ static dp_status runner_create(const bench_workload *w, int mode, uint64_t seed,
 
 static void runner_destroy(runner *r) {
     dp_step_free(&r->step);
+    dp_csprng_destroy(r->crng);
     dp_accountant_destroy(r->acc);
     dp_optim_destroy(r->opt);
     dp_model_destroy(r->m);
@@ -260,7 +269,7 @@ void bench_mem_child(const void *argp, void *outp) {
         size_t live0 = dp_mem_get().live_bytes;
         dp_mem_stage_reset();
         dp_mem_stage("model creation");
-        st = runner_create(a->w, a->mode, a->seed, a->B, a->budget, &src, &run);
+        st = runner_create(a->w, a->mode, a->seed, a->B, a->budget, a->secure, &src, &run);
         if (st == DP_OK) {
             src.m = run.m;
             r->inc[ST_CREATE] = (double)(dp_mem_get().live_bytes - live0);
@@ -346,7 +355,7 @@ void bench_time_child(const void *argp, void *outp) {
     for (int k = 0; k < NMODES && st == DP_OK; k++) {
         if (!a->run_mode[k]) continue;
         r->failed_mode = k;
-        st = runner_create(a->w, k, a->seed, a->B, a->budget, &src, &run[k]);
+        st = runner_create(a->w, k, a->seed, a->B, a->budget, a->secure, &src, &run[k]);
         if (st == DP_OK && !src.m) {
             src.m = run[k].m;
             for (int e = 0; e < a->B; e++) a->w->row(src.m, a->seed, (size_t)e, x + (size_t)e * a->pr->dim, y + e);

@@ -232,9 +232,10 @@ void bench_build_json(dp_strbuf *b, const bench_opts *o, const probe_result *pr,
     dp_strbuf_printf(
         b,
         "},\n  \"settings\": {\"reps\": %ld, \"warmup\": %ld, \"mem_limit_bytes\": %zu, \"seed\": %ld, "
-        "\"quick\": %s, \"no_plan\": %s, \"sigma\": %g, \"max_grad_norm\": %g, \"lr\": %g, \"momentum\": %g},\n",
+        "\"quick\": %s, \"no_plan\": %s, \"sigma\": %g, \"max_grad_norm\": %g, \"lr\": %g, \"momentum\": %g, "
+        "\"noise\": \"%s\"},\n",
         o->reps, o->warmup, o->mem_limit, o->seed, o->quick ? "true" : "false", o->no_plan ? "true" : "false", SIGMA,
-        CLIP_C, LR, MOMENTUM);
+        CLIP_C, LR, MOMENTUM, o->seeded_noise ? "seeded" : "secure");
     dp_strbuf_printf(b, "  \"modes\": [");
     int first = 1;
     for (int k = 0; k < NMODES; k++)
@@ -436,9 +437,11 @@ void bench_print_header(const bench_opts *o, const probe_result *pr, const bench
     if (gr->ok)
         printf("- SGEMM %dx%dx%d: %.1f GFLOP/s (best of %d, %.1f ms)\n", ga->n, ga->n, ga->n, gr->gflops, ga->tries,
                gr->best_s * 1e3);
-    printf("- step: SGD lr %g momentum %g; DP modes: C = %g, sigma = %g; %ld warm-up + %ld timed steps per mode, "
-           "interleaved; median; seed %ld; memory limit per mode: %s\n",
-           LR, MOMENTUM, CLIP_C, SIGMA, o->warmup, o->reps, o->seed, lim);
+    printf("- step: SGD lr %g momentum %g; DP modes: C = %g, sigma = %g, noise from %s; %ld warm-up + %ld timed steps "
+           "per mode, interleaved; median; seed %ld; memory limit per mode: %s\n",
+           LR, MOMENTUM, CLIP_C, SIGMA,
+           o->seeded_noise ? "the seeded stream (--noise seeded)" : "the OS-seeded ChaCha20 generator (dpsgd train's default)",
+           o->warmup, o->reps, o->seed, lim);
     printf("- memory: tracked allocator, one process per mode; per stage: the highest live bytes in the stage minus "
            "live bytes when it began, on the first step of a fresh model; peak tracked: the highest live bytes "
            "(inputs, model, optimizer, buffers) over that step and a second one; peak RSS: VmHWM of that process "

@@ -63,7 +63,10 @@ static void usage(FILE *f) {
             "  --no-plan               do not skip modes by the engine's memory plan: run them and let\n"
             "                          the allocator refuse what exceeds --mem-limit (checks the plan)\n"
             "  --threads N             OpenMP threads [all cores]\n"
-            "  --seed N                seed of the inputs, labels, initialisation and noise [0]\n"
+            "  --seed N                seed of the inputs, labels, initialisation (and the noise with\n"
+            "                          --noise seeded) [0]\n"
+            "  --noise SOURCE          secure: the OS-seeded ChaCha20 generator, as dpsgd train by default;\n"
+            "                          seeded: the seeded stream, as with --noise-seed [secure]\n"
             "  --quick                 smoke test: the workload's small batch sizes, 1 warm-up step,\n"
             "                          2 timed steps, a smaller SGEMM (explicit flags win)\n"
             "  --json FILE             write the results as JSON (atomically)\n"
@@ -72,7 +75,7 @@ static void usage(FILE *f) {
             "\n"
             "A step is the library's, as `dpsgd train` runs it: no-DP: zero grad, forward + cross-entropy,\n"
             "backward, scale 1/B, SGD step (lr %g, momentum %g); DP: the same with the clipped gradient of\n"
-            "the mode (C = %g) and Gaussian noise (sigma = %g; the seeded stream, as with --noise-seed)\n"
+            "the mode (C = %g) and Gaussian noise (sigma = %g; --noise: secure or seeded)\n"
             "instead of the backward, and the accountant. Memory is measured with one\n"
             "process per mode (tracked allocator: per-stage increase on a fresh model, peak; VmHWM for\n"
             "the resident set); times are medians of interleaved steps. See docs/benchmarks.md.\n"
@@ -171,7 +174,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
             continue;
         }
         static const char *const with_value[] = {"--batch-sizes", "--modes", "--reps", "--warmup", "--mem-limit",
-                                                 "--threads",     "--seed",  "--json", "--plot",   "--model"};
+                                                 "--threads",     "--seed",  "--json", "--plot",   "--model", "--noise"};
         size_t f = 0, nf = sizeof with_value / sizeof with_value[0];
         while (f < nf && strcmp(a, with_value[f])) f++;
         if (f == nf) return bad_usage("unknown option '%s'%s", a, "");
@@ -191,6 +194,14 @@ static int parse(int argc, char **argv, bench_opts *o) {
             ok = dp_cli_parse_long(a, v, 1, 1024, &o->threads);
         else if (!strcmp(a, "--seed"))
             ok = dp_cli_parse_long(a, v, 0, 1L << 62, &o->seed);
+        else if (!strcmp(a, "--noise")) {
+            if (!strcmp(v, "seeded")) o->seeded_noise = 1;
+            else if (!strcmp(v, "secure")) o->seeded_noise = 0;
+            else {
+                fprintf(stderr, "%s: --noise %s: expected secure or seeded\n", prog, v);
+                ok = 0;
+            }
+        }
         else if (!strcmp(a, "--model")) {
             if (!v[0]) return bad_usage("--model: empty file name%s%s", "", "");
             if (model) return bad_usage("--model: one file only, got '%s' and '%s'", model, v);
@@ -267,7 +278,7 @@ static int measure_memory(const bench_opts *o, const probe_result *pr, int i, co
             fprintf(stderr, "bench %s: batch %d, %s: OOM (plan: %s), skipped\n", o->w->name, B, bench_mode_name(k), g);
             continue;
         }
-        mem_arg ma = {o->w, pr, k, B, (uint64_t)o->seed, o->mem_limit, pr->budget[i], (int)o->threads};
+        mem_arg ma = {o->w, pr, k, B, (uint64_t)o->seed, o->mem_limit, pr->budget[i], (int)o->threads, !o->seeded_noise};
         int got = bench_in_child(bench_mem_child, &ma, &c->mem, sizeof c->mem, &sig);
         char msg[sizeof c->mem.msg]; /* a copy: formatting from one field of *c into another */
         memcpy(msg, c->mem.msg, sizeof msg);
@@ -324,7 +335,8 @@ static int measure_time(const bench_opts *o, const probe_result *pr, int i, int 
                        .threads = (int)o->threads,
                        .gemm_n = gemm_n,
                        .gemm_tries = 3,
-                       .budget = pr->budget[i]};
+                       .budget = pr->budget[i],
+                       .secure = !o->seeded_noise};
         double used = 0;
         int added = 0;
         for (int k = 0; k < NMODES; k++) {
