@@ -39,10 +39,13 @@ static void chacha_state(const dp_csprng *r, uint64_t counter, uint32_t in[16]) 
 #include <immintrin.h>
 /* the same function on LANES blocks at once: lane l of vector i is word i of block l */
 static inline __m256i rotl8(__m256i x, int k) { return _mm256_or_si256(_mm256_slli_epi32(x, k), _mm256_srli_epi32(x, 32 - k)); }
+/* rotations by whole bytes (16 and 8) as one byte shuffle within each 32-bit lane */
+#define ROT16 _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13)
+#define ROT8 _mm256_setr_epi8(3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14, 3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14)
 #define VQR(a, b, c, d)                                                                                                \
-    a = _mm256_add_epi32(a, b), d = rotl8(_mm256_xor_si256(d, a), 16), c = _mm256_add_epi32(c, d),                     \
-    b = rotl8(_mm256_xor_si256(b, c), 12), a = _mm256_add_epi32(a, b), d = rotl8(_mm256_xor_si256(d, a), 8),           \
-    c = _mm256_add_epi32(c, d), b = rotl8(_mm256_xor_si256(b, c), 7)
+    a = _mm256_add_epi32(a, b), d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot16), c = _mm256_add_epi32(c, d),    \
+    b = rotl8(_mm256_xor_si256(b, c), 12), a = _mm256_add_epi32(a, b),                                                 \
+    d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot8), c = _mm256_add_epi32(c, d), b = rotl8(_mm256_xor_si256(b, c), 7)
 static void chacha_blocks(dp_csprng *r) {
     uint32_t in[16];
     chacha_state(r, r->counter, in);
@@ -56,6 +59,7 @@ static void chacha_blocks(dp_csprng *r) {
     v[12] = _mm256_loadu_si256((const __m256i *)lo);
     v[13] = _mm256_loadu_si256((const __m256i *)hi);
     memcpy(x, v, sizeof x);
+    const __m256i rot16 = ROT16, rot8 = ROT8;
     for (int i = 0; i < 10; i++) {
         VQR(x[0], x[4], x[8], x[12]);
         VQR(x[1], x[5], x[9], x[13]);
