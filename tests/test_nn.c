@@ -99,21 +99,22 @@ static void test_linear(int B, int d, int p, int bias) {
 }
 
 /* ---- conv2d ---- */
-typedef struct { int B, Cin, H, W, Cout, k, s, pad, d, G, Ho, Wo, bias; double *col, *work; } conv_ctx;
+typedef struct { int B, Cin, H, W, Cout, k, s, pad, pl, d, G, Ho, Wo, bias; double *col, *work; } conv_ctx;
 static void conv_fwd(void *cv, double *y, const double *x, const double *th) {
     conv_ctx *c = cv;
     size_t nw = (size_t)c->Cout * (c->Cin / c->G) * c->k * c->k;
     dp__k_conv_fwd_f64(y, c->col, c->work, x, th, c->bias ? th + nw : NULL, c->B, c->Cin, c->H, c->W, c->Cout, c->k, c->s, c->pad,
-                       c->d, c->G, c->Ho, c->Wo);
+                       c->pl, c->d, c->G, c->Ho, c->Wo);
 }
 
-/* d: dilation, G: groups (weight [Cout, Cin / G, k, k]) */
-static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias, int d, int G) {
+/* d: dilation, G: groups (weight [Cout, Cin / G, k, k]); pad above, pl left, pb below, pr right */
+static void test_conv_pads(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int pl, int pb, int pr,
+                           int bias, int d, int G) {
     const int ext = (k - 1) * d + 1;
-    int Ho = (Hh + 2 * pad - ext) / s + 1, Wo = (Ww + 2 * pad - ext) / s + 1, T = Ho * Wo, D = Cin * k * k, Dg = D / G;
+    int Ho = (Hh + pad + pb - ext) / s + 1, Wo = (Ww + pl + pr - ext) / s + 1, T = Ho * Wo, D = Cin * k * k, Dg = D / G;
     size_t nw = (size_t)Cout * Dg, nth = nw + (bias ? Cout : 0);
     double *col = dnew((size_t)B * T * D), *fwork = dnew((size_t)B * T * Cout);
-    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, d, G, Ho, Wo, bias, col, fwork};
+    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo, bias, col, fwork};
     fd_fn f = {B, (size_t)B * Cin * Hh * Ww, (size_t)B * Cout * T, nth, conv_fwd, &c};
     double *x = dnew(f.nx), *th = dnew(nth), *u = dnew(f.ny), *gx = dnew(f.nx), *gth = dnew(nth), *y = dnew(f.ny);
     double *din = dnew(f.nx), *dth = dnew(nth), *ps = dnew((size_t)B * nth), *sq = dnew(B);
@@ -140,7 +141,7 @@ static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s,
                     for (int ci = 0; ci < cg; ci++)
                         for (int ky = 0; ky < k; ky++)
                             for (int kx = 0; kx < k; kx++) {
-                                int iy = oy * s - pad + ky * d, ix = ox * s - pad + kx * d;
+                                int iy = oy * s - pad + ky * d, ix = ox * s - pl + kx * d;
                                 if (iy < 0 || iy >= Hh || ix < 0 || ix >= Ww) continue;
                                 r += th[(((size_t)o * cg + ci) * k + ky) * k + kx] *
                                      x[(((size_t)i * Cin + g * cg + ci) * Hh + iy) * Ww + ix];
@@ -149,7 +150,7 @@ static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s,
                     if (e > ef) ef = e;
                 }
     CHECK(ef < 1e-12);
-    dp__k_conv_bwd_input_f64(din, work, u, th, B, Cin, Hh, Ww, Cout, k, s, pad, d, G, Ho, Wo);
+    dp__k_conv_bwd_input_f64(din, work, u, th, B, Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo);
     dp__k_conv_bwd_param_f64(dth, bias ? dth + nw : NULL, work, u, col, B, Cout, T, D, G);
     double ex = max_rel(din, gx, f.nx), et = max_rel(dth, gth, nth);
     CHECK(ex < 1e-7);
@@ -179,6 +180,10 @@ static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s,
                 Cin, Hh, Ww, Cout, k, s, pad, d, G, ef, ex, et, worst, worst_sq);
     dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(y); dp_free(din); dp_free(dth);
     dp_free(ps); dp_free(sq); dp_free(work); dp_free(col); dp_free(fwork);
+}
+
+static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias, int d, int G) {
+    test_conv_pads(B, Cin, Hh, Ww, Cout, k, s, pad, pad, pad, pad, bias, d, G);
 }
 
 static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias) {
@@ -306,8 +311,8 @@ static void test_f32_vs_f64(void) {
     fill(wd, nw + Cout, 1);
     for (size_t j = 0; j < nx; j++) xf[j] = (float)xd[j], xd[j] = xf[j];
     for (size_t j = 0; j < nw + Cout; j++) wf[j] = (float)wd[j], wd[j] = wf[j];
-    dp__k_conv_fwd_f64(yd, cold, wkd, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, 1, 1, Ho, Wo);
-    dp__k_conv_fwd_f32(yf, colf, wkf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, 1, 1, Ho, Wo);
+    dp__k_conv_fwd_f64(yd, cold, wkd, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo);
+    dp__k_conv_fwd_f32(yf, colf, wkf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo);
     double worst = 0;
     for (size_t j = 0; j < ny; j++)
         if (fabs(yf[j] - yd[j]) > worst) worst = fabs(yf[j] - yd[j]);
@@ -577,6 +582,8 @@ int main(void) {
     test_conv_dg(3, 4, 6, 6, 4, 3, 1, 1, 0, 1, 4); /* depthwise (groups = channels) */
     test_conv_dg(2, 2, 9, 8, 3, 3, 2, 2, 1, 2, 1); /* dilated */
     test_conv_dg(2, 6, 9, 9, 9, 2, 1, 1, 1, 3, 3); /* dilated and grouped */
+    test_conv_pads(2, 2, 7, 8, 3, 3, 2, 0, 1, 1, 2, 1, 1, 1); /* asymmetric: SAME_UPPER-like pads */
+    test_conv_pads(2, 4, 6, 7, 4, 2, 1, 1, 0, 0, 1, 0, 2, 2); /* asymmetric, dilated, grouped */
     test_act(DP_LAYER_RELU, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_TANH, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_SIGMOID, 2, 2, 3, 3, 0, 0);

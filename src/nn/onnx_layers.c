@@ -288,23 +288,46 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
         if (w < 0 || c->v[w].ptrans) return dp__onnx_node_fail(c, n, "its weight must be a parameter");
         if (n->n_inputs > 2 && n->inputs[2][0] && b < 0) return dp__onnx_node_fail(c, n, "its bias must be a parameter");
         const dp__onnx_tensor *W = c->v[w].t, *Bt = b >= 0 ? c->v[b].t : NULL;
-        if (!auto_pad_none(n)) return dp__onnx_node_fail(c, n, "auto_pad is not supported (give pads)");
         const int64_t G = dp__onnx_attr_int(n, "group", 1), d = attr_same(n, "dilations", 1, 2);
         if (G < 1 || G > ld[1] || ld[1] % G || (W->ndim == 4 && W->dims[0] % G))
             return dp__onnx_node_fail(c, n, "its group must divide its input and output channels");
         if (d < 1 || d > INT32_MAX) return dp__onnx_node_fail(c, n, "its dilations must be equal, 1 or more");
-        int64_t k = attr_same(n, "kernel_shape", W->ndim == 4 ? W->dims[2] : -1, 2), s = attr_same(n, "strides", 1, 2),
-                p = attr_same(n, "pads", 0, 4);
+        int64_t k = attr_same(n, "kernel_shape", W->ndim == 4 ? W->dims[2] : -1, 2), s = attr_same(n, "strides", 1, 2);
         if (W->ndim != 4 || W->dims[1] != ld[1] / G || W->dims[2] != W->dims[3] || k != W->dims[2])
             return dp__onnx_node_fail(c, n, "its weight must be [out, C / group, K, K] (square kernels only, for now)");
-        if (s < 1 || p < 0)
-            return dp__onnx_node_fail(c, n, "strides and pads must be the same along both axes and both sides (for now)");
-        if (s > INT32_MAX || k > INT32_MAX || p > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
-            return dp__onnx_node_fail(c, n, "its kernel, strides or pads are too large");
+        if (s < 1) return dp__onnx_node_fail(c, n, "its strides must be the same along both axes");
+        if (s > INT32_MAX || k > INT32_MAX) return dp__onnx_node_fail(c, n, "its kernel or strides are too large");
+        const int64_t ext = (k - 1) * d + 1; /* the dilated kernel's extent; below 2^62 */
+        /* the pads above, left, below, right: given (pads [top, left, bottom, right]), or what
+         * auto_pad SAME_UPPER / SAME_LOWER needs for an output of ceil(in / stride) (the odd one
+         * below and right for UPPER, above and left for LOWER), or none (VALID) */
+        int64_t pads[4] = {0, 0, 0, 0};
+        const dp__onnx_attr *ap = dp__onnx_find_attr(n, "auto_pad"), *pa = dp__onnx_find_attr(n, "pads");
+        const char *mode = ap && ap->type == DP__ONNX_ATTR_STRING ? ap->s : "NOTSET";
+        if (ap && ap->type != DP__ONNX_ATTR_STRING) return dp__onnx_node_fail(c, n, "its auto_pad must be a string");
+        if (!strcmp(mode, "SAME_UPPER") || !strcmp(mode, "SAME_LOWER")) {
+            if (pa) return dp__onnx_node_fail(c, n, "has both auto_pad and pads");
+            for (int ax = 0; ax < 2; ax++) {
+                const int64_t in = ld[2 + ax], out = (in + s - 1) / s, tot = (out - 1) * s + ext - in;
+                const int64_t t = tot > 0 ? tot : 0, lo = mode[5] == 'U' ? t / 2 : t - t / 2;
+                pads[ax] = lo;
+                pads[2 + ax] = t - lo;
+            }
+        } else if (!strcmp(mode, "VALID")) {
+            if (pa) return dp__onnx_node_fail(c, n, "has both auto_pad and pads");
+        } else if (strcmp(mode, "NOTSET")) {
+            return dp__onnx_node_fail(c, n, "its auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER");
+        } else if (pa) {
+            if (pa->type != DP__ONNX_ATTR_INTS || pa->n != 4)
+                return dp__onnx_node_fail(c, n, "its pads must be 4 integers (top, left, bottom, right)");
+            for (int j = 0; j < 4; j++) pads[j] = pa->ints[j];
+        }
+        for (int j = 0; j < 4; j++)
+            if (pads[j] < 0 || pads[j] > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
+                return dp__onnx_node_fail(c, n, "its pads must be 0 or more, and not too large");
         if (Bt && (int64_t)Bt->count != W->dims[0])
             return dp__onnx_node_fail(c, n, "its bias must have one value per output channel");
-        const int64_t ext = (k - 1) * d + 1; /* the dilated kernel's extent; below 2^62 */
-        if (ld[2] + 2 * p < ext || ld[3] + 2 * p < ext)
+        if (ld[2] + pads[0] + pads[2] < ext || ld[3] + pads[1] + pads[3] < ext)
             return dp__onnx_node_fail(c, n, "its kernel (dilated) is larger than its padded input");
         if ((st = dp__onnx_take_param(c, n, w)) == DP_OK && b >= 0) st = dp__onnx_take_param(c, n, b);
         if (st != DP_OK) return st;
@@ -313,7 +336,10 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
         l->oc = (int)W->dims[0];
         l->k = (int)k;
         l->s = (int)s;
-        l->pad = (int)p;
+        l->pad = (int)pads[0];
+        l->padl = (int)pads[1];
+        l->padb = (int)pads[2];
+        l->padr = (int)pads[3];
         l->groups = (int)G;
         l->dil = (int)d;
         l->has_bias = Bt != NULL;

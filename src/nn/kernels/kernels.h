@@ -20,14 +20,16 @@ int dp__num_threads(void);
                                  int p, int has_bias);                                          \
     void dp__k_linear_ghost_sq##S(double *sq, const REAL *dout, const REAL *in, int B, int d, int p,      \
                                   int has_bias);                                                \
-    void dp__k_im2col##S(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pad, int d, \
+    void dp__k_im2col##S(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pt, int pl, int d, \
                          int Ho, int Wo);                                                       \
-    void dp__k_col2im##S(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pad, int d, \
+    void dp__k_col2im##S(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pt, int pl, int d, \
                          int Ho, int Wo);                                                       \
     void dp__k_conv_fwd##S(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B,      \
-                           int Cin, int H, int W, int Cout, int k, int s, int pad, int d, int G, int Ho, int Wo); \
+                           int Cin, int H, int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho,   \
+                           int Wo);                                                               \
     void dp__k_conv_bwd_input##S(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, int Cin,   \
-                                 int H, int W, int Cout, int k, int s, int pad, int d, int G, int Ho, int Wo); \
+                                 int H, int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho,  \
+                                 int Wo);                                                         \
     void dp__k_conv_bwd_param##S(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *col, int B, \
                                  int Cout, int T, int D, int G);                                \
     void dp__k_conv_ps_grad##S(REAL *ps, size_t stride, const REAL *dout, const REAL *col, int B, int Cout, \

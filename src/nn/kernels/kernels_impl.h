@@ -75,14 +75,15 @@ void KN(linear_ghost_sq)(double *sq, const REAL *dout, const REAL *in, int B, in
 /* ---- Conv2d ------------------------------------------------------------------------- */
 
 /* col[T, D]: row t = output position (oy, ox), columns (c, ky, kx) like the weight layout;
- * kernel taps d apart (dilation; 1 = contiguous). A grouped convolution's group g reads the
+ * kernel taps d apart (dilation; 1 = contiguous); pt, pl: the zero padding above and to the
+ * left (below and to the right: whatever Ho and Wo reach). A grouped convolution's group g reads the
  * columns of its channels, g*Dg .. (g+1)*Dg - 1 with Dg = D / G, so one unfolding serves all. */
-void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pad, int d, int Ho, int Wo) {
+void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pt, int pl, int d, int Ho, int Wo) {
     const int D = Cin * k * k;
     for (int oy = 0; oy < Ho; oy++)
         for (int ox = 0; ox < Wo; ox++) {
             REAL *row = col + (size_t)(oy * Wo + ox) * D;
-            int iy0 = oy * s - pad, ix0 = ox * s - pad;
+            int iy0 = oy * s - pt, ix0 = ox * s - pl;
             for (int c = 0; c < Cin; c++)
                 for (int ky = 0; ky < k; ky++) {
                     int iy = iy0 + ky * d;
@@ -101,12 +102,12 @@ void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, 
 }
 
 /* din[Cin,H,W] += col2im(dcol[T, D]) */
-void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pad, int d, int Ho, int Wo) {
+void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pt, int pl, int d, int Ho, int Wo) {
     const int D = Cin * k * k;
     for (int oy = 0; oy < Ho; oy++)
         for (int ox = 0; ox < Wo; ox++) {
             const REAL *row = dcol + (size_t)(oy * Wo + ox) * D;
-            int iy0 = oy * s - pad, ix0 = ox * s - pad;
+            int iy0 = oy * s - pt, ix0 = ox * s - pl;
             for (int c = 0; c < Cin; c++)
                 for (int ky = 0; ky < k; ky++) {
                     int iy = iy0 + ky * d;
@@ -127,12 +128,12 @@ void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s
  * faster than B small GEMMs. G groups: W_g = rows g*Cout/G.. of W, Dg = D / G.
  * work: at least B*T*Cout REALs. */
 void KN(conv_fwd)(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B, int Cin,
-                  int H, int W, int Cout, int k, int s, int pad, int d, int G, int Ho, int Wo) {
+                  int H, int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho, int Wo) {
     const int D = Cin * k * k, T = Ho * Wo, Dg = D / G, Cg = Cout / G;
     if (B == 0) return;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < B; i++)
-        KN(im2col)(col + (size_t)i * T * D, in + (size_t)i * Cin * H * W, Cin, H, W, k, s, pad, d, Ho, Wo);
+        KN(im2col)(col + (size_t)i * T * D, in + (size_t)i * Cin * H * W, Cin, H, W, k, s, pt, pl, d, Ho, Wo);
     for (int g = 0; g < G; g++)
         GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, Cg, Dg, 1, col + (size_t)g * Dg, D,
              w + (size_t)g * Cg * Dg, Dg, 0, work + (size_t)g * Cg, Cout);
@@ -150,7 +151,7 @@ void KN(conv_fwd)(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *
 /* din[B, Cin, H, W] = conv input gradient; work: per-thread scratch of T*D REALs each,
  * nthreads blocks (caller allocates work[omp_get_max_threads() * T * D]). */
 void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, int Cin, int H,
-                        int W, int Cout, int k, int s, int pad, int d, int G, int Ho, int Wo) {
+                        int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho, int Wo) {
     const int D = Cin * k * k, T = Ho * Wo, Dg = D / G, Cg = Cout / G;
 #pragma omp parallel
     {
@@ -162,7 +163,7 @@ void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, 
             for (int g = 0; g < G; g++)
                 GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, Dg, Cg, 1, dout + ((size_t)i * Cout + (size_t)g * Cg) * T,
                      T, w + (size_t)g * Cg * Dg, Dg, 0, dcol + (size_t)g * Dg, D);
-            KN(col2im)(di, dcol, Cin, H, W, k, s, pad, d, Ho, Wo);
+            KN(col2im)(di, dcol, Cin, H, W, k, s, pt, pl, d, Ho, Wo);
         }
     }
 }

@@ -132,9 +132,10 @@ dp_status dp__conv_check(const dp__node *l, const char *what) {
     if (l->ic % G || l->oc % G)
         return dp_fail(DP_ERR_INVALID, "%s: %ld groups do not divide its %d input and %d output channels", what, G, l->ic,
                        l->oc);
-    if ((long)l->ih + 2L * l->pad < ext || (long)l->iw + 2L * l->pad < ext)
-        return dp_fail(DP_ERR_INVALID, "%s: kernel %d (dilation %d: extent %ld) larger than its padded input %dx%d", what,
-                       l->k, conv_d(l), ext, l->ih + 2 * l->pad, l->iw + 2 * l->pad);
+    const long ph = (long)l->ih + l->pad + l->padb, pw = (long)l->iw + l->padl + l->padr;
+    if (ph < ext || pw < ext)
+        return dp_fail(DP_ERR_INVALID, "%s: kernel %d (dilation %d: extent %ld) larger than its padded input %ldx%ld", what,
+                       l->k, conv_d(l), ext, ph, pw);
     return DP_OK;
 }
 
@@ -159,7 +160,7 @@ static dp_status conv_parse(dp_model *m, dp__node *l, const dp__spec_token *t, i
     }
     l->k = (int)k;
     l->s = (int)s;
-    l->pad = (int)p;
+    l->pad = l->padl = l->padb = l->padr = (int)p;
     l->oc = (int)out;
     l->groups = (int)g;
     l->dil = (int)d;
@@ -170,8 +171,8 @@ static dp_status conv_parse(dp_model *m, dp__node *l, const dp__spec_token *t, i
 
 static void conv_shape(dp__node *l) {
     const int ext = (int)conv_extent(l->k, conv_d(l));
-    l->oh = (l->ih + 2 * l->pad - ext) / l->s + 1;
-    l->ow = (l->iw + 2 * l->pad - ext) / l->s + 1;
+    l->oh = (l->ih + l->pad + l->padb - ext) / l->s + 1;
+    l->ow = (l->iw + l->padl + l->padr - ext) / l->s + 1;
     l->nw = (size_t)l->oc * conv_Dg(l);
     l->nb = l->has_bias ? (size_t)l->oc : 0;
 }
@@ -186,13 +187,13 @@ static int conv_weight_shape(const dp__node *l, int64_t shape[4]) {
 static dp_status conv_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
     dp__k_conv_fwd_f32(l->out, l->col, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, l->ic, l->ih, l->iw,
-                       l->oc, l->k, l->s, l->pad, conv_d(l), conv_G(l), l->oh, l->ow);
+                       l->oc, l->k, l->s, l->pad, l->padl, conv_d(l), conv_G(l), l->oh, l->ow);
     return DP_OK;
 }
 
 static void conv_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
     dp__k_conv_bwd_input_f32(din, m->work, g, dp__weight(m, l), B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad,
-                             conv_d(l), conv_G(l), l->oh, l->ow);
+                             l->padl, conv_d(l), conv_G(l), l->oh, l->ow);
 }
 
 static void conv_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
