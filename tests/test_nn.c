@@ -191,7 +191,7 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
 }
 
 /* ---- parameter-free layers: input gradient only ---- */
-typedef struct { int kind, B, C, H, W, k, s, pad, cip, Ho, Wo; int32_t *arg; unsigned char *mask; double *y; } act_ctx;
+typedef struct { int kind, B, C, H, W; dp__pool_geom g; int Ho, Wo; int32_t *arg; unsigned char *mask; double *y; } act_ctx;
 static void act_fwd(void *cv, double *y, const double *x, const double *th) {
     act_ctx *c = cv;
     size_t n = (size_t)c->B * c->C * c->H * c->W;
@@ -200,19 +200,21 @@ static void act_fwd(void *cv, double *y, const double *x, const double *th) {
     case DP_LAYER_TANH: dp__k_tanh_fwd_f64(y, x, n); break;
     case DP_LAYER_SIGMOID: dp__k_sigmoid_fwd_f64(y, x, n); break;
     case DP_LAYER_GLOBALAVGPOOL: dp__k_gap_fwd_f64(y, x, c->B, c->C, c->H * c->W); break;
-    case DP_LAYER_MAXPOOL: dp__k_maxpool_fwd_f64(y, c->arg, x, c->B, c->C, c->H, c->W, c->k, c->s, c->pad, c->Ho, c->Wo); break;
-    case DP_LAYER_AVGPOOL: dp__k_avgpool_fwd_f64(y, x, c->B, c->C, c->H, c->W, c->k, c->s, c->pad, c->cip, c->Ho,
-                                                   c->Wo); break;
+    case DP_LAYER_MAXPOOL: dp__k_maxpool_fwd_f64(y, c->arg, x, c->B, c->C, c->H, c->W, &c->g, c->Ho, c->Wo); break;
+    case DP_LAYER_AVGPOOL: dp__k_avgpool_fwd_f64(y, x, c->B, c->C, c->H, c->W, &c->g, c->Ho, c->Wo); break;
     case DP_LAYER_DROPOUT: dp__k_dropout_fwd_f64(y, x, c->mask, 1 / 0.7, n); break;
     }
 }
 
-/* pad: implicit padding of the pooling kinds; cip: avgpool's count_include_pad */
-static void test_act_pad(int kind, int B, int C, int Hh, int Ww, int k, int s, int pad, int cip) {
+/* the pooling kinds' geometry g (padding above, left, below, right; dilation; avgpool's
+ * count_include_pad), with the output sizes of floor or ceil mode */
+static void test_act_geom(int kind, int B, int C, int Hh, int Ww, dp__pool_geom geom, int ceil_mode) {
     int pool = kind == DP_LAYER_MAXPOOL || kind == DP_LAYER_AVGPOOL, gap = kind == DP_LAYER_GLOBALAVGPOOL;
-    int Ho = pool ? (Hh + 2 * pad - k) / s + 1 : gap ? 1 : Hh, Wo = pool ? (Ww + 2 * pad - k) / s + 1 : gap ? 1 : Ww;
+    const int k = geom.k, s = geom.s, pad = geom.pt, cip = geom.count_pad, ext = (k - 1) * (geom.d > 1 ? geom.d : 1) + 1;
+    int Ho = pool ? dp__pool_out(Hh, geom.pt, geom.pb, ext, s, ceil_mode) : gap ? 1 : Hh;
+    int Wo = pool ? dp__pool_out(Ww, geom.pl, geom.pr, ext, s, ceil_mode) : gap ? 1 : Ww;
     size_t nx = (size_t)B * C * Hh * Ww, ny = (size_t)B * C * Ho * Wo;
-    act_ctx c = {kind, B, C, Hh, Ww, k, s, pad, cip, Ho, Wo, dp_calloc(ny, sizeof(int32_t)), dp_calloc(nx, 1), NULL};
+    act_ctx c = {kind, B, C, Hh, Ww, geom, Ho, Wo, dp_calloc(ny, sizeof(int32_t)), dp_calloc(nx, 1), NULL};
     for (size_t j = 0; j < nx; j++) c.mask[j] = dp_rng_uniform(&R) < 0.7;
     fd_fn f = {B, nx, ny, 0, act_fwd, &c};
     double *x = dnew(nx), *u = dnew(ny), *g = dnew(nx), *din = dnew(nx), *y = dnew(ny);
@@ -231,7 +233,7 @@ static void test_act_pad(int kind, int B, int C, int Hh, int Ww, int k, int s, i
     case DP_LAYER_SIGMOID: dp__k_sigmoid_bwd_f64(din, u, y, nx); break;
     case DP_LAYER_GLOBALAVGPOOL: dp__k_gap_bwd_f64(din, u, B, C, Hh * Ww); break;
     case DP_LAYER_MAXPOOL: dp__k_maxpool_bwd_f64(din, u, c.arg, B, C, Hh, Ww, Ho, Wo); break;
-    case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f64(din, u, B, C, Hh, Ww, k, s, pad, cip, Ho, Wo); break;
+    case DP_LAYER_AVGPOOL: dp__k_avgpool_bwd_f64(din, u, B, C, Hh, Ww, &c.g, Ho, Wo); break;
     case DP_LAYER_DROPOUT: dp__k_dropout_bwd_f64(din, u, c.mask, 1 / 0.7, nx); break;
     }
     double e = max_rel(din, g, nx);
@@ -240,23 +242,36 @@ static void test_act_pad(int kind, int B, int C, int Hh, int Ww, int k, int s, i
         fprintf(stderr, "%s (pad %d, count_include_pad %d): input gradient rel err %g\n", dp_layer_kind_name(kind), pad, cip, e);
     dp_free(c.arg); dp_free(c.mask); dp_free(x); dp_free(u); dp_free(g); dp_free(din); dp_free(y);
 }
+/* pad: implicit padding of the pooling kinds on every side; cip: avgpool's count_include_pad */
+static void test_act_pad(int kind, int B, int C, int Hh, int Ww, int k, int s, int pad, int cip) {
+    dp__pool_geom g = {k, s, pad, pad, pad, pad, 1, cip};
+    test_act_geom(kind, B, C, Hh, Ww, g, 0);
+}
 static void test_act(int kind, int B, int C, int Hh, int Ww, int k, int s) { test_act_pad(kind, B, C, Hh, Ww, k, s, 0, 1); }
 
 /* padded pooling forward values against hand-computed ones: a 4x4 plane, k 3, s 2, pad 1 ->
  * 2x2 outputs whose windows cover 2x2 (top left), 2x3, 3x2 and 3x3 real positions */
 static void test_pool_pad_values(void) {
+    /* output sizes, as PyTorch's nn.MaxPool2d computes them: floor; ceil; ceil dropping a last
+     * window that would start in the trailing padding (5 values, pad 1, k 2, s 2: windows at
+     * -1, 1, 3; a fourth at 5 would start in the padding) */
+    CHECK(dp__pool_out(4, 0, 0, 3, 2, 0) == 1 && dp__pool_out(4, 0, 0, 3, 2, 1) == 2);
+    CHECK(dp__pool_out(5, 1, 1, 2, 2, 0) == 3 && dp__pool_out(5, 1, 1, 2, 2, 1) == 3);
+    CHECK(dp__pool_out(6, 1, 1, 2, 2, 1) == 4 && dp__pool_out(7, 0, 1, 5, 2, 1) == 3 && dp__pool_out(2, 0, 0, 3, 1, 0) == 0);
     double x[16], y[4], want[4];
     int32_t arg[4];
     for (int j = 0; j < 16; j++) x[j] = -1 - j; /* all negative: a zero pad must never win */
-    dp__k_maxpool_fwd_f64(y, arg, x, 1, 1, 4, 4, 3, 2, 1, 2, 2);
+    dp__pool_geom g = {3, 2, 1, 1, 1, 1, 1, 0};
+    dp__k_maxpool_fwd_f64(y, arg, x, 1, 1, 4, 4, &g, 2, 2);
     /* windows rows/cols [-1,1] and [1,3]: maxima at (0,0), (0,1), (1,0), (1,1) */
     const int32_t warg[4] = {0, 1, 4, 5};
     for (int j = 0; j < 4; j++) CHECK(arg[j] == warg[j] && y[j] == x[warg[j]]);
     for (int j = 0; j < 16; j++) x[j] = 1;
     const double n[4] = {4, 6, 6, 9};
-    dp__k_avgpool_fwd_f64(y, x, 1, 1, 4, 4, 3, 2, 1, 0, 2, 2); /* exclude: the mean of real positions */
+    dp__k_avgpool_fwd_f64(y, x, 1, 1, 4, 4, &g, 2, 2); /* exclude: the mean of real positions */
     for (int j = 0; j < 4; j++) CHECK(fabs(y[j] - 1) < 1e-15);
-    dp__k_avgpool_fwd_f64(y, x, 1, 1, 4, 4, 3, 2, 1, 1, 2, 2); /* include: pads count as zeros */
+    g.count_pad = 1;
+    dp__k_avgpool_fwd_f64(y, x, 1, 1, 4, 4, &g, 2, 2); /* include: pads count as zeros */
     for (int j = 0; j < 4; j++) want[j] = n[j] / 9;
     for (int j = 0; j < 4; j++) CHECK(fabs(y[j] - want[j]) < 1e-15);
 }
@@ -596,10 +611,18 @@ int main(void) {
     test_act_pad(DP_LAYER_MAXPOOL, 2, 2, 5, 5, 3, 2, 1, 0); /* PyTorch's ResNet stem pooling */
     test_act_pad(DP_LAYER_MAXPOOL, 1, 2, 6, 7, 2, 1, 1, 0);
     test_act_pad(DP_LAYER_MAXPOOL, 1, 1, 5, 6, 4, 3, 2, 0);
+    /* asymmetric pads, ceil mode, dilated taps */
+    test_act_geom(DP_LAYER_MAXPOOL, 2, 2, 5, 6, (dp__pool_geom){3, 2, 0, 1, 1, 2, 1, 0}, 0);
+    test_act_geom(DP_LAYER_MAXPOOL, 1, 2, 6, 7, (dp__pool_geom){3, 2, 1, 0, 1, 0, 1, 0}, 1);
+    test_act_geom(DP_LAYER_MAXPOOL, 1, 2, 7, 8, (dp__pool_geom){2, 1, 0, 0, 0, 0, 2, 0}, 0);
+    test_act_geom(DP_LAYER_MAXPOOL, 1, 1, 8, 7, (dp__pool_geom){3, 2, 1, 1, 1, 1, 2, 0}, 1);
     for (int cip = 0; cip < 2; cip++) {
         test_act_pad(DP_LAYER_AVGPOOL, 2, 2, 5, 5, 3, 2, 1, cip);
         test_act_pad(DP_LAYER_AVGPOOL, 1, 2, 6, 7, 2, 1, 1, cip);
         test_act_pad(DP_LAYER_AVGPOOL, 1, 1, 5, 6, 4, 3, 2, cip);
+        /* asymmetric pads (SAME_UPPER-like), and ceil mode whose last window reaches past the input */
+        test_act_geom(DP_LAYER_AVGPOOL, 2, 2, 5, 6, (dp__pool_geom){3, 2, 0, 1, 1, 2, 1, cip}, 0);
+        test_act_geom(DP_LAYER_AVGPOOL, 1, 2, 6, 7, (dp__pool_geom){3, 2, 1, 0, 1, 0, 1, cip}, 1);
     }
     test_pool_pad_values();
     for (int bias = 0; bias < 2; bias++) {

@@ -30,7 +30,8 @@ typedef struct {
     size_t in_size, out_size;
     int k, s, pad, has_bias, groups, heads, vocab;
     int dil;             /* conv2d: dilation (0 or 1: none); groups: conv2d groups (0 or 1: none) */
-    int padl, padb, padr; /* conv2d: zero padding left, below, right (pad: above); the spec's pP sets all four */
+    int padl, padb, padr; /* conv2d, pooling: zero padding left, below, right (pad: above); pP sets all four */
+    int ceil_mode;        /* pooling: the output size rounds up (ONNX ceil_mode) */
     float p, eps;
     size_t w_off, nw, b_off, nb;
     int frozen;

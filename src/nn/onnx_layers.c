@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "nn/kernels/kernels.h"
 #include "nn/onnx_map.h"
 
 typedef dp__oval val;
@@ -51,13 +52,40 @@ static int per_channel(const val *p, int64_t C, int rank) {
 }
 
 /* auto_pad absent, NOTSET or VALID: the padding is the pads attribute's (VALID: none) */
-static int auto_pad_none(const dp__onnx_node *n) {
-    const dp__onnx_attr *ap = dp__onnx_find_attr(n, "auto_pad");
-    if (!ap) return 1;
-    if (ap->type != DP__ONNX_ATTR_STRING) return 0;
-    if (!strcmp(ap->s, "NOTSET")) return 1;
-    return !strcmp(ap->s, "VALID") && !dp__onnx_find_attr(n, "pads");
+/* The pads above, left, below and right of a Conv or pooling node over the image ld ([batch,
+ * C, H, W]) with a kernel spanning ext and stride s: given (pads [top, left, bottom, right]),
+ * or what auto_pad SAME_UPPER / SAME_LOWER needs for an output of ceil(in / stride) (the odd
+ * one below and right for UPPER, above and left for LOWER), or none (VALID, or neither). */
+static dp_status node_pads(ctx *c, const dp__onnx_node *n, const int64_t *ld, int64_t ext, int64_t s, int64_t pads[4]) {
+    for (int j = 0; j < 4; j++) pads[j] = 0;
+    const dp__onnx_attr *ap = dp__onnx_find_attr(n, "auto_pad"), *pa = dp__onnx_find_attr(n, "pads");
+    if (ap && ap->type != DP__ONNX_ATTR_STRING) return dp__onnx_node_fail(c, n, "its auto_pad must be a string");
+    const char *mode = ap ? ap->s : "NOTSET";
+    if (!strcmp(mode, "SAME_UPPER") || !strcmp(mode, "SAME_LOWER")) {
+        if (pa) return dp__onnx_node_fail(c, n, "has both auto_pad and pads");
+        for (int ax = 0; ax < 2; ax++) {
+            const int64_t in = ld[2 + ax], out = (in + s - 1) / s, tot = (out - 1) * s + ext - in;
+            const int64_t t = tot > 0 ? tot : 0, lo = mode[5] == 'U' ? t / 2 : t - t / 2;
+            pads[ax] = lo;
+            pads[2 + ax] = t - lo;
+        }
+    } else if (!strcmp(mode, "VALID")) {
+        if (pa) return dp__onnx_node_fail(c, n, "has both auto_pad and pads");
+    } else if (strcmp(mode, "NOTSET")) {
+        return dp__onnx_node_fail(c, n, "its auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER");
+    } else if (pa) {
+        if (pa->type != DP__ONNX_ATTR_INTS || pa->n != 4)
+            return dp__onnx_node_fail(c, n, "its pads must be 4 integers (top, left, bottom, right)");
+        for (int j = 0; j < 4; j++) pads[j] = pa->ints[j];
+    }
+    for (int j = 0; j < 4; j++)
+        if (pads[j] < 0 || pads[j] > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
+            return dp__onnx_node_fail(c, n, "its pads must be 0 or more, and not too large");
+    if (ld[2] + pads[0] + pads[2] < ext || ld[3] + pads[1] + pads[3] < ext)
+        return dp__onnx_node_fail(c, n, "its kernel (dilated) is larger than its padded input");
+    return DP_OK;
 }
+
 dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
     const char *op = n->op_type;
     dp_status st = DP_OK;
@@ -298,37 +326,10 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
         if (s < 1) return dp__onnx_node_fail(c, n, "its strides must be the same along both axes");
         if (s > INT32_MAX || k > INT32_MAX) return dp__onnx_node_fail(c, n, "its kernel or strides are too large");
         const int64_t ext = (k - 1) * d + 1; /* the dilated kernel's extent; below 2^62 */
-        /* the pads above, left, below, right: given (pads [top, left, bottom, right]), or what
-         * auto_pad SAME_UPPER / SAME_LOWER needs for an output of ceil(in / stride) (the odd one
-         * below and right for UPPER, above and left for LOWER), or none (VALID) */
-        int64_t pads[4] = {0, 0, 0, 0};
-        const dp__onnx_attr *ap = dp__onnx_find_attr(n, "auto_pad"), *pa = dp__onnx_find_attr(n, "pads");
-        const char *mode = ap && ap->type == DP__ONNX_ATTR_STRING ? ap->s : "NOTSET";
-        if (ap && ap->type != DP__ONNX_ATTR_STRING) return dp__onnx_node_fail(c, n, "its auto_pad must be a string");
-        if (!strcmp(mode, "SAME_UPPER") || !strcmp(mode, "SAME_LOWER")) {
-            if (pa) return dp__onnx_node_fail(c, n, "has both auto_pad and pads");
-            for (int ax = 0; ax < 2; ax++) {
-                const int64_t in = ld[2 + ax], out = (in + s - 1) / s, tot = (out - 1) * s + ext - in;
-                const int64_t t = tot > 0 ? tot : 0, lo = mode[5] == 'U' ? t / 2 : t - t / 2;
-                pads[ax] = lo;
-                pads[2 + ax] = t - lo;
-            }
-        } else if (!strcmp(mode, "VALID")) {
-            if (pa) return dp__onnx_node_fail(c, n, "has both auto_pad and pads");
-        } else if (strcmp(mode, "NOTSET")) {
-            return dp__onnx_node_fail(c, n, "its auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER");
-        } else if (pa) {
-            if (pa->type != DP__ONNX_ATTR_INTS || pa->n != 4)
-                return dp__onnx_node_fail(c, n, "its pads must be 4 integers (top, left, bottom, right)");
-            for (int j = 0; j < 4; j++) pads[j] = pa->ints[j];
-        }
-        for (int j = 0; j < 4; j++)
-            if (pads[j] < 0 || pads[j] > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
-                return dp__onnx_node_fail(c, n, "its pads must be 0 or more, and not too large");
+        int64_t pads[4];
+        if ((st = node_pads(c, n, ld, ext, s, pads)) != DP_OK) return st;
         if (Bt && (int64_t)Bt->count != W->dims[0])
             return dp__onnx_node_fail(c, n, "its bias must have one value per output channel");
-        if (ld[2] + pads[0] + pads[2] < ext || ld[3] + pads[1] + pads[3] < ext)
-            return dp__onnx_node_fail(c, n, "its kernel (dilated) is larger than its padded input");
         if ((st = dp__onnx_take_param(c, n, w)) == DP_OK && b >= 0) st = dp__onnx_take_param(c, n, b);
         if (st != DP_OK) return st;
         dp__node *l = dp__onnx_new_node(c, DP_LAYER_CONV2D, a);
@@ -348,26 +349,42 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
     }
     if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool")) {
         if (r != 3) return dp__onnx_node_fail(c, n, "its input must be an image [batch, C, H, W]");
-        int64_t k = attr_same(n, "kernel_shape", -1, 2), s = attr_same(n, "strides", 1, 2), p = attr_same(n, "pads", 0, 4);
+        const int maxp = op[0] == 'M';
+        int64_t k = attr_same(n, "kernel_shape", -1, 2), s = attr_same(n, "strides", 1, 2), d = attr_same(n, "dilations", 1, 2);
         if (k < 1) return dp__onnx_node_fail(c, n, "its kernel must be square (kernel_shape [K, K])");
         if (s < 1) return dp__onnx_node_fail(c, n, "its strides must be equal");
-        if (!auto_pad_none(n)) return dp__onnx_node_fail(c, n, "auto_pad is not supported (give pads)");
-        if (p < 0) return dp__onnx_node_fail(c, n, "its pads must be the same along both axes and both sides (for now)");
-        if (p >= k) return dp__onnx_node_fail(c, n, "its pads must be smaller than its kernel");
-        if (s > INT32_MAX || k > INT32_MAX || p > (INT32_MAX - (ld[2] > ld[3] ? ld[2] : ld[3])) / 2)
-            return dp__onnx_node_fail(c, n, "its kernel, strides or pads are too large");
-        int64_t cip = op[0] == 'A' ? dp__onnx_attr_int(n, "count_include_pad", 0) : 0;
+        if (d < 1 || (!maxp && d != 1)) return dp__onnx_node_fail(c, n, maxp ? "its dilations must be equal, 1 or more"
+                                                                            : "dilations are not supported");
+        if (s > INT32_MAX || k > INT32_MAX || d > INT32_MAX) return dp__onnx_node_fail(c, n, "its kernel, strides or dilations are too large");
+        int64_t cip = maxp ? 0 : dp__onnx_attr_int(n, "count_include_pad", 0), ceil_mode = dp__onnx_attr_int(n, "ceil_mode", 0);
         if (cip != 0 && cip != 1) return dp__onnx_node_fail(c, n, "count_include_pad must be 0 or 1");
-        if (dp__onnx_attr_int(n, "ceil_mode", 0) != 0 || attr_same(n, "dilations", 1, 2) != 1)
-            return dp__onnx_node_fail(c, n, "ceil_mode and dilations are not supported");
+        if (ceil_mode != 0 && ceil_mode != 1) return dp__onnx_node_fail(c, n, "ceil_mode must be 0 or 1");
         if (n->n_outputs > 1 && n->outputs[1][0]) return dp__onnx_node_fail(c, n, "its indices output is not supported");
-        if (ld[2] + 2 * p < k || ld[3] + 2 * p < k) return dp__onnx_node_fail(c, n, "its kernel is larger than its padded input");
-        dp__node *l = dp__onnx_new_node(c, op[0] == 'M' ? DP_LAYER_MAXPOOL : DP_LAYER_AVGPOOL, a);
+        const int64_t ext = (k - 1) * d + 1; /* below 2^62 */
+        int64_t pads[4];
+        if ((st = node_pads(c, n, ld, ext, s, pads)) != DP_OK) return st;
+        /* every window must hold a real position (one wholly in the padding has no maximum and
+         * no mean of real values) */
+        for (int ax = 0; ax < 2; ax++) {
+            const int64_t in = ld[2 + ax], pa = pads[ax];
+            const int out = dp__pool_out(in, pa, pads[2 + ax], ext, s, (int)ceil_mode);
+            for (int64_t o = 0; o < out; o++) {
+                int ok = 0;
+                for (int64_t t = 0; t < k && !ok; t++) ok = o * s - pa + t * d >= 0 && o * s - pa + t * d < in;
+                if (!ok) return dp__onnx_node_fail(c, n, "a window lies wholly in the padding (pads as large as the kernel)");
+            }
+        }
+        dp__node *l = dp__onnx_new_node(c, maxp ? DP_LAYER_MAXPOOL : DP_LAYER_AVGPOOL, a);
         if (!l) return DP_ERR_NOMEM;
         l->k = (int)k;
         l->s = (int)s;
-        l->pad = (int)p;
-        l->excl_pad = p > 0 && !cip;
+        l->pad = (int)pads[0];
+        l->padl = (int)pads[1];
+        l->padb = (int)pads[2];
+        l->padr = (int)pads[3];
+        l->dil = (int)d;
+        l->ceil_mode = (int)ceil_mode;
+        l->excl_pad = !cip;
         return dp__onnx_finish(c, l, n, 3);
     }
     if (!strcmp(op, "GlobalAveragePool")) {

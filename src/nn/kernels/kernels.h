@@ -12,6 +12,16 @@ int dp__num_threads(void);
 #define DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, nt) \
     ((size_t)(Cout) * (size_t)(B) * (size_t)(T) + (size_t)(nt) * (size_t)(Cout) * ((size_t)(D) + 1))
 
+/* A pooling window's geometry: K x K taps d apart (dilation, max pooling only), stride s,
+ * zero padding above, left, below and right; count_pad: average pooling divides by the taps
+ * inside the padded input (PyTorch's count_include_pad), else by the real ones. */
+typedef struct {
+    int k, s, pt, pl, pb, pr, d, count_pad;
+} dp__pool_geom;
+/* pooling (layers/pooling.c): windows along an axis of `in` values padded a before and b after,
+ * for a kernel spanning ext, stride s, floor or ceil mode */
+int dp__pool_out(long in, long a, long b, long ext, long s, int ceil_mode);
+
 #define DP__KERNEL_DECLS(REAL, S)                                                              \
     void dp__k_linear_fwd##S(REAL *out, const REAL *in, const REAL *w, const REAL *b, int B, int d, int p); \
     void dp__k_linear_bwd_input##S(REAL *din, const REAL *dout, const REAL *w, int B, int d, int p);    \
@@ -46,14 +56,14 @@ int dp__num_threads(void);
     void dp__k_tanh_bwd##S(REAL *din, const REAL *dout, const REAL *out, size_t n);             \
     void dp__k_dropout_fwd##S(REAL *out, const REAL *in, const unsigned char *mask, REAL scale, size_t n); \
     void dp__k_dropout_bwd##S(REAL *din, const REAL *dout, const unsigned char *mask, REAL scale, size_t n); \
-    void dp__k_maxpool_fwd##S(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, int k,  \
-                              int s, int pad, int Ho, int Wo);                                  \
+    void dp__k_maxpool_fwd##S(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W,         \
+                              const dp__pool_geom *g, int Ho, int Wo);                          \
     void dp__k_maxpool_bwd##S(REAL *din, const REAL *dout, const int32_t *arg, int B, int C, int H, int W, \
                               int Ho, int Wo);                                                  \
-    void dp__k_avgpool_fwd##S(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int pad, \
-                              int count_pad, int Ho, int Wo);                                   \
-    void dp__k_avgpool_bwd##S(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s,       \
-                              int pad, int count_pad, int Ho, int Wo);                          \
+    void dp__k_avgpool_fwd##S(REAL *out, const REAL *in, int B, int C, int H, int W,                      \
+                              const dp__pool_geom *g, int Ho, int Wo);                          \
+    void dp__k_avgpool_bwd##S(REAL *din, const REAL *dout, int B, int C, int H, int W,                    \
+                              const dp__pool_geom *g, int Ho, int Wo);                          \
     int dp__k_xent##S(REAL *loss, REAL *dz, const REAL *z, const int32_t *y, int B, int K);     \
     /* nn/layers/affine.c */                                                                   \
     void dp__k_scale_fwd##S(REAL *out, const REAL *in, const REAL *gamma, int R, int C, int inner); \

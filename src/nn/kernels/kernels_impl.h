@@ -315,28 +315,37 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
  * the sample's channel plane. Padded positions never win (-inf padding, as PyTorch and ONNX);
  * every window holds a real position as long as pad < k. Ties keep the first maximum in scan
  * order; a NaN wins (it propagates, as in PyTorch). */
-void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, int k, int s, int pad,
+void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, const dp__pool_geom *g,
                      int Ho, int Wo) {
-    if (pad > 0) {
+    const int k = g->k, s = g->s, d = g->d > 1 ? g->d : 1;
+    if (g->pt || g->pl || d > 1 || (Ho - 1) * s + k > H || (Wo - 1) * s + k > W) {
+        /* windows that reach into padding (or past the input in ceil mode), or dilated taps:
+         * only the taps inside the input compete; a window with none (the geometry's checks
+         * prevent it) gives 0 and no gradient */
 #pragma omp parallel for schedule(static)
         for (int bc = 0; bc < B * C; bc++) {
             const REAL *x = in + (size_t)bc * H * W;
             REAL *o = out + (size_t)bc * Ho * Wo;
             int32_t *a = arg + (size_t)bc * Ho * Wo;
             for (int oy = 0; oy < Ho; oy++) {
-                const int y0 = oy * s - pad, ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+                const int y0 = oy * s - g->pt;
                 for (int ox = 0; ox < Wo; ox++) {
-                    const int x0 = ox * s - pad, xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
-                    REAL best = x[ya * W + xa];
-                    int32_t bi = ya * W + xa;
-                    for (int y = ya; y < yb; y++)
-                        for (int xx = (y == ya ? xa + 1 : xa); xx < xb; xx++) {
+                    const int x0 = ox * s - g->pl;
+                    REAL best = 0;
+                    int32_t bi = -1;
+                    for (int ky = 0; ky < k; ky++) {
+                        const int y = y0 + ky * d;
+                        if (y < 0 || y >= H) continue;
+                        for (int kx = 0; kx < k; kx++) {
+                            const int xx = x0 + kx * d;
+                            if (xx < 0 || xx >= W) continue;
                             REAL v = x[y * W + xx];
-                            if ((v > best) | ((v != v) & (best == best))) {
+                            if (bi < 0 || (v > best) | ((v != v) & (best == best))) {
                                 best = v;
                                 bi = y * W + xx;
                             }
                         }
+                    }
                     o[oy * Wo + ox] = best;
                     a[oy * Wo + ox] = bi;
                 }
@@ -378,7 +387,10 @@ void KN(maxpool_bwd)(REAL *din, const REAL *dout, const int32_t *arg, int B, int
     for (int bc = 0; bc < B * C; bc++) {
         REAL *dx = din + (size_t)bc * H * W;
         memset(dx, 0, sizeof(REAL) * (size_t)H * W);
-        for (int o = 0; o < Ho * Wo; o++) dx[arg[(size_t)bc * Ho * Wo + o]] += dout[(size_t)bc * Ho * Wo + o];
+        for (int o = 0; o < Ho * Wo; o++) {
+            const int32_t ai = arg[(size_t)bc * Ho * Wo + o];
+            if (ai >= 0) dx[ai] += dout[(size_t)bc * Ho * Wo + o];
+        }
     }
 }
 /* global average pooling: out[b, c] = mean over the HW values of channel c */
@@ -403,42 +415,48 @@ void KN(gap_bwd)(REAL *din, const REAL *dout, int B, int C, int HW) {
 /* average over the real positions of each window (padded positions are zeros); the divisor
  * is k*k when count_pad (PyTorch's count_include_pad=True), else the number of real positions
  * in the window (ONNX's default count_include_pad=0). pad = 0: always k*k. */
-void KN(avgpool_fwd)(REAL *out, const REAL *in, int B, int C, int H, int W, int k, int s, int pad, int count_pad,
-                     int Ho, int Wo) {
-    const REAL inv = (REAL)1 / (REAL)(k * k);
+/* the divisor of window (y0, x0) (its top-left tap, padding included): the taps inside the
+ * padded input with count_pad, else the real ones; [ya, yb) x [xa, xb) the real taps */
+static inline int KN(avg_window)(const dp__pool_geom *g, int H, int W, int y0, int x0, int *ya, int *yb, int *xa,
+                                 int *xb) {
+    const int k = g->k;
+    *ya = y0 < 0 ? 0 : y0, *yb = y0 + k > H ? H : y0 + k;
+    *xa = x0 < 0 ? 0 : x0, *xb = x0 + k > W ? W : x0 + k;
+    if (!g->count_pad) return (*yb - *ya) * (*xb - *xa);
+    const int ye = y0 + k > H + g->pb ? H + g->pb : y0 + k, xe = x0 + k > W + g->pr ? W + g->pr : x0 + k;
+    return (ye - y0) * (xe - x0);
+}
+
+void KN(avgpool_fwd)(REAL *out, const REAL *in, int B, int C, int H, int W, const dp__pool_geom *g, int Ho, int Wo) {
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < B * C; bc++) {
         const REAL *x = in + (size_t)bc * H * W;
-        for (int oy = 0; oy < Ho; oy++) {
-            const int y0 = oy * s - pad, ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+        for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) {
-                const int x0 = ox * s - pad, xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
-                const int n = (yb - ya) * (xb - xa);
+                int ya, yb, xa, xb;
+                const int n = KN(avg_window)(g, H, W, oy * g->s - g->pt, ox * g->s - g->pl, &ya, &yb, &xa, &xb);
                 REAL acc = 0;
                 for (int y = ya; y < yb; y++)
                     for (int xx = xa; xx < xb; xx++) acc += x[y * W + xx];
-                out[(size_t)bc * Ho * Wo + oy * Wo + ox] = acc * (count_pad || n == k * k ? inv : (REAL)1 / (REAL)n);
+                out[(size_t)bc * Ho * Wo + oy * Wo + ox] = n > 0 ? acc * ((REAL)1 / (REAL)n) : 0;
             }
-        }
     }
 }
-void KN(avgpool_bwd)(REAL *din, const REAL *dout, int B, int C, int H, int W, int k, int s, int pad, int count_pad,
-                     int Ho, int Wo) {
-    const REAL inv = (REAL)1 / (REAL)(k * k);
+
+void KN(avgpool_bwd)(REAL *din, const REAL *dout, int B, int C, int H, int W, const dp__pool_geom *g, int Ho, int Wo) {
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < B * C; bc++) {
         REAL *dx = din + (size_t)bc * H * W;
         memset(dx, 0, sizeof(REAL) * (size_t)H * W);
-        for (int oy = 0; oy < Ho; oy++) {
-            const int y0 = oy * s - pad, ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+        for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) {
-                const int x0 = ox * s - pad, xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
-                const int n = (yb - ya) * (xb - xa);
-                REAL g = dout[(size_t)bc * Ho * Wo + oy * Wo + ox] * (count_pad || n == k * k ? inv : (REAL)1 / (REAL)n);
+                int ya, yb, xa, xb;
+                const int n = KN(avg_window)(g, H, W, oy * g->s - g->pt, ox * g->s - g->pl, &ya, &yb, &xa, &xb);
+                if (n <= 0) continue;
+                const REAL v = dout[(size_t)bc * Ho * Wo + oy * Wo + ox] * ((REAL)1 / (REAL)n);
                 for (int y = ya; y < yb; y++)
-                    for (int xx = xa; xx < xb; xx++) dx[y * W + xx] += g;
+                    for (int xx = xa; xx < xb; xx++) dx[y * W + xx] += v;
             }
-        }
     }
 }
 

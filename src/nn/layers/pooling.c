@@ -41,17 +41,38 @@ static dp_status window_parse(dp_model *m, dp__node *l, const dp__spec_token *t,
                        p ? "padded " : "", l->ih, l->iw);
     l->k = (int)k;
     l->s = (int)s;
-    l->pad = (int)p;
+    l->pad = l->padl = l->padb = l->padr = (int)p;
     return DP_OK;
 }
+
+/* windows along one axis of `in` values, padded by a before and b after, for a kernel spanning
+ * ext: floor mode, or ceil mode without a last window that would start in the trailing
+ * padding (as PyTorch and ONNX) */
+int dp__pool_out(long in, long a, long b, long ext, long s, int ceil_mode) {
+    const long span = in + a + b - ext;
+    if (span < 0) return 0;
+    long o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (o - 1) * s >= in + a) o--;
+    return (int)o;
+}
+
+static int window_d(const dp__node *l) { return l->kind == DP_LAYER_MAXPOOL && l->dil > 1 ? l->dil : 1; }
+
 static void window_shape(dp__node *l) {
-    l->oh = (l->ih + 2 * l->pad - l->k) / l->s + 1;
-    l->ow = (l->iw + 2 * l->pad - l->k) / l->s + 1;
+    const long ext = (long)(l->k - 1) * window_d(l) + 1;
+    l->oh = dp__pool_out(l->ih, l->pad, l->padb, ext, l->s, l->ceil_mode);
+    l->ow = dp__pool_out(l->iw, l->padl, l->padr, ext, l->s, l->ceil_mode);
+}
+
+static dp__pool_geom window_geom(const dp__node *l) {
+    dp__pool_geom g = {l->k, l->s, l->pad, l->padl, l->padb, l->padr, window_d(l), !l->excl_pad};
+    return g;
 }
 
 static dp_status maxpool_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    dp__k_maxpool_fwd_f32(l->out, l->arg, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->k, l->s, l->pad, l->oh, l->ow);
+    const dp__pool_geom g = window_geom(l);
+    dp__k_maxpool_fwd_f32(l->out, l->arg, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, &g, l->oh, l->ow);
     return DP_OK;
 }
 static void maxpool_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
@@ -75,13 +96,14 @@ const dp__layer_ops dp__ops_DP_LAYER_MAXPOOL = {
 
 static dp_status avgpool_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    dp__k_avgpool_fwd_f32(l->out, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->k, l->s, l->pad, !l->excl_pad, l->oh,
-                          l->ow);
+    const dp__pool_geom gm = window_geom(l);
+    dp__k_avgpool_fwd_f32(l->out, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, &gm, l->oh, l->ow);
     return DP_OK;
 }
 static void avgpool_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
     (void)m;
-    dp__k_avgpool_bwd_f32(din, g, B, l->ic, l->ih, l->iw, l->k, l->s, l->pad, !l->excl_pad, l->oh, l->ow);
+    const dp__pool_geom gm = window_geom(l);
+    dp__k_avgpool_bwd_f32(din, g, B, l->ic, l->ih, l->iw, &gm, l->oh, l->ow);
 }
 const dp__layer_ops dp__ops_DP_LAYER_AVGPOOL = {
     .flags = DP__LF_IMAGE,
