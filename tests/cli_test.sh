@@ -65,6 +65,15 @@ for c in train norms epsilon noise "bench cnn"; do
     expect_fail 2 "unknown option '--nonsense'" $c --nonsense 3
 done
 
+# a switch given a value with '=' names the switch (it said "unknown option '1'"; sweep.sh)
+expect_fail 2 "--pre-norm=1: --pre-norm takes no value" train --pre-norm=1
+expect_fail 2 "--quiet=no: --quiet takes no value" norms --quiet=no
+expect_fail 2 "--json=1=2: --json takes no value" epsilon --json=1=2
+expect_fail 2 "--quick=1: --quick takes no value" bench cnn --quick=1
+# an empty --data and a spec's empty last argument name the flag (both ran on before)
+expect_fail 2 "--data: empty path" train --data ''
+expect_fail 2 "--data: empty path" norms --data ''
+
 # ---- bad values: each names its flag (all rejected before any data is read) -------------
 NODATA=(--data "$TMP/never-read")
 expect_fail 2 --epochs train "${NODATA[@]}" --epochs 0
@@ -205,6 +214,7 @@ else
     # not the flag itself)
     expect_fail nz "model spec: layer 0" train "${SMALL[@]}" --model "linear(0)" --quiet
     expect_fail nz "model spec" train "${SMALL[@]}" --model "linear(10) bogus" --quiet
+    expect_fail nz "empty argument after ','" train "${SMALL[@]}" --model "flatten linear(10,)" --quiet
     expect_fail nz "--model" train "${SMALL[@]}" --model "flatten linear(7)" --quiet
     expect_fail nz "--freeze" train "${SMALL[@]}" --model mlp --freeze 99 --quiet
     expect_fail 2 "--freeze nosuchlayer" train "${SMALL[@]}" --model mlp --freeze nosuchlayer --quiet

@@ -397,6 +397,22 @@ static void test_idx(void) {
     check_small(&d);
     dp_dataset_free(&d);
 
+    /* a gzip file cut inside its 8-byte trailer (the data whole), or with bytes after the
+     * stream: zlib passes both silently; refused (sweep.sh found them) */
+    {
+        FILE *f = fopen(igz, "rb");
+        unsigned char gzb[4096];
+        size_t gn = f ? fread(gzb, 1, sizeof gzb, f) : 0;
+        if (f) fclose(f);
+        CHECK(gn > 8 && gn < sizeof gzb);
+        char cut[512], tail[512];
+        snprintf(cut, sizeof cut, "%s", write_file("img_cut.gz", gzb, gn - 3));
+        memcpy(gzb + gn, "garbage", 7);
+        snprintf(tail, sizeof tail, "%s", write_file("img_tail.gz", gzb, gn + 7));
+        CHECK(dp_dataset_load_idx(cut, lp, &d) == DP_ERR_FORMAT && strstr(dp_last_error(), "truncated gzip stream"));
+        CHECK(dp_dataset_load_idx(tail, lp, &d) == DP_ERR_FORMAT && strstr(dp_last_error(), "data after the gzip stream"));
+    }
+
     /* MNIST directory layout: test split plain, training split gzip */
     write_file("t10k-images-idx3-ubyte", ib, il);
     write_file("t10k-labels-idx1-ubyte", lb, ll);

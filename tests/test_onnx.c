@@ -226,6 +226,12 @@ int main(void) {
     /* BatchNorm mixes the samples of a batch: refused, saying what to use */
     check_refusal("batchnorm", "(BatchNormalization): BatchNormalization mixes the samples");
     check_refusal("batchnorm", "GroupNorm");
+    /* malformed or unusable files (make_refusals.py edits of the fixtures; each loaded before
+     * the checks that refuse them: the extra inputs ignored, the NaN failing at step 1, a
+     * negative epsilon training to nothing) */
+    check_refusal("gemm_inputs", "(Gemm): has 5 inputs; Gemm takes at most 3");
+    check_refusal("nan_weight", "holds a non-finite value");
+    check_refusal("bad_epsilon", "(InstanceNormalization): its epsilon must be a finite float above 0");
     /* a truncated file */
     {
         FILE *f = fopen(ONNX_REF "mlp.onnx", "rb");

@@ -119,6 +119,13 @@ const char *dp_cli_map_params(const char *msg, unsigned scope) {
     return out;
 }
 
+int dp_cli_unknown(const char *cmd, const char *arg) {
+    const char *flag = dp_cli_split_flag(arg);
+    if (flag) fprintf(stderr, "%s: %s=%s: %s takes no value (see dpsgd %s --help)\n", prog, flag, arg, flag, cmd);
+    else fprintf(stderr, "%s: unknown option '%s' (see dpsgd %s --help)\n", prog, arg, cmd);
+    return 2;
+}
+
 const char *dp_cli_error(void) { return dp_cli_map_params(dp_last_error(), DP_CLI_MAP_RUN); }
 
 /* ---- value parsing: every bad value names its flag ---- */
@@ -315,6 +322,10 @@ int dp_cli_train_flag(dp_cli_train_opts *o, const char *a, const char *v, int *i
     if (!dp_cli_need_value(o->cmd, a, v, i)) return -1;
     int ok = 1;
     if (!strcmp(a, "--data")) {
+        if (!*v) {
+            fprintf(stderr, "%s: --data: empty path\n", prog);
+            return -1;
+        }
         o->data = v;
         o->data_given = 1;
     } else if (!strcmp(a, "--model")) {
@@ -900,6 +911,11 @@ int dp_cli_load_data_and_model(const dp_cli_data_spec *s, dp_dataset *tr, dp_dat
         if ((st = dp_dataset_load_mnist_dir(s->data, 1, tr)) != DP_OK ||
             (te && (st = dp_dataset_load_mnist_dir(s->data, 0, te)) != DP_OK))
             return dp_cli_fail(st);
+        if (te && (te->c != tr->c || te->h != tr->h || te->w != tr->w)) {
+            fprintf(stderr, "%s: error: --data %s: the test images (t10k-images) are %dx%d, the training images "
+                    "(train-images) %dx%d; both splits must have one size\n", prog, s->data, te->h, te->w, tr->h, tr->w);
+            return 1;
+        }
         /* a label byte is 0..255 whatever the class count: refuse those at or above it */
         for (int split = 1; split >= 0; split--) {
             dp_dataset *d = split ? tr : te;

@@ -13,6 +13,12 @@ extern const char *dp_cli_prog; /* "dpsgd" */
 
 /* "dpsgd: <what>" on stderr; returns 2 (bad usage) */
 int dp_cli_die(const char *what);
+/* An argument the command does not know: "unknown option 'X' (see dpsgd CMD --help)", or, when
+ * it is the value cut from "--switch=value" for a switch that takes none, "--switch=value:
+ * --switch takes no value". Returns 2 (usage). */
+int dp_cli_unknown(const char *cmd, const char *arg);
+/* dpsgd.c: the flag "--name" when arg is the value cut from "--name=value", else NULL */
+const char *dp_cli_split_flag(const char *arg);
 /* "dpsgd: error: <dp_cli_error()>" on stderr; returns 1 */
 int dp_cli_fail(dp_status st);
 /* --model FILE.onnx: an imported model (dp_model_load_onnx) rather than a spec or a name */

@@ -174,8 +174,7 @@ int dp_cmd_audit(int argc, char **argv) {
             if (hooks.canary_scale <= 0) return dp_cli_die("--debug-canary-scale: must be > 0");
 #endif
         } else {
-            fprintf(stderr, "%s: unknown option '%s' (see dpsgd audit --help)\n", prog, a);
-            return 2;
+            return dp_cli_unknown("audit", a);
         }
 #undef NEED_VALUE
     }

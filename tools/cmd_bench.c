@@ -168,6 +168,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
         } else if (!strcmp(a, "--plan-only")) {
             o->plan_only = 1;
             continue;
+        } else if (a[0] != '-' && dp_cli_split_flag(a)) {
+            return dp_cli_unknown("bench", a);
         } else if (a[0] != '-') {
             if (wname) return bad_usage("one workload only, got '%s' and '%s'", wname, a);
             wname = a;

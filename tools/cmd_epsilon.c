@@ -97,8 +97,7 @@ static int parse(int argc, char **argv, int noise, opts *o) {
         size_t f = 0, nf = sizeof with_value / sizeof with_value[0];
         while (f < nf && strcmp(a, with_value[f])) f++;
         if (f == nf && strcmp(a, noise ? "--target-epsilon" : "--noise-multiplier")) {
-            fprintf(stderr, "%s: unknown option '%s' (see dpsgd %s --help)\n", prog, a, noise ? "noise" : "epsilon");
-            return 2;
+            return dp_cli_unknown(noise ? "noise" : "epsilon", a);
         }
         if (!v) {
             fprintf(stderr, "%s: %s needs a value (see dpsgd %s --help)\n", prog, a, noise ? "noise" : "epsilon");

@@ -237,6 +237,7 @@ int dp_cmd_norms(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--data")) {
             NEED_VALUE;
+            if (!*v) return dp_cli_die("--data: empty path");
             data = v;
             data_given = 1;
         } else if (!strcmp(a, "--model")) {
@@ -285,8 +286,7 @@ int dp_cmd_norms(int argc, char **argv) {
         } else if (!strcmp(a, "--quiet")) {
             quiet = 1;
         } else {
-            fprintf(stderr, "%s: unknown option '%s' (see dpsgd norms --help)\n", prog, a);
-            return 2;
+            return dp_cli_unknown("norms", a);
         }
 #undef NEED_VALUE
     }

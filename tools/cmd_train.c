@@ -356,8 +356,7 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_size("train", a, v, &p.mem_budget)) return 2;
         } else {
-            fprintf(stderr, "%s: unknown option '%s' (see dpsgd train --help)\n", prog, a);
-            return 2;
+            return dp_cli_unknown("train", a);
         }
 #undef NEED_VALUE
     }

@@ -45,12 +45,31 @@ static void usage_main(FILE *f) {
  * and its two halves are two arguments (no value of dpsgd's flags starts with "--"). Returns
  * the new argv (allocated: free it), or argv itself when there is nothing to split or no
  * memory. */
+/* the values cut from "--flag=value" (pointers into argv's strings) and their flags, so that a
+ * value given to a switch that takes none is reported as such (dp_cli_split_flag) */
+static const char **split_values, **split_names;
+static int n_split;
+
+const char *dp_cli_split_flag(const char *arg) {
+    for (int i = 0; i < n_split; i++)
+        if (split_values[i] == arg) return split_names[i];
+    return NULL;
+}
+
 static char **split_flags(int *argc, char **argv) {
     int extra = 0;
     for (int i = 2; i < *argc; i++)
         extra += !strncmp(argv[i], "--", 2) && argv[i][2] != '=' && strchr(argv[i] + 2, '=') != NULL;
     char **out = extra ? calloc((size_t)(*argc + extra + 1), sizeof *out) : NULL;
-    if (!out) return argv;
+    split_values = extra ? calloc((size_t)extra, sizeof *split_values) : NULL;
+    split_names = extra ? calloc((size_t)extra, sizeof *split_names) : NULL;
+    if (!out || !split_values || !split_names) {
+        free(out);
+        free(split_values);
+        free(split_names);
+        split_values = split_names = NULL;
+        return argv;
+    }
     int n = 0;
     for (int i = 0; i < *argc; i++) {
         char *eq = i >= 2 && !strncmp(argv[i], "--", 2) && argv[i][2] != '=' ? strchr(argv[i] + 2, '=') : NULL;
@@ -58,6 +77,8 @@ static char **split_flags(int *argc, char **argv) {
         if (eq) {
             *eq = '\0';
             out[n++] = eq + 1;
+            split_values[n_split] = eq + 1;
+            split_names[n_split++] = argv[i];
         }
     }
     *argc = n;
@@ -97,5 +118,9 @@ int main(int argc, char **argv) {
     const int rc = dispatch(argc, split);
     if (split != argv) free(split);
     dp_split_argv = NULL;
+    free(split_values);
+    free(split_names);
+    split_values = split_names = NULL;
+    n_split = 0;
     return rc;
 }

@@ -155,6 +155,29 @@ static void idx_close(idx_file *f) {
     f->gz = NULL;
 }
 
+/* After the last byte of a gzip file's data: the stream must have ended whole (zlib reports a
+ * stream cut inside its 8-byte trailer, CRC-32 and size, only as Z_BUF_ERROR at the end), and
+ * the file must end with it: zlib skips anything that is not a gzip header after a stream, so
+ * the size the trailer records (its last 4 bytes, the size mod 2^32) is compared with what was
+ * read. A file of several gzip members (concatenated) is refused by that too. */
+static dp_status gz_check_end(const idx_file *f) {
+    if (gzdirect(f->gz)) return DP_OK;
+    int err = 0;
+    gzerror(f->gz, &err);
+    if (err == Z_BUF_ERROR)
+        return dp_fail(DP_ERR_FORMAT, "%s: truncated gzip stream: its end (checksum and size) is missing", f->path);
+    FILE *raw = fopen(f->path, "rb");
+    unsigned char t[4];
+    int ok = raw && fseek(raw, -4, SEEK_END) == 0 && fread(t, 1, 4, raw) == 4;
+    if (raw) fclose(raw);
+    if (!ok) return dp_fail(DP_ERR_IO, "%s: cannot read the gzip trailer", f->path);
+    const uint32_t isize = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+    if (isize != (uint32_t)(f->header_bytes + f->data_bytes))
+        return dp_fail(DP_ERR_FORMAT, "%s: data after the gzip stream (or several gzip members): the file does not end "
+                       "with the stream's trailer; decompress it with gunzip", f->path);
+    return DP_OK;
+}
+
 /* Reads exactly f->data_bytes through buf (IDX_CHUNK bytes), calling sink for each piece,
  * then checks that the file ends there. */
 typedef void (*idx_sink)(void *ctx, const unsigned char *p, size_t n, size_t offset);
@@ -184,7 +207,7 @@ static dp_status idx_read_data(idx_file *f, unsigned char *buf, idx_sink sink, v
         return dp_fail(DP_ERR_FORMAT,
                        "%s: trailing data in %s file after the %llu bytes of data the header declares",
                        f->path, f->role, (unsigned long long)f->data_bytes);
-    return DP_OK;
+    return gz_check_end(f);
 }
 
 typedef struct {

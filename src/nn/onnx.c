@@ -91,6 +91,16 @@ void dp__onnx_view_rows(dp__node *l, const val *v) {
     l->iw = l->ow = 1;
 }
 
+dp_status dp__onnx_epsilon(const ctx *c, const dp__onnx_node *n, float *eps) {
+    const dp__onnx_attr *e = dp__onnx_find_attr(n, "epsilon");
+    *eps = 1e-5f;
+    if (!e) return DP_OK;
+    if (e->type != DP__ONNX_ATTR_FLOAT || !isfinite(e->f) || !(e->f > 0))
+        return dp__onnx_node_fail(c, n, "its epsilon must be a finite float above 0");
+    *eps = e->f;
+    return DP_OK;
+}
+
 int64_t dp__onnx_attr_int(const dp__onnx_node *n, const char *name, int64_t def) {
     const dp__onnx_attr *a = dp__onnx_find_attr(n, name);
     return a && a->type == DP__ONNX_ATTR_INT ? a->i : def;
@@ -366,6 +376,12 @@ static dp_status load(const char *path, const bind_opts *b, dp_model **out) {
             st = dp_fail(DP_ERR_INVALID, "%s: parameter '%s': %zu values expected", path, c.m->tnames[t], c.m->tcount[t]);
             goto done;
         }
+        for (size_t j = 0; j < init->count; j++)
+            if (!isfinite(init->f[j])) { /* as --init refuses: the run would fail at step 1 */
+                st = dp_fail(DP_ERR_NONFINITE, "%s: initializer '%s' holds a non-finite value (NaN or infinity); these "
+                             "weights cannot be trained or evaluated", path, c.m->tnames[t]);
+                goto done;
+            }
         const dp__node *ln = &c.m->L[c.m->tnode[t]];
         if (ln->wtrans && c.m->toff[t] == ln->w_off) /* stored [in, out]: ours is [out, in] */
             dp__transpose_copy(c.m->params + c.m->toff[t], init->f, (size_t)init->dims[0], (size_t)init->dims[1]);

@@ -86,12 +86,37 @@ static dp_status node_pads(ctx *c, const dp__onnx_node *n, const int64_t *ld, in
     return DP_OK;
 }
 
+/* The inputs an operator takes at most (opsets 9 to 18; Concat is variadic): a node with more
+ * is malformed, and its extra inputs would be ignored silently. */
+static int max_inputs(const char *op) {
+    static const struct {
+        const char *op;
+        int n;
+    } t[] = {{"Gemm", 3}, {"MatMul", 2}, {"Conv", 3}, {"Relu", 1}, {"LeakyRelu", 1}, {"Tanh", 1}, {"Sigmoid", 1},
+             {"Erf", 1}, {"Sqrt", 1}, {"Exp", 1}, {"Log", 1}, {"Neg", 1}, {"Abs", 1}, {"Reciprocal", 1},
+             {"Softmax", 1}, {"LogSoftmax", 1}, {"MaxPool", 1}, {"AveragePool", 1}, {"GlobalAveragePool", 1},
+             {"Flatten", 1}, {"Reshape", 2}, {"Transpose", 1}, {"Squeeze", 2}, {"Unsqueeze", 2}, {"Add", 2},
+             {"Sub", 2}, {"Mul", 2}, {"Div", 2}, {"Pow", 2}, {"Slice", 5}, {"Split", 2}, {"Expand", 2},
+             {"Gather", 2}, {"ReduceMean", 2}, {"ReduceSum", 2}, {"LayerNormalization", 3},
+             {"InstanceNormalization", 3}, {"Dropout", 3}, {"Identity", 1}, {"Cast", 1}, {"CastLike", 2},
+             {"Constant", 0}, {"Shape", 1}, {"ConstantOfShape", 1}, {"Equal", 2}, {"Where", 3}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(op, t[i].op)) return t[i].n;
+    return -1; /* variadic, or not known here */
+}
+
 dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
     const char *op = n->op_type;
     dp_status st = DP_OK;
     if (n->domain[0] && strcmp(n->domain, "ai.onnx") != 0)
         return dp__onnx_node_fail(c, n, "operators outside the default domain are not supported");
     if (n->n_outputs < 1) return dp__onnx_node_fail(c, n, "has no output");
+    const int most = max_inputs(op);
+    if (most >= 0 && n->n_inputs > most) {
+        char why[96];
+        snprintf(why, sizeof why, "has %d inputs; %s takes at most %d", n->n_inputs, op, most);
+        return dp__onnx_node_fail(c, n, why);
+    }
     if (!strcmp(op, "BatchNormalization"))
         return dp__onnx_node_fail(c, n,
                                   "BatchNormalization mixes the samples of a batch, which per-sample clipping cannot "
@@ -227,11 +252,12 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
             if ((int64_t)S->count != ld[1] || (int64_t)Bs->count != ld[1] || S->ndim != 1 || Bs->ndim != 1)
                 return dp__onnx_node_fail(c, n, "its scale and bias must be parameters of one value per channel");
             if ((st = dp__onnx_take_param(c, n, sc)) != DP_OK || (st = dp__onnx_take_param(c, n, bi)) != DP_OK) return st;
+            float eps;
+            if ((st = dp__onnx_epsilon(c, n, &eps)) != DP_OK) return st;
             dp__node *l = dp__onnx_new_node(c, DP_LAYER_GROUPNORM, a);
             if (!l) return DP_ERR_NOMEM;
-            const dp__onnx_attr *e = dp__onnx_find_attr(n, "epsilon");
             l->groups = (int)ld[1];
-            l->eps = e && e->type == DP__ONNX_ATTR_FLOAT ? e->f : 1e-5f;
+            l->eps = eps;
             dp__onnx_param_names(l, S, Bs, n);
             return dp__onnx_finish(c, l, n, 3);
         }
@@ -246,9 +272,9 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
             if (c->v[sc].t->f[j] != 1.0f || c->v[bi].t->f[j] != 0.0f)
                 return dp__onnx_node_fail(
                     c, n, "its scale and bias must be 1 and 0 (GroupNorm's affine parameters follow as Mul and Add)");
-        const dp__onnx_attr *e = dp__onnx_find_attr(n, "epsilon");
-        val y = {.name = n->outputs[0], .kind = V_GN_NORM, .node = c->v[a].node, .groups = c->v[a].groups,
-                 .eps = e && e->type == DP__ONNX_ATTR_FLOAT ? e->f : 1e-5f};
+        float eps;
+        if ((st = dp__onnx_epsilon(c, n, &eps)) != DP_OK) return st;
+        val y = {.name = n->outputs[0], .kind = V_GN_NORM, .node = c->v[a].node, .groups = c->v[a].groups, .eps = eps};
         return dp__onnx_add_val(c, y) < 0 ? DP_ERR_NOMEM : DP_OK;
     }
     if (kind == V_PARAM && !strcmp(op, "Gather")) { /* an embedding lookup */

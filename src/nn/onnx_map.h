@@ -64,6 +64,9 @@ DP_HIDDEN dp_status dp__onnx_node_fail(const dp__octx *c, const dp__onnx_node *n
 DP_HIDDEN int dp__onnx_find(const dp__octx *c, const char *name);
 DP_HIDDEN int dp__onnx_add_val(dp__octx *c, dp__oval x);
 DP_HIDDEN int64_t dp__onnx_attr_int(const dp__onnx_node *n, const char *name, int64_t def);
+/* a normalisation's epsilon attribute (default 1e-5): a float, finite and above 0, else the
+ * node is refused */
+DP_HIDDEN dp_status dp__onnx_epsilon(const dp__octx *c, const dp__onnx_node *n, float *eps);
 DP_HIDDEN dp_status dp__onnx_take_param(dp__octx *c, const dp__onnx_node *n, int vi);
 /* a new node reading activation value `in`, its input fields set from the value's shape */
 DP_HIDDEN dp__node *dp__onnx_new_node(dp__octx *c, dp_layer_kind kind, int in);

@@ -643,8 +643,7 @@ static int layernorm(ctx *c, const dp__onnx_node *n, int a, dp_status *st) {
     dp__node *l = dp__onnx_new_node(c, DP_LAYER_LAYERNORM, a);
     if (!l) return *st = DP_ERR_NOMEM, 1;
     if (v->rank != 1 && v->rank != 2) dp__onnx_view_rows(l, v);
-    const dp__onnx_attr *e = dp__onnx_find_attr(n, "epsilon");
-    l->eps = e && e->type == DP__ONNX_ATTR_FLOAT ? e->f : 1e-5f;
+    if ((*st = dp__onnx_epsilon(c, n, &l->eps)) != DP_OK) return 1;
     dp__onnx_param_names(l, c->v[sc].t, c->v[bi].t, n);
     *st = dp__onnx_finish_like(c, l, n, v, 0);
     return 1;

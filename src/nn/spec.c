@@ -19,9 +19,11 @@ static dp_status next_token(const char **sp, dp__spec_token *t, int idx) {
     if (n == 0) return dp_fail(DP_ERR_INVALID, "model spec: layer %d: expected a layer name at '%.20s'", idx, s);
     if (*s == '(') {
         s++;
-        for (;;) {
+        for (int comma = 0;;) { /* comma: the last thing read was a ',' */
             while (*s == ' ') s++;
             if (*s == ')') {
+                if (comma) /* "linear(10,)" */
+                    return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): empty argument after ','", idx, t->name);
                 s++;
                 break;
             }
@@ -35,7 +37,8 @@ static dp_status next_token(const char **sp, dp__spec_token *t, int idx) {
             while (*s == ' ') s++;
             if (a == 0) return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): empty argument", idx, t->name);
             t->nargs++;
-            if (*s == ',') s++;
+            comma = *s == ',';
+            if (comma) s++;
             else if (*s != ')')
                 return dp_fail(DP_ERR_INVALID, "model spec: layer %d (%s): missing ')'", idx, t->name);
         }

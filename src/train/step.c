@@ -291,7 +291,9 @@ dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats
         for (size_t j = 0; j < np; j++) bad |= !isfinite(params[j]);
     }
     if (!s->no_dp && (st = dp_accountant_step(s->acc, s->q, s->sigma, 1)) != DP_OK) return st;
-    if (bad) return dp_fail(DP_ERR_NONFINITE, "a parameter became non-finite; training stopped (lower lr?)");
+    if (bad)
+        return dp_fail(DP_ERR_NONFINITE, "a parameter became non-finite; training stopped (the update overflowed: lower "
+                       "lr, or check max_grad_norm, noise_multiplier and weight_decay)");
     *out = o;
     return DP_OK;
 }

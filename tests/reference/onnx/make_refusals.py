@@ -4,6 +4,10 @@ Debian's python3-torch and python3-onnx; the outputs are committed):
 
   batchnorm.onnx    a CNN with nn.BatchNorm2d (mixes the samples of a batch), 1x8x8 input, 10 classes
   unsupported.onnx  an MLP whose hidden layer goes through CumSum (an operator dpsgd does not import)
+  gemm_inputs.onnx  mlp.onnx with two extra inputs on its first Gemm (5: malformed)
+  nan_weight.onnx   mlp.onnx with a NaN in its first weight (as --init refuses)
+  bad_epsilon.onnx  cnn_gn.onnx with epsilon -1 on its first InstanceNormalization
+(the last three edit the committed fixtures, so mlp.onnx and cnn_gn.onnx must be there)
 
 Usage: make_refusals.py [OUT_DIR]   (default: this directory)
 """
@@ -12,6 +16,7 @@ import os
 import sys
 
 import onnx
+import onnx.numpy_helper
 import torch
 import torch.nn as nn
 
@@ -47,11 +52,41 @@ def export(model, x, path):
     print(path, sorted({n.op_type for n in m.graph.node}))
 
 
+def edited(src, path, edit):
+    m = onnx.load(src)
+    edit(m.graph)
+    onnx.save(m, path)
+    print(path)
+
+
+def extra_gemm_inputs(g):
+    n = next(n for n in g.node if n.op_type == "Gemm")
+    n.input.extend([n.input[1], n.input[2]])
+
+
+def nan_weight(g):
+    t = next(t for t in g.initializer if t.name.endswith("weight"))
+    a = onnx.numpy_helper.to_array(t).copy()
+    a.flat[3] = float("nan")
+    t.CopyFrom(onnx.numpy_helper.from_array(a, t.name))
+
+
+def bad_epsilon(g):
+    n = next(n for n in g.node if n.op_type == "InstanceNormalization")
+    for a in n.attribute:
+        if a.name == "epsilon":
+            a.f = -1.0
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.abspath(__file__))
     torch.manual_seed(0)
     export(BNNet(), torch.randn(2, 1, 8, 8), os.path.join(out, "batchnorm.onnx"))
     export(CumSumNet(), torch.randn(2, 6), os.path.join(out, "unsupported.onnx"))
+    edited(os.path.join(here, "mlp.onnx"), os.path.join(out, "gemm_inputs.onnx"), extra_gemm_inputs)
+    edited(os.path.join(here, "mlp.onnx"), os.path.join(out, "nan_weight.onnx"), nan_weight)
+    edited(os.path.join(here, "cnn_gn.onnx"), os.path.join(out, "bad_epsilon.onnx"), bad_epsilon)
 
 
 if __name__ == "__main__":
