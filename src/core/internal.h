@@ -56,6 +56,9 @@ static inline double dp__unit_open0(uint64_t w) { return ((double)(w >> 11) + 1.
  * have run before dp__zig_normal. */
 void dp__zig_init(void);
 double dp__zig_normal(uint64_t (*next)(void *), void *src);
+/* cnt normals: the first attempt of normal k from the word w[k], what a rejected attempt needs
+ * from next(src) (about 1 in 100) */
+void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*next)(void *), void *src);
 
 /* A standard normal by the polar Box-Muller method from uniforms in (-1, 1) made of
  * uniform(state) (in [0, 1)); the second value of each accepted pair is kept in *spare

@@ -11,6 +11,7 @@
 #include "core/internal.h"
 
 enum { LANES = 8, WORDS = 16 * LANES }; /* blocks made at once (AVX2: one per 32-bit lane) */
+enum { NOISE_BLOCK = 4096 };               /* coordinates per noise stream (a multiple of WORDS / 2) */
 
 struct dp_csprng {
     uint32_t key[8];
@@ -46,15 +47,18 @@ static inline __m256i rotl8(__m256i x, int k) { return _mm256_or_si256(_mm256_sl
     a = _mm256_add_epi32(a, b), d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot16), c = _mm256_add_epi32(c, d),    \
     b = rotl8(_mm256_xor_si256(b, c), 12), a = _mm256_add_epi32(a, b),                                                 \
     d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot8), c = _mm256_add_epi32(c, d), b = rotl8(_mm256_xor_si256(b, c), 7)
-static void chacha_blocks(dp_csprng *r) {
+/* blocks counter .. counter + LANES - 1 of r's stream into the 16 * LANES * 4 bytes at dst,
+ * lane-major: word i of block l at byte 4 (LANES i + l) (stored bytewise: dst may be any
+ * buffer, e.g. 64-bit words) */
+static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
     uint32_t in[16];
-    chacha_state(r, r->counter, in);
+    chacha_state(r, counter, in);
     __m256i v[16], x[16];
     for (int i = 0; i < 16; i++) v[i] = _mm256_set1_epi32((int)in[i]);
     uint32_t lo[LANES], hi[LANES];
     for (int l = 0; l < LANES; l++) {
-        lo[l] = (uint32_t)(r->counter + (uint64_t)l);
-        hi[l] = (uint32_t)((r->counter + (uint64_t)l) >> 32);
+        lo[l] = (uint32_t)(counter + (uint64_t)l);
+        hi[l] = (uint32_t)((counter + (uint64_t)l) >> 32);
     }
     v[12] = _mm256_loadu_si256((const __m256i *)lo);
     v[13] = _mm256_loadu_si256((const __m256i *)hi);
@@ -70,24 +74,20 @@ static void chacha_blocks(dp_csprng *r) {
         VQR(x[2], x[7], x[8], x[13]);
         VQR(x[3], x[4], x[9], x[14]);
     }
-    uint32_t out[16][LANES];
-    for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)out[i], _mm256_add_epi32(x[i], v[i]));
-    for (int l = 0; l < LANES; l++) /* transpose: block l is words out[0..15][l] */
-        for (int i = 0; i < 16; i++) r->block[16 * l + i] = out[i][l];
-    explicit_bzero(out, sizeof out);
+    for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)((char *)dst + 32 * i), _mm256_add_epi32(x[i], v[i]));
     explicit_bzero(x, sizeof x);
-    r->counter += LANES;
-    r->used = 0;
+    explicit_bzero(in, sizeof in);
 }
 #else
 static uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
 #define QR(a, b, c, d)                                                                                                 \
     a += b, d ^= a, d = rotl(d, 16), c += d, b ^= c, b = rotl(b, 12), a += b, d ^= a, d = rotl(d, 8), c += d, b ^= c,  \
                     b = rotl(b, 7)
-static void chacha_blocks(dp_csprng *r) {
+/* the same, one block at a time */
+static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
     for (int l = 0; l < LANES; l++) {
         uint32_t in[16], x[16];
-        chacha_state(r, r->counter + (uint64_t)l, in);
+        chacha_state(r, counter + (uint64_t)l, in);
         memcpy(x, in, sizeof x);
         for (int i = 0; i < 10; i++) {
             QR(x[0], x[4], x[8], x[12]);
@@ -99,13 +99,26 @@ static void chacha_blocks(dp_csprng *r) {
             QR(x[2], x[7], x[8], x[13]);
             QR(x[3], x[4], x[9], x[14]);
         }
-        for (int i = 0; i < 16; i++) r->block[16 * l + i] = x[i] + in[i];
+        for (int i = 0; i < 16; i++) {
+            const uint32_t v = x[i] + in[i];
+            memcpy((char *)dst + 4 * (LANES * i + l), &v, 4);
+        }
         explicit_bzero(x, sizeof x);
+        explicit_bzero(in, sizeof in);
     }
+}
+#endif
+
+/* the generator's next LANES blocks, in stream order */
+static void chacha_blocks(dp_csprng *r) {
+    uint32_t out[16][LANES];
+    chacha_lanes(r, r->counter, out);
+    for (int l = 0; l < LANES; l++) /* transpose: block l is words out[0..15][l] */
+        for (int i = 0; i < 16; i++) r->block[16 * l + i] = out[i][l];
+    explicit_bzero(out, sizeof out);
     r->counter += LANES;
     r->used = 0;
 }
-#endif
 
 dp_status dp_csprng_create_from_key(const unsigned char key[32], dp_csprng **out) {
     dp_csprng *r = calloc(1, sizeof *r);
@@ -164,7 +177,6 @@ double dp_secure_noise_grid(double std) {
     return ldexp(1.0, e - 20);
 }
 
-enum { NOISE_BLOCK = 4096 };
 
 void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale,
                                      dp_csprng *r) {
@@ -188,28 +200,55 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
     const double lam = std > 0.0 ? dp_secure_noise_grid(std) : 1.0;
     const size_t nblocks = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
     dp__zig_init();
-#pragma omp parallel for schedule(static) if (nblocks > 1)
-    for (size_t b = 0; b < nblocks; b++) {
+    /* Block b's normals: the first attempt of coordinate k takes 64-bit word k of the keystream
+     * blocks 0, 1, ... under (key, nonce b), read in the lane-major order the 8-lane ChaCha20
+     * makes them in (no transpose; the same numbers from the scalar loop); the rare rejected
+     * attempts draw from the same key and nonce at counters from 2^32 on, a disjoint part of
+     * the stream. The keystream and normals stay in per-thread buffers, wiped at the end. */
+    enum { BATCH_WORDS = 16 * LANES / 2 }; /* 64-bit words per chacha_lanes call */
+#pragma omp parallel if (nblocks > 1)
+    {
+        uint64_t w[NOISE_BLOCK];
+        double z[NOISE_BLOCK];
         dp_csprng s;
         memset(&s, 0, sizeof s);
         memcpy(s.key, key, sizeof key);
-        s.nonce[0] = (uint32_t)b;
-        s.nonce[1] = (uint32_t)((uint64_t)b >> 32);
-        s.used = WORDS;
-        const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n;
-        for (size_t i = lo; i < hi; i++) {
-            if (mask && !mask[i]) {
-                g[i] = 0.0f;
+#pragma omp for schedule(static)
+        for (size_t b = 0; b < nblocks; b++) {
+            const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n, cnt = hi - lo;
+            if (mask && !memchr(mask + lo, 1, cnt)) { /* a frozen block: nothing drawn */
+                memset(g + lo, 0, sizeof(float) * cnt);
+                if (after) after(user, lo, hi);
                 continue;
             }
-            double y = (double)g[i];
             if (std > 0.0) {
-                y += std * dp__zig_normal(csprng_word, &s); /* the exact ziggurat on the keystream */
-                y = lam * nearbyint(y / lam); /* y / lam and lam * k are exact (power of 2) */
+                s.nonce[0] = (uint32_t)b;
+                s.nonce[1] = (uint32_t)((uint64_t)b >> 32);
+                /* whole batches straight into w (NOISE_BLOCK is a multiple of BATCH_WORDS: the
+                 * last block's tail too, words past cnt unused) */
+                for (size_t k = 0; k < cnt; k += BATCH_WORDS)
+                    chacha_lanes(&s, (uint64_t)(k / BATCH_WORDS) * LANES, w + k);
+                s.counter = (uint64_t)1 << 32; /* the rejected attempts' part of the stream */
+                s.used = WORDS;
+                dp__zig_normals_words(z, cnt, w, csprng_word, &s);
             }
-            g[i] = (float)(y * scale); /* a function of the grid value: post-processing */
+            for (size_t k = 0; k < cnt; k++) {
+                const size_t i = lo + k;
+                if (mask && !mask[i]) {
+                    g[i] = 0.0f;
+                    continue;
+                }
+                double y = (double)g[i];
+                if (std > 0.0) {
+                    y += std * z[k];
+                    y = lam * nearbyint(y / lam); /* y / lam and lam * k are exact (power of 2) */
+                }
+                g[i] = (float)(y * scale); /* a function of the grid value: post-processing */
+            }
+            if (after) after(user, lo, hi);
         }
-        if (after) after(user, lo, hi);
+        explicit_bzero(w, sizeof w);
+        explicit_bzero(z, sizeof z);
         explicit_bzero(&s, sizeof s);
     }
     explicit_bzero(key, sizeof key);

@@ -114,6 +114,14 @@ double dp__zig_normal(uint64_t (*next)(void *), void *src) {
 
 void dp__zig_init(void) { pthread_once(&zig_once, zig_init); }
 
+void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*next)(void *), void *src) {
+    for (size_t k = 0; k < cnt; k++) {
+        int i;
+        const double x = zig_x_of(w[k], &i);
+        z[k] = fabs(x) < zig_x[i + 1] ? x : zig_slow_src(next, src, i, x);
+    }
+}
+
 static inline double zig_normal(xo256 *r) {
     int i;
     const double x = zig_x_of(xo_next(r), &i);
