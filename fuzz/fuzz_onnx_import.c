@@ -19,6 +19,7 @@
 
 #include "dpsgd/core.h"
 #include "dpsgd/nn.h"
+#include "fuzz_model.h"
 
 enum { B = 2 };
 #define PLAN_LIMIT ((size_t)64 << 20)
@@ -49,38 +50,13 @@ static void check_invariants(dp_model *m) {
     const int L = dp_model_num_layers(m);
     if (L <= 0) fail("no layer", m);
     if (dp_model_input_is_tokens(m) && dp_model_vocab(m) <= 0) fail("a token model with vocabulary <= 0", m);
-    const float *params = dp_model_params(m);
-    size_t sum = 0;
-    for (int t = 0; t < dp_model_num_tensors(m); t++) {
-        const char *name;
-        float *d;
-        size_t n;
-        if (dp_model_tensor(m, t, &name, &d, &n) != DP_OK) fail("dp_model_tensor refused an index below the count", m);
-        if (!name || d < params || (size_t)(d - params) > np || n > np - (size_t)(d - params))
-            fail("a tensor outside the parameter block", m);
-        int64_t sh[4] = {0, 0, 0, 0};
-        int nd = dp_model_tensor_shape(m, t, sh);
-        if (nd < 1 || nd > 4) fail("a tensor shape of rank outside 1..4", m);
-        int64_t prod = 1;
-        for (int k = 0; k < nd; k++) {
-            if (sh[k] < 0) fail("a negative tensor dimension", m);
-            prod *= sh[k];
-        }
-        if ((uint64_t)prod != n) {
-            fprintf(stderr, "fuzz_onnx_import: tensor '%s': shape product %lld, count %zu\n", name, (long long)prod, n);
-            abort();
-        }
-        float *d2;
-        size_t n2;
-        if (dp_model_find_tensor(m, name, &d2, &n2) != DP_OK || n2 != n) fail("a tensor not found by its name", m);
-        sum += n;
-        for (size_t k = 0; k < n; k++) {
-            uint32_t u;
-            memcpy(&u, &d[k], 4);
-            sink += u;
-        }
+    const char *bad_tensor, *why;
+    uint64_t bits = 0;
+    if ((why = fuzz_check_tensors(m, 0, &bad_tensor, &bits)) != NULL) {
+        fprintf(stderr, "fuzz_onnx_import: tensor '%s'\n", bad_tensor ? bad_tensor : "?");
+        fail(why, m);
     }
-    if (sum != np) fail("the tensors do not add up to the parameter block", m);
+    sink += bits;
     for (int i = 0; i < L; i++) {
         if ((int)dp_model_layer_kind(m, i) < 0 || dp_model_layer_kind(m, i) >= DP_LAYER_COUNT) fail("a layer kind out of range", m);
         size_t off = 0, n = dp_model_layer_params(m, i, &off);

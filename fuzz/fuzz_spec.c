@@ -24,6 +24,7 @@
 
 #include "dpsgd/core.h"
 #include "dpsgd/nn.h"
+#include "fuzz_model.h"
 
 enum { B = 2, HDR = 5 };
 #define MEM_LIMIT ((size_t)64 << 20)
@@ -61,30 +62,12 @@ static void check_invariants(dp_model *m, const char *spec, int c, int h, int w,
     const int tokens = dp_model_input_is_tokens(m);
     if (tokens != (dp_model_layer_kind(m, 0) == DP_LAYER_EMBEDDING)) fail("token input without a first embedding", spec);
     if (tokens && dp_model_vocab(m) <= 0) fail("a token model with vocabulary <= 0", spec);
-    const float *params = dp_model_params(m);
-    size_t sum = 0;
-    for (int t = 0; t < dp_model_num_tensors(m); t++) {
-        const char *name;
-        float *d;
-        size_t n;
-        if (dp_model_tensor(m, t, &name, &d, &n) != DP_OK) fail("dp_model_tensor refused an index below the count", spec);
-        if (!name || d < params || (size_t)(d - params) > np || n > np - (size_t)(d - params))
-            fail("a tensor outside the parameter block", spec);
-        int64_t sh[4] = {0, 0, 0, 0};
-        int nd = dp_model_tensor_shape(m, t, sh);
-        if (nd < 1 || nd > 4) fail("a tensor shape of rank outside 1..4", spec);
-        for (int k = 0; k < nd; k++)
-            if (sh[k] <= 0) fail("a tensor dimension <= 0", spec);
-        if (shape_prod(sh, nd) != (double)n) {
-            fprintf(stderr, "fuzz_spec: tensor '%s': shape product %.0f, count %zu\n", name, shape_prod(sh, nd), n);
-            fail("a tensor shape product that is not its count", spec);
-        }
-        float *d2;
-        size_t n2;
-        if (dp_model_find_tensor(m, name, &d2, &n2) != DP_OK || d2 != d || n2 != n) fail("a tensor not found by its name", spec);
-        sum += n;
+    const char *bad_tensor, *why;
+    uint64_t bits = 0;
+    if ((why = fuzz_check_tensors(m, 1, &bad_tensor, &bits)) != NULL) {
+        fprintf(stderr, "fuzz_spec: tensor '%s'\n", bad_tensor ? bad_tensor : "?");
+        fail(why, spec);
     }
-    if (sum != np) fail("the tensors do not add up to the parameter block", spec);
     size_t lsum = 0;
     int64_t prev[3] = {c, h, w};
     int prev_nd = 3, prev_seq = 0;
