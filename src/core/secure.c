@@ -197,7 +197,9 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
         key[2 * i] = (uint32_t)v;
         key[2 * i + 1] = (uint32_t)(v >> 32);
     }
-    const double lam = std > 0.0 ? dp_secure_noise_grid(std) : 1.0;
+    const double lam = std > 0.0 ? dp_secure_noise_grid(std) : 1.0, inv_lam = 1.0 / lam;
+    /* lam is a power of 2: so is 1 / lam, exactly, unless it over- or underflows */
+    const int exact_inv = isnormal(lam) && isnormal(inv_lam) && lam * inv_lam == 1.0;
     const size_t nblocks = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
     dp__zig_init();
     /* Block b's normals: the first attempt of coordinate k takes 64-bit word k of the keystream
@@ -232,18 +234,30 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
                 s.used = WORDS;
                 dp__zig_normals_words(z, cnt, w, csprng_word, &s);
             }
-            for (size_t k = 0; k < cnt; k++) {
-                const size_t i = lo + k;
-                if (mask && !mask[i]) {
-                    g[i] = 0.0f;
-                    continue;
+            float *gb = g + lo;
+            const unsigned char *mb = mask ? mask + lo : NULL;
+            if (std > 0.0 && exact_inv) {
+                /* y / lam as y * (1 / lam): the same number, both exact (a power of 2); no branch,
+                 * so the loop vectorises */
+#pragma omp simd
+                for (size_t k = 0; k < cnt; k++) {
+                    const double y = lam * nearbyint(((double)gb[k] + std * z[k]) * inv_lam);
+                    const float v = (float)(y * scale); /* a function of the grid value: post-processing */
+                    gb[k] = mb && !mb[k] ? 0.0f : v;
                 }
-                double y = (double)g[i];
-                if (std > 0.0) {
-                    y += std * z[k];
-                    y = lam * nearbyint(y / lam); /* y / lam and lam * k are exact (power of 2) */
+            } else {
+                for (size_t k = 0; k < cnt; k++) {
+                    if (mb && !mb[k]) {
+                        gb[k] = 0.0f;
+                        continue;
+                    }
+                    double y = (double)gb[k];
+                    if (std > 0.0) {
+                        y += std * z[k];
+                        y = lam * nearbyint(y / lam); /* y / lam and lam * k are exact (power of 2) */
+                    }
+                    gb[k] = (float)(y * scale); /* a function of the grid value: post-processing */
                 }
-                g[i] = (float)(y * scale); /* a function of the grid value: post-processing */
             }
             if (after) after(user, lo, hi);
         }
