@@ -232,6 +232,7 @@ int main(void) {
     check_refusal("gemm_inputs", "(Gemm): has 5 inputs; Gemm takes at most 3");
     check_refusal("nan_weight", "holds a non-finite value");
     check_refusal("bad_epsilon", "(InstanceNormalization): its epsilon must be a finite float above 0");
+    check_refusal("pool_pads", "(MaxPool): a window lies wholly in the padding");
     /* a truncated file */
     {
         FILE *f = fopen(ONNX_REF "mlp.onnx", "rb");

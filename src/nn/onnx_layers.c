@@ -52,6 +52,17 @@ static int per_channel(const val *p, int64_t C, int rank) {
 }
 
 /* auto_pad absent, NOTSET or VALID: the padding is the pads attribute's (VALID: none) */
+/* a Conv or pooling node's window: kernel k, stride s, dilation d, pads above, left, below, right */
+static void set_window(dp__node *l, int64_t k, int64_t s, int64_t d, const int64_t pads[4]) {
+    l->k = (int)k;
+    l->s = (int)s;
+    l->dil = (int)d;
+    l->pad = (int)pads[0];
+    l->padl = (int)pads[1];
+    l->padb = (int)pads[2];
+    l->padr = (int)pads[3];
+}
+
 /* The pads above, left, below and right of a Conv or pooling node over the image ld ([batch,
  * C, H, W]) with a kernel spanning ext and stride s: given (pads [top, left, bottom, right]),
  * or what auto_pad SAME_UPPER / SAME_LOWER needs for an output of ceil(in / stride) (the odd
@@ -361,14 +372,8 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
         dp__node *l = dp__onnx_new_node(c, DP_LAYER_CONV2D, a);
         if (!l) return DP_ERR_NOMEM;
         l->oc = (int)W->dims[0];
-        l->k = (int)k;
-        l->s = (int)s;
-        l->pad = (int)pads[0];
-        l->padl = (int)pads[1];
-        l->padb = (int)pads[2];
-        l->padr = (int)pads[3];
+        set_window(l, k, s, d, pads);
         l->groups = (int)G;
-        l->dil = (int)d;
         l->has_bias = Bt != NULL;
         dp__onnx_param_names(l, W, Bt, n);
         return dp__onnx_finish(c, l, n, 3);
@@ -395,20 +400,15 @@ dp_status dp__onnx_map_node(ctx *c, const dp__onnx_node *n) {
             const int64_t in = ld[2 + ax], pa = pads[ax];
             const int out = dp__pool_out(in, pa, pads[2 + ax], ext, s, (int)ceil_mode);
             for (int64_t o = 0; o < out; o++) {
-                int ok = 0;
-                for (int64_t t = 0; t < k && !ok; t++) ok = o * s - pa + t * d >= 0 && o * s - pa + t * d < in;
-                if (!ok) return dp__onnx_node_fail(c, n, "a window lies wholly in the padding (pads as large as the kernel)");
+                /* the window's first tap at or after 0 (taps o s - pa + t d, t < k) must be in */
+                const int64_t y0 = o * s - pa, t0 = y0 >= 0 ? 0 : (-y0 + d - 1) / d;
+                if (t0 >= k || y0 + t0 * d >= in)
+                    return dp__onnx_node_fail(c, n, "a window lies wholly in the padding (pads as large as the kernel)");
             }
         }
         dp__node *l = dp__onnx_new_node(c, maxp ? DP_LAYER_MAXPOOL : DP_LAYER_AVGPOOL, a);
         if (!l) return DP_ERR_NOMEM;
-        l->k = (int)k;
-        l->s = (int)s;
-        l->pad = (int)pads[0];
-        l->padl = (int)pads[1];
-        l->padb = (int)pads[2];
-        l->padr = (int)pads[3];
-        l->dil = (int)d;
+        set_window(l, k, s, d, pads);
         l->ceil_mode = (int)ceil_mode;
         l->excl_pad = !cip;
         return dp__onnx_finish(c, l, n, 3);

@@ -7,6 +7,7 @@ Debian's python3-torch and python3-onnx; the outputs are committed):
   gemm_inputs.onnx  mlp.onnx with two extra inputs on its first Gemm (5: malformed)
   nan_weight.onnx   mlp.onnx with a NaN in its first weight (as --init refuses)
   bad_epsilon.onnx  cnn_gn.onnx with epsilon -1 on its first InstanceNormalization
+  pool_pads.onnx    cnn_gn.onnx with pads 2 on its 2x2 MaxPool (a window wholly in padding)
 (the last three edit the committed fixtures, so mlp.onnx and cnn_gn.onnx must be there)
 
 Usage: make_refusals.py [OUT_DIR]   (default: this directory)
@@ -16,6 +17,7 @@ import os
 import sys
 
 import onnx
+import onnx.helper
 import onnx.numpy_helper
 import torch
 import torch.nn as nn
@@ -78,6 +80,16 @@ def bad_epsilon(g):
             a.f = -1.0
 
 
+def pool_pads(g):
+    n = next(n for n in g.node if n.op_type == "MaxPool")
+    for a in n.attribute:
+        if a.name == "pads":
+            del a.ints[:]
+            a.ints.extend([2, 2, 2, 2])
+            return
+    n.attribute.append(onnx.helper.make_attribute("pads", [2, 2, 2, 2]))
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     here = os.path.dirname(os.path.abspath(__file__))
@@ -87,6 +99,7 @@ def main():
     edited(os.path.join(here, "mlp.onnx"), os.path.join(out, "gemm_inputs.onnx"), extra_gemm_inputs)
     edited(os.path.join(here, "mlp.onnx"), os.path.join(out, "nan_weight.onnx"), nan_weight)
     edited(os.path.join(here, "cnn_gn.onnx"), os.path.join(out, "bad_epsilon.onnx"), bad_epsilon)
+    edited(os.path.join(here, "cnn_gn.onnx"), os.path.join(out, "pool_pads.onnx"), pool_pads)
 
 
 if __name__ == "__main__":
