@@ -51,13 +51,11 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
 /* uniform in (0, 1] from a 64-bit word: never 0, so that log() is finite */
 static inline double dp__unit_open0(uint64_t w) { return ((double)(w >> 11) + 1.0) * 0x1.0p-53; }
 
-/* The exact ziggurat of src/privacy/noise.c (256 layers) over any source of 64-bit words
- * next(src): a standard normal. dp__zig_init builds the tables (once; thread-safe), and must
- * have run before dp__zig_normal. */
+/* The exact ziggurat of src/privacy/noise.c (256 layers) over 64-bit words: cnt standard
+ * normals, the first attempt of normal k from the word w[k], what a rejected attempt needs
+ * (about 1 in 100) from next(src). dp__zig_init builds the tables (once; thread-safe) and must
+ * have run before. */
 void dp__zig_init(void);
-double dp__zig_normal(uint64_t (*next)(void *), void *src);
-/* cnt normals: the first attempt of normal k from the word w[k], what a rejected attempt needs
- * from next(src) (about 1 in 100) */
 void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*next)(void *), void *src);
 
 /* A standard normal by the polar Box-Muller method from uniforms in (-1, 1) made of

@@ -106,12 +106,6 @@ static double zig_slow_src(uint64_t (*next)(void *), void *src, int i, double x)
 static uint64_t xo_word(void *r) { return xo_next(r); }
 static double zig_slow(xo256 *r, int i, double x) { return zig_slow_src(xo_word, r, i, x); }
 
-double dp__zig_normal(uint64_t (*next)(void *), void *src) {
-    int i;
-    const double x = zig_x_of(next(src), &i);
-    return fabs(x) < zig_x[i + 1] ? x : zig_slow_src(next, src, i, x);
-}
-
 void dp__zig_init(void) { pthread_once(&zig_once, zig_init); }
 
 void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*next)(void *), void *src) {
