@@ -44,10 +44,12 @@ static int wait_until(int n, MPI_Request *r, double deadline) {
     }
 }
 
-static dp_status watchdog_fail(int rank, int size, int who, double waited) {
+/* the error of a wait that ran out; on rank 0, `what` is what rank `who` did not do ("send its
+ * part of", "take") the sum */
+static dp_status watchdog_fail(int rank, int size, int who, double waited, const char *what) {
     if (rank == 0)
-        return dp_fail(DP_ERR_IO, "MPI watchdog: rank %d of %d did not send its part of the sum over the ranks within "
-                       "%g s (stopped, stalled or dead; --mpi-timeout sets the wait); ending the job", who, size, waited);
+        return dp_fail(DP_ERR_IO, "MPI watchdog: rank %d of %d did not %s the sum over the ranks within %g s (stopped, "
+                       "stalled or dead; --mpi-timeout sets the wait); ending the job", who, size, what, waited);
     return dp_fail(DP_ERR_IO, "MPI watchdog: rank 0 did not answer rank %d within %g s (rank 0 stopped, stalled or "
                    "dead; --mpi-timeout sets the wait); ending the job", rank, waited);
 }
@@ -101,7 +103,7 @@ static dp_status sum_any(void *buf, size_t n, size_t elem) {
         for (size_t c = 0; c < nch; c++) {
             MPI_Request *r = rq + (c % 2) * (size_t)size;
             if ((late = wait_until(size, r, T > 0 ? MPI_Wtime() + T : 0)) >= 0) {
-                st = watchdog_fail(rank, size, late, T);
+                st = watchdog_fail(rank, size, late, T, "send its part of");
                 break;
             }
             if (c + 1 < nch)
@@ -120,12 +122,12 @@ static dp_status sum_any(void *buf, size_t n, size_t elem) {
     } else {
         for (size_t c = 0; c < nch && st == DP_OK; c++) { /* at most two chunks in flight */
             if ((late = wait_until(1, &rq[c % 2], T > 0 ? MPI_Wtime() + wait : 0)) >= 0)
-                st = watchdog_fail(rank, size, 0, wait);
+                st = watchdog_fail(rank, size, 0, wait, "");
             else
                 MPI_Isend(p + c * slot, COUNT(c), type, 0, TAG_PART, MPI_COMM_WORLD, &rq[c % 2]);
         }
         if (st == DP_OK && (late = wait_until(2, rq, T > 0 ? MPI_Wtime() + wait : 0)) >= 0)
-            st = watchdog_fail(rank, size, 0, wait);
+            st = watchdog_fail(rank, size, 0, wait, "");
     }
 #undef PART
 #undef COUNT
@@ -135,10 +137,10 @@ static dp_status sum_any(void *buf, size_t n, size_t elem) {
         if (rank == 0) {
             rq[0] = MPI_REQUEST_NULL;
             for (int i = 1; i < size; i++) MPI_Isend(p + off * elem, k, type, i, TAG_SUM, MPI_COMM_WORLD, &rq[i]);
-            if ((late = wait_until(size, rq, T > 0 ? MPI_Wtime() + T : 0)) >= 0) st = watchdog_fail(rank, size, late, T);
+            if ((late = wait_until(size, rq, T > 0 ? MPI_Wtime() + T : 0)) >= 0) st = watchdog_fail(rank, size, late, T, "take");
         } else {
             MPI_Irecv(p + off * elem, k, type, 0, TAG_SUM, MPI_COMM_WORLD, &rq[0]);
-            if ((late = wait_until(1, rq, T > 0 ? MPI_Wtime() + wait : 0)) >= 0) st = watchdog_fail(rank, size, 0, wait);
+            if ((late = wait_until(1, rq, T > 0 ? MPI_Wtime() + wait : 0)) >= 0) st = watchdog_fail(rank, size, 0, wait, "");
         }
     }
     /* after a failure the job ends (the CLI calls MPI_Abort): pending requests are left */
