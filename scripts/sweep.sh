@@ -129,14 +129,14 @@ def npy_hlen(b):
         return 10 + struct.unpack("<H", b[8:10])[0]
     return 12 + struct.unpack("<I", b[8:12])[0]
 
-def st_bytes(tensors, meta=None, header_obj=None, header_raw=None, data=None, hsize=None):
-    """safetensors from {name: np.float32 array}; header_obj/header_raw/data/hsize override."""
+def st_bytes(tensors, meta=None, header_obj=None, header_raw=None, data=None, hsize=None, dtype="F32"):
+    """safetensors from {name: array} stored as dtype (F32 or F64); header_obj/header_raw/data/hsize override."""
     hdr = {}
     blobs = []
     off = 0
     for name, a in tensors.items():
-        b = a.astype("<f4").tobytes()
-        hdr[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        b = a.astype({"F32": "<f4", "F64": "<f8"}[dtype]).tobytes()
+        hdr[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     if meta is not None:
@@ -694,16 +694,7 @@ T[first].reshape(-1)[0] = 1e-42
 st_case("a denormal in %s (finite)" % first, st_rebuild(st_bytes(T), lambda h: None), "either")
 st_case("one trailing byte", WB + b"\0")
 st_case("every tensor F64 with offsets [0,0] and no data", st_bytes({}, header_obj={k: {"dtype": "F64", "shape": list(v.shape), "data_offsets": [0, 0]} for k, v in WT.items()}, data=b""), None)
-# proper F64 encoding: offsets computed
-hdr = {}
-blobs = []
-off = 0
-for k, v in WT.items():
-    b = v.astype("<f8").tobytes()
-    hdr[k] = {"dtype": "F64", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-    blobs.append(b)
-    off += len(b)
-st_case("the tensors stored as F64 with exact values", st_bytes({}, header_obj=hdr, data=b"".join(blobs)), "either")
+st_case("the tensors stored as F64 with exact values", st_bytes(WT, dtype="F64"), "either")
 st_case("weights of another model (mlp)", rd(os.path.join(W, "base", "mlp.w.st")), "bad")
 st_case("a checkpoint given as --init", rd(os.path.join(IN, "ck", "base", "checkpoint.safetensors")), "either")
 st_case("an .npy file given as --init", xb, "bad")
