@@ -152,6 +152,12 @@ else
     bad "(f) no released gradient was dumped"
 fi
 
+# (h) adaptive clipping on 2 ranks: the count is summed over the ranks and noised once; every
+# rank moves C alike (a rank with another C would clip differently: the replica check after
+# each step would stop the run)
+mpi2 "(h) adaptive clipping" "${SMALL[@]}" --clip-quantile 0.5
+grep -q "adaptive clipping: C 0.1 -> " "$TMP/mpi.out" && ok || bad "(h) no final C printed: $(tail -n 3 "$TMP/mpi.out")"
+
 # (g) the watchdog. stalled LABEL RANK TIMEOUT LIMIT NEEDLE: a 2-rank run with checkpoints every 2
 # steps; once the first checkpoint exists, SIGSTOP the process of rank RANK (found by its
 # environment); the job must end within LIMIT seconds, non-zero, its output naming NEEDLE

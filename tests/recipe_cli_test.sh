@@ -2,7 +2,8 @@
 # tests/recipe_cli_test.sh PATH-TO-DPSGD: `dpsgd train --recipe NAME` end to end: the help
 # lists the recipes, an unknown one is refused with the list, a recipe sets the model, the
 # features and the hyperparameters, a flag overrides a recipe's value, --model transformer
-# brings its own recipe, and the scatternet recipe trains on scattering features (small run).
+# brings its own recipe, the scatternet recipe trains on scattering features (small run), and
+# the flags of issue 19's training aids (--ema, --clip-quantile) act and are checked.
 # Data-dependent checks are skipped without Fashion-MNIST.
 # Last line: "recipe_cli_test: N passed, N failed".
 # shellcheck disable=SC2015
@@ -38,6 +39,32 @@ run train --ema 1
 [[ $RC -eq 2 && "$ERR" == *"--ema"* ]] && ok || bad "--ema 1: exit $RC: $ERR"
 run "${TR[@]}" --ema 0.9 --out "$TMP/ema.json"
 [[ $RC -eq 0 ]] && grep -q '"ema_decay": 0.9' "$TMP/ema.json" && ok || bad "--ema 0.9: exit $RC: $ERR"
+
+# --clip-quantile (adaptive clipping): the same epsilon as a fixed C (sigma is split, not
+# raised), C shown per epoch and at the end, in the JSON; the flags' refusals name them
+run "${TR[@]}" --epochs 2 --noise-seed 3 --out "$TMP/fixed.json"
+[[ $RC -eq 0 ]] && ok || bad "transformer run for the adaptive comparison: exit $RC: $ERR"
+run "${TR[@]}" --epochs 2 --noise-seed 3 --clip-quantile 0.5 --out "$TMP/adaptive.json"
+[[ $RC -eq 0 && "$OUT" == *"adaptive clipping: C moves toward the 0.5-quantile"* && "$OUT" =~ epoch\ +2/2.*\ C\ [0-9.]+ &&
+   "$OUT" =~ adaptive\ clipping:\ C\ 1\ -\>\ [0-9.]+ ]] && ok || bad "--clip-quantile 0.5: exit $RC: $OUT $ERR"
+python3 - "$TMP/fixed.json" "$TMP/adaptive.json" <<'PY' && ok || bad "--clip-quantile changed epsilon or did not move C"
+import json, sys
+f, a = (json.load(open(x)) for x in sys.argv[1:])
+assert a["epsilon"] == f["epsilon"] and a["noise_multiplier"] == f["noise_multiplier"], (a, f)
+assert a["noise_multiplier_gradient"] > a["noise_multiplier"] and a["max_grad_norm_final"] != 1, a
+assert f["noise_multiplier_gradient"] == f["noise_multiplier"] and f["max_grad_norm_final"] == 1, f
+PY
+for bad_args in "--clip-quantile 1" "--clip-quantile 0" "--clip-lr 0.1" "--clip-count-noise 5" "--clip-lr -1 --clip-quantile 0.5"; do
+    flag=${bad_args%% *}
+    # shellcheck disable=SC2086
+    run "${TR[@]}" $bad_args
+    [[ $RC -eq 2 && "$ERR" == *"$flag"* ]] && ok || bad "$bad_args: exit $RC, expected a refusal naming $flag: $ERR"
+done
+run "${TR[@]}" --clip-quantile 0.5 --no-dp
+[[ $RC -eq 2 && "$ERR" == *"--clip-quantile"* && "$ERR" == *"--no-dp"* ]] && ok || bad "--clip-quantile --no-dp: exit $RC: $ERR"
+run "${TR[@]}" --clip-quantile 0.5 --clip-count-noise 0.4
+[[ $RC -ne 0 && "$ERR" == *"clip_count_noise 0.4"* && "$ERR" == *"noise multiplier 1"* ]] && ok ||
+    bad "--clip-count-noise 0.4 with sigma 1: exit $RC: $ERR"
 
 if ! have_data; then
     echo "recipe_cli_test: SKIP data-dependent checks (no $DATA)"

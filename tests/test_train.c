@@ -944,7 +944,184 @@ static void test_ema(void) {
     dp_dataset_free(&d);
 }
 
+/* ---- adaptive clipping (Andrew et al. 2021) -------------------------------------------- */
+
+typedef struct {
+    double C[512]; /* C after each step */
+    int n;
+} c_trace;
+
+static void trace_clip_norm(void *user, const dp_train_progress *pr) {
+    c_trace *t = user;
+    if (!pr->epoch_end && t->n < 512) t->C[t->n++] = pr->max_grad_norm;
+}
+
+/* One step per epoch over every example (q = 1) with lr 0, so the per-sample norms stay those
+ * of the initial parameters: from C_t and C_t+1 the count's noise xi_t can be read back exactly,
+ * since C_t+1 = C_t exp(-eta (b_t - Q)) with b_t = (centred count + xi_t) / n + 1/2. Returns the
+ * number of steps traced; xi[t] receives the noise read back. */
+static int adaptive_trace(dp_model *m, const float *w0, const dp_dataset *d, dp_train_params p, int noise, double *xi) {
+    const int n = (int)d->n, K = dp_model_output_size(m);
+    /* the per-sample norms at w0, as the step computes them (auto mode) */
+    set_params(m, w0);
+    const float *z;
+    float *dz = dp_alloc(sizeof(float) * (size_t)n * K), *nrm = dp_alloc(sizeof(float) * (size_t)n);
+    dp_clip_params cp = {DP_CLIP_AUTO, p.max_grad_norm, 0};
+    int bad = 0;
+    CHECK_OK(dp_model_forward(m, d->x, n, 1, NULL, &z));
+    CHECK_OK(dp_loss_xent(z, d->y, n, K, NULL, dz));
+    CHECK_OK(dp_model_clipped_grad(m, &cp, dz, n, nrm, NULL, &bad));
+    c_trace tr = {{0}, 0};
+    p.progress = trace_clip_norm;
+    p.progress_user = &tr;
+    dp_train_result r;
+    dp__train_test hooks = {noise, 0, NULL};
+    set_params(m, w0);
+    CHECK_OK(dp__train(m, d, NULL, &p, &hooks, &r));
+    CHECK(tr.n == p.epochs && r.max_grad_norm == tr.C[tr.n - 1]);
+    double C = p.max_grad_norm;
+    for (int t = 0; t < tr.n; t++) {
+        double centred = 0;
+        for (int i = 0; i < n; i++) centred += nrm[i] <= C ? 0.5 : -0.5;
+        const double b = p.clip_quantile - log(tr.C[t] / C) / p.clip_lr;
+        xi[t] = (b - 0.5) * n - centred;
+        C = tr.C[t];
+    }
+    dp_free(dz);
+    dp_free(nrm);
+    return tr.n;
+}
+
+static void test_adaptive_clipping(void) {
+    const int n = 60;
+    dp_dataset d;
+    make_ds(&d, (size_t)n, 1, 4, 4, 3, 0.5, 41);
+    dp_model *m = new_model("flatten linear(8) tanh linear(3)", 1, 4, 4, 5);
+    float *w0 = copy_params(m);
+    dp_train_params p = small_params();
+    p.expected_batch = n; /* q = 1: every example in every step */
+    p.optim.lr = 0;
+    p.optim.momentum = 0;
+    p.noise_multiplier = 1.0;
+    p.max_grad_norm = 0.05;
+    p.clip_quantile = 0.3;
+    p.clip_lr = 1e-3;
+    p.clip_count_noise = 3.0;
+
+    /* (a) without noise the rule is exact: C_t+1 = C_t exp(-eta (fraction <= C_t - Q)) */
+    double xi[512];
+    p.epochs = 50;
+    int T = adaptive_trace(m, w0, &d, p, 1, xi);
+    double worst = 0;
+    for (int t = 0; t < T; t++) worst = fmax(worst, fabs(xi[t]));
+    if (!(worst < 1e-3)) fprintf(stderr, "  adaptive clipping without noise: count off by %g\n", worst);
+    CHECK(worst < 1e-3);
+
+    /* (b) with noise: the count's noise is centred with std clip_count_noise */
+    p.epochs = 400;
+    T = adaptive_trace(m, w0, &d, p, 0, xi);
+    double s1 = 0, s2 = 0;
+    for (int t = 0; t < T; t++) {
+        s1 += xi[t];
+        s2 += xi[t] * xi[t];
+    }
+    const double mean = s1 / T, var = s2 / T - mean * mean, sb = p.clip_count_noise;
+    if (fabs(mean) > 4 * sb / sqrt(T) || fabs(var / (sb * sb) - 1) > 0.25)
+        fprintf(stderr, "  the count's noise: mean %g, variance / sigma_b^2 %g over %d steps\n", mean, var / (sb * sb), T);
+    CHECK(fabs(mean) <= 4 * sb / sqrt(T));
+    CHECK(fabs(var / (sb * sb) - 1) <= 0.25);
+
+    /* (c) the gradient's noise multiplier (Theorem 1): sigma_g = (sigma^-2 - (2 sigma_b)^-2)^-1/2;
+     * sigma_b = 2 / sqrt(3) makes it 2 sigma, so the released noise doubles */
+    p.epochs = 1;
+    p.noise_multiplier = 2.0;
+    p.clip_count_noise = 2.0 / sqrt(3.0);
+    dp_train_result r;
+    set_params(m, w0);
+    p.optim.lr = 1.0;
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    CHECK_CLOSE(r.noise_multiplier_gradient, 4.0, 1e-12);
+    CHECK_CLOSE(r.sigma, 2.0, 0);
+    float *pn = copy_params(m);
+    set_params(m, w0);
+    dp__train_test quiet = {1, 0, NULL};
+    CHECK_OK(dp__train(m, &d, NULL, &p, &quiet, &r));
+    const size_t np = dp_model_num_params(m);
+    double sq = 0;
+    for (size_t j = 0; j < np; j++) sq += ((double)pn[j] - dp_model_params(m)[j]) * ((double)pn[j] - dp_model_params(m)[j]);
+    const double sd = sqrt(sq / (double)np), want = 4.0 * p.max_grad_norm / n;
+    if (fabs(sd / want - 1) > 0.15) fprintf(stderr, "  gradient noise sd %g, want %g (%zu coords)\n", sd, want, np);
+    CHECK(fabs(sd / want - 1) <= 0.15);
+    dp_free(pn);
+
+    /* (d) the theorem in the accountants: one step of the pair (sigma_g on the gradient, 2 sigma_b
+     * on the count of sensitivity 1/2) spends what one step of sigma does */
+    for (int k = 0; k < 2; k++) {
+        const dp_accountant_kind kind = k ? DP_ACCT_PRV : DP_ACCT_RDP;
+        dp_accountant *pair = NULL;
+        dp_epsilon_report e2, e1;
+        CHECK_OK(dp_accountant_create(&pair));
+        CHECK_OK(dp_accountant_step(pair, 1.0, 4.0, 1));
+        CHECK_OK(dp_accountant_step(pair, 1.0, 2.0 * p.clip_count_noise, 1));
+        CHECK_OK(dp_accountant_epsilon(pair, kind, 1e-5, NULL, &e2));
+        CHECK_OK(t_epsilon1(kind, 1.0, 2.0, 1, 1e-5, &e1));
+        if (fabs(e2.epsilon / e1.epsilon - 1) > (k ? 2e-3 : 1e-9))
+            fprintf(stderr, "  %s: the pair %g, sigma alone %g\n", k ? "prv" : "rdp", e2.epsilon, e1.epsilon);
+        CHECK(fabs(e2.epsilon / e1.epsilon - 1) <= (k ? 2e-3 : 1e-9));
+        dp_accountant_destroy(pair);
+    }
+
+    /* (e) a resumed run goes on with the checkpoint's C: bit-identical to an uninterrupted one */
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/test_train_adaptive.XXXXXX", DP_BINARY_DIR);
+    CHECK(mkdtemp(dir) != NULL);
+    p.noise_multiplier = 1.0;
+    p.clip_count_noise = 3.0;
+    p.clip_lr = 0.2;
+    p.optim.lr = 0.5;
+    p.expected_batch = 20;
+    p.epochs = 6;
+    set_params(m, w0);
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    float *full = copy_params(m);
+    const double Cfull = r.max_grad_norm;
+    CHECK(Cfull != p.max_grad_norm);
+    set_params(m, w0);
+    p.epochs = 3;
+    p.checkpoint_dir = dir;
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    p.epochs = 6;
+    p.resume = dir;
+    p.force = 1; /* another epoch count */
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    CHECK(r.max_grad_norm == Cfull);
+    CHECK(memcmp(dp_model_params(m), full, sizeof(float) * np) == 0);
+    p.force = 0;
+    p.clip_quantile = 0.4; /* another target: only with force */
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_INVALID && msg_has("clip_quantile"));
+    p.checkpoint_dir = p.resume = NULL;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    dp_free(full);
+
+    /* (f) refusals */
+    p.clip_quantile = 1.0;
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("clip_quantile 1:"));
+    p.clip_quantile = 0.5;
+    p.clip_count_noise = 0.5; /* 2 x 0.5 = sigma: the count alone would spend the budget */
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("clip_count_noise 0.5"));
+    p.clip_count_noise = 0;
+    p.no_dp = 1;
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_INVALID && msg_has("clip_quantile"));
+
+    dp_free(w0);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
 int main(void) {
+    test_adaptive_clipping();
     test_ema();
     test_steps_per_epoch();
     test_default_accountant();

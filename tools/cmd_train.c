@@ -66,6 +66,14 @@ void dp_cmd_train_usage(FILE *f) {
 "  --delta D               target delta [1e-5]\n"
 "  --accountant A          rdp | prv | pld: calibrates sigma and reports epsilon [prv]\n"
 "  --noise-multiplier S    use this sigma instead of calibrating (epsilon is then reported)\n"
+"  --clip-quantile Q       adaptive clipping (Andrew et al. 2021): C starts at --max-grad-norm\n"
+"                          and moves each step toward the Q-quantile of the per-sample norms,\n"
+"                          counted with Gaussian noise; the gradient's noise multiplier grows\n"
+"                          so that gradient and count together spend what sigma alone did:\n"
+"                          epsilon is unchanged [0: a fixed C]\n"
+"  --clip-lr ETA           its geometric rate: C <- C exp(-ETA (fraction below C - Q)) [0.2]\n"
+"  --clip-count-noise S    std of the noise on the count, in examples; 2S must exceed sigma\n"
+"                          [batch size / 20]\n"
 "training:\n"
 "  --epochs N              [40]\n"
 "  --batch-size B          expected (logical) batch size; sample rate q = B / n [2048]\n"
@@ -139,6 +147,7 @@ typedef struct {
     int nonprivate;   /* --report-nonprivate: the loss, labelled */
     int private_test; /* the test split is held out from the private data: its accuracy is not covered */
     int mse;          /* --loss mse: the test figure is the mean squared error, there is no accuracy */
+    int adaptive;     /* --clip-quantile: each epoch line shows C */
 } progress_state;
 
 /* the test figure: accuracy in percent, or with --loss mse the mean squared error */
@@ -165,6 +174,7 @@ static void on_progress(void *user, const dp_train_progress *p) {
         test_figure(acc, sizeof acc, ps, p->test_accuracy, p->test_loss);
     printf("epoch %3d/%d  test %s %s  epsilon %.3f  elapsed %.1fs", p->epoch, p->epochs, ps->mse ? "mse" : "acc", acc,
            p->epsilon, p->elapsed);
+    if (ps->adaptive) printf("  C %.4g", p->max_grad_norm); /* from the noisy counts: covered by epsilon */
     if (ps->nonprivate) printf("  | non-private: train loss %.4f", p->train_loss);
     printf("\n");
     fflush(stdout);
@@ -256,7 +266,8 @@ int dp_cmd_train(int argc, char **argv) {
         /* flags of the private step only: with --no-dp they contradict it (refused below) */
         static const char *const private_only[] = {"--epsilon",    "--noise-multiplier", "--max-grad-norm",
                                                    "--clipping",   "--delta",            "--accountant",
-                                                   "--noise-seed", "--report-nonprivate", "--mem-budget"};
+                                                   "--noise-seed", "--report-nonprivate", "--mem-budget",
+                                                   "--clip-quantile", "--clip-lr", "--clip-count-noise"};
         for (size_t f = 0; f < sizeof private_only / sizeof private_only[0]; f++)
             if (!strcmp(a, private_only[f])) private_flag = private_only[f];
         int common = dp_cli_train_flag(&o, a, v, &i);
@@ -310,6 +321,20 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &p.ema_decay)) return 2;
             if (!(p.ema_decay >= 0 && p.ema_decay < 1)) return dp_cli_die("--ema: the decay must be in [0, 1)");
+        } else if (!strcmp(a, "--clip-quantile")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.clip_quantile)) return 2;
+            if (!(p.clip_quantile > 0 && p.clip_quantile < 1))
+                return dp_cli_die("--clip-quantile: the target quantile must be in (0, 1), e.g. 0.5");
+        } else if (!strcmp(a, "--clip-lr")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.clip_lr)) return 2;
+            if (!(p.clip_lr > 0 && p.clip_lr <= 100)) return dp_cli_die("--clip-lr: the rate must be in (0, 100]");
+        } else if (!strcmp(a, "--clip-count-noise")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &p.clip_count_noise)) return 2;
+            if (!(p.clip_count_noise > 0 && isfinite(p.clip_count_noise)))
+                return dp_cli_die("--clip-count-noise: the standard deviation must be a positive number of examples");
         } else if (!strcmp(a, "--report-nonprivate")) {
             p.report_nonprivate = 1;
         } else if (!strcmp(a, "--secure")) {
@@ -360,6 +385,9 @@ int dp_cmd_train(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
+    if ((p.clip_lr > 0 || p.clip_count_noise > 0) && !(p.clip_quantile > 0))
+        return dp_cli_die(p.clip_lr > 0 ? "--clip-lr: has no effect without --clip-quantile (adaptive clipping)"
+                                        : "--clip-count-noise: has no effect without --clip-quantile (adaptive clipping)");
     if (p.noise_seeded && p.no_dp) return dp_cli_die("--noise-seed: has no meaning with --no-dp (there is no noise)");
     if (p.no_dp && private_flag) { /* silently ignored, it would leave the user believing in it */
         fprintf(stderr, "%s: %s: contradicts --no-dp (a non-private run has no clipping, noise or privacy "
@@ -487,7 +515,7 @@ int dp_cmd_train(int argc, char **argv) {
         }
     }
 
-    progress_state ps = {isatty(2), quiet, p.report_nonprivate, info.holdout && !p.no_dp, mo.mse};
+    progress_state ps = {isatty(2), quiet, p.report_nonprivate, info.holdout && !p.no_dp, mo.mse, p.clip_quantile > 0};
     p.progress = on_progress;
     p.test_private = info.holdout; /* its accuracy is not covered: kept out of checkpoints too */
     p.progress_user = &ps;
@@ -526,6 +554,11 @@ int dp_cmd_train(int argc, char **argv) {
             printf("memory plan: a non-private step of %d samples allocates %.1f MiB\n", p.expected_batch,
                    (double)dp_model_plan_bytes(m, p.clipping, p.expected_batch, 1) / (1024.0 * 1024.0));
         }
+        if (p.clip_quantile > 0)
+            printf("adaptive clipping: C moves toward the %g-quantile of the per-sample norms (rate %g, count noise %g "
+                   "examples); the gradient's noise multiplier is raised so that epsilon is that of sigma alone\n",
+                   p.clip_quantile, p.clip_lr > 0 ? p.clip_lr : 0.2,
+                   p.clip_count_noise > 0 ? p.clip_count_noise : (double)p.expected_batch / 20.0);
         if (comm.size > 1) printf("data-parallel: %d ranks (MPI)\n", comm.size);
         if (p.resume) printf("resuming from %s\n", p.resume);
         if (p.noise_seeded)
@@ -599,6 +632,10 @@ int dp_cmd_train(int argc, char **argv) {
         printf("final: test %s %s at epsilon %.3f (delta %g, %s), sigma %.4f, %ld steps, %.1f s%s\n", figure, acc,
                r.epsilon, r.delta, dp_accountant_kind_name(p.accountant), r.sigma, r.steps, r.seconds,
                p.noise_seeded ? "; epsilon holds only while --noise-seed stays secret" : "");
+    if (p.clip_quantile > 0)
+        printf("adaptive clipping: C %g -> %.4g; gradient noise multiplier %.4f, count noise %g (together sigma %.4f)\n",
+               p.max_grad_norm, r.max_grad_norm, r.noise_multiplier_gradient,
+               p.clip_count_noise > 0 ? p.clip_count_noise : (double)p.expected_batch / 20.0, r.sigma);
     if (p.report_nonprivate && !p.no_dp)
         printf("non-private (not covered by epsilon): mean drawn batch %.1f, empty batches %ld, non-finite samples %ld "
                "(dropped)\n", r.mean_batch, r.empty_batches, r.nonfinite_samples);
@@ -641,7 +678,9 @@ int dp_cmd_train(int argc, char **argv) {
         char json[4096];
         snprintf(json, sizeof json,
                  "{\n  \"recipe\": \"%s\",\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
-                 "  \"max_grad_norm\": %.17g,\n  \"ema_decay\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"sample_rate\": %.17g,\n"
+                 "  \"max_grad_norm\": %.17g,\n  \"max_grad_norm_final\": %.17g,\n  \"clip_quantile\": %.17g,\n"
+                 "  \"ema_decay\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"noise_multiplier_gradient\": %.17g,\n"
+                 "  \"sample_rate\": %.17g,\n"
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"noise\": %s,\n"
                  "  \"loss\": \"%s\",\n  \"test_split\": \"%s\",\n  \"test_accuracy\": %s,\n  \"test_loss\": %s,\n"
@@ -651,7 +690,8 @@ int dp_cmd_train(int argc, char **argv) {
                  recipe->name,
                  dp_model_builtin_spec(o.model_name) || !strcmp(o.model_name, "transformer") ? o.model_name : "spec",
                  dp_model_num_params(m), p.no_dp ? "false" : "true",
-                 p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, p.ema_decay, r.sigma, r.q, p.expected_batch, p.epochs,
+                 p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.max_grad_norm, p.clip_quantile,
+                 p.ema_decay, r.sigma, r.noise_multiplier_gradient, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
                  p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise, mo.mse ? "mse" : "xent",
                  ps.private_test ? "held out from the private data" : "public", test_acc, test_loss,

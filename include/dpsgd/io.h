@@ -140,6 +140,9 @@ typedef struct {
     long *acc_steps;
     int regression; /* 1: trained on regression targets (mean squared error), "loss" "mse"; absent
                      * in files written before it: cross-entropy */
+    /* adaptive clipping (dp_train_params.clip_quantile; fields absent in files before it: off):
+     * the settings, defaults resolved, and the state: C for the next step ("clip.norm") */
+    double clip_quantile, clip_lr, clip_count_noise, clip_norm;
 } dp_checkpoint_info;
 /* The checkpoint's content checksum (stored in its "checksum" field): CRC-64/XZ over every
  * __metadata__ pair but "checksum" itself and every tensor (name, dtype, shape, bytes), in

@@ -34,6 +34,7 @@ typedef struct {
     double epsilon;             /* spent so far (0 with no_dp) */
     double elapsed;             /* seconds since training started */
     int epoch_end;              /* 1 when called at the end of an epoch */
+    double max_grad_norm;       /* C for the next step (moves with adaptive clipping) */
 } dp_train_progress;
 
 typedef void (*dp_progress_fn)(void *user, const dp_train_progress *p);
@@ -122,6 +123,20 @@ typedef struct {
      * message naming the step, the epsilon spent so far and the checkpoint. A request that comes
      * after the last step changes nothing: the run completes. NULL: never asked. */
     volatile sig_atomic_t *stop;
+    /* Adaptive clipping (Andrew et al. 2021, "Differentially Private Learning with Adaptive
+     * Clipping"). clip_quantile 0 (default): C stays max_grad_norm. In (0, 1): C starts at
+     * max_grad_norm and after each step moves geometrically toward the clip_quantile-quantile of
+     * the per-sample norms, C <- C exp(-clip_lr (b - clip_quantile)), where b is the fraction of
+     * the batch whose norm was at most C, counted privately: each example adds +1/2 (norm <= C)
+     * or -1/2 (so one example moves the count by at most 1/2), Gaussian noise of std
+     * clip_count_noise is added, and b = (noisy count) / expected_batch + 1/2. The gradient's
+     * noise multiplier becomes sigma_g = (sigma^-2 - (2 clip_count_noise)^-2)^-1/2 so that the
+     * two releases together are one Gaussian mechanism of multiplier sigma (the paper's
+     * Theorem 1): the accountant records sigma, calibrated or given as without adaptation, and
+     * epsilon is unchanged. Requires 2 clip_count_noise > sigma. */
+    double clip_quantile;
+    double clip_lr;          /* eta_C; 0: 0.2 (the paper's) */
+    double clip_count_noise; /* sigma_b, in examples; 0: expected_batch / 20 (the paper's m / 20) */
 } dp_train_params;
 
 dp_train_params dp_train_default_params(void);
@@ -140,6 +155,10 @@ typedef struct {
     long empty_batches;
     long nonfinite_samples;     /* samples whose gradient norm was not finite (clip factor 0) */
     size_t peak_bytes;          /* peak tracked memory during training */
+    double max_grad_norm;       /* C at the end (adaptive clipping moves it; else the given C);
+                                 * covered by epsilon (a function of the noisy counts) */
+    double noise_multiplier_gradient; /* the gradient noise's multiplier: sigma, or with
+                                       * adaptive clipping sigma_g (> sigma) */
 } dp_train_result;
 
 /* Steps per epoch for n examples and an expected batch: round(n / expected_batch), >= 1. */

@@ -125,7 +125,7 @@ class dp_train_progress(Structure):
     _fields_ = [("epoch", c_int), ("epochs", c_int), ("step", c_long), ("steps", c_long),
                 ("step_in_epoch", c_int), ("steps_per_epoch", c_int), ("train_loss", c_double),
                 ("test_accuracy", c_double), ("test_loss", c_double), ("epsilon", c_double),
-                ("elapsed", c_double), ("epoch_end", c_int)]
+                ("elapsed", c_double), ("epoch_end", c_int), ("max_grad_norm", c_double)]
 
 
 dp_progress_fn = CFUNCTYPE(None, c_void_p, POINTER(dp_train_progress))
@@ -140,14 +140,16 @@ class dp_train_params(Structure):
                 ("eval_batch", c_int), ("progress", dp_progress_fn), ("progress_user", c_void_p),
                 ("checkpoint_dir", c_char_p), ("checkpoint_every", c_long), ("resume", c_char_p),
                 ("force", c_int), ("data_id", c_char_p), ("threads", c_int), ("comm", c_void_p),
-                ("stop", POINTER(c_int))]  # volatile sig_atomic_t * (an int on Linux)
+                ("stop", POINTER(c_int)),  # volatile sig_atomic_t * (an int on Linux)
+                ("clip_quantile", c_double), ("clip_lr", c_double), ("clip_count_noise", c_double)]
 
 
 class dp_train_result(Structure):
     _fields_ = [("test_accuracy", c_double), ("test_loss", c_double), ("epsilon", c_double), ("delta", c_double),
                 ("sigma", c_double), ("q", c_double), ("steps", c_long), ("steps_per_epoch", c_int),
                 ("seconds", c_double), ("mean_batch", c_double), ("empty_batches", c_long),
-                ("nonfinite_samples", c_long), ("peak_bytes", c_size_t)]
+                ("nonfinite_samples", c_long), ("peak_bytes", c_size_t), ("max_grad_norm", c_double),
+                ("noise_multiplier_gradient", c_double)]
 
 
 class dp_trainer_stats(Structure):

@@ -304,7 +304,7 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
           mem_budget=None, optimizer="sgd", lr=None, momentum=None, nesterov=False, weight_decay=None, beta1=None,
           beta2=None, ema=0.0, no_dp=False, noise_seed=None, seed=None, report_nonprivate=False, test_private=False,
           eval_batch_size=1000, checkpoint_dir=None, checkpoint_every=None, resume=None, force=False, data_id=None,
-          threads=None, callback=None, handle_sigint=True):
+          threads=None, callback=None, handle_sigint=True, clip_quantile=None, clip_lr=None, clip_count_noise=None):
     """Trains `model` in place with DP-SGD on (x, y) (dp_train; the defaults are `dpsgd train`'s)
     and returns a TrainResult.
 
@@ -334,6 +334,13 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
     model.seed, as `dpsgd train --seed` sets both), threads (OpenMP threads; the result is
     reproducible for a given count).
 
+    Adaptive clipping (`dpsgd train --clip-quantile`, Andrew et al. 2021): clip_quantile Q in (0, 1)
+    moves C (starting at max_grad_norm) each step toward the Q-quantile of the per-sample norms,
+    counted with Gaussian noise of std clip_count_noise (default batch_size / 20) at the geometric
+    rate clip_lr (default 0.2); the gradient's noise multiplier is raised so that epsilon is that
+    of sigma alone. result.max_grad_norm_final is C at the end, result.noise_multiplier_gradient
+    the gradient's multiplier.
+
     report_nonprivate: also compute the training loss, the drawn batch sizes, the count of
     non-finite samples and the accuracy on a test split held out of the private data: statistics
     of the private data that epsilon does NOT cover, returned only under result.non_private and
@@ -362,6 +369,11 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
                      no_dp=no_dp, noise_seed=noise_seed, seed=seed, report_nonprivate=report_nonprivate)
     no_dp = p.no_dp
     p.ema_decay = _check.real("ema", ema)
+    for name, value in (("clip_quantile", clip_quantile), ("clip_lr", clip_lr), ("clip_count_noise", clip_count_noise)):
+        if value is not None:
+            setattr(p, name, _check.real(name, value))
+    if (clip_lr is not None or clip_count_noise is not None) and clip_quantile is None:
+        raise InvalidArgument("clip_lr, clip_count_noise: adaptive clipping's settings need clip_quantile")
     p.test_private = _check.flag("test_private", test_private)
     p.eval_batch = _check.integer("eval_batch_size", eval_batch_size, 1, _check.INT_MAX)
     keep = []  # the C strings must outlive dp_train
@@ -480,7 +492,7 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
             return TrainResult(epsilon=0.0 if no_dp else last.epsilon, sigma=None if no_dp else sigma,
                                sample_rate=p.expected_batch / tr.n, steps=last.step, steps_per_epoch=spe,
                                test_accuracy=last.test_accuracy, test_loss=last.test_loss, stopped=True,
-                               non_private=_non_private(None, report, te, p, state, mse), **common)
+                               max_grad_norm_final=None, noise_multiplier_gradient=None, non_private=_non_private(None, report, te, p, state, mse), **common)
         err = error_for(st, msg, _names)
         err.checkpoint = checkpoint_dir
         raise err
@@ -491,7 +503,8 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
                        sample_rate=res.q, steps=int(res.steps), steps_per_epoch=int(res.steps_per_epoch),
                        test_accuracy=res.test_accuracy if show_test and not mse else None,
                        test_loss=res.test_loss if show_test else None, stopped=False,
-                       non_private=_non_private(res, report, te, p, state, mse), **common)
+                       max_grad_norm_final=None if no_dp else res.max_grad_norm,
+                       noise_multiplier_gradient=None if no_dp else res.noise_multiplier_gradient, non_private=_non_private(res, report, te, p, state, mse), **common)
 
 
 def _non_private(res, report, te, p, state, mse):

@@ -282,6 +282,12 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     put(&m, "seed", "%016" PRIx64, c->seed);
     put(&m, "noise_seed", "%016" PRIx64, c->noise_seed);
     put(&m, "ema_decay", "%a", c->ema_decay);
+    if (c->clip_quantile > 0) { /* adaptive clipping; absent: off */
+        put(&m, "clip.quantile", "%a", c->clip_quantile);
+        put(&m, "clip.lr", "%a", c->clip_lr);
+        put(&m, "clip.count_noise", "%a", c->clip_count_noise);
+        put(&m, "clip.norm", "%a", c->clip_norm);
+    }
     put(&m, "noise", "%s",
         c->no_dp ? "none (non-private run)"
         : c->secure ? "OS CSPRNG (never written; a resumed run draws fresh noise)"
@@ -552,6 +558,18 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
     if (loss && strcmp(loss, "mse") && strcmp(loss, "xent"))
         return dp_fail(DP_ERR_FORMAT, "%s: checkpoint field 'loss' is '%.20s' (xent or mse)", dp_safetensors_what(s), loss);
     c.regression = loss && !strcmp(loss, "mse");
+    if (dp_safetensors_meta(s, "clip.quantile")) { /* adaptive clipping: all four, C in range */
+        if ((st = get_finite(s, "clip.quantile", 0, 1, &c.clip_quantile)) != DP_OK ||
+            (st = get_finite(s, "clip.lr", 0, INFINITY, &c.clip_lr)) != DP_OK ||
+            (st = get_finite(s, "clip.count_noise", 0, INFINITY, &c.clip_count_noise)) != DP_OK ||
+            (st = get_finite(s, "clip.norm", 0, INFINITY, &c.clip_norm)) != DP_OK)
+            return st;
+        if (!(c.clip_quantile > 0 && c.clip_quantile < 1) || !(c.clip_lr > 0) || !(c.clip_count_noise > 0) ||
+            !(c.clip_norm > 0))
+            return dp_fail(DP_ERR_FORMAT, "%s: checkpoint fields clip.*: quantile %g must be in (0, 1), lr %g, "
+                           "count_noise %g and norm %g positive", dp_safetensors_what(s), c.clip_quantile, c.clip_lr,
+                           c.clip_count_noise, c.clip_norm);
+    }
     c.optim.kind = (dp_optim_kind)kind;
     c.data_n = (uint64_t)dn;
     c.data_dim = (uint64_t)dd;

@@ -14,7 +14,8 @@ void dp_step_free(dp_step *s) {
     dp_free(s->lv);
     dp_free(s->yb);
     dp_free(s->tb);
-    s->xb = s->dz = s->lv = s->tb = NULL;
+    dp_free(s->nrm);
+    s->xb = s->dz = s->lv = s->tb = s->nrm = NULL;
     s->yb = NULL;
     s->cap = 0;
 }
@@ -45,7 +46,8 @@ static dp_status reserve(dp_step *s, size_t chunk) {
     s->lv = dp_alloc(chunk * sizeof(float));
     s->yb = dp_alloc(chunk * sizeof(int32_t));
     s->tb = s->targets ? dp_alloc(chunk * K * sizeof(float)) : NULL;
-    if (!s->xb || !s->dz || !s->lv || !s->yb || (s->targets && !s->tb)) {
+    s->nrm = s->clip_quantile > 0 ? dp_alloc(chunk * sizeof(float)) : NULL;
+    if (!s->xb || !s->dz || !s->lv || !s->yb || (s->targets && !s->tb) || (s->clip_quantile > 0 && !s->nrm)) {
         dp_step_free(s);
         return dp_fail(DP_ERR_NOMEM, "step: out of memory for a chunk of samples"); /* its size is private */
     }
@@ -175,8 +177,11 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
         } else {
             int bad = 0;
             stage(s, "clip");
-            st = dp_model_clipped_grad(m, &s->clip, s->dz, B, NULL, NULL, &bad);
+            st = dp_model_clipped_grad(m, &s->clip, s->dz, B, s->nrm, NULL, &bad);
             o->nonfinite += bad;
+            if (st == DP_OK && s->nrm) /* adaptive clipping's count; a non-finite norm adds nothing */
+                for (int i = 0; i < B; i++)
+                    if (isfinite(s->nrm[i])) o->centred += s->nrm[i] <= s->clip.max_grad_norm ? 0.5 : -0.5;
         }
         if (st != DP_OK) return st;
     }
@@ -205,6 +210,47 @@ static void fused_block(void *user, size_t lo, size_t hi) {
     if (bad) __atomic_store_n(&f->bad, 1, __ATOMIC_RELAXED);
 }
 
+dp_status dp__step_adaptive(dp_step *s, const dp_train_params *p) {
+    s->noise_sigma = s->sigma;
+    s->clip_quantile = p->clip_quantile;
+    if (!(p->clip_quantile > 0)) return DP_OK;
+    s->clip_lr = p->clip_lr > 0 ? p->clip_lr : 0.2;
+    s->count_std = p->clip_count_noise > 0 ? p->clip_count_noise : s->expected / 20.0;
+    /* Theorem 1 of Andrew et al.: noise sigma_g on the gradient (sensitivity C) and count_std on
+     * the count (sensitivity 1/2) are, together, one Gaussian mechanism of multiplier
+     * (sigma_g^-2 + (2 count_std)^-2)^-1/2, which must be sigma */
+    const double rest = 1.0 / (s->sigma * s->sigma) - 1.0 / (4.0 * s->count_std * s->count_std);
+    if (!(rest > 0))
+        return dp_fail(DP_ERR_RANGE, "clip_count_noise %g: adaptive clipping needs twice the count's noise above the "
+                       "noise multiplier %g (the count alone would spend the budget)", s->count_std, s->sigma);
+    s->noise_sigma = 1.0 / sqrt(rest);
+    return DP_OK;
+}
+
+/* Adaptive clipping's update after the release: the count of the examples with norm <= C
+ * (centred, summed over the ranks) gets Gaussian noise once (rank 0, from the step's noise
+ * source), every rank receives the same noisy value and moves C alike. */
+static dp_status adapt_clip(dp_step *s, const dp_step_stats *o) {
+    const dp_train_comm *comm = s->comm;
+    static const unsigned char one[1] = {1}; /* a mask: the scaled noise functions read it */
+    float v[1] = {0.0f}; /* halves of integers: exact in float up to 2^23 examples */
+    dp_status st;
+    if (!comm || comm->rank == 0) {
+        v[0] = s->zero_clipped ? 0.0f : (float)o->centred;
+        const double std = s->noise_scale * s->count_std;
+        if (s->crng) dp_secure_noise_gaussian_scaled(v, 1, one, std, 1.0, s->crng);
+        else dp_noise_gaussian_scaled(v, 1, one, std, 1.0, s->rn);
+    }
+    if (comm && (st = comm->sum_f32(comm->user, v, 1)) != DP_OK) return st;
+    const double b = (double)v[0] / s->expected + 0.5; /* the noisy fraction with norm <= C */
+    const double C = s->clip.max_grad_norm * exp(-s->clip_lr * (b - s->clip_quantile));
+    if (!(C > 0) || !isfinite(C))
+        return dp_fail(DP_ERR_NONFINITE, "adaptive clipping: the clipping norm left the range of a double (%g); training "
+                       "stopped (lower clip_lr)", C);
+    s->clip.max_grad_norm = C;
+    return DP_OK;
+}
+
 /* The private release: the ranks' clipped sums summed, noise added once (rank 0) and the
  * total divided by the expected batch size; every rank ends with the released gradient.
  * With f (one process only), each block then goes through fused_block. */
@@ -218,8 +264,9 @@ static dp_status release(dp_step *s, dp_step_stats *o, fused_end *f) {
     if (comm) {
         stage(s, "allreduce");
         if ((st = comm->sum_f32(comm->user, grad, np)) != DP_OK) return st;
-        double b[5] = {(double)o->count, o->lsum, (double)o->lcount, (double)o->nonfinite, (double)o->dropped};
-        if ((st = comm->sum_f64(comm->user, b, 5)) != DP_OK) return st;
+        double b[6] = {(double)o->count, o->lsum, (double)o->lcount, (double)o->nonfinite, (double)o->dropped, o->centred};
+        if ((st = comm->sum_f64(comm->user, b, 6)) != DP_OK) return st;
+        o->centred = b[5];
         o->count = (size_t)b[0];
         o->lsum = b[1];
         o->lcount = (size_t)b[2];
@@ -233,7 +280,8 @@ static dp_status release(dp_step *s, dp_step_stats *o, fused_end *f) {
         return dp_fail(DP_ERR_NONFINITE,
                        "the loss of every sampled example is not finite; training stopped (lower lr?)");
     if (s->zero_clipped) dp_model_zero_grad(m);
-    const double std = s->noise_scale * s->sigma * s->clip.max_grad_norm, scale = 1.0 / s->expected;
+    const double sg = s->noise_sigma > 0 ? s->noise_sigma : s->sigma;
+    const double std = s->noise_scale * sg * s->clip.max_grad_norm, scale = 1.0 / s->expected;
     DP_ASSERT(!f || !comm);
     if (!comm || comm->rank == 0) {
         if (s->crng) dp__secure_noise_gaussian_scaled_then(grad, np, mask, std, scale, s->crng, f ? fused_block : NULL, f);
@@ -242,6 +290,7 @@ static dp_status release(dp_step *s, dp_step_stats *o, fused_end *f) {
         memset(grad, 0, np * sizeof *grad); /* x + 0 = x: the second sum hands rank 0's result on */
     }
     if (comm && (st = comm->sum_f32(comm->user, grad, np)) != DP_OK) return st;
+    if (s->clip_quantile > 0) return adapt_clip(s, o); /* C for the next step */
     return DP_OK;
 }
 

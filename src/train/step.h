@@ -21,8 +21,14 @@ typedef struct {
     const dp_train_comm *comm; /* NULL: one process */
     int no_dp;
     dp_clip_params clip;
-    double sigma, q;
+    double sigma, q;           /* sigma: what the accountant records */
     double expected;           /* q n: a private step divides the noisy sum by it */
+    /* adaptive clipping (dp_train_params.clip_quantile; dp__step_adaptive sets these): 0 = off.
+     * Each step counts the examples with norm <= C (+1/2 each, -1/2 for the others), adds
+     * Gaussian noise of std count_std once (rank 0) and moves clip.max_grad_norm to
+     * C exp(-clip_lr (noisy fraction - clip_quantile)) for the next step. */
+    double clip_quantile, clip_lr, count_std;
+    double noise_sigma;        /* the gradient noise's multiplier: sigma, or sigma_g with adaptive clipping */
     int physical_batch;        /* 0: the whole logical batch at once */
     /* the rows: copies example e's features (dim floats) to x and its label to y, and with
      * `targets` its regression targets (the model's output size, K floats) to t (else NULL) */
@@ -50,7 +56,7 @@ typedef struct {
     double noise_scale;
     int zero_clipped;
     /* buffers, grown as needed; dp_step_free */
-    float *xb, *dz, *lv, *tb;
+    float *xb, *dz, *lv, *tb, *nrm;
     int32_t *yb;
     size_t cap;
 } dp_step;
@@ -63,7 +69,16 @@ typedef struct {
     long nonfinite; /* samples that contributed nothing: dropped + non-finite gradient norm */
     double lsum;    /* sum of the finite per-sample losses */
     size_t lcount;  /* how many */
+    double centred; /* adaptive clipping: sum over the examples of +1/2 (norm <= C) or -1/2; the
+                     * step adds noise to it before anything depends on it */
 } dp_step_stats;
+
+/* Adaptive clipping's set-up for a step whose sigma and expected are set: clip_quantile, the
+ * update rate and the count's noise from p (0 = the defaults), and noise_sigma = sigma_g so that
+ * the gradient and the count together are one Gaussian mechanism of multiplier sigma. Without
+ * adaptive clipping noise_sigma = sigma. Errors: DP_ERR_RANGE when 2 clip_count_noise <= sigma
+ * (no sigma_g exists). */
+dp_status dp__step_adaptive(dp_step *s, const dp_train_params *p);
 
 /* One step over the `count` examples idx[0..count). Errors: the model's and the
  * collective's; DP_ERR_NONFINITE when a non-private run meets a non-finite loss, when every

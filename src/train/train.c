@@ -109,6 +109,7 @@ static uint64_t params_hash(const float *x, size_t n) { return fnv_bytes(FNV_STA
 static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_info *k, long steps) {
     uint64_t data[2] = {k->data_n, k->data_dim}, seeds[3] = {(uint64_t)k->secure, k->noise_seed, k->seed};
     const dp_optim_params *o = &k->optim; /* field by field: a struct's padding is not part of it */
+    const double adaptive[3] = {k->clip_quantile, k->clip_lr, k->clip_count_noise};
     double optim[9] = {(double)o->kind, o->lr,    o->momentum, o->dampening, (double)o->nesterov,
                        o->weight_decay, o->beta1, o->beta2,    o->eps};
     /* in cause-first order: another step count or delta also changes a calibrated sigma */
@@ -128,6 +129,7 @@ static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_i
         {"noise source and seeds (noise_seeded, noise_seed, seed)", fnv_bytes(FNV_START, seeds, sizeof seeds)},
         {"optimizer (optim.kind, lr, momentum, ...)", fnv_bytes(FNV_START, optim, sizeof optim)},
         {"no_dp", (uint64_t)k->no_dp},
+        {"adaptive clipping (clip_quantile, clip_lr, clip_count_noise)", fnv_bytes(FNV_START, adaptive, sizeof adaptive)},
     };
     enum { NF = sizeof f / sizeof f[0] };
     uint64_t h[NF];
@@ -274,6 +276,11 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
             goto done;
         }
     }
+    /* adaptive clipping splits sigma between the gradient and the count (refused before any
+     * work when it cannot) */
+    sp.sigma = sigma;
+    sp.expected = q * (double)N;
+    if (!p->no_dp && (st = dp__step_adaptive(&sp, p)) != DP_OK) goto done;
     uint64_t checksum = 0;
     /* only the ranks compare it, in memory: a checkpoint holds no fingerprint of the data (any
      * function of every record would tell a candidate for the last one apart) */
@@ -281,11 +288,18 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     if (comm && tr->t) /* the regression targets too (the labels are then all 0) */
         checksum ^= fnv_bytes(FNV_START, tr->t, sizeof(float) * N * (size_t)tr->n_targets) * 0x9e3779b97f4a7c15ULL;
     if ((st = dp__ckpt_config(&cur, m, tr, p, sigma, q, checksum)) != DP_OK) goto done;
+    if (sp.clip_quantile > 0) { /* the settings as resolved, and C to start from */
+        cur.clip_quantile = sp.clip_quantile;
+        cur.clip_lr = sp.clip_lr;
+        cur.clip_count_noise = sp.count_std;
+        cur.clip_norm = p->max_grad_norm;
+    }
     if (comm && (st = check_same_config(comm, &cur, steps)) != DP_OK) goto done;
     if (resumed && (st = dp__ckpt_check_resume(ck, &cki, &cur, m, p, q, spe, S)) != DP_OK) goto done;
     dp_train_result r;
     memset(&r, 0, sizeof r);
     r.sigma = sigma;
+    r.noise_multiplier_gradient = sp.noise_sigma;
     r.q = q;
     r.delta = p->delta;
     r.steps_per_epoch = spe;
@@ -306,7 +320,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     dp_rng_split(&root, &rn); /* noise */
     dp_rng_split(&root, &rd); /* dropout */
     long step = 0;
-    double batch_sum = 0, lsum0 = 0, elapsed0 = 0;
+    double batch_sum = 0, lsum0 = 0, elapsed0 = 0, cki_clip_norm = 0;
     size_t lcount0 = 0;
     dp_train_progress pr;
     memset(&pr, 0, sizeof pr);
@@ -335,6 +349,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
         elapsed0 = cki.elapsed;
         pr.test_accuracy = cki.test_accuracy;
         pr.test_loss = cki.test_loss;
+        cki_clip_norm = cki.clip_quantile > 0 ? cki.clip_norm : 0;
         if (!p->no_dp && (st = spent_epsilon(acc, p, &pr.epsilon)) != DP_OK) goto done;
     }
     dp_safetensors_destroy(ck);
@@ -352,9 +367,9 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     sp.comm = comm;
     sp.no_dp = p->no_dp;
     sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget};
-    sp.sigma = sigma;
+    if (resumed && sp.clip_quantile > 0 && cki_clip_norm > 0) sp.clip.max_grad_norm = cki_clip_norm; /* C goes on */
+    pr.max_grad_norm = sp.clip.max_grad_norm;
     sp.q = q;
-    sp.expected = q * (double)N;
     sp.physical_batch = p->physical_batch;
     sp.row = dp__dataset_row;
     sp.row_user = (void *)tr;
@@ -441,6 +456,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
 #pragma omp parallel for schedule(static) if (np > 65536)
                 for (size_t j = 0; j < np; j++) ema[j] = (float)(d * ema[j] + (1.0 - d) * params[j]);
             }
+            pr.max_grad_norm = sp.clip.max_grad_norm;
             pr.epoch = ep;
             pr.step = step + 1;
             pr.step_in_epoch = s + 1;
@@ -483,6 +499,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     r.test_accuracy = te ? pr.test_accuracy : -1;
     r.test_loss = te ? pr.test_loss : 0;
     r.steps = step;
+    r.max_grad_norm = sp.clip.max_grad_norm;
     r.seconds = dp__now_s() - t0;
     r.mean_batch = step ? batch_sum / (double)step : 0;
     if (!report) { /* statistics of the private data that epsilon does not cover */
@@ -512,7 +529,18 @@ dp_status dp__train_check_params(const dp_train_params *p, size_t N) {
     if (p->expected_batch < 1 || (size_t)p->expected_batch > N)
         return dp_fail(DP_ERR_RANGE, "expected_batch %d: must be in 1..%zu (the training set size)", p->expected_batch, N);
     if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "physical_batch %d: must be >= 0", p->physical_batch);
-    if (p->no_dp) return DP_OK;
+    if (p->no_dp) {
+        if (p->clip_quantile != 0)
+            return dp_fail(DP_ERR_INVALID, "clip_quantile: adaptive clipping is part of the private step; no_dp clips nothing");
+        return DP_OK;
+    }
+    if (!(p->clip_quantile >= 0 && p->clip_quantile < 1))
+        return dp_fail(DP_ERR_RANGE, "clip_quantile %g: must be in (0, 1), or 0 for a fixed C", p->clip_quantile);
+    if (!(p->clip_lr >= 0) || !isfinite(p->clip_lr))
+        return dp_fail(DP_ERR_RANGE, "clip_lr %g: must be a positive finite number (0: 0.2)", p->clip_lr);
+    if (!(p->clip_count_noise >= 0) || !isfinite(p->clip_count_noise))
+        return dp_fail(DP_ERR_RANGE, "clip_count_noise %g: must be a positive finite number (0: expected_batch / 20)",
+                       p->clip_count_noise);
     if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
         return dp_fail(DP_ERR_RANGE, "max_grad_norm %g: must be a positive finite number", p->max_grad_norm);
     if (!(p->delta > 0 && p->delta < 1)) return dp_fail(DP_ERR_RANGE, "delta %g: must be in (0, 1)", p->delta);

@@ -238,6 +238,12 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
     UNLESS_FORCED(ck->clipping != cur->clipping, "clipping", "%s", dp_clip_mode_name((dp_clip_mode)ck->clipping),
                   dp_clip_mode_name((dp_clip_mode)cur->clipping));
     UNLESS_FORCED(ck->ema_decay != cur->ema_decay, "ema_decay", "%.17g", ck->ema_decay, cur->ema_decay);
+    /* adaptive clipping changes how sigma is split, not sigma: the accounting stands either way */
+    UNLESS_FORCED(ck->clip_quantile != cur->clip_quantile, "clip_quantile", "%.17g (0: off)", ck->clip_quantile,
+                  cur->clip_quantile);
+    UNLESS_FORCED(ck->clip_lr != cur->clip_lr, "clip_lr", "%.17g", ck->clip_lr, cur->clip_lr);
+    UNLESS_FORCED(ck->clip_count_noise != cur->clip_count_noise, "clip_count_noise", "%.17g", ck->clip_count_noise,
+                  cur->clip_count_noise);
     UNLESS_FORCED(ck->seed != cur->seed, "seed", "%llu", (unsigned long long)ck->seed, (unsigned long long)cur->seed);
     NEVER(ck->noise_seed != cur->noise_seed, "noise_seed", "%llu", (unsigned long long)ck->noise_seed,
           (unsigned long long)cur->noise_seed);
@@ -338,6 +344,7 @@ void dp__ckpt_fill_counters(dp_checkpoint_info *c, long step, const dp_train_res
     c->test_accuracy = report_nonprivate || !private_test ? pr->test_accuracy : -1;
     c->test_loss = report_nonprivate || !private_test ? pr->test_loss : 0;
     c->elapsed = elapsed;
+    c->clip_norm = pr->max_grad_norm; /* adaptive clipping's C for the next step */
 }
 
 dp_status dp__ckpt_write(dp__ckpt_writer *w, dp_optim *opt, const dp_accountant *acc, const dp_rng *rs,

@@ -117,6 +117,7 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
     t->sp.rn = &t->rn;
     t->sp.rd = &t->rd;
     t->sp.noise_scale = 1.0;
+    if (!t->no_dp && (st = dp__step_adaptive(&t->sp, p)) != DP_OK) goto fail;
     *out = t;
     return DP_OK;
 fail:

@@ -33,7 +33,8 @@ int main(void) {
     S(dp_train_progress); F(dp_train_progress, epoch); F(dp_train_progress, epochs); F(dp_train_progress, step);
     F(dp_train_progress, steps); F(dp_train_progress, step_in_epoch); F(dp_train_progress, steps_per_epoch);
     F(dp_train_progress, train_loss); F(dp_train_progress, test_accuracy); F(dp_train_progress, test_loss);
-    F(dp_train_progress, epsilon); F(dp_train_progress, elapsed); F(dp_train_progress, epoch_end); E();
+    F(dp_train_progress, epsilon); F(dp_train_progress, elapsed); F(dp_train_progress, epoch_end);
+    F(dp_train_progress, max_grad_norm); E();
     S(dp_train_params); F(dp_train_params, clipping); F(dp_train_params, mem_budget); F(dp_train_params, no_dp);
     F(dp_train_params, max_grad_norm); F(dp_train_params, noise_multiplier); F(dp_train_params, target_epsilon);
     F(dp_train_params, delta); F(dp_train_params, accountant); F(dp_train_params, expected_batch);
@@ -43,12 +44,14 @@ int main(void) {
     F(dp_train_params, eval_batch); F(dp_train_params, progress); F(dp_train_params, progress_user);
     F(dp_train_params, checkpoint_dir); F(dp_train_params, checkpoint_every); F(dp_train_params, resume);
     F(dp_train_params, force); F(dp_train_params, data_id); F(dp_train_params, threads); F(dp_train_params, comm);
-    F(dp_train_params, stop); E();
+    F(dp_train_params, stop); F(dp_train_params, clip_quantile); F(dp_train_params, clip_lr);
+    F(dp_train_params, clip_count_noise); E();
     S(dp_train_result); F(dp_train_result, test_accuracy); F(dp_train_result, test_loss);
     F(dp_train_result, epsilon); F(dp_train_result, delta); F(dp_train_result, sigma); F(dp_train_result, q);
     F(dp_train_result, steps); F(dp_train_result, steps_per_epoch); F(dp_train_result, seconds);
     F(dp_train_result, mean_batch); F(dp_train_result, empty_batches); F(dp_train_result, nonfinite_samples);
-    F(dp_train_result, peak_bytes); E();
+    F(dp_train_result, peak_bytes); F(dp_train_result, max_grad_norm);
+    F(dp_train_result, noise_multiplier_gradient); E();
     S(dp_trainer_stats); F(dp_trainer_stats, step); F(dp_trainer_stats, batch); F(dp_trainer_stats, loss);
     F(dp_trainer_stats, nonfinite); E();
     S(dp_trainer_info); F(dp_trainer_info, q); F(dp_trainer_info, sigma); F(dp_trainer_info, steps);
