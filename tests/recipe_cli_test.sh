@@ -60,6 +60,11 @@ for bad_args in "--clip-quantile 1" "--clip-quantile 0" "--clip-lr 0.1" "--clip-
     run "${TR[@]}" $bad_args
     [[ $RC -eq 2 && "$ERR" == *"$flag"* ]] && ok || bad "$bad_args: exit $RC, expected a refusal naming $flag: $ERR"
 done
+# --lr-schedule: named in the header; an unknown one refused
+run "${TR[@]}" --lr-schedule cosine
+[[ $RC -eq 0 && "$OUT" == *"(momentum, cosine schedule)"* ]] && ok || bad "--lr-schedule cosine: exit $RC: $OUT $ERR"
+run "${TR[@]}" --lr-schedule linear
+[[ $RC -eq 2 && "$ERR" == *"--lr-schedule linear: unknown"* ]] && ok || bad "--lr-schedule linear: exit $RC: $ERR"
 run "${TR[@]}" --clip-quantile 0.5 --no-dp
 [[ $RC -eq 2 && "$ERR" == *"--clip-quantile"* && "$ERR" == *"--no-dp"* ]] && ok || bad "--clip-quantile --no-dp: exit $RC: $ERR"
 run "${TR[@]}" --clip-quantile 0.5 --clip-count-noise 0.4

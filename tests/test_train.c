@@ -1120,7 +1120,78 @@ static void test_adaptive_clipping(void) {
     dp_dataset_free(&d);
 }
 
+/* --lr-schedule cosine: step t of T uses lr (1 + cos(pi t / T)) / 2. Without noise, momentum or
+ * sampling (q = 1), a 2-step cosine run is a step at lr, then one at lr / 2; a run stopped after
+ * its first epoch and resumed is bit-identical to it. */
+static void test_lr_schedule(void) {
+    CHECK_CLOSE(dp_train_lr_at(DP_LR_COSINE, 2.0, 0, 4), 2.0, 0);
+    CHECK_CLOSE(dp_train_lr_at(DP_LR_COSINE, 2.0, 2, 4), 1.0, 1e-15);
+    CHECK_CLOSE(dp_train_lr_at(DP_LR_COSINE, 2.0, 3, 4), 2.0 * 0.5 * (1 + cos(0.75 * 3.14159265358979323846)), 1e-15);
+    CHECK_CLOSE(dp_train_lr_at(DP_LR_CONSTANT, 2.0, 3, 4), 2.0, 0);
+    dp_dataset d;
+    make_ds(&d, 40, 1, 1, 6, 3, 0.5, 33);
+    dp_model *m = new_model("linear(4) tanh linear(3)", 1, 1, 6, 3);
+    const size_t np = dp_model_num_params(m);
+    float *w0 = copy_params(m);
+    dp_train_params p = small_params();
+    p.expected_batch = 40;
+    p.optim.momentum = 0;
+    p.optim.lr = 0.8;
+    dp__train_test quiet = {1, 0, NULL};
+    dp_train_result r;
+    p.epochs = 1; /* by hand: lr 0.8, then lr 0.4 */
+    CHECK_OK(dp__train(m, &d, NULL, &p, &quiet, &r));
+    p.optim.lr = 0.4;
+    CHECK_OK(dp__train(m, &d, NULL, &p, &quiet, &r));
+    float *hand = copy_params(m);
+    set_params(m, w0);
+    p.optim.lr = 0.8;
+    p.epochs = 2;
+    p.lr_schedule = DP_LR_COSINE;
+    CHECK_OK(dp__train(m, &d, NULL, &p, &quiet, &r));
+    double err = 0, moved = 0;
+    for (size_t j = 0; j < np; j++) {
+        err = fmax(err, fabs(dp_model_params(m)[j] - hand[j]));
+        moved = fmax(moved, fabs(hand[j] - w0[j]));
+    }
+    if (!(err <= 1e-6 * moved)) fprintf(stderr, "  cosine schedule vs by hand: %g (moved %g)\n", err, moved);
+    CHECK(moved > 0 && err <= 1e-6 * moved);
+    /* resumed after the first of 4 epochs: the same weights */
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/test_train_lrs.XXXXXX", DP_BINARY_DIR);
+    CHECK(mkdtemp(dir) != NULL);
+    p.epochs = 4;
+    set_params(m, w0);
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    float *full = copy_params(m);
+    set_params(m, w0);
+    p.epochs = 1;
+    p.checkpoint_dir = dir;
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    p.epochs = 4;
+    p.resume = dir;
+    p.force = 1; /* another epoch count: the schedule is over the new T */
+    CHECK_OK(dp_train(m, &d, NULL, &p, &r));
+    /* the first step ran at lr(0 of 1) = lr(0 of 4): the same weights */
+    CHECK(memcmp(dp_model_params(m), full, sizeof(float) * np) == 0);
+    p.force = 0;
+    p.lr_schedule = DP_LR_CONSTANT; /* another schedule: only with force */
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_INVALID && msg_has("lr_schedule"));
+    p.checkpoint_dir = p.resume = NULL;
+    p.lr_schedule = 7;
+    CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("lr_schedule 7"));
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    dp_free(full);
+    dp_free(hand);
+    dp_free(w0);
+    dp_model_destroy(m);
+    dp_dataset_free(&d);
+}
+
 int main(void) {
+    test_lr_schedule();
     test_adaptive_clipping();
     test_ema();
     test_steps_per_epoch();

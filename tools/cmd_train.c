@@ -85,6 +85,7 @@ void dp_cmd_train_usage(FILE *f) {
 "  --nesterov              SGD Nesterov momentum\n"
 "  --weight-decay X        [0]\n"
 "  --beta1 X, --beta2 X    Adam/AdamW moment decay [0.9, 0.999]\n"
+"  --lr-schedule S         constant | cosine: lr (1 + cos(pi t / T)) / 2 at step t of T [constant]\n"
 "  --ema DECAY             evaluate and keep an exponential moving average of the weights,\n"
 "                          a <- DECAY a + (1 - DECAY) w after each step (post-processing: free\n"
 "                          in privacy) [0: off]\n"
@@ -321,6 +322,14 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &p.ema_decay)) return 2;
             if (!(p.ema_decay >= 0 && p.ema_decay < 1)) return dp_cli_die("--ema: the decay must be in [0, 1)");
+        } else if (!strcmp(a, "--lr-schedule")) {
+            NEED_VALUE;
+            if (!strcmp(v, "constant")) p.lr_schedule = DP_LR_CONSTANT;
+            else if (!strcmp(v, "cosine")) p.lr_schedule = DP_LR_COSINE;
+            else {
+                fprintf(stderr, "%s: --lr-schedule %s: unknown (constant, cosine)\n", prog, v);
+                return 2;
+            }
         } else if (!strcmp(a, "--clip-quantile")) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &p.clip_quantile)) return 2;
@@ -537,7 +546,8 @@ int dp_cmd_train(int argc, char **argv) {
                    "target epsilon %g at delta %g (%s accountant), %d threads\n",
                    dp_clip_mode_name(p.clipping), p.max_grad_norm, p.expected_batch, (double)p.expected_batch / (double)tr.n,
                    p.epochs, dp_train_steps_per_epoch(tr.n, p.expected_batch), dp_optim_name(p.optim.kind), p.optim.lr,
-                   p.optim.kind == DP_OPT_SGD && p.optim.momentum > 0 ? " (momentum)" : "", p.target_epsilon, p.delta,
+                   p.optim.kind == DP_OPT_SGD && p.optim.momentum > 0 ? (p.lr_schedule ? " (momentum, cosine schedule)" : " (momentum)")
+                   : p.lr_schedule ? " (cosine schedule)" : "", p.target_epsilon, p.delta,
                    dp_accountant_kind_name(p.accountant), omp_get_max_threads());
         if (verbose && !p.no_dp) {
             /* the plan at the expected batch (Poisson batches vary around it) or the physical one */

@@ -143,6 +143,7 @@ typedef struct {
     /* adaptive clipping (dp_train_params.clip_quantile; fields absent in files before it: off):
      * the settings, defaults resolved, and the state: C for the next step ("clip.norm") */
     double clip_quantile, clip_lr, clip_count_noise, clip_norm;
+    int lr_schedule; /* dp_train_params.lr_schedule ("lr_schedule"; absent in files before it: constant) */
 } dp_checkpoint_info;
 /* The checkpoint's content checksum (stored in its "checksum" field): CRC-64/XZ over every
  * __metadata__ pair but "checksum" itself and every tensor (name, dtype, shape, bytes), in

@@ -137,7 +137,15 @@ typedef struct {
     double clip_quantile;
     double clip_lr;          /* eta_C; 0: 0.2 (the paper's) */
     double clip_count_noise; /* sigma_b, in examples; 0: expected_batch / 20 (the paper's m / 20) */
+    /* The learning rate over the run: DP_LR_CONSTANT (default) keeps optim.lr; DP_LR_COSINE takes
+     * optim.lr * (1 + cos(pi t / T)) / 2 at step t = 0 .. T-1 of the T steps (no warm-up).
+     * Public (a function of the step number only); checkpointed ("lr_schedule"). */
+    int lr_schedule;
 } dp_train_params;
+
+enum { DP_LR_CONSTANT = 0, DP_LR_COSINE = 1 };
+/* the learning rate of step t (0-based) of T under a schedule */
+double dp_train_lr_at(int schedule, double lr, long t, long T);
 
 dp_train_params dp_train_default_params(void);
 

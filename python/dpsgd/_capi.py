@@ -141,7 +141,8 @@ class dp_train_params(Structure):
                 ("checkpoint_dir", c_char_p), ("checkpoint_every", c_long), ("resume", c_char_p),
                 ("force", c_int), ("data_id", c_char_p), ("threads", c_int), ("comm", c_void_p),
                 ("stop", POINTER(c_int)),  # volatile sig_atomic_t * (an int on Linux)
-                ("clip_quantile", c_double), ("clip_lr", c_double), ("clip_count_noise", c_double)]
+                ("clip_quantile", c_double), ("clip_lr", c_double), ("clip_count_noise", c_double),
+                ("lr_schedule", c_int)]
 
 
 class dp_train_result(Structure):

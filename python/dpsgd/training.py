@@ -304,7 +304,8 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
           mem_budget=None, optimizer="sgd", lr=None, momentum=None, nesterov=False, weight_decay=None, beta1=None,
           beta2=None, ema=0.0, no_dp=False, noise_seed=None, seed=None, report_nonprivate=False, test_private=False,
           eval_batch_size=1000, checkpoint_dir=None, checkpoint_every=None, resume=None, force=False, data_id=None,
-          threads=None, callback=None, handle_sigint=True, clip_quantile=None, clip_lr=None, clip_count_noise=None):
+          threads=None, callback=None, handle_sigint=True, clip_quantile=None, clip_lr=None, clip_count_noise=None,
+          lr_schedule="constant"):
     """Trains `model` in place with DP-SGD on (x, y) (dp_train; the defaults are `dpsgd train`'s)
     and returns a TrainResult.
 
@@ -341,6 +342,9 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
     of sigma alone. result.max_grad_norm_final is C at the end, result.noise_multiplier_gradient
     the gradient's multiplier.
 
+    lr_schedule: "constant" (the default) or "cosine" (`--lr-schedule cosine`: lr (1 + cos(pi t / T)) / 2 at
+    step t of T).
+
     report_nonprivate: also compute the training loss, the drawn batch sizes, the count of
     non-finite samples and the accuracy on a test split held out of the private data: statistics
     of the private data that epsilon does NOT cover, returned only under result.non_private and
@@ -372,6 +376,9 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
     for name, value in (("clip_quantile", clip_quantile), ("clip_lr", clip_lr), ("clip_count_noise", clip_count_noise)):
         if value is not None:
             setattr(p, name, _check.real(name, value))
+    if lr_schedule not in ("constant", "cosine"):
+        raise InvalidArgument("lr_schedule %r: unknown (constant, cosine)" % (lr_schedule,))
+    p.lr_schedule = 1 if lr_schedule == "cosine" else 0
     if (clip_lr is not None or clip_count_noise is not None) and clip_quantile is None:
         raise InvalidArgument("clip_lr, clip_count_noise: adaptive clipping's settings need clip_quantile")
     p.test_private = _check.flag("test_private", test_private)

@@ -282,6 +282,7 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     put(&m, "seed", "%016" PRIx64, c->seed);
     put(&m, "noise_seed", "%016" PRIx64, c->noise_seed);
     put(&m, "ema_decay", "%a", c->ema_decay);
+    if (c->lr_schedule) put(&m, "lr_schedule", "%d", c->lr_schedule); /* absent: constant */
     if (c->clip_quantile > 0) { /* adaptive clipping; absent: off */
         put(&m, "clip.quantile", "%a", c->clip_quantile);
         put(&m, "clip.lr", "%a", c->clip_lr);
@@ -558,6 +559,7 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
     if (loss && strcmp(loss, "mse") && strcmp(loss, "xent"))
         return dp_fail(DP_ERR_FORMAT, "%s: checkpoint field 'loss' is '%.20s' (xent or mse)", dp_safetensors_what(s), loss);
     c.regression = loss && !strcmp(loss, "mse");
+    if (dp_safetensors_meta(s, "lr_schedule") && (st = get_int(s, "lr_schedule", 0, 1, &c.lr_schedule)) != DP_OK) return st;
     if (dp_safetensors_meta(s, "clip.quantile")) { /* adaptive clipping: all four, C in range */
         if ((st = get_finite(s, "clip.quantile", 0, 1, &c.clip_quantile)) != DP_OK ||
             (st = get_finite(s, "clip.lr", 0, INFINITY, &c.clip_lr)) != DP_OK ||

@@ -35,6 +35,11 @@ dp_train_params dp_train_default_params(void) {
     return p;
 }
 
+double dp_train_lr_at(int schedule, double lr, long t, long T) {
+    if (schedule != DP_LR_COSINE || T <= 0) return lr;
+    return lr * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)t / (double)T));
+}
+
 int dp_train_steps_per_epoch(size_t n, int expected_batch) {
     if (expected_batch < 1) return 1;
     long s = lround((double)n / expected_batch);
@@ -110,6 +115,7 @@ static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_i
     uint64_t data[2] = {k->data_n, k->data_dim}, seeds[3] = {(uint64_t)k->secure, k->noise_seed, k->seed};
     const dp_optim_params *o = &k->optim; /* field by field: a struct's padding is not part of it */
     const double adaptive[3] = {k->clip_quantile, k->clip_lr, k->clip_count_noise};
+    const int64_t sched = k->lr_schedule;
     double optim[9] = {(double)o->kind, o->lr,    o->momentum, o->dampening, (double)o->nesterov,
                        o->weight_decay, o->beta1, o->beta2,    o->eps};
     /* in cause-first order: another step count or delta also changes a calibrated sigma */
@@ -130,6 +136,7 @@ static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_i
         {"optimizer (optim.kind, lr, momentum, ...)", fnv_bytes(FNV_START, optim, sizeof optim)},
         {"no_dp", (uint64_t)k->no_dp},
         {"adaptive clipping (clip_quantile, clip_lr, clip_count_noise)", fnv_bytes(FNV_START, adaptive, sizeof adaptive)},
+        {"lr_schedule", fnv_bytes(FNV_START, &sched, sizeof sched)},
     };
     enum { NF = sizeof f / sizeof f[0] };
     uint64_t h[NF];
@@ -438,6 +445,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
                 if ((st = dp_poisson_sample(&rs, N, q, idx, &count)) != DP_OK) goto done;
             }
             dp_step_stats ss;
+            if (p->lr_schedule != DP_LR_CONSTANT) dp_optim_set_lr(opt, dp_train_lr_at(p->lr_schedule, p->optim.lr, step, steps));
             if ((st = dp_step_run(&sp, idx + first, count, &ss)) != DP_OK) {
                 char where[64];
                 snprintf(where, sizeof where, "step %ld (epoch %d)", step + 1, ep);
@@ -529,6 +537,8 @@ dp_status dp__train_check_params(const dp_train_params *p, size_t N) {
     if (p->expected_batch < 1 || (size_t)p->expected_batch > N)
         return dp_fail(DP_ERR_RANGE, "expected_batch %d: must be in 1..%zu (the training set size)", p->expected_batch, N);
     if (p->physical_batch < 0) return dp_fail(DP_ERR_RANGE, "physical_batch %d: must be >= 0", p->physical_batch);
+    if (p->lr_schedule != DP_LR_CONSTANT && p->lr_schedule != DP_LR_COSINE)
+        return dp_fail(DP_ERR_RANGE, "lr_schedule %d: must be DP_LR_CONSTANT (0) or DP_LR_COSINE (1)", p->lr_schedule);
     if (p->no_dp) {
         if (p->clip_quantile != 0)
             return dp_fail(DP_ERR_INVALID, "clip_quantile: adaptive clipping is part of the private step; no_dp clips nothing");

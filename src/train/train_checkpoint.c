@@ -178,6 +178,7 @@ dp_status dp__ckpt_config(dp_checkpoint_info *c, const dp_model *m, const dp_dat
     c->optim = p->optim;
     c->seed = p->seed;
     c->ema_decay = p->ema_decay;
+    c->lr_schedule = p->lr_schedule;
     c->noise_seed = p->noise_seeded ? p->noise_seed : 0;
     return DP_OK;
 }
@@ -239,6 +240,8 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
                   dp_clip_mode_name((dp_clip_mode)cur->clipping));
     UNLESS_FORCED(ck->ema_decay != cur->ema_decay, "ema_decay", "%.17g", ck->ema_decay, cur->ema_decay);
     /* adaptive clipping changes how sigma is split, not sigma: the accounting stands either way */
+    UNLESS_FORCED(ck->lr_schedule != cur->lr_schedule, "lr_schedule", "%s", ck->lr_schedule ? "cosine" : "constant",
+                  cur->lr_schedule ? "cosine" : "constant");
     UNLESS_FORCED(ck->clip_quantile != cur->clip_quantile, "clip_quantile", "%.17g (0: off)", ck->clip_quantile,
                   cur->clip_quantile);
     UNLESS_FORCED(ck->clip_lr != cur->clip_lr, "clip_lr", "%.17g", ck->clip_lr, cur->clip_lr);

@@ -106,7 +106,8 @@ def test_no_dp_equals_cli(run_cli, tmp_path):
 
 
 def test_adaptive_clipping_equals_cli(run_cli, tmp_path):
-    """clip_quantile= is --clip-quantile: the same weights, the same final C and multipliers."""
+    """clip_quantile= is --clip-quantile and lr_schedule= --lr-schedule: the same weights, the same final C
+    and multipliers."""
     x, y = small_data(seed=4)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
@@ -115,17 +116,19 @@ def test_adaptive_clipping_equals_cli(run_cli, tmp_path):
     np.save(tmp_path / "yt.npy", y[:30])
     run_cli("train", "--data-x", tmp_path / "x.npy", "--data-labels", tmp_path / "y.npy", "--test-x",
             tmp_path / "xt.npy", "--test-labels", tmp_path / "yt.npy", "--classes", 3, "--model", "mlp", "--epochs", 3, "--batch-size", 32, "--lr", 0.1, "--noise-seed", 2, "--threads", 2,
-            "--clip-quantile", 0.6, "--clip-lr", 0.3, "--clip-count-noise", 4, "--save-weights", wc, "--out", out,
-            "--quiet")
+            "--clip-quantile", 0.6, "--clip-lr", 0.3, "--clip-count-noise", 4, "--lr-schedule", "cosine",
+            "--save-weights", wc, "--out", out, "--quiet")
     model = dpsgd.Model("mlp", input_shape=(12,), classes=3, seed=0)
     r = dpsgd.train(model, x, y, x_test=x[:30], y_test=y[:30], epochs=3, batch_size=32, lr=0.1, noise_seed=2,
-                    threads=2, clip_quantile=0.6,
+                    threads=2, lr_schedule="cosine", clip_quantile=0.6,
                     clip_lr=0.3, clip_count_noise=4)
     model.save(wp)
     assert same_file(wc, wp)
     cli = json.loads(out.read_text())
     assert r.max_grad_norm_final == cli["max_grad_norm_final"] != 0.1
     assert r.noise_multiplier_gradient == cli["noise_multiplier_gradient"] > r.sigma == cli["noise_multiplier"]
+    with pytest.raises(dpsgd.InvalidArgument, match="lr_schedule 'linear'"):
+        dpsgd.train(model, x, y, epochs=1, batch_size=32, lr_schedule="linear")
     with pytest.raises(dpsgd.InvalidArgument, match="clip_quantile"):
         dpsgd.train(model, x, y, epochs=1, batch_size=32, clip_lr=0.3)
     with pytest.raises(dpsgd.RangeError, match="clip_count_noise 0.1"):
