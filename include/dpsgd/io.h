@@ -140,6 +140,8 @@ typedef struct {
     long *acc_steps;
     int regression; /* 1: trained on regression targets (mean squared error), "loss" "mse"; absent
                      * in files written before it: cross-entropy */
+    /* augmentation multiplicity (dp_train_params); absent in files written before it: 0 (off) */
+    int augmult, augment_pad, augment_flip;
 } dp_checkpoint_info;
 /* The checkpoint's content checksum (stored in its "checksum" field): CRC-64/XZ over every
  * __metadata__ pair but "checksum" itself and every tensor (name, dtype, shape, bytes), in

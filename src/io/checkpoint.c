@@ -282,6 +282,9 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
     put(&m, "seed", "%016" PRIx64, c->seed);
     put(&m, "noise_seed", "%016" PRIx64, c->noise_seed);
     put(&m, "ema_decay", "%a", c->ema_decay);
+    put(&m, "augmult", "%d", c->augmult);
+    put(&m, "augment_pad", "%d", c->augment_pad);
+    put(&m, "augment_flip", "%d", c->augment_flip);
     put(&m, "noise", "%s",
         c->no_dp ? "none (non-private run)"
         : c->secure ? "OS CSPRNG (never written; a resumed run draws fresh noise)"
@@ -552,6 +555,12 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
     if (loss && strcmp(loss, "mse") && strcmp(loss, "xent"))
         return dp_fail(DP_ERR_FORMAT, "%s: checkpoint field 'loss' is '%.20s' (xent or mse)", dp_safetensors_what(s), loss);
     c.regression = loss && !strcmp(loss, "mse");
+    /* optional: files before augmentation multiplicity have none (off) */
+    if (dp_safetensors_meta(s, "augmult") &&
+        ((st = get_int(s, "augmult", 0, DP_CLIP_MAX_GROUP, &c.augmult)) != DP_OK ||
+         (st = get_int(s, "augment_pad", 0, 1 << 20, &c.augment_pad)) != DP_OK ||
+         (st = get_int(s, "augment_flip", 0, 1, &c.augment_flip)) != DP_OK))
+        return st;
     c.optim.kind = (dp_optim_kind)kind;
     c.data_n = (uint64_t)dn;
     c.data_dim = (uint64_t)dd;

@@ -32,6 +32,8 @@ dp_train_params dp_train_default_params(void) {
     p.optim.lr = 4.0;
     p.optim.momentum = 0.9;
     p.eval_batch = 1000;
+    p.augment_pad = 4;
+    p.augment_flip = 1;
     return p;
 }
 
@@ -128,6 +130,8 @@ static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_i
         {"noise source and seeds (noise_seeded, noise_seed, seed)", fnv_bytes(FNV_START, seeds, sizeof seeds)},
         {"optimizer (optim.kind, lr, momentum, ...)", fnv_bytes(FNV_START, optim, sizeof optim)},
         {"no_dp", (uint64_t)k->no_dp},
+        {"augmentation (augmult, augment_pad, augment_flip)",
+         (uint64_t)k->augmult | (uint64_t)k->augment_pad << 16 | (uint64_t)k->augment_flip << 32},
     };
     enum { NF = sizeof f / sizeof f[0] };
     uint64_t h[NF];
@@ -261,6 +265,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     memset(&cki, 0, sizeof cki);
     memset(&cur, 0, sizeof cur);
     dp__ckpt_writer w = DP__CKPT_WRITER_INIT;
+    if ((st = dp__augment_setup(&sp, p, m, tr)) != DP_OK) goto done; /* before any work */
     const int resumed = p->resume != NULL;
     if (resumed && (st = dp__ckpt_open(p, &ck, &cki)) != DP_OK) goto done;
     if (!p->no_dp) {
@@ -351,7 +356,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     sp.acc = p->no_dp ? NULL : acc;
     sp.comm = comm;
     sp.no_dp = p->no_dp;
-    sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget};
+    sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget, sp.clip.group};
     sp.sigma = sigma;
     sp.q = q;
     sp.expected = q * (double)N;
