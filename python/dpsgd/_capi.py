@@ -118,7 +118,7 @@ class dp_optim_params(Structure):
 
 
 class dp_clip_params(Structure):
-    _fields_ = [("mode", c_int), ("max_grad_norm", c_double), ("mem_budget", c_size_t)]
+    _fields_ = [("mode", c_int), ("max_grad_norm", c_double), ("mem_budget", c_size_t), ("group", c_int)]
 
 
 class dp_train_progress(Structure):
@@ -140,7 +140,8 @@ class dp_train_params(Structure):
                 ("eval_batch", c_int), ("progress", dp_progress_fn), ("progress_user", c_void_p),
                 ("checkpoint_dir", c_char_p), ("checkpoint_every", c_long), ("resume", c_char_p),
                 ("force", c_int), ("data_id", c_char_p), ("threads", c_int), ("comm", c_void_p),
-                ("stop", POINTER(c_int))]  # volatile sig_atomic_t * (an int on Linux)
+                ("stop", POINTER(c_int)),  # volatile sig_atomic_t * (an int on Linux)
+                ("augmult", c_int), ("augment_pad", c_int), ("augment_flip", c_int)]
 
 
 class dp_train_result(Structure):
