@@ -2,7 +2,8 @@
 /* test_augmult.c: augmentation multiplicity (De et al. 2022). The clipping engine with groups of
  * rows (dp_clip_params.group) in every mode against the reference formed one example at a time
  * from per-row gradients (dp_model_per_sample_grads): average the example's rows, clip the
- * average with the engine's factor formula, sum; the crops and flips pixel by pixel; dp_train
+ * average with the engine's factor formula, sum; a clipped example's norm <= C with no tolerance;
+ * the crops and flips pixel by pixel; dp_train
  * with augmult: the same epsilon as without, reproducible with a noise seed, a resume
  * bit-identical to the uninterrupted run, and the refusals naming their field. */
 #include "fixtures.h"
@@ -107,6 +108,44 @@ static void check_groups(const char *spec, int c, int h, int w, int E, int G, in
     CHECK(dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, NULL) == DP_ERR_RANGE);
     dp_free(x); dp_free(dz); dp_free(ps); dp_free(ref); dp_free(y); dp_free(avg); dp_free(rn); dp_free(rf);
     dp_free(norms); dp_free(fac);
+    dp_model_destroy(m);
+}
+
+/* One example of G copies: its clipped contribution (the clipped sum of one example) has norm
+ * <= C with no tolerance in every mode, C just below the norm of the average and well below:
+ * the rows' weights R_i / G must not round the bound away. */
+static void check_group_bound(const char *spec, int c, int h, int w, int G, int reps) {
+    dp_model *m = new_model(spec, c, h, w, 17);
+    const size_t np = dp_model_num_params(m), dim = dp_model_input_size(m);
+    const int K = dp_model_output_size(m);
+    float *x = dp_alloc(sizeof(float) * G * dim), *dz = dp_alloc(sizeof(float) * G * K);
+    static const double below[] = {-1e-8, 0.0, 1e-7, 1e-6, 1e-3, 0.5};
+    const float *logits;
+    int checked = 0, over = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        for (size_t j = 0; j < (size_t)G * dim; j++) x[j] = (float)dp_rng_normal(&R);
+        for (int j = 0; j < G * K; j++) dz[j] = (float)(pow(10.0, rep % 5 - 2) * dp_rng_normal(&R));
+        dp_clip_params big = {DP_CLIP_VANILLA, 1e30, 0, G};
+        float n0 = 0;
+        CHECK_OK(dp_model_forward(m, x, G, 1, NULL, &logits));
+        CHECK_OK(dp_model_clipped_grad(m, &big, dz, G, &n0, NULL, NULL));
+        if (!(n0 > 0)) continue;
+        for (size_t b = 0; b < sizeof below / sizeof below[0]; b++)
+            for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+                const double C = n0 * (1 - below[b]);
+                dp_clip_params cp = {(dp_clip_mode)mode, C, 0, G};
+                dp_model_zero_grad(m);
+                CHECK_OK(dp_model_forward(m, x, G, 1, NULL, &logits));
+                CHECK_OK(dp_model_clipped_grad(m, &cp, dz, G, NULL, NULL, NULL));
+                double sq = 0;
+                for (size_t j = 0; j < np; j++) sq += (double)dp_model_grad(m)[j] * dp_model_grad(m)[j];
+                checked++;
+                over += sqrt(sq) > C;
+            }
+    }
+    CHECK(checked > 0 && over == 0);
+    if (over) fprintf(stderr, "'%s' group %d: %d of %d clipped examples have norm > C\n", spec, G, over, checked);
+    dp_free(x); dp_free(dz);
     dp_model_destroy(m);
 }
 
@@ -280,6 +319,8 @@ int main(void) {
                  3, -1);
     check_groups("conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh linear(10)",
                  1, 28, 28, 4, 4, -1);
+    check_group_bound("flatten linear(16) relu linear(5)", 1, 4, 5, 3, 20);
+    check_group_bound("conv2d(4,3,s1,p1) relu avgpool(2) conv2d(6,3,s2) tanh flatten linear(7)", 2, 10, 10, 7, 10);
     test_group_plan();
     test_train_augmult();
     return t_finish("test_augmult");
