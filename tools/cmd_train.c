@@ -529,9 +529,11 @@ int dp_cmd_train(int argc, char **argv) {
             const int n = dp_model_max_batch_within(m, &cp, p.mem_budget, B * G) / G; /* examples */
             char fix[96] = "not even one sample at a time fits it: raise it";
             if (n > 0) snprintf(fix, sizeof fix, "--physical-batch %d fits it (the same result, in smaller chunks)", n);
-            fprintf(stderr, "%s: --mem-budget %.4g MiB: no clipping plan fits a step of %d examples (the smallest, "
+            char rows[48] = "";
+            if (G > 1) snprintf(rows, sizeof rows, " (%d rows: --augmult %d)", B * G, G);
+            fprintf(stderr, "%s: --mem-budget %.4g MiB: no clipping plan fits a step of %d samples%s (the smallest, "
                             "every layer on a second backward pass, needs about %.1f MiB); %s\n",
-                    prog, (double)p.mem_budget / (1024.0 * 1024.0), B, (double)least / (1024.0 * 1024.0), fix);
+                    prog, (double)p.mem_budget / (1024.0 * 1024.0), B, rows, (double)least / (1024.0 * 1024.0), fix);
             rc = 2;
             goto done;
         }
