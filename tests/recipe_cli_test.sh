@@ -3,7 +3,8 @@
 # lists the recipes, an unknown one is refused with the list, a recipe sets the model, the
 # features and the hyperparameters, a flag overrides a recipe's value, --model transformer
 # brings its own recipe, the scatternet recipe trains on scattering features (small run), and
-# the flags of issue 19's training aids (--ema, --clip-quantile) act and are checked.
+# the flags of issue 19's training aids act and are checked: --ema, --clip-quantile and
+# --lr-schedule; --augmult keeps epsilon, is reproducible and refuses what is not an image.
 # Data-dependent checks are skipped without Fashion-MNIST.
 # Last line: "recipe_cli_test: N passed, N failed".
 # shellcheck disable=SC2015
@@ -70,6 +71,28 @@ run "${TR[@]}" --clip-quantile 0.5 --no-dp
 run "${TR[@]}" --clip-quantile 0.5 --clip-count-noise 0.4
 [[ $RC -ne 0 && "$ERR" == *"clip_count_noise 0.4"* && "$ERR" == *"noise multiplier 1"* ]] && ok ||
     bad "--clip-count-noise 0.4 with sigma 1: exit $RC: $ERR"
+# --augmult: the refusals name the flag (and exit 2) before any work
+expect_fail 2 "--augmult" train --augmult 65
+expect_fail 2 "--augmult" train --augmult -1
+expect_fail 2 "--augment-pad: needs --augmult" train --augment-pad 2
+expect_fail 2 "--no-flip: needs --augmult" train --no-flip
+expect_fail 2 "--recipe scatternet" train --recipe scatternet --augmult 2
+run "${TR[@]}" --augmult 2
+[[ $RC -eq 2 && "$ERR" == *"--augmult 2: the training data is token sequences, not images"* ]] && ok ||
+    bad "--augmult on token data: exit $RC: $ERR"
+ONNX_REF=$(cd "$(dirname "${BASH_SOURCE[0]}")/reference/onnx" && pwd)
+run train --model mlp --data-x "$ONNX_REF/mlp.x.npy" --data-labels "$ONNX_REF/mlp.y.npy" --classes 10 --batch-size 4 \
+    --epochs 1 --noise-multiplier 1 --delta 1e-3 --augmult 2
+[[ $RC -eq 2 && "$ERR" == *"--augmult 2: the training data is flat vectors, not images"* ]] && ok ||
+    bad "--augmult on flat vectors: exit $RC: $ERR"
+# an imported CNN on 1x12x12 images trains with it
+run train --model "$ONNX_REF/cnn_gn.onnx" --data-x "$ONNX_REF/cnn_gn.x.npy" --data-labels "$ONNX_REF/cnn_gn.y.npy" \
+    --classes 10 --batch-size 4 --epochs 1 --noise-multiplier 1 --delta 1e-3 --augmult 3 --augment-pad 2 --no-flip
+[[ $RC -eq 0 && "$OUT" == *"augmentation: 3 copies of each sampled example (random crop, shift up to 2 pixels)"* ]] && ok ||
+    bad "--augmult 3 on an ONNX CNN: exit $RC: $OUT $ERR"
+expect_fail 2 "--augment-pad 12: must be below the images' 12 x 12" train --model "$ONNX_REF/cnn_gn.onnx" \
+    --data-x "$ONNX_REF/cnn_gn.x.npy" --data-labels "$ONNX_REF/cnn_gn.y.npy" --classes 10 --batch-size 4 --epochs 1 \
+    --noise-multiplier 1 --delta 1e-3 --augmult 2 --augment-pad 12
 
 if ! have_data; then
     echo "recipe_cli_test: SKIP data-dependent checks (no $DATA)"
@@ -77,6 +100,25 @@ else
     # the default recipe is cnn
     run train --train-limit 600 --test-limit 100 --epochs 1 --batch-size 100 --noise-multiplier 1
     [[ $RC -eq 0 && "$OUT" == *"recipe cnn"* && "$OUT" == *"26010 parameters"* ]] && ok || bad "default recipe: $OUT $ERR"
+    # --augmult 2: the same epsilon, sigma and steps as without (the accounting does not change), a
+    # different run, reproducible with --noise-seed
+    AUG=(train --train-limit 2000 --test-limit 200 --epochs 1 --batch-size 250 --noise-seed 3 --quiet)
+    run "${AUG[@]}" --out "$TMP/a0.json"
+    [[ $RC -eq 0 ]] && ok || bad "the run without --augmult: exit $RC: $ERR"
+    for k in 1 2; do
+        run "${AUG[@]}" --augmult 2 --out "$TMP/a$k.json" --save-weights "$TMP/a$k.safetensors"
+        [[ $RC -eq 0 ]] && ok || bad "--augmult 2: exit $RC: $ERR"
+    done
+    python3 - "$TMP/a0.json" "$TMP/a1.json" "$TMP/a2.json" <<'PY' && ok || bad "--augmult 2: epsilon or reproducibility"
+import json, sys
+a0, a1, a2 = (json.load(open(f)) for f in sys.argv[1:])
+assert a1["augmult"] == 2 and a0["augmult"] == 0, (a0["augmult"], a1["augmult"])
+for k in ("epsilon", "noise_multiplier", "sample_rate", "steps"):
+    assert a1[k] == a0[k], (k, a0[k], a1[k])
+assert a1["test_accuracy"] == a2["test_accuracy"] and a1["test_loss"] == a2["test_loss"]
+assert a1["test_loss"] != a0["test_loss"]
+PY
+    cmp -s "$TMP/a1.safetensors" "$TMP/a2.safetensors" && ok || bad "--augmult 2 --noise-seed 3: two runs differ"
     # scatternet: 81 x 7 x 7 scattering features, GroupNorm(27) + linear (39,862 parameters)
     run train --recipe scatternet --train-limit 2000 --test-limit 200 --epochs 2 --batch-size 500 --out "$TMP/s.json"
     [[ $RC -eq 0 && "$OUT" == *"features: scattering transform J 2, 8 angles: 81x7x7"* &&

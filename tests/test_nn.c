@@ -429,7 +429,7 @@ static void check_modes(const char *spec, int c, int h, int w, int B, double C, 
         if (!mask[j]) CHECK(ref[j] == 0.0f);
     float *norms = dp_alloc(sizeof(float) * B), *fac = dp_alloc(sizeof(float) * B);
     for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-        dp_clip_params cp = {(dp_clip_mode)mode, C, 0};
+        dp_clip_params cp = {(dp_clip_mode)mode, C, 0, 0};
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));
         CHECK_OK(dp_loss_xent(logits, y, B, K, NULL, dz));
@@ -456,7 +456,7 @@ static void check_modes(const char *spec, int c, int h, int w, int B, double C, 
     }
     /* empty batch: no change, no error */
     dp_model_zero_grad(m);
-    dp_clip_params cp = {DP_CLIP_GHOST, C, 0};
+    dp_clip_params cp = {DP_CLIP_GHOST, C, 0, 0};
     CHECK_OK(dp_model_forward(m, x, 0, 1, NULL, &logits));
     CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 0, NULL, NULL, NULL));
     double s = 0;
@@ -490,7 +490,7 @@ static void check_clip_bound(const char *spec, int c, int h, int w, int reps) {
         const double sc = scales[rep % 5];
         for (int j = 0; j < K; j++) dz[j] = (float)(sc * dp_rng_normal(&R));
         /* the unclipped gradient's norm */
-        dp_clip_params big = {DP_CLIP_VANILLA, 1e30, 0};
+        dp_clip_params big = {DP_CLIP_VANILLA, 1e30, 0, 0};
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, x, 1, 1, NULL, &logits));
         CHECK_OK(dp_model_clipped_grad(m, &big, dz, 1, NULL, NULL, NULL));
@@ -501,7 +501,7 @@ static void check_clip_bound(const char *spec, int c, int h, int w, int reps) {
         for (size_t b = 0; b < sizeof below / sizeof below[0]; b++) {
             const double C = n0 * (1 - below[b]);
             for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-                dp_clip_params cp = {(dp_clip_mode)mode, C, 0};
+                dp_clip_params cp = {(dp_clip_mode)mode, C, 0, 0};
                 dp_model_zero_grad(m);
                 CHECK_OK(dp_model_forward(m, x, 1, 1, NULL, &logits));
                 CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 1, NULL, NULL, NULL));
@@ -537,7 +537,7 @@ static void test_nonfinite_sample(void) {
         int32_t y[2] = {0, 2};
         CHECK_OK(dp_loss_xent(logits, y, 2, 3, NULL, dz));
         dz[3] = INFINITY; /* sample 1's loss gradient is not finite */
-        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0};
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0, 0};
         float fac[2];
         int bad = 0;
         CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 2, NULL, fac, &bad));

@@ -93,7 +93,7 @@ static void check_model(const char *name) {
             CHECK(!"clipped sum tensor missing");
     }
     for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0};
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0, 0};
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));
         CHECK_OK(dp_loss_xent(logits, y, B, K, NULL, dz));
@@ -167,7 +167,7 @@ static void check_folded(void) {
     for (size_t i = 0; i < (size_t)B * K; i++) el = fmax(el, fabs(logits[i] - ((double *)la.data)[i]));
     CHECK(el < 1e-5);
     for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0};
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0, 0};
         int bad = -1;
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));

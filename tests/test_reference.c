@@ -282,7 +282,7 @@ static void check_clipping(dp_model *m, dp_clip_mode mode, const char *dir, cons
     snprintf(cs, sizeof cs, "%s/%s", case_name, dp_clip_mode_name(mode));
     dp_model_zero_grad(m);
     forward(m, x, y, B, NULL, dz, &logits);
-    dp_clip_params cp = {mode, ci->C, 0};
+    dp_clip_params cp = {mode, ci->C, 0, 0};
     int bad = -1;
     CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, norms, fac, &bad));
     CHECK(bad == 0);

@@ -161,7 +161,7 @@ static void test_noise_scale(void) {
     const float *z;
     float *dz = dp_alloc(sizeof(float) * n * 3);
     int bad = -1;
-    dp_clip_params cp = {DP_CLIP_VANILLA, C, 0};
+    dp_clip_params cp = {DP_CLIP_VANILLA, C, 0, 0};
     CHECK_OK(dp_model_forward(m, d.x, (int)n, 1, NULL, &z));
     CHECK_OK(dp_loss_xent(z, d.y, (int)n, 3, NULL, dz));
     CHECK_OK(dp_model_clipped_grad(m, &cp, dz, (int)n, NULL, NULL, &bad));
@@ -226,7 +226,7 @@ static void test_expected_batch_divisor(void) {
     /* g: the clipped gradient of one row */
     const float *z;
     float dz[3];
-    dp_clip_params cp = {DP_CLIP_GHOST, 0.1, 0};
+    dp_clip_params cp = {DP_CLIP_GHOST, 0.1, 0, 0};
     dp_model_zero_grad(m);
     CHECK_OK(dp_model_forward(m, d.x, 1, 1, NULL, &z));
     CHECK_OK(dp_loss_xent(z, d.y, 1, 3, NULL, dz));
@@ -666,7 +666,7 @@ static void test_out_of_memory(void) {
     p.expected_batch = 200;
     p.epochs = 1;
     p.clipping = DP_CLIP_GHOST;
-    dp_clip_params cp = {p.clipping, p.max_grad_norm, 0};
+    dp_clip_params cp = {p.clipping, p.max_grad_norm, 0, 0};
     const size_t need = dp_model_clip_plan_bytes(m, &cp, 200);
     /* the parameters, the data and the optimizer fit; a chunk of about 200 samples does not */
     dp_mem_set_limit(dp_mem_get().live_bytes + need * 3 / 4);
@@ -754,7 +754,7 @@ static void test_regression(void) {
         CHECK_OK(dp_loss_mse(z, tr.t, B, K, lv, dz));
         const size_t np = dp_model_num_params(m2);
         float *ref = dp_alloc(sizeof(float) * np);
-        dp_clip_params cp = {DP_CLIP_VANILLA, 0.05, 0};
+        dp_clip_params cp = {DP_CLIP_VANILLA, 0.05, 0, 0};
         dp_model_zero_grad(m2);
         CHECK_OK(dp_model_clipped_grad(m2, &cp, dz, B, NULL, NULL, NULL));
         memcpy(ref, dp_model_grad(m2), sizeof(float) * np);
@@ -966,7 +966,7 @@ static int adaptive_trace(dp_model *m, const float *w0, const dp_dataset *d, dp_
     set_params(m, w0);
     const float *z;
     float *dz = dp_alloc(sizeof(float) * (size_t)n * K), *nrm = dp_alloc(sizeof(float) * (size_t)n);
-    dp_clip_params cp = {DP_CLIP_AUTO, p.max_grad_norm, 0};
+    dp_clip_params cp = {DP_CLIP_AUTO, p.max_grad_norm, 0, 0};
     int bad = 0;
     CHECK_OK(dp_model_forward(m, d->x, n, 1, NULL, &z));
     CHECK_OK(dp_loss_xent(z, d->y, n, K, NULL, dz));
@@ -1015,6 +1015,17 @@ static void test_adaptive_clipping(void) {
     double worst = 0;
     for (int t = 0; t < T; t++) worst = fmax(worst, fabs(xi[t]));
     if (!(worst < 1e-3)) fprintf(stderr, "  adaptive clipping without noise: count off by %g\n", worst);
+    CHECK(worst < 1e-3);
+    /* ... and counts examples, not rows, under augmentation multiplicity: 3 identical copies (no
+     * shift, no flip) average to the example's own gradient */
+    dp_train_params pa = p;
+    pa.augmult = 3;
+    pa.augment_pad = 0;
+    pa.augment_flip = 0;
+    T = adaptive_trace(m, w0, &d, pa, 1, xi);
+    worst = 0;
+    for (int t = 0; t < T; t++) worst = fmax(worst, fabs(xi[t]));
+    if (!(worst < 1e-3)) fprintf(stderr, "  adaptive clipping with --augmult 3: count off by %g\n", worst);
     CHECK(worst < 1e-3);
 
     /* (b) with noise: the count's noise is centred with std clip_count_noise */

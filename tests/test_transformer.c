@@ -64,7 +64,7 @@ static void check_modes_model(dp_model *m, const char *what, const float *x, int
     float *norms = dp_alloc(sizeof(float) * B), *fac = dp_alloc(sizeof(float) * B);
     double *sql = dp_alloc(sizeof(double) * B * L), *sql0 = dp_alloc(sizeof(double) * B * L);
     for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-        dp_clip_params cp = {(dp_clip_mode)mode, C, 0};
+        dp_clip_params cp = {(dp_clip_mode)mode, C, 0, 0};
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &logits));
         CHECK_OK(dp_loss_xent(logits, y, B, K, NULL, dz));
@@ -106,7 +106,7 @@ static void check_modes_model(dp_model *m, const char *what, const float *x, int
     size_t base = dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 0);
     size_t budgets[4] = {1, base + base / 20, base + base / 4, (size_t)1 << 40};
     for (int q = 0; q < 4; q++) {
-        dp_clip_params cp = {DP_CLIP_AUTO, C, budgets[q]};
+        dp_clip_params cp = {DP_CLIP_AUTO, C, budgets[q], 0};
         char plan[4096];
         CHECK_OK(dp_model_describe_plan(m, &cp, B, plan, sizeof plan));
         if (q == 0) CHECK(strstr(plan, "keep") == NULL || strstr(plan, "keeps") != NULL);
@@ -131,7 +131,7 @@ static void check_modes_model(dp_model *m, const char *what, const float *x, int
     }
     /* empty batch */
     dp_model_zero_grad(m);
-    dp_clip_params cp = {DP_CLIP_GHOST, C, 0};
+    dp_clip_params cp = {DP_CLIP_GHOST, C, 0, 0};
     CHECK_OK(dp_model_forward(m, x, 0, 1, NULL, &logits));
     CHECK_OK(dp_model_clipped_grad(m, &cp, dz, 0, NULL, NULL, NULL));
     double s = 0;
@@ -254,7 +254,7 @@ static void test_frozen_prefix_memory(void) {
     dp_mem_reset_peak();
     CHECK_OK(dp_model_forward(last, x, B, 1, NULL, &logits));
     CHECK_OK(dp_loss_xent(logits, y, B, 3, NULL, dz));
-    dp_clip_params cp = {DP_CLIP_GHOST, 1.0, 0};
+    dp_clip_params cp = {DP_CLIP_GHOST, 1.0, 0, 0};
     CHECK_OK(dp_model_clipped_grad(last, &cp, dz, B, NULL, NULL, NULL));
     size_t used = dp_mem_get().peak_bytes - before;
     CHECK(used <= bl + 4096 && used * 10 >= bl * 9);

@@ -89,6 +89,16 @@ void dp_cmd_train_usage(FILE *f) {
 "  --ema DECAY             evaluate and keep an exponential moving average of the weights,\n"
 "                          a <- DECAY a + (1 - DECAY) w after each step (post-processing: free\n"
 "                          in privacy) [0: off]\n"
+"  --augmult K             augmentation multiplicity (De et al. 2022): each sampled example\n"
+"                          becomes K random crops and flips of itself; its gradient is their\n"
+"                          average, clipped as one, so epsilon is unchanged. Images only (not\n"
+"                          tokens, flat vectors or --recipe scatternet's features); evaluation\n"
+"                          is not augmented; --physical-batch then counts examples (K rows\n"
+"                          each) [0: off; 1..64]\n"
+"  --augment-pad P         the crop: a shift by up to P pixels each way, the pixels shifted in\n"
+"                          set to 0 in the model's input space (after --normalize) [4]\n"
+"  --no-flip               no horizontal flips (data whose mirror image is another class,\n"
+"                          e.g. digits)\n"
 "  --seed N                seed of what may be public: the initialisation (and the data\n"
 "                          order of --no-dp runs) [0]\n"
 "  --threads N             OpenMP threads [all cores]\n"
@@ -251,6 +261,7 @@ int dp_cmd_train(int argc, char **argv) {
     double wd = NAN, beta1 = NAN, beta2 = NAN;
     int nesterov = 0;
     const char *private_flag = NULL; /* the last flag given that only a private run uses */
+    const char *augment_flag = NULL; /* --augment-pad or --no-flip, which need --augmult */
     /* the recipe first: its fields are defaults that the flags below override */
     const dp_cli_recipe *recipe = dp_cli_recipe_pick(argc, argv);
     if (!recipe) return 2;
@@ -344,6 +355,20 @@ int dp_cmd_train(int argc, char **argv) {
             if (!dp_cli_parse_double(a, v, &p.clip_count_noise)) return 2;
             if (!(p.clip_count_noise > 0 && isfinite(p.clip_count_noise)))
                 return dp_cli_die("--clip-count-noise: the standard deviation must be a positive number of examples");
+        } else if (!strcmp(a, "--augmult")) {
+            NEED_VALUE;
+            long lv;
+            if (!dp_cli_parse_long(a, v, 0, DP_CLIP_MAX_GROUP, &lv)) return 2;
+            p.augmult = (int)lv;
+        } else if (!strcmp(a, "--augment-pad")) {
+            NEED_VALUE;
+            long lv;
+            if (!dp_cli_parse_long(a, v, 0, 1 << 20, &lv)) return 2;
+            p.augment_pad = (int)lv;
+            augment_flag = a;
+        } else if (!strcmp(a, "--no-flip")) {
+            p.augment_flip = 0;
+            augment_flag = a;
         } else if (!strcmp(a, "--report-nonprivate")) {
             p.report_nonprivate = 1;
         } else if (!strcmp(a, "--secure")) {
@@ -404,6 +429,15 @@ int dp_cmd_train(int argc, char **argv) {
         return 2;
     }
     if (p.checkpoint_every && !p.checkpoint_dir) return dp_cli_die("--checkpoint-every: needs --checkpoint-dir");
+    if (augment_flag && !p.augmult) {
+        fprintf(stderr, "%s: %s: needs --augmult K (it sets how the augmented copies are made)\n", prog, augment_flag);
+        return 2;
+    }
+    if (p.augmult && recipe->scatter_j > 0) {
+        fprintf(stderr, "%s: --augmult: not with --recipe %s (its features are the scattering transform's, cached "
+                        "once, not images to crop and flip)\n", prog, recipe->name);
+        return 2;
+    }
     if (init_path && p.resume)
         return dp_cli_die("--init: cannot be combined with --resume (the checkpoint holds the weights)");
     /* optimizer: defaults of the recipe for SGD, PyTorch's for Adam/AdamW, then the flags */
@@ -475,6 +509,21 @@ int dp_cmd_train(int argc, char **argv) {
         goto done;
     }
     p.data_id = info.data_id;
+    if (p.augmult) { /* said as usage errors, naming the flag, before the run (dp_train checks the same) */
+        const int side = tr.h < tr.w ? tr.h : tr.w;
+        if (info.tokens || tr.h < 2 || tr.w < 2) {
+            fprintf(stderr, "%s: --augmult %d: the training data is %s, not images (crops and flips need a height and "
+                            "a width of at least 2)\n", prog, p.augmult, info.tokens ? "token sequences" : "flat vectors");
+            rc = 2;
+            goto done;
+        }
+        if (p.augment_pad >= side) {
+            fprintf(stderr, "%s: --augment-pad %d: must be below the images' %d x %d\n", prog, p.augment_pad, tr.h, tr.w);
+            rc = 2;
+            goto done;
+        }
+    }
+    const int G = p.augmult > 1 ? p.augmult : 1; /* rows per example */
     if (init_path && (st = dp_model_load_safetensors(m, init_path)) != DP_OK) {
         fprintf(stderr, "%s: --init %s\n", prog, dp_cli_error());
         goto done;
@@ -510,15 +559,18 @@ int dp_cmd_train(int argc, char **argv) {
         /* a budget below auto's smallest plan (every layer on a second pass) cannot be kept: say
          * so, and which --physical-batch keeps it, rather than silently run over it */
         const int B = p.physical_batch > 0 && p.physical_batch < p.expected_batch ? p.physical_batch : p.expected_batch;
-        const size_t least = dp_model_plan_bytes(m, DP_CLIP_GHOST, B, 0);
+        dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget, G}, smallest = cp;
+        smallest.mode = DP_CLIP_GHOST; /* every layer on a second pass */
+        const size_t least = dp_model_clip_plan_bytes(m, &smallest, B * G);
         if (least > p.mem_budget) {
-            dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget};
-            const int n = dp_model_max_batch_within(m, &cp, p.mem_budget, B);
+            const int n = dp_model_max_batch_within(m, &cp, p.mem_budget, B * G) / G; /* examples */
             char fix[96] = "not even one sample at a time fits it: raise it";
             if (n > 0) snprintf(fix, sizeof fix, "--physical-batch %d fits it (the same result, in smaller chunks)", n);
-            fprintf(stderr, "%s: --mem-budget %.4g MiB: no clipping plan fits a step of %d samples (the smallest, "
+            char rows[48] = "";
+            if (G > 1) snprintf(rows, sizeof rows, " (%d rows: --augmult %d)", B * G, G);
+            fprintf(stderr, "%s: --mem-budget %.4g MiB: no clipping plan fits a step of %d samples%s (the smallest, "
                             "every layer on a second backward pass, needs about %.1f MiB); %s\n",
-                    prog, (double)p.mem_budget / (1024.0 * 1024.0), B, (double)least / (1024.0 * 1024.0), fix);
+                    prog, (double)p.mem_budget / (1024.0 * 1024.0), B, rows, (double)least / (1024.0 * 1024.0), fix);
             rc = 2;
             goto done;
         }
@@ -552,10 +604,10 @@ int dp_cmd_train(int argc, char **argv) {
         if (verbose && !p.no_dp) {
             /* the plan at the expected batch (Poisson batches vary around it) or the physical one */
             int B = p.physical_batch > 0 && p.physical_batch < p.expected_batch ? p.physical_batch : p.expected_batch;
-            dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget};
+            dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget, G};
             size_t cap = 1 << 16;
             char *buf = malloc(cap);
-            if (buf && dp_model_describe_plan(m, &cp, B, buf, cap) == DP_OK)
+            if (buf && dp_model_describe_plan(m, &cp, B * G, buf, cap) == DP_OK)
                 fputs(buf, stdout);
             else
                 fprintf(stderr, "%s: --verbose: %s\n", prog, buf ? dp_cli_error() : "out of memory");
@@ -569,6 +621,10 @@ int dp_cmd_train(int argc, char **argv) {
                    "examples); the gradient's noise multiplier is raised so that epsilon is that of sigma alone\n",
                    p.clip_quantile, p.clip_lr > 0 ? p.clip_lr : 0.2,
                    p.clip_count_noise > 0 ? p.clip_count_noise : (double)p.expected_batch / 20.0);
+        if (p.augmult)
+            printf("augmentation: %d cop%s of each sampled example (random crop, shift up to %d pixels%s); each "
+                   "example's average gradient is clipped (privacy accounting unchanged)\n",
+                   p.augmult, p.augmult == 1 ? "y" : "ies", p.augment_pad, p.augment_flip ? ", horizontal flip" : "");
         if (comm.size > 1) printf("data-parallel: %d ranks (MPI)\n", comm.size);
         if (p.resume) printf("resuming from %s\n", p.resume);
         if (p.noise_seeded)
@@ -689,8 +745,8 @@ int dp_cmd_train(int argc, char **argv) {
         snprintf(json, sizeof json,
                  "{\n  \"recipe\": \"%s\",\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
                  "  \"max_grad_norm\": %.17g,\n  \"max_grad_norm_final\": %.17g,\n  \"clip_quantile\": %.17g,\n"
-                 "  \"ema_decay\": %.17g,\n  \"noise_multiplier\": %.17g,\n  \"noise_multiplier_gradient\": %.17g,\n"
-                 "  \"sample_rate\": %.17g,\n"
+                 "  \"ema_decay\": %.17g,\n  \"augmult\": %d,\n  \"noise_multiplier\": %.17g,\n"
+                 "  \"noise_multiplier_gradient\": %.17g,\n  \"sample_rate\": %.17g,\n"
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"noise\": %s,\n"
                  "  \"loss\": \"%s\",\n  \"test_split\": \"%s\",\n  \"test_accuracy\": %s,\n  \"test_loss\": %s,\n"
@@ -701,7 +757,7 @@ int dp_cmd_train(int argc, char **argv) {
                  dp_model_builtin_spec(o.model_name) || !strcmp(o.model_name, "transformer") ? o.model_name : "spec",
                  dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.max_grad_norm, p.clip_quantile,
-                 p.ema_decay, r.sigma, r.noise_multiplier_gradient, r.q, p.expected_batch, p.epochs,
+                 p.ema_decay, p.augmult, r.sigma, r.noise_multiplier_gradient, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
                  p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise, mo.mse ? "mse" : "xent",
                  ps.private_test ? "held out from the private data" : "public", test_acc, test_loss,

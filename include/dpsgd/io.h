@@ -144,6 +144,8 @@ typedef struct {
      * the settings, defaults resolved, and the state: C for the next step ("clip.norm") */
     double clip_quantile, clip_lr, clip_count_noise, clip_norm;
     int lr_schedule; /* dp_train_params.lr_schedule ("lr_schedule"; absent in files before it: constant) */
+    /* augmentation multiplicity (dp_train_params); absent in files written before it: 0 (off) */
+    int augmult, augment_pad, augment_flip;
 } dp_checkpoint_info;
 /* The checkpoint's content checksum (stored in its "checksum" field): CRC-64/XZ over every
  * __metadata__ pair but "checksum" itself and every tensor (name, dtype, shape, bytes), in

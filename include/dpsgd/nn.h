@@ -221,7 +221,16 @@ typedef struct {
     /* auto: the most bytes a step may allocate beyond parameters, gradients and optimizer
      * state (dp_model_plan_bytes' scope); 0 = dp_model_default_mem_budget */
     size_t mem_budget;
+    /* Augmentation multiplicity (De et al. 2022): 0 or 1, every row of the batch is an example;
+     * G in 2..DP_CLIP_MAX_GROUP, the B rows are B / G examples of G consecutive rows each (rows
+     * i G .. i G + G - 1: augmented copies of example i). Example i's gradient is the AVERAGE of
+     * its rows' gradients, g_i = (1/G) sum_k g_ik; that is what is clipped (R_i from ||g_i||),
+     * and the clipped sum is sum_i R_i g_i: each example still contributes at most C. B must be
+     * a multiple of G; norms, factors and n_nonfinite then have B / G entries (examples). Every
+     * layer's norm is then instantiated (a ghost norm is of one row's gradient). */
+    int group;
 } dp_clip_params;
+enum { DP_CLIP_MAX_GROUP = 64 };
 dp_clip_params dp_clip_default_params(void); /* auto, C = 1, default budget */
 /* auto's default budget for B samples: what keeps a step's buffers plus the parameter and
  * gradient blocks within 1.2 x the non-private step's, i.e. 1.2 x the non-private buffers

@@ -141,6 +141,19 @@ typedef struct {
      * optim.lr * (1 + cos(pi t / T)) / 2 at step t = 0 .. T-1 of the T steps (no warm-up).
      * Public (a function of the step number only); checkpointed ("lr_schedule"). */
     int lr_schedule;
+    /* Augmentation multiplicity (De et al. 2022; docs/design.md). 0 (default): off. K in
+     * 1..DP_CLIP_MAX_GROUP: every sampled example becomes K randomly augmented copies (a random
+     * crop: the image shifted by (dy, dx) in [-augment_pad, augment_pad]^2, the pixels shifted in
+     * set to 0 in the model's input space, i.e. after any normalisation; then, with augment_flip,
+     * a horizontal flip with probability 1/2); the example's gradient is the average of its
+     * copies' gradients, and that average is clipped (dp_clip_params.group), so each example
+     * still contributes at most C and the privacy accounting is unchanged. Evaluation sees the
+     * images as they are. The augmentations are drawn from the dropout stream (secret with the
+     * OS CSPRNG, reproducible with noise_seeded). Images only: token inputs and data of height
+     * or width 1 are refused. physical_batch then counts examples (K rows each). Checkpointed. */
+    int augmult;
+    int augment_pad;  /* 4 (dp_train_default_params) */
+    int augment_flip; /* 1 (dp_train_default_params); 0 for data whose mirror image is another class */
 } dp_train_params;
 
 enum { DP_LR_CONSTANT = 0, DP_LR_COSINE = 1 };

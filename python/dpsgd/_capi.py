@@ -118,7 +118,7 @@ class dp_optim_params(Structure):
 
 
 class dp_clip_params(Structure):
-    _fields_ = [("mode", c_int), ("max_grad_norm", c_double), ("mem_budget", c_size_t)]
+    _fields_ = [("mode", c_int), ("max_grad_norm", c_double), ("mem_budget", c_size_t), ("group", c_int)]
 
 
 class dp_train_progress(Structure):
@@ -142,7 +142,7 @@ class dp_train_params(Structure):
                 ("force", c_int), ("data_id", c_char_p), ("threads", c_int), ("comm", c_void_p),
                 ("stop", POINTER(c_int)),  # volatile sig_atomic_t * (an int on Linux)
                 ("clip_quantile", c_double), ("clip_lr", c_double), ("clip_count_noise", c_double),
-                ("lr_schedule", c_int)]
+                ("lr_schedule", c_int), ("augmult", c_int), ("augment_pad", c_int), ("augment_flip", c_int)]
 
 
 class dp_train_result(Structure):

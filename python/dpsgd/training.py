@@ -299,13 +299,24 @@ def _core_params(model, *, epsilon, delta, noise_multiplier, accountant, batch_s
     return p
 
 
+def _augment(p, model, data, augmult, augment_pad, augment_flip):
+    """augmult, augment_pad, augment_flip into p; the training rows then have the model's image shape
+    (the library checks that it is one: not token ids, height and width >= 2)"""
+    p.augmult = _check.integer("augmult", augmult, 0, 64)
+    p.augment_pad = _check.integer("augment_pad", augment_pad, 0, _check.INT_MAX)
+    p.augment_flip = _check.flag("augment_flip", augment_flip)
+    if p.augmult and not model.is_tokens:
+        from .models import _input_chw
+        data.ds.c, data.ds.h, data.ds.w = _input_chw(model.input_shape, False)
+
+
 def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, delta=1e-5, noise_multiplier=None,
           accountant="prv", batch_size=2048, physical_batch=None, epochs=40, clipping="auto", max_grad_norm=0.1,
           mem_budget=None, optimizer="sgd", lr=None, momentum=None, nesterov=False, weight_decay=None, beta1=None,
           beta2=None, ema=0.0, no_dp=False, noise_seed=None, seed=None, report_nonprivate=False, test_private=False,
           eval_batch_size=1000, checkpoint_dir=None, checkpoint_every=None, resume=None, force=False, data_id=None,
           threads=None, callback=None, handle_sigint=True, clip_quantile=None, clip_lr=None, clip_count_noise=None,
-          lr_schedule="constant"):
+          lr_schedule="constant", augmult=0, augment_pad=4, augment_flip=True):
     """Trains `model` in place with DP-SGD on (x, y) (dp_train; the defaults are `dpsgd train`'s)
     and returns a TrainResult.
 
@@ -344,6 +355,12 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
 
     lr_schedule: "constant" (the default) or "cosine" (`--lr-schedule cosine`: lr (1 + cos(pi t / T)) / 2 at
     step t of T).
+
+    augmult: augmentation multiplicity (De et al. 2022; `dpsgd train --augmult`): 0 (off) or K in
+    1..64, each sampled example becomes K random crops (a shift by up to augment_pad pixels each
+    way, the pixels shifted in 0 in the model's input space) and, with augment_flip, horizontal
+    flips of itself; its gradient is their average, clipped as one, so epsilon is unchanged. The
+    model's input_shape must be an image (C, H, W) or (H, W); physical_batch then counts examples.
 
     report_nonprivate: also compute the training loss, the drawn batch sizes, the count of
     non-finite samples and the accuracy on a test split held out of the private data: statistics
@@ -404,6 +421,7 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
         raise _check.DTypeError("callback: expected a function of one EpochRecord, got %s" % type(callback).__name__)
 
     tr = _Data(model, x, y, "x", "y", min_rows=2, mse=mse)
+    _augment(p, model, tr, augmult, augment_pad, augment_flip)
     if (x_test is None) != (y_test is None):
         raise InvalidArgument("x_test and y_test go together")
     te = _Data(model, x_test, y_test, "x_test", "y_test", min_rows=1, mse=mse) if x_test is not None else None

@@ -289,6 +289,9 @@ dp_status dp_checkpoint_write(const char *path, const dp_checkpoint_info *c, con
         put(&m, "clip.count_noise", "%a", c->clip_count_noise);
         put(&m, "clip.norm", "%a", c->clip_norm);
     }
+    put(&m, "augmult", "%d", c->augmult);
+    put(&m, "augment_pad", "%d", c->augment_pad);
+    put(&m, "augment_flip", "%d", c->augment_flip);
     put(&m, "noise", "%s",
         c->no_dp ? "none (non-private run)"
         : c->secure ? "OS CSPRNG (never written; a resumed run draws fresh noise)"
@@ -572,6 +575,12 @@ dp_status dp_checkpoint_info_read(const dp_safetensors *s, dp_checkpoint_info *o
                            "count_noise %g and norm %g positive", dp_safetensors_what(s), c.clip_quantile, c.clip_lr,
                            c.clip_count_noise, c.clip_norm);
     }
+    /* optional: files before augmentation multiplicity have none (off) */
+    if (dp_safetensors_meta(s, "augmult") &&
+        ((st = get_int(s, "augmult", 0, DP_CLIP_MAX_GROUP, &c.augmult)) != DP_OK ||
+         (st = get_int(s, "augment_pad", 0, 1 << 20, &c.augment_pad)) != DP_OK ||
+         (st = get_int(s, "augment_flip", 0, 1, &c.augment_flip)) != DP_OK))
+        return st;
     c.optim.kind = (dp_optim_kind)kind;
     c.data_n = (uint64_t)dn;
     c.data_dim = (uint64_t)dd;

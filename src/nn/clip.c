@@ -45,6 +45,38 @@ static int clip_factors(const double *sq, int B, double C, float *R, float *norm
     return bad;
 }
 
+/* The rows' weights in the clipped sum from the examples' clip factors Rg[B / G]: with groups of
+ * G > 1 rows (augmented copies of one example), each row of example i gets R_i / G, so the sum
+ * of its rows is R_i times the average of the copies' gradients, the vector whose norm was
+ * clipped. Rounded down to float like R_i (never up: ||R_i g_i|| <= C must survive it). G <= 1:
+ * R = Rg. */
+static void row_factors(const float *Rg, int B, int G, float *R) {
+    if (G <= 1) {
+        if (R != Rg) memcpy(R, Rg, sizeof(float) * (size_t)B);
+        return;
+    }
+    for (int b = 0; b < B; b++) {
+        double r = (double)Rg[b / G] / G;
+        float f = (float)r;
+        if ((double)f > r) f = nextafterf(f, 0.0f);
+        R[b] = f;
+    }
+}
+
+/* Groups of G > 1 rows: the squared norms of the groups' summed gradients become those of
+ * their averages, the example's gradient that is clipped */
+static void group_mean_sq(double *sq, int nE, int G) {
+    if (G > 1)
+        for (int i = 0; i < nE; i++) sq[i] /= (double)G * G;
+}
+
+/* The norm method of layer k in a plan: with groups of rows every layer instantiates (a ghost
+ * norm is of one row's gradient, the group's sum is not) */
+static dp_norm_method plan_norm_method(const dp_model *m, int k, const dp_clip_params *cp, double *fg, double *fi) {
+    dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, fg, fi);
+    return nm == DP_NORM_GHOST && cp->group > 1 ? DP_NORM_INSTANTIATE : nm;
+}
+
 /* ---- the clipping plan --------------------------------------------------------------------- */
 
 typedef struct {
@@ -64,22 +96,24 @@ static size_t keep_bytes(const dp__node *l, int cm, int B) {
  * starts at a 64-byte boundary. */
 static size_t keep_span(const dp__node *l, int cm, int B) { return (keep_bytes(l, cm, B) + 63) / 64 * 64; }
 
-/* Bytes of a step in a mode without kept tensors: the buffers, the largest instantiated
- * chunk (vanilla: every per-sample gradient) and the clip factors. */
-static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B) {
+/* Bytes of a step of B rows in a mode without kept tensors (group: rows per example, as
+ * dp_clip_params): the buffers, the largest instantiated chunk (vanilla: every per-sample
+ * gradient) and the clip factors (rows' and examples'). */
+static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B, int group) {
     dp__plan_current(m);
     if (B < 1) B = 1;
     size_t bytes = dp__buffer_bytes(m, B, (size_t)dp__max_threads()), extra = 0;
+    dp_clip_params cp = {mode, 1.0, 0, group};
     if (mode == DP_CLIP_VANILLA)
         extra = sizeof(float) * (size_t)B * dp_model_num_trainable(m);
     else
         for (int k = 0; k < m->n; k++)
-            if (dp_model_norm_method(m, k, mode, NULL, NULL) == DP_NORM_INSTANTIATE) {
+            if (plan_norm_method(m, k, &cp, NULL, NULL) == DP_NORM_INSTANTIATE) {
                 const dp__node *l = &m->L[k];
-                size_t e = sizeof(float) * dp__inst_chunk(l, B) * (l->nw + l->nb);
+                size_t e = sizeof(float) * dp__inst_chunk(l, B, group) * (l->nw + l->nb);
                 if (e > extra) extra = e;
             }
-    return bytes + extra + sizeof(float) * (size_t)B;
+    return bytes + extra + sizeof(float) * ((size_t)B + (group > 1 ? (size_t)B / (size_t)group : 0));
 }
 
 size_t dp_model_default_mem_budget(dp_model *m, int B) {
@@ -101,7 +135,7 @@ static dp_status plan_make(dp_model *m, const dp_clip_params *cp, int B, clip_pl
             /* a layer whose norm comes from instantiated per-sample gradients keeps them when
              * that is no bigger than keeping G (its weighted sum then replaces the weight
              * GEMM); otherwise book-keeping */
-            dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, NULL, NULL);
+            dp_norm_method nm = plan_norm_method(m, k, cp, NULL, NULL);
             size_t mg = keep_bytes(l, DP_SUM_KEEP_GRAD, B), mp = keep_bytes(l, DP_SUM_KEEP_PS, B);
             pl->cm[k] = nm == DP_NORM_INSTANTIATE && mp <= mg ? DP_SUM_KEEP_PS : DP_SUM_KEEP_GRAD;
         }
@@ -109,7 +143,7 @@ static dp_status plan_make(dp_model *m, const dp_clip_params *cp, int B, clip_pl
     }
     pl->budget = 0;
     if (cp->mode == DP_CLIP_AUTO) {
-        size_t base = step_bytes(m, DP_CLIP_GHOST, B);
+        size_t base = step_bytes(m, DP_CLIP_GHOST, B, cp->group);
         size_t b = cp->mem_budget ? cp->mem_budget : dp_model_default_mem_budget(m, B);
         size_t allowed = b > base ? b - base : 0;
         pl->budget = b;
@@ -146,22 +180,40 @@ static dp_status check_mode(dp_clip_mode mode) {
     return DP_OK;
 }
 
-dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, char *buf, size_t cap) {
+/* the mode, and a group size that divides the B rows */
+static dp_status check_params(const dp_clip_params *cp, int B) {
     dp_status st = check_mode(cp->mode);
     if (st != DP_OK) return st;
+    if (cp->group < 0 || cp->group > DP_CLIP_MAX_GROUP)
+        return dp_fail(DP_ERR_RANGE, "clip group %d: must be in 0..%d (0 or 1: one row per example)", cp->group,
+                       DP_CLIP_MAX_GROUP);
+    if (cp->group > 1 && B % cp->group)
+        return dp_fail(DP_ERR_INVALID, "clip group %d: the batch of %d rows is not a whole number of groups", cp->group, B);
+    return DP_OK;
+}
+
+dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, char *buf, size_t cap) {
     if (B < 1) B = 1;
+    dp_status st = check_params(cp, B);
+    if (st != DP_OK) return st;
     clip_plan pl;
     if ((st = plan_make(m, cp, B, &pl)) != DP_OK) return st;
     const int keeps = cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO;
     size_t o = 0;
     char b1[32], b2[32];
-    o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "clipping plan, mode %s, batch %d:\n", dp_clip_mode_name(cp->mode), B);
+    if (cp->group > 1)
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0,
+                              "clipping plan, mode %s, batch %d rows (%d examples x %d augmented copies; each example's "
+                              "average gradient is clipped, its norms instantiated):\n",
+                              dp_clip_mode_name(cp->mode), B, B / cp->group, cp->group);
+    else
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "clipping plan, mode %s, batch %d:\n", dp_clip_mode_name(cp->mode), B);
     int second = 0;
     for (int k = 0; k < m->n && o < cap; k++) {
         const dp__node *l = &m->L[k];
         if (!dp__trainable(l)) continue;
         double fg, fi;
-        dp_norm_method nm = dp_model_norm_method(m, k, cp->mode, &fg, &fi);
+        dp_norm_method nm = plan_norm_method(m, k, cp, &fg, &fi);
         int cm = keeps ? pl.cm[k] : (cp->mode == DP_CLIP_VANILLA ? -1 : DP_SUM_SECOND_PASS);
         second |= cm == DP_SUM_SECOND_PASS;
         fmt_bytes(b1, sizeof b1, cm >= 0 ? (double)keep_bytes(l, cm, B) : (double)sizeof(float) * B * (l->nw + l->nb));
@@ -171,7 +223,7 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
                               cm < 0 ? "stored per-sample grads" : sum_name(cm), b1,
                               (double)B * (cp->mode == DP_CLIP_VANILLA ? fi : nm == DP_NORM_GHOST ? fg : fi));
     }
-    const double step = (double)step_bytes(m, keeps ? DP_CLIP_GHOST : cp->mode, B) + (double)(keeps ? pl.kept : 0);
+    const double step = (double)step_bytes(m, keeps ? DP_CLIP_GHOST : cp->mode, B, cp->group) + (double)(keeps ? pl.kept : 0);
     const size_t budget = pl.budget;
     plan_free(&pl);
     fmt_bytes(b1, sizeof b1, step);
@@ -185,7 +237,7 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
          * with the batch, so there a smaller chunk does not help) */
         char fix[96] = "";
         if (step > (double)budget && cp->mem_budget) {
-            int n = dp_model_max_batch_within(m, cp, budget, B);
+            int n = dp_model_max_batch_within(m, cp, budget, B) / (cp->group > 1 ? cp->group : 1); /* examples */
             if (n > 0) snprintf(fix, sizeof fix, "; --physical-batch %d fits it", n);
             else snprintf(fix, sizeof fix, "; not even one sample at a time fits it");
         }
@@ -199,8 +251,10 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
 
 /* Pass 1 with kept tensors, clip factors, then the clipped sum from what was kept (and a
  * second pass for the layers that keep nothing). */
-static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B, float *R, int *bad) {
+static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const float *dlogits, int B, float *R, float *Rg,
+                                 int *bad) {
     clip_plan pl;
+    const int G = cp->group > 1 ? cp->group : 1;
     dp_status st = plan_make(m, cp, B, &pl);
     if (st != DP_OK) return st;
     float **keep = dp_calloc((size_t)m->n, sizeof *keep);
@@ -228,8 +282,11 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
     p1.sq = m->sq;
     p1.cm = pl.cm;
     p1.keep = keep;
+    p1.group = cp->group;
     if ((st = dp__backward(m, dlogits, B, &p1)) != DP_OK) goto done;
-    *bad = clip_factors(m->sq, B, cp->max_grad_norm, R, NULL);
+    group_mean_sq(m->sq, B / G, G);
+    *bad = clip_factors(m->sq, B / G, cp->max_grad_norm, Rg, NULL);
+    row_factors(Rg, B, G, R);
     dp_mem_stage("backward 2");
     for (int k = 0; k < m->n; k++) {
         dp__node *l = &m->L[k];
@@ -269,14 +326,18 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
                                 float *factors, int *n_nonfinite) {
     if (!(cp->max_grad_norm > 0) || !isfinite(cp->max_grad_norm))
         return dp_fail(DP_ERR_RANGE, "max_grad_norm %g: must be a positive finite number", cp->max_grad_norm);
-    if (check_mode(cp->mode) != DP_OK) return DP_ERR_INVALID;
+    dp_status st = check_params(cp, B);
+    if (st != DP_OK) return st;
     if (n_nonfinite) *n_nonfinite = 0;
     if (B == 0) return DP_OK;
-    dp_status st;
-    float *R = dp_alloc(sizeof(float) * (size_t)B);
+    /* G rows per example (augmentation multiplicity): norms, factors and the non-finite count
+     * are the nE examples'; R holds the rows' weights, Rg the examples' factors */
+    const int G = cp->group > 1 ? cp->group : 1, nE = B / G;
+    float *R = dp_alloc(sizeof(float) * ((size_t)B + (G > 1 ? (size_t)nE : 0)));
     if (!R) return DP_ERR_NOMEM;
+    float *Rg = G > 1 ? R + B : R;
     double *sq = m->sq;
-    memset(sq, 0, sizeof(double) * (size_t)B);
+    memset(sq, 0, sizeof(double) * (size_t)nE);
     int bad = 0;
     dp_mem_stage("backward 1");
     if (cp->mode == DP_CLIP_VANILLA) {
@@ -284,8 +345,10 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
         const size_t nt = dp_model_num_trainable(m);
         st = dp__ps_trainable(m, dlogits, B, &ps, 1);
         if (st == DP_OK) {
-            dp__add_row_sq(sq, 1, ps, nt, nt, B); /* sq was zeroed above */
-            bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
+            dp__add_group_sq(sq, ps, nt, nt, B, G); /* sq was zeroed above */
+            group_mean_sq(sq, nE, G);
+            bad = clip_factors(sq, nE, cp->max_grad_norm, Rg, norms);
+            row_factors(Rg, B, G, R);
             dp_mem_stage("backward 2");
             /* grad += ps^T R, one GEMV per layer's columns; rows of samples with R = 0 are
              * zeroed first, since a non-finite row times 0 would still poison the sum */
@@ -299,15 +362,18 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
             }
         }
     } else if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
-        st = clipped_grad_bk(m, cp, dlogits, B, R, &bad);
+        st = clipped_grad_bk(m, cp, dlogits, B, R, Rg, &bad);
         if (st == DP_OK && norms)
-            for (int b = 0; b < B; b++) norms[b] = (float)sqrt(sq[b]);
+            for (int b = 0; b < nE; b++) norms[b] = (float)sqrt(sq[b]);
     } else {
         dp__bwd p1 = dp__bwd_init(DP__BWD_NORMS, cp->mode);
         p1.sq = sq;
+        p1.group = G;
         st = dp__backward(m, dlogits, B, &p1);
         if (st == DP_OK) {
-            bad = clip_factors(sq, B, cp->max_grad_norm, R, norms);
+            group_mean_sq(sq, nE, G);
+            bad = clip_factors(sq, nE, cp->max_grad_norm, Rg, norms);
+            row_factors(Rg, B, G, R);
             dp_mem_stage("backward 2");
             dp__bwd p2 = dp__bwd_init(DP__BWD_PARAM, cp->mode);
             p2.scale = R;
@@ -315,7 +381,7 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
         }
     }
     if (st == DP_OK) {
-        if (factors) memcpy(factors, R, sizeof(float) * (size_t)B);
+        if (factors) memcpy(factors, Rg, sizeof(float) * (size_t)nE);
         if (n_nonfinite) *n_nonfinite = bad;
     }
     dp_free(R);
@@ -336,7 +402,7 @@ size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp) {
 
 size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B) {
     if (B < 1) B = 1;
-    size_t bytes = step_bytes(m, cp->mode, B);
+    size_t bytes = step_bytes(m, cp->mode, B, cp->group);
     if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
         clip_plan pl;
         if (plan_make(m, cp, B, &pl) != DP_OK) return (size_t)-1; /* no memory even for the plan */
@@ -349,15 +415,21 @@ size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B) {
 int dp_model_max_batch_within(dp_model *m, const dp_clip_params *cp, size_t bytes, int B) {
     /* the estimates grow with n (buffers are per sample): bisection, lo fitting, hi not */
     int lo = 0, hi = B < 1 ? 1 : B;
-#define FITS(n)                                                                                                        \
-    ((cp->mode == DP_CLIP_AUTO ? dp_model_plan_bytes(m, DP_CLIP_GHOST, (n), 0) : dp_model_clip_plan_bytes(m, cp, (n))) \
+    /* groups of rows (augmentation multiplicity): whole groups only, n counts rows */
+    const int G = cp->group > 1 ? cp->group : 1;
+    if (G > 1) {
+        hi = hi / G;
+        if (hi < 1) hi = 1;
+    }
+#define FITS(n)                                                                                                  \
+    ((cp->mode == DP_CLIP_AUTO ? step_bytes(m, DP_CLIP_GHOST, (n) * G, cp->group) : dp_model_clip_plan_bytes(m, cp, (n) * G)) \
      <= bytes)
-    if (FITS(hi)) return hi;
+    if (FITS(hi)) return hi * G;
     while (hi - lo > 1) {
         int mid = lo + (hi - lo) / 2;
         if (FITS(mid)) lo = mid;
         else hi = mid;
     }
 #undef FITS
-    return lo;
+    return lo * G;
 }

@@ -72,10 +72,12 @@ dp_norm_method dp_model_norm_method(const dp_model *m, int i, dp_clip_mode mode,
 /* Floats at most in one instantiation chunk (per-sample gradients of one layer). */
 #define INST_CHUNK_FLOATS ((size_t)16 << 20)
 
-size_t dp__inst_chunk(const dp__node *l, int B) {
-    size_t pl = l->nw + l->nb, nt = (size_t)dp__max_threads();
+size_t dp__inst_chunk(const dp__node *l, int B, int group) {
+    size_t pl = l->nw + l->nb, nt = (size_t)dp__max_threads(), G = group > 1 ? (size_t)group : 1;
     size_t c = INST_CHUNK_FLOATS / (pl ? pl : 1);
     if (c < nt) c = nt;
+    c = c / G * G; /* whole groups: a group's rows are summed before the norm */
+    if (c < G) c = G;
     if (c > (size_t)B) c = (size_t)B;
     return c;
 }
@@ -90,22 +92,46 @@ void dp__add_row_sq(double *sq, size_t sq_stride, const float *rows, size_t stri
     }
 }
 
-/* sq[b] += this node's per-sample squared gradient norms. */
-static dp_status node_norms(dp_model *m, int k, dp_clip_mode mode, const float *dout, int B, double *sq) {
+void dp__add_group_sq(double *sq, const float *rows, size_t stride, size_t width, int B, int group) {
+    if (group <= 1) {
+        dp__add_row_sq(sq, 1, rows, stride, width, B);
+        return;
+    }
+    /* squared norms do not add over the copies: the norm is of the summed row, formed in
+     * double coordinate by coordinate (no scratch, the rows stay as they are) */
+    const int ng = B / group;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < ng; i++) {
+        const float *g = rows + (size_t)i * group * stride;
+        double acc = 0;
+        for (size_t j = 0; j < width; j++) {
+            double v = 0;
+            for (int c = 0; c < group; c++) v += g[(size_t)c * stride + j];
+            acc += v * v;
+        }
+        sq[i] += acc;
+    }
+}
+
+/* sq[b] += this node's per-sample squared gradient norms (group > 1: sq[b / group], of the
+ * groups' summed gradients). */
+static dp_status node_norms(dp_model *m, int k, dp_clip_mode mode, const float *dout, int B, int group, double *sq) {
     dp__node *l = &m->L[k];
-    if (dp_model_norm_method(m, k, mode, NULL, NULL) == DP_NORM_GHOST) {
+    const int G = group > 1 ? group : 1;
+    /* a ghost norm is of one row's gradient; a group's sum is instantiated (docs/design.md) */
+    if (G == 1 && dp_model_norm_method(m, k, mode, NULL, NULL) == DP_NORM_GHOST) {
         dp__ops(l)->ghost_sq(m, l, dout, B, sq);
         return DP_OK;
     }
     /* fast gradient clipping: instantiate this layer's per-sample gradients (in chunks of
-     * samples), take their norms, free them */
-    size_t pl = l->nw + l->nb, chunk = dp__inst_chunk(l, B);
+     * samples, whole groups each), take their norms, free them */
+    size_t pl = l->nw + l->nb, chunk = dp__inst_chunk(l, B, G);
     float *ps = dp_alloc(sizeof(float) * chunk * pl);
     if (!ps) return DP_ERR_NOMEM;
     for (int b0 = 0; b0 < B; b0 += (int)chunk) {
         int nb = B - b0 < (int)chunk ? B - b0 : (int)chunk;
         dp__ops(l)->ps_grad(m, l, ps, pl, dout + (size_t)b0 * l->out_size, b0, nb);
-        dp__add_row_sq(sq + b0, 1, ps, pl, pl, nb);
+        dp__add_group_sq(sq + b0 / G, ps, pl, pl, nb, G);
     }
     dp_free(ps);
     return DP_OK;
@@ -208,7 +234,7 @@ static dp_status node_grad(dp_model *m, const dp__bwd *p, int k, const float *g,
         /* per-sample gradients, kept whole; the norms come from them */
         size_t pl = l->nw + l->nb;
         ops->ps_grad(m, l, p->keep[k], pl, g, 0, B);
-        dp__add_row_sq(p->sq, 1, p->keep[k], pl, pl, B);
+        dp__add_group_sq(p->sq, p->keep[k], pl, pl, B, p->group);
     } else if (p->what == DP__BWD_PS) {
         if (p->ps_compact)
             ops->ps_grad(m, l, p->ps + dp__trainable_offset(m, k), dp_model_num_trainable(m), g, 0, B);
@@ -216,14 +242,14 @@ static dp_status node_grad(dp_model *m, const dp__bwd *p, int k, const float *g,
             ops->ps_grad(m, l, p->ps + l->w_off, m->np, g, 0, B);
     } else if (p->sq_layers) {
         memset(m->sq1, 0, sizeof(double) * (size_t)B);
-        dp_status st = node_norms(m, k, p->mode, g, B, m->sq1);
+        dp_status st = node_norms(m, k, p->mode, g, B, p->group, m->sq1);
         if (st != DP_OK) return st;
         for (int b = 0; b < B; b++) {
             p->sq[b] += m->sq1[b];
             p->sq_layers[(size_t)b * m->n + k] = m->sq1[b];
         }
     } else
-        return node_norms(m, k, p->mode, g, B, p->sq);
+        return node_norms(m, k, p->mode, g, B, p->group, p->sq);
     return DP_OK;
 }
 

@@ -42,7 +42,7 @@ dp_status dp_clip_mode_parse(const char *s, dp_clip_mode *out) {
 }
 
 dp_clip_params dp_clip_default_params(void) {
-    dp_clip_params p = {DP_CLIP_AUTO, 1.0, 0};
+    dp_clip_params p = {DP_CLIP_AUTO, 1.0, 0, 0};
     return p;
 }
 

@@ -212,6 +212,10 @@ typedef struct {
     /* ... pass 1: where node k keeps its output gradient or per-sample gradients (NULL: nothing) */
     float *const *keep;
     int low;                  /* PARAM, >= 0: only DP_SUM_SECOND_PASS nodes, down to this one */
+    /* NORMS, > 1: the rows come in groups of `group` consecutive rows (augmented copies of one
+     * example) and sq[b / group] gets the squared norm of each group's SUMMED gradient; every
+     * node then instantiates (dp_clip_params.group) */
+    int group;
 } dp__bwd;
 dp_status dp__backward(dp_model *m, const float *dlogits, int B, const dp__bwd *p);
 dp__bwd dp__bwd_init(int what, dp_clip_mode mode); /* no scale, keep or plan; low = -1 */
@@ -220,7 +224,11 @@ dp__bwd dp__bwd_init(int what, dp_clip_mode mode); /* no scale, keep or plan; lo
 dp_status dp__ps_trainable(dp_model *m, const float *dlogits, int B, float **out, int cached);
 void *dp__step_scratch(dp_model *m, size_t bytes);
 size_t dp__trainable_offset(const dp_model *m, int k);
-size_t dp__inst_chunk(const dp__node *l, int B); /* samples per instantiation chunk */
+/* samples per instantiation chunk: a multiple of group (0 or 1: no grouping), at least one group */
+size_t dp__inst_chunk(const dp__node *l, int B, int group);
 /* sq[b * sq_stride] += the squared norm (in double) of row b: width floats at rows + b * stride */
 void dp__add_row_sq(double *sq, size_t sq_stride, const float *rows, size_t stride, size_t width, int B);
+/* sq[i] += the squared norm (in double) of the sum of rows i G .. i G + G - 1 (G = group > 1),
+ * for the B / G groups of B rows; G <= 1 is dp__add_row_sq with sq_stride 1 */
+void dp__add_group_sq(double *sq, const float *rows, size_t stride, size_t width, int B, int group);
 #endif

@@ -323,7 +323,7 @@ dp_status dp__audit(dp_model *model, const dp_dataset *tr, const dp_dataset *poo
     sp.model = model;
     sp.opt = opt;
     sp.acc = acc;
-    sp.clip = (dp_clip_params){p->clipping, C, 0};
+    sp.clip = (dp_clip_params){p->clipping, C, 0, 0};
     sp.sigma = sigma;
     sp.q = q;
     sp.expected = q * n_exp;

@@ -15,7 +15,8 @@ void dp_step_free(dp_step *s) {
     dp_free(s->yb);
     dp_free(s->tb);
     dp_free(s->nrm);
-    s->xb = s->dz = s->lv = s->tb = s->nrm = NULL;
+    dp_free(s->xa);
+    s->xb = s->dz = s->lv = s->tb = s->nrm = s->xa = NULL;
     s->yb = NULL;
     s->cap = 0;
 }
@@ -36,7 +37,7 @@ dp_status dp__check_targets(const dp_model *m, const dp_dataset *d, const char *
     return DP_OK;
 }
 
-/* room for `chunk` samples in the batch buffers */
+/* room for `chunk` rows in the batch buffers (and one example before augmentation) */
 static dp_status reserve(dp_step *s, size_t chunk) {
     if (chunk <= s->cap) return DP_OK;
     dp_step_free(s);
@@ -47,7 +48,9 @@ static dp_status reserve(dp_step *s, size_t chunk) {
     s->yb = dp_alloc(chunk * sizeof(int32_t));
     s->tb = s->targets ? dp_alloc(chunk * K * sizeof(float)) : NULL;
     s->nrm = s->clip_quantile > 0 ? dp_alloc(chunk * sizeof(float)) : NULL;
-    if (!s->xb || !s->dz || !s->lv || !s->yb || (s->targets && !s->tb) || (s->clip_quantile > 0 && !s->nrm)) {
+    s->xa = s->augmult ? dp_alloc(dim * sizeof(float)) : NULL;
+    if (!s->xb || !s->dz || !s->lv || !s->yb || (s->targets && !s->tb) || (s->clip_quantile > 0 && !s->nrm) ||
+        (s->augmult && !s->xa)) {
         dp_step_free(s);
         return dp_fail(DP_ERR_NOMEM, "step: out of memory for a chunk of samples"); /* its size is private */
     }
@@ -66,12 +69,14 @@ static dp_status with_suffix(dp_status st, const char *suffix) {
     return dp_fail(st, "%s%s", dp_last_error(), suffix);
 }
 
-/* Bytes a chunk of n samples takes by the memory plan: the model's step and this file's buffers */
+/* Bytes a chunk of n examples takes by the memory plan: the model's step and this file's buffers
+ * (with augmentation multiplicity K, n K rows) */
 static double chunk_bytes(dp_step *s, int n) {
     dp_model *m = s->model;
     const double row = sizeof(float) * ((double)dp_model_input_size(m) + dp_model_output_size(m) + 1) + sizeof(int32_t);
-    return (double)(s->no_dp ? dp_model_plan_bytes(m, s->clip.mode, n, 1) : dp_model_clip_plan_bytes(m, &s->clip, n)) +
-           row * n;
+    const int rows = n * (s->augmult > 1 ? s->augmult : 1);
+    return (double)(s->no_dp ? dp_model_plan_bytes(m, s->clip.mode, rows, 1) : dp_model_clip_plan_bytes(m, &s->clip, rows)) +
+           row * rows;
 }
 
 /* A step out of memory: what a chunk of its size needs by the plan, and the physical_batch
@@ -82,7 +87,8 @@ static dp_status nomem_hint(dp_step *s) {
      * membership bit and is not released */
     size_t chunk = s->expected >= 1 ? (size_t)ceil(s->expected) : 1;
     if (s->physical_batch > 0 && (size_t)s->physical_batch < chunk) chunk = (size_t)s->physical_batch;
-    const int B = chunk > (size_t)(1 << 30) ? 1 << 30 : (int)chunk;
+    const size_t lim = (size_t)(1 << 30) / (size_t)(s->augmult > 1 ? s->augmult : 1); /* rows fit an int */
+    const int B = chunk > lim ? (int)lim : (int)chunk; /* examples */
     const double need = chunk_bytes(s, B), MiB = 1024.0 * 1024.0;
     char sfx[256];
     if (B < 2) {
@@ -127,60 +133,100 @@ static dp_status loss(dp_step *s, const float *z, int B, int K) {
     return s->targets ? dp_loss_mse(z, s->tb, B, K, s->lv, s->dz) : dp_loss_xent(z, s->yb, B, K, s->lv, s->dz);
 }
 
-/* Forward and clipped sum (or plain gradient) of this process's examples, chunk by chunk. */
+/* Rows of a chunk of E examples from idx: the examples' features, labels and targets, or with
+ * augmentation multiplicity G copies of each (rows i G .. i G + G - 1), cropped and flipped with
+ * draws from the dropout stream *rd (before the chunk's forward draws its masks). */
+static void fill_rows(dp_step *s, const size_t *idx, int E, size_t dim, int K) {
+    float *t = s->tb;
+    if (!s->augmult) {
+        for (int i = 0; i < E; i++)
+            s->row(s->row_user, idx[i], s->xb + (size_t)i * dim, s->yb + i, t ? t + (size_t)i * (size_t)K : NULL);
+        return;
+    }
+    const int G = s->augmult;
+    for (int i = 0; i < E; i++) {
+        const size_t r0 = (size_t)i * (size_t)G;
+        s->row(s->row_user, idx[i], s->xa, s->yb + r0, t ? t + r0 * (size_t)K : NULL);
+        for (int c = 0; c < G; c++) {
+            dp_augment a;
+            dp__augment_draw(s->rd, s->aug_pad, s->aug_flip, &a);
+            dp__augment_apply(s->xa, s->xb + (r0 + (size_t)c) * dim, s->aug_c, s->aug_h, s->aug_w, &a);
+            s->yb[r0 + (size_t)c] = s->yb[r0];
+            if (t && c) memcpy(t + (r0 + (size_t)c) * (size_t)K, t + r0 * (size_t)K, sizeof(float) * (size_t)K);
+        }
+    }
+}
+
+/* Forward and clipped sum (or plain gradient) of this process's examples, chunk by chunk. With
+ * augmentation multiplicity G an example is G consecutive rows, which the clipping engine
+ * clips as one (s->clip.group); chunks and physical_batch count examples. */
 static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step_stats *o) {
     dp_model *m = s->model;
     const size_t dim = dp_model_input_size(m);
     const int K = dp_model_output_size(m);
+    const int G = s->augmult > 1 ? s->augmult : 1; /* rows per example */
     size_t chunk = count ? count : 1; /* buffers for what is processed at once, never more */
     if (s->physical_batch > 0 && (size_t)s->physical_batch < chunk) chunk = (size_t)s->physical_batch;
-    dp_status st = reserve(s, chunk);
+    dp_status st = reserve(s, chunk * (size_t)G);
     if (st != DP_OK) return st;
     for (size_t off = 0; off < count; off += chunk) {
-        int B = (int)(count - off < chunk ? count - off : chunk);
-        for (int i = 0; i < B; i++)
-            s->row(s->row_user, idx[off + (size_t)i], s->xb + (size_t)i * dim, s->yb + i,
-                   s->tb ? s->tb + (size_t)i * (size_t)K : NULL);
+        int E = (int)(count - off < chunk ? count - off : chunk), B = E * G; /* examples, rows */
+        fill_rows(s, idx + off, E, dim, K);
         const float *z;
         stage(s, "forward");
         if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
         st = loss(s, z, B, K);
         if (st == DP_ERR_NONFINITE && !s->no_dp) {
-            /* DP: a sample whose loss is not finite (e.g. Inf features) is dropped from the
+            /* DP: an example whose loss is not finite (e.g. Inf features) is dropped from the
              * chunk: it contributes nothing (clip factor 0), which keeps the sensitivity bound,
              * and is counted. The others are forwarded again, since its activations would
-             * poison the batched weight gradients. */
+             * poison the batched weight gradients. With augmentation multiplicity, one copy
+             * with a non-finite loss drops the whole example (all its G rows): its average
+             * would otherwise be over fewer copies than the others'. */
             int keep = 0;
-            for (int i = 0; i < B; i++) {
-                if (!isfinite(s->lv[i])) continue;
+            const size_t xs = (size_t)G * dim, ts = (size_t)G * (size_t)K;
+            for (int i = 0; i < E; i++) {
+                int finite = 1;
+                for (int c = 0; c < G; c++) finite &= isfinite(s->lv[i * G + c]) != 0;
+                if (!finite) continue;
                 if (keep != i) {
-                    memmove(s->xb + (size_t)keep * dim, s->xb + (size_t)i * dim, sizeof(float) * dim);
-                    s->yb[keep] = s->yb[i];
-                    if (s->tb) memmove(s->tb + (size_t)keep * K, s->tb + (size_t)i * K, sizeof(float) * (size_t)K);
+                    memmove(s->xb + (size_t)keep * xs, s->xb + (size_t)i * xs, sizeof(float) * xs);
+                    memmove(s->yb + (size_t)keep * G, s->yb + (size_t)i * G, sizeof(int32_t) * (size_t)G);
+                    if (s->tb) memmove(s->tb + (size_t)keep * ts, s->tb + (size_t)i * ts, sizeof(float) * ts);
                 }
                 keep++;
             }
-            o->nonfinite += B - keep;
-            o->dropped += (size_t)(B - keep);
-            B = keep;
-            if (B == 0) continue;
+            o->nonfinite += E - keep;
+            o->dropped += (size_t)(E - keep);
+            E = keep;
+            B = E * G;
+            if (E == 0) continue;
             if ((st = dp_model_forward(m, s->xb, B, 1, s->rd, &z)) != DP_OK) return st;
             st = loss(s, z, B, K);
         }
         if (st == DP_ERR_NONFINITE) return with_suffix(st, "; training stopped (lower lr?)");
         if (st != DP_OK) return st;
-        for (int i = 0; i < B; i++) o->lsum += s->lv[i];
-        o->lcount += (size_t)B;
+        if (G == 1)
+            for (int i = 0; i < B; i++) o->lsum += s->lv[i];
+        else /* an example's loss: the mean over its copies */
+            for (int i = 0; i < E; i++) {
+                double l = 0;
+                for (int c = 0; c < G; c++) l += s->lv[i * G + c];
+                o->lsum += l / G;
+            }
+        o->lcount += (size_t)E;
         if (s->no_dp) {
             stage(s, "backward");
+            if (G > 1) /* an example's gradient is the mean of its copies' (as in the private step) */
+                for (size_t j = 0; j < (size_t)B * (size_t)K; j++) s->dz[j] /= (float)G;
             st = dp_model_backward(m, s->dz, B);
         } else {
             int bad = 0;
             stage(s, "clip");
             st = dp_model_clipped_grad(m, &s->clip, s->dz, B, s->nrm, NULL, &bad);
             o->nonfinite += bad;
-            if (st == DP_OK && s->nrm) /* adaptive clipping's count; a non-finite norm adds nothing */
-                for (int i = 0; i < B; i++)
+            if (st == DP_OK && s->nrm) /* adaptive clipping's count, per example; a non-finite norm adds nothing */
+                for (int i = 0; i < E; i++)
                     if (isfinite(s->nrm[i])) o->centred += s->nrm[i] <= s->clip.max_grad_norm ? 0.5 : -0.5;
         }
         if (st != DP_OK) return st;

@@ -55,11 +55,27 @@ typedef struct {
      * zeroes the clipped sum before the noise */
     double noise_scale;
     int zero_clipped;
-    /* buffers, grown as needed; dp_step_free */
-    float *xb, *dz, *lv, *tb, *nrm;
+    /* augmentation multiplicity (augment.c, dp__augment_setup): 0 off; K >= 1: each example is
+     * K augmented copies, rows i K .. i K + K - 1 of a chunk, clipped as one (clip.group = K);
+     * physical_batch then counts examples. Crops and flips are drawn from *rd. */
+    int augmult, aug_pad, aug_flip, aug_c, aug_h, aug_w;
+    /* buffers, grown as needed; dp_step_free. cap: rows; xa: one example before augmentation */
+    float *xb, *dz, *lv, *tb, *xa, *nrm; /* nrm: the chunk's norms (adaptive clipping) */
     int32_t *yb;
     size_t cap;
 } dp_step;
+
+/* augment.c: one copy's shift (dy, dx in [-pad, pad]) and flip, drawn from r */
+typedef struct {
+    int dy, dx, flip;
+} dp_augment;
+void dp__augment_draw(dp_rng *r, int pad, int flip, dp_augment *a);
+/* out [c, h, w] = x shifted by (dy, dx) (0 where the source is outside the image), then mirrored
+ * left-right when a->flip: out[i][j] = x[i + dy][flip ? w - 1 - (j + dx) : j + dx] */
+void dp__augment_apply(const float *x, float *out, int c, int h, int w, const dp_augment *a);
+/* Checks p's augmult, augment_pad and augment_flip against the model and the training data
+ * (images only; messages name the field) and sets s's augmentation and clip.group. */
+dp_status dp__augment_setup(dp_step *s, const dp_train_params *p, const dp_model *m, const dp_dataset *tr);
 
 /* What a step saw, summed over the ranks. Not covered by epsilon: callers release it only
  * under a non-private label. */

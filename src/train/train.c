@@ -32,6 +32,8 @@ dp_train_params dp_train_default_params(void) {
     p.optim.lr = 4.0;
     p.optim.momentum = 0.9;
     p.eval_batch = 1000;
+    p.augment_pad = 4;
+    p.augment_flip = 1;
     return p;
 }
 
@@ -137,6 +139,8 @@ static dp_status check_same_config(const dp_train_comm *c, const dp_checkpoint_i
         {"no_dp", (uint64_t)k->no_dp},
         {"adaptive clipping (clip_quantile, clip_lr, clip_count_noise)", fnv_bytes(FNV_START, adaptive, sizeof adaptive)},
         {"lr_schedule", fnv_bytes(FNV_START, &sched, sizeof sched)},
+        {"augmentation (augmult, augment_pad, augment_flip)",
+         (uint64_t)k->augmult | (uint64_t)k->augment_pad << 16 | (uint64_t)k->augment_flip << 32},
     };
     enum { NF = sizeof f / sizeof f[0] };
     uint64_t h[NF];
@@ -270,6 +274,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     memset(&cki, 0, sizeof cki);
     memset(&cur, 0, sizeof cur);
     dp__ckpt_writer w = DP__CKPT_WRITER_INIT;
+    if ((st = dp__augment_setup(&sp, p, m, tr)) != DP_OK) goto done; /* before any work */
     const int resumed = p->resume != NULL;
     if (resumed && (st = dp__ckpt_open(p, &ck, &cki)) != DP_OK) goto done;
     if (!p->no_dp) {
@@ -373,7 +378,8 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     sp.acc = p->no_dp ? NULL : acc;
     sp.comm = comm;
     sp.no_dp = p->no_dp;
-    sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget};
+
+    sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget, sp.clip.group};
     if (resumed && sp.clip_quantile > 0 && cki_clip_norm > 0) sp.clip.max_grad_norm = cki_clip_norm; /* C goes on */
     pr.max_grad_norm = sp.clip.max_grad_norm;
     sp.q = q;

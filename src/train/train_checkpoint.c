@@ -179,6 +179,9 @@ dp_status dp__ckpt_config(dp_checkpoint_info *c, const dp_model *m, const dp_dat
     c->seed = p->seed;
     c->ema_decay = p->ema_decay;
     c->lr_schedule = p->lr_schedule;
+    c->augmult = p->augmult;
+    c->augment_pad = p->augmult ? p->augment_pad : 0; /* only what changes the run */
+    c->augment_flip = p->augmult ? p->augment_flip : 0;
     c->noise_seed = p->noise_seeded ? p->noise_seed : 0;
     return DP_OK;
 }
@@ -247,6 +250,9 @@ static dp_status compare_config(const char *path, const dp_checkpoint_info *ck, 
     UNLESS_FORCED(ck->clip_lr != cur->clip_lr, "clip_lr", "%.17g", ck->clip_lr, cur->clip_lr);
     UNLESS_FORCED(ck->clip_count_noise != cur->clip_count_noise, "clip_count_noise", "%.17g", ck->clip_count_noise,
                   cur->clip_count_noise);
+    UNLESS_FORCED(ck->augmult != cur->augmult, "augmult", "%d", ck->augmult, cur->augmult);
+    UNLESS_FORCED(ck->augment_pad != cur->augment_pad, "augment_pad", "%d", ck->augment_pad, cur->augment_pad);
+    UNLESS_FORCED(ck->augment_flip != cur->augment_flip, "augment_flip", "%d", ck->augment_flip, cur->augment_flip);
     UNLESS_FORCED(ck->seed != cur->seed, "seed", "%llu", (unsigned long long)ck->seed, (unsigned long long)cur->seed);
     NEVER(ck->noise_seed != cur->noise_seed, "noise_seed", "%llu", (unsigned long long)ck->noise_seed,
           (unsigned long long)cur->noise_seed);

@@ -75,7 +75,8 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
     t->expected_batch = p->expected_batch;
     t->q = (double)p->expected_batch / (double)N; /* as dp_train */
     t->spe = dp_train_steps_per_epoch(N, p->expected_batch);
-    dp_status st = DP_OK;
+    dp_status st = dp__augment_setup(&t->sp, p, m, tr); /* before the calibration's work */
+    if (st != DP_OK) goto fail;
     if (!t->no_dp) {
         if (p->noise_multiplier > 0) t->sigma = p->noise_multiplier;
         else if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, t->q,
@@ -105,7 +106,7 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
     t->sp.opt = t->opt;
     t->sp.acc = t->no_dp ? NULL : t->acc;
     t->sp.no_dp = t->no_dp;
-    t->sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget};
+    t->sp.clip = (dp_clip_params){p->clipping, p->max_grad_norm, p->mem_budget, t->sp.clip.group};
     t->sp.sigma = t->sigma;
     t->sp.q = t->q;
     t->sp.expected = t->q * (double)N;

@@ -29,7 +29,8 @@ int main(void) {
     S(dp_optim_params); F(dp_optim_params, kind); F(dp_optim_params, lr); F(dp_optim_params, momentum);
     F(dp_optim_params, dampening); F(dp_optim_params, nesterov); F(dp_optim_params, weight_decay);
     F(dp_optim_params, beta1); F(dp_optim_params, beta2); F(dp_optim_params, eps); E();
-    S(dp_clip_params); F(dp_clip_params, mode); F(dp_clip_params, max_grad_norm); F(dp_clip_params, mem_budget); E();
+    S(dp_clip_params); F(dp_clip_params, mode); F(dp_clip_params, max_grad_norm); F(dp_clip_params, mem_budget);
+    F(dp_clip_params, group); E();
     S(dp_train_progress); F(dp_train_progress, epoch); F(dp_train_progress, epochs); F(dp_train_progress, step);
     F(dp_train_progress, steps); F(dp_train_progress, step_in_epoch); F(dp_train_progress, steps_per_epoch);
     F(dp_train_progress, train_loss); F(dp_train_progress, test_accuracy); F(dp_train_progress, test_loss);
@@ -45,7 +46,8 @@ int main(void) {
     F(dp_train_params, checkpoint_dir); F(dp_train_params, checkpoint_every); F(dp_train_params, resume);
     F(dp_train_params, force); F(dp_train_params, data_id); F(dp_train_params, threads); F(dp_train_params, comm);
     F(dp_train_params, stop); F(dp_train_params, clip_quantile); F(dp_train_params, clip_lr);
-    F(dp_train_params, clip_count_noise); F(dp_train_params, lr_schedule); E();
+    F(dp_train_params, clip_count_noise); F(dp_train_params, lr_schedule); F(dp_train_params, augmult);
+    F(dp_train_params, augment_pad); F(dp_train_params, augment_flip); E();
     S(dp_train_result); F(dp_train_result, test_accuracy); F(dp_train_result, test_loss);
     F(dp_train_result, epsilon); F(dp_train_result, delta); F(dp_train_result, sigma); F(dp_train_result, q);
     F(dp_train_result, steps); F(dp_train_result, steps_per_epoch); F(dp_train_result, seconds);

@@ -47,6 +47,35 @@ def test_fashion_mnist_bit_identical_to_cli(fmnist, run_cli, tmp_path):
     json.loads(r.to_json())
 
 
+def test_augmult_bit_identical_to_cli(fmnist, run_cli, tmp_path):
+    """augmult=2 (crops of up to 3 pixels, no flips) is `dpsgd train --augmult 2 --augment-pad 3
+    --no-flip`: the same weights, bytes for bytes, and the epsilon of the run without it."""
+    out, wc, wp = tmp_path / "run.json", tmp_path / "cli.safetensors", tmp_path / "py.safetensors"
+    run_cli("train", "--data", fmnist, "--model", SPEC, "--train-limit", 1000, "--test-limit", 100, "--epochs", 1,
+            "--batch-size", 250, "--noise-seed", 7, "--seed", 3, "--threads", 2, "--augmult", 2, "--augment-pad", 3,
+            "--no-flip", "--save-weights", wc, "--out", out, "--quiet")
+    x, y = dpsgd.data.fashion_mnist(train=True, directory=fmnist, limit=1000)
+    model = dpsgd.Model(SPEC, input_shape=(1, 28, 28), classes=10, seed=3)
+    r = dpsgd.train(model, x, y, epochs=1, batch_size=250, noise_seed=7, threads=2, augmult=2, augment_pad=3,
+                    augment_flip=False)
+    model.save(wp)
+    assert same_file(wc, wp), "the weights differ from `dpsgd train --augmult 2`'s"
+    cli = json.loads(out.read_text())
+    assert r.epsilon == cli["epsilon"] and cli["augmult"] == 2
+    r0 = dpsgd.train(dpsgd.Model(SPEC, input_shape=(1, 28, 28), classes=10, seed=3), x, y, epochs=1, batch_size=250,
+                     noise_seed=7, threads=2)
+    assert r0.epsilon == r.epsilon and r0.sigma == r.sigma and r0.steps == r.steps
+
+
+def test_augmult_refusals():
+    x, y = small_data()
+    model = dpsgd.Model("linear(8) relu linear(3)", input_shape=(12,), classes=3)
+    with pytest.raises(dpsgd.InvalidArgument, match="augmult 2: the training data is 12 x 1 x 1, not images"):
+        dpsgd.train(model, x, y, epochs=1, batch_size=40, noise_multiplier=1.0, delta=1e-3, augmult=2)
+    with pytest.raises(dpsgd.RangeError, match="augmult 65: must be in 0..64"):
+        dpsgd.train(model, x, y, epochs=1, batch_size=40, noise_multiplier=1.0, delta=1e-3, augmult=65)
+
+
 def small_data(n=240, d=12, k=3, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, size=n).astype(np.int64)
