@@ -125,6 +125,9 @@ PY
        "$OUT" == *"39862 parameters"* && "$OUT" == *"recipe scatternet"* && "$OUT" == *"lr 16 "* ]] && ok ||
         bad "--recipe scatternet: exit $RC: $OUT $ERR"
     grep -q '"recipe": "scatternet"' "$TMP/s.json" 2>/dev/null && ok || bad "the JSON does not name the recipe"
+    # its weights are averaged (--ema 0.99), which --ema 0 turns off
+    grep -q '"ema_decay": 0.98999999999999999' "$TMP/s.json" 2>/dev/null && [[ "$OUT" == *"averaging: "*"decay 0.99"* ]] &&
+        ok || bad "--recipe scatternet does not average the weights: $(grep ema "$TMP/s.json" 2>/dev/null)"
     # it learns: well above chance after 2 epochs on 2000 rows
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["test_accuracy"] > 0.5 else 1)' \
         "$TMP/s.json" 2>/dev/null && ok || bad "scatternet did not learn: $(cat "$TMP/s.json" 2>/dev/null)"

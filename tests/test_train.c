@@ -902,8 +902,12 @@ static void test_ema(void) {
         p.epochs = t;
         CHECK_OK(dp_train(m, &d, NULL, &p, &r));
         const float *w = dp_model_params(m);
-        for (size_t j = 0; j < np; j++) avg[j] = (float)(decay * avg[j] + (1.0 - decay) * w[j]);
+        /* warmed up: min(decay, t / (9 + t)) after the t-th step (0.1, 0.18, 0.25, 0.31, then 0.36) */
+        const double dt = fmin(decay, t / (9.0 + t));
+        CHECK_CLOSE(dp_train_ema_decay_at(decay, t - 1), dt, 1e-15);
+        for (size_t j = 0; j < np; j++) avg[j] = (float)(dt * avg[j] + (1.0 - dt) * w[j]);
     }
+    CHECK_CLOSE(dp_train_ema_decay_at(decay, 100), decay, 0);
     set_params(m, w0);
     p.epochs = T;
     p.ema_decay = decay;

@@ -208,6 +208,7 @@ typedef struct {
     int no_normalize;          /* 1: pixels as read ([0, 1]), as --normalize none */
     double lr, momentum, max_grad_norm;
     int expected_batch, epochs;
+    double ema; /* --ema's default: 0 (none) */
 } dp_cli_recipe;
 const dp_cli_recipe *dp_cli_recipe_find(const char *name);
 /* --recipe NAME in argv, else the recipe of --model (transformer has its own), else cnn;

@@ -87,8 +87,8 @@ void dp_cmd_train_usage(FILE *f) {
 "  --beta1 X, --beta2 X    Adam/AdamW moment decay [0.9, 0.999]\n"
 "  --lr-schedule S         constant | cosine: lr (1 + cos(pi t / T)) / 2 at step t of T [constant]\n"
 "  --ema DECAY             evaluate and keep an exponential moving average of the weights,\n"
-"                          a <- DECAY a + (1 - DECAY) w after each step (post-processing: free\n"
-"                          in privacy) [0: off]\n"
+"                          a <- d a + (1 - d) w after step t with d = min(DECAY, (1 + t) / (10 +\n"
+"                          t)) (post-processing: free in privacy) [0: off; scatternet 0.99]\n"
 "  --augmult K             augmentation multiplicity (De et al. 2022): each sampled example\n"
 "                          becomes K random crops and flips of itself; its gradient is their\n"
 "                          average, clipped as one, so epsilon is unchanged. Images only (not\n"
@@ -271,6 +271,7 @@ int dp_cmd_train(int argc, char **argv) {
     p.max_grad_norm = recipe->max_grad_norm;
     p.expected_batch = recipe->expected_batch;
     p.epochs = recipe->epochs;
+    p.ema_decay = recipe->ema;
     if (recipe->no_normalize) mo.norm_mode = 2;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -616,6 +617,9 @@ int dp_cmd_train(int argc, char **argv) {
             printf("memory plan: a non-private step of %d samples allocates %.1f MiB\n", p.expected_batch,
                    (double)dp_model_plan_bytes(m, p.clipping, p.expected_batch, 1) / (1024.0 * 1024.0));
         }
+        if (p.ema_decay > 0)
+            printf("averaging: each epoch evaluates, and the run keeps, an exponential moving average of the weights "
+                   "(decay %g; post-processing, free in privacy)\n", p.ema_decay);
         if (p.clip_quantile > 0)
             printf("adaptive clipping: C moves toward the %g-quantile of the per-sample norms (rate %g, count noise %g "
                    "examples); the gradient's noise multiplier is raised so that epsilon is that of sigma alone\n",

@@ -94,7 +94,8 @@ typedef struct {
      * caller must label them as not covered by epsilon (docs/privacy.md). */
     int report_nonprivate;
     /* 0: off. In (0, 1): an exponential moving average of the parameters, a <- d a + (1 - d) w
-     * after every step (De et al. 2022), is what each epoch evaluates and what the model holds
+     * after every step t = 0, 1, ... with d = dp_train_ema_decay_at(ema_decay, t) (the decay,
+     * warmed up over the first steps; De et al. 2022), is what each epoch evaluates and what the model holds
      * at the end; the live parameters train on. Post-processing of the released iterates: free
      * in privacy. Checkpointed ("state.ema"). */
     double ema_decay;
@@ -157,6 +158,10 @@ typedef struct {
 } dp_train_params;
 
 enum { DP_LR_CONSTANT = 0, DP_LR_COSINE = 1 };
+/* the averaging's decay after step t (0-based): min(decay, (1 + t) / (10 + t)), so that the
+ * average of a short run is not held at the initial weights (the warm-up of De et al. 2022 and
+ * TensorFlow's ExponentialMovingAverage) */
+double dp_train_ema_decay_at(double decay, long t);
 /* the learning rate of step t (0-based) of T under a schedule */
 double dp_train_lr_at(int schedule, double lr, long t, long T);
 

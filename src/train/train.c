@@ -37,6 +37,11 @@ dp_train_params dp_train_default_params(void) {
     return p;
 }
 
+double dp_train_ema_decay_at(double decay, long t) {
+    const double warm = (1.0 + (double)t) / (10.0 + (double)t);
+    return decay < warm ? decay : warm;
+}
+
 double dp_train_lr_at(int schedule, double lr, long t, long T) {
     if (schedule != DP_LR_COSINE || T <= 0) return lr;
     return lr * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)t / (double)T));
@@ -466,7 +471,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
             if (count == 0) r.empty_batches++;
             if (comm && (st = check_replicas(comm, params, np, step + 1)) != DP_OK) goto done;
             if (ema) { /* post-processing of the released iterates: free in privacy */
-                const double d = p->ema_decay;
+                const double d = dp_train_ema_decay_at(p->ema_decay, step);
 #pragma omp parallel for schedule(static) if (np > 65536)
                 for (size_t j = 0; j < np; j++) ema[j] = (float)(d * ema[j] + (1.0 - d) * params[j]);
             }
