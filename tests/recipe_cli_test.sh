@@ -128,6 +128,13 @@ PY
     # its weights are averaged (--ema 0.99), which --ema 0 turns off
     grep -q '"ema_decay": 0.98999999999999999' "$TMP/s.json" 2>/dev/null && [[ "$OUT" == *"averaging: "*"decay 0.99"* ]] &&
         ok || bad "--recipe scatternet does not average the weights: $(grep ema "$TMP/s.json" 2>/dev/null)"
+    # --scatter-angles: another filter bank (6 angles: 1 + 12 + 72 = 49 channels), refused without the recipe
+    run train --recipe scatternet --scatter-angles 6 --model "groupnorm(7) flatten linear(10)" --train-limit 600 \
+        --test-limit 100 --epochs 1 --batch-size 300
+    [[ $RC -eq 0 && "$OUT" == *"J 2, 6 angles: 49x7x7"* && "$OUT" == *"24118 parameters"* ]] && ok ||
+        bad "--scatter-angles 6: exit $RC: $OUT $ERR"
+    run train --scatter-angles 6 --train-limit 600 --epochs 1
+    [[ $RC -eq 2 && "$ERR" == *"--scatter-angles: only with"* ]] && ok || bad "--scatter-angles without the recipe: $ERR"
     # it learns: well above chance after 2 epochs on 2000 rows
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["test_accuracy"] > 0.5 else 1)' \
         "$TMP/s.json" 2>/dev/null && ok || bad "scatternet did not learn: $(cat "$TMP/s.json" 2>/dev/null)"

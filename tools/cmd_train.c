@@ -48,6 +48,8 @@ void dp_cmd_train_usage(FILE *f) {
 "                          \"conv2d(16,8,s2,p2) tanh maxpool(2,1) flatten linear(10)\" [cnn],\n"
 "                          or FILE.onnx, a graph exported from PyTorch (docs/onnx.md)\n"
 "                          (grammar and the transformer: docs/model-spec.md)\n"
+"  --scatter-angles L      --recipe scatternet: the filter bank's angles, 1..16 (1 + 2L + 2L^2\n"
+"                          channels of 7 x 7; give --model a GroupNorm that divides them) [8]\n"
 "  --freeze I|NAME         freeze layer I, or every layer named NAME or NAME.* (a module-name\n"
 "                          prefix such as bert.embeddings) (repeatable)\n");
     dp_cli_model_usage(f);
@@ -261,6 +263,7 @@ int dp_cmd_train(int argc, char **argv) {
     double wd = NAN, beta1 = NAN, beta2 = NAN;
     int nesterov = 0;
     const char *private_flag = NULL; /* the last flag given that only a private run uses */
+    int scatter_l = 0; /* --scatter-angles: the filter bank's angles (0: the recipe's) */
     const char *augment_flag = NULL; /* --augment-pad or --no-flip, which need --augmult */
     /* the recipe first: its fields are defaults that the flags below override */
     const dp_cli_recipe *recipe = dp_cli_recipe_pick(argc, argv);
@@ -334,6 +337,11 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &p.ema_decay)) return 2;
             if (!(p.ema_decay >= 0 && p.ema_decay < 1)) return dp_cli_die("--ema: the decay must be in [0, 1)");
+        } else if (!strcmp(a, "--scatter-angles")) {
+            NEED_VALUE;
+            long lv;
+            if (!dp_cli_parse_long(a, v, 1, 16, &lv)) return 2;
+            scatter_l = (int)lv;
         } else if (!strcmp(a, "--lr-schedule")) {
             NEED_VALUE;
             if (!strcmp(v, "constant")) p.lr_schedule = DP_LR_CONSTANT;
@@ -434,6 +442,11 @@ int dp_cmd_train(int argc, char **argv) {
         fprintf(stderr, "%s: %s: needs --augmult K (it sets how the augmented copies are made)\n", prog, augment_flag);
         return 2;
     }
+    if (scatter_l && !(recipe->scatter_j > 0)) {
+        fprintf(stderr, "%s: --scatter-angles: only with a recipe that uses the scattering transform (--recipe "
+                        "scatternet)\n", prog);
+        return 2;
+    }
     if (p.augmult && recipe->scatter_j > 0) {
         fprintf(stderr, "%s: --augmult: not with --recipe %s (its features are the scattering transform's, cached "
                         "once, not images to crop and flip)\n", prog, recipe->name);
@@ -501,7 +514,7 @@ int dp_cmd_train(int argc, char **argv) {
     dp_model *m = NULL;
     int rc = 1, K;
     dp_cli_data_info info;
-    const dp_cli_data_spec ds = {.scatter_j = recipe->scatter_j, .scatter_l = recipe->scatter_l,
+    const dp_cli_data_spec ds = {.scatter_j = recipe->scatter_j, .scatter_l = scatter_l ? scatter_l : recipe->scatter_l,
                                  .data = o.data, .model_name = o.model_name, .train_limit = o.train_limit,
                                  .test_limit = test_limit, .mo = &mo, .seed = p.seed, .info = &info};
     int bad = dp_cli_load_data_and_model(&ds, &tr, &te, &K, &m);
