@@ -78,4 +78,20 @@ static inline dp_status t_epsilon1(dp_accountant_kind k, double q, double sigma,
     return st;
 }
 
+/* a copy of the model's parameters (dp_free it) */
+static inline float *copy_params(dp_model *m) {
+    size_t n = dp_model_num_params(m);
+    float *p = dp_alloc(sizeof(float) * n);
+    memcpy(p, dp_model_params(m), sizeof(float) * n);
+    return p;
+}
+
+/* whether the last error message contains s (says which it was when not) */
+static inline int msg_has(const char *s) {
+    const char *e = dp_last_error();
+    int ok = e && strstr(e, s) != NULL;
+    if (!ok) fprintf(stderr, "  message \"%s\" does not contain \"%s\"\n", e ? e : "(null)", s);
+    return ok;
+}
+
 #endif

@@ -202,19 +202,6 @@ static void test_augment_apply(void) {
     CHECK(all && flips > 850 && flips < 1150);
 }
 
-static float *copy_params(dp_model *m) {
-    float *p = dp_alloc(sizeof(float) * dp_model_num_params(m));
-    memcpy(p, dp_model_params(m), sizeof(float) * dp_model_num_params(m));
-    return p;
-}
-
-static int msg_has(const char *s) {
-    const char *e = dp_last_error();
-    int ok = e && strstr(e, s) != NULL;
-    if (!ok) fprintf(stderr, "  message \"%s\" does not contain \"%s\"\n", e ? e : "(null)", s);
-    return ok;
-}
-
 /* dp_train with augmult: epsilon as without it, reproducible, resumable bit-identically,
  * refusals naming their field */
 static void test_train_augmult(void) {

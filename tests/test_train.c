@@ -13,12 +13,6 @@
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
-static float *copy_params(dp_model *m) {
-    size_t n = dp_model_num_params(m);
-    float *p = dp_alloc(sizeof(float) * n);
-    memcpy(p, dp_model_params(m), sizeof(float) * n);
-    return p;
-}
 
 static void set_params(dp_model *m, const float *p) {
     memcpy(dp_model_params(m), p, sizeof(float) * dp_model_num_params(m));
@@ -41,12 +35,6 @@ static dp_train_params small_params(void) {
     return p;
 }
 
-static int msg_has(const char *s) {
-    const char *e = dp_last_error();
-    int ok = e && strstr(e, s) != NULL;
-    if (!ok) fprintf(stderr, "  message \"%s\" does not contain \"%s\"\n", e ? e : "(null)", s);
-    return ok;
-}
 
 /* ---- virtual batches ------------------------------------------------------------------ */
 
