@@ -128,6 +128,14 @@ PY
     # its weights are averaged (--ema 0.99), which --ema 0 turns off
     grep -q '"ema_decay": 0.98999999999999999' "$TMP/s.json" 2>/dev/null && [[ "$OUT" == *"averaging: "*"decay 0.99"* ]] &&
         ok || bad "--recipe scatternet does not average the weights: $(grep ema "$TMP/s.json" 2>/dev/null)"
+    # a smaller budget brings fewer epochs, unless --epochs is given
+    for ee in "1 20" "2 40" "3 60" "1.5 40"; do
+        set -- $ee
+        run train --recipe scatternet --epsilon "$1" --train-limit 300 --test-limit 50 --batch-size 150 --quiet --out "$TMP/e.json"
+        [[ $RC -eq 0 ]] && grep -q "\"epochs\": $2," "$TMP/e.json" && ok || bad "--epsilon $1: expected $2 epochs: $(grep epochs "$TMP/e.json")"
+    done
+    run train --recipe scatternet --epsilon 1 --epochs 3 --train-limit 300 --test-limit 50 --batch-size 150 --quiet --out "$TMP/e.json"
+    [[ $RC -eq 0 ]] && grep -q '"epochs": 3,' "$TMP/e.json" && ok || bad "--epochs 3 does not override the budget's epochs"
     # --scatter-angles: another filter bank (6 angles: 1 + 12 + 72 = 49 channels), refused without the recipe
     run train --recipe scatternet --scatter-angles 6 --model "groupnorm(7) flatten linear(10)" --train-limit 600 \
         --test-limit 100 --epochs 1 --batch-size 300

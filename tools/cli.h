@@ -209,6 +209,8 @@ typedef struct {
     double lr, momentum, max_grad_norm;
     int expected_batch, epochs;
     double ema; /* --ema's default: 0 (none) */
+    /* the epochs for a target epsilon <= 1 and <= 2 when --epochs is not given (0: epochs) */
+    int epochs_eps1, epochs_eps2;
 } dp_cli_recipe;
 const dp_cli_recipe *dp_cli_recipe_find(const char *name);
 /* --recipe NAME in argv, else the recipe of --model (transformer has its own), else cnn;

@@ -264,6 +264,7 @@ int dp_cmd_train(int argc, char **argv) {
     int nesterov = 0;
     const char *private_flag = NULL; /* the last flag given that only a private run uses */
     int scatter_l = 0; /* --scatter-angles: the filter bank's angles (0: the recipe's) */
+    int epochs_given = 0;
     const char *augment_flag = NULL; /* --augment-pad or --no-flip, which need --augmult */
     /* the recipe first: its fields are defaults that the flags below override */
     const dp_cli_recipe *recipe = dp_cli_recipe_pick(argc, argv);
@@ -286,6 +287,7 @@ int dp_cmd_train(int argc, char **argv) {
                                                    "--clip-quantile", "--clip-lr", "--clip-count-noise"};
         for (size_t f = 0; f < sizeof private_only / sizeof private_only[0]; f++)
             if (!strcmp(a, private_only[f])) private_flag = private_only[f];
+        if (!strcmp(a, "--epochs")) epochs_given = 1;
         int common = dp_cli_train_flag(&o, a, v, &i);
         if (common < 0) return 2;
         if (common) continue;
@@ -442,6 +444,10 @@ int dp_cmd_train(int argc, char **argv) {
         fprintf(stderr, "%s: %s: needs --augmult K (it sets how the augmented copies are made)\n", prog, augment_flag);
         return 2;
     }
+    /* a recipe's epochs for a smaller budget (docs/results.md), unless --epochs was given: fewer,
+     * less noisy steps suit it */
+    if (!epochs_given && !p.no_dp && p.noise_multiplier <= 0 && recipe->epochs_eps2 && p.target_epsilon <= 2)
+        p.epochs = p.target_epsilon <= 1 && recipe->epochs_eps1 ? recipe->epochs_eps1 : recipe->epochs_eps2;
     if (scatter_l && !(recipe->scatter_j > 0)) {
         fprintf(stderr, "%s: --scatter-angles: only with a recipe that uses the scattering transform (--recipe "
                         "scatternet)\n", prog);
