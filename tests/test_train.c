@@ -1108,7 +1108,20 @@ static void test_adaptive_clipping(void) {
     CHECK(system(cmd) == 0);
     dp_free(full);
 
-    /* (f) refusals */
+    /* (f) a C that leaves the range of a double stops the run, after the step that was released
+     * is recorded: its epsilon is spent (step API, which keeps the accountant) */
+    p.epochs = 2;
+    p.clip_lr = 1e300;
+    dp_trainer *tr = NULL;
+    CHECK_OK(dp_trainer_create(m, &d, &p, &tr));
+    CHECK(dp_trainer_step(tr, NULL) == DP_ERR_NONFINITE && msg_has("adaptive clipping: the clipping norm left"));
+    double spent = 0;
+    CHECK_OK(dp_trainer_epsilon(tr, &spent));
+    if (!(spent > 0)) fprintf(stderr, "  a released step was not recorded: epsilon %g\n", spent);
+    CHECK(spent > 0);
+    dp_trainer_destroy(tr);
+    p.clip_lr = 0.2;
+    /* (g) refusals */
     p.clip_quantile = 1.0;
     CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("clip_quantile 1:"));
     p.clip_quantile = 0.5;

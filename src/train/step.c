@@ -270,29 +270,35 @@ dp_status dp__step_adaptive(dp_step *s, const dp_train_params *p) {
         return dp_fail(DP_ERR_RANGE, "clip_count_noise %g: adaptive clipping needs twice the count's noise above the "
                        "noise multiplier %g (the count alone would spend the budget)", s->count_std, s->sigma);
     s->noise_sigma = 1.0 / sqrt(rest);
+    if (!isfinite(s->noise_sigma * p->max_grad_norm))
+        return dp_fail(DP_ERR_RANGE, "clip_count_noise %g: the gradient's noise multiplier %g x max_grad_norm %g is not "
+                       "a finite number (twice the count's noise is too close to sigma %g)", s->count_std,
+                       s->noise_sigma, p->max_grad_norm, s->sigma);
     return DP_OK;
 }
 
-/* Adaptive clipping's update after the release: the count of the examples with norm <= C
- * (centred, summed over the ranks) gets Gaussian noise once (rank 0, from the step's noise
- * source), every rank receives the same noisy value and moves C alike. */
+/* Adaptive clipping's update after the release (and after the accountant has recorded the
+ * step): the count of the examples with norm <= C (centred, summed over the ranks) gets
+ * Gaussian noise once, rank 0 computes the next C from it, and every rank receives that C
+ * (a sum in which the others add 0: the same bits everywhere, whatever their libm's exp). */
 static dp_status adapt_clip(dp_step *s, const dp_step_stats *o) {
     const dp_train_comm *comm = s->comm;
     static const unsigned char one[1] = {1}; /* a mask: the scaled noise functions read it */
-    float v[1] = {0.0f}; /* halves of integers: exact in float up to 2^23 examples */
+    double C = 0;
     dp_status st;
     if (!comm || comm->rank == 0) {
-        v[0] = s->zero_clipped ? 0.0f : (float)o->centred;
+        float v[1] = {s->zero_clipped ? 0.0f : (float)o->centred}; /* halves of integers: exact below 2^23 */
         const double std = s->noise_scale * s->count_std;
         if (s->crng) dp_secure_noise_gaussian_scaled(v, 1, one, std, 1.0, s->crng);
         else dp_noise_gaussian_scaled(v, 1, one, std, 1.0, s->rn);
+        const double b = (double)v[0] / s->expected + 0.5; /* the noisy fraction with norm <= C */
+        C = s->clip.max_grad_norm * exp(-s->clip_lr * (b - s->clip_quantile));
     }
-    if (comm && (st = comm->sum_f32(comm->user, v, 1)) != DP_OK) return st;
-    const double b = (double)v[0] / s->expected + 0.5; /* the noisy fraction with norm <= C */
-    const double C = s->clip.max_grad_norm * exp(-s->clip_lr * (b - s->clip_quantile));
-    if (!(C > 0) || !isfinite(C))
-        return dp_fail(DP_ERR_NONFINITE, "adaptive clipping: the clipping norm left the range of a double (%g); training "
-                       "stopped (lower clip_lr)", C);
+    if (comm && (st = comm->sum_f64(comm->user, &C, 1)) != DP_OK) return st;
+    /* the next step's noise has std sigma_g C: it must stay a finite number too */
+    if (!(C > 0) || !isfinite(C) || !isfinite(C * s->noise_sigma))
+        return dp_fail(DP_ERR_NONFINITE, "adaptive clipping: the clipping norm left the range of a double (%g, noise "
+                       "multiplier %g); training stopped (lower clip_lr)", C, s->noise_sigma);
     s->clip.max_grad_norm = C;
     return DP_OK;
 }
@@ -336,7 +342,6 @@ static dp_status release(dp_step *s, dp_step_stats *o, fused_end *f) {
         memset(grad, 0, np * sizeof *grad); /* x + 0 = x: the second sum hands rank 0's result on */
     }
     if (comm && (st = comm->sum_f32(comm->user, grad, np)) != DP_OK) return st;
-    if (s->clip_quantile > 0) return adapt_clip(s, o); /* C for the next step */
     return DP_OK;
 }
 
@@ -386,6 +391,9 @@ dp_status dp_step_run(dp_step *s, const size_t *idx, size_t count, dp_step_stats
         for (size_t j = 0; j < np; j++) bad |= !isfinite(params[j]);
     }
     if (!s->no_dp && (st = dp_accountant_step(s->acc, s->q, s->sigma, 1)) != DP_OK) return st;
+    /* C for the next step, once the step (its count included) is recorded: a failure here
+     * leaves no released step unaccounted */
+    if (!s->no_dp && s->clip_quantile > 0 && (st = adapt_clip(s, &o)) != DP_OK) return st;
     if (bad)
         return dp_fail(DP_ERR_NONFINITE, "a parameter became non-finite; training stopped (the update overflowed: lower "
                        "lr, or check max_grad_norm, noise_multiplier and weight_decay)");
