@@ -299,6 +299,15 @@ def _core_params(model, *, epsilon, delta, noise_multiplier, accountant, batch_s
     return p
 
 
+def _adaptive(p, clip_quantile, clip_lr, clip_count_noise):
+    """adaptive clipping's settings into p (the library checks their ranges)"""
+    for name, value in (("clip_quantile", clip_quantile), ("clip_lr", clip_lr), ("clip_count_noise", clip_count_noise)):
+        if value is not None:
+            setattr(p, name, _check.real(name, value))
+    if (clip_lr is not None or clip_count_noise is not None) and clip_quantile is None:
+        raise InvalidArgument("clip_lr, clip_count_noise: adaptive clipping's settings need clip_quantile")
+
+
 def _augment(p, model, data, augmult, augment_pad, augment_flip):
     """augmult, augment_pad, augment_flip into p; the training rows then have the model's image shape
     (the library checks that it is one: not token ids, height and width >= 2)"""
@@ -390,14 +399,10 @@ def train(model, x, y, *, x_test=None, y_test=None, loss="xent", epsilon=3.0, de
                      no_dp=no_dp, noise_seed=noise_seed, seed=seed, report_nonprivate=report_nonprivate)
     no_dp = p.no_dp
     p.ema_decay = _check.real("ema", ema)
-    for name, value in (("clip_quantile", clip_quantile), ("clip_lr", clip_lr), ("clip_count_noise", clip_count_noise)):
-        if value is not None:
-            setattr(p, name, _check.real(name, value))
+    _adaptive(p, clip_quantile, clip_lr, clip_count_noise)
     if lr_schedule not in ("constant", "cosine"):
         raise InvalidArgument("lr_schedule %r: unknown (constant, cosine)" % (lr_schedule,))
     p.lr_schedule = 1 if lr_schedule == "cosine" else 0
-    if (clip_lr is not None or clip_count_noise is not None) and clip_quantile is None:
-        raise InvalidArgument("clip_lr, clip_count_noise: adaptive clipping's settings need clip_quantile")
     p.test_private = _check.flag("test_private", test_private)
     p.eval_batch = _check.integer("eval_batch_size", eval_batch_size, 1, _check.INT_MAX)
     keep = []  # the C strings must outlive dp_train
@@ -572,14 +577,16 @@ class PrivateTrainer:
     what train() gives (bit-identical weights with noise_seed). step(indices) runs the step on a
     batch you chose: the epsilon reported then holds only if those indices ARE a Poisson sample at
     rate sample_rate drawn independently of the data from a secret source (sample() draws one).
-    Ctrl-C between steps is an ordinary KeyboardInterrupt: each step is whole. Not here (train()
-    has them): ema, checkpoints, test evaluation inside the loop (call model.evaluate)."""
+    Ctrl-C between steps is an ordinary KeyboardInterrupt: each step is whole. Adaptive clipping
+    (clip_quantile, clip_lr, clip_count_noise) as in train(). Not here (train() has them): ema,
+    lr_schedule (set t.lr yourself), augmult, checkpoints, test evaluation inside the loop (call
+    model.evaluate)."""
 
     def __init__(self, model, x, y, *, loss="xent", epsilon=3.0, delta=1e-5, noise_multiplier=None, accountant="prv",
                  batch_size=2048, physical_batch=None, epochs=40, clipping="auto", max_grad_norm=0.1,
                  mem_budget=None, optimizer="sgd", lr=None, momentum=None, nesterov=False, weight_decay=None,
                  beta1=None, beta2=None, no_dp=False, noise_seed=None, seed=None, report_nonprivate=False,
-                 threads=None):
+                 threads=None, clip_quantile=None, clip_lr=None, clip_count_noise=None):
         from .models import Model
         self._h = None
         if not isinstance(model, Model):
@@ -591,6 +598,7 @@ class PrivateTrainer:
                          optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay, beta1=beta1, beta2=beta2, no_dp=no_dp, noise_seed=noise_seed,
                          seed=seed, report_nonprivate=report_nonprivate)
+        _adaptive(p, clip_quantile, clip_lr, clip_count_noise)
         self._threads = None if threads is None else _check.integer("threads", threads, 1, 4096)
         self._data = _Data(model, x, y, "x", "y", min_rows=2, mse=mse)  # borrowed by the trainer: kept alive here
         self.model = model  # likewise

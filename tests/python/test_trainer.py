@@ -21,7 +21,7 @@ KW = dict(epochs=3, batch_size=50, epsilon=4.0, delta=1e-4, accountant="rdp", lr
           noise_seed=9, threads=2)
 
 
-@pytest.mark.parametrize("extra", [{}, {"no_dp": True}])
+@pytest.mark.parametrize("extra", [{}, {"no_dp": True}, {"clip_quantile": 0.5, "clip_lr": 0.3, "clip_count_noise": 5}])
 def test_steps_equal_train_bit_for_bit(extra):
     x, y = data()
     kw = dict(KW, **extra)
