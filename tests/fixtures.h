@@ -94,4 +94,19 @@ static inline int msg_has(const char *s) {
     return ok;
 }
 
+#if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200809L && defined(DP_BINARY_DIR) /* mkdtemp */
+/* a new directory DP_BINARY_DIR/NAME.XXXXXX in dir (cap bytes); 0 when it could not be made */
+static inline int t_scratch_dir(char *dir, size_t cap, const char *name) {
+    snprintf(dir, cap, "%s/%s.XXXXXX", DP_BINARY_DIR, name);
+    return mkdtemp(dir) != NULL;
+}
+#endif
+
+/* removes a directory and what it holds (rm -rf); 0 on success */
+static inline int t_remove_dir(const char *dir) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
 #endif

@@ -236,8 +236,7 @@ static void test_train_augmult(void) {
     CHECK(memcmp(aug, dp_model_params(m), sizeof(float) * np) == 0);
     /* resumed after the first epoch: bit-identical; another augmult is refused without force */
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/test_augmult.XXXXXX", DP_BINARY_DIR);
-    CHECK(mkdtemp(dir) != NULL);
+    CHECK(t_scratch_dir(dir, sizeof dir, "test_augmult"));
     memcpy(dp_model_params(m), p0, sizeof(float) * np);
     p.epochs = 1;
     p.checkpoint_dir = dir;
@@ -260,9 +259,7 @@ static void test_train_augmult(void) {
     p.augmult = 2;
     CHECK(dp_train(m, &d, NULL, &p, &r2) == DP_ERR_INVALID && msg_has("augmult"));
     p.checkpoint_dir = p.resume = NULL;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(t_remove_dir(dir) == 0);
     /* no_dp: supported, the copies' mean gradient */
     p.no_dp = 1;
     p.augmult = 2;

@@ -1009,9 +1009,7 @@ int main(void) {
     test_resume();
     test_stop_and_lock();
     test_secure();
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    if (t_remove_dir(tmpdir) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
     return t_finish("test_checkpoint");
 }
 

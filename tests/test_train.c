@@ -908,8 +908,7 @@ static void test_ema(void) {
     CHECK_CLOSE(r.test_accuracy, acc, 0); /* the figure reported is the average's */
     /* resumed halfway: the same average */
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/test_train_ema.XXXXXX", DP_BINARY_DIR);
-    CHECK(mkdtemp(dir) != NULL);
+    CHECK(t_scratch_dir(dir, sizeof dir, "test_train_ema"));
     float *full = copy_params(m);
     set_params(m, w0);
     p.epochs = 2;
@@ -926,9 +925,7 @@ static void test_ema(void) {
     CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("ema_decay 1:"));
     p.ema_decay = -0.1;
     CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(t_remove_dir(dir) == 0);
     free(avg);
     dp_free(w0);
     dp_free(full);
@@ -1076,8 +1073,7 @@ static void test_adaptive_clipping(void) {
 
     /* (e) a resumed run goes on with the checkpoint's C: bit-identical to an uninterrupted one */
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/test_train_adaptive.XXXXXX", DP_BINARY_DIR);
-    CHECK(mkdtemp(dir) != NULL);
+    CHECK(t_scratch_dir(dir, sizeof dir, "test_train_adaptive"));
     p.noise_multiplier = 1.0;
     p.clip_count_noise = 3.0;
     p.clip_lr = 0.2;
@@ -1103,9 +1099,7 @@ static void test_adaptive_clipping(void) {
     p.clip_quantile = 0.4; /* another target: only with force */
     CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_INVALID && msg_has("clip_quantile"));
     p.checkpoint_dir = p.resume = NULL;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(t_remove_dir(dir) == 0);
     dp_free(full);
 
     /* (f) a C that leaves the range of a double stops the run, after the step that was released
@@ -1174,8 +1168,7 @@ static void test_lr_schedule(void) {
     CHECK(moved > 0 && err <= 1e-6 * moved);
     /* resumed after the first of 4 epochs: the same weights */
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/test_train_lrs.XXXXXX", DP_BINARY_DIR);
-    CHECK(mkdtemp(dir) != NULL);
+    CHECK(t_scratch_dir(dir, sizeof dir, "test_train_lrs"));
     p.epochs = 4;
     set_params(m, w0);
     CHECK_OK(dp_train(m, &d, NULL, &p, &r));
@@ -1196,9 +1189,7 @@ static void test_lr_schedule(void) {
     p.checkpoint_dir = p.resume = NULL;
     p.lr_schedule = 7;
     CHECK(dp_train(m, &d, NULL, &p, &r) == DP_ERR_RANGE && msg_has("lr_schedule 7"));
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(t_remove_dir(dir) == 0);
     dp_free(full);
     dp_free(hand);
     dp_free(w0);
