@@ -69,12 +69,15 @@ static dp_status with_suffix(dp_status st, const char *suffix) {
     return dp_fail(st, "%s%s", dp_last_error(), suffix);
 }
 
+/* rows per example: augmentation multiplicity's copies, else 1 */
+static int rows_per_example(const dp_step *s) { return s->augmult > 1 ? s->augmult : 1; }
+
 /* Bytes a chunk of n examples takes by the memory plan: the model's step and this file's buffers
  * (with augmentation multiplicity K, n K rows) */
 static double chunk_bytes(dp_step *s, int n) {
     dp_model *m = s->model;
     const double row = sizeof(float) * ((double)dp_model_input_size(m) + dp_model_output_size(m) + 1) + sizeof(int32_t);
-    const int rows = n * (s->augmult > 1 ? s->augmult : 1);
+    const int rows = n * rows_per_example(s);
     return (double)(s->no_dp ? dp_model_plan_bytes(m, s->clip.mode, rows, 1) : dp_model_clip_plan_bytes(m, &s->clip, rows)) +
            row * rows;
 }
@@ -87,7 +90,7 @@ static dp_status nomem_hint(dp_step *s) {
      * membership bit and is not released */
     size_t chunk = s->expected >= 1 ? (size_t)ceil(s->expected) : 1;
     if (s->physical_batch > 0 && (size_t)s->physical_batch < chunk) chunk = (size_t)s->physical_batch;
-    const size_t lim = (size_t)(1 << 30) / (size_t)(s->augmult > 1 ? s->augmult : 1); /* rows fit an int */
+    const size_t lim = (size_t)(1 << 30) / (size_t)rows_per_example(s); /* rows fit an int */
     const int B = chunk > lim ? (int)lim : (int)chunk; /* examples */
     const double need = chunk_bytes(s, B), MiB = 1024.0 * 1024.0;
     char sfx[256];
@@ -164,7 +167,7 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
     dp_model *m = s->model;
     const size_t dim = dp_model_input_size(m);
     const int K = dp_model_output_size(m);
-    const int G = s->augmult > 1 ? s->augmult : 1; /* rows per example */
+    const int G = rows_per_example(s);
     size_t chunk = count ? count : 1; /* buffers for what is processed at once, never more */
     if (s->physical_batch > 0 && (size_t)s->physical_batch < chunk) chunk = (size_t)s->physical_batch;
     dp_status st = reserve(s, chunk * (size_t)G);
@@ -206,14 +209,11 @@ static dp_status accumulate(dp_step *s, const size_t *idx, size_t count, dp_step
         }
         if (st == DP_ERR_NONFINITE) return with_suffix(st, "; training stopped (lower lr?)");
         if (st != DP_OK) return st;
-        if (G == 1)
-            for (int i = 0; i < B; i++) o->lsum += s->lv[i];
-        else /* an example's loss: the mean over its copies */
-            for (int i = 0; i < E; i++) {
-                double l = 0;
-                for (int c = 0; c < G; c++) l += s->lv[i * G + c];
-                o->lsum += l / G;
-            }
+        for (int i = 0; i < E; i++) { /* an example's loss: the mean over its copies */
+            double l = 0;
+            for (int c = 0; c < G; c++) l += s->lv[i * G + c];
+            o->lsum += l / G;
+        }
         o->lcount += (size_t)E;
         if (s->no_dp) {
             stage(s, "backward");
