@@ -99,12 +99,11 @@ static void test_linear(int B, int d, int p, int bias) {
 }
 
 /* ---- conv2d ---- */
-typedef struct { int B, Cin, H, W, Cout, k, s, pad, pl, d, G, Ho, Wo, bias; double *col, *work; } conv_ctx;
+typedef struct { int B; dp__conv_geom g; int bias; double *work; } conv_ctx;
 static void conv_fwd(void *cv, double *y, const double *x, const double *th) {
     conv_ctx *c = cv;
-    size_t nw = (size_t)c->Cout * (c->Cin / c->G) * c->k * c->k;
-    dp__k_conv_fwd_f64(y, c->col, c->work, x, th, c->bias ? th + nw : NULL, c->B, c->Cin, c->H, c->W, c->Cout, c->k, c->s, c->pad,
-                       c->pl, c->d, c->G, c->Ho, c->Wo);
+    size_t nw = (size_t)c->g.Cout * (c->g.Cin / c->g.G) * c->g.k * c->g.k;
+    dp__k_conv_fwd_f64(y, c->work, x, th, c->bias ? th + nw : NULL, c->B, &c->g);
 }
 
 /* d: dilation, G: groups (weight [Cout, Cin / G, k, k]); pad above, pl left, pb below, pr right */
@@ -113,22 +112,18 @@ static void test_conv_pads(int B, int Cin, int Hh, int Ww, int Cout, int k, int 
     const int ext = (k - 1) * d + 1;
     int Ho = (Hh + pad + pb - ext) / s + 1, Wo = (Ww + pl + pr - ext) / s + 1, T = Ho * Wo, D = Cin * k * k, Dg = D / G;
     size_t nw = (size_t)Cout * Dg, nth = nw + (bias ? Cout : 0);
-    double *col = dnew((size_t)B * T * D), *fwork = dnew((size_t)B * T * Cout);
-    conv_ctx c = {B, Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo, bias, col, fwork};
+    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo};
+    double *work = dnew(dp__conv_work(&geom, dp__max_threads()));
+    conv_ctx c = {B, geom, bias, work};
     fd_fn f = {B, (size_t)B * Cin * Hh * Ww, (size_t)B * Cout * T, nth, conv_fwd, &c};
     double *x = dnew(f.nx), *th = dnew(nth), *u = dnew(f.ny), *gx = dnew(f.nx), *gth = dnew(nth), *y = dnew(f.ny);
     double *din = dnew(f.nx), *dth = dnew(nth), *ps = dnew((size_t)B * nth), *sq = dnew(B);
-    int nt = dp__max_threads();
-    size_t wk = (size_t)nt * T * D;
-    if ((size_t)nt * 2 * T * T > wk) wk = (size_t)nt * 2 * T * T;
-    if (DP_CONV_BWD_PARAM_WORK(B, Cout, T, Dg, nt) > wk) wk = DP_CONV_BWD_PARAM_WORK(B, Cout, T, Dg, nt);
-    double *work = dnew(wk);
     fill(x, f.nx, 1);
     fill(th, nth, 0.5);
     fill(u, f.ny, 1);
     fd_grad(&f, gx, x, th, u, 1, 0, f.nx);
     fd_grad(&f, gth, x, th, u, 0, 0, nth);
-    conv_fwd(&c, y, x, th); /* leaves col for the current x */
+    conv_fwd(&c, y, x, th);
     /* the forward against the definition: y[o, oy, ox] = b[o] + sum over the group's channels
      * and the taps of w[o, c, ky, kx] x[g Cin/G + c, oy s - pad + ky d, ox s - pad + kx d] */
     double ef = 0;
@@ -150,19 +145,17 @@ static void test_conv_pads(int B, int Cin, int Hh, int Ww, int Cout, int k, int 
                     if (e > ef) ef = e;
                 }
     CHECK(ef < 1e-12);
-    dp__k_conv_bwd_input_f64(din, work, u, th, B, Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo);
-    dp__k_conv_bwd_param_f64(dth, bias ? dth + nw : NULL, work, u, col, B, Cout, T, D, G);
+    dp__k_conv_bwd_input_f64(din, work, u, th, B, &geom);
+    dp__k_conv_bwd_param_f64(dth, bias ? dth + nw : NULL, work, u, x, B, &geom);
     double ex = max_rel(din, gx, f.nx), et = max_rel(dth, gth, nth);
     CHECK(ex < 1e-7);
     CHECK(et < 1e-7);
-    dp__k_conv_ps_grad_f64(ps, nth, u, col, B, Cout, T, D, G, bias);
-    dp__k_conv_ghost_sq_f64(sq, work, u, col, B, Cout, T, D, G, bias);
+    dp__k_conv_ps_grad_f64(ps, nth, work, u, x, B, &geom, bias);
+    dp__k_conv_ghost_sq_f64(sq, work, u, x, B, &geom, bias);
     double worst = 0, worst_sq = 0;
     for (int i = 0; i < B; i++) {
-        double *col1 = dnew((size_t)T * D);
         conv_ctx c1 = c;
         c1.B = 1;
-        c1.col = col1;
         fd_fn f1 = {1, (size_t)Cin * Hh * Ww, (size_t)Cout * T, nth, conv_fwd, &c1};
         double *g1 = dnew(nth);
         fd_grad(&f1, g1, x + (size_t)i * Cin * Hh * Ww, th, u + (size_t)i * Cout * T, 0, 0, nth);
@@ -171,7 +164,6 @@ static void test_conv_pads(int B, int Cin, int Hh, int Ww, int Cout, int k, int 
         double n2 = dot(g1, g1, nth), es = fabs(sq[i] - n2) / n2;
         if (es > worst_sq) worst_sq = es;
         dp_free(g1);
-        dp_free(col1);
     }
     CHECK(worst < 1e-7);
     CHECK(worst_sq < 1e-7);
@@ -179,7 +171,7 @@ static void test_conv_pads(int B, int Cin, int Hh, int Ww, int Cout, int k, int 
         fprintf(stderr, "conv B%d Cin%d %dx%d Cout%d k%d s%d p%d d%d G%d: forward %g din %g dW %g ps %g ghost %g\n", B,
                 Cin, Hh, Ww, Cout, k, s, pad, d, G, ef, ex, et, worst, worst_sq);
     dp_free(x); dp_free(th); dp_free(u); dp_free(gx); dp_free(gth); dp_free(y); dp_free(din); dp_free(dth);
-    dp_free(ps); dp_free(sq); dp_free(work); dp_free(col); dp_free(fwork);
+    dp_free(ps); dp_free(sq); dp_free(work);
 }
 
 static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias, int d, int G) {
@@ -188,6 +180,52 @@ static void test_conv_dg(int B, int Cin, int Hh, int Ww, int Cout, int k, int s,
 
 static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, int pad, int bias) {
     test_conv_dg(B, Cin, Hh, Ww, Cout, k, s, pad, bias, 1, 1);
+}
+
+/* The convolution kernels work a few samples at a time (dp__conv_chunk: the unfolding of a
+ * chunk in the thread's scratch, not the batch's): a batch spanning several chunks, the last
+ * one partial, gives what one sample at a time gives (forward, input gradient), and the
+ * weight gradient, per-sample gradients and ghost norms agree with one another. */
+static void test_conv_chunks(int B, int Cin, int Hh, int Cout, int k, int s, int pad, int G) {
+    const int Ho = (Hh + 2 * pad - k) / s + 1, T = Ho * Ho, D = Cin * k * k;
+    const dp__conv_geom g = {Cin, Hh, Hh, Cout, k, s, pad, pad, 1, G, Ho, Ho};
+    const int nc = dp__conv_chunk(&g);
+    CHECK(B > 2 * nc && B % nc != 0);
+    const size_t isz = (size_t)Cin * Hh * Hh, osz = (size_t)Cout * T, nw = (size_t)Cout * (D / G), nth = nw + Cout;
+    double *work = dnew(dp__conv_work(&g, dp__max_threads())), *x = dnew(B * isz), *th = dnew(nth), *u = dnew(B * osz);
+    double *y = dnew(B * osz), *y1 = dnew(osz), *din = dnew(B * isz), *din1 = dnew(isz), *dth = dnew(nth);
+    double *ps = dnew((size_t)B * nth), *sq = dnew(B), *sum = dnew(nth);
+    fill(x, B * isz, 1);
+    fill(th, nth, 0.5);
+    fill(u, B * osz, 1);
+    dp__k_conv_fwd_f64(y, work, x, th, th + nw, B, &g);
+    dp__k_conv_bwd_input_f64(din, work, u, th, B, &g);
+    dp__k_conv_bwd_param_f64(dth, dth + nw, work, u, x, B, &g);
+    dp__k_conv_ps_grad_f64(ps, nth, work, u, x, B, &g, 1);
+    dp__k_conv_ghost_sq_f64(sq, work, u, x, B, &g, 1);
+    double ef = 0, ei = 0, eq = 0;
+    for (int i = 0; i < B; i++) {
+        dp__k_conv_fwd_f64(y1, work, x + i * isz, th, th + nw, 1, &g);
+        dp__k_conv_bwd_input_f64(din1, work, u + i * osz, th, 1, &g);
+        double e = max_rel(y + i * osz, y1, osz);
+        if (e > ef) ef = e;
+        e = max_rel(din + i * isz, din1, isz);
+        if (e > ei) ei = e;
+        const double *pi = ps + (size_t)i * nth, n2 = dot(pi, pi, nth);
+        e = fabs(sq[i] - n2) / n2;
+        if (e > eq) eq = e;
+        for (size_t j = 0; j < nth; j++) sum[j] += pi[j];
+    }
+    const double ew = max_rel(dth, sum, nth);
+    CHECK(ef < 1e-12);
+    CHECK(ei < 1e-12);
+    CHECK(ew < 1e-12);
+    CHECK(eq < 1e-12);
+    if (ef >= 1e-12 || ei >= 1e-12 || ew >= 1e-12 || eq >= 1e-12)
+        fprintf(stderr, "conv chunks B%d (chunk %d) Cin%d %d k%d s%d p%d G%d: forward %g din %g dW %g ghost %g\n", B, nc,
+                Cin, Hh, k, s, pad, G, ef, ei, ew, eq);
+    dp_free(work); dp_free(x); dp_free(th); dp_free(u); dp_free(y); dp_free(y1); dp_free(din); dp_free(din1);
+    dp_free(dth); dp_free(ps); dp_free(sq); dp_free(sum);
 }
 
 /* ---- parameter-free layers: input gradient only ---- */
@@ -319,15 +357,17 @@ static void test_f32_vs_f64(void) {
     const int B = 3, Cin = 2, Hh = 9, Ww = 9, Cout = 4, k = 3, s = 2, pad = 1;
     int Ho = (Hh + 2 * pad - k) / s + 1, Wo = Ho, T = Ho * Wo, D = Cin * k * k;
     size_t nx = (size_t)B * Cin * Hh * Ww, ny = (size_t)B * Cout * T, nw = (size_t)Cout * D;
-    double *xd = dnew(nx), *wd = dnew(nw + Cout), *yd = dnew(ny), *cold = dnew((size_t)B * T * D), *wkd = dnew(ny);
-    float *wkf = dp_alloc(ny * 4);
-    float *xf = dp_alloc(nx * 4), *wf = dp_alloc((nw + Cout) * 4), *yf = dp_alloc(ny * 4), *colf = dp_alloc((size_t)B * T * D * 4);
+    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo};
+    const size_t nwk = dp__conv_work(&geom, dp__max_threads());
+    double *xd = dnew(nx), *wd = dnew(nw + Cout), *yd = dnew(ny), *wkd = dnew(nwk);
+    float *wkf = dp_alloc(nwk * 4);
+    float *xf = dp_alloc(nx * 4), *wf = dp_alloc((nw + Cout) * 4), *yf = dp_alloc(ny * 4);
     fill(xd, nx, 1);
     fill(wd, nw + Cout, 1);
     for (size_t j = 0; j < nx; j++) xf[j] = (float)xd[j], xd[j] = xf[j];
     for (size_t j = 0; j < nw + Cout; j++) wf[j] = (float)wd[j], wd[j] = wf[j];
-    dp__k_conv_fwd_f64(yd, cold, wkd, xd, wd, wd + nw, B, Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo);
-    dp__k_conv_fwd_f32(yf, colf, wkf, xf, wf, wf + nw, B, Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo);
+    dp__k_conv_fwd_f64(yd, wkd, xd, wd, wd + nw, B, &geom);
+    dp__k_conv_fwd_f32(yf, wkf, xf, wf, wf + nw, B, &geom);
     double worst = 0;
     for (size_t j = 0; j < ny; j++)
         if (fabs(yf[j] - yd[j]) > worst) worst = fabs(yf[j] - yd[j]);
@@ -343,7 +383,7 @@ static void test_f32_vs_f64(void) {
     }
     CHECK(wt < 1e-6);
     if (wt >= 1e-6) fprintf(stderr, "float tanh: worst relative error %g\n", wt);
-    dp_free(xd); dp_free(wd); dp_free(yd); dp_free(cold); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf); dp_free(colf);
+    dp_free(xd); dp_free(wd); dp_free(yd); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf);
 }
 
 /* ---- scale (nn/layers/scale.c): R rows of C channels of `inner` values ---- */
@@ -599,6 +639,12 @@ int main(void) {
     test_conv_dg(2, 6, 9, 9, 9, 2, 1, 1, 1, 3, 3); /* dilated and grouped */
     test_conv_pads(2, 2, 7, 8, 3, 3, 2, 0, 1, 1, 2, 1, 1, 1); /* asymmetric: SAME_UPPER-like pads */
     test_conv_pads(2, 4, 6, 7, 4, 2, 1, 1, 0, 0, 1, 0, 2, 2); /* asymmetric, dilated, grouped */
+    test_conv(2, 2, 11, 10, 2, 5, 1, 2, 1); /* kernel sizes 5, 6, 7: the unfolding's row copies */
+    test_conv(2, 1, 12, 12, 2, 6, 2, 1, 1);
+    test_conv(1, 2, 13, 13, 3, 7, 3, 3, 0);
+    test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 5 samples a chunk */
+    test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 9 a chunk */
+    test_conv_chunks(37, 4, 6, 8, 3, 1, 1, 2);    /* grouped, 16 a chunk */
     test_act(DP_LAYER_RELU, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_TANH, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_SIGMOID, 2, 2, 3, 3, 0, 0);

@@ -59,9 +59,9 @@ typedef struct {
     int mg, mm, mk, mn, mga, mgb;  /* MATMUL: G products [M, K] x [K, N]; ga/gb 0: one matrix for all G */
     /* memory plan (memplan.c) */
     int need_grad, keep_out, keep_saved, fslot, gslot, last_use;
-    /* buffers: own_* are owned; out/col/xhat/rstd/P/arg/mask point at own or shared memory */
+    /* buffers: own_* are owned; out/xhat/rstd/P/arg/mask point at own or shared memory */
     float *own_out, *own_saved;
-    float *out, *col, *xhat, *rstd, *P;
+    float *out, *xhat, *rstd, *P;
     int32_t *arg;
     unsigned char *mask;
 } dp__node;
@@ -117,7 +117,6 @@ enum {
     DP__LF_READS_OUT = 1 << 3,    /* its input backward reads its own output */
     DP__LF_READS_IN = 1 << 4,     /* its input backward reads its inputs' values */
     DP__LF_PARAM_READS_IN = 1 << 5, /* its weight gradients read its input's values */
-    DP__LF_SAVED_PARAM = 1 << 6,  /* its saved tensors serve only the weight gradients */
     DP__LF_INPLACE = 1 << 7,      /* element-wise: may overwrite its input in inference */
     DP__LF_MULTI = 1 << 8,        /* input backward writes several inputs (bwd_inputs) */
 };

@@ -35,7 +35,7 @@ void dp__free_buffers(dp_model *m) {
         dp__node *l = &m->L[i];
         dp_free(l->own_out);
         dp_free(l->own_saved);
-        l->own_out = l->own_saved = l->out = l->col = l->xhat = l->rstd = l->P = NULL;
+        l->own_out = l->own_saved = l->out = l->xhat = l->rstd = l->P = NULL;
         l->arg = NULL;
         l->mask = NULL;
     }
@@ -75,8 +75,7 @@ static void plan(dp_model *m) {
         for (int j = 0; j < l->nin; j++)
             if (l->in[j] >= 0 && m->L[l->in[j]].need_grad) l->need_grad = 1;
         const unsigned f = dp__ops(l)->flags;
-        /* saved tensors that only weight gradients read (conv's col) serve only trainable nodes */
-        l->keep_saved = f & DP__LF_SAVED_PARAM ? dp__trainable(l) : l->need_grad;
+        l->keep_saved = l->need_grad;
         l->keep_out = k == m->n - 1 || ((f & DP__LF_READS_OUT) && l->need_grad);
         l->last_use = k;
     }

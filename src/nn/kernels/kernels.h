@@ -8,9 +8,29 @@
 int dp__thread_num(void);
 int dp__max_threads(void);
 int dp__num_threads(void);
-/* scratch (in REALs) that conv_bwd_param needs for batch B */
-#define DP_CONV_BWD_PARAM_WORK(B, Cout, T, D, nt) \
-    ((size_t)(Cout) * (size_t)(B) * (size_t)(T) + (size_t)(nt) * (size_t)(Cout) * ((size_t)(D) + 1))
+/* A convolution's geometry: Cin x H x W input, Cout output channels, k x k kernel with taps d
+ * apart (dilation), stride s, padding pt above and pl to the left, G groups, Ho x Wo output. */
+typedef struct {
+    int Cin, H, W, Cout, k, s, pt, pl, d, G, Ho, Wo;
+} dp__conv_geom;
+/* Samples a thread unfolds at a time (kernels_impl.h, Conv2d): about 64k values of unfolding
+ * and GEMM operand, so that they stay in the core's cache, at most 16. (Larger chunks for the
+ * weight gradient, whose GEMM's inner dimension is the chunk's positions, measured slower.) */
+static inline int dp__conv_chunk(const dp__conv_geom *g) {
+    const size_t per = (size_t)g->Ho * g->Wo * ((size_t)g->Cin * g->k * g->k + (size_t)g->Cout);
+    const size_t n = per ? 65536 / per : 16;
+    return n < 1 ? 1 : n > 16 ? 16 : (int)n;
+}
+/* one thread's scratch (in REALs) in the convolution kernels: a chunk's unfolding and GEMM
+ * operand, then the two T x T Grams of a ghost norm or the partial weight gradient */
+static inline size_t dp__conv_thread_work(const dp__conv_geom *g) {
+    const size_t T = (size_t)g->Ho * g->Wo, D = (size_t)g->Cin * g->k * g->k, Dg = D / (size_t)g->G;
+    size_t extra = 2 * T * T;
+    if ((size_t)g->Cout * (Dg + 1) > extra) extra = (size_t)g->Cout * (Dg + 1);
+    return (size_t)dp__conv_chunk(g) * T * (D + (size_t)g->Cout) + extra;
+}
+/* the scratch of the convolution kernels for nt threads, whatever the batch */
+static inline size_t dp__conv_work(const dp__conv_geom *g, int nt) { return (size_t)nt * dp__conv_thread_work(g); }
 
 /* A pooling window's geometry: K x K taps d apart (dilation, max pooling only), stride s,
  * zero padding above, left, below and right; count_pad: average pooling divides by the taps
@@ -30,22 +50,18 @@ int dp__pool_out(long in, long a, long b, long ext, long s, int ceil_mode);
                                  int p, int has_bias);                                          \
     void dp__k_linear_ghost_sq##S(double *sq, const REAL *dout, const REAL *in, int B, int d, int p,      \
                                   int has_bias);                                                \
-    void dp__k_im2col##S(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pt, int pl, int d, \
-                         int Ho, int Wo);                                                       \
-    void dp__k_col2im##S(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pt, int pl, int d, \
-                         int Ho, int Wo);                                                       \
-    void dp__k_conv_fwd##S(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B,      \
-                           int Cin, int H, int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho,   \
-                           int Wo);                                                               \
-    void dp__k_conv_bwd_input##S(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, int Cin,   \
-                                 int H, int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho,  \
-                                 int Wo);                                                         \
-    void dp__k_conv_bwd_param##S(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *col, int B, \
-                                 int Cout, int T, int D, int G);                                \
-    void dp__k_conv_ps_grad##S(REAL *ps, size_t stride, const REAL *dout, const REAL *col, int B, int Cout, \
-                               int T, int D, int G, int has_bias);                              \
-    void dp__k_conv_ghost_sq##S(double *sq, REAL *work, const REAL *dout, const REAL *col, int B, int Cout, \
-                                int T, int D, int G, int has_bias);                             \
+    void dp__k_im2col##S(REAL *col, const REAL *in, const dp__conv_geom *g);                   \
+    void dp__k_col2im##S(REAL *din, const REAL *dcol, const dp__conv_geom *g);                 \
+    void dp__k_conv_fwd##S(REAL *out, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B,    \
+                           const dp__conv_geom *g);                                             \
+    void dp__k_conv_bwd_input##S(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B,       \
+                                 const dp__conv_geom *g);                                       \
+    void dp__k_conv_bwd_param##S(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *in, int B, \
+                                 const dp__conv_geom *g);                                       \
+    void dp__k_conv_ps_grad##S(REAL *ps, size_t stride, REAL *work, const REAL *dout, const REAL *in, int B, \
+                               const dp__conv_geom *g, int has_bias);                           \
+    void dp__k_conv_ghost_sq##S(double *sq, REAL *work, const REAL *dout, const REAL *in, int B,        \
+                                const dp__conv_geom *g, int has_bias);                          \
     void dp__k_relu_fwd##S(REAL *out, const REAL *in, size_t n);                                \
     void dp__k_sigmoid_fwd##S(REAL *out, const REAL *in, size_t n);                             \
     void dp__k_sigmoid_bwd##S(REAL *din, const REAL *dout, const REAL *out, size_t n);          \

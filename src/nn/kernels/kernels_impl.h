@@ -74,142 +74,211 @@ void KN(linear_ghost_sq)(double *sq, const REAL *dout, const REAL *in, int B, in
 
 /* ---- Conv2d ------------------------------------------------------------------------- */
 
-/* col[T, D]: row t = output position (oy, ox), columns (c, ky, kx) like the weight layout;
- * kernel taps d apart (dilation; 1 = contiguous); pt, pl: the zero padding above and to the
- * left (below and to the right: whatever Ho and Wo reach). A grouped convolution's group g reads the
- * columns of its channels, g*Dg .. (g+1)*Dg - 1 with Dg = D / G, so one unfolding serves all. */
-void KN(im2col)(REAL *col, const REAL *in, int Cin, int H, int W, int k, int s, int pt, int pl, int d, int Ho, int Wo) {
-    const int D = Cin * k * k;
-    for (int oy = 0; oy < Ho; oy++)
-        for (int ox = 0; ox < Wo; ox++) {
-            REAL *row = col + (size_t)(oy * Wo + ox) * D;
-            int iy0 = oy * s - pt, ix0 = ox * s - pl;
-            for (int c = 0; c < Cin; c++)
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = iy0 + ky * d;
-                    REAL *dst = row + (c * k + ky) * k;
-                    if (iy < 0 || iy >= H) {
-                        for (int kx = 0; kx < k; kx++) dst[kx] = 0;
-                        continue;
-                    }
-                    const REAL *src = in + ((size_t)c * H + iy) * W;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = ix0 + kx * d;
-                        dst[kx] = (ix >= 0 && ix < W) ? src[ix] : 0;
-                    }
-                }
-        }
+/* The unfolding of one sample, col[T, D]: row t = output position (oy, ox), columns
+ * (c, ky, kx) like the weight layout; kernel taps d apart (dilation; 1 = contiguous); pt, pl:
+ * the zero padding above and to the left (below and to the right: whatever Ho and Wo reach).
+ * A grouped convolution's group q reads the columns of its channels, q*Dg .. (q+1)*Dg - 1 with
+ * Dg = D / G, so one unfolding serves all.
+ * The unfolding of a batch is never formed (it is k*k/s^2 times the input, 16x for the
+ * default CNN's first layer): each kernel below unfolds a few samples at a time
+ * (dp__conv_chunk) into its thread's scratch, where the GEMM reads them back from cache, and
+ * the weight gradients unfold the layer's input again. Scratch: dp__conv_work(g, threads). */
+
+/* Output columns [*lo, *hi) whose k taps (d apart) all fall inside the input row; the others
+ * (near the left and right padding) take the general path. */
+static inline void KN(conv_inner)(const dp__conv_geom *g, int *lo, int *hi) {
+    int a = 0, b = g->Wo;
+    while (a < g->Wo && a * g->s - g->pl < 0) a++;
+    while (b > a && (b - 1) * g->s - g->pl + (g->k - 1) * g->d >= g->W) b--;
+    *lo = a;
+    *hi = b;
 }
 
-/* din[Cin,H,W] += col2im(dcol[T, D]) */
-void KN(col2im)(REAL *din, const REAL *dcol, int Cin, int H, int W, int k, int s, int pt, int pl, int d, int Ho, int Wo) {
-    const int D = Cin * k * k;
-    for (int oy = 0; oy < Ho; oy++)
-        for (int ox = 0; ox < Wo; ox++) {
-            const REAL *row = dcol + (size_t)(oy * Wo + ox) * D;
-            int iy0 = oy * s - pt, ix0 = ox * s - pl;
-            for (int c = 0; c < Cin; c++)
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = iy0 + ky * d;
-                    if (iy < 0 || iy >= H) continue;
-                    const REAL *src = row + (c * k + ky) * k;
-                    REAL *dst = din + ((size_t)c * H + iy) * W;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = ix0 + kx * d;
-                        if (ix >= 0 && ix < W) dst[ix] += src[kx];
-                    }
-                }
-        }
-}
-
-/* Forward over the batch. col[B, T, D] receives the unfolded input (kept for backward).
- * out[B, Cout, T] = W[Cout, Dg] col_i^T + b, computed as ONE GEMM per group over all B*T rows
- * (col[B*T, group's D columns] W_g^T -> work[B*T, group's Cout columns]) and a transpose: far
- * faster than B small GEMMs. G groups: W_g = rows g*Cout/G.. of W, Dg = D / G.
- * work: at least B*T*Cout REALs. */
-void KN(conv_fwd)(REAL *out, REAL *col, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B, int Cin,
-                  int H, int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho, int Wo) {
-    const int D = Cin * k * k, T = Ho * Wo, Dg = D / G, Cg = Cout / G;
-    if (B == 0) return;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < B; i++)
-        KN(im2col)(col + (size_t)i * T * D, in + (size_t)i * Cin * H * W, Cin, H, W, k, s, pt, pl, d, Ho, Wo);
-    for (int g = 0; g < G; g++)
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, Cg, Dg, 1, col + (size_t)g * Dg, D,
-             w + (size_t)g * Cg * Dg, Dg, 0, work + (size_t)g * Cg, Cout);
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < B; i++) {
-        REAL *oi = out + (size_t)i * Cout * T;
-        const REAL *wi = work + (size_t)i * T * Cout;
-        for (int c = 0; c < Cout; c++) {
-            const REAL bc = b ? b[c] : 0;
-            for (int t = 0; t < T; t++) oi[(size_t)c * T + t] = wi[(size_t)t * Cout + c] + bc;
-        }
+/* The k values of input row `src` under every inner output column ox in [lo, hi) to (copy) or
+ * from (add) k columns of row ox of the unfolding (rows D apart, `row` at ox = 0): constant
+ * lengths for the usual kernel sizes, so that each is a vector move. */
+#define DP__CONV_ROWS(K, DST, SRC, OP)                                                        \
+    case K:                                                                                   \
+        for (int ox = lo; ox < hi; ox++) {                                                    \
+            REAL *dp_ = (REAL *)(DST);                                                        \
+            const REAL *sp_ = (SRC);                                                          \
+            for (int q = 0; q < K; q++) dp_[q] OP sp_[q];                                     \
+        }                                                                                     \
+        break;
+#define DP__CONV_SWITCH(DST, SRC, OP)                                                         \
+    switch (k) {                                                                              \
+        DP__CONV_ROWS(1, DST, SRC, OP) DP__CONV_ROWS(2, DST, SRC, OP) DP__CONV_ROWS(3, DST, SRC, OP) \
+        DP__CONV_ROWS(4, DST, SRC, OP) DP__CONV_ROWS(5, DST, SRC, OP) DP__CONV_ROWS(7, DST, SRC, OP) \
+        DP__CONV_ROWS(8, DST, SRC, OP)                                                        \
+    default:                                                                                  \
+        for (int ox = lo; ox < hi; ox++) {                                                    \
+            REAL *dp_ = (REAL *)(DST);                                                        \
+            const REAL *sp_ = (SRC);                                                          \
+            for (int q = 0; q < k; q++) dp_[q] OP sp_[q];                                     \
+        }                                                                                     \
     }
+
+/* One output row at a time (its Wo x D block of the unfolding stays in the first-level cache
+ * while every channel and tap row is written into it). */
+void KN(im2col)(REAL *col, const REAL *in, const dp__conv_geom *g) {
+    const int k = g->k, d = g->d, s = g->s, D = g->Cin * k * k, Wo = g->Wo;
+    int lo, hi;
+    KN(conv_inner)(g, &lo, &hi);
+    if (d != 1) lo = hi = 0; /* dilated taps: the general path throughout */
+    for (int oy = 0; oy < g->Ho; oy++)
+        for (int c = 0; c < g->Cin; c++)
+            for (int ky = 0; ky < k; ky++) {
+                const int iy = oy * s - g->pt + ky * d;
+                REAL *row = col + (size_t)oy * Wo * D + (size_t)(c * k + ky) * k;
+                if (iy < 0 || iy >= g->H) {
+                    for (int ox = 0; ox < Wo; ox++)
+                        for (int kx = 0; kx < k; kx++) row[(size_t)ox * D + kx] = 0;
+                    continue;
+                }
+                const REAL *src = in + ((size_t)c * g->H + iy) * g->W;
+                for (int ox = 0; ox < Wo; ox++) {
+                    if (ox == lo && lo < hi) ox = hi; /* the inner columns: below */
+                    if (ox >= Wo) break;
+                    const int ix0 = ox * s - g->pl;
+                    for (int kx = 0; kx < k; kx++) {
+                        const int ix = ix0 + kx * d;
+                        row[(size_t)ox * D + kx] = ix >= 0 && ix < g->W ? src[ix] : 0;
+                    }
+                }
+                DP__CONV_SWITCH(row + (size_t)ox * D, src + ox * s - g->pl, =)
+            }
 }
 
-/* din[B, Cin, H, W] = conv input gradient; work: per-thread scratch of T*D REALs each,
- * nthreads blocks (caller allocates work[omp_get_max_threads() * T * D]). */
-void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, int Cin, int H,
-                        int W, int Cout, int k, int s, int pt, int pl, int d, int G, int Ho, int Wo) {
-    const int D = Cin * k * k, T = Ho * Wo, Dg = D / G, Cg = Cout / G;
-#pragma omp parallel
+/* din[Cin, H, W] += col2im(dcol[T, D]) */
+void KN(col2im)(REAL *din, const REAL *dcol, const dp__conv_geom *g) {
+    const int k = g->k, d = g->d, s = g->s, D = g->Cin * k * k, Wo = g->Wo;
+    int lo, hi;
+    KN(conv_inner)(g, &lo, &hi);
+    if (d != 1) lo = hi = 0;
+    for (int oy = 0; oy < g->Ho; oy++)
+        for (int c = 0; c < g->Cin; c++)
+            for (int ky = 0; ky < k; ky++) {
+                const int iy = oy * s - g->pt + ky * d;
+                if (iy < 0 || iy >= g->H) continue;
+                const REAL *row = dcol + (size_t)oy * Wo * D + (size_t)(c * k + ky) * k;
+                REAL *dst = din + ((size_t)c * g->H + iy) * g->W;
+                for (int ox = 0; ox < Wo; ox++) {
+                    if (ox == lo && lo < hi) ox = hi;
+                    if (ox >= Wo) break;
+                    const int ix0 = ox * s - g->pl;
+                    for (int kx = 0; kx < k; kx++) {
+                        const int ix = ix0 + kx * d;
+                        if (ix >= 0 && ix < g->W) dst[ix] += row[(size_t)ox * D + kx];
+                    }
+                }
+                DP__CONV_SWITCH(dst + ox * s - g->pl, row + (size_t)ox * D, +=)
+            }
+}
+#undef DP__CONV_SWITCH
+#undef DP__CONV_ROWS
+
+/* out[B, Cout, T] = W[Cout, Dg] col_i^T + b, a chunk of samples at a time per thread: their
+ * unfolding col[n*T, D], one GEMM per group over its n*T rows (col's group columns times
+ * W_g^T -> res[n*T, the group's Cout columns]), then res transposed into out with the bias.
+ * G groups: W_g = rows g*Cout/G.. of W. */
+void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B, const dp__conv_geom *g) {
+    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
+    const int nc = dp__conv_chunk(g), nchunks = (B + nc - 1) / nc;
+    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+#pragma omp parallel if (nchunks > 1)
     {
-        REAL *dcol = work + (size_t)dp__thread_num() * T * D;
+        REAL *col = work + (size_t)dp__thread_num() * tw, *res = col + (size_t)nc * T * D;
 #pragma omp for schedule(static)
-        for (int i = 0; i < B; i++) {
-            REAL *di = din + (size_t)i * Cin * H * W;
-            memset(di, 0, sizeof(REAL) * (size_t)Cin * H * W);
-            for (int g = 0; g < G; g++)
-                GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, Dg, Cg, 1, dout + ((size_t)i * Cout + (size_t)g * Cg) * T,
-                     T, w + (size_t)g * Cg * Dg, Dg, 0, dcol + (size_t)g * Dg, D);
-            KN(col2im)(di, dcol, Cin, H, W, k, s, pt, pl, d, Ho, Wo);
+        for (int q = 0; q < nchunks; q++) {
+            const int i0 = q * nc, n = B - i0 < nc ? B - i0 : nc;
+            for (int i = 0; i < n; i++) KN(im2col)(col + (size_t)i * T * D, in + (size_t)(i0 + i) * isz, g);
+            for (int u = 0; u < G; u++)
+                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n * T, Cg, Dg, 1, col + (size_t)u * Dg, D,
+                     w + (size_t)u * Cg * Dg, Dg, 0, res + (size_t)u * Cg, Cout);
+            for (int i = 0; i < n; i++) {
+                REAL *oi = out + (size_t)(i0 + i) * Cout * T;
+                const REAL *ri = res + (size_t)i * T * Cout;
+                for (int c = 0; c < Cout; c++) {
+                    const REAL bc = b ? b[c] : 0;
+                    for (int t = 0; t < T; t++) oi[(size_t)c * T + t] = ri[(size_t)t * Cout + c] + bc;
+                }
+            }
         }
     }
 }
 
-/* dW[Cout, Dg] += sum_i dout_i col_i (group g: rows g*Cout/G.., columns g*Dg.. of col);
- * db += sum over i, t. D is the full patch width (Cin k k), Dg = D / G the weight's row.
- * work: DP_CONV_BWD_PARAM_WORK(B, Cout, T, Dg, threads) REALs.
- * The weight GEMM has few rows (Cout) and columns (D) and a long inner dimension (B*T), which
- * OpenBLAS threads poorly, so each thread takes a contiguous run of samples: it gathers their
- * output gradients as [Cout, nb*T], forms its partial dW and db with single-threaded GEMMs,
- * and the partials are added at the end in thread order (reproducible for a thread count). */
-void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *col, int B, int Cout,
-                        int T, int D, int G) {
+/* din[B, Cin, H, W] = the input gradient, a chunk at a time per thread: dout transposed to
+ * dt[n*T, Cout], one GEMM per group dcol[n*T, group's D columns] = dt[:, group] W_g, then
+ * col2im per sample */
+void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, const dp__conv_geom *g) {
+    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
+    const int nc = dp__conv_chunk(g), nchunks = (B + nc - 1) / nc;
+    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+#pragma omp parallel if (nchunks > 1)
+    {
+        REAL *dcol = work + (size_t)dp__thread_num() * tw, *dt = dcol + (size_t)nc * T * D;
+#pragma omp for schedule(static)
+        for (int q = 0; q < nchunks; q++) {
+            const int i0 = q * nc, n = B - i0 < nc ? B - i0 : nc;
+            for (int i = 0; i < n; i++) {
+                const REAL *gi = dout + (size_t)(i0 + i) * Cout * T;
+                REAL *ti = dt + (size_t)i * T * Cout;
+                for (int c = 0; c < Cout; c++)
+                    for (int t = 0; t < T; t++) ti[(size_t)t * Cout + c] = gi[(size_t)c * T + t];
+            }
+            for (int u = 0; u < G; u++)
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n * T, Dg, Cg, 1, dt + (size_t)u * Cg, Cout,
+                     w + (size_t)u * Cg * Dg, Dg, 0, dcol + (size_t)u * Dg, D);
+            for (int i = 0; i < n; i++) {
+                REAL *di = din + (size_t)(i0 + i) * isz;
+                memset(di, 0, sizeof(REAL) * isz);
+                KN(col2im)(di, dcol + (size_t)i * T * D, g);
+            }
+        }
+    }
+}
+
+/* dW[Cout, Dg] += sum_i dout_i col_i (group q: rows q*Cout/G.., columns q*Dg.. of col);
+ * db += sum over i, t. The weight GEMM has few rows (Cout) and columns (D) and a long inner
+ * dimension (B*T), which OpenBLAS threads poorly, so each thread takes a contiguous run of
+ * samples and, a chunk at a time, unfolds their input, gathers their output gradients as
+ * [Cout, n*T] and adds to its partial dW and db with single-threaded GEMMs; the partials are
+ * added at the end in thread order (reproducible for a thread count). */
+void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g) {
     if (B == 0) return;
+    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
+    const int nc = dp__conv_chunk(g);
+    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g), poff = tw - (size_t)Cout * (Dg + 1);
     int nt = dp__max_threads();
     if (nt > B) nt = B;
-    const int Dg = D / G, Cg = Cout / G;
-    const size_t P = (size_t)Cout * (Dg + 1);
-    REAL *part = work + (size_t)Cout * B * T;
 #pragma omp parallel num_threads(nt)
     {
         const int t = dp__thread_num(), n = dp__num_threads();
-        const int i0 = (int)((long)B * t / n), i1 = (int)((long)B * (t + 1) / n), nb = i1 - i0;
-        REAL *tr = work + (size_t)Cout * T * i0, *p = part + (size_t)t * P;
-        memset(p, 0, sizeof(REAL) * P);
-        if (nb > 0) {
+        const int i0 = (int)((long)B * t / n), i1 = (int)((long)B * (t + 1) / n);
+        REAL *col = work + (size_t)t * tw, *tr = col + (size_t)nc * T * D, *p = work + (size_t)t * tw + poff;
+        memset(p, 0, sizeof(REAL) * (size_t)Cout * (Dg + 1));
+        for (int c0 = i0; c0 < i1; c0 += nc) {
+            const int m = i1 - c0 < nc ? i1 - c0 : nc;
+            for (int i = 0; i < m; i++) KN(im2col)(col + (size_t)i * T * D, in + (size_t)(c0 + i) * isz, g);
             for (int c = 0; c < Cout; c++)
-                for (int i = i0; i < i1; i++)
-                    memcpy(tr + ((size_t)c * nb + (i - i0)) * T, dout + ((size_t)i * Cout + c) * T,
-                           sizeof(REAL) * (size_t)T);
-            for (int g = 0; g < G; g++)
-                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, nb * T, 1, tr + (size_t)g * Cg * nb * T, nb * T,
-                     col + (size_t)i0 * T * D + (size_t)g * Dg, D, 0, p + (size_t)g * Cg * Dg, Dg);
+                for (int i = 0; i < m; i++)
+                    memcpy(tr + ((size_t)c * m + i) * T, dout + ((size_t)(c0 + i) * Cout + c) * T, sizeof(REAL) * (size_t)T);
+            for (int u = 0; u < G; u++)
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, m * T, 1, tr + (size_t)u * Cg * m * T, m * T,
+                     col + (size_t)u * Dg, D, 1, p + (size_t)u * Cg * Dg, Dg);
             if (db)
                 for (int c = 0; c < Cout; c++) {
                     double acc = 0;
-                    const REAL *r = tr + (size_t)c * nb * T;
-                    for (size_t j = 0; j < (size_t)nb * T; j++) acc += r[j];
-                    p[(size_t)Cout * Dg + c] = (REAL)acc;
+                    const REAL *r = tr + (size_t)c * m * T;
+                    for (size_t j = 0; j < (size_t)m * T; j++) acc += r[j];
+                    p[(size_t)Cout * Dg + c] += (REAL)acc;
                 }
         }
 #pragma omp barrier
 #pragma omp for schedule(static)
         for (int c = 0; c < Cout; c++)
             for (int u = 0; u < n; u++) {
-                const REAL *pu = part + (size_t)u * P;
+                const REAL *pu = work + (size_t)u * tw + poff;
                 for (int j = 0; j < Dg; j++) dw[(size_t)c * Dg + j] += pu[(size_t)c * Dg + j];
                 if (db) db[c] += pu[(size_t)Cout * Dg + c];
             }
@@ -218,41 +287,48 @@ void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const 
 
 /* per-sample gradients: ps[i*stride ..] = dout_i[Cout,T] col_i[T,D] per group ([Cout, Dg]),
  * then bias sums */
-void KN(conv_ps_grad)(REAL *ps, size_t stride, const REAL *dout, const REAL *col, int B, int Cout, int T,
-                      int D, int G, int has_bias) {
-    const int Dg = D / G, Cg = Cout / G;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < B; i++) {
-        REAL *g = ps + (size_t)i * stride;
-        const REAL *gi = dout + (size_t)i * Cout * T;
-        for (int q = 0; q < G; q++)
-            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, T, 1, gi + (size_t)q * Cg * T, T,
-                 col + (size_t)i * T * D + (size_t)q * Dg, D, 0, g + (size_t)q * Cg * Dg, Dg);
-        if (has_bias)
-            for (int c = 0; c < Cout; c++) {
-                double acc = 0;
-                for (int t = 0; t < T; t++) acc += gi[(size_t)c * T + t];
-                g[(size_t)Cout * Dg + c] = (REAL)acc;
-            }
+void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
+                      int has_bias) {
+    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
+    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+#pragma omp parallel if (B > 1)
+    {
+        REAL *col = work + (size_t)dp__thread_num() * tw;
+#pragma omp for schedule(static)
+        for (int i = 0; i < B; i++) {
+            REAL *gr = ps + (size_t)i * stride;
+            const REAL *gi = dout + (size_t)i * Cout * T;
+            KN(im2col)(col, in + (size_t)i * isz, g);
+            for (int q = 0; q < G; q++)
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, T, 1, gi + (size_t)q * Cg * T, T, col + (size_t)q * Dg,
+                     D, 0, gr + (size_t)q * Cg * Dg, Dg);
+            if (has_bias)
+                for (int c = 0; c < Cout; c++) {
+                    double acc = 0;
+                    for (int t = 0; t < T; t++) acc += gi[(size_t)c * T + t];
+                    gr[(size_t)Cout * Dg + c] = (REAL)acc;
+                }
+        }
     }
 }
 
 /* ghost norm: sq[i] += sum over groups of <A A^T, G G^T> with A = the group's columns of
  * col_i [T, Dg], G = its rows of dout_i, transposed [T, Cout/G]; plus ||sum_t G_i[t]||^2 for
- * the bias. work: per-thread 2*T*T REALs. */
-void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *col, int B, int Cout, int T,
-                       int D, int G, int has_bias) {
-    const int Dg = D / G, Cg = Cout / G;
-#pragma omp parallel
+ * the bias. */
+void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
+                       int has_bias) {
+    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
+    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+#pragma omp parallel if (B > 1)
     {
-        REAL *aa = work + (size_t)dp__thread_num() * 2 * T * T, *gg = aa + (size_t)T * T;
+        REAL *col = work + (size_t)dp__thread_num() * tw, *aa = col + tw - 2 * (size_t)T * T, *gg = aa + (size_t)T * T;
 #pragma omp for schedule(static)
         for (int i = 0; i < B; i++) {
             const REAL *gi = dout + (size_t)i * Cout * T;
+            KN(im2col)(col, in + (size_t)i * isz, g);
             double acc = 0;
             for (int q = 0; q < G; q++) {
-                SYRK(CblasRowMajor, CblasUpper, CblasNoTrans, T, Dg, 1, col + (size_t)i * T * D + (size_t)q * Dg, D, 0,
-                     aa, T);
+                SYRK(CblasRowMajor, CblasUpper, CblasNoTrans, T, Dg, 1, col + (size_t)q * Dg, D, 0, aa, T);
                 SYRK(CblasRowMajor, CblasUpper, CblasTrans, T, Cg, 1, gi + (size_t)q * Cg * T, T, 0, gg, T);
                 for (int t = 0; t < T; t++) {
                     acc += (double)aa[(size_t)t * T + t] * gg[(size_t)t * T + t];

@@ -114,7 +114,8 @@ const dp__layer_ops dp__ops_DP_LAYER_LINEAR = {
     .work_floats = linear_work,
 };
 
-/* ---- conv2d: im2col patches (kept as the saved tensor `col`) times the weight -------------- */
+/* ---- conv2d: im2col patches times the weight, unfolded a few samples at a time (the weight
+ * gradients unfold the input again: a trainable convolution keeps its input) ---------------- */
 
 static size_t conv_T(const dp__node *l) { return (size_t)l->oh * l->ow; }
 static int conv_G(const dp__node *l) { return l->groups > 1 ? l->groups : 1; }
@@ -184,31 +185,37 @@ static int conv_weight_shape(const dp__node *l, int64_t shape[4]) {
     return 4;
 }
 
+static dp__conv_geom conv_geom(const dp__node *l) {
+    const dp__conv_geom g = {l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->padl, conv_d(l), conv_G(l), l->oh, l->ow};
+    return g;
+}
+
 static dp_status conv_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    dp__k_conv_fwd_f32(l->out, l->col, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, l->ic, l->ih, l->iw,
-                       l->oc, l->k, l->s, l->pad, l->padl, conv_d(l), conv_G(l), l->oh, l->ow);
+    const dp__conv_geom g = conv_geom(l);
+    dp__k_conv_fwd_f32(l->out, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, &g);
     return DP_OK;
 }
 
-static void conv_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
-    dp__k_conv_bwd_input_f32(din, m->work, g, dp__weight(m, l), B, l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad,
-                             l->padl, conv_d(l), conv_G(l), l->oh, l->ow);
+static void conv_bwd_input(dp_model *m, const dp__node *l, float *din, const float *dout, int B) {
+    const dp__conv_geom g = conv_geom(l);
+    dp__k_conv_bwd_input_f32(din, m->work, dout, dp__weight(m, l), B, &g);
 }
 
 static void conv_bwd_param(dp_model *m, const dp__node *l, const float *dout, int B) {
-    dp__k_conv_bwd_param_f32(m->grad + l->w_off, l->nb ? m->grad + l->b_off : NULL, m->work, dout, l->col, B, l->oc,
-                             (int)conv_T(l), (int)conv_D(l), conv_G(l));
+    const dp__conv_geom g = conv_geom(l);
+    dp__k_conv_bwd_param_f32(m->grad + l->w_off, l->nb ? m->grad + l->b_off : NULL, m->work, dout, dp__input(m, l, 0), B,
+                             &g);
 }
 
 static void conv_ps_grad(const dp_model *m, const dp__node *l, float *ps, size_t stride, const float *dout, int b0, int nb) {
-    (void)m;
-    dp__k_conv_ps_grad_f32(ps, stride, dout, l->col + (size_t)b0 * conv_T(l) * conv_D(l), nb, l->oc, (int)conv_T(l),
-                           (int)conv_D(l), conv_G(l), l->has_bias);
+    const dp__conv_geom g = conv_geom(l);
+    dp__k_conv_ps_grad_f32(ps, stride, m->work, dout, dp__input(m, l, 0) + (size_t)b0 * l->in_size, nb, &g, l->has_bias);
 }
 
 static void conv_ghost_sq(dp_model *m, const dp__node *l, const float *dout, int B, double *sq) {
-    dp__k_conv_ghost_sq_f32(sq, m->work, dout, l->col, B, l->oc, (int)conv_T(l), (int)conv_D(l), conv_G(l), l->has_bias);
+    const dp__conv_geom g = conv_geom(l);
+    dp__k_conv_ghost_sq_f32(sq, m->work, dout, dp__input(m, l, 0), B, &g, l->has_bias);
 }
 
 /* per group: two T x T Grams against one [Cout/G, Dg] product */
@@ -223,23 +230,14 @@ static void conv_flops(const dp__node *l, double *fwd, double *bwd_weight, doubl
     matmul_flops(l, (double)conv_Dg(l), fwd, bwd_weight, bwd_input);
 }
 
-static size_t conv_saved(const dp__node *l) { return conv_T(l) * conv_D(l); }
-static void conv_assign(dp__node *l, char *base, size_t B) {
-    (void)B;
-    l->col = (float *)base;
-}
-
 static size_t conv_work(const dp__node *l, int B, size_t nt) {
-    size_t T = conv_T(l), D = conv_D(l);
-    size_t need = nt * T * D;
-    if (nt * 2 * T * T > need) need = nt * 2 * T * T;
-    const size_t bp = DP_CONV_BWD_PARAM_WORK(B, l->oc, T, conv_Dg(l), nt);
-    if (bp > need) need = bp;
-    return need;
+    (void)B;
+    const dp__conv_geom g = conv_geom(l);
+    return dp__conv_work(&g, (int)nt);
 }
 
 const dp__layer_ops dp__ops_DP_LAYER_CONV2D = {
-    .flags = DP__LF_IMAGE | DP__LF_SAVED_PARAM,
+    .flags = DP__LF_IMAGE | DP__LF_PARAM_READS_IN,
     .parse = conv_parse,
     .shape = conv_shape,
     .weight_shape = conv_weight_shape,
@@ -250,7 +248,5 @@ const dp__layer_ops dp__ops_DP_LAYER_CONV2D = {
     .ghost_sq = conv_ghost_sq,
     .norm_cost = conv_norm_cost,
     .flops = conv_flops,
-    .saved_floats = conv_saved,
-    .assign_saved = conv_assign,
     .work_floats = conv_work,
 };
