@@ -64,14 +64,18 @@ struct bench_workload {
     int warmup, reps;                   /* default steps per mode (vanilla is slow on big models) */
     const char *flops_note;             /* how the FLOP count of a step is made */
     /* the issues' targets for this workload, as ratios to no-DP: mode (1 + DP_CLIP_x), 'm'
-     * (peak tracked memory) or 't' (step time), the largest ratio; then whether the no-DP
-     * step's share of the SGEMM rate at batch 1024 is a target */
+     * (peak tracked memory) or 't' (step time), the largest ratio, and the batches it is stated
+     * for (bmin .. bmax; 0: no bound); then the smallest share of the SGEMM rate the no-DP step
+     * is to reach (0: none) and the batch it is stated at */
     struct {
         int mode;
         char what;
         double max;
+        int bmin, bmax;
     } targets[8];
-    int ntargets, gemm_target;
+    int ntargets;
+    double gemm_share;
+    int gemm_batch;
     /* --model FILE.onnx: the file (NULL for the table's workloads); its initializers are the
      * initial weights, so no dp_model_init */
     const char *model_file;
