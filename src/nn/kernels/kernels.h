@@ -29,6 +29,24 @@ static inline size_t dp__conv_thread_work(const dp__conv_geom *g) {
     if ((size_t)g->Cout * (Dg + 1) > extra) extra = (size_t)g->Cout * (Dg + 1);
     return (size_t)dp__conv_chunk(g) * T * (D + (size_t)g->Cout) + extra;
 }
+/* the sizes every convolution kernel derives from the geometry: T output positions, D = Cin k k
+ * the unfolded patch, Dg and Cg one group's share of it and of the output channels, isz the
+ * input values per sample, tw a thread's scratch (dp__conv_thread_work), nc the chunk */
+typedef struct {
+    int T, D, Dg, Cg, nc;
+    size_t isz, tw;
+} dp__conv_dims;
+static inline dp__conv_dims dp__conv_sizes(const dp__conv_geom *g) {
+    dp__conv_dims z;
+    z.T = g->Ho * g->Wo;
+    z.D = g->Cin * g->k * g->k;
+    z.Dg = z.D / g->G;
+    z.Cg = g->Cout / g->G;
+    z.nc = dp__conv_chunk(g);
+    z.isz = (size_t)g->Cin * g->H * g->W;
+    z.tw = dp__conv_thread_work(g);
+    return z;
+}
 /* the scratch of the convolution kernels for nt threads, whatever the batch */
 static inline size_t dp__conv_work(const dp__conv_geom *g, int nt) { return (size_t)nt * dp__conv_thread_work(g); }
 

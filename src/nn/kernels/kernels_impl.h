@@ -182,9 +182,9 @@ void KN(col2im)(REAL *din, const REAL *dcol, const dp__conv_geom *g) {
  * W_g^T -> res[n*T, the group's Cout columns]), then res transposed into out with the bias.
  * G groups: W_g = rows g*Cout/G.. of W. */
 void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const REAL *b, int B, const dp__conv_geom *g) {
-    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
-    const int nc = dp__conv_chunk(g), nchunks = (B + nc - 1) / nc;
-    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+    const dp__conv_dims z = dp__conv_sizes(g);
+    const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg, nc = z.nc, nchunks = (B + nc - 1) / nc;
+    const size_t isz = z.isz, tw = z.tw;
 #pragma omp parallel if (nchunks > 1)
     {
         REAL *col = work + (size_t)dp__thread_num() * tw, *res = col + (size_t)nc * T * D;
@@ -211,9 +211,9 @@ void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const RE
  * dt[n*T, Cout], one GEMM per group dcol[n*T, group's D columns] = dt[:, group] W_g, then
  * col2im per sample */
 void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, int B, const dp__conv_geom *g) {
-    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
-    const int nc = dp__conv_chunk(g), nchunks = (B + nc - 1) / nc;
-    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+    const dp__conv_dims z = dp__conv_sizes(g);
+    const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg, nc = z.nc, nchunks = (B + nc - 1) / nc;
+    const size_t isz = z.isz, tw = z.tw;
 #pragma omp parallel if (nchunks > 1)
     {
         REAL *dcol = work + (size_t)dp__thread_num() * tw, *dt = dcol + (size_t)nc * T * D;
@@ -246,9 +246,9 @@ void KN(conv_bwd_input)(REAL *din, REAL *work, const REAL *dout, const REAL *w, 
  * added at the end in thread order (reproducible for a thread count). */
 void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g) {
     if (B == 0) return;
-    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
-    const int nc = dp__conv_chunk(g);
-    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g), poff = tw - (size_t)Cout * (Dg + 1);
+    const dp__conv_dims z = dp__conv_sizes(g);
+    const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg, nc = z.nc;
+    const size_t isz = z.isz, tw = z.tw, poff = tw - (size_t)Cout * (Dg + 1);
     int nt = dp__max_threads();
     if (nt > B) nt = B;
 #pragma omp parallel num_threads(nt)
@@ -289,8 +289,9 @@ void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const 
  * then bias sums */
 void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
                       int has_bias) {
-    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
-    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+    const dp__conv_dims z = dp__conv_sizes(g);
+    const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg;
+    const size_t isz = z.isz, tw = z.tw;
 #pragma omp parallel if (B > 1)
     {
         REAL *col = work + (size_t)dp__thread_num() * tw;
@@ -319,8 +320,9 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
  * 14.0 ms for 2048 samples on one core; at T >= 49 SYRK was as fast or faster). */
 void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
                        int has_bias) {
-    const int T = g->Ho * g->Wo, D = g->Cin * g->k * g->k, G = g->G, Dg = D / G, Cout = g->Cout, Cg = Cout / G;
-    const size_t isz = (size_t)g->Cin * g->H * g->W, tw = dp__conv_thread_work(g);
+    const dp__conv_dims z = dp__conv_sizes(g);
+    const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg;
+    const size_t isz = z.isz, tw = z.tw;
 #pragma omp parallel if (B > 1)
     {
         REAL *col = work + (size_t)dp__thread_num() * tw, *aa = col + tw - 2 * (size_t)T * T, *gg = aa + (size_t)T * T;
