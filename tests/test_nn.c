@@ -642,8 +642,8 @@ int main(void) {
     test_conv(2, 2, 11, 10, 2, 5, 1, 2, 1); /* kernel sizes 5, 6, 7: the unfolding's row copies */
     test_conv(2, 1, 12, 12, 2, 6, 2, 1, 1);
     test_conv(1, 2, 13, 13, 3, 7, 3, 3, 0);
-    test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 5 samples a chunk */
-    test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 9 a chunk */
+    test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */
+    test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 4 a chunk */
     test_conv_chunks(37, 4, 6, 8, 3, 1, 1, 2);    /* grouped, 16 a chunk */
     test_act(DP_LAYER_RELU, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_TANH, 2, 2, 3, 3, 0, 0);
