@@ -9,9 +9,12 @@ int dp__thread_num(void);
 int dp__max_threads(void);
 int dp__num_threads(void);
 /* A convolution's geometry: Cin x H x W input, Cout output channels, k x k kernel with taps d
- * apart (dilation), stride s, padding pt above and pl to the left, G groups, Ho x Wo output. */
+ * apart (dilation), stride s, padding pt above and pl to the left, G groups, Ho x Wo output;
+ * grams: whether its norms may be ghost norms (their two T x T Grams need room in the thread
+ * scratch: 2 T^2 values, a gigabyte a thread for a 3x3 convolution on 128 x 128 images, which
+ * the engine gives only to layers whose norm method can be ghost). */
 typedef struct {
-    int Cin, H, W, Cout, k, s, pt, pl, d, G, Ho, Wo;
+    int Cin, H, W, Cout, k, s, pt, pl, d, G, Ho, Wo, grams;
 } dp__conv_geom;
 /* Samples a thread unfolds at a time (kernels_impl.h, Conv2d): about 32k values (128 KB) of
  * unfolding and GEMM operand, so that they stay in the core's cache, at most 16. (Chosen by
@@ -24,10 +27,10 @@ static inline int dp__conv_chunk(const dp__conv_geom *g) {
     return n < 1 ? 1 : n > 16 ? 16 : (int)n;
 }
 /* one thread's scratch (in REALs) in the convolution kernels: a chunk's unfolding and GEMM
- * operand, then the two T x T Grams of a ghost norm or the partial weight gradient */
+ * operand, then the partial weight gradient or (g->grams) the two T x T Grams of a ghost norm */
 static inline size_t dp__conv_thread_work(const dp__conv_geom *g) {
     const size_t T = (size_t)g->Ho * g->Wo, D = (size_t)g->Cin * g->k * g->k, Dg = D / (size_t)g->G;
-    size_t extra = 2 * T * T;
+    size_t extra = g->grams ? 2 * T * T : 0;
     if ((size_t)g->Cout * (Dg + 1) > extra) extra = (size_t)g->Cout * (Dg + 1);
     return (size_t)dp__conv_chunk(g) * T * (D + (size_t)g->Cout) + extra;
 }

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "dpsgd/core.h"
 #include "nn/kernels/kernels.h"
 #include "nn/kernels/kernels_seq.h"
 #include "nn/kernels/kernels_tensor.h"

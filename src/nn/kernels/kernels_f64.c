@@ -2,6 +2,7 @@
  * tests). */
 #include <cblas.h>
 
+#include "dpsgd/core.h"
 #include "nn/kernels/kernels.h"
 #include "nn/kernels/kernels_seq.h"
 #include "nn/kernels/kernels_tensor.h"

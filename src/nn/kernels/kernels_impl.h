@@ -320,6 +320,7 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
  * 14.0 ms for 2048 samples on one core; at T >= 49 SYRK was as fast or faster). */
 void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
                        int has_bias) {
+    DP_ASSERT(g->grams); /* the scratch has room for the Grams */
     const dp__conv_dims z = dp__conv_sizes(g);
     const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg;
     const size_t isz = z.isz, tw = z.tw;
