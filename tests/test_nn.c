@@ -637,6 +637,11 @@ static void test_conv_scratch(void) {
     CHECK(b < ((size_t)64 << 20));
     if (b >= ((size_t)64 << 20)) fprintf(stderr, "conv scratch: plan %zu bytes for one 128x128 sample\n", b);
     dp_model_destroy(m);
+    /* a chunk has at least 64 output positions, since its GEMMs read the whole weight: a
+     * convolution with one output position and 65536 channels (200 MB of weight), its weight
+     * read once per sample, ran past scripts/sweep.sh's 60 s limit */
+    const dp__conv_geom fc = {16, 28, 28, 65536, 28, 1, 0, 0, 1, 1, 1, 1, 0};
+    CHECK(dp__conv_chunk(&fc) == 64);
 }
 
 int main(void) {
@@ -659,6 +664,7 @@ int main(void) {
     test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */
     test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 4 a chunk */
     test_conv_chunks(37, 4, 6, 8, 3, 1, 1, 2);    /* grouped, 16 a chunk */
+    test_conv_chunks(133, 3, 4, 5, 4, 1, 0, 1);   /* one output position (T = 1): 64 a chunk */
     test_act(DP_LAYER_RELU, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_TANH, 2, 2, 3, 3, 0, 0);
     test_act(DP_LAYER_SIGMOID, 2, 2, 3, 3, 0, 0);

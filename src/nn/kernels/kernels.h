@@ -17,14 +17,21 @@ typedef struct {
     int Cin, H, W, Cout, k, s, pt, pl, d, G, Ho, Wo, grams;
 } dp__conv_geom;
 /* Samples a thread unfolds at a time (kernels_impl.h, Conv2d): about 32k values (128 KB) of
- * unfolding and GEMM operand, so that they stay in the core's cache, at most 16. (Chosen by
+ * unfolding and GEMM operand, so that they stay in the core's cache, at most 16, and at least
+ * 64 output positions (below). (Chosen by
  * timing the default CNN's layers on one core with 8k to 128k: 16k and 32k were the fastest;
  * larger chunks for the weight gradient alone, whose GEMM's inner dimension is the chunk's
  * positions, were slower too.) */
 static inline int dp__conv_chunk(const dp__conv_geom *g) {
-    const size_t per = (size_t)g->Ho * g->Wo * ((size_t)g->Cin * g->k * g->k + (size_t)g->Cout);
-    const size_t n = per ? 32768 / per : 16;
-    return n < 1 ? 1 : n > 16 ? 16 : (int)n;
+    const size_t T = (size_t)g->Ho * g->Wo, per = T * ((size_t)g->Cin * g->k * g->k + (size_t)g->Cout);
+    size_t n = per ? 32768 / per : 16;
+    if (n > 16) n = 16;
+    /* but at least 64 output positions: each chunk's GEMMs read the whole weight, so a layer
+     * with few positions and a large weight (T = 1: a fully connected layer written as a
+     * convolution) would read it once per sample (up to 64 samples a chunk) */
+    const size_t nmin = T ? (64 + T - 1) / T : 1;
+    if (n < nmin) n = nmin;
+    return n < 1 ? 1 : (int)n;
 }
 /* one thread's scratch (in REALs) in the convolution kernels: a chunk's unfolding and GEMM
  * operand, then the partial weight gradient or (g->grams) the two T x T Grams of a ghost norm */
