@@ -184,6 +184,9 @@ void dp__finish_node(dp_model *m, dp__node *l, int idx, const char *name);
 dp_status dp__finish_model(dp_model *m);
 /* conv2d geometry: groups divide the channels, the dilated kernel fits the padded input (dense.c) */
 dp_status dp__conv_check(const dp__node *l, const char *what);
+/* Is the ghost norm node l's cheaper norm method (engine.c; the rule dp_model_norm_method
+ * applies in the modes that may use ghost norms)? */
+int dp__ghost_cheaper(const dp__node *l);
 /* dst [cols, rows] = the transpose of src [rows, cols] */
 void dp__transpose_copy(float *dst, const float *src, size_t rows, size_t cols);
 /* spec.c: integer / real arguments in [lo, hi] */

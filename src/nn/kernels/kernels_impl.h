@@ -316,8 +316,8 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
 /* ghost norm: sq[i] += sum over groups of <A A^T, G G^T> with A = the group's columns of
  * col_i [T, Dg], G = its rows of dout_i, transposed [T, Cout/G]; plus ||sum_t G_i[t]||^2 for
  * the bias. The Grams' upper triangles are read; at T <= 32 they are formed whole by GEMM,
- * which measured faster than SYRK there (T = 25, the default CNN's second layer: 8.0 against
- * 14.0 ms for 2048 samples on one core; at T >= 49 SYRK was as fast or faster). */
+ * which timed faster than SYRK there on one core (T = 25, the default CNN's second layer); at
+ * T >= 49 SYRK was as fast or faster. */
 void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
                        int has_bias) {
     DP_ASSERT(g->grams); /* the scratch has room for the Grams */

@@ -185,15 +185,10 @@ static int conv_weight_shape(const dp__node *l, int64_t shape[4]) {
     return 4;
 }
 
-static void conv_norm_cost(const dp__node *l, double *ghost, double *inst);
-
-/* grams: ghost norms only where they are the cheaper method (dp_model_norm_method's rule), so
- * that only those layers' scratch holds two T x T Grams */
+/* grams: only a layer whose norms can be ghost norms has room for two T x T Grams */
 static dp__conv_geom conv_geom(const dp__node *l) {
-    double gc, ic;
-    conv_norm_cost(l, &gc, &ic);
     const dp__conv_geom g = {l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->padl, conv_d(l), conv_G(l), l->oh, l->ow,
-                             gc <= ic};
+                             dp__ghost_cheaper(l)};
     return g;
 }
 
