@@ -118,10 +118,57 @@ static inline void KN(conv_inner)(const dp__conv_geom *g, int *lo, int *hi) {
         }                                                                                     \
     }
 
+/* Position-major unfolding (row t of col, all D values, then the next), for layers whose
+ * output rows are short next to a position's Cin*k tap rows (Wo < Cin k: the default CNN's
+ * second convolution, 5 positions a row against 64 tap rows of 4), where the row-major loops
+ * below spend their time on loop overhead: 2.8-3.4x faster for that layer on one core. A tap row
+ * is a copy (OP =) or an accumulation (OP +=) of K values; a window that reaches into the
+ * padding is cleared (copy) and only its taps inside the input are moved. Taps d = 1 apart. */
+#define DP__CONV_POS(K, COL, IMG, OP)                                                         \
+    case K:                                                                                   \
+        for (int oy = 0; oy < g->Ho; oy++)                                                    \
+            for (int ox = 0; ox < g->Wo; ox++) {                                              \
+                REAL *pc_ = (REAL *)(COL) + ((size_t)oy * g->Wo + ox) * D;                   \
+                const int iy0 = oy * s - g->pt, ix0 = ox * s - g->pl;                        \
+                const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + K > g->H ? g->H - iy0 : K;   \
+                const int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + K > g->W ? g->W - ix0 : K;   \
+                if (ky0 == 0 && ky1 == K && kx0 == 0 && kx1 == K) {                          \
+                    for (int c = 0; c < g->Cin; c++)                                          \
+                        for (int ky = 0; ky < K; ky++) {                                      \
+                            REAL *a_ = pc_ + (size_t)(c * K + ky) * K;                       \
+                            REAL *b_ = (REAL *)(IMG) + ((size_t)c * g->H + iy0 + ky) * g->W + ix0; \
+                            for (int kx = 0; kx < K; kx++) DP__CONV_MOVE(OP);                 \
+                        }                                                                     \
+                    continue;                                                                 \
+                }                                                                             \
+                DP__CONV_CLEAR(OP, pc_, D);                                                   \
+                for (int c = 0; c < g->Cin; c++)                                              \
+                    for (int ky = ky0; ky < ky1; ky++) {                                      \
+                        REAL *a_ = pc_ + (size_t)(c * K + ky) * K;                           \
+                        REAL *b_ = (REAL *)(IMG) + ((size_t)c * g->H + iy0 + ky) * g->W + ix0; \
+                        for (int kx = kx0; kx < kx1; kx++) DP__CONV_MOVE(OP);                 \
+                    }                                                                         \
+            }                                                                                 \
+        return;
+/* copy: col value a_[kx] from the image's b_[kx]; accumulate: the image's b_[kx] += a_[kx] */
+#define DP__CONV_MOVE_COPY a_[kx] = b_[kx]
+#define DP__CONV_MOVE_ADD b_[kx] += a_[kx]
+#define DP__CONV_MOVE(OP) DP__CONV_MOVE_##OP
+#define DP__CONV_CLEAR_COPY(p, n) memset((p), 0, sizeof(REAL) * (size_t)(n))
+#define DP__CONV_CLEAR_ADD(p, n) (void)0
+#define DP__CONV_CLEAR(OP, p, n) DP__CONV_CLEAR_##OP(p, n)
+#define DP__CONV_POS_SWITCH(COL, IMG, OP)                                                     \
+    if (g->d == 1 && g->Wo < g->Cin * k) switch (k) {                                        \
+            DP__CONV_POS(2, COL, IMG, OP) DP__CONV_POS(3, COL, IMG, OP) DP__CONV_POS(4, COL, IMG, OP) \
+            DP__CONV_POS(5, COL, IMG, OP) DP__CONV_POS(7, COL, IMG, OP) DP__CONV_POS(8, COL, IMG, OP) \
+        default: break;                                                                       \
+        }
+
 /* One output row at a time (its Wo x D block of the unfolding stays in the first-level cache
- * while every channel and tap row is written into it). */
+ * while every channel and tap row is written into it), or position-major (above). */
 void KN(im2col)(REAL *col, const REAL *in, const dp__conv_geom *g) {
     const int k = g->k, d = g->d, s = g->s, D = g->Cin * k * k, Wo = g->Wo;
+    DP__CONV_POS_SWITCH(col, in, COPY)
     int lo, hi;
     KN(conv_inner)(g, &lo, &hi);
     if (d != 1) lo = hi = 0; /* dilated taps: the general path throughout */
@@ -152,6 +199,7 @@ void KN(im2col)(REAL *col, const REAL *in, const dp__conv_geom *g) {
 /* din[Cin, H, W] += col2im(dcol[T, D]) */
 void KN(col2im)(REAL *din, const REAL *dcol, const dp__conv_geom *g) {
     const int k = g->k, d = g->d, s = g->s, D = g->Cin * k * k, Wo = g->Wo;
+    DP__CONV_POS_SWITCH(dcol, din, ADD)
     int lo, hi;
     KN(conv_inner)(g, &lo, &hi);
     if (d != 1) lo = hi = 0;
@@ -176,6 +224,14 @@ void KN(col2im)(REAL *din, const REAL *dcol, const dp__conv_geom *g) {
 }
 #undef DP__CONV_SWITCH
 #undef DP__CONV_ROWS
+#undef DP__CONV_POS_SWITCH
+#undef DP__CONV_POS
+#undef DP__CONV_MOVE
+#undef DP__CONV_MOVE_COPY
+#undef DP__CONV_MOVE_ADD
+#undef DP__CONV_CLEAR
+#undef DP__CONV_CLEAR_COPY
+#undef DP__CONV_CLEAR_ADD
 
 /* out[B, Cout, T] = W[Cout, Dg] col_i^T + b, a chunk of samples at a time per thread: their
  * unfolding col[n*T, D], one GEMM per group over its n*T rows (col's group columns times
