@@ -459,6 +459,40 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
  * the sample's channel plane. Padded positions never win (-inf padding, as PyTorch and ONNX);
  * every window holds a real position as long as pad < k. Ties keep the first maximum in scan
  * order; a NaN wins (it propagates, as in PyTorch). */
+#ifndef DP__POOL_FLAT
+#define DP__POOL_FLAT 1024 /* the largest plane (H x W) max pooling takes as one flat run */
+#endif
+/* max pooling's separable path for 2 x 2 windows at stride 1 (maxpool_fwd below). Written out
+ * for k = 2 (a loop over the taps, or a second tap chained, kept gcc from vectorising the
+ * loops over the plane: branches on the data, 10x slower than the row-by-row path) */
+static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const REAL *restrict in, int P, int H, int W,
+                              int Ho, int Wo) {
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < P; bc++) {
+        REAL hv[DP__POOL_FLAT], vv[DP__POOL_FLAT];
+        int32_t hi[DP__POOL_FLAT], vi[DP__POOL_FLAT];
+        const REAL *x = in + (size_t)bc * H * W;
+        const int nh = H * W - 1, nv = (Ho - 1) * W + Wo;
+        for (int j = 0; j < nh; j++) {
+            const REAL b = x[j], v = x[j + 1];
+            const int take = (v > b) | ((v != v) & (b == b));
+            hv[j] = take ? v : b;
+            hi[j] = take ? j + 1 : j;
+        }
+        for (int j = 0; j < nv; j++) {
+            const REAL b = hv[j], v = hv[j + W];
+            const int take = (v > b) | ((v != v) & (b == b));
+            vv[j] = take ? v : b;
+            vi[j] = take ? hi[j + W] : hi[j];
+        }
+        REAL *o = out + (size_t)bc * Ho * Wo;
+        int32_t *a = arg + (size_t)bc * Ho * Wo;
+        for (int oy = 0; oy < Ho; oy++) {
+            memcpy(o + (size_t)oy * Wo, vv + (size_t)oy * W, sizeof(REAL) * (size_t)Wo);
+            memcpy(a + (size_t)oy * Wo, vi + (size_t)oy * W, sizeof(int32_t) * (size_t)Wo);
+        }
+    }
+}
 void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, const dp__pool_geom *g,
                      int Ho, int Wo) {
     const int k = g->k, s = g->s, d = g->d > 1 ? g->d : 1;
@@ -495,6 +529,15 @@ void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int 
                 }
             }
         }
+        return;
+    }
+    if (k == 2 && s == 1 && H * W <= DP__POOL_FLAT && Wo < 32) {
+        /* 2 x 2 windows at stride 1 on a small plane with short rows: separably, over the
+         * plane as one flat run (a row's last value pairs with the next row's first, and is
+         * never read back): the better of two neighbours along each row, then of two such
+         * rows, then the output rows copied out. Each stage keeps the first maximum (or NaN)
+         * of its pair, so the window's winner is the one the scan order below picks. */
+        KN(maxpool2_flat)(out, arg, in, B * C, H, W, Ho, Wo);
         return;
     }
 #pragma omp parallel for schedule(static)
