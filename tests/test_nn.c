@@ -317,8 +317,8 @@ static void test_pool_pad_values(void) {
 /* Max pooling picks the first maximum of a window in scan order (rows, then columns), and a
  * NaN wins: checked against a plain scan on planes full of ties and NaNs, for the windows the
  * kernel pools row by row and for those (stride 1, small planes) it pools separably */
-static void test_maxpool_order(int Hh, int Ww, int k, int s) {
-    const int Ho = (Hh - k) / s + 1, Wo = (Ww - k) / s + 1, C = 3;
+static void test_maxpool_order(int C, int Hh, int Ww, int k, int s) {
+    const int Ho = (Hh - k) / s + 1, Wo = (Ww - k) / s + 1;
     double *x = dnew((size_t)C * Hh * Ww), *y = dnew((size_t)C * Ho * Wo);
     int32_t *arg = dp_calloc((size_t)C * Ho * Wo, sizeof(int32_t));
     for (int j = 0; j < C * Hh * Ww; j++) x[j] = j % 11 == 5 ? NAN : (double)(((uint32_t)j * 2654435761u >> 7) % 3); /* ties: 0, 1, 2 */
@@ -343,7 +343,7 @@ static void test_maxpool_order(int Hh, int Ww, int k, int s) {
                 bad += arg[o] != bi || !(y[o] == best || (isnan(y[o]) && isnan(best)));
             }
     CHECK(bad == 0);
-    if (bad) fprintf(stderr, "maxpool %dx%d k%d s%d: %d outputs differ from the scan order\n", Hh, Ww, k, s, bad);
+    if (bad) fprintf(stderr, "maxpool %d x %dx%d k%d s%d: %d outputs differ from the scan order\n", C, Hh, Ww, k, s, bad);
     dp_free(x); dp_free(y); dp_free(arg);
 }
 
@@ -724,10 +724,11 @@ int main(void) {
         test_act_geom(DP_LAYER_AVGPOOL, 1, 2, 6, 7, (dp__pool_geom){3, 2, 1, 0, 1, 0, 1, cip}, 1);
     }
     test_pool_pad_values();
-    test_maxpool_order(14, 14, 2, 1); /* the default CNN's pooling: one flat run */
-    test_maxpool_order(6, 7, 3, 1);
-    test_maxpool_order(40, 40, 2, 1); /* a plane too large for the flat run */
-    test_maxpool_order(9, 8, 2, 2);
+    test_maxpool_order(3, 13, 13, 2, 1);  /* the default CNN's first pooling: planes in flat runs */
+    test_maxpool_order(100, 5, 5, 2, 1);  /* its second: runs of 40 planes, the last one partial */
+    test_maxpool_order(3, 6, 7, 3, 1);
+    test_maxpool_order(3, 40, 40, 2, 1); /* a plane too large for the flat run */
+    test_maxpool_order(3, 9, 8, 2, 2);
     for (int bias = 0; bias < 2; bias++) {
         test_scale(3, 1, 4, 6, bias); /* images: 4 channels of 6 values */
         test_scale(2, 5, 3, 1, bias); /* sequences: 5 tokens of 3 features */

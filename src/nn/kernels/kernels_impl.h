@@ -462,17 +462,21 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
 #ifndef DP__POOL_FLAT
 #define DP__POOL_FLAT 1024 /* the largest plane (H x W) max pooling takes as one flat run */
 #endif
-/* max pooling's separable path for 2 x 2 windows at stride 1 (maxpool_fwd below). Written out
- * for k = 2 (a loop over the taps, or a second tap chained, kept gcc from vectorising the
- * loops over the plane: branches on the data, 10x slower than the row-by-row path) */
+/* max pooling's separable path for 2 x 2 windows at stride 1 (maxpool_fwd below), over a run of
+ * whole planes at a time (np planes of H x W, at most DP__POOL_FLAT values: the planes are
+ * contiguous, so the run is one flat array; the pairs that straddle two rows or two planes are
+ * never read back). Written out for k = 2 (a loop over the taps, or a second tap chained, kept
+ * gcc from vectorising the loops: branches on the data, 10x slower than the row-by-row path). */
 static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const REAL *restrict in, int P, int H, int W,
                               int Ho, int Wo) {
+    const int hw = H * W, np = DP__POOL_FLAT / hw, nrun = (P + np - 1) / np;
 #pragma omp parallel for schedule(static)
-    for (int bc = 0; bc < P; bc++) {
+    for (int q = 0; q < nrun; q++) {
         REAL hv[DP__POOL_FLAT], vv[DP__POOL_FLAT];
         int32_t hi[DP__POOL_FLAT], vi[DP__POOL_FLAT];
-        const REAL *x = in + (size_t)bc * H * W;
-        const int nh = H * W - 1, nv = (Ho - 1) * W + Wo;
+        const int p0 = q * np, n = P - p0 < np ? P - p0 : np;
+        const REAL *x = in + (size_t)p0 * hw;
+        const int nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
         for (int j = 0; j < nh; j++) {
             const REAL b = x[j], v = x[j + 1];
             const int take = (v > b) | ((v != v) & (b == b));
@@ -485,11 +489,15 @@ static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const R
             vv[j] = take ? v : b;
             vi[j] = take ? hi[j + W] : hi[j];
         }
-        REAL *o = out + (size_t)bc * Ho * Wo;
-        int32_t *a = arg + (size_t)bc * Ho * Wo;
-        for (int oy = 0; oy < Ho; oy++) {
-            memcpy(o + (size_t)oy * Wo, vv + (size_t)oy * W, sizeof(REAL) * (size_t)Wo);
-            memcpy(a + (size_t)oy * Wo, vi + (size_t)oy * W, sizeof(int32_t) * (size_t)Wo);
+        for (int i = 0; i < n; i++) { /* rows of a few values: loops, not a call per row */
+            REAL *o = out + (size_t)(p0 + i) * Ho * Wo;
+            int32_t *a = arg + (size_t)(p0 + i) * Ho * Wo;
+            const int base = i * hw; /* the run's index of the plane's first value */
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    o[oy * Wo + ox] = vv[base + oy * W + ox];
+                    a[oy * Wo + ox] = vi[base + oy * W + ox] - base;
+                }
         }
     }
 }
