@@ -121,7 +121,7 @@ static inline void KN(conv_inner)(const dp__conv_geom *g, int *lo, int *hi) {
 /* Position-major unfolding (row t of col, all D values, then the next), for layers whose
  * output rows are short next to a position's Cin*k tap rows (Wo < Cin k: the default CNN's
  * second convolution, 5 positions a row against 64 tap rows of 4), where the row-major loops
- * below spend their time on loop overhead: 2.8-3.4x faster for that layer on one core. A tap row
+ * below spend their time on loop overhead (docs/design.md, docs/benchmarks.md). A tap row
  * is a copy (OP =) or an accumulation (OP +=) of K values; a window that reaches into the
  * padding is cleared (copy) and only its taps inside the input are moved. Taps d = 1 apart. */
 #define DP__CONV_POS(K, COL, IMG, OP)                                                         \
@@ -455,18 +455,14 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
 
 /* ---- pooling (implicit symmetric padding `pad`; floor mode) --------------------------- */
 
-/* out[B, C, Ho, Wo] with Ho = (H + 2 pad - k) / s + 1; arg[B, C, Ho, Wo] = flat index within
- * the sample's channel plane. Padded positions never win (-inf padding, as PyTorch and ONNX);
- * every window holds a real position as long as pad < k. Ties keep the first maximum in scan
- * order; a NaN wins (it propagates, as in PyTorch). */
 #ifndef DP__POOL_FLAT
 #define DP__POOL_FLAT 1024 /* the largest plane (H x W) max pooling takes as one flat run */
 #endif
 /* max pooling's separable path for 2 x 2 windows at stride 1 (maxpool_fwd below), over a run of
  * whole planes at a time (np planes of H x W, at most DP__POOL_FLAT values: the planes are
  * contiguous, so the run is one flat array; the pairs that straddle two rows or two planes are
- * never read back). Written out for k = 2 (a loop over the taps, or a second tap chained, kept
- * gcc from vectorising the loops: branches on the data, 10x slower than the row-by-row path). */
+ * never read back). Written out for k = 2: with a loop over the taps, or a second tap chained,
+ * gcc branched on the data instead of vectorising, much slower than the row-by-row path. */
 static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const REAL *restrict in, int P, int H, int W,
                               int Ho, int Wo) {
     const int hw = H * W, np = DP__POOL_FLAT / hw, nrun = (P + np - 1) / np;
@@ -501,6 +497,10 @@ static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const R
         }
     }
 }
+/* out[B, C, Ho, Wo] with Ho = (H + 2 pad - k) / s + 1; arg[B, C, Ho, Wo] = flat index within
+ * the sample's channel plane. Padded positions never win (-inf padding, as PyTorch and ONNX);
+ * every window holds a real position as long as pad < k. Ties keep the first maximum in scan
+ * order; a NaN wins (it propagates, as in PyTorch). */
 void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W, const dp__pool_geom *g,
                      int Ho, int Wo) {
     const int k = g->k, s = g->s, d = g->d > 1 ? g->d : 1;
@@ -540,11 +540,10 @@ void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int 
         return;
     }
     if (k == 2 && s == 1 && H * W <= DP__POOL_FLAT && Wo < 32) {
-        /* 2 x 2 windows at stride 1 on a small plane with short rows: separably, over the
-         * plane as one flat run (a row's last value pairs with the next row's first, and is
-         * never read back): the better of two neighbours along each row, then of two such
-         * rows, then the output rows copied out. Each stage keeps the first maximum (or NaN)
-         * of its pair, so the window's winner is the one the scan order below picks. */
+        /* 2 x 2 windows at stride 1 on small planes with short rows: separably, over runs of
+         * whole planes (maxpool2_flat): the better of two neighbours along each row, then of
+         * two such rows, then the output rows copied out. Each stage keeps the first maximum
+         * (or NaN) of its pair, so the window's winner is the one the scan order below picks. */
         KN(maxpool2_flat)(out, arg, in, B * C, H, W, Ho, Wo);
         return;
     }
