@@ -74,8 +74,8 @@ static inline uint64_t xo_next(xo256 *r) { return dp__xoshiro256ss(r->s); }
 
 /* One ziggurat attempt's x from a 64-bit draw: bits 0..7 give the layer i, bits 12..63 a
  * uniform in [-1, 1) (as a double in [2, 4) minus 3, exactly) */
-static inline double zig_x_of(uint64_t u, int *i) {
-    *i = (int)(u & (ZIG_N - 1));
+static inline double zig_x_of(uint64_t u, int64_t *i) {
+    *i = (int64_t)(u & (ZIG_N - 1));
     const uint64_t bits = (u >> 12) | 0x4000000000000000ULL;
     double d;
     memcpy(&d, &bits, sizeof d);
@@ -86,7 +86,7 @@ static inline double zig_x_of(uint64_t u, int *i) {
  * the tail (base layer) or the wedge test, then fresh attempts from r until one is accepted.
  * The 64-bit words come from next(src): a block's xoshiro256** stream here, a ChaCha20 stream
  * in the secure noise (src/core/secure.c). */
-static double zig_slow_src(uint64_t (*next)(void *), void *src, int i, double x) {
+static double zig_slow_src(uint64_t (*next)(void *), void *src, int64_t i, double x) {
     for (;;) {
         if (i == 0) { /* beyond r: Marsaglia's exact tail */
             double a, b;
@@ -104,13 +104,14 @@ static double zig_slow_src(uint64_t (*next)(void *), void *src, int i, double x)
 }
 
 static uint64_t xo_word(void *r) { return xo_next(r); }
-static double zig_slow(xo256 *r, int i, double x) { return zig_slow_src(xo_word, r, i, x); }
+static double zig_slow(xo256 *r, int64_t i, double x) { return zig_slow_src(xo_word, r, i, x); }
 
 void dp__zig_init(void) { pthread_once(&zig_once, zig_init); }
 
 void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*next)(void *), void *src) {
     /* 256 first attempts at a time: their rectangle tests in a loop without calls or branches,
-     * which gcc vectorises (the layers' bounds by gathers), marking the rejected ones; then
+     * which gcc vectorises (the layers' bounds by gathers: the layer index is 64-bit, as gcc
+     * does not vectorise a gather of doubles by an int index), marking the rejected ones; then
      * those (about 1 in 100) through the slow path, in order, so that its draws from
      * next(src) come in coordinate order as in a plain loop */
     enum { CH = 256 };
@@ -121,17 +122,13 @@ void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*
         double *zk = z + k0;
 #pragma omp simd
         for (size_t k = 0; k < n; k++) {
-            const uint64_t u = wk[k];
-            const int i = (int)(u & (ZIG_N - 1));
-            const uint64_t bits = (u >> 12) | 0x4000000000000000ULL;
-            double d;
-            memcpy(&d, &bits, sizeof d);
-            const double x = (d - 3.0) * zig_x[i];
+            int64_t i;
+            const double x = zig_x_of(wk[k], &i);
             zk[k] = x;
             rj[k] = !(fabs(x) < zig_x[i + 1]);
         }
         for (const unsigned char *p = memchr(rj, 1, n); p; p = memchr(p + 1, 1, n - (size_t)(p + 1 - rj))) {
-            int i;
+            int64_t i;
             const size_t k = (size_t)(p - rj);
             const double x = zig_x_of(wk[k], &i);
             zk[k] = zig_slow_src(next, src, i, x);
@@ -140,7 +137,7 @@ void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*
 }
 
 static inline double zig_normal(xo256 *r) {
-    int i;
+    int64_t i;
     const double x = zig_x_of(xo_next(r), &i);
     return fabs(x) < zig_x[i + 1] ? x : zig_slow(r, i, x);
 }
@@ -183,7 +180,7 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
             int64_t id[4];
             _mm256_storeu_si256((__m256i *)id, idx);
             for (int l = 0; l < 4; l++)
-                if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, (int)id[l], z[k + (size_t)l]);
+                if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, (int64_t)id[l], z[k + (size_t)l]);
         }
     }
 #else
@@ -195,7 +192,7 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
             for (int w = 0; w < 4; w++) ls[w][l] = st[w];
         }
         for (int l = 0; l < 4; l++) {
-            int i;
+            int64_t i;
             const double v = zig_x_of(u[l], &i);
             z[k + (size_t)l] = fabs(v) < zig_x[i + 1] ? v : zig_slow(&rs, i, v);
         }
