@@ -57,30 +57,29 @@ dp_status dp_loss_mse(const float *logits, const float *t, int B, int K, float *
 
 /* ---- per-layer gradient operations -------------------------------------------------------- */
 
-/* a node's norm costs: ghost (INFINITY where its kind has none) and instantiation */
-static void norm_costs(const dp__node *l, double *g, double *in) {
+/* a node's norm costs, ghost (INFINITY where its kind has none) and instantiation, and
+ * whether ghost is the cheaper: the one rule */
+static int norm_costs(const dp__node *l, double *g, double *in) {
     const dp__layer_ops *ops = dp__ops(l);
     *g = INFINITY;
     *in = 2.0 * (double)(l->nw + l->nb) * dp__seq_T(l);
     if (ops->ghost_sq && ops->norm_cost) ops->norm_cost(l, g, in);
+    return *g <= *in;
 }
 
 int dp__ghost_cheaper(const dp__node *l) {
     double g, in;
-    norm_costs(l, &g, &in);
-    return g <= in;
+    return norm_costs(l, &g, &in);
 }
 
 dp_norm_method dp_model_norm_method(const dp_model *m, int i, dp_clip_mode mode, double *fg, double *fi) {
     const dp__node *l = &m->L[i];
     if (!dp__trainable(l)) return DP_NORM_NONE;
-    if (fg || fi) {
-        double g, in;
-        norm_costs(l, &g, &in);
-        if (fg) *fg = g;
-        if (fi) *fi = in;
-    }
-    if (mode != DP_CLIP_FAST && mode != DP_CLIP_VANILLA && dp__ghost_cheaper(l)) return DP_NORM_GHOST;
+    double g, in;
+    const int ghost = norm_costs(l, &g, &in);
+    if (fg) *fg = g;
+    if (fi) *fi = in;
+    if (mode != DP_CLIP_FAST && mode != DP_CLIP_VANILLA && ghost) return DP_NORM_GHOST;
     return DP_NORM_INSTANTIATE;
 }
 
