@@ -22,6 +22,7 @@
  *   dpsgd/io.h       safetensors weights, training checkpoints
  *   dpsgd/secure.h   the default noise source: OS-seeded CSPRNG, hardened noise and sampling
  *   dpsgd/scatter.h  the 2-D scattering transform (fixed public features; FFTW single precision)
+ *   dpsgd/precond.h  private preconditioning of image features for a linear classifier
  *
  * Conventions: every fallible call returns dp_status and leaves a message in
  * dp_last_error(); create/destroy for heap handles (destroy(NULL) is a no-op); pointers
@@ -40,4 +41,5 @@
 #include "dpsgd/io.h"
 #include "dpsgd/secure.h"
 #include "dpsgd/scatter.h"
+#include "dpsgd/precond.h"
 #endif

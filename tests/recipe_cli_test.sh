@@ -4,7 +4,9 @@
 # features and the hyperparameters, a flag overrides a recipe's value, --model transformer
 # brings its own recipe, the scatternet recipe trains on scattering features (small run), and
 # the flags of issue 19's training aids act and are checked: --ema, --clip-quantile and
-# --lr-schedule; --augmult keeps epsilon, is reproducible and refuses what is not an image.
+# --lr-schedule; --augmult keeps epsilon, is reproducible and refuses what is not an image;
+# --precondition is announced, counted by epsilon, refused where it cannot apply, and its
+# saved weights are the recipe's model.
 # Data-dependent checks are skipped without Fashion-MNIST.
 # Last line: "recipe_cli_test: N passed, N failed".
 # shellcheck disable=SC2015
@@ -77,6 +79,14 @@ expect_fail 2 "--augmult" train --augmult -1
 expect_fail 2 "--augment-pad: needs --augmult" train --augment-pad 2
 expect_fail 2 "--no-flip: needs --augmult" train --no-flip
 expect_fail 2 "--recipe scatternet" train --recipe scatternet --augmult 2
+# --precondition: a noise multiplier >= 0, and only where the transform and its fold apply (said before any work)
+expect_fail 2 "--precondition: the noise multiplier must be" train --recipe scatternet --precondition -1
+expect_fail 2 "--precondition 2: only with a recipe whose features" train --precondition 2
+expect_fail 2 "--precondition 10 (the recipe's): only with the recipe's own model" train --recipe scatternet \
+    --model "groupnorm(9) flatten linear(10)"
+expect_fail 2 "--precondition 10 (the recipe's): a preconditioned run cannot be checkpointed" train --recipe scatternet \
+    --checkpoint-dir "$TMP/pck"
+expect_fail 2 "--precondition 10 (the recipe's): not with --freeze" train --recipe scatternet --freeze 0
 run "${TR[@]}" --augmult 2
 [[ $RC -eq 2 && "$ERR" == *"--augmult 2: the training data is token sequences, not images"* ]] && ok ||
     bad "--augmult on token data: exit $RC: $ERR"
@@ -125,6 +135,46 @@ PY
        "$OUT" == *"39862 parameters"* && "$OUT" == *"recipe scatternet"* && "$OUT" == *"lr 16 "* ]] && ok ||
         bad "--recipe scatternet: exit $RC: $OUT $ERR"
     grep -q '"recipe": "scatternet"' "$TMP/s.json" 2>/dev/null && ok || bad "the JSON does not name the recipe"
+    # preconditioned by default: the release is announced, the classifier alone trains (39,700 of 39,862)
+    [[ "$OUT" == *"preconditioning: GroupNorm(27) features"*"released with noise multiplier 10 (covered by epsilon)"* &&
+       "$OUT" == *"39862 parameters (39700 trainable)"* ]] && ok || bad "--recipe scatternet: no preconditioning: $OUT"
+    # the release is in epsilon: the same run without it needs less noise on the steps, both at the target;
+    # with a given sigma the release raises epsilon instead
+    PC=(train --recipe scatternet --train-limit 1000 --test-limit 100 --epochs 2 --batch-size 250 --quiet)
+    run "${PC[@]}" --out "$TMP/p1.json" --save-weights "$TMP/p1.safetensors"
+    [[ $RC -eq 0 ]] && ok || bad "--recipe scatternet (small): exit $RC: $ERR"
+    run "${PC[@]}" --precondition 0 --out "$TMP/p0.json"
+    [[ $RC -eq 0 ]] && ok || bad "--precondition 0: exit $RC: $ERR"
+    run "${PC[@]}" --precondition 3 --noise-multiplier 2 --out "$TMP/p3.json"
+    [[ $RC -eq 0 ]] && ok || bad "--precondition 3 --noise-multiplier 2: exit $RC: $ERR"
+    run "${PC[@]}" --precondition 0 --noise-multiplier 2 --out "$TMP/p4.json"
+    [[ $RC -eq 0 ]] && ok || bad "--precondition 0 --noise-multiplier 2: exit $RC: $ERR"
+    python3 - "$TMP/p1.json" "$TMP/p0.json" "$TMP/p3.json" "$TMP/p4.json" <<'PY' && ok || bad "--precondition: accounting"
+import json, sys
+p1, p0, p3, p4 = (json.load(open(f)) for f in sys.argv[1:])
+assert 2.98 <= p1["epsilon"] <= 3 and 2.98 <= p0["epsilon"] <= 3, (p1["epsilon"], p0["epsilon"])
+assert p1["noise_multiplier"] > p0["noise_multiplier"], (p1["noise_multiplier"], p0["noise_multiplier"])
+assert p3["noise_multiplier"] == p4["noise_multiplier"] == 2 and p3["epsilon"] > p4["epsilon"] + 0.01, (p3, p4)
+PY
+    # the saved weights are the recipe's model, the classifier folded in: GroupNorm's affine is the identity
+    python3 - "$TMP/p1.safetensors" <<'PY' && ok || bad "--precondition: the saved weights are not the recipe's model"
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+(n,) = struct.unpack("<Q", raw[:8])
+h = json.loads(raw[8:8 + n])
+def t(name):
+    a, b = h[name]["data_offsets"]
+    return struct.unpack("<%df" % ((b - a) // 4), raw[8 + n + a:8 + n + b])
+assert h["2.weight"]["shape"] == [10, 3969] and h["0.weight"]["shape"] == [81], h
+assert all(v == 1 for v in t("0.weight")) and all(v == 0 for v in t("0.bias"))
+assert any(v != 0 for v in t("2.weight"))
+PY
+    # the non-private baseline preconditions with the exact statistics
+    run "${PC[@]}" --no-dp
+    [[ $RC -eq 0 && "$OUT" != *"preconditioning"* ]] && ok || bad "--no-dp --quiet printed: $OUT $ERR"
+    run train --recipe scatternet --train-limit 1000 --test-limit 100 --epochs 1 --batch-size 250 --no-dp
+    [[ $RC -eq 0 && "$OUT" == *"second moments exact (non-private baseline)"* ]] && ok ||
+        bad "--recipe scatternet --no-dp: exit $RC: $OUT $ERR"
     # its weights are averaged (--ema 0.99), which --ema 0 turns off
     grep -q '"ema_decay": 0.98999999999999999' "$TMP/s.json" 2>/dev/null && [[ "$OUT" == *"averaging: "*"decay 0.99"* ]] &&
         ok || bad "--recipe scatternet does not average the weights: $(grep ema "$TMP/s.json" 2>/dev/null)"
@@ -138,7 +188,7 @@ PY
     [[ $RC -eq 0 ]] && grep -q '"epochs": 3,' "$TMP/e.json" && ok || bad "--epochs 3 does not override the budget's epochs"
     # --scatter-angles: another filter bank (6 angles: 1 + 12 + 72 = 49 channels), refused without the recipe
     run train --recipe scatternet --scatter-angles 6 --model "groupnorm(7) flatten linear(10)" --train-limit 600 \
-        --test-limit 100 --epochs 1 --batch-size 300
+        --test-limit 100 --epochs 1 --batch-size 300 --precondition 0
     [[ $RC -eq 0 && "$OUT" == *"J 2, 6 angles: 49x7x7"* && "$OUT" == *"24118 parameters"* ]] && ok ||
         bad "--scatter-angles 6: exit $RC: $OUT $ERR"
     run train --scatter-angles 6 --train-limit 600 --epochs 1

@@ -211,6 +211,10 @@ typedef struct {
     double ema; /* --ema's default: 0 (none) */
     /* the epochs for a target epsilon <= 1 and <= 2 when --epochs is not given (0: epochs) */
     int epochs_eps1, epochs_eps2;
+    /* > 0: --precondition's default, the noise multiplier of the release of the features' second
+     * moments (dpsgd/precond.h), with precond_groups GroupNorm groups; 0: none */
+    double precondition;
+    int precond_groups;
 } dp_cli_recipe;
 const dp_cli_recipe *dp_cli_recipe_find(const char *name);
 /* --recipe NAME in argv, else the recipe of --model (transformer has its own), else cnn;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dpsgd/precond.h"
 #include "mpi_comm.h"
 #ifdef DP_TEST_HOOKS
 #include "core/testhooks.h"
@@ -50,6 +51,11 @@ void dp_cmd_train_usage(FILE *f) {
 "                          (grammar and the transformer: docs/model-spec.md)\n"
 "  --scatter-angles L      --recipe scatternet: the filter bank's angles, 1..16 (1 + 2L + 2L^2\n"
 "                          channels of 7 x 7; give --model a GroupNorm that divides them) [8]\n"
+"  --precondition Z        --recipe scatternet: train the linear classifier on the features\n"
+"                          preconditioned by their second moments (channels and positions),\n"
+"                          released with noise multiplier Z before training; epsilon covers\n"
+"                          the release and sigma is raised to keep the target (docs/scatter.md).\n"
+"                          The saved weights are the recipe model's. 0: off [scatternet 10]\n"
 "  --freeze I|NAME         freeze layer I, or every layer named NAME or NAME.* (a module-name\n"
 "                          prefix such as bert.embeddings) (repeatable)\n");
     dp_cli_model_usage(f);
@@ -264,6 +270,8 @@ int dp_cmd_train(int argc, char **argv) {
     int nesterov = 0;
     const char *private_flag = NULL; /* the last flag given that only a private run uses */
     int scatter_l = 0; /* --scatter-angles: the filter bank's angles (0: the recipe's) */
+    double precond_z = 0; /* --precondition: the release's noise multiplier (0: off) */
+    int precond_given = 0;
     int epochs_given = 0;
     const char *augment_flag = NULL; /* --augment-pad or --no-flip, which need --augmult */
     /* the recipe first: its fields are defaults that the flags below override */
@@ -276,6 +284,7 @@ int dp_cmd_train(int argc, char **argv) {
     p.expected_batch = recipe->expected_batch;
     p.epochs = recipe->epochs;
     p.ema_decay = recipe->ema;
+    precond_z = recipe->precondition;
     if (recipe->no_normalize) mo.norm_mode = 2;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -339,6 +348,12 @@ int dp_cmd_train(int argc, char **argv) {
             NEED_VALUE;
             if (!dp_cli_parse_double(a, v, &p.ema_decay)) return 2;
             if (!(p.ema_decay >= 0 && p.ema_decay < 1)) return dp_cli_die("--ema: the decay must be in [0, 1)");
+        } else if (!strcmp(a, "--precondition")) {
+            NEED_VALUE;
+            if (!dp_cli_parse_double(a, v, &precond_z)) return 2;
+            if (!(precond_z >= 0) || !isfinite(precond_z))
+                return dp_cli_die("--precondition: the noise multiplier must be a finite number >= 0 (0: off)");
+            precond_given = 1;
         } else if (!strcmp(a, "--scatter-angles")) {
             NEED_VALUE;
             long lv;
@@ -453,6 +468,26 @@ int dp_cmd_train(int argc, char **argv) {
                         "scatternet)\n", prog);
         return 2;
     }
+    if (precond_z > 0) { /* what a preconditioned run cannot do yet, said before any work */
+        const char *why = NULL;
+        if (!(recipe->precond_groups > 0))
+            why = "only with a recipe whose features it was made for (--recipe scatternet)";
+        else if (strcmp(o.model_name, recipe->model))
+            why = "only with the recipe's own model (the classifier it trains is folded back into it)";
+        else if (p.checkpoint_dir || p.resume)
+            why = "a preconditioned run cannot be checkpointed or resumed yet (the transform is not in the checkpoint)";
+        else if (init_path)
+            why = "not with --init (the classifier starts on the preconditioned features)";
+        else if (mo.nfreeze)
+            why = "not with --freeze (the preconditioned run trains the classifier alone)";
+        else if (scatter_l)
+            why = "not with --scatter-angles (made for the recipe's 81 channels and their groups)";
+        if (why) {
+            fprintf(stderr, "%s: --precondition %g%s: %s; --precondition 0 turns it off\n", prog, precond_z,
+                    precond_given ? "" : " (the recipe's)", why);
+            return 2;
+        }
+    }
     if (p.augmult && recipe->scatter_j > 0) {
         fprintf(stderr, "%s: --augmult: not with --recipe %s (its features are the scattering transform's, cached "
                         "once, not images to crop and flip)\n", prog, recipe->name);
@@ -517,7 +552,10 @@ int dp_cmd_train(int argc, char **argv) {
     dp_dataset tr, te;
     memset(&tr, 0, sizeof tr);
     memset(&te, 0, sizeof te);
-    dp_model *m = NULL;
+    dp_model *m = NULL, *mt = NULL; /* the model; mt: the classifier that trains on preconditioned features */
+    dp_precond pc;
+    memset(&pc, 0, sizeof pc);
+    double precond_secs = 0;
     int rc = 1, K;
     dp_cli_data_info info;
     const dp_cli_data_spec ds = {.scatter_j = recipe->scatter_j, .scatter_l = scatter_l ? scatter_l : recipe->scatter_l,
@@ -529,6 +567,33 @@ int dp_cmd_train(int argc, char **argv) {
         goto done;
     }
     p.data_id = info.data_id;
+    if (precond_z > 0) { /* the release, the transform of both splits, and the classifier that trains on them */
+        if (comm.size > 1) {
+            fprintf(stderr, "%s: --precondition: not with MPI yet (each rank holds a shard of the data); "
+                            "--precondition 0 turns it off\n", prog);
+            rc = 2;
+            goto done;
+        }
+        const double t0 = omp_get_wtime();
+        dp_precond_params pp = dp_precond_default_params();
+        pp.groups = recipe->precond_groups;
+        pp.noise_multiplier = p.no_dp ? 0 : precond_z; /* the non-private baseline: exact statistics */
+        pp.noise_seeded = p.noise_seeded;
+        pp.noise_seed = p.noise_seed;
+        char spec[64];
+        snprintf(spec, sizeof spec, "flatten linear(%d)", K);
+        if ((st = dp_precond_fit(&tr, &pp, &pc)) != DP_OK || (st = dp_precond_apply(&pc, &tr)) != DP_OK ||
+            (te.n && (st = dp_precond_apply(&pc, &te)) != DP_OK) ||
+            (st = dp_model_create(spec, tr.c, tr.h, tr.w, &mt)) != DP_OK) {
+            fprintf(stderr, "%s: --precondition %g: %s\n", prog, precond_z, dp_cli_error());
+            goto done;
+        }
+        dp_rng init;
+        dp_rng_seed(&init, p.seed ^ 0x1badc0ffeeULL);
+        dp_model_init(mt, &init);
+        if (!p.no_dp) p.prior_sigma = precond_z;
+        precond_secs = omp_get_wtime() - t0;
+    }
     if (p.augmult) { /* said as usage errors, naming the flag, before the run (dp_train checks the same) */
         const int side = tr.h < tr.w ? tr.h : tr.w;
         if (info.tokens || tr.h < 2 || tr.w < 2) {
@@ -581,9 +646,9 @@ int dp_cmd_train(int argc, char **argv) {
         const int B = p.physical_batch > 0 && p.physical_batch < p.expected_batch ? p.physical_batch : p.expected_batch;
         dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget, G}, smallest = cp;
         smallest.mode = DP_CLIP_GHOST; /* every layer on a second pass */
-        const size_t least = dp_model_clip_plan_bytes(m, &smallest, B * G);
+        const size_t least = dp_model_clip_plan_bytes(mt ? mt : m, &smallest, B * G);
         if (least > p.mem_budget) {
-            const int n = dp_model_max_batch_within(m, &cp, p.mem_budget, B * G) / G; /* examples */
+            const int n = dp_model_max_batch_within(mt ? mt : m, &cp, p.mem_budget, B * G) / G; /* examples */
             char fix[96] = "not even one sample at a time fits it: raise it";
             if (n > 0) snprintf(fix, sizeof fix, "--physical-batch %d fits it (the same result, in smaller chunks)", n);
             char rows[48] = "";
@@ -608,8 +673,17 @@ int dp_cmd_train(int argc, char **argv) {
             printf("data: %s (%zu train, %zu test, %dx%dx%d, %d %s)\n", info.data_desc, tr.n, te.n, tr.c, tr.h,
                    tr.w, K, mo.mse ? "regression targets" : "classes");
         if (info.features[0]) printf("features: %s\n", info.features);
+        if (mt)
+        {
+            char how[96] = "exact (non-private baseline)";
+            if (!p.no_dp)
+                snprintf(how, sizeof how, "released with noise multiplier %g (covered by epsilon)", precond_z);
+            printf("preconditioning: GroupNorm(%d) features times A^-1/4 (channels) and B^-1/4 (positions), their "
+                   "second moments %s; a linear classifier trains on them and is folded back into the model (%.1f s)\n",
+                   recipe->precond_groups, how, precond_secs);
+        }
         printf("model: %s, %zu parameters (%zu trainable); recipe %s\n", info.model_desc, dp_model_num_params(m),
-               dp_model_num_trainable(m), recipe->name);
+               mt ? dp_model_num_trainable(mt) : dp_model_num_trainable(m), recipe->name);
         if (p.no_dp)
             printf("training: non-private baseline (--no-dp), batch %d, %d epochs, %d threads\n", p.expected_batch, p.epochs,
                    omp_get_max_threads());
@@ -627,14 +701,14 @@ int dp_cmd_train(int argc, char **argv) {
             dp_clip_params cp = {p.clipping, p.max_grad_norm, p.mem_budget, G};
             size_t cap = 1 << 16;
             char *buf = malloc(cap);
-            if (buf && dp_model_describe_plan(m, &cp, B * G, buf, cap) == DP_OK)
+            if (buf && dp_model_describe_plan(mt ? mt : m, &cp, B * G, buf, cap) == DP_OK)
                 fputs(buf, stdout);
             else
                 fprintf(stderr, "%s: --verbose: %s\n", prog, buf ? dp_cli_error() : "out of memory");
             free(buf);
         } else if (verbose) {
             printf("memory plan: a non-private step of %d samples allocates %.1f MiB\n", p.expected_batch,
-                   (double)dp_model_plan_bytes(m, p.clipping, p.expected_batch, 1) / (1024.0 * 1024.0));
+                   (double)dp_model_plan_bytes(mt ? mt : m, p.clipping, p.expected_batch, 1) / (1024.0 * 1024.0));
         }
         if (p.ema_decay > 0)
             printf("averaging: each epoch evaluates, and the run keeps, an exponential moving average of the weights "
@@ -675,9 +749,9 @@ int dp_cmd_train(int argc, char **argv) {
     p.stop = &stop_signal;
     dp_train_result r;
 #ifdef DP_TEST_HOOKS
-    st = dp__train(m, &tr, &te, &p, &hooks, &r);
+    st = dp__train(mt ? mt : m, &tr, &te, &p, &hooks, &r);
 #else
-    st = dp_train(m, &tr, &te, &p, &r);
+    st = dp_train(mt ? mt : m, &tr, &te, &p, &r);
 #endif
     if (st == DP_ERR_INTERRUPTED) { /* every rank stopped at the same step: no abort */
         rc = 128 + (stop_signal ? stop_signal : SIGINT);
@@ -697,6 +771,23 @@ int dp_cmd_train(int argc, char **argv) {
         rc = dp_cli_fail(st);
         if (comm.size > 1) dp_cli_mpi_abort(rc);
         goto done;
+    }
+    if (mt) { /* the classifier folded back: the recipe's model gives the same outputs on the features */
+        float *lw, *lb, *ow, *ob, *gw, *gb;
+        size_t n1, n2, n3, n4, n5, n6;
+        if (dp_model_find_tensor(mt, "1.weight", &lw, &n1) || dp_model_find_tensor(mt, "1.bias", &lb, &n2) ||
+            dp_model_find_tensor(m, "0.weight", &gw, &n5) || dp_model_find_tensor(m, "0.bias", &gb, &n6) ||
+            dp_model_find_tensor(m, "2.weight", &ow, &n3) || dp_model_find_tensor(m, "2.bias", &ob, &n4) || n1 != n3 ||
+            n2 != n4 || n5 != n6 || (st = dp_precond_fold(&pc, K, lw, ow)) != DP_OK) {
+            fprintf(stderr, "%s: --precondition: folding the classifier into the model failed: %s\n", prog,
+                    dp_cli_error());
+            goto done;
+        }
+        memcpy(ob, lb, sizeof(float) * n2);
+        for (size_t i = 0; i < n5; i++) {
+            gw[i] = 1;
+            gb[i] = 0;
+        }
     }
     if (rank_weights && save_weights) {
         char path[4096];
@@ -805,6 +896,8 @@ int dp_cmd_train(int argc, char **argv) {
 done:
     dp_cli_mpi_finalize();
     dp_model_destroy(m);
+    dp_model_destroy(mt);
+    dp_precond_free(&pc);
     dp_dataset_free(&tr);
     dp_dataset_free(&te);
     return rc;

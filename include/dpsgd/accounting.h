@@ -195,6 +195,14 @@ dp_status dp_accountant_delta_many(const dp_accountant *a, dp_accountant_kind k,
 dp_status dp_calibrate_sigma_kind(dp_accountant_kind k, double target_eps, double delta, double q,
                                   long steps, double eps_tol, double *sigma);
 
+/* As dp_calibrate_sigma_kind for a history that starts with one Gaussian mechanism of noise
+ * multiplier prior_sigma on the whole data (sample rate 1, one step: a statistic released before
+ * training, as dp_precond_fit's): the smallest sigma (to the tolerance) with
+ *     target_eps - eps_tol <= epsilon({(1, prior_sigma, 1), (q, sigma, steps)}) <= target_eps.
+ * Refused (DP_ERR_RANGE, naming its epsilon) when the prior release alone spends the target. */
+dp_status dp_calibrate_sigma_prior(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                                   double prior_sigma, double eps_tol, double *sigma);
+
 /* Whether dp_calibrate_sigma_kind would reach target_eps: DP_OK, or its refusal (same status and
  * message), without the search: a few RDP evaluations and about one of k (RDP: the calibration
  * itself, milliseconds). For a tool that must tell a bad request from a failed run before it

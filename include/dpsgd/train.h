@@ -155,6 +155,12 @@ typedef struct {
     int augmult;
     int augment_pad;  /* 4 (dp_train_default_params) */
     int augment_flip; /* 1 (dp_train_default_params); 0 for data whose mirror image is another class */
+    /* > 0: a Gaussian mechanism of this noise multiplier ran on the whole training set before
+     * training (sample rate 1, once: dp_precond_fit's release). The accountant's history starts
+     * with it, so epsilon covers it, and a calibrated sigma is raised to keep the total at
+     * target_epsilon (dp_calibrate_sigma_prior). Not with checkpoint_dir or resume (refused).
+     * 0 (default): none. Ignored with no_dp. */
+    double prior_sigma;
 } dp_train_params;
 
 enum { DP_LR_CONSTANT = 0, DP_LR_COSINE = 1 };

@@ -142,7 +142,8 @@ class dp_train_params(Structure):
                 ("force", c_int), ("data_id", c_char_p), ("threads", c_int), ("comm", c_void_p),
                 ("stop", POINTER(c_int)),  # volatile sig_atomic_t * (an int on Linux)
                 ("clip_quantile", c_double), ("clip_lr", c_double), ("clip_count_noise", c_double),
-                ("lr_schedule", c_int), ("augmult", c_int), ("augment_pad", c_int), ("augment_flip", c_int)]
+                ("lr_schedule", c_int), ("augmult", c_int), ("augment_pad", c_int), ("augment_flip", c_int),
+                ("prior_sigma", c_double)]
 
 
 class dp_train_result(Structure):

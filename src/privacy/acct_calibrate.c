@@ -296,3 +296,71 @@ static dp_status calibrate(dp_accountant_kind k, double target_eps, double delta
     *sigma = hi;
     return DP_OK;
 }
+
+/* epsilon of the history {(1, prior, 1), (q, sigma, steps)}; +inf where the grid cannot hold it */
+static dp_status prior_eval(dp_accountant_kind k, double prior, double q, double sigma, long steps, double delta,
+                            double *eps) {
+    dp_accountant *a = NULL;
+    dp_epsilon_report r;
+    dp_status st = dp_accountant_create(&a);
+    if (!st) st = dp_accountant_step(a, 1.0, prior, 1);
+    if (!st && steps > 0) st = dp_accountant_step(a, q, sigma, steps);
+    if (!st) st = dp_accountant_epsilon(a, k, delta, NULL, &r);
+    dp_accountant_destroy(a);
+    if (st == DP_ERR_RANGE) {
+        dp_clear_error();
+        *eps = INFINITY;
+        return DP_OK;
+    }
+    if (st == DP_OK) *eps = r.epsilon;
+    return st;
+}
+
+dp_status dp_calibrate_sigma_prior(dp_accountant_kind k, double target_eps, double delta, double q, long steps,
+                                   double prior_sigma, double eps_tol, double *sigma) {
+    dp_status st;
+    if (dp_accountant_kind_is_bound(k) && !sigma) return dp_fail(DP_ERR_INVALID, "calibrate sigma: sigma is NULL");
+    if ((st = calib_args(k, target_eps, delta, q, steps, eps_tol))) return st;
+    if (!(prior_sigma > 0) || !isfinite(prior_sigma))
+        return dp_fail(DP_ERR_RANGE, "prior noise multiplier %g must be finite and > 0", prior_sigma);
+    if (eps_tol == 0.0) eps_tol = DP_CALIBRATE_EPS_TOL_DEFAULT;
+    double e0, lo, hi, el, eh;
+    if ((st = prior_eval(k, prior_sigma, q, 1.0, 0, delta, &e0)) != DP_OK) return st;
+    if (!(e0 < target_eps - eps_tol))
+        return dp_fail(DP_ERR_RANGE,
+                       "target epsilon %g is unreachable: the release before training (noise multiplier %g on the "
+                       "whole data) alone spends epsilon %.4g at delta %g by the %s accountant; give it more noise "
+                       "or the run a larger target", target_eps, prior_sigma, e0, delta, dp_accountant_kind_name(k));
+    /* the steps alone need lo (their epsilon is then about the target): the history needs more */
+    if ((st = dp_calibrate_sigma_kind(k, target_eps, delta, q, steps, eps_tol, &lo)) != DP_OK) return st;
+    if ((st = prior_eval(k, prior_sigma, q, lo, steps, delta, &el)) != DP_OK) return st;
+    hi = lo;
+    eh = el;
+    for (int it = 0; eh > target_eps; it++) { /* walk up by 10% until private enough */
+        if (it == CALIB_MAX_BISECT || hi * 1.1 > CALIB_MAX_SIGMA)
+            return dp_fail(DP_ERR_RANGE, "target epsilon %g is unreachable after the prior release (noise multiplier "
+                                         "%g) with the %s accountant", target_eps, prior_sigma,
+                           dp_accountant_kind_name(k));
+        lo = hi;
+        el = eh;
+        hi *= 1.1;
+        if ((st = prior_eval(k, prior_sigma, q, hi, steps, delta, &eh)) != DP_OK) return st;
+    }
+    /* eps(hi) <= target < eps(lo), unless lo itself met it (then lo == hi); bisection on the ratio */
+    for (int it = 0; it < CALIB_MAX_BISECT && target_eps - eh > eps_tol && hi > lo; it++) {
+        const double x = sqrt(lo * hi);
+        double ex;
+        if ((st = prior_eval(k, prior_sigma, q, x, steps, delta, &ex)) != DP_OK) return st;
+        if (ex <= target_eps) {
+            hi = x;
+            eh = ex;
+        } else
+            lo = x;
+        if (hi / lo < 1 + 1e-9) break;
+    }
+    if (target_eps - eh > eps_tol)
+        return dp_fail(DP_ERR_RANGE, "calibrate sigma after a prior release: no convergence with the %s accountant",
+                       dp_accountant_kind_name(k));
+    *sigma = hi;
+    return DP_OK;
+}

@@ -285,7 +285,11 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     if (!p->no_dp) {
         if (p->noise_multiplier > 0) sigma = p->noise_multiplier;
         else if (resumed && cki.target_epsilon == p->target_epsilon) sigma = cki.sigma; /* as calibrated then */
-        else if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
+        else if (p->prior_sigma > 0) {
+            if ((st = dp_calibrate_sigma_prior(p->accountant, p->target_epsilon, p->delta, q, steps, p->prior_sigma,
+                                               0.01, &sigma)) != DP_OK)
+                goto done;
+        } else if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
             goto done;
         if (!isfinite(sigma) || !isfinite(sigma * p->max_grad_norm)) { /* the noise's standard deviation */
             st = dp_fail(DP_ERR_RANGE, "noise_multiplier %g x max_grad_norm %g: the noise standard deviation must be "
@@ -321,6 +325,8 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     r.delta = p->delta;
     r.steps_per_epoch = spe;
     if ((st = dp_accountant_create(&acc)) != DP_OK) goto done;
+    /* a release before training (dp_precond_fit's): the history starts with it */
+    if (!p->no_dp && p->prior_sigma > 0 && (st = dp_accountant_step(acc, 1.0, p->prior_sigma, 1)) != DP_OK) goto done;
     if ((st = dp_optim_create(&p->optim, np, &opt)) != DP_OK) goto done;
     if (!(idx = dp_alloc(sizeof(size_t) * N))) {
         st = DP_ERR_NOMEM;
@@ -564,6 +570,14 @@ dp_status dp__train_check_params(const dp_train_params *p, size_t N) {
                        p->clip_count_noise);
     if (!(p->max_grad_norm > 0) || !isfinite(p->max_grad_norm))
         return dp_fail(DP_ERR_RANGE, "max_grad_norm %g: must be a positive finite number", p->max_grad_norm);
+    if (!(p->prior_sigma >= 0) || !isfinite(p->prior_sigma))
+        return dp_fail(DP_ERR_RANGE, "prior_sigma %g: must be a finite number >= 0 (0: no release before training)",
+                       p->prior_sigma);
+    /* a checkpoint does not hold what the prior release produced (the caller's), so a resumed
+     * run could not continue the same model: refused rather than half supported */
+    if (p->prior_sigma > 0 && (p->resume || p->checkpoint_dir))
+        return dp_fail(DP_ERR_INVALID, "prior_sigma: a run that starts with a release before training cannot be "
+                                       "checkpointed or resumed yet (checkpoint_dir, resume)");
     if (!(p->delta > 0 && p->delta < 1)) return dp_fail(DP_ERR_RANGE, "delta %g: must be in (0, 1)", p->delta);
     if (!(p->delta < 1.0 / (double)N))
         return dp_fail(DP_ERR_RANGE, "delta %g: must be below 1/n = %g, or the guarantee is void", p->delta,

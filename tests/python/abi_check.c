@@ -47,7 +47,7 @@ int main(void) {
     F(dp_train_params, force); F(dp_train_params, data_id); F(dp_train_params, threads); F(dp_train_params, comm);
     F(dp_train_params, stop); F(dp_train_params, clip_quantile); F(dp_train_params, clip_lr);
     F(dp_train_params, clip_count_noise); F(dp_train_params, lr_schedule); F(dp_train_params, augmult);
-    F(dp_train_params, augment_pad); F(dp_train_params, augment_flip); E();
+    F(dp_train_params, augment_pad); F(dp_train_params, augment_flip); F(dp_train_params, prior_sigma); E();
     S(dp_train_result); F(dp_train_result, test_accuracy); F(dp_train_result, test_loss);
     F(dp_train_result, epsilon); F(dp_train_result, delta); F(dp_train_result, sigma); F(dp_train_result, q);
     F(dp_train_result, steps); F(dp_train_result, steps_per_epoch); F(dp_train_result, seconds);
