@@ -87,6 +87,7 @@ expect_fail 2 "--precondition 10 (the recipe's): only with the recipe's own mode
 expect_fail 2 "--precondition 10 (the recipe's): a preconditioned run cannot be checkpointed" train --recipe scatternet \
     --checkpoint-dir "$TMP/pck"
 expect_fail 2 "--precondition 10 (the recipe's): not with --freeze" train --recipe scatternet --freeze 0
+expect_fail 2 "--precondition 0.3: its release alone spends epsilon" train --recipe scatternet --precondition 0.3 --epsilon 1
 run "${TR[@]}" --augmult 2
 [[ $RC -eq 2 && "$ERR" == *"--augmult 2: the training data is token sequences, not images"* ]] && ok ||
     bad "--augmult on token data: exit $RC: $ERR"
@@ -155,6 +156,8 @@ p1, p0, p3, p4 = (json.load(open(f)) for f in sys.argv[1:])
 assert 2.98 <= p1["epsilon"] <= 3 and 2.98 <= p0["epsilon"] <= 3, (p1["epsilon"], p0["epsilon"])
 assert p1["noise_multiplier"] > p0["noise_multiplier"], (p1["noise_multiplier"], p0["noise_multiplier"])
 assert p3["noise_multiplier"] == p4["noise_multiplier"] == 2 and p3["epsilon"] > p4["epsilon"] + 0.01, (p3, p4)
+assert p1["precondition_noise_multiplier"] == 10 and p0["precondition_noise_multiplier"] == 0
+assert p3["precondition_noise_multiplier"] == 3
 PY
     # the saved weights are the recipe's model, the classifier folded in: GroupNorm's affine is the identity
     python3 - "$TMP/p1.safetensors" <<'PY' && ok || bad "--precondition: the saved weights are not the recipe's model"
@@ -172,6 +175,9 @@ PY
     # the non-private baseline preconditions with the exact statistics
     run "${PC[@]}" --no-dp
     [[ $RC -eq 0 && "$OUT" != *"preconditioning"* ]] && ok || bad "--no-dp --quiet printed: $OUT $ERR"
+    run train --recipe scatternet --train-limit 1000 --test-limit 100 --epochs 1 --batch-size 250 --precondition 4
+    [[ $RC -eq 0 && "$OUT" == *"steps after the features' release (noise multiplier 4)"* ]] && ok ||
+        bad "--precondition 4: the final line does not name the release: $OUT $ERR"
     run train --recipe scatternet --train-limit 1000 --test-limit 100 --epochs 1 --batch-size 250 --no-dp
     [[ $RC -eq 0 && "$OUT" == *"second moments exact (non-private baseline)"* ]] && ok ||
         bad "--recipe scatternet --no-dp: exit $RC: $OUT $ERR"

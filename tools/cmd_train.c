@@ -546,6 +546,33 @@ int dp_cmd_train(int argc, char **argv) {
     }
     if (mpi) p.comm = &comm;
     const int rank0 = comm.rank == 0;
+    if (precond_z > 0 && comm.size > 1) {
+        fprintf(stderr, "%s: --precondition: not with MPI yet (each rank holds a shard of the data); "
+                        "--precondition 0 turns it off\n", prog);
+        dp_cli_mpi_finalize();
+        return 2;
+    }
+    if (precond_z > 0 && !p.no_dp && p.noise_multiplier <= 0) { /* the release alone must leave room */
+        dp_accountant *pa = NULL;
+        dp_epsilon_report er;
+        int over = 0;
+        if (dp_accountant_create(&pa) == DP_OK && dp_accountant_step(pa, 1.0, precond_z, 1) == DP_OK &&
+            dp_accountant_epsilon(pa, p.accountant, p.delta, NULL, &er) == DP_OK)
+            over = !(er.epsilon < p.target_epsilon - 0.01);
+        else
+            over = -1;
+        dp_accountant_destroy(pa);
+        if (over) {
+            if (over > 0)
+                fprintf(stderr, "%s: --precondition %g: its release alone spends epsilon %.4g at delta %g (%s), "
+                                "leaving nothing of --epsilon %g for training; give it more noise\n",
+                        prog, precond_z, er.epsilon, p.delta, dp_accountant_kind_name(p.accountant), p.target_epsilon);
+            else
+                fprintf(stderr, "%s: --precondition %g: %s\n", prog, precond_z, dp_cli_error());
+            dp_cli_mpi_finalize();
+            return 2;
+        }
+    }
     if (!rank0) quiet = 1;
 
     dp_status st;
@@ -568,12 +595,6 @@ int dp_cmd_train(int argc, char **argv) {
     }
     p.data_id = info.data_id;
     if (precond_z > 0) { /* the release, the transform of both splits, and the classifier that trains on them */
-        if (comm.size > 1) {
-            fprintf(stderr, "%s: --precondition: not with MPI yet (each rank holds a shard of the data); "
-                            "--precondition 0 turns it off\n", prog);
-            rc = 2;
-            goto done;
-        }
         const double t0 = omp_get_wtime();
         dp_precond_params pp = dp_precond_default_params();
         pp.groups = recipe->precond_groups;
@@ -591,7 +612,7 @@ int dp_cmd_train(int argc, char **argv) {
         dp_rng init;
         dp_rng_seed(&init, p.seed ^ 0x1badc0ffeeULL);
         dp_model_init(mt, &init);
-        if (!p.no_dp) p.prior_sigma = precond_z;
+        if (!p.no_dp) p.prior_sigma = pc.noise_multiplier; /* the release's, as fitted */
         precond_secs = omp_get_wtime() - t0;
     }
     if (p.augmult) { /* said as usage errors, naming the flag, before the run (dp_train checks the same) */
@@ -809,9 +830,13 @@ int dp_cmd_train(int argc, char **argv) {
         printf("final: test %s %s, non-private (no privacy guarantee), %ld steps, %.1f s\n", figure, acc, r.steps,
                r.seconds);
     else
-        printf("final: test %s %s at epsilon %.3f (delta %g, %s), sigma %.4f, %ld steps, %.1f s%s\n", figure, acc,
-               r.epsilon, r.delta, dp_accountant_kind_name(p.accountant), r.sigma, r.steps, r.seconds,
+    {
+        char rel[96] = "";
+        if (p.prior_sigma > 0) snprintf(rel, sizeof rel, " after the features' release (noise multiplier %g)", p.prior_sigma);
+        printf("final: test %s %s at epsilon %.3f (delta %g, %s), sigma %.4f, %ld steps%s, %.1f s%s\n", figure, acc,
+               r.epsilon, r.delta, dp_accountant_kind_name(p.accountant), r.sigma, r.steps, rel, r.seconds,
                p.noise_seeded ? "; epsilon holds only while --noise-seed stays secret" : "");
+    }
     if (p.clip_quantile > 0)
         printf("adaptive clipping: C %g -> %.4g; gradient noise multiplier %.4f, count noise %g (together sigma %.4f)\n",
                p.max_grad_norm, r.max_grad_norm, r.noise_multiplier_gradient,
@@ -859,7 +884,8 @@ int dp_cmd_train(int argc, char **argv) {
         snprintf(json, sizeof json,
                  "{\n  \"recipe\": \"%s\",\n  \"model\": \"%s\",\n  \"parameters\": %zu,\n  \"private\": %s,\n  \"clipping\": \"%s\",\n"
                  "  \"max_grad_norm\": %.17g,\n  \"max_grad_norm_final\": %.17g,\n  \"clip_quantile\": %.17g,\n"
-                 "  \"ema_decay\": %.17g,\n  \"augmult\": %d,\n  \"noise_multiplier\": %.17g,\n"
+                 "  \"ema_decay\": %.17g,\n  \"augmult\": %d,\n  \"precondition_noise_multiplier\": %.17g,\n"
+                 "  \"noise_multiplier\": %.17g,\n"
                  "  \"noise_multiplier_gradient\": %.17g,\n  \"sample_rate\": %.17g,\n"
                  "  \"expected_batch\": %d,\n  \"epochs\": %d,\n  \"steps\": %ld,\n  \"delta\": %.17g,\n"
                  "  \"epsilon\": %.17g,\n  \"accountant\": \"%s\",\n  \"noise\": %s,\n"
@@ -871,7 +897,7 @@ int dp_cmd_train(int argc, char **argv) {
                  dp_model_builtin_spec(o.model_name) || !strcmp(o.model_name, "transformer") ? o.model_name : "spec",
                  dp_model_num_params(m), p.no_dp ? "false" : "true",
                  p.no_dp ? "none" : dp_clip_mode_name(p.clipping), p.max_grad_norm, r.max_grad_norm, p.clip_quantile,
-                 p.ema_decay, p.augmult, r.sigma, r.noise_multiplier_gradient, r.q, p.expected_batch, p.epochs,
+                 p.ema_decay, p.augmult, p.prior_sigma, r.sigma, r.noise_multiplier_gradient, r.q, p.expected_batch, p.epochs,
                  r.steps, p.no_dp ? 0.0 : r.delta, p.no_dp ? 0.0 : r.epsilon,
                  p.no_dp ? "none" : dp_accountant_kind_name(p.accountant), noise, mo.mse ? "mse" : "xent",
                  ps.private_test ? "held out from the private data" : "public", test_acc, test_loss,

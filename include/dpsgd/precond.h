@@ -12,8 +12,9 @@
  * A and B are statistics of the private data: dp_precond_fit releases them through the
  * Gaussian mechanism. Each example's G(x) / sqrt(C*H*W) is clipped to Frobenius norm 1, so
  * one example moves A and B by X X^T and X^T X, whose Frobenius norms are at most 1 each: the
- * pair's L2 sensitivity is sqrt(2). Gaussian noise of std noise_multiplier * sqrt(2) is added
- * to every entry of both upper triangles (then mirrored): one Gaussian mechanism of that noise
+ * pair's L2 sensitivity is sqrt(2) (times 1 + 2^-22 (n + 1) for the rounding of the sums to
+ * float before the noise). Gaussian noise of std noise_multiplier times that is added to every
+ * entry of both upper triangles (then mirrored): one Gaussian mechanism of that noise
  * multiplier on the whole data set (sample rate 1), which the run's accountant must count
  * (dp_train_params.prior_sigma). Everything after the noise (eigenvalues, the scale s, the
  * transform of any data) is post-processing.
@@ -48,12 +49,15 @@ typedef struct {
     double *pa;     /* [c*c] A^-p, symmetric */
     double *pb;     /* [hw*hw] B^-p, symmetric */
     double *a, *b;  /* [c*c], [hw*hw]: the released (noisy) A and B that pa, pb come from */
+    double noise_multiplier; /* the release's z: what the run's accountant must record
+                              * (dp_train_params.prior_sigma = noise_multiplier) */
 } dp_precond;
 
 /* Releases A and B of the features in d (images C x H x W, n >= 1) with noise and computes the
- * transform. Errors: DP_ERR_INVALID (groups do not divide C, a non-finite feature naming the
- * example, power or floor out of range), DP_ERR_RANGE (no eigenvalue of a noisy factor is
- * positive: too much noise for so little data), DP_ERR_NOMEM, DP_ERR_IO (no OS entropy). */
+ * transform. An example with a non-finite feature adds nothing (silently: saying so would
+ * release that it exists). Errors: DP_ERR_INVALID (groups do not divide C, power, floor or noise
+ * multiplier out of range), DP_ERR_RANGE (no eigenvalue of a noisy factor is positive: too much
+ * noise for so little data), DP_ERR_NOMEM, DP_ERR_IO (no OS entropy). */
 dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_precond *out);
 /* d->x[i] <- s A^-p G(d->x[i]) B^-p for every example, in place (d must have fit's shape). */
 dp_status dp_precond_apply(const dp_precond *pc, dp_dataset *d);

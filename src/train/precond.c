@@ -2,7 +2,7 @@
  * The second moments are summed in double (dsyrk over chunks of examples), released with the
  * Gaussian mechanism (the secure noise of dpsgd/secure.h, or a noise_seed stream), and
  * diagonalised by LAPACK's dsyev (in the OpenBLAS the library links). */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* explicit_bzero */
 #include <math.h>
 #include <string.h>
 
@@ -106,6 +106,7 @@ static dp_status add_noise(double *m, int n, double std, const dp_precond_params
     k = 0;
     for (int i = 0; i < n; i++)
         for (int j = i; j < n; j++, k++) m[(size_t)i * n + j] = m[(size_t)j * n + i] = u[k];
+    explicit_bzero(u, sizeof(float) * nt);
     dp_free(u);
     return DP_OK;
 }
@@ -133,10 +134,6 @@ dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_pr
     if (!(pp->floor > 0 && pp->floor <= 1))
         return dp_fail(DP_ERR_INVALID, "precondition: floor %g must be in (0, 1]", pp->floor);
     const size_t dim = (size_t)c * hw;
-    for (size_t i = 0; i < d->n; i++)
-        for (size_t j = 0; j < dim; j++)
-            if (!isfinite(d->x[i * dim + j]))
-                return dp_fail(DP_ERR_INVALID, "precondition: the data has a non-finite feature");
     dp_status st = DP_OK;
     dp_precond pc;
     memset(&pc, 0, sizeof pc);
@@ -164,10 +161,12 @@ dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_pr
             const float *ge = g + (size_t)e * dim;
             double ss = 0;
             for (size_t j = 0; j < dim; j++) ss += (double)ge[j] * ge[j];
-            const double nrm = sqrt(ss) * inv, f = inv * (nrm > 1 ? 1 / nrm : 1);
+            /* an example with a non-finite feature adds nothing, silently: refusing the data, or
+             * counting such examples, would release whether one exists (as the step does) */
+            const double nrm = sqrt(ss) * inv, f = !isfinite(nrm) ? 0 : inv * (nrm > 1 ? 1 / nrm : 1);
             for (int r = 0; r < c; r++)
                 for (int p = 0; p < hw; p++) {
-                    const double v = f * ge[(size_t)r * hw + p];
+                    const double v = f ? f * ge[(size_t)r * hw + p] : 0;
                     x[(size_t)r * ((size_t)nb * hw) + (size_t)e * hw + p] = v;
                     xt[((size_t)e * c + r) * hw + p] = v;
                 }
@@ -179,9 +178,19 @@ dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_pr
         for (int j = 0; j < i; j++) pc.pa[(size_t)i * c + j] = pc.pa[(size_t)j * c + i];
     for (int i = 0; i < hw; i++)
         for (int j = 0; j < i; j++) pc.pb[(size_t)i * hw + j] = pc.pb[(size_t)j * hw + i];
-    if (pp->noise_multiplier > 0) { /* the release: sensitivity sqrt(2) for the pair */
-        const double std = pp->noise_multiplier * sqrt(2.0);
+    if (pp->noise_multiplier > 0) {
+        /* The release. One example moves A and B by at most 1 each in Frobenius norm; the sums
+         * are rounded to float before the noise is added (dp_secure_noise_gaussian's grid works
+         * on float), which moves each by at most 2^-24 ||A||_F <= 2^-24 n (A is PSD, tr A <= n),
+         * for the data set and its neighbour alike, and the double sums carry far less: the
+         * sensitivity of the pair is taken as sqrt(2) (1 + 2^-22 (n + 1)). */
+        const double std = pp->noise_multiplier * sqrt(2.0) * (1.0 + ldexp((double)d->n + 1.0, -22));
+        if (!isfinite(std)) {
+            st = dp_fail(DP_ERR_INVALID, "precondition: noise multiplier %g is too large", pp->noise_multiplier);
+            goto out;
+        }
         dp_rng rng;
+        memset(&rng, 0, sizeof rng);
         if (pp->noise_seeded)
             dp_rng_seed(&rng, pp->noise_seed ^ SEED_TAG);
         else if ((st = dp_csprng_create(&crng)) != DP_OK)
@@ -209,6 +218,7 @@ dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_pr
         goto out;
     }
     pc.scale = t / sqrt(den);
+    pc.noise_multiplier = pp->noise_multiplier;
     pc.a = a;
     pc.b = b;
     a = b = NULL;
@@ -216,6 +226,9 @@ dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_pr
     memset(&pc, 0, sizeof pc);
 out:
     dp_csprng_destroy(crng);
+    if (g) explicit_bzero(g, sizeof(float) * CHUNK * dim); /* features of private examples */
+    if (x) explicit_bzero(x, sizeof(double) * CHUNK * dim);
+    if (xt) explicit_bzero(xt, sizeof(double) * CHUNK * dim);
     dp_free(g);
     dp_free(rstd);
     dp_free(x);
