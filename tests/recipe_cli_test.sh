@@ -133,7 +133,7 @@ PY
     # scatternet: 81 x 7 x 7 scattering features, GroupNorm(27) + linear (39,862 parameters)
     run train --recipe scatternet --train-limit 2000 --test-limit 200 --epochs 2 --batch-size 500 --out "$TMP/s.json"
     [[ $RC -eq 0 && "$OUT" == *"features: scattering transform J 2, 8 angles: 81x7x7"* &&
-       "$OUT" == *"39862 parameters"* && "$OUT" == *"recipe scatternet"* && "$OUT" == *"lr 16 "* ]] && ok ||
+       "$OUT" == *"39862 parameters"* && "$OUT" == *"recipe scatternet"* && "$OUT" == *"lr 6 "* ]] && ok ||
         bad "--recipe scatternet: exit $RC: $OUT $ERR"
     grep -q '"recipe": "scatternet"' "$TMP/s.json" 2>/dev/null && ok || bad "the JSON does not name the recipe"
     # preconditioned by default: the release is announced, the classifier alone trains (39,700 of 39,862)
@@ -146,6 +146,11 @@ PY
     [[ $RC -eq 0 ]] && ok || bad "--recipe scatternet (small): exit $RC: $ERR"
     run "${PC[@]}" --precondition 0 --out "$TMP/p0.json"
     [[ $RC -eq 0 ]] && ok || bad "--precondition 0: exit $RC: $ERR"
+    # the step size follows: 6 preconditioned, the recipe's 16 without, --lr over both
+    for a in "--precondition 0:lr 16 " "--precondition 0 --lr 3:lr 3 " "--lr 5:lr 5 "; do
+        run train --recipe scatternet --train-limit 300 --test-limit 50 --epochs 1 --batch-size 150 ${a%%:*}
+        [[ $RC -eq 0 && "$OUT" == *"${a#*:}"* ]] && ok || bad "${a%%:*}: expected '${a#*:}': $OUT $ERR"
+    done
     run "${PC[@]}" --precondition 3 --noise-multiplier 2 --out "$TMP/p3.json"
     [[ $RC -eq 0 ]] && ok || bad "--precondition 3 --noise-multiplier 2: exit $RC: $ERR"
     run "${PC[@]}" --precondition 0 --noise-multiplier 2 --out "$TMP/p4.json"

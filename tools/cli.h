@@ -215,6 +215,7 @@ typedef struct {
      * moments (dpsgd/precond.h), with precond_groups GroupNorm groups; 0: none */
     double precondition;
     int precond_groups;
+    double lr_plain; /* > 0: the lr with --precondition 0 (the recipe's lr is the preconditioned one's) */
 } dp_cli_recipe;
 const dp_cli_recipe *dp_cli_recipe_find(const char *name);
 /* --recipe NAME in argv, else the recipe of --model (transformer has its own), else cnn;

@@ -496,6 +496,8 @@ int dp_cmd_train(int argc, char **argv) {
     if (init_path && p.resume)
         return dp_cli_die("--init: cannot be combined with --resume (the checkpoint holds the weights)");
     /* optimizer: defaults of the recipe for SGD, PyTorch's for Adam/AdamW, then the flags */
+    /* the recipe's step size is the preconditioned features'; without them, its own */
+    if (recipe->lr_plain > 0 && precond_z == 0) p.optim.lr = recipe->lr_plain;
     if (okind != DP_OPT_SGD) p.optim = dp_optim_default_params(okind);
     if (!isnan(o.lr)) p.optim.lr = o.lr;
     if (!isnan(o.momentum)) p.optim.momentum = o.momentum;

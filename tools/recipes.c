@@ -8,16 +8,16 @@
 static const dp_cli_recipe RECIPES[] = {
     {"cnn", "Tramer & Boneh (2021) end-to-end CNN: 26,010-parameter tanh CNN, SGD lr 4 momentum 0.9, C 0.1, "
             "batch 2048, 40 epochs (the default)",
-     "cnn", 0, 0, 0, 4.0, 0.9, 0.1, 2048, 40, 0, 0, 0, 0, 0},
+     "cnn", 0, 0, 0, 4.0, 0.9, 0.1, 2048, 40, 0, 0, 0, 0, 0, 0},
     {"scatternet", "Tramer & Boneh (2021) ScatterNet: scattering transform J 2, 8 angles (81 x 7 x 7 features, "
-                   "a fixed public transform), GroupNorm with 27 groups, linear classifier; SGD lr 16 momentum 0.9, "
-                   "C 0.1, batch 8192, 60 epochs (40 at --epsilon <= 2, 20 at <= 1), an average of the weights "
-                   "(--ema 0.99); pixels in [0, 1] (no --normalize); the features preconditioned by their private "
-                   "second moments (--precondition 10)",
-     "groupnorm(27) flatten linear(10)", 2, 8, 1, 16.0, 0.9, 0.1, 8192, 60, 0.99, 20, 40, 10.0, 27},
+                   "a fixed public transform), GroupNorm with 27 groups, linear classifier on the "
+                   "features preconditioned by their private second moments (--precondition 10); SGD lr 6 (16 with "
+                   "--precondition 0) momentum 0.9, C 0.1, batch 8192, 60 epochs (40 at --epsilon <= 2, 20 at <= 1), "
+                   "an average of the weights (--ema 0.99); pixels in [0, 1] (no --normalize)",
+     "groupnorm(27) flatten linear(10)", 2, 8, 1, 6.0, 0.9, 0.1, 8192, 60, 0.99, 20, 40, 10.0, 27, 16.0},
     {"transformer", "BERT-like encoder on token data (docs/transformer.md): SGD lr 0.5 momentum 0.9, C 1, batch 512, "
                     "10 epochs; the synthetic order task without data flags",
-     "transformer", 0, 0, 0, 0.5, 0.9, 1.0, 512, 10, 0, 0, 0, 0, 0},
+     "transformer", 0, 0, 0, 0.5, 0.9, 1.0, 512, 10, 0, 0, 0, 0, 0, 0},
 };
 enum { NRECIPES = sizeof RECIPES / sizeof RECIPES[0] };
 

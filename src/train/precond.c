@@ -46,7 +46,8 @@ static void groupnorm_rows(const dp_dataset *d, int groups, size_t i0, int b, fl
 }
 
 /* m (n x n, symmetric, row-major) <- V diag(max(w, floor w_max)^-p) V^T; *wmax the largest eigenvalue */
-static dp_status inverse_power(double *m, int n, double p, double floor, const char *what, double *wmax) {
+static dp_status inverse_power(double *m, int n, double p, double floor, const char *what, double *wmax,
+                               double sums[2]) {
     double *w = dp_alloc(sizeof(double) * (size_t)n), *v = dp_alloc(sizeof(double) * (size_t)n * n), q;
     int info = 0, lwork = -1;
     dp_status st = DP_OK;
@@ -77,7 +78,13 @@ static dp_status inverse_power(double *m, int n, double p, double floor, const c
         goto out;
     }
     *wmax = top;
-    for (int j = 0; j < n; j++) w[j] = pow(w[j] > floor * top ? w[j] : floor * top, -p);
+    sums[0] = sums[1] = 0; /* of the floored spectrum w': sum w', sum w'^(1-2p) */
+    for (int j = 0; j < n; j++) {
+        const double wf = w[j] > floor * top ? w[j] : floor * top;
+        sums[0] += wf;
+        sums[1] += pow(wf, 1 - 2 * p);
+        w[j] = pow(wf, -p);
+    }
     /* column j of v (column-major: v[j*n + i]) is eigenvector j */
     for (int r = 0; r < n; r++)
         for (int c = r; c < n; c++) {
@@ -202,22 +209,25 @@ dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_pr
     /* from here on post-processing of the released pair */
     memcpy(a, pc.pa, sizeof(double) * (size_t)c * c);
     memcpy(b, pc.pb, sizeof(double) * (size_t)hw * hw);
-    double ta = 0, tb = 0, wa, wb;
+    double ta = 0, tb = 0, wa, wb, sa[2], sb[2];
     for (int i = 0; i < c; i++) ta += a[(size_t)i * c + i];
     for (int i = 0; i < hw; i++) tb += b[(size_t)i * hw + i];
-    if ((st = inverse_power(pc.pa, c, pp->power, pp->floor, "channel", &wa)) != DP_OK ||
-        (st = inverse_power(pc.pb, hw, pp->power, pp->floor, "position", &wb)) != DP_OK)
+    if ((st = inverse_power(pc.pa, c, pp->power, pp->floor, "channel", &wa, sa)) != DP_OK ||
+        (st = inverse_power(pc.pb, hw, pp->power, pp->floor, "position", &wb, sb)) != DP_OK)
         goto out;
     /* s: the transformed features keep the mean squared norm of G(x) under the Kronecker model
      * E[vec X vec X^T] ~ A (x) B / tr: s^2 = tr^2 / (tr(Pa^2 A) tr(Pb^2 B)), tr = tr A = tr B
      * (both are the sum of squared norms; the noisy ones differ a little: their mean) */
-    const double t = 0.5 * (ta + tb), den = trace_sq_prod(pc.pa, a, c) * trace_sq_prod(pc.pb, b, hw);
-    if (!(t > 0) || !(den > 0) || !isfinite(t / sqrt(den))) {
-        st = dp_fail(DP_ERR_RANGE, "precondition: the noisy second moments have no usable scale (trace %g): the "
-                                   "noise swamps them", t);
+    const double t = 0.5 * (ta + tb), qa = trace_sq_prod(pc.pa, a, c), qb = trace_sq_prod(pc.pb, b, hw);
+    if (t > 0 && qa > 0 && qb > 0 && isfinite(t / sqrt(qa * qb)))
+        pc.scale = t / sqrt(qa * qb);
+    else /* noise that makes those traces meaningless (little data): the same rule on the floored spectra */
+        pc.scale = sqrt(sa[0] * sb[0] / (sa[1] * sb[1]));
+    if (!(pc.scale > 0) || !isfinite(pc.scale)) {
+        st = dp_fail(DP_ERR_RANGE, "precondition: the noisy second moments have no usable scale: the noise swamps "
+                                   "them");
         goto out;
     }
-    pc.scale = t / sqrt(den);
     pc.noise_multiplier = pp->noise_multiplier;
     pc.a = a;
     pc.b = b;
