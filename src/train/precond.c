@@ -45,9 +45,10 @@ static void groupnorm_rows(const dp_dataset *d, int groups, size_t i0, int b, fl
     dp__k_groupnorm_fwd_f32(g, g, rstd, d->x + i0 * d->dim, NULL, NULL, b, d->c, d->h * d->w, groups, GN_EPS);
 }
 
-/* m (n x n, symmetric, row-major) <- V diag(max(w, floor w_max)^-p) V^T; *wmax the largest eigenvalue */
-static dp_status inverse_power(double *m, int n, double p, double floor, const char *what, double *wmax,
-                               double sums[2]) {
+/* m (n x n, symmetric, row-major) <- V diag(w'^-p) V^T with w' = max(w, floor w_max) over its
+ * eigenvalues w; sums: tr m = sum w, tr(P^2 m) = sum w'^-2p w, sum w', sum w'^(1-2p) (P shares m's
+ * eigenvectors, so the traces the scale needs come from the spectrum) */
+static dp_status inverse_power(double *m, int n, double p, double floor, const char *what, double sums[4]) {
     double *w = dp_alloc(sizeof(double) * (size_t)n), *v = dp_alloc(sizeof(double) * (size_t)n * n), q;
     int info = 0, lwork = -1;
     dp_status st = DP_OK;
@@ -77,12 +78,13 @@ static dp_status inverse_power(double *m, int n, double p, double floor, const c
                                    "preconditioning", what, top);
         goto out;
     }
-    *wmax = top;
-    sums[0] = sums[1] = 0; /* of the floored spectrum w': sum w', sum w'^(1-2p) */
+    sums[0] = sums[1] = sums[2] = sums[3] = 0;
     for (int j = 0; j < n; j++) {
         const double wf = w[j] > floor * top ? w[j] : floor * top;
-        sums[0] += wf;
-        sums[1] += pow(wf, 1 - 2 * p);
+        sums[0] += w[j];
+        sums[1] += pow(wf, -2 * p) * w[j];
+        sums[2] += wf;
+        sums[3] += pow(wf, 1 - 2 * p);
         w[j] = pow(wf, -p);
     }
     /* column j of v (column-major: v[j*n + i]) is eigenvector j */
@@ -116,17 +118,6 @@ static dp_status add_noise(double *m, int n, double std, const dp_precond_params
     explicit_bzero(u, sizeof(float) * nt);
     dp_free(u);
     return DP_OK;
-}
-
-static double trace_sq_prod(const double *p, const double *a, int n) { /* tr(P P A), P and A symmetric */
-    double t = 0;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) {
-            double pp = 0; /* (P P)_ij */
-            for (int k = 0; k < n; k++) pp += p[(size_t)i * n + k] * p[(size_t)k * n + j];
-            t += pp * a[(size_t)j * n + i];
-        }
-    return t;
 }
 
 dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_precond *out) {
@@ -209,20 +200,18 @@ dp_status dp_precond_fit(const dp_dataset *d, const dp_precond_params *pp, dp_pr
     /* from here on post-processing of the released pair */
     memcpy(a, pc.pa, sizeof(double) * (size_t)c * c);
     memcpy(b, pc.pb, sizeof(double) * (size_t)hw * hw);
-    double ta = 0, tb = 0, wa, wb, sa[2], sb[2];
-    for (int i = 0; i < c; i++) ta += a[(size_t)i * c + i];
-    for (int i = 0; i < hw; i++) tb += b[(size_t)i * hw + i];
-    if ((st = inverse_power(pc.pa, c, pp->power, pp->floor, "channel", &wa, sa)) != DP_OK ||
-        (st = inverse_power(pc.pb, hw, pp->power, pp->floor, "position", &wb, sb)) != DP_OK)
+    double sa[4], sb[4];
+    if ((st = inverse_power(pc.pa, c, pp->power, pp->floor, "channel", sa)) != DP_OK ||
+        (st = inverse_power(pc.pb, hw, pp->power, pp->floor, "position", sb)) != DP_OK)
         goto out;
     /* s: the transformed features keep the mean squared norm of G(x) under the Kronecker model
      * E[vec X vec X^T] ~ A (x) B / tr: s^2 = tr^2 / (tr(Pa^2 A) tr(Pb^2 B)), tr = tr A = tr B
      * (both are the sum of squared norms; the noisy ones differ a little: their mean) */
-    const double t = 0.5 * (ta + tb), qa = trace_sq_prod(pc.pa, a, c), qb = trace_sq_prod(pc.pb, b, hw);
+    const double t = 0.5 * (sa[0] + sb[0]), qa = sa[1], qb = sb[1];
     if (t > 0 && qa > 0 && qb > 0 && isfinite(t / sqrt(qa * qb)))
         pc.scale = t / sqrt(qa * qb);
     else /* noise that makes those traces meaningless (little data): the same rule on the floored spectra */
-        pc.scale = sqrt(sa[0] * sb[0] / (sa[1] * sb[1]));
+        pc.scale = sqrt(sa[2] * sb[2] / (sa[3] * sb[3]));
     if (!(pc.scale > 0) || !isfinite(pc.scale)) {
         st = dp_fail(DP_ERR_RANGE, "precondition: the noisy second moments have no usable scale: the noise swamps "
                                    "them");
