@@ -121,6 +121,11 @@ dp_status dp__check_targets(const dp_model *m, const dp_dataset *d, const char *
  * training set of N examples: epochs, batch sizes, and (private runs) max_grad_norm, delta and
  * an accountant that bounds epsilon. Messages name the field. */
 dp_status dp__train_check_params(const dp_train_params *p, size_t N);
+/* What dp_train and the step API share about a private run's noise: sigma calibrated for
+ * p->target_epsilon over (q, steps), after the release before training when p->prior_sigma > 0;
+ * and a new accountant whose history starts with that release. */
+dp_status dp__train_calibrate(const dp_train_params *p, double q, long steps, double *sigma);
+dp_status dp__train_accountant(const dp_train_params *p, dp_accountant **acc);
 
 /* Sums the hashes h[0..n) (n <= 16) over the ranks and sets *which, on every rank alike, to
  * the index of the first one that differs between ranks, or -1. */

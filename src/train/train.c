@@ -285,11 +285,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     if (!p->no_dp) {
         if (p->noise_multiplier > 0) sigma = p->noise_multiplier;
         else if (resumed && cki.target_epsilon == p->target_epsilon) sigma = cki.sigma; /* as calibrated then */
-        else if (p->prior_sigma > 0) {
-            if ((st = dp_calibrate_sigma_prior(p->accountant, p->target_epsilon, p->delta, q, steps, p->prior_sigma,
-                                               0.01, &sigma)) != DP_OK)
-                goto done;
-        } else if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, steps, 0.01, &sigma)) != DP_OK)
+        else if ((st = dp__train_calibrate(p, q, steps, &sigma)) != DP_OK)
             goto done;
         if (!isfinite(sigma) || !isfinite(sigma * p->max_grad_norm)) { /* the noise's standard deviation */
             st = dp_fail(DP_ERR_RANGE, "noise_multiplier %g x max_grad_norm %g: the noise standard deviation must be "
@@ -324,9 +320,7 @@ dp_status dp__train(dp_model *m, const dp_dataset *tr, const dp_dataset *te, con
     r.q = q;
     r.delta = p->delta;
     r.steps_per_epoch = spe;
-    if ((st = dp_accountant_create(&acc)) != DP_OK) goto done;
-    /* a release before training (dp_precond_fit's): the history starts with it */
-    if (!p->no_dp && p->prior_sigma > 0 && (st = dp_accountant_step(acc, 1.0, p->prior_sigma, 1)) != DP_OK) goto done;
+    if ((st = dp__train_accountant(p, &acc)) != DP_OK) goto done;
     if ((st = dp_optim_create(&p->optim, np, &opt)) != DP_OK) goto done;
     if (!(idx = dp_alloc(sizeof(size_t) * N))) {
         st = DP_ERR_NOMEM;
@@ -546,6 +540,23 @@ done:
     dp_optim_destroy(opt);
     dp_free(idx);
     dp_step_free(&sp);
+    return st;
+}
+
+dp_status dp__train_calibrate(const dp_train_params *p, double q, long steps, double *sigma) {
+    if (p->prior_sigma > 0)
+        return dp_calibrate_sigma_prior(p->accountant, p->target_epsilon, p->delta, q, steps, p->prior_sigma, 0.01,
+                                        sigma);
+    return dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, q, steps, 0.01, sigma);
+}
+
+dp_status dp__train_accountant(const dp_train_params *p, dp_accountant **acc) {
+    dp_status st = dp_accountant_create(acc);
+    /* a release before training (dp_precond_fit's): the history starts with it */
+    if (st == DP_OK && !p->no_dp && p->prior_sigma > 0 && (st = dp_accountant_step(*acc, 1.0, p->prior_sigma, 1)) != DP_OK) {
+        dp_accountant_destroy(*acc);
+        *acc = NULL;
+    }
     return st;
 }
 

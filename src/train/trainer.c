@@ -79,12 +79,7 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
     if (st != DP_OK) goto fail;
     if (!t->no_dp) {
         if (p->noise_multiplier > 0) t->sigma = p->noise_multiplier;
-        else if (p->prior_sigma > 0) {
-            if ((st = dp_calibrate_sigma_prior(p->accountant, p->target_epsilon, p->delta, t->q,
-                                               (long)t->spe * p->epochs, p->prior_sigma, 0.01, &t->sigma)) != DP_OK)
-                goto fail;
-        } else if ((st = dp_calibrate_sigma_kind(p->accountant, p->target_epsilon, p->delta, t->q,
-                                                 (long)t->spe * p->epochs, 0.01, &t->sigma)) != DP_OK)
+        else if ((st = dp__train_calibrate(p, t->q, (long)t->spe * p->epochs, &t->sigma)) != DP_OK)
             goto fail;
         if (!isfinite(t->sigma * p->max_grad_norm)) { /* the noise draw asserts a finite std */
             st = dp_fail(DP_ERR_RANGE, "noise_multiplier %g, max_grad_norm %g: the noise std (their product) must be "
@@ -92,9 +87,7 @@ dp_status dp_trainer_create(dp_model *m, const dp_dataset *tr, const dp_train_pa
             goto fail;
         }
     }
-    if ((st = dp_accountant_create(&t->acc)) != DP_OK) goto fail;
-    if (!t->no_dp && p->prior_sigma > 0 && (st = dp_accountant_step(t->acc, 1.0, p->prior_sigma, 1)) != DP_OK)
-        goto fail; /* as dp_train: the history starts with the release before training */
+    if ((st = dp__train_accountant(p, &t->acc)) != DP_OK) goto fail;
     if ((st = dp_optim_create(&p->optim, dp_model_num_params(m), &t->opt)) != DP_OK) goto fail;
     if (!(t->idx = dp_alloc(sizeof(size_t) * N))) {
         st = DP_ERR_NOMEM;
