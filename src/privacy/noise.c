@@ -180,7 +180,7 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
             int64_t id[4];
             _mm256_storeu_si256((__m256i *)id, idx);
             for (int l = 0; l < 4; l++)
-                if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, (int64_t)id[l], z[k + (size_t)l]);
+                if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, id[l], z[k + (size_t)l]);
         }
     }
 #else
