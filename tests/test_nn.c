@@ -182,6 +182,48 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
     test_conv_dg(B, Cin, Hh, Ww, Cout, k, s, pad, bias, 1, 1);
 }
 
+/* The unfolding against its definition, col[t = oy Wo + ox][(c k + ky) k + kx] = x[c, oy s - pt
+ * + ky d, ox s - pl + kx d] or 0 outside, value for value: a padded layer whose padded image is
+ * small reads a zero-padded copy (every window inner); a large one (Cin x Hp x Wp over 8192),
+ * a dilated one or one without padding takes the row path with its bounds checks; a layer whose
+ * rows are short next to its tap rows, the position-major path. */
+static void test_im2col_paths(void) {
+    const dp__conv_geom gs[] = {
+        {1, 28, 28, 16, 8, 2, 2, 2, 1, 1, 13, 13, 0},  /* the default CNN's first layer: padded copy */
+        {3, 60, 60, 2, 3, 1, 1, 1, 1, 1, 60, 60, 0},   /* 3 x 62 x 62 > 8192: bounds checks */
+        {2, 9, 7, 3, 3, 2, 0, 1, 1, 1, 4, 4, 0},       /* pads left and below only (Ho 4 reads row 9) */
+        {2, 9, 8, 3, 3, 2, 2, 2, 2, 1, 5, 4, 0},       /* dilated */
+        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 0},   /* the second layer: position-major */
+        {4, 7, 7, 4, 3, 1, 1, 1, 1, 1, 7, 7, 0},       /* position-major with padding */
+    };
+    for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
+        const dp__conv_geom *g = &gs[q];
+        const int k = g->k, D = g->Cin * k * k, T = g->Ho * g->Wo;
+        const size_t nx = (size_t)g->Cin * g->H * g->W;
+        float *x = dp_alloc(sizeof(float) * nx), *col = dp_alloc(sizeof(float) * (size_t)T * D);
+        double *xd = dnew(nx), *cold = dnew((size_t)T * D);
+        for (size_t j = 0; j < nx; j++) x[j] = (float)(xd[j] = (double)(j + 1));
+        dp__k_im2col_f32(col, x, g);
+        dp__k_im2col_f64(cold, xd, g);
+        long bad = 0;
+        for (int oy = 0; oy < g->Ho; oy++)
+            for (int ox = 0; ox < g->Wo; ox++)
+                for (int c = 0; c < g->Cin; c++)
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            const int iy = oy * g->s - g->pt + ky * g->d, ix = ox * g->s - g->pl + kx * g->d;
+                            const double ref = iy < 0 || iy >= g->H || ix < 0 || ix >= g->W
+                                                   ? 0
+                                                   : xd[((size_t)c * g->H + iy) * g->W + ix];
+                            const size_t at = ((size_t)oy * g->Wo + ox) * D + ((size_t)c * k + ky) * k + kx;
+                            bad += col[at] != ref || cold[at] != ref;
+                        }
+        CHECK(bad == 0);
+        if (bad) fprintf(stderr, "im2col geometry %zu: %ld values differ from the definition\n", q, bad);
+        dp_free(x); dp_free(col); dp_free(xd); dp_free(cold);
+    }
+}
+
 /* The convolution kernels work a few samples at a time (dp__conv_chunk: the unfolding of a
  * chunk in the thread's scratch, not the batch's): a batch spanning several chunks, the last
  * one partial, gives what one sample at a time gives (forward, input gradient), and the
@@ -405,17 +447,32 @@ static void test_f32_vs_f64(void) {
     for (size_t j = 0; j < ny; j++)
         if (fabs(yf[j] - yd[j]) > worst) worst = fabs(yf[j] - yd[j]);
     CHECK(worst < 1e-5);
-    /* the float tanh (no libm) against libm's double tanh */
-    float tx[4001], ty[4001];
-    for (int j = 0; j <= 4000; j++) tx[j] = (float)((j - 2000) * 0.01);
-    dp__k_tanh_fwd_f32(ty, tx, 4001);
+    /* the float tanh (no libm) against libm's double tanh: within 1e-7 relative (about an ulp)
+     * on a dense grid of [-10, 10] and at tiny values, monotone, odd, exactly +-1 from |x| = 9.1
+     * on, NaN propagated, infinities to +-1, -0 kept */
+    enum { NT = 200001, NS = 64 };
+    float *tx = dp_alloc(sizeof(float) * (NT + NS)), *ty = dp_alloc(sizeof(float) * (NT + NS));
+    for (int j = 0; j < NT; j++) tx[j] = (float)((j - NT / 2) * 1e-4);
+    for (int j = 0; j < NS; j++) tx[NT + j] = ldexpf(1.0f, -j - 1) * (j % 2 ? -1.0f : 1.0f);
+    dp__k_tanh_fwd_f32(ty, tx, NT + NS);
     double wt = 0;
-    for (int j = 0; j <= 4000; j++) {
+    int mono = 1, odd = 1;
+    for (int j = 0; j < NT + NS; j++) {
         double ref = tanh((double)tx[j]), e = fabs(ty[j] - ref) / (fabs(ref) > 1e-30 ? fabs(ref) : 1.0);
         if (e > wt) wt = e;
+        if (j > 0 && j < NT && ty[j] < ty[j - 1]) mono = 0;
+        if (j < NT && ty[j] != -ty[NT - 1 - j]) odd = 0;
+        if (j < NT && fabsf(tx[j]) >= 9.1f && fabsf(ty[j]) != 1.0f) odd = 0;
     }
-    CHECK(wt < 1e-6);
-    if (wt >= 1e-6) fprintf(stderr, "float tanh: worst relative error %g\n", wt);
+    CHECK(wt < 1e-7);
+    if (wt >= 1e-7) fprintf(stderr, "float tanh: worst relative error %g\n", wt);
+    CHECK(mono);
+    CHECK(odd);
+    float sx[5] = {NAN, INFINITY, -INFINITY, -0.0f, 1e30f}, sy[5];
+    dp__k_tanh_fwd_f32(sy, sx, 5);
+    CHECK(isnan(sy[0]) && sy[1] == 1.0f && sy[2] == -1.0f && sy[3] == 0.0f && signbit(sy[3]) && sy[4] == 1.0f);
+    dp_free(tx);
+    dp_free(ty);
     dp_free(xd); dp_free(wd); dp_free(yd); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf);
 }
 
@@ -694,6 +751,7 @@ int main(void) {
     test_conv(2, 2, 11, 10, 2, 5, 1, 2, 1); /* kernel sizes 5, 6, 7: the unfolding's row copies */
     test_conv(2, 1, 12, 12, 2, 6, 2, 1, 1);
     test_conv(1, 2, 13, 13, 3, 7, 3, 3, 0);
+    test_im2col_paths();
     test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */
     test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 4 a chunk */
     test_conv_chunks(37, 4, 6, 8, 3, 1, 1, 2);    /* grouped, 16 a chunk */

@@ -13,42 +13,40 @@
 #define SYRK cblas_ssyrk
 #define TANH dp__tanhf
 
-/* tanh in float without libm calls, written so that gcc vectorises the loop (no branches,
- * no libm): for |x| < 0.625 a minimax odd polynomial; above, 1 - 2 / (exp(2|x|) + 1), where
- * exp(y) = 2^n e^r, n = round(y / ln2), |r| <= ln2 / 2, e^r by a degree-6 polynomial
- * (Cephes-style coefficients). |x| is clamped to 9 for the exp branch (tanh(9) rounds to 1 in
- * float) with an integer min on its bits, which also maps inf to 9. NaN propagates through
- * the polynomial half. Relative error < 1e-6 against libm's double tanh (tested). */
+/* tanh without libm calls, written so that gcc vectorises the loop (no branches, nothing that
+ * can trap evaluated conditionally): x P(x^2) / Q(x^2) in double, P and Q of degree 4 with
+ * P(0) = Q(0) = 1, a minimax fit of tanh's relative error on [0, 9] (2.2e-8; fitted by
+ * iteratively reweighted least squares, docs/design.md). |x| is clamped to 9 with an integer
+ * min on its bits (tanh(9) rounds to 1 in float; inf becomes 9), except a NaN, whose bits pass
+ * and which propagates. Rounded to float: relative error < 8e-8 against libm's double tanh
+ * (at most one ulp), monotone, odd, tanh(-0) = -0 (tested). About 2.5x faster than the
+ * exp-based form it replaced (a division and both branches in float). */
+#ifdef __FMA__ /* one instruction; elsewhere a multiply and an add (in double, the same to 1e-16) */
+#define DP__FMAD(a, b, c) __builtin_fma(a, b, c)
+#else
+#define DP__FMAD(a, b, c) ((a) * (b) + (c))
+#endif
 static inline float dp__tanhf(float x) {
     float ax = __builtin_fabsf(x);
     int32_t ib;
     memcpy(&ib, &ax, sizeof ib);
-    ib = ib < 0x41100000 ? ib : 0x41100000; /* min(|x|, 9.0f) on the bit pattern (|x| >= 0) */
-    float y;
-    memcpy(&y, &ib, sizeof y);
-    y *= 2.0f;
-    float n = (y * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(y / ln2), 1.5*2^23 trick */
-    float r = y - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float e = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    float big = __builtin_copysignf(1.0f - 2.0f / (e * scale + 1.0f), x);
-    float xs = x < -0.625f ? -0.625f : (x > 0.625f ? 0.625f : x), z = xs * xs;
-    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
-                   3.33332819422e-1f) * z * xs + xs;
-    float t = (float)(ax < 0.625f);
-    return t * small + (1.0f - t) * big;
+    const int32_t cb = ib < 0x41100000 ? ib : 0x41100000; /* min(|x|, 9.0f) on the bit pattern */
+    ib = ib > 0x7f800000 ? ib : cb;                       /* but a NaN stays a NaN */
+    float m;
+    memcpy(&m, &ib, sizeof m);
+    const double xc = __builtin_copysignf(m, x), z = xc * xc;
+    double p = DP__FMAD(z, 1.3421620167878586e-08, 2.0662554656960436e-05);
+    p = DP__FMAD(p, z, 3.4990745045750207e-03);
+    p = DP__FMAD(p, z, 1.338404631067232e-01);
+    p = DP__FMAD(p, z, 1.0);
+    double q = DP__FMAD(z, 7.805463410151543e-07, 3.2911666694420826e-04);
+    q = DP__FMAD(q, z, 2.5890504745948062e-02);
+    q = DP__FMAD(q, z, 4.671736780930852e-01);
+    q = DP__FMAD(q, z, 1.0);
+    return (float)(xc * p / q);
 }
 
-/* exp in float without libm calls, vectorisable (no branches): the exp branch of dp__tanhf
- * on its own. x is clamped to [-87, 88] (2^n stays a normal float; exp(-87) = 1.6e-38 stands
+/* exp in float without libm calls, vectorisable (no branches). x is clamped to [-87, 88] (2^n stays a normal float; exp(-87) = 1.6e-38 stands
  * in for anything smaller, exp(88) for anything larger), NaN is passed through. The callers
  * (softmax, GELU backward) pass x <= 0. Relative error ~1e-7 on the clamped range. */
 static inline float dp__expf(float x) {
