@@ -99,10 +99,8 @@ size_t dp__inst_chunk(const dp__node *l, int B, int group) {
 void dp__add_row_sq(double *sq, size_t sq_stride, const float *rows, size_t stride, size_t width, int B) {
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
-        double acc = 0;
         const float *g = rows + (size_t)b * stride;
-        for (size_t j = 0; j < width; j++) acc += (double)g[j] * g[j];
-        sq[(size_t)b * sq_stride] += acc;
+        sq[(size_t)b * sq_stride] += dp__dot_f32(g, g, width);
     }
 }
 

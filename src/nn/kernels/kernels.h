@@ -72,6 +72,32 @@ typedef struct {
  * for a kernel spanning ext, stride s, floor or ceil mode */
 int dp__pool_out(long in, long a, long b, long ext, long s, int ceil_mode);
 
+/* Sums in double of n values (dp__sum) and of n products (dp__dot), in eight interleaved partial
+ * sums added in a fixed order at the end: the same result for any thread count, and gcc
+ * vectorises them. One running sum waits on each add's latency: the default CNN's per-sample
+ * bias sums (16 x 169 values) and gradient norms (1,040) took as long as the layer's GEMM. */
+#define DP__SUM_DEFS(REAL, S)                                                                  \
+    static inline double dp__sum##S(const REAL *x, size_t n) {                                 \
+        double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                \
+        size_t j = 0;                                                                          \
+        for (; j + 8 <= n; j += 8)                                                             \
+            for (int l = 0; l < 8; l++) a[l] += (double)x[j + l];                              \
+        double s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));          \
+        for (; j < n; j++) s += (double)x[j];                                                  \
+        return s;                                                                              \
+    }                                                                                          \
+    static inline double dp__dot##S(const REAL *x, const REAL *y, size_t n) {                  \
+        double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                \
+        size_t j = 0;                                                                          \
+        for (; j + 8 <= n; j += 8)                                                             \
+            for (int l = 0; l < 8; l++) a[l] += (double)x[j + l] * (double)y[j + l];           \
+        double s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));          \
+        for (; j < n; j++) s += (double)x[j] * (double)y[j];                                   \
+        return s;                                                                              \
+    }
+DP__SUM_DEFS(float, _f32)
+DP__SUM_DEFS(double, _f64)
+
 #define DP__KERNEL_DECLS(REAL, S)                                                              \
     void dp__k_linear_fwd##S(REAL *out, const REAL *in, const REAL *w, const REAL *b, int B, int d, int p); \
     void dp__k_linear_bwd_input##S(REAL *din, const REAL *dout, const REAL *w, int B, int d, int p);    \

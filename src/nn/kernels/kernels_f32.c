@@ -10,6 +10,8 @@
 #define REAL float
 #define KN(name) dp__k_##name##_f32
 #define GEMM cblas_sgemm
+#define SUMD dp__sum_f32
+#define DOTD dp__dot_f32
 #define SYRK cblas_ssyrk
 #define TANH dp__tanhf
 

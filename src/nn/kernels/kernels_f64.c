@@ -9,6 +9,8 @@
 #define REAL double
 #define KN(name) dp__k_##name##_f64
 #define GEMM cblas_dgemm
+#define SUMD dp__sum_f64
+#define DOTD dp__dot_f64
 #define SYRK cblas_dsyrk
 #define TANH tanh
 #define EXP exp

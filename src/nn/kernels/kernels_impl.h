@@ -65,9 +65,8 @@ void KN(linear_ps_grad)(REAL *ps, size_t stride, const REAL *dout, const REAL *i
 void KN(linear_ghost_sq)(double *sq, const REAL *dout, const REAL *in, int B, int d, int p, int has_bias) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < B; i++) {
-        double gg = 0, aa = 0;
-        for (int o = 0; o < p; o++) gg += (double)dout[(size_t)i * p + o] * dout[(size_t)i * p + o];
-        for (int j = 0; j < d; j++) aa += (double)in[(size_t)i * d + j] * in[(size_t)i * d + j];
+        const double gg = DOTD(dout + (size_t)i * p, dout + (size_t)i * p, (size_t)p),
+                     aa = DOTD(in + (size_t)i * d, in + (size_t)i * d, (size_t)d);
         sq[i] += gg * aa + (has_bias ? gg : 0.0);
     }
 }
@@ -368,12 +367,7 @@ void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const 
                 GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, m * T, 1, tr + (size_t)u * Cg * m * T, m * T,
                      col + (size_t)u * Dg, D, 1, p + (size_t)u * Cg * Dg, Dg);
             if (db)
-                for (int c = 0; c < Cout; c++) {
-                    double acc = 0;
-                    const REAL *r = tr + (size_t)c * m * T;
-                    for (size_t j = 0; j < (size_t)m * T; j++) acc += r[j];
-                    p[(size_t)Cout * Dg + c] += (REAL)acc;
-                }
+                for (int c = 0; c < Cout; c++) p[(size_t)Cout * Dg + c] += (REAL)SUMD(tr + (size_t)c * m * T, (size_t)m * T);
         }
 #pragma omp barrier
 #pragma omp for schedule(static)
@@ -405,11 +399,7 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
                 GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, T, 1, gi + (size_t)q * Cg * T, T, col + (size_t)q * Dg,
                      D, 0, gr + (size_t)q * Cg * Dg, Dg);
             if (has_bias)
-                for (int c = 0; c < Cout; c++) {
-                    double acc = 0;
-                    for (int t = 0; t < T; t++) acc += gi[(size_t)c * T + t];
-                    gr[(size_t)Cout * Dg + c] = (REAL)acc;
-                }
+                for (int c = 0; c < Cout; c++) gr[(size_t)Cout * Dg + c] = (REAL)SUMD(gi + (size_t)c * T, (size_t)T);
         }
     }
 }
@@ -445,15 +435,12 @@ void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in,
                 }
                 for (int t = 0; t < T; t++) {
                     acc += (double)aa[(size_t)t * T + t] * gg[(size_t)t * T + t];
-                    double off = 0;
-                    for (int u = t + 1; u < T; u++) off += (double)aa[(size_t)t * T + u] * gg[(size_t)t * T + u];
-                    acc += 2 * off;
+                    acc += 2 * DOTD(aa + (size_t)t * T + t + 1, gg + (size_t)t * T + t + 1, (size_t)(T - t - 1));
                 }
             }
             if (has_bias)
                 for (int c = 0; c < Cout; c++) {
-                    double sb = 0;
-                    for (int t = 0; t < T; t++) sb += gi[(size_t)c * T + t];
+                    const double sb = SUMD(gi + (size_t)c * T, (size_t)T);
                     acc += sb * sb;
                 }
             sq[i] += acc;
