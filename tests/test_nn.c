@@ -1,6 +1,7 @@
 /* test_nn.c: every layer's backward, per-sample gradient and ghost norm against central
  * finite differences in double precision (the same kernel source compiled for double), and
  * the clipping modes against the microbatch reference (one sample at a time). */
+#include "nn/graph.h"
 #include "nn/kernels/kernels.h"
 #include "test.h"
 
@@ -112,7 +113,7 @@ static void test_conv_pads(int B, int Cin, int Hh, int Ww, int Cout, int k, int 
     const int ext = (k - 1) * d + 1;
     int Ho = (Hh + pad + pb - ext) / s + 1, Wo = (Ww + pl + pr - ext) / s + 1, T = Ho * Wo, D = Cin * k * k, Dg = D / G;
     size_t nw = (size_t)Cout * Dg, nth = nw + (bias ? Cout : 0);
-    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo, 1};
+    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo, 1, 0};
     double *work = dnew(dp__conv_work(&geom, dp__max_threads()));
     conv_ctx c = {B, geom, bias, work};
     fd_fn f = {B, (size_t)B * Cin * Hh * Ww, (size_t)B * Cout * T, nth, conv_fwd, &c};
@@ -189,12 +190,12 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
  * rows are short next to its tap rows, the position-major path. */
 static void test_im2col_paths(void) {
     const dp__conv_geom gs[] = {
-        {1, 28, 28, 16, 8, 2, 2, 2, 1, 1, 13, 13, 0},  /* the default CNN's first layer: padded copy */
-        {3, 60, 60, 2, 3, 1, 1, 1, 1, 1, 60, 60, 0},   /* 3 x 62 x 62 > 8192: bounds checks */
-        {2, 9, 7, 3, 3, 2, 0, 1, 1, 1, 4, 4, 0},       /* pads left and below only (Ho 4 reads row 9) */
-        {2, 9, 8, 3, 3, 2, 2, 2, 2, 1, 5, 4, 0},       /* dilated */
-        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 0},   /* the second layer: position-major */
-        {4, 7, 7, 4, 3, 1, 1, 1, 1, 1, 7, 7, 0},       /* position-major with padding */
+        {1, 28, 28, 16, 8, 2, 2, 2, 1, 1, 13, 13, 0, 0},  /* the default CNN's first layer: padded copy */
+        {3, 60, 60, 2, 3, 1, 1, 1, 1, 1, 60, 60, 0, 0},   /* 3 x 62 x 62 > 8192: bounds checks */
+        {2, 9, 7, 3, 3, 2, 0, 1, 1, 1, 4, 4, 0, 0},       /* pads left and below only (Ho 4 reads row 9) */
+        {2, 9, 8, 3, 3, 2, 2, 2, 2, 1, 5, 4, 0, 0},       /* dilated */
+        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 0, 0},   /* the second layer: position-major */
+        {4, 7, 7, 4, 3, 1, 1, 1, 1, 1, 7, 7, 0, 0},       /* position-major with padding */
     };
     for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
         const dp__conv_geom *g = &gs[q];
@@ -230,7 +231,7 @@ static void test_im2col_paths(void) {
  * weight gradient, per-sample gradients and ghost norms agree with one another. */
 static void test_conv_chunks(int B, int Cin, int Hh, int Cout, int k, int s, int pad, int G) {
     const int Ho = (Hh + 2 * pad - k) / s + 1, T = Ho * Ho, D = Cin * k * k;
-    const dp__conv_geom g = {Cin, Hh, Hh, Cout, k, s, pad, pad, 1, G, Ho, Ho, 1};
+    const dp__conv_geom g = {Cin, Hh, Hh, Cout, k, s, pad, pad, 1, G, Ho, Ho, 1, 0};
     const int nc = dp__conv_chunk(&g);
     CHECK(B > 2 * nc && B % nc != 0);
     const size_t isz = (size_t)Cin * Hh * Hh, osz = (size_t)Cout * T, nw = (size_t)Cout * (D / G), nth = nw + Cout;
@@ -432,7 +433,7 @@ static void test_f32_vs_f64(void) {
     const int B = 3, Cin = 2, Hh = 9, Ww = 9, Cout = 4, k = 3, s = 2, pad = 1;
     int Ho = (Hh + 2 * pad - k) / s + 1, Wo = Ho, T = Ho * Wo, D = Cin * k * k;
     size_t nx = (size_t)B * Cin * Hh * Ww, ny = (size_t)B * Cout * T, nw = (size_t)Cout * D;
-    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo, 1};
+    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo, 1, 0};
     const size_t nwk = dp__conv_work(&geom, dp__max_threads());
     double *xd = dnew(nx), *wd = dnew(nw + Cout), *yd = dnew(ny), *wkd = dnew(nwk);
     float *wkf = dp_alloc(nwk * 4);
@@ -654,6 +655,57 @@ static void check_clip_bound(const char *spec, int c, int h, int w, int reps) {
     dp_model_destroy(m);
 }
 
+/* A conv2d followed by tanh is fused (memplan.c: the conv applies the tanh and writes the tanh's
+ * buffer): the forward's outputs and the clipped gradients are bit for bit those of the layers
+ * run one after the other; the kernel with g.tanh is tanh of the kernel without. */
+static void test_conv_tanh_fusion(void) {
+    const dp__conv_geom g0 = {2, 9, 9, 6, 3, 2, 1, 1, 1, 1, 5, 5, 0, 0};
+    dp__conv_geom g1 = g0;
+    g1.tanh = 1;
+    const size_t nx = 3 * 2 * 81, ny = 3 * 6 * 25, nw = 6 * 2 * 9 + 6;
+    float *x = dp_alloc(sizeof(float) * nx), *w = dp_alloc(sizeof(float) * nw), *y0 = dp_alloc(sizeof(float) * ny);
+    float *y1 = dp_alloc(sizeof(float) * ny), *wk = dp_alloc(sizeof(float) * dp__conv_work(&g0, dp__max_threads()));
+    for (size_t j = 0; j < nx; j++) x[j] = (float)dp_rng_normal(&R);
+    for (size_t j = 0; j < nw; j++) w[j] = (float)dp_rng_normal(&R);
+    dp__k_conv_fwd_f32(y0, wk, x, w, w + nw - 6, 3, &g0);
+    dp__k_tanh_fwd_f32(y0, y0, ny);
+    dp__k_conv_fwd_f32(y1, wk, x, w, w + nw - 6, 3, &g1);
+    CHECK(memcmp(y0, y1, sizeof(float) * ny) == 0);
+    dp_free(x); dp_free(w); dp_free(y0); dp_free(y1); dp_free(wk);
+
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create("conv2d(6,3,s2,p1) tanh conv2d(5,3,p1) tanh maxpool(2,1) flatten linear(4)", 2, 9, 9, &m));
+    if (!m) return;
+    dp_model_init(m, &R);
+    const int B = 5, K = dp_model_output_size(m);
+    const size_t dim = dp_model_input_size(m), np = dp_model_num_params(m);
+    float *xb = dp_alloc(sizeof(float) * dim * B), *dz = dp_alloc(sizeof(float) * K * B);
+    float *z0 = dp_alloc(sizeof(float) * K * B), *gr0 = dp_alloc(sizeof(float) * np);
+    for (size_t j = 0; j < dim * B; j++) xb[j] = (float)dp_rng_normal(&R);
+    for (int j = 0; j < K * B; j++) dz[j] = (float)dp_rng_normal(&R);
+    const float *z;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) { /* the same model with the layers run one by one */
+            CHECK(m->L[0].fuse_tanh == 1 && m->L[1].fuse_tanh == 2 && m->L[2].fuse_tanh == 1 && m->L[3].fuse_tanh == 2);
+            CHECK(m->L[4].fuse_tanh == 0 && m->L[6].fuse_tanh == 0);
+            for (int k = 0; k < m->n; k++) m->L[k].fuse_tanh = 0;
+        }
+        dp_clip_params cp = {DP_CLIP_AUTO, 0.5, 0, 0};
+        dp_model_zero_grad(m);
+        CHECK_OK(dp_model_forward(m, xb, B, 1, NULL, &z));
+        CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, NULL));
+        if (pass == 0) {
+            memcpy(z0, z, sizeof(float) * K * B);
+            memcpy(gr0, dp_model_grad(m), sizeof(float) * np);
+        } else {
+            CHECK(memcmp(z0, z, sizeof(float) * K * B) == 0);
+            CHECK(memcmp(gr0, dp_model_grad(m), sizeof(float) * np) == 0);
+        }
+    }
+    dp_free(xb); dp_free(dz); dp_free(z0); dp_free(gr0);
+    dp_model_destroy(m);
+}
+
 static void test_nonfinite_sample(void) {
     dp_model *m = NULL;
     CHECK_OK(dp_model_create("linear(4) tanh linear(3)", 1, 1, 5, &m));
@@ -730,7 +782,7 @@ static void test_conv_scratch(void) {
     /* a chunk has at least 64 output positions, since its GEMMs read the whole weight: a
      * convolution with one output position and 65536 channels (200 MB of weight), its weight
      * read once per sample, ran past scripts/sweep.sh's 60 s limit */
-    const dp__conv_geom fc = {16, 28, 28, 65536, 28, 1, 0, 0, 1, 1, 1, 1, 0};
+    const dp__conv_geom fc = {16, 28, 28, 65536, 28, 1, 0, 0, 1, 1, 1, 1, 0, 0};
     CHECK(dp__conv_chunk(&fc) == 64);
 }
 
@@ -752,6 +804,7 @@ int main(void) {
     test_conv(2, 1, 12, 12, 2, 6, 2, 1, 1);
     test_conv(1, 2, 13, 13, 3, 7, 3, 3, 0);
     test_im2col_paths();
+    test_conv_tanh_fusion();
     test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */
     test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 4 a chunk */
     test_conv_chunks(37, 4, 6, 8, 3, 1, 1, 2);    /* grouped, 16 a chunk */

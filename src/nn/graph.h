@@ -59,6 +59,10 @@ typedef struct {
     int mg, mm, mk, mn, mga, mgb;  /* MATMUL: G products [M, K] x [K, N]; ga/gb 0: one matrix for all G */
     /* memory plan (memplan.c) */
     int need_grad, keep_out, keep_saved, fslot, gslot, last_use;
+    /* fusion (memplan.c): 1 on a conv2d whose only reader is the tanh right after it (the
+     * conv's forward writes tanh of its output into the tanh's buffer and leaves its own
+     * unwritten), 2 on that tanh (its forward does nothing; its backward is unchanged) */
+    int fuse_tanh;
     /* buffers: own_* are owned; out/xhat/rstd/P/arg/mask point at own or shared memory */
     float *own_out, *own_saved;
     float *out, *xhat, *rstd, *P;

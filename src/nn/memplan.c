@@ -65,6 +65,25 @@ void dp__free_buffers(dp_model *m) {
     m->stale = 0;
 }
 
+/* conv2d -> tanh pairs where the tanh is the conv's only reader and nothing reads the conv's
+ * output after the forward (not in backward: a conv never reads its output; not as the model's
+ * output): the conv applies the tanh (dp__node.fuse_tanh) */
+static void plan_fusion(dp_model *m) {
+    for (int k = 0; k < m->n; k++) m->L[k].fuse_tanh = 0;
+    for (int k = 0; k + 1 < m->n; k++) {
+        dp__node *c = &m->L[k], *t = &m->L[k + 1];
+        if (c->kind != DP_LAYER_CONV2D || t->kind != DP_LAYER_TANH || t->nin != 1 || t->in[0] != k || c->keep_out ||
+            t->out_size != c->out_size)
+            continue;
+        int readers = 0;
+        for (int r = k + 1; r < m->n; r++)
+            for (int j = 0; j < m->L[r].nin; j++) readers += m->L[r].in[j] == k;
+        if (readers != 1) continue;
+        c->fuse_tanh = 1;
+        t->fuse_tanh = 2;
+    }
+}
+
 static void plan(dp_model *m) {
     memset(m->fsz, 0, sizeof m->fsz);
     memset(m->gsz, 0, sizeof m->gsz);
@@ -88,6 +107,7 @@ static void plan(dp_model *m) {
             if (c > m->L[i].last_use) m->L[i].last_use = c;
         }
     }
+    plan_fusion(m);
     /* forward slots for outputs nobody reads in backward: best fit among the free slots
      * (the smallest that holds the output, else the largest, which grows) */
     int nslots = 0;

@@ -15,6 +15,7 @@ int dp__num_threads(void);
  * the engine gives only to layers whose norm method can be ghost). */
 typedef struct {
     int Cin, H, W, Cout, k, s, pt, pl, d, G, Ho, Wo, grams;
+    int tanh; /* the forward applies tanh to its output (conv2d fused with the tanh after it) */
 } dp__conv_geom;
 /* Samples a thread unfolds at a time (kernels_impl.h, Conv2d): about 32k values (128 KB) of
  * unfolding and GEMM operand, so that they stay in the core's cache, at most 16, and at least

@@ -188,14 +188,15 @@ static int conv_weight_shape(const dp__node *l, int64_t shape[4]) {
 /* grams: only a layer whose norms can be ghost norms has room for two T x T Grams */
 static dp__conv_geom conv_geom(const dp__node *l) {
     const dp__conv_geom g = {l->ic, l->ih, l->iw, l->oc, l->k, l->s, l->pad, l->padl, conv_d(l), conv_G(l), l->oh, l->ow,
-                             dp__ghost_cheaper(l)};
+                             dp__ghost_cheaper(l), 0};
     return g;
 }
 
 static dp_status conv_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    const dp__conv_geom g = conv_geom(l);
-    dp__k_conv_fwd_f32(l->out, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, &g);
+    dp__conv_geom g = conv_geom(l);
+    g.tanh = l->fuse_tanh == 1; /* then the output is the next node's (memplan.c) */
+    dp__k_conv_fwd_f32(g.tanh ? l[1].out : l->out, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, &g);
     return DP_OK;
 }
 
