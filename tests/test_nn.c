@@ -387,6 +387,21 @@ static void test_maxpool_order(int C, int Hh, int Ww, int k, int s) {
             }
     CHECK(bad == 0);
     if (bad) fprintf(stderr, "maxpool %d x %dx%d k%d s%d: %d outputs differ from the scan order\n", C, Hh, Ww, k, s, bad);
+    if (dp__maxpool_recomputes(&g, Hh, Ww, Ho, Wo)) {
+        /* the path that saves no indices: the same outputs without them, and a backward that
+         * finds the winners again gives the input gradient of the saved indices' */
+        double *y2 = dnew((size_t)C * Ho * Wo), *u = dnew((size_t)C * Ho * Wo);
+        double *d1 = dnew((size_t)C * Hh * Ww), *d2 = dnew((size_t)C * Hh * Ww);
+        dp__k_maxpool_fwd_f64(y2, NULL, x, 1, C, Hh, Ww, &g, Ho, Wo);
+        fill(u, (size_t)C * Ho * Wo, 1);
+        dp__k_maxpool_bwd_f64(d1, u, arg, 1, C, Hh, Ww, Ho, Wo);
+        dp__k_maxpool_bwd_recompute_f64(d2, u, x, 1, C, Hh, Ww, Ho, Wo);
+        int diff = 0;
+        for (int j = 0; j < C * Ho * Wo; j++) diff += !(y2[j] == y[j] || (isnan(y2[j]) && isnan(y[j])));
+        for (int j = 0; j < C * Hh * Ww; j++) diff += d1[j] != d2[j];
+        CHECK(diff == 0);
+        dp_free(y2); dp_free(u); dp_free(d1); dp_free(d2);
+    }
     dp_free(x); dp_free(y); dp_free(arg);
 }
 

@@ -138,6 +138,9 @@ typedef struct {
     void (*init)(const dp_model *m, const dp__node *l, float *w, float *b, dp_rng *rng);
     /* the weight tensor's PyTorch shape, number of dimensions; NULL: [nw] */
     int (*weight_shape)(const dp__node *l, int64_t shape[4]);
+    /* whether this node's input backward reads its input (DP__LF_READS_IN for one node, not
+     * the kind); NULL: the flag decides */
+    int (*reads_in)(const dp__node *l);
     /* out = layer(inputs) for B samples */
     dp_status (*forward)(dp_model *m, dp__node *l, int B, int train, dp_rng *rng);
     /* din = d loss / d input from the output gradient g (single input; overwrite din) */

@@ -19,7 +19,8 @@
 /* Does node c read its inputs' values (not just their shapes) in its backward? */
 static int reads_input_in_bwd(const dp__node *c) {
     const unsigned f = dp__ops(c)->flags;
-    return ((f & DP__LF_PARAM_READS_IN) && dp__trainable(c)) || ((f & DP__LF_READS_IN) && c->need_grad);
+    const int in = (f & DP__LF_READS_IN) || (dp__ops(c)->reads_in && dp__ops(c)->reads_in(c));
+    return ((f & DP__LF_PARAM_READS_IN) && dp__trainable(c)) || (in && c->need_grad);
 }
 
 static size_t saved_floats(const dp__node *l) { return dp__ops(l)->saved_floats ? dp__ops(l)->saved_floats(l) : 0; }

@@ -69,6 +69,17 @@ static inline size_t dp__conv_work(const dp__conv_geom *g, int nt) { return (siz
 typedef struct {
     int k, s, pt, pl, pb, pr, d, count_pad;
 } dp__pool_geom;
+/* Max pooling's separable path (kernels_impl.h): 2 x 2 windows at stride 1, no padding or
+ * dilation, on planes of at most DP__POOL_FLAT values with short rows (the default CNN's). Its
+ * backward finds the winners again from the input (maxpool_bwd_recompute) instead of reading
+ * saved indices: the layer keeps no indices (an int32 per output) and reads its input. */
+#ifndef DP__POOL_FLAT
+#define DP__POOL_FLAT 1024 /* the largest plane (H x W) max pooling takes as one flat run */
+#endif
+static inline int dp__maxpool_recomputes(const dp__pool_geom *g, int H, int W, int Ho, int Wo) {
+    return g->k == 2 && g->s == 1 && g->pt == 0 && g->pl == 0 && g->d <= 1 && Ho + 1 <= H && Wo + 1 <= W &&
+           H * W <= DP__POOL_FLAT && Wo < 32;
+}
 /* pooling (layers/pooling.c): windows along an axis of `in` values padded a before and b after,
  * for a kernel spanning ext, stride s, floor or ceil mode */
 int dp__pool_out(long in, long a, long b, long ext, long s, int ceil_mode);
@@ -131,6 +142,8 @@ DP__SUM_DEFS(double, _f64)
     void dp__k_dropout_bwd##S(REAL *din, const REAL *dout, const unsigned char *mask, REAL scale, size_t n); \
     void dp__k_maxpool_fwd##S(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W,         \
                               const dp__pool_geom *g, int Ho, int Wo);                          \
+    void dp__k_maxpool_bwd_recompute##S(REAL *din, const REAL *dout, const REAL *in, int B, int C, int H, int W, int Ho, \
+                                        int Wo);                                                \
     void dp__k_maxpool_bwd##S(REAL *din, const REAL *dout, const int32_t *arg, int B, int C, int H, int W, \
                               int Ho, int Wo);                                                  \
     void dp__k_avgpool_fwd##S(REAL *out, const REAL *in, int B, int C, int H, int W,                      \

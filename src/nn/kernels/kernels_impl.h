@@ -492,45 +492,86 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
 
 /* ---- pooling (implicit symmetric padding `pad`; floor mode) --------------------------- */
 
-#ifndef DP__POOL_FLAT
-#define DP__POOL_FLAT 1024 /* the largest plane (H x W) max pooling takes as one flat run */
-#endif
 /* max pooling's separable path for 2 x 2 windows at stride 1 (maxpool_fwd below), over a run of
  * whole planes at a time (np planes of H x W, at most DP__POOL_FLAT values: the planes are
  * contiguous, so the run is one flat array; the pairs that straddle two rows or two planes are
  * never read back). Written out for k = 2: with a loop over the taps, or a second tap chained,
  * gcc branched on the data instead of vectorising, much slower than the row-by-row path. */
+/* The winners of a run of n planes (at most DP__POOL_FLAT values) into vv (their values) and vi
+ * (their index in the run), by output position: window (oy, ox) of plane i at i H W + oy W + ox. */
+static void KN(maxpool2_run)(REAL *restrict vv, int32_t *restrict vi, const REAL *restrict x, int n, int H, int W, int Ho,
+                             int Wo) {
+    REAL hv[DP__POOL_FLAT];
+    int32_t hi[DP__POOL_FLAT];
+    const int hw = H * W, nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
+    for (int j = 0; j < nh; j++) {
+        const REAL b = x[j], v = x[j + 1];
+        const int take = (v > b) | ((v != v) & (b == b));
+        hv[j] = take ? v : b;
+        hi[j] = take ? j + 1 : j;
+    }
+    for (int j = 0; j < nv; j++) {
+        const REAL b = hv[j], v = hv[j + W];
+        const int take = (v > b) | ((v != v) & (b == b));
+        vv[j] = take ? v : b;
+        vi[j] = take ? hi[j + W] : hi[j];
+    }
+}
+/* the same values without the indices (forward without saved indices: dp__maxpool_recomputes) */
+static void KN(maxpool2_run_values)(REAL *restrict vv, const REAL *restrict x, int n, int H, int W, int Ho, int Wo) {
+    REAL hv[DP__POOL_FLAT];
+    const int hw = H * W, nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
+    for (int j = 0; j < nh; j++) {
+        const REAL b = x[j], v = x[j + 1];
+        hv[j] = (v > b) | ((v != v) & (b == b)) ? v : b;
+    }
+    for (int j = 0; j < nv; j++) {
+        const REAL b = hv[j], v = hv[j + W];
+        vv[j] = (v > b) | ((v != v) & (b == b)) ? v : b;
+    }
+}
 static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const REAL *restrict in, int P, int H, int W,
                               int Ho, int Wo) {
     const int hw = H * W, np = DP__POOL_FLAT / hw, nrun = (P + np - 1) / np;
 #pragma omp parallel for schedule(static)
     for (int q = 0; q < nrun; q++) {
-        REAL hv[DP__POOL_FLAT], vv[DP__POOL_FLAT];
-        int32_t hi[DP__POOL_FLAT], vi[DP__POOL_FLAT];
+        REAL vv[DP__POOL_FLAT];
+        int32_t vi[DP__POOL_FLAT];
         const int p0 = q * np, n = P - p0 < np ? P - p0 : np;
         const REAL *x = in + (size_t)p0 * hw;
-        const int nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
-        for (int j = 0; j < nh; j++) {
-            const REAL b = x[j], v = x[j + 1];
-            const int take = (v > b) | ((v != v) & (b == b));
-            hv[j] = take ? v : b;
-            hi[j] = take ? j + 1 : j;
-        }
-        for (int j = 0; j < nv; j++) {
-            const REAL b = hv[j], v = hv[j + W];
-            const int take = (v > b) | ((v != v) & (b == b));
-            vv[j] = take ? v : b;
-            vi[j] = take ? hi[j + W] : hi[j];
-        }
+        if (arg)
+            KN(maxpool2_run)(vv, vi, x, n, H, W, Ho, Wo);
+        else
+            KN(maxpool2_run_values)(vv, x, n, H, W, Ho, Wo);
         for (int i = 0; i < n; i++) { /* rows of a few values: loops, not a call per row */
             REAL *o = out + (size_t)(p0 + i) * Ho * Wo;
-            int32_t *a = arg + (size_t)(p0 + i) * Ho * Wo;
             const int base = i * hw; /* the run's index of the plane's first value */
             for (int oy = 0; oy < Ho; oy++)
-                for (int ox = 0; ox < Wo; ox++) {
-                    o[oy * Wo + ox] = vv[base + oy * W + ox];
-                    a[oy * Wo + ox] = vi[base + oy * W + ox] - base;
-                }
+                for (int ox = 0; ox < Wo; ox++) o[oy * Wo + ox] = vv[base + oy * W + ox];
+            if (!arg) continue;
+            int32_t *a = arg + (size_t)(p0 + i) * Ho * Wo;
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) a[oy * Wo + ox] = vi[base + oy * W + ox] - base;
+        }
+    }
+}
+/* din (=) from dout for the flat path, the winners found again from the input (no saved
+ * indices): the same comparisons in the same order as the forward, so the same winners */
+void KN(maxpool_bwd_recompute)(REAL *din, const REAL *dout, const REAL *in, int B, int C, int H, int W, int Ho, int Wo) {
+    const int P = B * C, hw = H * W, np = DP__POOL_FLAT / hw, nrun = (P + np - 1) / np;
+#pragma omp parallel for schedule(static)
+    for (int q = 0; q < nrun; q++) {
+        REAL vv[DP__POOL_FLAT];
+        int32_t vi[DP__POOL_FLAT];
+        const int p0 = q * np, n = P - p0 < np ? P - p0 : np;
+        KN(maxpool2_run)(vv, vi, in + (size_t)p0 * hw, n, H, W, Ho, Wo);
+        REAL *dx = din + (size_t)p0 * hw;
+        memset(dx, 0, sizeof(REAL) * (size_t)n * hw);
+        for (int i = 0; i < n; i++) {
+            const REAL *g = dout + (size_t)(p0 + i) * Ho * Wo;
+            const int base = i * hw;
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) dx[vi[base + oy * W + ox]] += g[oy * Wo + ox];
         }
     }
 }
@@ -576,7 +617,7 @@ void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int 
         }
         return;
     }
-    if (k == 2 && s == 1 && H * W <= DP__POOL_FLAT && Wo < 32) {
+    if (dp__maxpool_recomputes(g, H, W, Ho, Wo)) {
         /* 2 x 2 windows at stride 1 on small planes with short rows: separably, over runs of
          * whole planes (maxpool2_flat): the better of two neighbours along each row, then of
          * two such rows, then the output rows copied out. Each stage keeps the first maximum

@@ -69,17 +69,26 @@ static dp__pool_geom window_geom(const dp__node *l) {
     return g;
 }
 
+/* whether the layer finds its winners again in backward from its input (kernels.h) instead of
+ * saving their indices */
+static int maxpool_recomputes(const dp__node *l) {
+    const dp__pool_geom g = window_geom(l);
+    return dp__maxpool_recomputes(&g, l->ih, l->iw, l->oh, l->ow);
+}
 static dp_status maxpool_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
     const dp__pool_geom g = window_geom(l);
-    dp__k_maxpool_fwd_f32(l->out, l->arg, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, &g, l->oh, l->ow);
+    dp__k_maxpool_fwd_f32(l->out, maxpool_recomputes(l) ? NULL : l->arg, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, &g,
+                          l->oh, l->ow);
     return DP_OK;
 }
 static void maxpool_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
-    (void)m;
-    dp__k_maxpool_bwd_f32(din, g, l->arg, B, l->ic, l->ih, l->iw, l->oh, l->ow);
+    if (maxpool_recomputes(l))
+        dp__k_maxpool_bwd_recompute_f32(din, g, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->oh, l->ow);
+    else
+        dp__k_maxpool_bwd_f32(din, g, l->arg, B, l->ic, l->ih, l->iw, l->oh, l->ow);
 }
-static size_t maxpool_saved(const dp__node *l) { return l->out_size; } /* int32 arg */
+static size_t maxpool_saved(const dp__node *l) { return maxpool_recomputes(l) ? 0 : l->out_size; } /* int32 arg */
 static void maxpool_assign(dp__node *l, char *base, size_t B) {
     (void)B;
     l->arg = (int32_t *)base;
@@ -88,6 +97,7 @@ const dp__layer_ops dp__ops_DP_LAYER_MAXPOOL = {
     .flags = DP__LF_IMAGE,
     .parse = window_parse,
     .shape = window_shape,
+    .reads_in = maxpool_recomputes,
     .forward = maxpool_forward,
     .bwd_input = maxpool_bwd_input,
     .saved_floats = maxpool_saved,
