@@ -142,6 +142,10 @@ static dp_status loss(dp_step *s, const float *z, int B, int K) {
 static void fill_rows(dp_step *s, const size_t *idx, int E, size_t dim, int K) {
     float *t = s->tb;
     if (!s->augmult) {
+        /* rows of an in-memory dataset are copied on every thread (a batch of the default run is
+         * 6.4 MB); other row sources (callbacks from Python) one row at a time */
+        const int par = s->row == dp__dataset_row && (size_t)E * dim > 65536;
+#pragma omp parallel for schedule(static) if (par)
         for (int i = 0; i < E; i++)
             s->row(s->row_user, idx[i], s->xb + (size_t)i * dim, s->yb + i, t ? t + (size_t)i * (size_t)K : NULL);
         return;
