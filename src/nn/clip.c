@@ -96,10 +96,11 @@ static size_t keep_bytes(const dp__node *l, int cm, int B) {
  * starts at a 64-byte boundary. */
 static size_t keep_span(const dp__node *l, int cm, int B) { return (keep_bytes(l, cm, B) + 63) / 64 * 64; }
 
-/* Bytes of a step of B rows in a mode without kept tensors (group: rows per example, as
+/* Bytes of a step of B rows besides its kept tensors (group: rows per example, as
  * dp_clip_params): the buffers, the largest instantiated chunk (vanilla: every per-sample
- * gradient) and the clip factors (rows' and examples'). */
-static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B, int group) {
+ * gradient) and the clip factors (rows' and examples'). cm: a bk/auto plan, whose layers that
+ * keep their per-sample gradients form them in the kept block, not in a chunk (NULL: none). */
+static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B, int group, const unsigned char *cm) {
     dp__plan_current(m);
     if (B < 1) B = 1;
     size_t bytes = dp__buffer_bytes(m, B, (size_t)dp__max_threads()), extra = 0;
@@ -108,7 +109,7 @@ static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B, int group) {
         extra = sizeof(float) * (size_t)B * dp_model_num_trainable(m);
     else
         for (int k = 0; k < m->n; k++)
-            if (plan_norm_method(m, k, &cp, NULL, NULL) == DP_NORM_INSTANTIATE) {
+            if (plan_norm_method(m, k, &cp, NULL, NULL) == DP_NORM_INSTANTIATE && !(cm && cm[k] == DP_SUM_KEEP_PS)) {
                 const dp__node *l = &m->L[k];
                 size_t e = sizeof(float) * dp__inst_chunk(l, B, group) * (l->nw + l->nb);
                 if (e > extra) extra = e;
@@ -143,14 +144,13 @@ static dp_status plan_make(dp_model *m, const dp_clip_params *cp, int B, clip_pl
     }
     pl->budget = 0;
     if (cp->mode == DP_CLIP_AUTO) {
-        size_t base = step_bytes(m, DP_CLIP_GHOST, B, cp->group);
         size_t b = cp->mem_budget ? cp->mem_budget : dp_model_default_mem_budget(m, B);
-        size_t allowed = b > base ? b - base : 0;
         pl->budget = b;
         /* over budget: layers go back to a second pass from the top down, since that pass
          * only runs from the output to the lowest such layer (the head's layers are cheap
-         * to reach) */
-        for (int k = m->n - 1; k >= 0 && total > allowed; k--) {
+         * to reach); the step's other bytes depend on the plan (an instantiation chunk is
+         * needed once a layer that kept its per-sample gradients no longer does) */
+        for (int k = m->n - 1; k >= 0 && step_bytes(m, DP_CLIP_GHOST, B, cp->group, pl->cm) + total > b; k--) {
             if (!dp__trainable(&m->L[k]) || pl->cm[k] == DP_SUM_SECOND_PASS) continue;
             total -= keep_span(&m->L[k], pl->cm[k], B);
             pl->cm[k] = DP_SUM_SECOND_PASS;
@@ -223,7 +223,8 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
                               cm < 0 ? "stored per-sample grads" : sum_name(cm), b1,
                               (double)B * (cp->mode == DP_CLIP_VANILLA ? fi : nm == DP_NORM_GHOST ? fg : fi));
     }
-    const double step = (double)step_bytes(m, keeps ? DP_CLIP_GHOST : cp->mode, B, cp->group) + (double)(keeps ? pl.kept : 0);
+    const double step = (double)step_bytes(m, keeps ? DP_CLIP_GHOST : cp->mode, B, cp->group, keeps ? pl.cm : NULL) +
+                        (double)(keeps ? pl.kept : 0);
     const size_t budget = pl.budget;
     plan_free(&pl);
     fmt_bytes(b1, sizeof b1, step);
@@ -402,14 +403,14 @@ size_t dp_model_plan_bytes(dp_model *m, dp_clip_mode mode, int B, int no_dp) {
 
 size_t dp_model_clip_plan_bytes(dp_model *m, const dp_clip_params *cp, int B) {
     if (B < 1) B = 1;
-    size_t bytes = step_bytes(m, cp->mode, B, cp->group);
     if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
         clip_plan pl;
         if (plan_make(m, cp, B, &pl) != DP_OK) return (size_t)-1; /* no memory even for the plan */
-        bytes += pl.kept;
+        const size_t bytes = step_bytes(m, cp->mode, B, cp->group, pl.cm) + pl.kept;
         plan_free(&pl);
+        return bytes;
     }
-    return bytes;
+    return step_bytes(m, cp->mode, B, cp->group, NULL);
 }
 
 int dp_model_max_batch_within(dp_model *m, const dp_clip_params *cp, size_t bytes, int B) {
@@ -422,7 +423,7 @@ int dp_model_max_batch_within(dp_model *m, const dp_clip_params *cp, size_t byte
         if (hi < 1) hi = 1;
     }
 #define FITS(n)                                                                                                  \
-    ((cp->mode == DP_CLIP_AUTO ? step_bytes(m, DP_CLIP_GHOST, (n) * G, cp->group) : dp_model_clip_plan_bytes(m, cp, (n) * G)) \
+    ((cp->mode == DP_CLIP_AUTO ? step_bytes(m, DP_CLIP_GHOST, (n) * G, cp->group, NULL) : dp_model_clip_plan_bytes(m, cp, (n) * G)) \
      <= bytes)
     if (FITS(hi)) return hi * G;
     while (hi - lo > 1) {
