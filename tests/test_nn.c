@@ -395,7 +395,7 @@ static void test_maxpool_order(int C, int Hh, int Ww, int k, int s) {
         dp__k_maxpool_fwd_f64(y2, NULL, x, 1, C, Hh, Ww, &g, Ho, Wo);
         fill(u, (size_t)C * Ho * Wo, 1);
         dp__k_maxpool_bwd_f64(d1, u, arg, 1, C, Hh, Ww, Ho, Wo);
-        dp__k_maxpool_bwd_recompute_f64(d2, u, x, 1, C, Hh, Ww, Ho, Wo);
+        dp__k_maxpool_bwd_recompute_f64(d2, u, x, 1, C, Hh, Ww, Ho, Wo, 0);
         int diff = 0;
         for (int j = 0; j < C * Ho * Wo; j++) diff += !(y2[j] == y[j] || (isnan(y2[j]) && isnan(y[j])));
         for (int j = 0; j < C * Hh * Ww; j++) diff += d1[j] != d2[j];
@@ -671,8 +671,10 @@ static void check_clip_bound(const char *spec, int c, int h, int w, int reps) {
 }
 
 /* A conv2d followed by tanh is fused (memplan.c: the conv applies the tanh and writes the tanh's
- * buffer): the forward's outputs and the clipped gradients are bit for bit those of the layers
- * run one after the other; the kernel with g.tanh is tanh of the kernel without. */
+ * buffer), and so is a tanh followed by a max pooling that finds its winners again in backward
+ * (the pooling's backward applies the tanh's derivative): the forward's outputs and the clipped
+ * gradients, in every mode, are bit for bit those of the layers run one after the other; the
+ * kernel with g.tanh is tanh of the kernel without. */
 static void test_conv_tanh_fusion(void) {
     const dp__conv_geom g0 = {2, 9, 9, 6, 3, 2, 1, 1, 1, 1, 5, 5, 0, 0};
     dp__conv_geom g1 = g0;
@@ -699,15 +701,22 @@ static void test_conv_tanh_fusion(void) {
     for (size_t j = 0; j < dim * B; j++) xb[j] = (float)dp_rng_normal(&R);
     for (int j = 0; j < K * B; j++) dz[j] = (float)dp_rng_normal(&R);
     const float *z;
+    int saved[16] = {0}, saved_b[16] = {0};
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++)
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1) { /* the same model with the layers run one by one */
             CHECK(m->L[0].fuse_tanh == 1 && m->L[1].fuse_tanh == 2 && m->L[2].fuse_tanh == 1 && m->L[3].fuse_tanh == 2);
             CHECK(m->L[4].fuse_tanh == 0 && m->L[6].fuse_tanh == 0);
-            for (int k = 0; k < m->n; k++) m->L[k].fuse_tanh = 0;
+            CHECK(m->L[4].fuse_tanh_bwd == 1 && m->L[3].fuse_tanh_bwd == 2 && m->L[1].fuse_tanh_bwd == 0);
+            for (int k = 0; k < m->n; k++) m->L[k].fuse_tanh = m->L[k].fuse_tanh_bwd = 0;
         }
-        dp_clip_params cp = {DP_CLIP_AUTO, 0.5, 0, 0};
+        if (pass == 0 && mode > 0) /* fused again for the next mode */
+            for (int k = 0; k < m->n && k < 16; k++) m->L[k].fuse_tanh = saved[k], m->L[k].fuse_tanh_bwd = saved_b[k];
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.5, 0, 0};
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, xb, B, 1, NULL, &z));
+        if (pass == 0 && mode == 0) /* as planned by the first forward */
+            for (int k = 0; k < m->n && k < 16; k++) saved[k] = m->L[k].fuse_tanh, saved_b[k] = m->L[k].fuse_tanh_bwd;
         CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, NULL));
         if (pass == 0) {
             memcpy(z0, z, sizeof(float) * K * B);

@@ -180,7 +180,13 @@ static dp_status node_bwd_input(dp_model *m, const dp__bwd *p, const dp__node *l
         return DP_OK;
     }
     if (!needs(m, l, 0) || !ops->bwd_input) return DP_OK;
-    const int src = l->in[0];
+    if (l->fuse_tanh_bwd == 2) return DP_OK; /* the pooling after it wrote its input's gradient */
+    int src = l->in[0];
+    if (l->fuse_tanh_bwd == 1) { /* a pooling writes the gradient of its tanh's input (memplan.c) */
+        DP_ASSERT(!m->gw[src] && !m->gw[m->L[src].in[0]]);
+        m->gw[src] = 1; /* the tanh's output gradient: not formed, and not needed */
+        src = m->L[src].in[0];
+    }
     float *own = gbuf(m, p, src);
     ops->bwd_input(m, l, m->gw[src] ? m->gacc : own, g, B);
     if (m->gw[src]) {

@@ -63,6 +63,11 @@ typedef struct {
      * conv's forward writes tanh of its output into the tanh's buffer and leaves its own
      * unwritten), 2 on that tanh (its forward does nothing; its backward is unchanged) */
     int fuse_tanh;
+    /* 1 on a max pooling that finds its winners from its input (dp__maxpool_recomputes) whose
+     * input is a tanh read by nothing else, itself the only reader of its input: the pooling's
+     * backward applies the tanh's derivative and writes the tanh's input gradient; 2 on that
+     * tanh (its input backward does nothing; its output-gradient slot is its input's) */
+    int fuse_tanh_bwd;
     /* buffers: own_* are owned; out/xhat/rstd/P/arg/mask point at own or shared memory */
     float *own_out, *own_saved;
     float *out, *xhat, *rstd, *P;

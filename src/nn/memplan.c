@@ -69,19 +69,37 @@ void dp__free_buffers(dp_model *m) {
 /* conv2d -> tanh pairs where the tanh is the conv's only reader and nothing reads the conv's
  * output after the forward (not in backward: a conv never reads its output; not as the model's
  * output): the conv applies the tanh (dp__node.fuse_tanh) */
+static int readers(const dp_model *m, int k) {
+    int n = 0;
+    for (int r = k + 1; r < m->n; r++)
+        for (int j = 0; j < m->L[r].nin; j++) n += m->L[r].in[j] == k;
+    return n;
+}
 static void plan_fusion(dp_model *m) {
-    for (int k = 0; k < m->n; k++) m->L[k].fuse_tanh = 0;
+    for (int k = 0; k < m->n; k++) m->L[k].fuse_tanh = m->L[k].fuse_tanh_bwd = 0;
     for (int k = 0; k + 1 < m->n; k++) {
         dp__node *c = &m->L[k], *t = &m->L[k + 1];
         if (c->kind != DP_LAYER_CONV2D || t->kind != DP_LAYER_TANH || t->nin != 1 || t->in[0] != k || c->keep_out ||
-            t->out_size != c->out_size)
+            t->out_size != c->out_size || readers(m, k) != 1)
             continue;
-        int readers = 0;
-        for (int r = k + 1; r < m->n; r++)
-            for (int j = 0; j < m->L[r].nin; j++) readers += m->L[r].in[j] == k;
-        if (readers != 1) continue;
         c->fuse_tanh = 1;
         t->fuse_tanh = 2;
+    }
+    /* tanh -> max pooling, in backward: the tanh's output is the pooling's input, which the
+     * pooling reads in backward anyway; its input gradient then goes straight to the tanh's
+     * input (a single reader each, so nothing is accumulated there) */
+    for (int k = 1; k < m->n; k++) {
+        dp__node *p = &m->L[k];
+        const int ti = p->in[0];
+        if (p->kind != DP_LAYER_MAXPOOL || p->nin != 1 || ti < 0 || !p->need_grad || !dp__ops(p)->reads_in ||
+            !dp__ops(p)->reads_in(p))
+            continue;
+        dp__node *t = &m->L[ti];
+        if (t->kind != DP_LAYER_TANH || t->nin != 1 || t->in[0] < 0 || !m->L[t->in[0]].need_grad || readers(m, ti) != 1 ||
+            readers(m, t->in[0]) != 1)
+            continue;
+        p->fuse_tanh_bwd = 1;
+        t->fuse_tanh_bwd = 2;
     }
 }
 
@@ -157,8 +175,13 @@ static void plan(dp_model *m) {
     for (int k = m->n - 1; k >= 0; k--) {
         dp__node *l = &m->L[k];
         if (!l->need_grad) continue;
+        /* a pooling fused with the tanh before it (plan_fusion) writes the gradient of the tanh's
+         * input instead of the tanh's: that slot is taken here, while the pooling's own is still
+         * held, and the tanh's output gradient (never formed) shares it */
+        const int fused = l->fuse_tanh_bwd == 1;
         for (int j = -1; j < l->nin; j++) {
             int i = j < 0 ? k : l->in[j];
+            if (fused && j == 0) i = m->L[i].in[0];
             if (i < 0 || !m->L[i].need_grad || m->L[i].gslot >= 0) continue;
             size_t need = m->L[i].out_size;
             int s = -1;
@@ -176,7 +199,8 @@ static void plan(dp_model *m) {
             m->L[i].gslot = s;
             if (need > m->gsz[s]) m->gsz[s] = need;
         }
-        gowner[l->gslot] = -1;
+        if (fused) m->L[l->in[0]].gslot = m->L[m->L[l->in[0]].in[0]].gslot;
+        if (l->fuse_tanh_bwd != 2) gowner[l->gslot] = -1; /* a fused tanh's slot is its input's */
     }
     m->ngslots = gs;
     m->planned = 1;

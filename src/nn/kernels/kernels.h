@@ -143,7 +143,7 @@ DP__SUM_DEFS(double, _f64)
     void dp__k_maxpool_fwd##S(REAL *out, int32_t *arg, const REAL *in, int B, int C, int H, int W,         \
                               const dp__pool_geom *g, int Ho, int Wo);                          \
     void dp__k_maxpool_bwd_recompute##S(REAL *din, const REAL *dout, const REAL *in, int B, int C, int H, int W, int Ho, \
-                                        int Wo);                                                \
+                                        int Wo, int dtanh);                                     \
     void dp__k_maxpool_bwd##S(REAL *din, const REAL *dout, const int32_t *arg, int B, int C, int H, int W, \
                               int Ho, int Wo);                                                  \
     void dp__k_avgpool_fwd##S(REAL *out, const REAL *in, int B, int C, int H, int W,                      \

@@ -556,8 +556,11 @@ static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const R
     }
 }
 /* din (=) from dout for the flat path, the winners found again from the input (no saved
- * indices): the same comparisons in the same order as the forward, so the same winners */
-void KN(maxpool_bwd_recompute)(REAL *din, const REAL *dout, const REAL *in, int B, int C, int H, int W, int Ho, int Wo) {
+ * indices): the same comparisons in the same order as the forward, so the same winners. With
+ * dtanh the input is a tanh's output t and din is the gradient of the tanh's input: each run's
+ * values times 1 - t^2 while in cache (tanh_bwd's expression; the engine's fusion). */
+void KN(maxpool_bwd_recompute)(REAL *din, const REAL *dout, const REAL *in, int B, int C, int H, int W, int Ho, int Wo,
+                               int dtanh) {
     const int P = B * C, hw = H * W, np = DP__POOL_FLAT / hw, nrun = (P + np - 1) / np;
 #pragma omp parallel for schedule(static)
     for (int q = 0; q < nrun; q++) {
@@ -572,6 +575,10 @@ void KN(maxpool_bwd_recompute)(REAL *din, const REAL *dout, const REAL *in, int 
             const int base = i * hw;
             for (int oy = 0; oy < Ho; oy++)
                 for (int ox = 0; ox < Wo; ox++) dx[vi[base + oy * W + ox]] += g[oy * Wo + ox];
+        }
+        if (dtanh) {
+            const REAL *t = in + (size_t)p0 * hw;
+            _Pragma("omp simd") for (int j = 0; j < n * hw; j++) dx[j] = dx[j] * (1 - t[j] * t[j]);
         }
     }
 }

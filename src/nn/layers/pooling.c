@@ -83,8 +83,9 @@ static dp_status maxpool_forward(dp_model *m, dp__node *l, int B, int train, dp_
     return DP_OK;
 }
 static void maxpool_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
-    if (maxpool_recomputes(l))
-        dp__k_maxpool_bwd_recompute_f32(din, g, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->oh, l->ow);
+    if (maxpool_recomputes(l)) /* fused: din is the gradient of the tanh's input (memplan.c) */
+        dp__k_maxpool_bwd_recompute_f32(din, g, dp__input(m, l, 0), B, l->ic, l->ih, l->iw, l->oh, l->ow,
+                                        l->fuse_tanh_bwd == 1);
     else
         dp__k_maxpool_bwd_f32(din, g, l->arg, B, l->ic, l->ih, l->iw, l->oh, l->ow);
 }
