@@ -556,29 +556,46 @@ static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const R
     }
 }
 /* din (=) from dout for the flat path, the winners found again from the input (no saved
- * indices): the same comparisons in the same order as the forward, so the same winners. With
- * dtanh the input is a tanh's output t and din is the gradient of the tanh's input: each run's
- * values times 1 - t^2 while in cache (tanh_bwd's expression; the engine's fusion). */
+ * indices): the same comparisons in the same order as the forward, so the same winners. A
+ * window's winner is one of four offsets from its first value j (0, 1, W, W + 1: which of the
+ * pair along the row, hs, in which row, vs), so the gradient goes out in four vectorised
+ * passes over the run, one per offset, instead of a scatter; a value gets its windows'
+ * gradients in the order a scatter over the windows would add them (offsets W + 1, W, 1, 0:
+ * ascending windows), so the result is the same to the bit. With dtanh the input is a tanh's
+ * output t and din is the gradient of the tanh's input: times 1 - t^2 while in cache
+ * (tanh_bwd's expression; the engine's fusion). */
 void KN(maxpool_bwd_recompute)(REAL *din, const REAL *dout, const REAL *in, int B, int C, int H, int W, int Ho, int Wo,
                                int dtanh) {
     const int P = B * C, hw = H * W, np = DP__POOL_FLAT / hw, nrun = (P + np - 1) / np;
 #pragma omp parallel for schedule(static)
     for (int q = 0; q < nrun; q++) {
-        REAL vv[DP__POOL_FLAT];
-        int32_t vi[DP__POOL_FLAT];
-        const int p0 = q * np, n = P - p0 < np ? P - p0 : np;
-        KN(maxpool2_run)(vv, vi, in + (size_t)p0 * hw, n, H, W, Ho, Wo);
+        REAL hv[DP__POOL_FLAT], gj[DP__POOL_FLAT];
+        unsigned char hs[DP__POOL_FLAT], vs[DP__POOL_FLAT];
+        const int p0 = q * np, n = P - p0 < np ? P - p0 : np, N = n * hw, nh = N - 1;
+        const int nv = (n - 1) * hw + (Ho - 1) * W + Wo;
+        const REAL *x = in + (size_t)p0 * hw;
         REAL *dx = din + (size_t)p0 * hw;
-        memset(dx, 0, sizeof(REAL) * (size_t)n * hw);
-        for (int i = 0; i < n; i++) {
-            const REAL *g = dout + (size_t)(p0 + i) * Ho * Wo;
-            const int base = i * hw;
-            for (int oy = 0; oy < Ho; oy++)
-                for (int ox = 0; ox < Wo; ox++) dx[vi[base + oy * W + ox]] += g[oy * Wo + ox];
+        for (int j = 0; j < nh; j++) {
+            const REAL b = x[j], v = x[j + 1];
+            const int take = (v > b) | ((v != v) & (b == b));
+            hv[j] = take ? v : b;
+            hs[j] = (unsigned char)take;
         }
+        for (int j = 0; j < nv; j++) {
+            const REAL b = hv[j], v = hv[j + W];
+            vs[j] = (unsigned char)((v > b) | ((v != v) & (b == b)));
+        }
+        memset(gj, 0, sizeof(REAL) * (size_t)nv); /* the windows' gradients at their first values */
+        for (int i = 0; i < n; i++)
+            for (int oy = 0; oy < Ho; oy++)
+                memcpy(gj + i * hw + oy * W, dout + ((size_t)(p0 + i) * Ho + oy) * Wo, sizeof(REAL) * (size_t)Wo);
+        memset(dx, 0, sizeof(REAL) * (size_t)N);
+        for (int j = 0; j < nv; j++) dx[j + W + 1] += vs[j] & hs[j + W] ? gj[j] : 0;
+        for (int j = 0; j < nv; j++) dx[j + W] += vs[j] & (hs[j + W] ^ 1) ? gj[j] : 0;
+        for (int j = 0; j < nv; j++) dx[j + 1] += (vs[j] ^ 1) & hs[j] ? gj[j] : 0;
+        for (int j = 0; j < nv; j++) dx[j] += (vs[j] | hs[j]) ^ 1 ? gj[j] : 0;
         if (dtanh) {
-            const REAL *t = in + (size_t)p0 * hw;
-            _Pragma("omp simd") for (int j = 0; j < n * hw; j++) dx[j] = dx[j] * (1 - t[j] * t[j]);
+            _Pragma("omp simd") for (int j = 0; j < N; j++) dx[j] = dx[j] * (1 - x[j] * x[j]);
         }
     }
 }
