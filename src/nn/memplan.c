@@ -66,15 +66,16 @@ void dp__free_buffers(dp_model *m) {
     m->stale = 0;
 }
 
-/* conv2d -> tanh pairs where the tanh is the conv's only reader and nothing reads the conv's
- * output after the forward (not in backward: a conv never reads its output; not as the model's
- * output): the conv applies the tanh (dp__node.fuse_tanh) */
+/* the nodes that read node k's output */
 static int readers(const dp_model *m, int k) {
     int n = 0;
     for (int r = k + 1; r < m->n; r++)
         for (int j = 0; j < m->L[r].nin; j++) n += m->L[r].in[j] == k;
     return n;
 }
+/* conv2d -> tanh pairs where the tanh is the conv's only reader and nothing reads the conv's
+ * output after the forward (not in backward: a conv never reads its output; not as the model's
+ * output): the conv applies the tanh (dp__node.fuse_tanh) */
 static void plan_fusion(dp_model *m) {
     for (int k = 0; k < m->n; k++) m->L[k].fuse_tanh = m->L[k].fuse_tanh_bwd = 0;
     for (int k = 0; k + 1 < m->n; k++) {
