@@ -492,6 +492,46 @@ static void test_f32_vs_f64(void) {
     dp_free(xd); dp_free(wd); dp_free(yd); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf);
 }
 
+/* The float ghost norms of convolutions with small Grams (T <= 32: with AVX2 their upper
+ * triangle by blocks of 3 x 4 rows, kernels_f32.c) against the double kernels' (GEMM): the
+ * default CNN's second convolution, a patch length with a tail (D = 27, not a multiple of 8),
+ * groups (Dg = 18), T = 1..32 with partial blocks, and bias. */
+static void test_ghost_f32(void) {
+    const dp__conv_geom gs[] = {
+        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 1, 0},
+        {3, 6, 6, 5, 3, 1, 0, 0, 1, 1, 4, 4, 1, 0},
+        {4, 6, 6, 6, 3, 1, 0, 0, 1, 2, 4, 4, 1, 0},
+        {2, 7, 7, 3, 2, 1, 0, 0, 1, 1, 6, 6, 1, 0},  /* T = 36 > 32: the GEMM path in both */
+        {5, 3, 3, 4, 3, 1, 0, 0, 1, 1, 1, 1, 1, 0},  /* T = 1 */
+        {8, 5, 5, 4, 2, 1, 0, 0, 1, 1, 4, 4, 1, 0},  /* T = 16, D = 32 */
+        {1, 9, 9, 3, 3, 2, 1, 1, 1, 1, 5, 5, 1, 0},  /* padded, D = 9 */
+    };
+    const int B = 6;
+    for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
+        const dp__conv_geom *g = &gs[q];
+        const size_t nx = (size_t)B * g->Cin * g->H * g->W, ny = (size_t)B * g->Cout * g->Ho * g->Wo;
+        float *xf = dp_alloc(sizeof(float) * nx), *uf = dp_alloc(sizeof(float) * ny);
+        float *wf = dp_alloc(sizeof(float) * dp__conv_work(g, dp__max_threads()));
+        double *xd = dnew(nx), *ud = dnew(ny), *wd = dnew(dp__conv_work(g, dp__max_threads())), *sf = dnew(B), *sd = dnew(B);
+        for (size_t j = 0; j < nx; j++) xd[j] = xf[j] = (float)dp_rng_normal(&R);
+        for (size_t j = 0; j < ny; j++) ud[j] = uf[j] = (float)dp_rng_normal(&R);
+        for (int bias = 0; bias < 2; bias++) {
+            memset(sf, 0, sizeof(double) * B);
+            memset(sd, 0, sizeof(double) * B);
+            dp__k_conv_ghost_sq_f32(sf, wf, uf, xf, B, g, bias);
+            dp__k_conv_ghost_sq_f64(sd, wd, ud, xd, B, g, bias);
+            double worst = 0;
+            for (int b = 0; b < B; b++) {
+                const double e = fabs(sf[b] - sd[b]) / sd[b];
+                if (e > worst) worst = e;
+            }
+            CHECK(worst < 1e-5);
+            if (worst >= 1e-5) fprintf(stderr, "float ghost norms, geometry %zu, bias %d: relative error %g\n", q, bias, worst);
+        }
+        dp_free(xf); dp_free(uf); dp_free(wf); dp_free(xd); dp_free(ud); dp_free(wd); dp_free(sf); dp_free(sd);
+    }
+}
+
 /* ---- scale (nn/layers/scale.c): R rows of C channels of `inner` values ---- */
 typedef struct { int R, C, inner, bias; } scale_ctx;
 static void scale_fwd(void *cv, double *y, const double *x, const double *th) {
@@ -872,6 +912,7 @@ int main(void) {
     test_conv(2, 1, 12, 12, 2, 6, 2, 1, 1);
     test_conv(1, 2, 13, 13, 3, 7, 3, 3, 0);
     test_im2col_paths();
+    test_ghost_f32();
     test_conv_tanh_fusion();
     test_auto_estimate();
     test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */

@@ -430,8 +430,12 @@ void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in,
             double acc = 0;
             for (int q = 0; q < G; q++) {
                 if (T <= 32) { /* small Grams: OpenBLAS's GEMM beats its SYRK there (both triangles) */
+#ifdef GRAM_UPPER /* float with AVX2: the upper triangle by blocks (kernels_f32.c) */
+                    GRAM_UPPER(aa, col + (size_t)q * Dg, T, Dg, D);
+#else
                     GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, Dg, 1, col + (size_t)q * Dg, D,
                          col + (size_t)q * Dg, D, 0, aa, T);
+#endif
                     GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, T, Cg, 1, gi + (size_t)q * Cg * T, T,
                          gi + (size_t)q * Cg * T, T, 0, gg, T);
                 } else {
