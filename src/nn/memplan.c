@@ -167,12 +167,8 @@ static void plan(dp_model *m) {
     int gs = 0;
     int gowner[DP__MAX_SLOTS];
     for (int k = 0; k < m->n; k++) m->L[k].gslot = -1;
-    for (int i = 0; i < m->n; i++) {
-        int readers = 0;
-        for (int c = i + 1; c < m->n; c++)
-            for (int j = 0; j < m->L[c].nin; j++) readers += m->L[c].in[j] == i;
-        if (m->L[i].need_grad && readers > 1 && m->L[i].out_size > m->accsz) m->accsz = m->L[i].out_size;
-    }
+    for (int i = 0; i < m->n; i++)
+        if (m->L[i].need_grad && readers(m, i) > 1 && m->L[i].out_size > m->accsz) m->accsz = m->L[i].out_size;
     for (int k = m->n - 1; k >= 0; k--) {
         dp__node *l = &m->L[k];
         if (!l->need_grad) continue;
