@@ -500,28 +500,28 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
  * whole planes at a time (np planes of H x W, at most DP__POOL_FLAT values: the planes are
  * contiguous, so the run is one flat array; the pairs that straddle two rows or two planes are
  * never read back). Written out for k = 2: with a loop over the taps, or a second tap chained,
- * gcc branched on the data instead of vectorising, much slower than the row-by-row path. */
-/* The winners of a run of n planes (at most DP__POOL_FLAT values) into vv (their values) and vi
- * (their index in the run), by output position: window (oy, ox) of plane i at i H W + oy W + ox. */
-static void KN(maxpool2_run)(REAL *restrict vv, int32_t *restrict vi, const REAL *restrict x, int n, int H, int W, int Ho,
-                             int Wo) {
+ * gcc branched on the data instead of vectorising, much slower than the row-by-row path.
+ * The winners of a run of n planes (at most DP__POOL_FLAT values), by output position (window
+ * (oy, ox) of plane i at j = i H W + oy W + ox): hs[j] whether the right value of the pair
+ * j, j + 1 beat the left, vs[j] whether the pair one row down beat pair j; so the winner is
+ * j + hs[j] or, with vs[j], j + W + hs[j + W]. Each stage keeps the first maximum (or NaN) of
+ * its pair, the scan order's winner. (The values alone: maxpool2_run_values, the forward's.) */
+static void KN(maxpool2_pick)(unsigned char *restrict hs, unsigned char *restrict vs, const REAL *restrict x, int n,
+                              int H, int W, int Ho, int Wo) {
     REAL hv[DP__POOL_FLAT];
-    int32_t hi[DP__POOL_FLAT];
     const int hw = H * W, nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
     for (int j = 0; j < nh; j++) {
         const REAL b = x[j], v = x[j + 1];
         const int take = (v > b) | ((v != v) & (b == b));
         hv[j] = take ? v : b;
-        hi[j] = take ? j + 1 : j;
+        hs[j] = (unsigned char)take;
     }
     for (int j = 0; j < nv; j++) {
         const REAL b = hv[j], v = hv[j + W];
-        const int take = (v > b) | ((v != v) & (b == b));
-        vv[j] = take ? v : b;
-        vi[j] = take ? hi[j + W] : hi[j];
+        vs[j] = (unsigned char)((v > b) | ((v != v) & (b == b)));
     }
 }
-/* the same values without the indices (forward without saved indices: dp__maxpool_recomputes) */
+/* the winners' values alone (the forward that saves no indices: dp__maxpool_recomputes) */
 static void KN(maxpool2_run_values)(REAL *restrict vv, const REAL *restrict x, int n, int H, int W, int Ho, int Wo) {
     REAL hv[DP__POOL_FLAT];
     const int hw = H * W, nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
@@ -540,22 +540,28 @@ static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const R
 #pragma omp parallel for schedule(static)
     for (int q = 0; q < nrun; q++) {
         REAL vv[DP__POOL_FLAT];
-        int32_t vi[DP__POOL_FLAT];
+        unsigned char hs[DP__POOL_FLAT], vs[DP__POOL_FLAT];
         const int p0 = q * np, n = P - p0 < np ? P - p0 : np;
         const REAL *x = in + (size_t)p0 * hw;
         if (arg)
-            KN(maxpool2_run)(vv, vi, x, n, H, W, Ho, Wo);
+            KN(maxpool2_pick)(hs, vs, x, n, H, W, Ho, Wo);
         else
             KN(maxpool2_run_values)(vv, x, n, H, W, Ho, Wo);
         for (int i = 0; i < n; i++) { /* rows of a few values: loops, not a call per row */
             REAL *o = out + (size_t)(p0 + i) * Ho * Wo;
             const int base = i * hw; /* the run's index of the plane's first value */
-            for (int oy = 0; oy < Ho; oy++)
-                for (int ox = 0; ox < Wo; ox++) o[oy * Wo + ox] = vv[base + oy * W + ox];
-            if (!arg) continue;
+            if (!arg) {
+                for (int oy = 0; oy < Ho; oy++)
+                    for (int ox = 0; ox < Wo; ox++) o[oy * Wo + ox] = vv[base + oy * W + ox];
+                continue;
+            }
             int32_t *a = arg + (size_t)(p0 + i) * Ho * Wo;
             for (int oy = 0; oy < Ho; oy++)
-                for (int ox = 0; ox < Wo; ox++) a[oy * Wo + ox] = vi[base + oy * W + ox] - base;
+                for (int ox = 0; ox < Wo; ox++) {
+                    const int j = base + oy * W + ox, r = vs[j] ? j + W : j, w = r + hs[r]; /* the winner */
+                    o[oy * Wo + ox] = x[w];
+                    a[oy * Wo + ox] = w - base;
+                }
         }
     }
 }
@@ -573,22 +579,13 @@ void KN(maxpool_bwd_recompute)(REAL *din, const REAL *dout, const REAL *in, int 
     const int P = B * C, hw = H * W, np = DP__POOL_FLAT / hw, nrun = (P + np - 1) / np;
 #pragma omp parallel for schedule(static)
     for (int q = 0; q < nrun; q++) {
-        REAL hv[DP__POOL_FLAT], gj[DP__POOL_FLAT];
+        REAL gj[DP__POOL_FLAT];
         unsigned char hs[DP__POOL_FLAT], vs[DP__POOL_FLAT];
-        const int p0 = q * np, n = P - p0 < np ? P - p0 : np, N = n * hw, nh = N - 1;
+        const int p0 = q * np, n = P - p0 < np ? P - p0 : np, N = n * hw;
         const int nv = (n - 1) * hw + (Ho - 1) * W + Wo;
         const REAL *x = in + (size_t)p0 * hw;
         REAL *dx = din + (size_t)p0 * hw;
-        for (int j = 0; j < nh; j++) {
-            const REAL b = x[j], v = x[j + 1];
-            const int take = (v > b) | ((v != v) & (b == b));
-            hv[j] = take ? v : b;
-            hs[j] = (unsigned char)take;
-        }
-        for (int j = 0; j < nv; j++) {
-            const REAL b = hv[j], v = hv[j + W];
-            vs[j] = (unsigned char)((v > b) | ((v != v) & (b == b)));
-        }
+        KN(maxpool2_pick)(hs, vs, x, n, H, W, Ho, Wo);
         memset(gj, 0, sizeof(REAL) * (size_t)nv); /* the windows' gradients at their first values */
         for (int i = 0; i < n; i++)
             for (int oy = 0; oy < Ho; oy++)
