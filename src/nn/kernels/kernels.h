@@ -86,8 +86,8 @@ int dp__pool_out(long in, long a, long b, long ext, long s, int ceil_mode);
 
 /* Sums in double of n values (dp__sum) and of n products (dp__dot), in eight interleaved partial
  * sums added in a fixed order at the end: the same result for any thread count, and gcc
- * vectorises them. One running sum waits on each add's latency: the default CNN's per-sample
- * bias sums (16 x 169 values) and gradient norms (1,040) took as long as the layer's GEMM. */
+ * vectorises them. One running sum waits on each add's latency, which bound the default CNN's
+ * per-sample bias sums (16 x 169 values) and gradient norms (1,040). */
 #define DP__SUM_DEFS(REAL, S)                                                                  \
     static inline double dp__sum##S(const REAL *x, size_t n) {                                 \
         double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                \

@@ -20,9 +20,9 @@
  * P(0) = Q(0) = 1, a minimax fit of tanh's relative error on [0, 9] (2.2e-8; fitted by
  * iteratively reweighted least squares, docs/design.md). |x| is clamped to 9 with an integer
  * min on its bits (tanh(9) rounds to 1 in float; inf becomes 9), except a NaN, whose bits pass
- * and which propagates. Rounded to float: relative error < 8e-8 against libm's double tanh
- * (at most one ulp), monotone, odd, tanh(-0) = -0 (tested). About 2x faster than the
- * exp-based form it replaced (a float division and both branches). */
+ * and which propagates. Rounded to float: within 1e-7 relative of libm's double tanh (about an
+ * ulp), monotone, odd, tanh(-0) = -0 (test_nn). Cheaper than the exp-based form it replaced,
+ * which ran both branches and a float division. */
 #ifdef __FMA__ /* one instruction; elsewhere a multiply and an add (in double, the same to 1e-16) */
 #define DP__FMAD(a, b, c) __builtin_fma(a, b, c)
 #else
@@ -83,9 +83,9 @@ static inline float dp__hsum8(__m256 v) {
 /* The upper triangle of a ghost norm's Gram A A^T (A: T rows of D values, ld apart) into
  * aa[T x T], for the small T where OpenBLAS's SYRK lost to its full GEMM (conv_ghost_sq): in
  * blocks of 3 rows by 4 (twelve vector accumulators in registers), only the blocks that reach
- * the upper triangle, so about 60% of the GEMM's products (the default CNN's second
- * convolution, T = 25, D = 256: 2.6 against 3.4 us a sample on one core). Entries below the
- * diagonal are not all written; the caller reads the upper triangle only. */
+ * the upper triangle, so about 60% of the GEMM's products for the default CNN's second
+ * convolution (T = 25, D = 256). Entries below the diagonal are not all written; the caller
+ * reads the upper triangle only. */
 static void dp__gram_upper_f32(float *restrict aa, const float *restrict A, int T, int D, int ld) {
     const int D8 = D & ~7;
     for (int t0 = 0; t0 < T; t0 += 3)
