@@ -140,7 +140,16 @@ void dp_optim_destroy(dp_optim *o) {
 
 /* ---- the updates ----------------------------------------------------------------------
  * Each loop is written once with the mask test inside; a frozen coordinate is skipped before
- * anything is read or written. */
+ * anything is read or written. The loops are inlined twice: with the mask for a range that has
+ * frozen coordinates, and with mask NULL (the test folded away, so gcc vectorises the loop:
+ * the scalar one took about 5 cycles a coordinate) for the usual range with none. Element by
+ * element the same float operations either way (ISO C mode: no contraction into FMAs). */
+#define DP_INLINE static inline __attribute__((always_inline))
+
+/* mask, or NULL where the range [lo, hi) has no frozen coordinate */
+static const unsigned char *range_mask(const unsigned char *mask, size_t lo, size_t hi) {
+    return mask && memchr(mask + lo, 0, hi - lo) ? mask : NULL;
+}
 
 /* SGD, PyTorch _single_tensor_sgd:
  *   d = g + wd*p; buf = first ? d : mom*buf + (1-damp)*d; d = nesterov ? d + mom*buf : buf;
@@ -148,8 +157,8 @@ void dp_optim_destroy(dp_optim *o) {
 /* The update of coordinates [lo, hi) at step t, in one thread: what dp_optim_step does to
  * them (dp_optim_step runs these ranges in parallel; the private step runs them right after a
  * block's noise, src/train/step.c). Element by element the same operations either way. */
-static void sgd_range(dp_optim *o, long t, float *restrict w, const float *restrict g,
-                      const unsigned char *restrict mask, size_t lo, size_t hi) {
+DP_INLINE void sgd_loop(dp_optim *o, long t, float *restrict w, const float *restrict g,
+                        const unsigned char *restrict mask, size_t lo, size_t hi) {
     const float lr = (float)o->p.lr, wd = (float)o->p.weight_decay;
     const float mom = (float)o->p.momentum, damp1 = (float)(1.0 - o->p.dampening);
     const int use_wd = o->p.weight_decay != 0.0, use_mom = o->p.momentum != 0.0;
@@ -173,8 +182,8 @@ static void sgd_range(dp_optim *o, long t, float *restrict w, const float *restr
     }
 }
 
-static void adam_range(dp_optim *o, long t, float *restrict w, const float *restrict g,
-                       const unsigned char *restrict mask, size_t lo, size_t hi) {
+DP_INLINE void adam_loop(dp_optim *o, long t, float *restrict w, const float *restrict g,
+                         const unsigned char *restrict mask, size_t lo, size_t hi) {
     const size_t n = o->n;
     const double bc1 = 1.0 - pow(o->p.beta1, (double)t);
     const double bc2 = 1.0 - pow(o->p.beta2, (double)t);
@@ -213,8 +222,14 @@ static void adam_range(dp_optim *o, long t, float *restrict w, const float *rest
 
 void dp__optim_range(dp_optim *o, long t, float *params, const float *grad, const unsigned char *mask, size_t lo,
                      size_t hi) {
-    if (o->p.kind == DP_OPT_SGD) sgd_range(o, t, params, grad, mask, lo, hi);
-    else adam_range(o, t, params, grad, mask, lo, hi);
+    const unsigned char *m = range_mask(mask, lo, hi);
+    if (o->p.kind == DP_OPT_SGD) {
+        if (m) sgd_loop(o, t, params, grad, m, lo, hi);
+        else sgd_loop(o, t, params, grad, NULL, lo, hi);
+    } else {
+        if (m) adam_loop(o, t, params, grad, m, lo, hi);
+        else adam_loop(o, t, params, grad, NULL, lo, hi);
+    }
 }
 
 void dp__optim_advance(dp_optim *o) {
