@@ -113,7 +113,7 @@ static void test_conv_pads(int B, int Cin, int Hh, int Ww, int Cout, int k, int 
     const int ext = (k - 1) * d + 1;
     int Ho = (Hh + pad + pb - ext) / s + 1, Wo = (Ww + pl + pr - ext) / s + 1, T = Ho * Wo, D = Cin * k * k, Dg = D / G;
     size_t nw = (size_t)Cout * Dg, nth = nw + (bias ? Cout : 0);
-    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo, 1, 0};
+    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pl, d, G, Ho, Wo, 1, 0, NULL};
     double *work = dnew(dp__conv_work(&geom, dp__max_threads()));
     conv_ctx c = {B, geom, bias, work};
     fd_fn f = {B, (size_t)B * Cin * Hh * Ww, (size_t)B * Cout * T, nth, conv_fwd, &c};
@@ -190,12 +190,12 @@ static void test_conv(int B, int Cin, int Hh, int Ww, int Cout, int k, int s, in
  * rows are short next to its tap rows, the position-major path. */
 static void test_im2col_paths(void) {
     const dp__conv_geom gs[] = {
-        {1, 28, 28, 16, 8, 2, 2, 2, 1, 1, 13, 13, 0, 0},  /* the default CNN's first layer: padded copy */
-        {3, 60, 60, 2, 3, 1, 1, 1, 1, 1, 60, 60, 0, 0},   /* 3 x 62 x 62 > 8192: bounds checks */
-        {2, 9, 7, 3, 3, 2, 0, 1, 1, 1, 4, 4, 0, 0},       /* pads left and below only (Ho 4 reads row 9) */
-        {2, 9, 8, 3, 3, 2, 2, 2, 2, 1, 5, 4, 0, 0},       /* dilated */
-        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 0, 0},   /* the second layer: position-major */
-        {4, 7, 7, 4, 3, 1, 1, 1, 1, 1, 7, 7, 0, 0},       /* position-major with padding */
+        {1, 28, 28, 16, 8, 2, 2, 2, 1, 1, 13, 13, 0, 0, NULL},  /* the default CNN's first layer: padded copy */
+        {3, 60, 60, 2, 3, 1, 1, 1, 1, 1, 60, 60, 0, 0, NULL},   /* 3 x 62 x 62 > 8192: bounds checks */
+        {2, 9, 7, 3, 3, 2, 0, 1, 1, 1, 4, 4, 0, 0, NULL},       /* pads left and below only (Ho 4 reads row 9) */
+        {2, 9, 8, 3, 3, 2, 2, 2, 2, 1, 5, 4, 0, 0, NULL},       /* dilated */
+        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 0, 0, NULL},   /* the second layer: position-major */
+        {4, 7, 7, 4, 3, 1, 1, 1, 1, 1, 7, 7, 0, 0, NULL},       /* position-major with padding */
     };
     for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
         const dp__conv_geom *g = &gs[q];
@@ -231,7 +231,7 @@ static void test_im2col_paths(void) {
  * weight gradient, per-sample gradients and ghost norms agree with one another. */
 static void test_conv_chunks(int B, int Cin, int Hh, int Cout, int k, int s, int pad, int G) {
     const int Ho = (Hh + 2 * pad - k) / s + 1, T = Ho * Ho, D = Cin * k * k;
-    const dp__conv_geom g = {Cin, Hh, Hh, Cout, k, s, pad, pad, 1, G, Ho, Ho, 1, 0};
+    const dp__conv_geom g = {Cin, Hh, Hh, Cout, k, s, pad, pad, 1, G, Ho, Ho, 1, 0, NULL};
     const int nc = dp__conv_chunk(&g);
     CHECK(B > 2 * nc && B % nc != 0);
     const size_t isz = (size_t)Cin * Hh * Hh, osz = (size_t)Cout * T, nw = (size_t)Cout * (D / G), nth = nw + Cout;
@@ -448,7 +448,7 @@ static void test_f32_vs_f64(void) {
     const int B = 3, Cin = 2, Hh = 9, Ww = 9, Cout = 4, k = 3, s = 2, pad = 1;
     int Ho = (Hh + 2 * pad - k) / s + 1, Wo = Ho, T = Ho * Wo, D = Cin * k * k;
     size_t nx = (size_t)B * Cin * Hh * Ww, ny = (size_t)B * Cout * T, nw = (size_t)Cout * D;
-    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo, 1, 0};
+    const dp__conv_geom geom = {Cin, Hh, Ww, Cout, k, s, pad, pad, 1, 1, Ho, Wo, 1, 0, NULL};
     const size_t nwk = dp__conv_work(&geom, dp__max_threads());
     double *xd = dnew(nx), *wd = dnew(nw + Cout), *yd = dnew(ny), *wkd = dnew(nwk);
     float *wkf = dp_alloc(nwk * 4);
@@ -498,13 +498,13 @@ static void test_f32_vs_f64(void) {
  * groups (Dg = 18), T = 1..32 with partial blocks, and bias. */
 static void test_ghost_f32(void) {
     const dp__conv_geom gs[] = {
-        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 1, 0},
-        {3, 6, 6, 5, 3, 1, 0, 0, 1, 1, 4, 4, 1, 0},
-        {4, 6, 6, 6, 3, 1, 0, 0, 1, 2, 4, 4, 1, 0},
-        {2, 7, 7, 3, 2, 1, 0, 0, 1, 1, 6, 6, 1, 0},  /* T = 36 > 32: the GEMM path in both */
-        {5, 3, 3, 4, 3, 1, 0, 0, 1, 1, 1, 1, 1, 0},  /* T = 1 */
-        {8, 5, 5, 4, 2, 1, 0, 0, 1, 1, 4, 4, 1, 0},  /* T = 16, D = 32 */
-        {1, 9, 9, 3, 3, 2, 1, 1, 1, 1, 5, 5, 1, 0},  /* padded, D = 9 */
+        {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 1, 0, NULL},
+        {3, 6, 6, 5, 3, 1, 0, 0, 1, 1, 4, 4, 1, 0, NULL},
+        {4, 6, 6, 6, 3, 1, 0, 0, 1, 2, 4, 4, 1, 0, NULL},
+        {2, 7, 7, 3, 2, 1, 0, 0, 1, 1, 6, 6, 1, 0, NULL},  /* T = 36 > 32: the GEMM path in both */
+        {5, 3, 3, 4, 3, 1, 0, 0, 1, 1, 1, 1, 1, 0, NULL},  /* T = 1 */
+        {8, 5, 5, 4, 2, 1, 0, 0, 1, 1, 4, 4, 1, 0, NULL},  /* T = 16, D = 32 */
+        {1, 9, 9, 3, 3, 2, 1, 1, 1, 1, 5, 5, 1, 0, NULL},  /* padded, D = 9 */
     };
     const int B = 6;
     for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
@@ -716,7 +716,7 @@ static void check_clip_bound(const char *spec, int c, int h, int w, int reps) {
  * gradients, in every mode, are bit for bit those of the layers run one after the other; the
  * kernel with g.tanh is tanh of the kernel without. */
 static void test_conv_tanh_fusion(void) {
-    const dp__conv_geom g0 = {2, 9, 9, 6, 3, 2, 1, 1, 1, 1, 5, 5, 0, 0};
+    const dp__conv_geom g0 = {2, 9, 9, 6, 3, 2, 1, 1, 1, 1, 5, 5, 0, 0, NULL};
     dp__conv_geom g1 = g0;
     g1.tanh = 1;
     const size_t nx = 3 * 2 * 81, ny = 3 * 6 * 25, nw = 6 * 2 * 9 + 6;
@@ -771,7 +771,7 @@ static void test_conv_tanh_fusion(void) {
 }
 
 /* auto's memory estimate (what the budget is checked against, and what the physical_batch
- * hint divides) bounds the tracked peak of a step, and does not count an instantiation chunk
+ * hint divides) bounds the tracked peak of two steps, and does not count an instantiation chunk
  * that a layer keeping its per-sample gradients never allocates: the default CNN at its
  * default budget keeps every layer (no second pass), within 1.2x the non-private step. Then
  * with a budget that sends the first convolution to a second pass, the chunk is counted again
@@ -801,8 +801,12 @@ static void test_auto_estimate(void) {
         const size_t live0 = dp_mem_get().live_bytes;
         dp_mem_reset_peak();
         const float *z;
-        CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &z));
-        CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, NULL));
+        /* two steps: the second's forward also makes the convolution's Grams for its ghost
+         * norms (the first's clipped gradient asks for them) */
+        for (int step = 0; step < 2; step++) {
+            CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &z));
+            CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, NULL, NULL, NULL));
+        }
         const size_t used = dp_mem_get().peak_bytes - live0;
         CHECK(used <= est + 4096); /* the estimate is of the buffers; the step's small arrays (a
                                     * pointer per node) are not in it */
@@ -811,6 +815,51 @@ static void test_auto_estimate(void) {
     }
     dp_free(x);
     dp_free(dz);
+    dp_model_destroy(m);
+}
+
+/* A private step's forward makes the second convolution's input Grams (T = 25, ghost norm)
+ * once a clipped gradient with ghost norms asked for them; the ghost norms then read them
+ * instead of unfolding the input again: the same norms and clipped gradient, bit for bit, as
+ * the first step, which unfolded. An evaluation forward or a non-private backward stops it. */
+static void test_forward_grams(void) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create_named("cnn", 1, 28, 28, 10, &m));
+    if (!m) return;
+    dp_model_init(m, &R);
+    const int B = 7, K = 10;
+    const size_t dim = dp_model_input_size(m), np = dp_model_num_params(m);
+    float *x = dp_alloc(sizeof(float) * dim * B), *dz = dp_alloc(sizeof(float) * K * B);
+    float *g0 = dp_alloc(sizeof(float) * np), nrm[2][7];
+    for (size_t j = 0; j < dim * B; j++) x[j] = (float)dp_rng_normal(&R);
+    for (int j = 0; j < K * B; j++) dz[j] = (float)dp_rng_normal(&R);
+    int layers = 0;
+    for (int k = 0; k < m->n; k++) layers += dp__gram_layer(&m->L[k]) != 0;
+    CHECK(layers == 1 && dp__gram_floats(m) == 25 * 25);
+    const dp_clip_mode modes[3] = {DP_CLIP_GHOST, DP_CLIP_BK, DP_CLIP_AUTO};
+    const float *z;
+    for (int q = 0; q < 3; q++) {
+        dp_clip_params cp = {modes[q], 0.05, 0, 0};
+        CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &z)); /* a non-private step: no Grams */
+        CHECK_OK(dp_model_backward(m, dz, B));
+        for (int step = 0; step < 2; step++) {
+            dp_model_zero_grad(m);
+            CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &z));
+            CHECK(m->grams_B == (step ? B : 0)); /* the first step's clipped gradient asks for them */
+            CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, nrm[step], NULL, NULL));
+            if (step == 0) memcpy(g0, dp_model_grad(m), sizeof(float) * np);
+        }
+        CHECK(memcmp(nrm[0], nrm[1], sizeof nrm[0]) == 0);
+        CHECK(memcmp(g0, dp_model_grad(m), sizeof(float) * np) == 0);
+        size_t clipped = 0;
+        for (int i = 0; i < B; i++) clipped += nrm[0][i] > 0.05f;
+        CHECK(clipped > 0); /* the factors matter */
+        CHECK_OK(dp_model_forward(m, x, B, 0, NULL, &z));
+        CHECK(m->grams_B == 0); /* evaluation */
+    }
+    dp_free(x);
+    dp_free(dz);
+    dp_free(g0);
     dp_model_destroy(m);
 }
 
@@ -890,7 +939,7 @@ static void test_conv_scratch(void) {
     /* a chunk has at least 64 output positions, since its GEMMs read the whole weight: a
      * convolution with one output position and 65536 channels (200 MB of weight), its weight
      * read once per sample, ran past scripts/sweep.sh's 60 s limit */
-    const dp__conv_geom fc = {16, 28, 28, 65536, 28, 1, 0, 0, 1, 1, 1, 1, 0, 0};
+    const dp__conv_geom fc = {16, 28, 28, 65536, 28, 1, 0, 0, 1, 1, 1, 1, 0, 0, NULL};
     CHECK(dp__conv_chunk(&fc) == 64);
 }
 
@@ -915,6 +964,7 @@ int main(void) {
     test_ghost_f32();
     test_conv_tanh_fusion();
     test_auto_estimate();
+    test_forward_grams();
     test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */
     test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 4 a chunk */
     test_conv_chunks(37, 4, 6, 8, 3, 1, 1, 2);    /* grouped, 16 a chunk */

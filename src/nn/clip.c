@@ -98,8 +98,9 @@ static size_t keep_span(const dp__node *l, int cm, int B) { return (keep_bytes(l
 
 /* Bytes of a step of B rows besides its kept tensors (group: rows per example, as
  * dp_clip_params): the buffers, the largest instantiated chunk (vanilla: every per-sample
- * gradient) and the clip factors (rows' and examples'). cm: a bk/auto plan, whose layers that
- * keep their per-sample gradients form them in the kept block, not in a chunk (NULL: none). */
+ * gradient), the convolutions' Grams that the forward makes for ghost norms, and the clip
+ * factors (rows' and examples'). cm: a bk/auto plan, whose layers that keep their per-sample
+ * gradients form them in the kept block, not in a chunk (NULL: none). */
 static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B, int group, const unsigned char *cm) {
     dp__plan_current(m);
     if (B < 1) B = 1;
@@ -114,6 +115,8 @@ static size_t step_bytes(dp_model *m, dp_clip_mode mode, int B, int group, const
                 size_t e = sizeof(float) * dp__inst_chunk(l, B, group) * (l->nw + l->nb);
                 if (e > extra) extra = e;
             }
+    if (group <= 1 && mode != DP_CLIP_VANILLA && mode != DP_CLIP_FAST) /* the forward's Grams (engine.c) */
+        extra += sizeof(float) * (size_t)B * dp__gram_floats(m);
     return bytes + extra + sizeof(float) * ((size_t)B + (group > 1 ? (size_t)B / (size_t)group : 0));
 }
 
@@ -334,6 +337,8 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
     /* G rows per example (augmentation multiplicity): norms, factors and the non-finite count
      * are the nE examples'; R holds the rows' weights, Rg the examples' factors */
     const int G = cp->group > 1 ? cp->group : 1, nE = B / G;
+    /* the next training forward makes the convolutions' Grams for these ghost norms */
+    m->grams_want = G == 1 && (cp->mode == DP_CLIP_GHOST || cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO);
     float *R = dp_alloc(sizeof(float) * ((size_t)B + (G > 1 ? (size_t)nE : 0)));
     if (!R) return DP_ERR_NOMEM;
     float *Rg = G > 1 ? R + B : R;

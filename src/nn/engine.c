@@ -31,12 +31,46 @@ dp_status dp_model_forward(dp_model *m, const float *x, int B, int train, dp_rng
             m->kvalid[i] = v >= 0;
         }
     }
+    m->grams_B = 0;
+    if (train && m->grams_want && B > 0) {
+        /* the convolutions' Grams for the ghost norms of the private step's backward: in a
+         * block kept between steps; if it cannot grow, the ghost norms unfold the input as
+         * before (nothing else depends on it) */
+        const size_t need = dp__gram_floats(m) * (size_t)B;
+        if (need > m->grams_cap) {
+            dp_free(m->grams);
+            m->grams = dp_alloc(sizeof(float) * need);
+            m->grams_cap = m->grams ? need : 0;
+        }
+        if (need && m->grams) m->grams_fill = B;
+    }
     for (int i = 0; i < m->n; i++) {
         dp__node *l = &m->L[i];
-        if ((st = dp__ops(l)->forward(m, l, B, train, rng)) != DP_OK) return st;
+        if ((st = dp__ops(l)->forward(m, l, B, train, rng)) != DP_OK) {
+            m->grams_fill = 0;
+            return st;
+        }
     }
+    m->grams_B = m->grams_fill;
+    m->grams_fill = 0;
     *logits = m->L[m->n - 1].out;
     return DP_OK;
+}
+
+size_t dp__gram_layer(const dp__node *l) {
+    if (l->kind != DP_LAYER_CONV2D || !dp__trainable(l) || !dp__ghost_cheaper(l)) return 0;
+    const size_t T = (size_t)l->oh * l->ow, G = l->groups > 1 ? (size_t)l->groups : 1;
+    return T <= DP__GRAM_FWD_T ? G * T * T : 0;
+}
+
+size_t dp__gram_floats(const dp_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n; i++) {
+        const size_t f = dp__gram_layer(&m->L[i]);
+        if (f) m->L[i].gram_off = n; /* the nodes' offsets follow the trainable set */
+        n += f;
+    }
+    return n;
 }
 
 /* ---- losses ------------------------------------------------------------------------- */
@@ -305,6 +339,7 @@ dp_status dp__backward(dp_model *m, const float *dlogits, int B, const dp__bwd *
 }
 
 dp_status dp_model_backward(dp_model *m, const float *dlogits, int B) {
+    m->grams_want = 0; /* non-private training: the forward makes no Grams */
     dp__bwd p = dp__bwd_init(DP__BWD_PARAM, DP_CLIP_VANILLA);
     return dp__backward(m, dlogits, B, &p);
 }

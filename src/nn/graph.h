@@ -68,6 +68,9 @@ typedef struct {
      * backward applies the tanh's derivative and writes the tanh's input gradient; 2 on that
      * tanh (its input backward does nothing; its output-gradient slot is its input's) */
     int fuse_tanh_bwd;
+    /* a trainable conv2d with ghost norms and T <= DP__GRAM_FWD_T: where its input's Grams start
+     * in the model's Gram block, per sample (dp__gram_layer; the block holds B times this) */
+    size_t gram_off;
     /* buffers: own_* are owned; out/xhat/rstd/P/arg/mask point at own or shared memory */
     float *own_out, *own_saved;
     float *out, *xhat, *rstd, *P;
@@ -104,6 +107,14 @@ struct dp_model {
     void *scratch;    /* a DP step's large block (bk/auto's kept tensors, vanilla's per-sample
                        * gradients), kept between steps so that it is not faulted in anew */
     size_t scratch_bytes;
+    /* The unfolded inputs' Grams of the convolutions whose ghost norms use them (engine.c,
+     * dp__gram_layer): made by a training forward while grams_want is set (by a private
+     * step's clipped gradient with ghost norms; cleared by a non-private backward), read by
+     * the ghost norms of the backward after it. grams_B: the batch of the last forward if it
+     * made them, else 0; grams_fill: the batch the running forward makes them for. */
+    float *grams;
+    size_t grams_cap; /* floats */
+    int grams_want, grams_B, grams_fill;
     int ntensors;
     char (*tnames)[DP__NAME_LEN + 8];
     size_t *toff, *tcount;
@@ -199,6 +210,11 @@ dp_status dp__conv_check(const dp__node *l, const char *what);
 /* Is the ghost norm node l's cheaper norm method (engine.c; the rule dp_model_norm_method
  * applies in the modes that may use ghost norms)? */
 int dp__ghost_cheaper(const dp__node *l);
+/* Floats per sample of the input Grams the forward makes for node l (0: none): a trainable
+ * conv2d whose norm is a ghost norm (dp__ghost_cheaper) on at most DP__GRAM_FWD_T positions */
+size_t dp__gram_layer(const dp__node *l);
+/* Floats per sample of the model's Gram block (every such node's) */
+size_t dp__gram_floats(const dp_model *m);
 /* dst [cols, rows] = the transpose of src [rows, cols] */
 void dp__transpose_copy(float *dst, const float *src, size_t rows, size_t cols);
 /* spec.c: integer / real arguments in [lo, hi] */

@@ -54,6 +54,10 @@ void dp__free_buffers(dp_model *m) {
     dp_free(m->scratch);
     m->scratch = NULL;
     m->scratch_bytes = 0;
+    dp_free(m->grams);
+    m->grams = NULL;
+    m->grams_cap = 0;
+    m->grams_B = 0;
     m->fslots = m->gslots = NULL;
     m->gacc = NULL;
     m->shared_saved = NULL;

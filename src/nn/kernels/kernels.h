@@ -16,7 +16,14 @@ int dp__num_threads(void);
 typedef struct {
     int Cin, H, W, Cout, k, s, pt, pl, d, G, Ho, Wo, grams;
     int tanh; /* the forward applies tanh to its output (conv2d fused with the tanh after it) */
+    /* NULL, or the Grams of the unfolded input, [B, G, T, T] of REAL (T <= DP__GRAM_FWD_T; the
+     * upper triangle, t <= u, is what is read): conv_fwd writes them while each sample's
+     * unfolding is in cache, conv_ghost_sq then reads them instead of unfolding the input again
+     * (the engine: dp_model_forward in a private step, engine.c) */
+    void *gram_buf;
 } dp__conv_geom;
+/* the largest T whose Grams the forward makes (the ghost norm's small-Gram path) */
+#define DP__GRAM_FWD_T 32
 /* Samples a thread unfolds at a time (kernels_impl.h, Conv2d): about 32k values (128 KB) of
  * unfolding and GEMM operand, so that they stay in the core's cache, at most 16, and at least
  * 64 output positions (below). (Chosen by

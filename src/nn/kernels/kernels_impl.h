@@ -277,6 +277,17 @@ void KN(col2im)(REAL *din, const REAL *dcol, const dp__conv_geom *g) {
 #undef DP__CONV_CLEAR_ADD
 #undef DP__CONV_PADDED
 
+/* aa[T, T] (the upper triangle, t <= u, at least) = A A^T for A [T, Dg] of row stride ld, T <=
+ * DP__GRAM_FWD_T: the ghost norm's small Grams, made by the forward (conv_fwd, g->gram_buf) or
+ * by conv_ghost_sq, the same function either way so that both give the same numbers */
+static void KN(gram_small)(REAL *aa, const REAL *A, int T, int Dg, int ld) {
+#ifdef GRAM_UPPER /* float with AVX2: the upper triangle by blocks (kernels_f32.c) */
+    GRAM_UPPER(aa, A, T, Dg, ld);
+#else
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, Dg, 1, A, ld, A, ld, 0, aa, T);
+#endif
+}
+
 /* out[B, Cout, T] = W[Cout, Dg] col_i^T + b, a chunk of samples at a time per thread: their
  * unfolding col[n*T, D], one GEMM per group over its n*T rows (col's group columns times
  * W_g^T -> res[n*T, the group's Cout columns]), then res transposed into out with the bias,
@@ -294,6 +305,11 @@ void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const RE
         for (int q = 0; q < nchunks; q++) {
             const int i0 = q * nc, n = B - i0 < nc ? B - i0 : nc;
             for (int i = 0; i < n; i++) KN(im2col)(col + (size_t)i * T * D, in + (size_t)(i0 + i) * isz, g);
+            if (g->gram_buf)
+                for (int i = 0; i < n; i++)
+                    for (int u = 0; u < G; u++)
+                        KN(gram_small)((REAL *)g->gram_buf + ((size_t)(i0 + i) * G + u) * T * T,
+                                       col + (size_t)i * T * D + (size_t)u * Dg, T, Dg, D);
             for (int u = 0; u < G; u++)
                 GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n * T, Cg, Dg, 1, col + (size_t)u * Dg, D,
                      w + (size_t)u * Cg * Dg, Dg, 0, res + (size_t)u * Cg, Cout);
@@ -413,12 +429,15 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
  * col_i [T, Dg], G = its rows of dout_i, transposed [T, Cout/G]; plus ||sum_t G_i[t]||^2 for
  * the bias. The Grams' upper triangles are read; at T <= 32 they are formed whole by GEMM,
  * which timed faster than SYRK there on one core (T = 25, the default CNN's second layer); at
- * T >= 49 SYRK was as fast or faster. */
+ * T >= 49 SYRK was as fast or faster. With g->gram_buf the A A^T are the forward's (T <= 32):
+ * the input is not unfolded again. */
 void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
                        int has_bias) {
     DP_ASSERT(g->grams); /* the scratch has room for the Grams */
     const dp__conv_dims z = dp__conv_sizes(g);
     const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg;
+    const REAL *fwd = g->gram_buf; /* the input's Grams from the forward, or NULL: unfold here */
+    DP_ASSERT(!fwd || T <= DP__GRAM_FWD_T);
     const size_t isz = z.isz, tw = z.tw;
 #pragma omp parallel if (B > 1)
     {
@@ -426,16 +445,13 @@ void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in,
 #pragma omp for schedule(static)
         for (int i = 0; i < B; i++) {
             const REAL *gi = dout + (size_t)i * Cout * T;
-            KN(im2col)(col, in + (size_t)i * isz, g);
+            if (!fwd) KN(im2col)(col, in + (size_t)i * isz, g);
             double acc = 0;
             for (int q = 0; q < G; q++) {
-                if (T <= 32) { /* small Grams: OpenBLAS's GEMM beats its SYRK there (both triangles) */
-#ifdef GRAM_UPPER /* float with AVX2: the upper triangle by blocks (kernels_f32.c) */
-                    GRAM_UPPER(aa, col + (size_t)q * Dg, T, Dg, D);
-#else
-                    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, Dg, 1, col + (size_t)q * Dg, D,
-                         col + (size_t)q * Dg, D, 0, aa, T);
-#endif
+                const REAL *a = aa;
+                if (fwd) a = fwd + ((size_t)i * G + q) * T * T; /* the forward's */
+                if (T <= DP__GRAM_FWD_T) { /* small Grams: OpenBLAS's GEMM beats its SYRK there (both triangles) */
+                    if (!fwd) KN(gram_small)(aa, col + (size_t)q * Dg, T, Dg, D);
                     GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, T, Cg, 1, gi + (size_t)q * Cg * T, T,
                          gi + (size_t)q * Cg * T, T, 0, gg, T);
                 } else {
@@ -443,8 +459,8 @@ void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in,
                     SYRK(CblasRowMajor, CblasUpper, CblasTrans, T, Cg, 1, gi + (size_t)q * Cg * T, T, 0, gg, T);
                 }
                 for (int t = 0; t < T; t++) {
-                    acc += (double)aa[(size_t)t * T + t] * gg[(size_t)t * T + t];
-                    acc += 2 * DOTD(aa + (size_t)t * T + t + 1, gg + (size_t)t * T + t + 1, (size_t)(T - t - 1));
+                    acc += (double)a[(size_t)t * T + t] * gg[(size_t)t * T + t];
+                    acc += 2 * DOTD(a + (size_t)t * T + t + 1, gg + (size_t)t * T + t + 1, (size_t)(T - t - 1));
                 }
             }
             if (has_bias)
