@@ -818,24 +818,22 @@ static void test_auto_estimate(void) {
     dp_model_destroy(m);
 }
 
-/* A private step's forward makes the second convolution's input Grams (T = 25, ghost norm)
- * once a clipped gradient with ghost norms asked for them; the ghost norms then read them
- * instead of unfolding the input again: the same norms and clipped gradient, bit for bit, as
- * the first step, which unfolded. An evaluation forward or a non-private backward stops it. */
-static void test_forward_grams(void) {
-    dp_model *m = NULL;
-    CHECK_OK(dp_model_create_named("cnn", 1, 28, 28, 10, &m));
-    if (!m) return;
+/* A private step's forward makes a convolution's input Grams (the default CNN's second, T =
+ * 25; a grouped one, two Grams a sample) once a clipped gradient with ghost norms asked for
+ * them; the ghost norms then read them instead of unfolding the input again: the same norms and
+ * clipped gradient, bit for bit, as the first step, which unfolded. An evaluation forward or a
+ * non-private backward stops it. */
+static void check_forward_grams(dp_model *m, int B, size_t floats) {
     dp_model_init(m, &R);
-    const int B = 7, K = 10;
+    const int K = dp_model_output_size(m);
     const size_t dim = dp_model_input_size(m), np = dp_model_num_params(m);
     float *x = dp_alloc(sizeof(float) * dim * B), *dz = dp_alloc(sizeof(float) * K * B);
-    float *g0 = dp_alloc(sizeof(float) * np), nrm[2][7];
+    float *g0 = dp_alloc(sizeof(float) * np), *nrm = dp_alloc(sizeof(float) * 2 * B);
     for (size_t j = 0; j < dim * B; j++) x[j] = (float)dp_rng_normal(&R);
     for (int j = 0; j < K * B; j++) dz[j] = (float)dp_rng_normal(&R);
     int layers = 0;
     for (int k = 0; k < m->n; k++) layers += dp__gram_layer(&m->L[k]) != 0;
-    CHECK(layers == 1 && dp__gram_floats(m) == 25 * 25);
+    CHECK(layers == 1 && dp__gram_floats(m) == floats);
     const dp_clip_mode modes[3] = {DP_CLIP_GHOST, DP_CLIP_BK, DP_CLIP_AUTO};
     const float *z;
     for (int q = 0; q < 3; q++) {
@@ -846,13 +844,13 @@ static void test_forward_grams(void) {
             dp_model_zero_grad(m);
             CHECK_OK(dp_model_forward(m, x, B, 1, NULL, &z));
             CHECK(m->grams_B == (step ? B : 0)); /* the first step's clipped gradient asks for them */
-            CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, nrm[step], NULL, NULL));
+            CHECK_OK(dp_model_clipped_grad(m, &cp, dz, B, nrm + step * B, NULL, NULL));
             if (step == 0) memcpy(g0, dp_model_grad(m), sizeof(float) * np);
         }
-        CHECK(memcmp(nrm[0], nrm[1], sizeof nrm[0]) == 0);
+        CHECK(memcmp(nrm, nrm + B, sizeof(float) * B) == 0);
         CHECK(memcmp(g0, dp_model_grad(m), sizeof(float) * np) == 0);
         size_t clipped = 0;
-        for (int i = 0; i < B; i++) clipped += nrm[0][i] > 0.05f;
+        for (int i = 0; i < B; i++) clipped += nrm[i] > 0.05f;
         CHECK(clipped > 0); /* the factors matter */
         CHECK_OK(dp_model_forward(m, x, B, 0, NULL, &z));
         CHECK(m->grams_B == 0); /* evaluation */
@@ -860,6 +858,17 @@ static void test_forward_grams(void) {
     dp_free(x);
     dp_free(dz);
     dp_free(g0);
+    dp_free(nrm);
+}
+
+static void test_forward_grams(void) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create_named("cnn", 1, 28, 28, 10, &m));
+    if (m) check_forward_grams(m, 7, 25 * 25);
+    dp_model_destroy(m);
+    m = NULL; /* two groups of 4 x 4 x 4 -> 64 channels: ghost norms (80k against 102k) */
+    CHECK_OK(dp_model_create("conv2d(128,4,s2,g2) tanh flatten linear(3)", 8, 12, 12, &m));
+    if (m) check_forward_grams(m, 6, 2 * 25 * 25);
     dp_model_destroy(m);
 }
 

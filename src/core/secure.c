@@ -122,8 +122,8 @@ int dp__chacha_avx512 = 1;
  * one instruction), stored as chacha_lanes stores blocks counter .. counter + LANES - 1
  * followed by what it stores for the next LANES: the same bytes as two calls of it; then the
  * next 16 blocks 1024 bytes further on. The state's copies are wiped once, after the last
- * (wiping them after every 16 blocks kept them in memory and cost about 6% of the noise's
- * time). Only where the CPU has AVX-512F (chacha16_ok). */
+ * (wiping them after every 16 blocks kept them in memory: bench_noise's secure noise about 4%
+ * slower). Only where the CPU has AVX-512F (chacha16_ok). */
 __attribute__((target("avx512f"))) static void chacha_run16(const dp_csprng *r, uint64_t counter, size_t n16,
                                                             void *dst) {
     uint32_t in[16];
