@@ -861,6 +861,82 @@ static void check_forward_grams(dp_model *m, int B, size_t floats) {
     dp_free(nrm);
 }
 
+/* A flatten whose input nothing else reads is a view of it (memplan.c): no buffer, no copy,
+ * its input's gradient slot. The CNN with and without its flatten (a linear reads a C x H x W
+ * input as the same vector) give the same logits, clipped gradients and norms bit for bit in
+ * every clipping mode, for training and evaluation, and the view holds no buffer of its own. */
+static void test_flatten_view(void) {
+    /* a second, wider hidden layer: its pre-activation (300 a sample) takes a pooled slot after
+     * the flatten's last reader, which must not be the one holding the flatten's kept values
+     * (512 a sample) */
+    const char *with = "conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh "
+                       "linear(300) tanh linear(10)";
+    const char *without = "conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) linear(32) tanh "
+                          "linear(300) tanh linear(10)";
+    dp_model *a = NULL, *b = NULL;
+    CHECK_OK(dp_model_create(with, 1, 28, 28, &a));
+    CHECK_OK(dp_model_create(without, 1, 28, 28, &b));
+    if (!a || !b) goto out;
+    dp_model_init(a, &R);
+    const size_t np = dp_model_num_params(a);
+    CHECK(np == dp_model_num_params(b));
+    memcpy(dp_model_params(b), dp_model_params(a), sizeof(float) * np);
+    const int B = 6, K = 10;
+    const size_t dim = dp_model_input_size(a);
+    float *x = dp_alloc(sizeof(float) * dim * B), *dz = dp_alloc(sizeof(float) * K * B), *za = dp_alloc(sizeof(float) * K * B);
+    float *ga = dp_alloc(sizeof(float) * np), na[6], nb[6];
+    for (size_t j = 0; j < dim * B; j++) x[j] = (float)dp_rng_normal(&R);
+    for (int j = 0; j < K * B; j++) dz[j] = (float)dp_rng_normal(&R);
+    const float *z;
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++)
+        for (int step = 0; step < 2; step++) { /* the second: with the forward's Grams where asked */
+            dp_clip_params cp = {(dp_clip_mode)mode, 0.05, 0, 0};
+            dp_model_zero_grad(a);
+            CHECK_OK(dp_model_forward(a, x, B, 1, NULL, &z));
+            memcpy(za, z, sizeof(float) * K * B);
+            CHECK_OK(dp_model_clipped_grad(a, &cp, dz, B, na, NULL, NULL));
+            memcpy(ga, dp_model_grad(a), sizeof(float) * np);
+            dp_model_zero_grad(b);
+            CHECK_OK(dp_model_forward(b, x, B, 1, NULL, &z));
+            CHECK(memcmp(za, z, sizeof(float) * K * B) == 0);
+            CHECK_OK(dp_model_clipped_grad(b, &cp, dz, B, nb, NULL, NULL));
+            CHECK(memcmp(ga, dp_model_grad(b), sizeof(float) * np) == 0);
+            CHECK(memcmp(na, nb, sizeof na) == 0);
+        }
+    CHECK(a->L[6].kind == DP_LAYER_FLATTEN && a->L[6].view == 1 && a->L[6].fslot < 0 && !a->L[6].keep_out);
+    CHECK(a->L[6].out == a->L[5].out && a->L[6].gslot == a->L[5].gslot);
+    CHECK_OK(dp_model_forward(a, x, B, 0, NULL, &z)); /* evaluation */
+    memcpy(za, z, sizeof(float) * K * B);
+    CHECK_OK(dp_model_forward(b, x, B, 0, NULL, &z));
+    CHECK(memcmp(za, z, sizeof(float) * K * B) == 0);
+    CHECK(dp_model_plan_bytes(a, DP_CLIP_GHOST, 64, 1) <= dp_model_plan_bytes(b, DP_CLIP_GHOST, 64, 1));
+    /* everything frozen but the last layer: the flatten's values are then kept by nobody, and
+     * its input's slot must stay held through the flatten's reader */
+    for (int k = 0; k + 1 < a->n; k++)
+        if (dp_model_layer_params(a, k, NULL)) {
+            CHECK_OK(dp_model_set_frozen(a, k, 1));
+            CHECK_OK(dp_model_set_frozen(b, k - (k > 6), 1));
+        }
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
+        dp_clip_params cp = {(dp_clip_mode)mode, 0.05, 0, 0};
+        dp_model_zero_grad(a);
+        CHECK_OK(dp_model_forward(a, x, B, 1, NULL, &z));
+        memcpy(za, z, sizeof(float) * K * B);
+        CHECK_OK(dp_model_clipped_grad(a, &cp, dz, B, na, NULL, NULL));
+        memcpy(ga, dp_model_grad(a), sizeof(float) * np);
+        dp_model_zero_grad(b);
+        CHECK_OK(dp_model_forward(b, x, B, 1, NULL, &z));
+        CHECK(memcmp(za, z, sizeof(float) * K * B) == 0);
+        CHECK_OK(dp_model_clipped_grad(b, &cp, dz, B, nb, NULL, NULL));
+        CHECK(memcmp(ga, dp_model_grad(b), sizeof(float) * np) == 0);
+    }
+    CHECK(a->L[6].view == 1 && !a->L[5].keep_out);
+    dp_free(x); dp_free(dz); dp_free(za); dp_free(ga);
+out:
+    dp_model_destroy(a);
+    dp_model_destroy(b);
+}
+
 static void test_forward_grams(void) {
     dp_model *m = NULL;
     CHECK_OK(dp_model_create_named("cnn", 1, 28, 28, 10, &m));
@@ -974,6 +1050,7 @@ int main(void) {
     test_conv_tanh_fusion();
     test_auto_estimate();
     test_forward_grams();
+    test_flatten_view();
     test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */
     test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 4 a chunk */
     test_conv_chunks(37, 4, 6, 8, 3, 1, 1, 2);    /* grouped, 16 a chunk */

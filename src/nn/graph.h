@@ -68,6 +68,9 @@ typedef struct {
      * backward applies the tanh's derivative and writes the tanh's input gradient; 2 on that
      * tanh (its input backward does nothing; its output-gradient slot is its input's) */
     int fuse_tanh_bwd;
+    /* 1 on a flatten whose input is a node read by nothing else (memplan.c): its output is its
+     * input's buffer (no copy either way), and its output gradient shares its input's slot */
+    int view;
     /* a trainable conv2d with ghost norms and T <= DP__GRAM_FWD_T: where its input's Grams start
      * in the model's Gram block, per sample (dp__gram_layer; the block holds B times this) */
     size_t gram_off;

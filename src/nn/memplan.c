@@ -132,6 +132,19 @@ static void plan(dp_model *m) {
         }
     }
     plan_fusion(m);
+    /* a flatten of a node that nothing else reads is a view of it: that node's output lives
+     * as long as the flatten's would have (kept if the flatten's was), the flatten owns no
+     * buffer, and it copies nothing in forward or backward */
+    for (int k = 0; k < m->n; k++) {
+        dp__node *l = &m->L[k];
+        const int src = l->in[0];
+        l->view = l->kind == DP_LAYER_FLATTEN && l->nin == 1 && src >= 0 && !m->L[src].view && readers(m, src) == 1 &&
+                  m->L[src].out_size == l->out_size && !m->L[src].fuse_tanh;
+        if (!l->view) continue;
+        if (l->keep_out) m->L[src].keep_out = 1;
+        if (l->last_use > m->L[src].last_use) m->L[src].last_use = l->last_use;
+        l->keep_out = 0;
+    }
     /* forward slots for outputs nobody reads in backward: best fit among the free slots
      * (the smallest that holds the output, else the largest, which grows) */
     int nslots = 0;
@@ -140,7 +153,9 @@ static void plan(dp_model *m) {
         dp__node *l = &m->L[k];
         l->fslot = -1;
         int src = l->in[0];
-        if (!l->keep_out && src >= 0 && m->L[src].fslot >= 0 && m->L[src].last_use == k && owner[m->L[src].fslot] == src &&
+        if (l->view) {
+            /* nothing of its own (its input's slot, if any, is held to its last use) */
+        } else if (!l->keep_out && src >= 0 && m->L[src].fslot >= 0 && m->L[src].last_use == k && owner[m->L[src].fslot] == src &&
             m->L[src].out_size == l->out_size && (dp__ops(l)->flags & DP__LF_INPLACE)) {
             /* an elementwise op whose input dies here works in place (inference only: an
              * output read by a backward is kept, never pooled) */
@@ -184,6 +199,10 @@ static void plan(dp_model *m) {
             int i = j < 0 ? k : l->in[j];
             if (fused && j == 0) i = m->L[i].in[0];
             if (i < 0 || !m->L[i].need_grad || m->L[i].gslot >= 0) continue;
+            if (l->view && j == 0) { /* a view's input gradient is its output gradient */
+                m->L[i].gslot = l->gslot;
+                continue;
+            }
             size_t need = m->L[i].out_size;
             int s = -1;
             for (int q = 0; q < gs; q++) {
@@ -201,7 +220,8 @@ static void plan(dp_model *m) {
             if (need > m->gsz[s]) m->gsz[s] = need;
         }
         if (fused) m->L[l->in[0]].gslot = m->L[m->L[l->in[0]].in[0]].gslot;
-        if (l->fuse_tanh_bwd != 2) gowner[l->gslot] = -1; /* a fused tanh's slot is its input's */
+        if (l->view && m->L[l->in[0]].need_grad) gowner[l->gslot] = l->in[0]; /* handed to its input */
+        else if (l->fuse_tanh_bwd != 2) gowner[l->gslot] = -1; /* a fused tanh's slot is its input's */
     }
     m->ngslots = gs;
     m->planned = 1;
@@ -272,7 +292,8 @@ dp_status dp__ensure_capacity(dp_model *m, int B) {
     for (int i = 0; i < m->ngslots; i++)
         if (!(m->gslots[i] = dp_alloc(sizeof(float) * nc * m->gsz[i]))) return DP_ERR_NOMEM;
     for (int i = 0; i < m->n; i++)
-        if (!m->L[i].keep_out) m->L[i].out = m->fslots[m->L[i].fslot];
+        if (m->L[i].view) m->L[i].out = m->L[m->L[i].in[0]].out; /* in index order: its input's is set */
+        else if (!m->L[i].keep_out) m->L[i].out = m->fslots[m->L[i].fslot];
     if (m->accsz && !(m->gacc = dp_alloc(sizeof(float) * nc * m->accsz))) return DP_ERR_NOMEM;
     m->work = work ? dp_alloc(sizeof(float) * work) : NULL;
     m->work_floats = work;

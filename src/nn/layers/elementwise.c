@@ -116,14 +116,16 @@ static void flatten_shape(dp__node *l) {
     l->oh = l->ow = 1;
     l->seq = 0;
 }
+/* a view (memplan.c) shares its input's buffer and gradient slot: nothing to copy */
 static dp_status copy_forward(dp_model *m, dp__node *l, int B, int train, dp_rng *rng) {
     (void)train, (void)rng;
-    memcpy(l->out, dp__input(m, l, 0), sizeof(float) * count(l, B));
+    const float *in = dp__input(m, l, 0);
+    if (l->out != in) memcpy(l->out, in, sizeof(float) * count(l, B));
     return DP_OK;
 }
 static void copy_bwd_input(dp_model *m, const dp__node *l, float *din, const float *g, int B) {
     (void)m;
-    memcpy(din, g, sizeof(float) * (size_t)B * l->in_size);
+    if (din != g) memcpy(din, g, sizeof(float) * (size_t)B * l->in_size);
 }
 const dp__layer_ops dp__ops_DP_LAYER_FLATTEN = {
     .shape = flatten_shape,
