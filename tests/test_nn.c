@@ -865,6 +865,28 @@ static void check_forward_grams(dp_model *m, int B, size_t floats) {
  * its input's gradient slot. The CNN with and without its flatten (a linear reads a C x H x W
  * input as the same vector) give the same logits, clipped gradients and norms bit for bit in
  * every clipping mode, for training and evaluation, and the view holds no buffer of its own. */
+/* one private step of models a and b (the same parameters) on x: the same logits, per-sample
+ * norms and clipped gradient bit for bit (za, ga: scratch for a's, K = 10 outputs, B <= 8) */
+static void same_step(dp_model *a, dp_model *b, dp_clip_mode mode, const float *x, const float *dz, int B, float *za,
+                      float *ga) {
+    const int K = 10;
+    const size_t np = dp_model_num_params(a);
+    dp_clip_params cp = {mode, 0.05, 0, 0};
+    float na[8], nb[8];
+    const float *z;
+    dp_model_zero_grad(a);
+    CHECK_OK(dp_model_forward(a, x, B, 1, NULL, &z));
+    memcpy(za, z, sizeof(float) * K * B);
+    CHECK_OK(dp_model_clipped_grad(a, &cp, dz, B, na, NULL, NULL));
+    memcpy(ga, dp_model_grad(a), sizeof(float) * np);
+    dp_model_zero_grad(b);
+    CHECK_OK(dp_model_forward(b, x, B, 1, NULL, &z));
+    CHECK(memcmp(za, z, sizeof(float) * K * B) == 0);
+    CHECK_OK(dp_model_clipped_grad(b, &cp, dz, B, nb, NULL, NULL));
+    CHECK(memcmp(ga, dp_model_grad(b), sizeof(float) * np) == 0);
+    CHECK(memcmp(na, nb, sizeof(float) * B) == 0);
+}
+
 static void test_flatten_view(void) {
     /* a second, wider hidden layer: its pre-activation (300 a sample) takes a pooled slot after
      * the flatten's last reader, which must not be the one holding the flatten's kept values
@@ -884,25 +906,13 @@ static void test_flatten_view(void) {
     const int B = 6, K = 10;
     const size_t dim = dp_model_input_size(a);
     float *x = dp_alloc(sizeof(float) * dim * B), *dz = dp_alloc(sizeof(float) * K * B), *za = dp_alloc(sizeof(float) * K * B);
-    float *ga = dp_alloc(sizeof(float) * np), na[6], nb[6];
+    float *ga = dp_alloc(sizeof(float) * np);
     for (size_t j = 0; j < dim * B; j++) x[j] = (float)dp_rng_normal(&R);
     for (int j = 0; j < K * B; j++) dz[j] = (float)dp_rng_normal(&R);
     const float *z;
     for (int mode = 0; mode < DP_CLIP_COUNT; mode++)
-        for (int step = 0; step < 2; step++) { /* the second: with the forward's Grams where asked */
-            dp_clip_params cp = {(dp_clip_mode)mode, 0.05, 0, 0};
-            dp_model_zero_grad(a);
-            CHECK_OK(dp_model_forward(a, x, B, 1, NULL, &z));
-            memcpy(za, z, sizeof(float) * K * B);
-            CHECK_OK(dp_model_clipped_grad(a, &cp, dz, B, na, NULL, NULL));
-            memcpy(ga, dp_model_grad(a), sizeof(float) * np);
-            dp_model_zero_grad(b);
-            CHECK_OK(dp_model_forward(b, x, B, 1, NULL, &z));
-            CHECK(memcmp(za, z, sizeof(float) * K * B) == 0);
-            CHECK_OK(dp_model_clipped_grad(b, &cp, dz, B, nb, NULL, NULL));
-            CHECK(memcmp(ga, dp_model_grad(b), sizeof(float) * np) == 0);
-            CHECK(memcmp(na, nb, sizeof na) == 0);
-        }
+        for (int step = 0; step < 2; step++) /* the second: with the forward's Grams where asked */
+            same_step(a, b, (dp_clip_mode)mode, x, dz, B, za, ga);
     CHECK(a->L[6].kind == DP_LAYER_FLATTEN && a->L[6].view == 1 && a->L[6].fslot < 0 && !a->L[6].keep_out);
     CHECK(a->L[6].out == a->L[5].out && a->L[6].gslot == a->L[5].gslot);
     CHECK_OK(dp_model_forward(a, x, B, 0, NULL, &z)); /* evaluation */
@@ -917,19 +927,7 @@ static void test_flatten_view(void) {
             CHECK_OK(dp_model_set_frozen(a, k, 1));
             CHECK_OK(dp_model_set_frozen(b, k - (k > 6), 1));
         }
-    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
-        dp_clip_params cp = {(dp_clip_mode)mode, 0.05, 0, 0};
-        dp_model_zero_grad(a);
-        CHECK_OK(dp_model_forward(a, x, B, 1, NULL, &z));
-        memcpy(za, z, sizeof(float) * K * B);
-        CHECK_OK(dp_model_clipped_grad(a, &cp, dz, B, na, NULL, NULL));
-        memcpy(ga, dp_model_grad(a), sizeof(float) * np);
-        dp_model_zero_grad(b);
-        CHECK_OK(dp_model_forward(b, x, B, 1, NULL, &z));
-        CHECK(memcmp(za, z, sizeof(float) * K * B) == 0);
-        CHECK_OK(dp_model_clipped_grad(b, &cp, dz, B, nb, NULL, NULL));
-        CHECK(memcmp(ga, dp_model_grad(b), sizeof(float) * np) == 0);
-    }
+    for (int mode = 0; mode < DP_CLIP_COUNT; mode++) same_step(a, b, (dp_clip_mode)mode, x, dz, B, za, ga);
     CHECK(a->L[6].view == 1 && !a->L[5].keep_out);
     dp_free(x); dp_free(dz); dp_free(za); dp_free(ga);
 out:
