@@ -42,19 +42,21 @@ dp_status dp_model_forward(dp_model *m, const float *x, int B, int train, dp_rng
             m->grams = dp_alloc(sizeof(float) * need);
             m->grams_cap = m->grams ? need : 0;
         }
-        if (need && m->grams) m->grams_fill = B;
+        if (need && m->grams) m->grams_B = B;
     }
     for (int i = 0; i < m->n; i++) {
         dp__node *l = &m->L[i];
         if ((st = dp__ops(l)->forward(m, l, B, train, rng)) != DP_OK) {
-            m->grams_fill = 0;
+            m->grams_B = 0; /* some were not made */
             return st;
         }
     }
-    m->grams_B = m->grams_fill;
-    m->grams_fill = 0;
     *logits = m->L[m->n - 1].out;
     return DP_OK;
+}
+
+float *dp__grams_of(const dp_model *m, const dp__node *l, int B) {
+    return m->grams_B == B && dp__gram_layer(l) ? m->grams + (size_t)B * l->gram_off : NULL;
 }
 
 size_t dp__gram_layer(const dp__node *l) {

@@ -113,11 +113,11 @@ struct dp_model {
     /* The unfolded inputs' Grams of the convolutions whose ghost norms use them (engine.c,
      * dp__gram_layer): made by a training forward while grams_want is set (by a private
      * step's clipped gradient with ghost norms; cleared by a non-private backward), read by
-     * the ghost norms of the backward after it. grams_B: the batch of the last forward if it
-     * made them, else 0; grams_fill: the batch the running forward makes them for. */
+     * the ghost norms of the backward after it. grams_B: the batch the last (or running)
+     * forward made them for, else 0. */
     float *grams;
     size_t grams_cap; /* floats */
-    int grams_want, grams_B, grams_fill;
+    int grams_want, grams_B;
     int ntensors;
     char (*tnames)[DP__NAME_LEN + 8];
     size_t *toff, *tcount;
@@ -218,6 +218,9 @@ int dp__ghost_cheaper(const dp__node *l);
 size_t dp__gram_layer(const dp__node *l);
 /* Floats per sample of the model's Gram block (every such node's) */
 size_t dp__gram_floats(const dp_model *m);
+/* Node l's Grams in the block when the last (or running) forward made them for batch B, else
+ * NULL: where its forward writes them and its ghost norm reads them */
+float *dp__grams_of(const dp_model *m, const dp__node *l, int B);
 /* dst [cols, rows] = the transpose of src [rows, cols] */
 void dp__transpose_copy(float *dst, const float *src, size_t rows, size_t cols);
 /* spec.c: integer / real arguments in [lo, hi] */

@@ -196,7 +196,7 @@ static dp_status conv_forward(dp_model *m, dp__node *l, int B, int train, dp_rng
     (void)train, (void)rng;
     dp__conv_geom g = conv_geom(l);
     g.tanh = l->fuse_tanh == 1; /* then the output is the next node's (memplan.c) */
-    if (m->grams_fill == B && dp__gram_layer(l)) g.gram_buf = m->grams + (size_t)B * l->gram_off;
+    g.gram_buf = dp__grams_of(m, l, B); /* NULL unless a private step asked for them */
     dp__k_conv_fwd_f32(g.tanh ? l[1].out : l->out, m->work, dp__input(m, l, 0), dp__weight(m, l), dp__bias(m, l), B, &g);
     return DP_OK;
 }
@@ -219,7 +219,7 @@ static void conv_ps_grad(const dp_model *m, const dp__node *l, float *ps, size_t
 
 static void conv_ghost_sq(dp_model *m, const dp__node *l, const float *dout, int B, double *sq) {
     dp__conv_geom g = conv_geom(l);
-    if (m->grams_B == B && dp__gram_layer(l)) g.gram_buf = m->grams + (size_t)B * l->gram_off; /* the forward's */
+    g.gram_buf = dp__grams_of(m, l, B); /* the forward's, or NULL: unfold here */
     dp__k_conv_ghost_sq_f32(sq, m->work, dout, dp__input(m, l, 0), B, &g, l->has_bias);
 }
 
