@@ -512,6 +512,10 @@ void KN(dropout_bwd)(REAL *din, const REAL *dout, const unsigned char *mask, REA
 
 /* ---- pooling (implicit symmetric padding `pad`; floor mode) --------------------------- */
 
+/* Whether v takes the place of b as a window's maximum so far: larger, or a NaN over a number,
+ * so that ties keep the first maximum in scan order and a NaN wins (every max pooling path) */
+static inline int KN(pool_beats)(REAL v, REAL b) { return (v > b) | ((v != v) & (b == b)); }
+
 /* max pooling's separable path for 2 x 2 windows at stride 1 (maxpool_fwd below), over a run of
  * whole planes at a time (np planes of H x W, at most DP__POOL_FLAT values: the planes are
  * contiguous, so the run is one flat array; the pairs that straddle two rows or two planes are
@@ -528,13 +532,13 @@ static void KN(maxpool2_pick)(unsigned char *restrict hs, unsigned char *restric
     const int hw = H * W, nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
     for (int j = 0; j < nh; j++) {
         const REAL b = x[j], v = x[j + 1];
-        const int take = (v > b) | ((v != v) & (b == b));
+        const int take = KN(pool_beats)(v, b);
         hv[j] = take ? v : b;
         hs[j] = (unsigned char)take;
     }
     for (int j = 0; j < nv; j++) {
         const REAL b = hv[j], v = hv[j + W];
-        vs[j] = (unsigned char)((v > b) | ((v != v) & (b == b)));
+        vs[j] = (unsigned char)KN(pool_beats)(v, b);
     }
 }
 /* the winners' values alone (the forward that saves no indices: dp__maxpool_recomputes) */
@@ -543,11 +547,11 @@ static void KN(maxpool2_run_values)(REAL *restrict vv, const REAL *restrict x, i
     const int hw = H * W, nh = n * hw - 1, nv = (n - 1) * hw + (Ho - 1) * W + Wo;
     for (int j = 0; j < nh; j++) {
         const REAL b = x[j], v = x[j + 1];
-        hv[j] = (v > b) | ((v != v) & (b == b)) ? v : b;
+        hv[j] = KN(pool_beats)(v, b) ? v : b;
     }
     for (int j = 0; j < nv; j++) {
         const REAL b = hv[j], v = hv[j + W];
-        vv[j] = (v > b) | ((v != v) & (b == b)) ? v : b;
+        vv[j] = KN(pool_beats)(v, b) ? v : b;
     }
 }
 static void KN(maxpool2_flat)(REAL *restrict out, int32_t *restrict arg, const REAL *restrict in, int P, int H, int W,
@@ -645,7 +649,7 @@ void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int 
                             const int xx = x0 + kx * d;
                             if (xx < 0 || xx >= W) continue;
                             REAL v = x[y * W + xx];
-                            if (bi < 0 || (v > best) | ((v != v) & (best == best))) {
+                            if (bi < 0 || KN(pool_beats)(v, best)) {
                                 best = v;
                                 bi = y * W + xx;
                             }
@@ -686,7 +690,7 @@ void KN(maxpool_fwd)(REAL *out, int32_t *arg, const REAL *in, int B, int C, int 
                     const int off = r0 + ky * W + kx;
                     for (int ox = 0; ox < Wo; ox++) {
                         REAL v = x[off + ox * s];
-                        int take = (v > orow[ox]) | ((v != v) & (orow[ox] == orow[ox]));
+                        int take = KN(pool_beats)(v, orow[ox]);
                         orow[ox] = take ? v : orow[ox];
                         arow[ox] = take ? off + ox * s : arow[ox];
                     }
