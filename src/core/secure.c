@@ -36,6 +36,20 @@ static void chacha_state(const dp_csprng *r, uint64_t counter, uint32_t in[16]) 
     in[15] = r->nonce[1];
 }
 
+/* ChaCha20's 20 rounds (10 double rounds: columns, then diagonals) on the state words x[0..15],
+ * with Q the quarter round of the width in use (8 lanes, scalar, 16 lanes) */
+#define CHACHA_ROUNDS(Q, x)                                                                                            \
+    for (int i_ = 0; i_ < 10; i_++) {                                                                                  \
+        Q(x[0], x[4], x[8], x[12]);                                                                                    \
+        Q(x[1], x[5], x[9], x[13]);                                                                                    \
+        Q(x[2], x[6], x[10], x[14]);                                                                                   \
+        Q(x[3], x[7], x[11], x[15]);                                                                                   \
+        Q(x[0], x[5], x[10], x[15]);                                                                                   \
+        Q(x[1], x[6], x[11], x[12]);                                                                                   \
+        Q(x[2], x[7], x[8], x[13]);                                                                                    \
+        Q(x[3], x[4], x[9], x[14]);                                                                                    \
+    }
+
 #ifdef __AVX2__
 #include <immintrin.h>
 /* the same function on LANES blocks at once: lane l of vector i is word i of block l */
@@ -64,16 +78,7 @@ static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
     v[13] = _mm256_loadu_si256((const __m256i *)hi);
     memcpy(x, v, sizeof x);
     const __m256i rot16 = ROT16, rot8 = ROT8;
-    for (int i = 0; i < 10; i++) {
-        VQR(x[0], x[4], x[8], x[12]);
-        VQR(x[1], x[5], x[9], x[13]);
-        VQR(x[2], x[6], x[10], x[14]);
-        VQR(x[3], x[7], x[11], x[15]);
-        VQR(x[0], x[5], x[10], x[15]);
-        VQR(x[1], x[6], x[11], x[12]);
-        VQR(x[2], x[7], x[8], x[13]);
-        VQR(x[3], x[4], x[9], x[14]);
-    }
+    CHACHA_ROUNDS(VQR, x);
     for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)((char *)dst + 32 * i), _mm256_add_epi32(x[i], v[i]));
     explicit_bzero(x, sizeof x);
     explicit_bzero(in, sizeof in);
@@ -89,16 +94,7 @@ static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
         uint32_t in[16], x[16];
         chacha_state(r, counter + (uint64_t)l, in);
         memcpy(x, in, sizeof x);
-        for (int i = 0; i < 10; i++) {
-            QR(x[0], x[4], x[8], x[12]);
-            QR(x[1], x[5], x[9], x[13]);
-            QR(x[2], x[6], x[10], x[14]);
-            QR(x[3], x[7], x[11], x[15]);
-            QR(x[0], x[5], x[10], x[15]);
-            QR(x[1], x[6], x[11], x[12]);
-            QR(x[2], x[7], x[8], x[13]);
-            QR(x[3], x[4], x[9], x[14]);
-        }
+        CHACHA_ROUNDS(QR, x);
         for (int i = 0; i < 16; i++) {
             const uint32_t v = x[i] + in[i];
             memcpy((char *)dst + 4 * (LANES * i + l), &v, 4);
@@ -139,16 +135,7 @@ __attribute__((target("avx512f"))) static void chacha_run16(const dp_csprng *r, 
         v[12] = _mm512_loadu_si512(lo);
         v[13] = _mm512_loadu_si512(hi);
         memcpy(x, v, sizeof x);
-        for (int i = 0; i < 10; i++) {
-            VQR16(x[0], x[4], x[8], x[12]);
-            VQR16(x[1], x[5], x[9], x[13]);
-            VQR16(x[2], x[6], x[10], x[14]);
-            VQR16(x[3], x[7], x[11], x[15]);
-            VQR16(x[0], x[5], x[10], x[15]);
-            VQR16(x[1], x[6], x[11], x[12]);
-            VQR16(x[2], x[7], x[8], x[13]);
-            VQR16(x[3], x[4], x[9], x[14]);
-        }
+        CHACHA_ROUNDS(VQR16, x);
         char *d = (char *)dst + 1024 * it;
         for (int i = 0; i < 16; i++) {
             const __m512i y = _mm512_add_epi32(x[i], v[i]);
