@@ -3,6 +3,7 @@
 #ifndef DP_TEST_H
 #define DP_TEST_H
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,14 @@ static inline void t_check_lacks(const char *file, int line, const char *text, c
         t_fail++;
         fprintf(stderr, "%s:%d: message \"%s\" quotes \"%s\"\n", file, line, text, needle);
     }
+}
+
+/* FNV-1a (64-bit) of n bytes: a fingerprint of a computed array for known-answer tests */
+static inline uint64_t t_fnv64(const void *p, size_t n) {
+    const unsigned char *c = p;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ULL;
+    return h;
 }
 
 /* relative error of vector a against b: ||a-b|| / max(||b||, tiny) */

@@ -108,30 +108,60 @@ static double zig_slow(xo256 *r, int64_t i, double x) { return zig_slow_src(xo_w
 
 void dp__zig_init(void) { pthread_once(&zig_once, zig_init); }
 
+#if defined(__AVX2__)
+/* zig_x[i] and zig_x[i + 1] for the layer indices (low bytes) of the four words at w, as two
+ * vectors: one 16-byte load per word (the two bounds are adjacent), then two unpacks, in
+ * place of two gathers (slower, on Zen 3 at least: bench_noise's notes in docs/benchmarks.md) */
+static inline void zig_bounds4(const uint64_t *w, __m256d *xi, __m256d *xi1) {
+    const __m128d p0 = _mm_loadu_pd(zig_x + (w[0] & (ZIG_N - 1))), p1 = _mm_loadu_pd(zig_x + (w[1] & (ZIG_N - 1)));
+    const __m128d p2 = _mm_loadu_pd(zig_x + (w[2] & (ZIG_N - 1))), p3 = _mm_loadu_pd(zig_x + (w[3] & (ZIG_N - 1)));
+    const __m256d a = _mm256_insertf128_pd(_mm256_castpd128_pd256(p0), p2, 1); /* x0 x0' x2 x2' */
+    const __m256d b = _mm256_insertf128_pd(_mm256_castpd128_pd256(p1), p3, 1); /* x1 x1' x3 x3' */
+    *xi = _mm256_unpacklo_pd(a, b);
+    *xi1 = _mm256_unpackhi_pd(a, b);
+}
+#endif
+
+/* The first attempts of n <= 64 coordinates from the words at w: z[k] = zig_x_of(w[k]), and
+ * bit k of the result set where its rectangle test failed. The same numbers with or without
+ * the AVX2 loop (the same operations, no contraction: a subtraction, then a product). */
+static inline uint64_t zig_first(double *z, const uint64_t *w, size_t n) {
+    uint64_t rej = 0;
+    size_t k = 0;
+#if defined(__AVX2__)
+    const __m256i two = _mm256_set1_epi64x(0x4000000000000000LL);
+    const __m256d three = _mm256_set1_pd(3.0), sign = _mm256_set1_pd(-0.0);
+    for (; k + 4 <= n; k += 4) {
+        __m256d xi, xi1;
+        zig_bounds4(w + k, &xi, &xi1);
+        const __m256i u = _mm256_loadu_si256((const __m256i *)(w + k));
+        const __m256d uni = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(u, 12), two)), three);
+        const __m256d x = _mm256_mul_pd(uni, xi);
+        _mm256_storeu_pd(z + k, x);
+        const int ok = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, x), xi1, _CMP_LT_OQ));
+        rej |= (uint64_t)(~ok & 15) << k;
+    }
+#endif
+    for (; k < n; k++) {
+        int64_t i;
+        const double x = zig_x_of(w[k], &i);
+        z[k] = x;
+        rej |= (uint64_t)!(fabs(x) < zig_x[i + 1]) << k;
+    }
+    return rej;
+}
+
 void dp__zig_normals_words(double *z, size_t cnt, const uint64_t *w, uint64_t (*next)(void *), void *src) {
-    /* 256 first attempts at a time: their rectangle tests in a loop without calls or branches,
-     * which gcc vectorises (the layers' bounds by gathers: the layer index is 64-bit, as gcc
-     * does not vectorise a gather of doubles by an int index), marking the rejected ones; then
-     * those (about 1 in 100) through the slow path, in order, so that its draws from
-     * next(src) come in coordinate order as in a plain loop */
-    enum { CH = 256 };
-    unsigned char rj[CH];
-    for (size_t k0 = 0; k0 < cnt; k0 += CH) {
-        const size_t n = cnt - k0 < CH ? cnt - k0 : CH;
-        const uint64_t *wk = w + k0;
-        double *zk = z + k0;
-#pragma omp simd
-        for (size_t k = 0; k < n; k++) {
+    /* 64 first attempts at a time, their rectangle tests without calls or branches (zig_first);
+     * then the rejected ones (about 1 in 100) through the slow path, in order, so that its
+     * draws from next(src) come in coordinate order as in a plain loop */
+    for (size_t k0 = 0; k0 < cnt; k0 += 64) {
+        const size_t n = cnt - k0 < 64 ? cnt - k0 : 64;
+        for (uint64_t rej = zig_first(z + k0, w + k0, n); rej; rej &= rej - 1) {
+            const size_t k = k0 + (size_t)__builtin_ctzll(rej);
             int64_t i;
-            const double x = zig_x_of(wk[k], &i);
-            zk[k] = x;
-            rj[k] = !(fabs(x) < zig_x[i + 1]);
-        }
-        for (const unsigned char *p = memchr(rj, 1, n); p; p = memchr(p + 1, 1, n - (size_t)(p + 1 - rj))) {
-            int64_t i;
-            const size_t k = (size_t)(p - rj);
-            const double x = zig_x_of(wk[k], &i);
-            zk[k] = zig_slow_src(next, src, i, x);
+            const double x = zig_x_of(w[k], &i);
+            z[k] = zig_slow_src(next, src, i, x);
         }
     }
 }
@@ -157,7 +187,7 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
 #if defined(__AVX2__)
     __m256i s0 = _mm256_loadu_si256((const __m256i *)ls[0]), s1 = _mm256_loadu_si256((const __m256i *)ls[1]);
     __m256i s2 = _mm256_loadu_si256((const __m256i *)ls[2]), s3 = _mm256_loadu_si256((const __m256i *)ls[3]);
-    const __m256i m255 = _mm256_set1_epi64x(ZIG_N - 1), two = _mm256_set1_epi64x(0x4000000000000000LL);
+    const __m256i two = _mm256_set1_epi64x(0x4000000000000000LL);
     const __m256d three = _mm256_set1_pd(3.0), sign = _mm256_set1_pd(-0.0);
     for (size_t k = 0; k < n4; k += 4) {
         const __m256i s1x5 = _mm256_add_epi64(s1, _mm256_slli_epi64(s1, 2));
@@ -170,18 +200,17 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
         s0 = _mm256_xor_si256(s0, s3);
         s2 = _mm256_xor_si256(s2, t);
         s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
-        const __m256i idx = _mm256_and_si256(u, m255);
-        const __m256d xi = _mm256_i64gather_pd(zig_x, idx, 8), xi1 = _mm256_i64gather_pd(zig_x + 1, idx, 8);
+        uint64_t uw[4];
+        _mm256_storeu_si256((__m256i *)uw, u);
+        __m256d xi, xi1;
+        zig_bounds4(uw, &xi, &xi1);
         const __m256d uni = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(u, 12), two)), three);
         const __m256d zz = _mm256_mul_pd(uni, xi);
         const int ok = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, zz), xi1, _CMP_LT_OQ));
         _mm256_storeu_pd(z + k, zz);
-        if (ok != 15) {
-            int64_t id[4];
-            _mm256_storeu_si256((__m256i *)id, idx);
+        if (ok != 15)
             for (int l = 0; l < 4; l++)
-                if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, id[l], z[k + (size_t)l]);
-        }
+                if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, (int64_t)(uw[l] & (ZIG_N - 1)), z[k + (size_t)l]);
     }
 #else
     for (size_t k = 0; k < n4; k += 4) {
@@ -236,14 +265,22 @@ static void noise_blocks(float *g, size_t n, const unsigned char *mask, double s
                 continue;
             }
             block_normals(z, cnt, key, b);
+            /* the value is made for every coordinate and the mask only selects: gcc does not
+             * if-convert a conditional conversion under -ftrapping-math, and written as
+             * mb[i] ? (float)(...) : 0 these loops ran scalar */
             if (zero_masked) {
                 /* rounded to float twice, as noise then a separate scaling pass would */
 #pragma omp simd
-                for (size_t i = 0; i < cnt; i++)
-                    gb[i] = mb[i] ? (float)((double)(float)((double)gb[i] + std * z[i]) * scale) : 0.0f;
+                for (size_t i = 0; i < cnt; i++) {
+                    const float v = (float)((double)(float)((double)gb[i] + std * z[i]) * scale);
+                    gb[i] = mb[i] ? v : 0.0f;
+                }
             } else if (mb) {
 #pragma omp simd
-                for (size_t i = 0; i < cnt; i++) gb[i] = mb[i] ? (float)((double)gb[i] + std * z[i]) : gb[i];
+                for (size_t i = 0; i < cnt; i++) {
+                    const float v = (float)((double)gb[i] + std * z[i]);
+                    gb[i] = mb[i] ? v : gb[i];
+                }
             } else {
 #pragma omp simd
                 for (size_t i = 0; i < cnt; i++) gb[i] = (float)((double)gb[i] + std * z[i]);
