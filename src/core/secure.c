@@ -61,26 +61,31 @@ static inline __m256i rotl8(__m256i x, int k) { return _mm256_or_si256(_mm256_sl
     a = _mm256_add_epi32(a, b), d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot16), c = _mm256_add_epi32(c, d),    \
     b = rotl8(_mm256_xor_si256(b, c), 12), a = _mm256_add_epi32(a, b),                                                 \
     d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot8), c = _mm256_add_epi32(c, d), b = rotl8(_mm256_xor_si256(b, c), 7)
-/* blocks counter .. counter + LANES - 1 of r's stream into the 16 * LANES * 4 bytes at dst,
- * lane-major: word i of block l at byte 4 (LANES i + l) (stored bytewise: dst may be any
- * buffer, e.g. 64-bit words) */
-static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
+/* n times: blocks counter .. counter + LANES - 1 of r's stream into the 16 * LANES * 4 bytes
+ * at dst, lane-major: word i of block l at byte 4 (LANES i + l) (stored bytewise: dst may be
+ * any buffer, e.g. 64-bit words); then the next LANES blocks 512 bytes further on. The state's
+ * copies are wiped once, after the last (as chacha_run16). */
+static void chacha_run(const dp_csprng *r, uint64_t counter, size_t n, void *dst) {
     uint32_t in[16];
     chacha_state(r, counter, in);
     __m256i v[16], x[16];
     for (int i = 0; i < 16; i++) v[i] = _mm256_set1_epi32((int)in[i]);
-    uint32_t lo[LANES], hi[LANES];
-    for (int l = 0; l < LANES; l++) {
-        lo[l] = (uint32_t)(counter + (uint64_t)l);
-        hi[l] = (uint32_t)((counter + (uint64_t)l) >> 32);
-    }
-    v[12] = _mm256_loadu_si256((const __m256i *)lo);
-    v[13] = _mm256_loadu_si256((const __m256i *)hi);
-    memcpy(x, v, sizeof x);
     const __m256i rot16 = ROT16, rot8 = ROT8;
-    CHACHA_ROUNDS(VQR, x);
-    for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)((char *)dst + 32 * i), _mm256_add_epi32(x[i], v[i]));
+    for (size_t it = 0; it < n; it++, counter += LANES) {
+        uint32_t lo[LANES], hi[LANES];
+        for (int l = 0; l < LANES; l++) {
+            lo[l] = (uint32_t)(counter + (uint64_t)l);
+            hi[l] = (uint32_t)((counter + (uint64_t)l) >> 32);
+        }
+        v[12] = _mm256_loadu_si256((const __m256i *)lo);
+        v[13] = _mm256_loadu_si256((const __m256i *)hi);
+        memcpy(x, v, sizeof x);
+        CHACHA_ROUNDS(VQR, x);
+        char *d = (char *)dst + 512 * it;
+        for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)(d + 32 * i), _mm256_add_epi32(x[i], v[i]));
+    }
     explicit_bzero(x, sizeof x);
+    explicit_bzero(v, sizeof v);
     explicit_bzero(in, sizeof in);
 }
 #else
@@ -89,19 +94,20 @@ static uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
     a += b, d ^= a, d = rotl(d, 16), c += d, b ^= c, b = rotl(b, 12), a += b, d ^= a, d = rotl(d, 8), c += d, b ^= c,  \
                     b = rotl(b, 7)
 /* the same, one block at a time */
-static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
-    for (int l = 0; l < LANES; l++) {
-        uint32_t in[16], x[16];
-        chacha_state(r, counter + (uint64_t)l, in);
-        memcpy(x, in, sizeof x);
-        CHACHA_ROUNDS(QR, x);
-        for (int i = 0; i < 16; i++) {
-            const uint32_t v = x[i] + in[i];
-            memcpy((char *)dst + 4 * (LANES * i + l), &v, 4);
+static void chacha_run(const dp_csprng *r, uint64_t counter, size_t n, void *dst) {
+    for (size_t it = 0; it < n; it++, counter += LANES)
+        for (int l = 0; l < LANES; l++) {
+            uint32_t in[16], x[16];
+            chacha_state(r, counter + (uint64_t)l, in);
+            memcpy(x, in, sizeof x);
+            CHACHA_ROUNDS(QR, x);
+            for (int i = 0; i < 16; i++) {
+                const uint32_t v = x[i] + in[i];
+                memcpy((char *)dst + 512 * it + 4 * (LANES * i + l), &v, 4);
+            }
+            explicit_bzero(x, sizeof x);
+            explicit_bzero(in, sizeof in);
         }
-        explicit_bzero(x, sizeof x);
-        explicit_bzero(in, sizeof in);
-    }
 }
 #endif
 
@@ -115,11 +121,11 @@ int dp__chacha_avx512 = 1;
     b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 12), a = _mm512_add_epi32(a, b),                                      \
     d = _mm512_rol_epi32(_mm512_xor_si512(d, a), 8), c = _mm512_add_epi32(c, d), b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 7)
 /* n16 times: blocks counter .. counter + 2 LANES - 1 with AVX-512 (16 lanes; rotations are
- * one instruction), stored as chacha_lanes stores blocks counter .. counter + LANES - 1
- * followed by what it stores for the next LANES: the same bytes as two calls of it; then the
- * next 16 blocks 1024 bytes further on. The state's copies are wiped once, after the last
- * (wiping them after every 16 blocks kept them in memory: bench_noise's secure noise about 4%
- * slower). Only where the CPU has AVX-512F (chacha16_ok). */
+ * one instruction), stored as chacha_run stores blocks counter .. counter + LANES - 1
+ * followed by what it stores for the next LANES: the same bytes as chacha_run with 2 n16.
+ * The state's copies are wiped once, after the last (wiping them after every 16 blocks kept
+ * them in memory: bench_noise's secure noise about 4% slower). Only where the CPU has
+ * AVX-512F (chacha16_ok). */
 __attribute__((target("avx512f"))) static void chacha_run16(const dp_csprng *r, uint64_t counter, size_t n16,
                                                             void *dst) {
     uint32_t in[16];
@@ -156,7 +162,7 @@ static int chacha16_ok(void) { return 0; }
 /* the generator's next LANES blocks, in stream order */
 static void chacha_blocks(dp_csprng *r) {
     uint32_t out[16][LANES];
-    chacha_lanes(r, r->counter, out);
+    chacha_run(r, r->counter, 1, out);
     for (int l = 0; l < LANES; l++) /* transpose: block l is words out[0..15][l] */
         for (int i = 0; i < 16; i++) r->block[16 * l + i] = out[i][l];
     explicit_bzero(out, sizeof out);
@@ -251,7 +257,7 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
      * makes them in (no transpose; the same numbers from the scalar loop); the rare rejected
      * attempts draw from the same key and nonce at counters from 2^32 on, a disjoint part of
      * the stream. The keystream and normals stay in per-thread buffers, wiped at the end. */
-    enum { BATCH_WORDS = 16 * LANES / 2 }; /* 64-bit words per chacha_lanes call */
+    enum { BATCH_WORDS = 16 * LANES / 2 }; /* 64-bit words per LANES blocks */
     const int wide = chacha16_ok();
     (void)wide; /* without DP_CHACHA16 */
     _Static_assert(NOISE_BLOCK % (2 * BATCH_WORDS) == 0, "a block is whole pairs of batches");
@@ -275,7 +281,8 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
                 s.nonce[1] = (uint32_t)((uint64_t)b >> 32);
                 /* whole batches straight into w (NOISE_BLOCK is a multiple of BATCH_WORDS: the
                  * last block's tail too, words past cnt unused): with AVX-512 two at a time while
-                 * more than one batch is left (k + BATCH_WORDS < cnt <= NOISE_BLOCK), then one */
+                 * more than one batch is left (k + BATCH_WORDS < cnt <= NOISE_BLOCK), then the rest
+                 * with 8 lanes */
                 size_t k = 0;
 #ifdef DP_CHACHA16
                 if (wide && cnt > BATCH_WORDS) {
@@ -284,7 +291,8 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
                     k = n16 * 2 * BATCH_WORDS;
                 }
 #endif
-                for (; k < cnt; k += BATCH_WORDS) chacha_lanes(&s, (uint64_t)(k / BATCH_WORDS) * LANES, w + k);
+                if (k < cnt)
+                    chacha_run(&s, (uint64_t)(k / BATCH_WORDS) * LANES, (cnt - k + BATCH_WORDS - 1) / BATCH_WORDS, w + k);
                 s.counter = (uint64_t)1 << 32; /* the rejected attempts' part of the stream */
                 s.used = WORDS;
                 dp__zig_normals_words(z, cnt, w, csprng_word, &s);
