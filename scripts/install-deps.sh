@@ -10,6 +10,7 @@
 #   libopenblas-openmp-dev   BLAS, OpenMP flavour (single-threaded inside our OpenMP regions)
 #   zlib1g-dev               gzip'd IDX files
 #   libfftw3-dev             FFTW3 (double): the FFTs of the PRV and PLD accountants
+#   libssl-dev               OpenSSL's libcrypto: ChaCha20, the secure noise's keystream
 #   dataset-fashion-mnist    the data, read in place from /usr/share/datasets/fashion-mnist/
 #   libopenmpi-dev openmpi-bin  Open MPI, for `mpirun -np N dpsgd train` (optional at build
 #                            time: CMake's DP_MPI is OFF without it; tests/mpi_test.sh)
@@ -27,7 +28,7 @@
 # not installed.
 set -euo pipefail
 
-PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libfftw3-dev dataset-fashion-mnist
+PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev libfftw3-dev libssl-dev dataset-fashion-mnist
           libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata
           python3 python3-numpy python3-pytest python3-setuptools python3-venv python3-torch)
 

@@ -45,10 +45,10 @@ typedef void (*dp__block_fn)(void *user, size_t lo, size_t hi);
 void dp__noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
                                     dp_rng *rng, dp__block_fn after, void *user);
 struct dp_csprng;
-/* Whether the secure noise may make its keystream 16 blocks at a time with AVX-512 where the
- * CPU has it (1, the default) or must use the 8-block AVX2 path (0). Both give the same stream
- * bit for bit; tests/test_checkpoint.c compares them. */
-extern int dp__chacha_avx512;
+/* Whether the secure noise takes its keystream from OpenSSL's ChaCha20 (1, the default) or
+ * from the built-in generator (0, also where libcrypto has no ChaCha20). Both give the same
+ * stream bit for bit; tests/test_checkpoint.c compares them. */
+extern int dp__noise_libcrypto;
 void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
                                            struct dp_csprng *r, dp__block_fn after, void *user);
 

@@ -7,11 +7,13 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/evp.h>
+
 #include "dpsgd/secure.h"
 #include "core/internal.h"
 
 enum { LANES = 8, WORDS = 16 * LANES }; /* blocks made at once (AVX2: one per 32-bit lane) */
-enum { NOISE_BLOCK = 4096 };               /* coordinates per noise stream (a multiple of WORDS / 2) */
+enum { NOISE_BLOCK = 4096 };               /* coordinates per noise stream */
 
 struct dp_csprng {
     uint32_t key[8];
@@ -61,29 +63,24 @@ static inline __m256i rotl8(__m256i x, int k) { return _mm256_or_si256(_mm256_sl
     a = _mm256_add_epi32(a, b), d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot16), c = _mm256_add_epi32(c, d),    \
     b = rotl8(_mm256_xor_si256(b, c), 12), a = _mm256_add_epi32(a, b),                                                 \
     d = _mm256_shuffle_epi8(_mm256_xor_si256(d, a), rot8), c = _mm256_add_epi32(c, d), b = rotl8(_mm256_xor_si256(b, c), 7)
-/* n times: blocks counter .. counter + LANES - 1 of r's stream into the 16 * LANES * 4 bytes
- * at dst, lane-major: word i of block l at byte 4 (LANES i + l) (stored bytewise: dst may be
- * any buffer, e.g. 64-bit words); then the next LANES blocks 512 bytes further on. The state's
- * copies are wiped once, after the last (as chacha_run16). */
-static void chacha_run(const dp_csprng *r, uint64_t counter, size_t n, void *dst) {
+/* blocks counter .. counter + LANES - 1 of r's stream into the 16 * LANES * 4 bytes at dst,
+ * lane-major: word i of block l at byte 4 (LANES i + l); the state's copies wiped after */
+static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
     uint32_t in[16];
     chacha_state(r, counter, in);
     __m256i v[16], x[16];
     for (int i = 0; i < 16; i++) v[i] = _mm256_set1_epi32((int)in[i]);
-    const __m256i rot16 = ROT16, rot8 = ROT8;
-    for (size_t it = 0; it < n; it++, counter += LANES) {
-        uint32_t lo[LANES], hi[LANES];
-        for (int l = 0; l < LANES; l++) {
-            lo[l] = (uint32_t)(counter + (uint64_t)l);
-            hi[l] = (uint32_t)((counter + (uint64_t)l) >> 32);
-        }
-        v[12] = _mm256_loadu_si256((const __m256i *)lo);
-        v[13] = _mm256_loadu_si256((const __m256i *)hi);
-        memcpy(x, v, sizeof x);
-        CHACHA_ROUNDS(VQR, x);
-        char *d = (char *)dst + 512 * it;
-        for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)(d + 32 * i), _mm256_add_epi32(x[i], v[i]));
+    uint32_t lo[LANES], hi[LANES];
+    for (int l = 0; l < LANES; l++) {
+        lo[l] = (uint32_t)(counter + (uint64_t)l);
+        hi[l] = (uint32_t)((counter + (uint64_t)l) >> 32);
     }
+    v[12] = _mm256_loadu_si256((const __m256i *)lo);
+    v[13] = _mm256_loadu_si256((const __m256i *)hi);
+    memcpy(x, v, sizeof x);
+    const __m256i rot16 = ROT16, rot8 = ROT8;
+    CHACHA_ROUNDS(VQR, x);
+    for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)((char *)dst + 32 * i), _mm256_add_epi32(x[i], v[i]));
     explicit_bzero(x, sizeof x);
     explicit_bzero(v, sizeof v);
     explicit_bzero(in, sizeof in);
@@ -94,75 +91,26 @@ static uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
     a += b, d ^= a, d = rotl(d, 16), c += d, b ^= c, b = rotl(b, 12), a += b, d ^= a, d = rotl(d, 8), c += d, b ^= c,  \
                     b = rotl(b, 7)
 /* the same, one block at a time */
-static void chacha_run(const dp_csprng *r, uint64_t counter, size_t n, void *dst) {
-    for (size_t it = 0; it < n; it++, counter += LANES)
-        for (int l = 0; l < LANES; l++) {
-            uint32_t in[16], x[16];
-            chacha_state(r, counter + (uint64_t)l, in);
-            memcpy(x, in, sizeof x);
-            CHACHA_ROUNDS(QR, x);
-            for (int i = 0; i < 16; i++) {
-                const uint32_t v = x[i] + in[i];
-                memcpy((char *)dst + 512 * it + 4 * (LANES * i + l), &v, 4);
-            }
-            explicit_bzero(x, sizeof x);
-            explicit_bzero(in, sizeof in);
-        }
-}
-#endif
-
-int dp__chacha_avx512 = 1;
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define DP_CHACHA16 1
-#define VQR16(a, b, c, d)                                                                                              \
-    a = _mm512_add_epi32(a, b), d = _mm512_rol_epi32(_mm512_xor_si512(d, a), 16), c = _mm512_add_epi32(c, d),          \
-    b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 12), a = _mm512_add_epi32(a, b),                                      \
-    d = _mm512_rol_epi32(_mm512_xor_si512(d, a), 8), c = _mm512_add_epi32(c, d), b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 7)
-/* n16 times: blocks counter .. counter + 2 LANES - 1 with AVX-512 (16 lanes; rotations are
- * one instruction), stored as chacha_run stores blocks counter .. counter + LANES - 1
- * followed by what it stores for the next LANES: the same bytes as chacha_run with 2 n16.
- * The state's copies are wiped once, after the last (wiping them after every 16 blocks kept
- * them in memory: bench_noise's secure noise about 4% slower). Only where the CPU has
- * AVX-512F (chacha16_ok). */
-__attribute__((target("avx512f"))) static void chacha_run16(const dp_csprng *r, uint64_t counter, size_t n16,
-                                                            void *dst) {
-    uint32_t in[16];
-    chacha_state(r, counter, in);
-    __m512i v[16], x[16];
-    for (int i = 0; i < 16; i++) v[i] = _mm512_set1_epi32((int)in[i]);
-    for (size_t it = 0; it < n16; it++, counter += 2 * LANES) {
-        uint32_t lo[2 * LANES], hi[2 * LANES];
-        for (int l = 0; l < 2 * LANES; l++) {
-            lo[l] = (uint32_t)(counter + (uint64_t)l);
-            hi[l] = (uint32_t)((counter + (uint64_t)l) >> 32);
-        }
-        v[12] = _mm512_loadu_si512(lo);
-        v[13] = _mm512_loadu_si512(hi);
-        memcpy(x, v, sizeof x);
-        CHACHA_ROUNDS(VQR16, x);
-        char *d = (char *)dst + 1024 * it;
+static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
+    for (int l = 0; l < LANES; l++) {
+        uint32_t in[16], x[16];
+        chacha_state(r, counter + (uint64_t)l, in);
+        memcpy(x, in, sizeof x);
+        CHACHA_ROUNDS(QR, x);
         for (int i = 0; i < 16; i++) {
-            const __m512i y = _mm512_add_epi32(x[i], v[i]);
-            _mm256_storeu_si256((__m256i *)(d + 32 * i), _mm512_castsi512_si256(y));
-            _mm256_storeu_si256((__m256i *)(d + 32 * (16 + i)), _mm512_extracti64x4_epi64(y, 1));
+            const uint32_t v = x[i] + in[i];
+            memcpy((char *)dst + 4 * (LANES * i + l), &v, 4);
         }
+        explicit_bzero(x, sizeof x);
+        explicit_bzero(in, sizeof in);
     }
-    explicit_bzero(x, sizeof x);
-    explicit_bzero(v, sizeof v);
-    explicit_bzero(in, sizeof in);
 }
-#undef VQR16
-static int chacha16_ok(void) { return dp__chacha_avx512 && __builtin_cpu_supports("avx512f"); }
-#else
-static int chacha16_ok(void) { return 0; }
 #endif
 
 /* the generator's next LANES blocks, in stream order */
 static void chacha_blocks(dp_csprng *r) {
     uint32_t out[16][LANES];
-    chacha_run(r, r->counter, 1, out);
+    chacha_lanes(r, r->counter, out);
     for (int l = 0; l < LANES; l++) /* transpose: block l is words out[0..15][l] */
         for (int i = 0; i < 16; i++) r->block[16 * l + i] = out[i][l];
     explicit_bzero(out, sizeof out);
@@ -228,6 +176,47 @@ double dp_secure_noise_grid(double std) {
 }
 
 
+int dp__noise_libcrypto = 1;
+
+/* OpenSSL's ChaCha20 (libcrypto: its code for the CPU in use, chosen at run time) keyed with
+ * key, for one thread's noise blocks; NULL where it is switched off (dp__noise_libcrypto),
+ * unavailable (a FIPS-only configuration has no ChaCha20) or the byte order is not
+ * little-endian: the built-in generator then makes the same words (noise_keystream) */
+static EVP_CIPHER_CTX *noise_cipher(const uint32_t key[8]) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (!dp__noise_libcrypto) return NULL;
+    EVP_CIPHER_CTX *ec = EVP_CIPHER_CTX_new();
+    if (ec && EVP_EncryptInit_ex(ec, EVP_chacha20(), NULL, (const unsigned char *)key, NULL) == 1) return ec;
+    EVP_CIPHER_CTX_free(ec); /* wipes what it holds */
+#else
+    (void)key;
+#endif
+    return NULL;
+}
+
+/* w[0 .. n64) = the keystream of s's key and nonce from block 0 on, as 64-bit words in stream
+ * order (word k: bytes 8k .. 8k + 7, little-endian), which is what dp_csprng_u64 draws from a
+ * generator at counter 0: from ec when set (its iv: state words 12-15, the 64-bit block
+ * counter 0 and the nonce, as chacha_state lays them out), else, or if it fails, from s. */
+static void noise_keystream(EVP_CIPHER_CTX *ec, dp_csprng *s, uint64_t *w, size_t n64) {
+    if (ec) {
+        const uint32_t iv[4] = {0, 0, s->nonce[0], s->nonce[1]};
+        const int len = (int)(8 * n64);
+        int out = 0;
+        memset(w, 0, (size_t)len); /* the keystream is the encryption of zeros */
+        if (EVP_EncryptInit_ex(ec, NULL, NULL, NULL, (const unsigned char *)iv) == 1 &&
+            EVP_EncryptUpdate(ec, (unsigned char *)w, &out, (const unsigned char *)w, len) == 1 && out == len)
+            return;
+    }
+    s->counter = 0;
+    for (size_t k0 = 0; k0 < n64; k0 += WORDS / 2) { /* dp_csprng_u64's words, a batch at a time */
+        chacha_blocks(s);
+        const size_t m = n64 - k0 < WORDS / 2 ? n64 - k0 : WORDS / 2;
+        for (size_t j = 0; j < m; j++) w[k0 + j] = (uint64_t)s->block[2 * j] | (uint64_t)s->block[2 * j + 1] << 32;
+    }
+    explicit_bzero(s->block, sizeof s->block);
+}
+
 void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale,
                                      dp_csprng *r) {
     dp__secure_noise_gaussian_scaled_then(g, n, mask, std, scale, r, NULL, NULL);
@@ -253,14 +242,9 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
     const size_t nblocks = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
     dp__zig_init();
     /* Block b's normals: the first attempt of coordinate k takes 64-bit word k of the keystream
-     * blocks 0, 1, ... under (key, nonce b), read in the lane-major order the 8-lane ChaCha20
-     * makes them in (no transpose; the same numbers from the scalar loop); the rare rejected
-     * attempts draw from the same key and nonce at counters from 2^32 on, a disjoint part of
-     * the stream. The keystream and normals stay in per-thread buffers, wiped at the end. */
-    enum { BATCH_WORDS = 16 * LANES / 2 }; /* 64-bit words per LANES blocks */
-    const int wide = chacha16_ok();
-    (void)wide; /* without DP_CHACHA16 */
-    _Static_assert(NOISE_BLOCK % (2 * BATCH_WORDS) == 0, "a block is whole pairs of batches");
+     * under (key, nonce b) from block 0 on (noise_keystream); the rare rejected attempts draw
+     * from the same key and nonce at counters from 2^32 on, a disjoint part of the stream. The
+     * keystream and normals stay in per-thread buffers, wiped at the end. */
 #pragma omp parallel if (nblocks > 1)
     {
         uint64_t w[NOISE_BLOCK];
@@ -268,6 +252,7 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
         dp_csprng s;
         memset(&s, 0, sizeof s);
         memcpy(s.key, key, sizeof key);
+        EVP_CIPHER_CTX *ec = std > 0.0 ? noise_cipher(key) : NULL;
 #pragma omp for schedule(static)
         for (size_t b = 0; b < nblocks; b++) {
             const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n, cnt = hi - lo;
@@ -279,20 +264,7 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
             if (std > 0.0) {
                 s.nonce[0] = (uint32_t)b;
                 s.nonce[1] = (uint32_t)((uint64_t)b >> 32);
-                /* whole batches straight into w (NOISE_BLOCK is a multiple of BATCH_WORDS: the
-                 * last block's tail too, words past cnt unused): with AVX-512 two at a time while
-                 * more than one batch is left (k + BATCH_WORDS < cnt <= NOISE_BLOCK), then the rest
-                 * with 8 lanes */
-                size_t k = 0;
-#ifdef DP_CHACHA16
-                if (wide && cnt > BATCH_WORDS) {
-                    const size_t n16 = (cnt - BATCH_WORDS + 2 * BATCH_WORDS - 1) / (2 * BATCH_WORDS);
-                    chacha_run16(&s, 0, n16, w);
-                    k = n16 * 2 * BATCH_WORDS;
-                }
-#endif
-                if (k < cnt)
-                    chacha_run(&s, (uint64_t)(k / BATCH_WORDS) * LANES, (cnt - k + BATCH_WORDS - 1) / BATCH_WORDS, w + k);
+                noise_keystream(ec, &s, w, cnt);
                 s.counter = (uint64_t)1 << 32; /* the rejected attempts' part of the stream */
                 s.used = WORDS;
                 dp__zig_normals_words(z, cnt, w, csprng_word, &s);
@@ -324,6 +296,7 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
             }
             if (after) after(user, lo, hi);
         }
+        EVP_CIPHER_CTX_free(ec); /* wipes its copy of the key */
         explicit_bzero(w, sizeof w);
         explicit_bzero(z, sizeof z);
         explicit_bzero(&s, sizeof s);
