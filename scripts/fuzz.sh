@@ -27,9 +27,10 @@ compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >
 command -v protoc-c >/dev/null || need+=(protobuf-c-compiler)
 [[ -f /usr/include/protobuf-c/protobuf-c.h ]] || need+=(libprotobuf-c-dev)
 [[ -f /usr/include/onnx/onnx.proto ]] || need+=(libonnx-dev)
-if [[ " ${TARGETS[*]} " == *" onnx_import "* || " ${TARGETS[*]} " == *" spec "* ]]; then # the whole library: BLAS, FFTW3, OpenMP
+if [[ " ${TARGETS[*]} " == *" onnx_import "* || " ${TARGETS[*]} " == *" spec "* ]]; then # the whole library: BLAS, FFTW3, libcrypto, OpenMP
     [[ -f /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h ]] || need+=(libopenblas-openmp-dev)
     [[ -f /usr/include/fftw3.h ]] || need+=(libfftw3-dev)
+    [[ -f /usr/include/openssl/evp.h ]] || need+=(libssl-dev)
     compgen -G "/usr/lib/llvm-*/lib/libomp.so" >/dev/null || need+=(libomp-dev)
 fi
 if [[ ${#need[@]} -gt 0 ]]; then
@@ -75,7 +76,7 @@ for t in "${TARGETS[@]}"; do
     if [[ $t == onnx_import || $t == spec ]]; then
         build_lib
         clang "${CFLAGS[@]}" -fopenmp "fuzz/fuzz_$t.c" "$OUT"/lib/*.o -L"$BLAS_LIB" -Wl,-rpath,"$BLAS_LIB" -lopenblas \
-            -lfftw3 -lfftw3f -lprotobuf-c -lz -lm -o "$OUT/fuzz_$t"
+            -lfftw3 -lfftw3f -lprotobuf-c -lcrypto -lz -lm -o "$OUT/fuzz_$t"
         continue
     fi
     clang "${CFLAGS[@]}" "fuzz/fuzz_$t.c" "${SRCS[@]}" -lprotobuf-c -lz -lm -o "$OUT/fuzz_$t"

@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 
 #include "core/internal.h"
 #include "fixtures.h"
@@ -880,11 +881,14 @@ static void test_chacha_stream(void) {
 /* The secure noise from one key is the same whatever makes the keystream and however many
  * threads run: OpenSSL's ChaCha20 (libcrypto) on all threads, the built-in generator (the
  * path taken where libcrypto has no ChaCha20) on all threads, and libcrypto on one thread;
- * over whole blocks, a last block with a part batch of 8 ChaCha20 blocks and one with part
- * of a 64-byte block. (test_chacha_stream checks the built-in generator's words against the
- * plain reference.) */
+ * over whole blocks and a last block that ends inside a 64-byte ChaCha20 block (100 and 50
+ * words). Where libcrypto offers ChaCha20 its path must have made the blocks of the libcrypto
+ * runs (the two would otherwise agree trivially). (test_chacha_stream checks the built-in
+ * generator's words against the plain reference.) */
 static void test_chacha_paths(void) {
     const int nt = omp_get_max_threads();
+    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "ChaCha20", "provider=default");
+    if (!c) printf("chacha paths: libcrypto has no ChaCha20 here: the built-in path only\n");
     unsigned char key[32];
     for (int i = 0; i < 32; i++) key[i] = (unsigned char)(91 * i + 5);
     const size_t sizes[2] = {3 * 4096 + 100, 2 * 4096 + 50};
@@ -898,7 +902,10 @@ static void test_chacha_paths(void) {
             if (!r || !g[p]) return;
             dp__noise_libcrypto = p != 1;
             omp_set_num_threads(p == 2 ? 1 : (nt > 1 ? nt : 2));
+            const unsigned long made = dp__noise_libcrypto_blocks;
             dp_secure_noise_gaussian(g[p], n, 1.5, r);
+            const unsigned long by_libcrypto = dp__noise_libcrypto_blocks - made, blocks = (n + 4095) / 4096;
+            CHECK(by_libcrypto == (p != 1 && c ? blocks : 0));
             dp_csprng_destroy(r);
         }
         dp__noise_libcrypto = 1;
@@ -910,6 +917,7 @@ static void test_chacha_paths(void) {
         CHECK(nz > n - 10);
         for (int p = 0; p < 3; p++) free(g[p]);
     }
+    EVP_CIPHER_free(c);
 }
 
 static int cmp_double(const void *a, const void *b) {

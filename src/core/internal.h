@@ -49,6 +49,8 @@ struct dp_csprng;
  * from the built-in generator (0, also where libcrypto has no ChaCha20). Both give the same
  * stream bit for bit; tests/test_checkpoint.c compares them. */
 extern int dp__noise_libcrypto;
+/* noise blocks whose keystream libcrypto made, since the process started (for the tests) */
+extern unsigned long dp__noise_libcrypto_blocks;
 void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
                                            struct dp_csprng *r, dp__block_fn after, void *user);
 

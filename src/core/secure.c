@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "dpsgd/secure.h"
@@ -107,10 +108,20 @@ static void chacha_lanes(const dp_csprng *r, uint64_t counter, void *dst) {
 }
 #endif
 
+/* Wipes n bytes of stack below the caller's frame, where the functions it called kept their
+ * locals: gcc keeps copies of chacha_lanes' key broadcasts in stack slots that wiping its
+ * arrays does not reach, and libcrypto's assembly leaves words of key and keystream */
+__attribute__((noinline)) static void wipe_stack(size_t n) {
+    unsigned char pad[n];
+    explicit_bzero(pad, n);
+    __asm__ volatile("" : : "r"(pad) : "memory");
+}
+
 /* the generator's next LANES blocks, in stream order */
 static void chacha_blocks(dp_csprng *r) {
     uint32_t out[16][LANES];
     chacha_lanes(r, r->counter, out);
+    wipe_stack(4096); /* chacha_lanes' frame (about 2 KiB) */
     for (int l = 0; l < LANES; l++) /* transpose: block l is words out[0..15][l] */
         for (int i = 0; i < 16; i++) r->block[16 * l + i] = out[i][l];
     explicit_bzero(out, sizeof out);
@@ -177,44 +188,61 @@ double dp_secure_noise_grid(double std) {
 
 
 int dp__noise_libcrypto = 1;
-
-/* OpenSSL's ChaCha20 (libcrypto: its code for the CPU in use, chosen at run time) keyed with
- * key, for one thread's noise blocks; NULL where it is switched off (dp__noise_libcrypto),
- * unavailable (a FIPS-only configuration has no ChaCha20) or the byte order is not
- * little-endian: the built-in generator then makes the same words (noise_keystream) */
-static EVP_CIPHER_CTX *noise_cipher(const uint32_t key[8]) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (!dp__noise_libcrypto) return NULL;
-    EVP_CIPHER_CTX *ec = EVP_CIPHER_CTX_new();
-    if (ec && EVP_EncryptInit_ex(ec, EVP_chacha20(), NULL, (const unsigned char *)key, NULL) == 1) return ec;
-    EVP_CIPHER_CTX_free(ec); /* wipes what it holds */
-#else
-    (void)key;
-#endif
-    return NULL;
-}
+unsigned long dp__noise_libcrypto_blocks;
 
 /* w[0 .. n64) = the keystream of s's key and nonce from block 0 on, as 64-bit words in stream
- * order (word k: bytes 8k .. 8k + 7, little-endian), which is what dp_csprng_u64 draws from a
- * generator at counter 0: from ec when set (its iv: state words 12-15, the 64-bit block
- * counter 0 and the nonce, as chacha_state lays them out), else, or if it fails, from s. */
-static void noise_keystream(EVP_CIPHER_CTX *ec, dp_csprng *s, uint64_t *w, size_t n64) {
-    if (ec) {
-        const uint32_t iv[4] = {0, 0, s->nonce[0], s->nonce[1]};
-        const int len = (int)(8 * n64);
-        int out = 0;
-        memset(w, 0, (size_t)len); /* the keystream is the encryption of zeros */
-        if (EVP_EncryptInit_ex(ec, NULL, NULL, NULL, (const unsigned char *)iv) == 1 &&
-            EVP_EncryptUpdate(ec, (unsigned char *)w, &out, (const unsigned char *)w, len) == 1 && out == len)
-            return;
-    }
+ * order (word k: bytes 8k .. 8k + 7, little-endian): what dp_csprng_u64 draws from a generator
+ * at counter 0, made here by the built-in code a batch at a time */
+static void builtin_keystream(dp_csprng *s, uint64_t *w, size_t n64) {
     s->counter = 0;
-    for (size_t k0 = 0; k0 < n64; k0 += WORDS / 2) { /* dp_csprng_u64's words, a batch at a time */
+    for (size_t k0 = 0; k0 < n64; k0 += WORDS / 2) {
         chacha_blocks(s);
         const size_t m = n64 - k0 < WORDS / 2 ? n64 - k0 : WORDS / 2;
         for (size_t j = 0; j < m; j++) w[k0 + j] = (uint64_t)s->block[2 * j] | (uint64_t)s->block[2 * j + 1] << 32;
     }
     explicit_bzero(s->block, sizeof s->block);
+}
+
+/* the same words from libcrypto's context ec (keyed with s's key; its iv: state words 12-15,
+ * the 64-bit block counter 0 and s's nonce, as chacha_state lays them out); 0 if it failed */
+static int evp_keystream(EVP_CIPHER_CTX *ec, const dp_csprng *s, uint64_t *w, size_t n64) {
+    const uint32_t iv[4] = {0, 0, s->nonce[0], s->nonce[1]};
+    const int len = (int)(8 * n64);
+    int out = 0;
+    memset(w, 0, (size_t)len); /* the keystream is the encryption of zeros */
+    return EVP_EncryptInit_ex(ec, NULL, NULL, NULL, (const unsigned char *)iv) == 1 &&
+           EVP_EncryptUpdate(ec, (unsigned char *)w, &out, (const unsigned char *)w, len) == 1 && out == len;
+}
+
+/* OpenSSL's ChaCha20 (libcrypto's default provider: its code for the CPU in use, chosen at run
+ * time) keyed with s's key, for one thread's noise blocks, once it has made one batch equal to
+ * the built-in code's (at a nonce no noise block uses); NULL where it is switched off
+ * (dp__noise_libcrypto), unavailable (a FIPS-only configuration has no ChaCha20), differs, or
+ * the byte order is not little-endian: the built-in code then makes the same words */
+static EVP_CIPHER_CTX *noise_cipher(dp_csprng *s) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (!dp__noise_libcrypto) return NULL;
+    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "ChaCha20", "provider=default");
+    EVP_CIPHER_CTX *ec = c ? EVP_CIPHER_CTX_new() : NULL;
+    int ok = ec && EVP_EncryptInit_ex2(ec, c, (const unsigned char *)s->key, NULL, NULL) == 1;
+    EVP_CIPHER_free(c);
+    if (ok) {
+        uint64_t a[WORDS / 2], b[WORDS / 2];
+        s->nonce[0] = UINT32_MAX; /* asymmetric: a swap of the nonce words shows */
+        s->nonce[1] = UINT32_MAX - 1;
+        ok = evp_keystream(ec, s, a, WORDS / 2);
+        builtin_keystream(s, b, WORDS / 2);
+        ok = ok && memcmp(a, b, sizeof a) == 0;
+        explicit_bzero(a, sizeof a);
+        explicit_bzero(b, sizeof b);
+    }
+    if (ok) return ec;
+    EVP_CIPHER_CTX_free(ec); /* wipes what it holds */
+    ERR_clear_error();       /* a failed fetch's entries on this thread's queue */
+#else
+    (void)s;
+#endif
+    return NULL;
 }
 
 void dp_secure_noise_gaussian_scaled(float *g, size_t n, const unsigned char *mask, double std, double scale,
@@ -252,7 +280,7 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
         dp_csprng s;
         memset(&s, 0, sizeof s);
         memcpy(s.key, key, sizeof key);
-        EVP_CIPHER_CTX *ec = std > 0.0 ? noise_cipher(key) : NULL;
+        EVP_CIPHER_CTX *ec = std > 0.0 ? noise_cipher(&s) : NULL;
 #pragma omp for schedule(static)
         for (size_t b = 0; b < nblocks; b++) {
             const size_t lo = b * NOISE_BLOCK, hi = lo + NOISE_BLOCK < n ? lo + NOISE_BLOCK : n, cnt = hi - lo;
@@ -264,7 +292,11 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
             if (std > 0.0) {
                 s.nonce[0] = (uint32_t)b;
                 s.nonce[1] = (uint32_t)((uint64_t)b >> 32);
-                noise_keystream(ec, &s, w, cnt);
+                if (ec && evp_keystream(ec, &s, w, cnt)) {
+#pragma omp atomic
+                    dp__noise_libcrypto_blocks++;
+                } else
+                    builtin_keystream(&s, w, cnt);
                 s.counter = (uint64_t)1 << 32; /* the rejected attempts' part of the stream */
                 s.used = WORDS;
                 dp__zig_normals_words(z, cnt, w, csprng_word, &s);
@@ -300,6 +332,7 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
         explicit_bzero(w, sizeof w);
         explicit_bzero(z, sizeof z);
         explicit_bzero(&s, sizeof s);
+        wipe_stack(16384);
     }
     explicit_bzero(key, sizeof key);
 }
