@@ -270,9 +270,10 @@ void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned ch
     const size_t nblocks = (n + NOISE_BLOCK - 1) / NOISE_BLOCK;
     dp__zig_init();
     /* Block b's normals: the first attempt of coordinate k takes 64-bit word k of the keystream
-     * under (key, nonce b) from block 0 on (noise_keystream); the rare rejected attempts draw
-     * from the same key and nonce at counters from 2^32 on, a disjoint part of the stream. The
-     * keystream and normals stay in per-thread buffers, wiped at the end. */
+     * under (key, nonce b) from block 0 on (evp_keystream, builtin_keystream: the same words);
+     * the rare rejected attempts draw from the same key and nonce at counters from 2^32 on, a
+     * disjoint part of the stream. The keystream and normals stay in per-thread buffers, wiped
+     * at the end. */
 #pragma omp parallel if (nblocks > 1)
     {
         uint64_t w[NOISE_BLOCK];
