@@ -12,7 +12,7 @@
 # (the importer, dp_model_load_onnx, and the engine driving what it loads) and spec (the
 # model-spec parser, dp_model_create_named, and the engine on what it builds) link the whole
 # library, built here the same way (every src/**/*.c, once per run), with OpenBLAS's OpenMP
-# build, FFTW3 and OpenMP (clang's libomp), as CMakeLists.txt links it; they run with
+# build, FFTW3, libcrypto and OpenMP (clang's libomp), as CMakeLists.txt links it; they run with
 # OMP_NUM_THREADS=1. tokens (the token loader, dp_dataset_load_tokens) needs only the parsers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
