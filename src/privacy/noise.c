@@ -109,38 +109,33 @@ static double zig_slow(xo256 *r, int64_t i, double x) { return zig_slow_src(xo_w
 void dp__zig_init(void) { pthread_once(&zig_once, zig_init); }
 
 #if defined(__AVX2__)
-/* zig_x[i] and zig_x[i + 1] for the layer indices (low bytes) of the four words at w, as two
- * vectors: one 16-byte load per word (the two bounds are adjacent), then two unpacks, in
- * place of two gathers (slower, on Zen 3 at least: bench_noise's notes in docs/benchmarks.md) */
-static inline void zig_bounds4(const uint64_t *w, __m256d *xi, __m256d *xi1) {
+/* The first attempts of the four words at w (the same operations as zig_x_of, no contraction:
+ * a subtraction, then a product): z[0..3] = their x, and bit l of the result set where attempt
+ * l passed its rectangle test. The layer's bounds x_i and x_{i+1} are adjacent in the table:
+ * one 16-byte load per word and two unpacks, in place of two gathers (slower, on Zen 3 at
+ * least: bench_noise's notes in docs/benchmarks.md). */
+static inline int zig_rect4(const uint64_t *w, double *z) {
     const __m128d p0 = _mm_loadu_pd(zig_x + (w[0] & (ZIG_N - 1))), p1 = _mm_loadu_pd(zig_x + (w[1] & (ZIG_N - 1)));
     const __m128d p2 = _mm_loadu_pd(zig_x + (w[2] & (ZIG_N - 1))), p3 = _mm_loadu_pd(zig_x + (w[3] & (ZIG_N - 1)));
     const __m256d a = _mm256_insertf128_pd(_mm256_castpd128_pd256(p0), p2, 1); /* x0 x0' x2 x2' */
     const __m256d b = _mm256_insertf128_pd(_mm256_castpd128_pd256(p1), p3, 1); /* x1 x1' x3 x3' */
-    *xi = _mm256_unpacklo_pd(a, b);
-    *xi1 = _mm256_unpackhi_pd(a, b);
+    const __m256d xi = _mm256_unpacklo_pd(a, b), xi1 = _mm256_unpackhi_pd(a, b);
+    const __m256i u = _mm256_loadu_si256((const __m256i *)w);
+    const __m256i bits = _mm256_or_si256(_mm256_srli_epi64(u, 12), _mm256_set1_epi64x(0x4000000000000000LL));
+    const __m256d x = _mm256_mul_pd(_mm256_sub_pd(_mm256_castsi256_pd(bits), _mm256_set1_pd(3.0)), xi);
+    _mm256_storeu_pd(z, x);
+    return _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), x), xi1, _CMP_LT_OQ));
 }
 #endif
 
 /* The first attempts of n <= 64 coordinates from the words at w: z[k] = zig_x_of(w[k]), and
  * bit k of the result set where its rectangle test failed. The same numbers with or without
- * the AVX2 loop (the same operations, no contraction: a subtraction, then a product). */
+ * the AVX2 loop (zig_rect4). */
 static inline uint64_t zig_first(double *z, const uint64_t *w, size_t n) {
     uint64_t rej = 0;
     size_t k = 0;
 #if defined(__AVX2__)
-    const __m256i two = _mm256_set1_epi64x(0x4000000000000000LL);
-    const __m256d three = _mm256_set1_pd(3.0), sign = _mm256_set1_pd(-0.0);
-    for (; k + 4 <= n; k += 4) {
-        __m256d xi, xi1;
-        zig_bounds4(w + k, &xi, &xi1);
-        const __m256i u = _mm256_loadu_si256((const __m256i *)(w + k));
-        const __m256d uni = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(u, 12), two)), three);
-        const __m256d x = _mm256_mul_pd(uni, xi);
-        _mm256_storeu_pd(z + k, x);
-        const int ok = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, x), xi1, _CMP_LT_OQ));
-        rej |= (uint64_t)(~ok & 15) << k;
-    }
+    for (; k + 4 <= n; k += 4) rej |= (uint64_t)(~zig_rect4(w + k, z + k) & 15) << k;
 #endif
     for (; k < n; k++) {
         int64_t i;
@@ -187,8 +182,6 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
 #if defined(__AVX2__)
     __m256i s0 = _mm256_loadu_si256((const __m256i *)ls[0]), s1 = _mm256_loadu_si256((const __m256i *)ls[1]);
     __m256i s2 = _mm256_loadu_si256((const __m256i *)ls[2]), s3 = _mm256_loadu_si256((const __m256i *)ls[3]);
-    const __m256i two = _mm256_set1_epi64x(0x4000000000000000LL);
-    const __m256d three = _mm256_set1_pd(3.0), sign = _mm256_set1_pd(-0.0);
     for (size_t k = 0; k < n4; k += 4) {
         const __m256i s1x5 = _mm256_add_epi64(s1, _mm256_slli_epi64(s1, 2));
         const __m256i rot = _mm256_or_si256(_mm256_slli_epi64(s1x5, 7), _mm256_srli_epi64(s1x5, 57));
@@ -202,12 +195,7 @@ static void block_normals(double *z, size_t cnt, uint64_t key, size_t b) {
         s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
         uint64_t uw[4];
         _mm256_storeu_si256((__m256i *)uw, u);
-        __m256d xi, xi1;
-        zig_bounds4(uw, &xi, &xi1);
-        const __m256d uni = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(u, 12), two)), three);
-        const __m256d zz = _mm256_mul_pd(uni, xi);
-        const int ok = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, zz), xi1, _CMP_LT_OQ));
-        _mm256_storeu_pd(z + k, zz);
+        const int ok = zig_rect4(uw, z + k);
         if (ok != 15)
             for (int l = 0; l < 4; l++)
                 if (!(ok >> l & 1)) z[k + (size_t)l] = zig_slow(&rs, (int64_t)(uw[l] & (ZIG_N - 1)), z[k + (size_t)l]);
