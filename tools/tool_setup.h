@@ -8,9 +8,8 @@
 #include <unistd.h>
 
 #include <cblas.h>
-#include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
+
+#include "core/internal.h"
 
 /* OpenBLAS 0.3.21 (Debian 12) does not know recent Intel cores and falls back to its generic
  * "Prescott" (SSE3) kernels, 3-4x slower here. When the user has not chosen a core type and
@@ -39,14 +38,12 @@ static inline void dp_tool_fix_blas_core(char **argv) {
  * the kernel each time (the page faults were ~10% of a step). With that heap, what libcrypto
  * keeps from its first use (its configuration, default provider, method store) must be
  * allocated before any large block: made at the first private step, amid the engine's and the
- * data's buffers, it pinned freed space and the default run's peak RSS grew by 35-90 MiB. So
- * libcrypto is started here, and ChaCha20 (the secure noise's keystream) fetched once. */
+ * data's buffers, it pinned freed space and the default run's peak RSS grew by 30-90 MiB. So
+ * the secure noise's libcrypto is started here (dp__secure_start). */
 static inline void dp_tool_setup(char **argv) {
     dp_tool_fix_blas_core(argv);
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
-    OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
-    EVP_CIPHER_free(EVP_CIPHER_fetch(NULL, "ChaCha20", "provider=default"));
-    ERR_clear_error(); /* where libcrypto has none, the noise falls back to its own code */
+    dp__secure_start();
 }
 #endif

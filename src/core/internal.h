@@ -51,6 +51,11 @@ struct dp_csprng;
 extern int dp__noise_libcrypto;
 /* noise blocks whose keystream libcrypto made, since the process started (for the tests) */
 extern unsigned long dp__noise_libcrypto_blocks;
+/* Starts libcrypto and fetches its ChaCha20 for the secure noise (once; the first noise call
+ * does it otherwise). A program whose heap never returns freed memory calls it before its large
+ * allocations: what libcrypto keeps from its first use would otherwise pin freed space between
+ * them (tools/tool_setup.h). */
+void dp__secure_start(void);
 void dp__secure_noise_gaussian_scaled_then(float *g, size_t n, const unsigned char *mask, double std, double scale,
                                            struct dp_csprng *r, dp__block_fn after, void *user);
 

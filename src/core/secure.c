@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -190,6 +191,16 @@ double dp_secure_noise_grid(double std) {
 int dp__noise_libcrypto = 1;
 unsigned long dp__noise_libcrypto_blocks;
 
+/* libcrypto's ChaCha20 from its default provider, fetched once for the process (NULL where it
+ * has none: the built-in code then serves every call) */
+static EVP_CIPHER *chacha_cipher;
+static pthread_once_t chacha_once = PTHREAD_ONCE_INIT;
+static void chacha_fetch(void) {
+    chacha_cipher = EVP_CIPHER_fetch(NULL, "ChaCha20", "provider=default");
+    if (!chacha_cipher) ERR_clear_error(); /* the failed fetch's entries on this thread's queue */
+}
+void dp__secure_start(void) { pthread_once(&chacha_once, chacha_fetch); }
+
 /* w[0 .. n64) = the keystream of s's key and nonce from block 0 on, as 64-bit words in stream
  * order (word k: bytes 8k .. 8k + 7, little-endian): what dp_csprng_u64 draws from a generator
  * at counter 0, made here by the built-in code a batch at a time */
@@ -222,10 +233,9 @@ static int evp_keystream(EVP_CIPHER_CTX *ec, const dp_csprng *s, uint64_t *w, si
 static EVP_CIPHER_CTX *noise_cipher(dp_csprng *s) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (!dp__noise_libcrypto) return NULL;
-    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "ChaCha20", "provider=default");
-    EVP_CIPHER_CTX *ec = c ? EVP_CIPHER_CTX_new() : NULL;
-    int ok = ec && EVP_EncryptInit_ex2(ec, c, (const unsigned char *)s->key, NULL, NULL) == 1;
-    EVP_CIPHER_free(c);
+    dp__secure_start();
+    EVP_CIPHER_CTX *ec = chacha_cipher ? EVP_CIPHER_CTX_new() : NULL;
+    int ok = ec && EVP_EncryptInit_ex2(ec, chacha_cipher, (const unsigned char *)s->key, NULL, NULL) == 1;
     if (ok) {
         uint64_t a[WORDS / 2], b[WORDS / 2];
         s->nonce[0] = UINT32_MAX; /* asymmetric: a swap of the nonce words shows */
@@ -238,7 +248,7 @@ static EVP_CIPHER_CTX *noise_cipher(dp_csprng *s) {
     }
     if (ok) return ec;
     EVP_CIPHER_CTX_free(ec); /* wipes what it holds */
-    ERR_clear_error();       /* a failed fetch's entries on this thread's queue */
+    ERR_clear_error();       /* a failed initialisation's entries on this thread's queue */
 #else
     (void)s;
 #endif
