@@ -492,6 +492,69 @@ static void test_f32_vs_f64(void) {
     dp_free(xd); dp_free(wd); dp_free(yd); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf);
 }
 
+/* The float convolution kernels against the double ones on geometries of the direct path (with
+ * AVX2: few input channels, kernel at most 8 wide, stride 1 or 2, output rows of 8 to 16;
+ * conv_direct.h; elsewhere these run the im2col path): the default CNN's first convolution, k < 8
+ * (masked lanes), odd k (a lone last kernel row), Cout not a multiple of 6, stride 1, uneven
+ * padding, Wo = 8 and 16, B = 1 and an odd B (uneven runs per thread). Forward with and
+ * without the bias and the fused tanh, per-sample gradients (with bias sums), and the batch
+ * gradient added to what the buffer held (with and without db). */
+static void test_conv_direct_f32(void) {
+    const dp__conv_geom gs[] = {
+        {1, 28, 28, 16, 8, 2, 3, 3, 1, 1, 14, 14, 0, 0, NULL}, /* the default CNN's */
+        {3, 12, 12, 7, 5, 1, 2, 2, 1, 1, 12, 12, 0, 0, NULL},
+        {2, 20, 21, 13, 3, 2, 1, 0, 1, 1, 10, 10, 0, 0, NULL},
+        {1, 17, 16, 5, 1, 2, 0, 0, 1, 1, 9, 8, 0, 0, NULL},
+        {4, 18, 18, 6, 3, 1, 0, 0, 1, 1, 16, 16, 0, 0, NULL},
+    };
+    const int Bs[] = {5, 1, 7, 3, 2};
+    for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
+        const dp__conv_geom g = gs[q];
+        const int B = Bs[q], T = g.Ho * g.Wo, D = g.Cin * g.k * g.k;
+        const size_t isz = (size_t)g.Cin * g.H * g.W, osz = (size_t)g.Cout * T, nw = (size_t)g.Cout * D,
+                     nth = nw + g.Cout, nwk = dp__conv_work(&g, dp__max_threads());
+        double *xd = dnew(B * isz), *wd = dnew(nth), *ud = dnew(B * osz), *yd = dnew(B * osz), *wkd = dnew(nwk);
+        double *psd = dnew(B * nth), *dwd = dnew(nth);
+        float *xf = dp_alloc(sizeof(float) * B * isz), *wf = dp_alloc(sizeof(float) * nth);
+        float *uf = dp_alloc(sizeof(float) * B * osz), *yf = dp_alloc(sizeof(float) * B * osz);
+        float *wkf = dp_alloc(sizeof(float) * nwk), *psf = dp_alloc(sizeof(float) * B * nth), *dwf = dp_alloc(sizeof(float) * nth);
+        fill(xd, B * isz, 1);
+        fill(wd, nth, 1);
+        fill(ud, B * osz, 1);
+        for (size_t j = 0; j < B * isz; j++) xf[j] = (float)xd[j], xd[j] = xf[j];
+        for (size_t j = 0; j < nth; j++) wf[j] = (float)wd[j], wd[j] = wf[j];
+        for (size_t j = 0; j < B * osz; j++) uf[j] = (float)ud[j], ud[j] = uf[j];
+        double e[7] = {0};
+        for (int v = 0; v < 3; v++) { /* bias; none; bias and tanh */
+            dp__conv_geom gv = g;
+            gv.tanh = v == 2;
+            dp__k_conv_fwd_f64(yd, wkd, xd, wd, v == 1 ? NULL : wd + nw, B, &g);
+            if (gv.tanh) dp__k_tanh_fwd_f64(yd, yd, B * osz);
+            dp__k_conv_fwd_f32(yf, wkf, xf, wf, v == 1 ? NULL : wf + nw, B, &gv);
+            for (size_t j = 0; j < B * osz; j++) e[v] = fmax(e[v], fabs(yf[j] - yd[j]) / (1 + fabs(yd[j])));
+        }
+        dp__k_conv_ps_grad_f64(psd, nth, wkd, ud, xd, B, &g, 1);
+        for (size_t j = 0; j < B * nth; j++) psf[j] = NAN; /* every entry written */
+        dp__k_conv_ps_grad_f32(psf, nth, wkf, uf, xf, B, &g, 1);
+        for (size_t j = 0; j < B * nth; j++) e[3] = fmax(e[3], isnan(psf[j]) ? 1 : fabs(psf[j] - psd[j]) / (1 + fabs(psd[j])));
+        for (int v = 0; v < 2; v++) { /* the batch gradient is added: start from w; with db and without */
+            for (size_t j = 0; j < nth; j++) dwd[j] = wd[j], dwf[j] = wf[j];
+            dp__k_conv_bwd_param_f64(dwd, v ? NULL : dwd + nw, wkd, ud, xd, B, &g);
+            dp__k_conv_bwd_param_f32(dwf, v ? NULL : dwf + nw, wkf, uf, xf, B, &g);
+            for (size_t j = 0; j < nth; j++) e[4 + v] = fmax(e[4 + v], fabs(dwf[j] - dwd[j]) / (1 + fabs(dwd[j])));
+        }
+        const double tol = 2e-6 * sqrt((double)(D > T * B ? D : T * B));
+        int ok = 1;
+        for (int v = 0; v < 6; v++) ok &= e[v] < tol;
+        CHECK(ok);
+        if (!ok)
+            fprintf(stderr, "conv f32 geometry %zu: forward %g, no bias %g, tanh %g, per-sample %g, dW %g, no db %g (tol %g)\n",
+                    q, e[0], e[1], e[2], e[3], e[4], e[5], tol);
+        dp_free(xd); dp_free(wd); dp_free(ud); dp_free(yd); dp_free(wkd); dp_free(psd); dp_free(dwd);
+        dp_free(xf); dp_free(wf); dp_free(uf); dp_free(yf); dp_free(wkf); dp_free(psf); dp_free(dwf);
+    }
+}
+
 /* The float ghost norms of convolutions with small Grams (T <= 32: with AVX2 their upper
  * triangle by blocks of 3 x 4 rows, kernels_f32.c) against the double kernels' (GEMM): the
  * default CNN's second convolution, a patch length with a tail (D = 27, not a multiple of 8),
@@ -1090,6 +1153,7 @@ int main(void) {
     }
     test_losses();
     test_f32_vs_f64();
+    test_conv_direct_f32();
     check_modes("flatten linear(16) relu linear(5)", 1, 4, 5, 9, 0.5, -1);
     test_conv_scratch();
     check_modes("conv2d(4,3,s1,p1) relu globalavgpool flatten linear(3)", 3, 48, 48, 3, 0.05, -1); /* no Grams */

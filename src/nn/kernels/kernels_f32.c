@@ -126,6 +126,7 @@ static void dp__gram_upper_f32(float *restrict aa, const float *restrict A, int 
         }
 }
 #define GRAM_UPPER dp__gram_upper_f32
+#include "nn/kernels/conv_direct.h"
 #endif
 #define ERF erff
 

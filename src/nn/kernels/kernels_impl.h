@@ -310,6 +310,18 @@ void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const RE
     const dp__conv_dims z = dp__conv_sizes(g);
     const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg, nc = z.nc, nchunks = (B + nc - 1) / nc;
     const size_t isz = z.isz, tw = z.tw;
+#ifdef CONV_DIRECT_OK /* float with AVX2: few input channels, short rows (conv_direct.h) */
+    if (!g->gram_buf && CONV_DIRECT_OK(g, tw)) {
+#pragma omp parallel if (B > 1)
+        {
+            const int t = dp__thread_num(), n = dp__num_threads();
+            const int i0 = (int)((long)B * t / n), i1 = (int)((long)B * (t + 1) / n);
+            if (i1 > i0)
+                CONV_DIRECT_FWD(out + (size_t)i0 * Cout * T, work + (size_t)t * tw, in + (size_t)i0 * isz, isz, i1 - i0, w, b, g);
+        }
+        return;
+    }
+#endif
 #pragma omp parallel if (nchunks > 1)
     {
         REAL *col = work + (size_t)dp__thread_num() * tw, *res = col + (size_t)nc * T * D;
@@ -387,9 +399,20 @@ void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const 
 #pragma omp parallel num_threads(nt)
     {
         const int t = dp__thread_num(), n = dp__num_threads();
-        const int i0 = (int)((long)B * t / n), i1 = (int)((long)B * (t + 1) / n);
+        int i0 = (int)((long)B * t / n), i1 = (int)((long)B * (t + 1) / n);
         REAL *col = work + (size_t)t * tw, *tr = col + (size_t)nc * T * D, *p = work + (size_t)t * tw + poff;
         memset(p, 0, sizeof(REAL) * (size_t)Cout * (Dg + 1));
+#ifdef CONV_DIRECT_OK
+        if (CONV_DIRECT_OK(g, poff)) { /* the sample's gradient added into p (conv_direct.h) */
+            for (int i = i0; i < i1; i++) {
+                const REAL *gi = dout + (size_t)i * Cout * T;
+                CONV_DIRECT_WGRAD(p, 1, col, gi, in + (size_t)i * isz, g);
+                if (db)
+                    for (int c = 0; c < Cout; c++) p[(size_t)Cout * Dg + c] += (REAL)SUMD(gi + (size_t)c * T, (size_t)T);
+            }
+            i1 = i0; /* done: skip the unfolding path */
+        }
+#endif
         for (int c0 = i0; c0 < i1; c0 += nc) {
             const int m = i1 - c0 < nc ? i1 - c0 : nc;
             for (int i = 0; i < m; i++) KN(im2col)(col + (size_t)i * T * D, in + (size_t)(c0 + i) * isz, g);
@@ -427,10 +450,17 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
         for (int i = 0; i < B; i++) {
             REAL *gr = ps + (size_t)i * stride;
             const REAL *gi = dout + (size_t)i * Cout * T;
-            KN(im2col)(col, in + (size_t)i * isz, g);
-            for (int q = 0; q < G; q++)
-                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, T, 1, gi + (size_t)q * Cg * T, T, col + (size_t)q * Dg,
-                     D, 0, gr + (size_t)q * Cg * Dg, Dg);
+#ifdef CONV_DIRECT_OK
+            if (CONV_DIRECT_OK(g, tw))
+                CONV_DIRECT_WGRAD(gr, 0, col, gi, in + (size_t)i * isz, g); /* conv_direct.h */
+            else
+#endif
+            {
+                KN(im2col)(col, in + (size_t)i * isz, g);
+                for (int q = 0; q < G; q++)
+                    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, T, 1, gi + (size_t)q * Cg * T, T,
+                         col + (size_t)q * Dg, D, 0, gr + (size_t)q * Cg * Dg, Dg);
+            }
             if (has_bias)
                 for (int c = 0; c < Cout; c++) gr[(size_t)Cout * Dg + c] = (REAL)SUMD(gi + (size_t)c * T, (size_t)T);
         }
