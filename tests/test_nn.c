@@ -492,29 +492,36 @@ static void test_f32_vs_f64(void) {
     dp_free(xd); dp_free(wd); dp_free(yd); dp_free(wkd); dp_free(wkf); dp_free(xf); dp_free(wf); dp_free(yf);
 }
 
-/* The float convolution kernels against the double ones on geometries of the direct path (with
- * AVX2: few input channels, kernel at most 8 wide, stride 1 or 2, output rows of 8 to 16;
- * conv_direct.h; elsewhere these run the im2col path): the default CNN's first convolution, k < 8
- * (masked lanes), odd k (a lone last kernel row), Cout not a multiple of 6, stride 1, uneven
- * padding, Wo = 8 and 16, B = 1 and an odd B (uneven runs per thread). Forward with and
- * without the bias and the fused tanh, per-sample gradients (with bias sums), and the batch
- * gradient added to what the buffer held (with and without db). */
-static void test_conv_direct_f32(void) {
+/* The float convolution kernels against the double ones where the float build has its own code
+ * (with AVX2; elsewhere these run the im2col path and OpenBLAS). The direct path (few input
+ * channels, kernel at most 8 wide, stride 1 or 2, output rows of 8 to 16; conv_direct.h): the
+ * default CNN's first convolution, k < 8 (masked lanes), odd k (a lone last kernel row), Cout
+ * not a multiple of 6, stride 1, uneven padding, Wo = 8 and 16. The small GEMMs (N a multiple
+ * of 8; kernels_f32.c): the default CNN's second convolution, two groups of 8 channels and 8
+ * patch values, 40 channels (a 32-column panel and an 8-column one) and 72 patch values.
+ * B = 1 and odd B (uneven runs per thread, a last row block of 1 or 2). Forward with and
+ * without the bias and the fused tanh, per-sample gradients (with bias sums), the input
+ * gradient, and the batch gradient added to what the buffer held (with and without db). */
+static void test_conv_f32_paths(void) {
     const dp__conv_geom gs[] = {
         {1, 28, 28, 16, 8, 2, 3, 3, 1, 1, 14, 14, 0, 0, NULL}, /* the default CNN's */
         {3, 12, 12, 7, 5, 1, 2, 2, 1, 1, 12, 12, 0, 0, NULL},
         {2, 20, 21, 13, 3, 2, 1, 0, 1, 1, 10, 10, 0, 0, NULL},
         {1, 17, 16, 5, 1, 2, 0, 0, 1, 1, 9, 8, 0, 0, NULL},
         {4, 18, 18, 6, 3, 1, 0, 0, 1, 1, 16, 16, 0, 0, NULL},
+        {16, 13, 13, 32, 4, 2, 0, 0, 1, 1, 5, 5, 0, 0, NULL}, /* the default CNN's second */
+        {4, 7, 7, 16, 2, 1, 0, 0, 1, 2, 6, 6, 0, 0, NULL},
+        {8, 6, 6, 40, 3, 1, 1, 1, 1, 1, 6, 6, 0, 0, NULL},
     };
-    const int Bs[] = {5, 1, 7, 3, 2};
+    const int Bs[] = {5, 1, 7, 3, 2, 9, 4, 5};
     for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
         const dp__conv_geom g = gs[q];
-        const int B = Bs[q], T = g.Ho * g.Wo, D = g.Cin * g.k * g.k;
+        const int B = Bs[q], T = g.Ho * g.Wo, D = g.Cin * g.k * g.k / g.G;
         const size_t isz = (size_t)g.Cin * g.H * g.W, osz = (size_t)g.Cout * T, nw = (size_t)g.Cout * D,
                      nth = nw + g.Cout, nwk = dp__conv_work(&g, dp__max_threads());
         double *xd = dnew(B * isz), *wd = dnew(nth), *ud = dnew(B * osz), *yd = dnew(B * osz), *wkd = dnew(nwk);
-        double *psd = dnew(B * nth), *dwd = dnew(nth);
+        double *psd = dnew(B * nth), *dwd = dnew(nth), *dxd = dnew(B * isz);
+        float *dxf = dp_alloc(sizeof(float) * B * isz);
         float *xf = dp_alloc(sizeof(float) * B * isz), *wf = dp_alloc(sizeof(float) * nth);
         float *uf = dp_alloc(sizeof(float) * B * osz), *yf = dp_alloc(sizeof(float) * B * osz);
         float *wkf = dp_alloc(sizeof(float) * nwk), *psf = dp_alloc(sizeof(float) * B * nth), *dwf = dp_alloc(sizeof(float) * nth);
@@ -525,6 +532,9 @@ static void test_conv_direct_f32(void) {
         for (size_t j = 0; j < nth; j++) wf[j] = (float)wd[j], wd[j] = wf[j];
         for (size_t j = 0; j < B * osz; j++) uf[j] = (float)ud[j], ud[j] = uf[j];
         double e[7] = {0};
+        dp__k_conv_bwd_input_f64(dxd, wkd, ud, wd, B, &g);
+        dp__k_conv_bwd_input_f32(dxf, wkf, uf, wf, B, &g);
+        for (size_t j = 0; j < B * isz; j++) e[6] = fmax(e[6], fabs(dxf[j] - dxd[j]) / (1 + fabs(dxd[j])));
         for (int v = 0; v < 3; v++) { /* bias; none; bias and tanh */
             dp__conv_geom gv = g;
             gv.tanh = v == 2;
@@ -545,12 +555,13 @@ static void test_conv_direct_f32(void) {
         }
         const double tol = 2e-6 * sqrt((double)(D > T * B ? D : T * B));
         int ok = 1;
-        for (int v = 0; v < 6; v++) ok &= e[v] < tol;
+        for (int v = 0; v < 7; v++) ok &= e[v] < tol;
         CHECK(ok);
         if (!ok)
-            fprintf(stderr, "conv f32 geometry %zu: forward %g, no bias %g, tanh %g, per-sample %g, dW %g, no db %g (tol %g)\n",
-                    q, e[0], e[1], e[2], e[3], e[4], e[5], tol);
-        dp_free(xd); dp_free(wd); dp_free(ud); dp_free(yd); dp_free(wkd); dp_free(psd); dp_free(dwd);
+            fprintf(stderr,
+                    "conv f32 geometry %zu: forward %g, no bias %g, tanh %g, per-sample %g, dW %g, no db %g, input %g (tol %g)\n",
+                    q, e[0], e[1], e[2], e[3], e[4], e[5], e[6], tol);
+        dp_free(xd); dp_free(wd); dp_free(ud); dp_free(yd); dp_free(wkd); dp_free(psd); dp_free(dwd); dp_free(dxd); dp_free(dxf);
         dp_free(xf); dp_free(wf); dp_free(uf); dp_free(yf); dp_free(wkf); dp_free(psf); dp_free(dwf);
     }
 }
@@ -1153,7 +1164,7 @@ int main(void) {
     }
     test_losses();
     test_f32_vs_f64();
-    test_conv_direct_f32();
+    test_conv_f32_paths();
     check_modes("flatten linear(16) relu linear(5)", 1, 4, 5, 9, 0.5, -1);
     test_conv_scratch();
     check_modes("conv2d(4,3,s1,p1) relu globalavgpool flatten linear(3)", 3, 48, 48, 3, 0.05, -1); /* no Grams */

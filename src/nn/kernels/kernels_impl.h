@@ -26,6 +26,9 @@
  * numbers: C = 0 + A B either way. */
 static void KN(gemm_into)(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const REAL *A, int lda,
                           const REAL *B, int ldb, REAL *C, int ldc) {
+#ifdef GEMM_SMALL /* float with AVX2: the small GEMMs without OpenBLAS's packing (kernels_f32.c) */
+    if (ta == CblasNoTrans && tb == CblasNoTrans && GEMM_SMALL(M, N, K, A, lda, B, ldb, C, ldc, 0)) return;
+#endif
     if (ldc == N) memset(C, 0, sizeof(REAL) * (size_t)M * (size_t)N);
     else
         for (int r = 0; r < M; r++) memset(C + (size_t)r * ldc, 0, sizeof(REAL) * (size_t)N);
@@ -325,6 +328,12 @@ void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const RE
 #pragma omp parallel if (nchunks > 1)
     {
         REAL *col = work + (size_t)dp__thread_num() * tw, *res = col + (size_t)nc * T * D;
+#ifdef GEMM_SMALL /* the weight transposed, wt[group][Dg, Cg], in the scratch's tail (>= Cout (Dg + 1) values) */
+        REAL *wt = res + (size_t)nc * T * Cout;
+        for (int u = 0; u < G; u++)
+            for (int c = 0; c < Cg; c++)
+                for (int j = 0; j < Dg; j++) wt[(size_t)u * Dg * Cg + (size_t)j * Cg + c] = w[((size_t)u * Cg + c) * Dg + j];
+#endif
 #pragma omp for schedule(static)
         for (int q = 0; q < nchunks; q++) {
             const int i0 = q * nc, n = B - i0 < nc ? B - i0 : nc;
@@ -334,9 +343,14 @@ void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const RE
                     for (int u = 0; u < G; u++)
                         KN(gram_small)((REAL *)g->gram_buf + ((size_t)(i0 + i) * G + u) * T * T,
                                        col + (size_t)i * T * D + (size_t)u * Dg, T, Dg, D);
-            for (int u = 0; u < G; u++)
+            for (int u = 0; u < G; u++) {
+#ifdef GEMM_SMALL
+                if (GEMM_SMALL(n * T, Cg, Dg, col + (size_t)u * Dg, D, wt + (size_t)u * Dg * Cg, Cg, res + (size_t)u * Cg, Cout, 0))
+                    continue;
+#endif
                 KN(gemm_into)(CblasNoTrans, CblasTrans, n * T, Cg, Dg, col + (size_t)u * Dg, D, w + (size_t)u * Cg * Dg, Dg,
                               res + (size_t)u * Cg, Cout);
+            }
             for (int i = 0; i < n; i++) {
                 REAL *oi = out + (size_t)(i0 + i) * Cout * T;
                 const REAL *ri = res + (size_t)i * T * Cout;
@@ -419,9 +433,15 @@ void KN(conv_bwd_param)(REAL *dw, REAL *db, REAL *work, const REAL *dout, const 
             for (int c = 0; c < Cout; c++)
                 for (int i = 0; i < m; i++)
                     memcpy(tr + ((size_t)c * m + i) * T, dout + ((size_t)(c0 + i) * Cout + c) * T, sizeof(REAL) * (size_t)T);
-            for (int u = 0; u < G; u++)
+            for (int u = 0; u < G; u++) {
+#ifdef GEMM_SMALL
+                if (GEMM_SMALL(Cg, Dg, m * T, tr + (size_t)u * Cg * m * T, m * T, col + (size_t)u * Dg, D, p + (size_t)u * Cg * Dg,
+                               Dg, 1))
+                    continue;
+#endif
                 GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, Dg, m * T, 1, tr + (size_t)u * Cg * m * T, m * T,
                      col + (size_t)u * Dg, D, 1, p + (size_t)u * Cg * Dg, Dg);
+            }
             if (db)
                 for (int c = 0; c < Cout; c++) p[(size_t)Cout * Dg + c] += (REAL)SUMD(tr + (size_t)c * m * T, (size_t)m * T);
         }
