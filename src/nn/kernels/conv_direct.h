@@ -1,10 +1,10 @@
 /* conv_direct.h (internal, included by kernels_f32.c where the build has AVX2 and FMA): direct
  * convolution for layers with few input channels, large kernels and short output rows (the
- * default CNN's first convolution: 1 x 28 x 28 input, 16 channels of 8 x 8 at stride 2, 14 x 14
- * outputs), where the im2col path (kernels_impl.h) spent more time unfolding the input, packing
- * it again inside OpenBLAS and transposing the result than multiplying: each unfolded value is
- * one multiply-add per output channel, and the GEMM's short dimension (16 channels) leaves
- * OpenBLAS's kernels half idle.
+ * default CNN's first convolution: 1 x 28 x 28 input, 16 channels of 8 x 8 at stride 2 with
+ * padding 2, 13 x 13 outputs), where the im2col path (kernels_impl.h) spent more time
+ * unfolding the input, packing it again inside OpenBLAS and transposing the result than
+ * multiplying: each unfolded value is one multiply-add per output channel, and the GEMM's
+ * short dimension (16 channels) leaves OpenBLAS's kernels half idle.
  *
  * - forward: one sample at a time, an output row (oy) and six output channels at a time in
  *   twelve vector accumulators: the row's Wo positions as two 8-wide vectors at columns 0 and
@@ -39,7 +39,7 @@ static inline size_t dp__cdir_scratch(const dp__conv_geom *g) {
     dp__cdir_extents(g, &Hp, &Wp, &Wq);
     const size_t D = (size_t)g->Cin * g->k * g->k, T = (size_t)g->Ho * g->Wo;
     const size_t f = (size_t)g->Cin * g->s * Hp * Wq + D * g->Cout + D; /* phases, wt, off */
-    const size_t b = (size_t)g->Cin * Hp * Wp + T;                       /* padded input, offsets */
+    const size_t b = (size_t)g->Cin * Hp * Wp + T;                      /* padded input, offsets */
     return f > b ? f : b;
 }
 /* the geometries of the direct path: one group, no dilation, kernel at most 8 wide, stride 1 or
@@ -136,12 +136,23 @@ static void dp__conv_direct_fwd(float *restrict out, float *restrict scr, const 
             int c0 = 0;
             for (; c0 + DP__CDIR_NC <= Cout; c0 += DP__CDIR_NC) dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 6);
             switch (Cout - c0) {
-            case 5: dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 5); break;
-            case 4: dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 4); break;
-            case 3: dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 3); break;
-            case 2: dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 2); break;
-            case 1: dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 1); break;
-            default: break;
+            case 5:
+                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 5);
+                break;
+            case 4:
+                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 4);
+                break;
+            case 3:
+                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 3);
+                break;
+            case 2:
+                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 2);
+                break;
+            case 1:
+                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 1);
+                break;
+            default:
+                break;
             }
         }
         if (g->tanh) {
@@ -158,11 +169,9 @@ static inline __m256i dp__cdir_mask(int k) {
 /* dw[c0 .. c0 + NC][ci][ky0, ky0 + 1][0 .. k) (=, or += with add) of one sample from its output
  * gradient gout[Cout, T] and padded input rows row (= ky0's row of channel ci): one loop over the
  * T positions, position t reading row + poff[t] and the next row */
-static inline __attribute__((always_inline)) void dp__cdir_wgrad_block(float *restrict dw, int add,
-                                                                       const float *restrict gout,
-                                                                       const float *restrict row,
-                                                                       const int *restrict poff, const dp__conv_geom *g,
-                                                                       int Wp, int ci, int ky0, int c0, const int NC) {
+static inline __attribute__((always_inline)) void
+dp__cdir_wgrad_block(float *restrict dw, int add, const float *restrict gout, const float *restrict row,
+                     const int *restrict poff, const dp__conv_geom *g, int Wp, int ci, int ky0, int c0, const int NC) {
     const int k = g->k, D = g->Cin * k * k, T = g->Ho * g->Wo, two = ky0 + 1 < k;
     __m256 a0[DP__CDIR_NC], a1[DP__CDIR_NC];
     for (int j = 0; j < NC; j++) a0[j] = a1[j] = _mm256_setzero_ps();
@@ -205,16 +214,27 @@ static void dp__conv_direct_wgrad(float *restrict dw, int add, float *restrict s
             for (; c0 + DP__CDIR_NC <= Cout; c0 += DP__CDIR_NC)
                 dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 6);
             switch (Cout - c0) {
-            case 5: dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 5); break;
-            case 4: dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 4); break;
-            case 3: dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 3); break;
-            case 2: dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 2); break;
-            case 1: dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 1); break;
-            default: break;
+            case 5:
+                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 5);
+                break;
+            case 4:
+                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 4);
+                break;
+            case 3:
+                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 3);
+                break;
+            case 2:
+                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 2);
+                break;
+            case 1:
+                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 1);
+                break;
+            default:
+                break;
             }
         }
 }
-#define CONV_DIRECT_OK dp__conv_direct_ok
-#define CONV_DIRECT_FWD dp__conv_direct_fwd
+#define CONV_DIRECT_OK    dp__conv_direct_ok
+#define CONV_DIRECT_FWD   dp__conv_direct_fwd
 #define CONV_DIRECT_WGRAD dp__conv_direct_wgrad
 #endif
