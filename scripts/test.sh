@@ -5,7 +5,9 @@
 #      prefix with the example compiled against it through pkg-config (scripts/check-install.sh),
 #      and the Python package's tests (pytest, tests/python/) against build/'s library and CLI;
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/, ctest there (with
-#      LeakSanitizer on), and the example program again under the sanitizers.
+#      LeakSanitizer on), and the example program again under the sanitizers; where the CPU has
+#      AVX2 and FMA, a second sanitizer build (build-asan-v3/) with them for the kernel and
+#      engine tests.
 # Every step runs even if an earlier one failed (a build failure skips only its own tests),
 # so one run reports everything; the exit status is non-zero if anything failed. The last
 # line is "test.sh: N passed, N failed" (ctest cases plus the example runs).
@@ -28,12 +30,13 @@ failed=0
 failures=()
 fail() { failed=$((failed + 1)); failures+=("$1"); echo "test.sh: FAILED: $1" >&2; }
 
-# run_ctest NAME DIR: runs ctest in DIR, adds its counts to passed/failed, prints the wall time.
+# run_ctest NAME DIR [ARGS...]: runs ctest in DIR (with ARGS), adds its counts to passed/failed,
+# prints the wall time.
 run_ctest() {
     local name=$1 dir=$2 log t0 t1 rc summary total nfail
     log=$(mktemp)
     t0=$EPOCHREALTIME
-    (cd "$dir" && ctest --output-on-failure --no-tests=error "${CTEST_EXTRA[@]}") 2>&1 | tee "$log"
+    (cd "$dir" && ctest --output-on-failure --no-tests=error "${CTEST_EXTRA[@]}" "${@:3}") 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     t1=$EPOCHREALTIME
     # "100% tests passed, 0 tests failed out of 5"
@@ -118,6 +121,22 @@ if [[ "${SKIP_ASAN:-0}" != 1 ]]; then
         run_example "example_train_private (ASan)" build-asan/example_train_private
     else
         fail "ASan build"
+    fi
+    # The build above has no -march, so it runs the portable loops; the AVX2 code (the noise's
+    # vector paths, the Gram and small-GEMM kernels, the direct convolution, scatter) runs in
+    # the Release build only, without sanitizers. Where this machine has AVX2 and FMA (the
+    # Release configure found x86-64-v3), the tests of those kernels and of the engine run once
+    # more under the sanitizers with them compiled in.
+    if grep -q '^DP_HAVE_X86_64_V3:INTERNAL=1' build/CMakeCache.txt 2>/dev/null; then
+        echo "==> ASan+UBSan build with AVX2 (build-asan-v3/): kernel and engine tests"
+        v3_tests=(test_nn test_privacy test_scatter test_seq_kernels test_tensor_kernels test_train test_reference)
+        if cmake -S . -B build-asan-v3 -DCMAKE_BUILD_TYPE=Debug -DDP_SANITIZE=ON \
+                 "-DCMAKE_C_FLAGS_DEBUG=-O1 -g -fno-omit-frame-pointer -march=x86-64-v3" >/dev/null &&
+           cmake --build build-asan-v3 -j "$JOBS" --target "${v3_tests[@]}"; then
+            run_ctest "ASan AVX2" build-asan-v3 -R "^($(IFS='|'; echo "${v3_tests[*]}"))\$"
+        else
+            fail "ASan AVX2 build"
+        fi
     fi
 fi
 
