@@ -513,10 +513,33 @@ static void test_conv_f32_paths(void) {
         {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 0, 0, NULL}, /* the default CNN's second */
         {4, 7, 7, 16, 2, 1, 0, 0, 1, 2, 6, 6, 0, 0, NULL},
         {8, 6, 6, 40, 3, 1, 1, 1, 1, 1, 6, 6, 0, 0, NULL},
+        /* more of the direct path (the review's list): one output row and an odd k (the spare
+         * row), Wo = 9, 11, 15, Cout % 6 = 2 and 3, even k at stride 1 and 2, k = 7, padding
+         * beyond the kernel (whole windows of zeros) */
+        {2, 3, 11, 8, 3, 1, 0, 0, 1, 1, 1, 9, 0, 0, NULL},
+        {1, 10, 24, 9, 4, 2, 0, 1, 1, 1, 4, 11, 0, 0, NULL},
+        {3, 8, 18, 14, 6, 1, 1, 1, 1, 1, 5, 15, 0, 0, NULL},
+        {1, 6, 12, 7, 2, 2, 3, 3, 1, 1, 6, 8, 0, 0, NULL},
+        {2, 15, 15, 12, 7, 2, 3, 3, 1, 1, 8, 8, 0, 0, NULL},
+        /* more small GEMMs: 24- and 16-column panels; a patch of 576 (OpenBLAS for the input
+         * gradient and, with many positions a chunk, the weight gradient) */
+        {8, 8, 8, 24, 3, 1, 0, 0, 1, 1, 6, 6, 0, 0, NULL},
+        {4, 6, 6, 16, 2, 1, 0, 0, 1, 1, 5, 5, 0, 0, NULL},
+        {36, 5, 5, 8, 4, 1, 0, 0, 1, 1, 2, 2, 0, 0, NULL},
     };
-    const int Bs[] = {5, 3, 1, 7, 3, 2, 9, 4, 5};
+    const int Bs[] = {5, 3, 1, 7, 3, 2, 9, 4, 5, 3, 4, 2, 5, 3, 6, 3, 20};
+    /* which take the direct path where the build has it (the test would otherwise check the
+     * im2col path twice without noticing) */
+    const int direct[] = {1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0};
+#if defined(__AVX2__) && defined(__FMA__)
+    const int have_direct = 1;
+#else
+    const int have_direct = 0;
+#endif
+    CHECK(sizeof Bs / sizeof Bs[0] == sizeof gs / sizeof gs[0] && sizeof direct == sizeof Bs);
     for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {
         const dp__conv_geom g = gs[q];
+        CHECK(dp__k_conv_direct_f32(&g) == (have_direct && direct[q]));
         const int B = Bs[q], T = g.Ho * g.Wo, D = g.Cin * g.k * g.k / g.G;
         const size_t isz = (size_t)g.Cin * g.H * g.W, osz = (size_t)g.Cout * T, nw = (size_t)g.Cout * D,
                      nth = nw + g.Cout, nwk = dp__conv_work(&g, dp__max_threads());

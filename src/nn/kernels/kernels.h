@@ -22,6 +22,8 @@ typedef struct {
      * (the engine: dp_model_forward in a private step, engine.c) */
     void *gram_buf;
 } dp__conv_geom;
+/* whether conv2d's float kernels run the direct path for g (AVX2 builds; kernels_f32.c) */
+int dp__k_conv_direct_f32(const dp__conv_geom *g);
 /* the largest T whose Grams the forward makes (the ghost norm's small-Gram path) */
 #define DP__GRAM_FWD_T 32
 /* Samples a thread unfolds at a time (kernels_impl.h, Conv2d): about 32k values (128 KB) of

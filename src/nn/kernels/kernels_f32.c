@@ -192,6 +192,16 @@ static int dp__sgemm_small(int M, int N, int K, const float *A, int lda, const f
 #include "nn/kernels/kernels_seq_impl.h"
 #include "nn/kernels/kernels_tensor_impl.h"
 
+/* whether conv2d's float kernels take the direct path for geometry g (conv_direct.h; tests) */
+int dp__k_conv_direct_f32(const dp__conv_geom *g) {
+#ifdef CONV_DIRECT_OK
+    return CONV_DIRECT_OK(g, dp__conv_thread_work(g));
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
 int dp__thread_num(void) { return omp_get_thread_num(); }
 int dp__max_threads(void) { return omp_get_max_threads(); }
 int dp__num_threads(void) { return omp_get_num_threads(); }
