@@ -50,6 +50,29 @@ static inline int dp__conv_direct_ok(const dp__conv_geom *g, size_t tw) {
            g->Ho >= 1 && g->Cin >= 1 && g->Cin <= 4 && g->Cout >= 1 && dp__cdir_scratch(g) <= tw;
 }
 
+/* the last block of n < 6 channels, with the block function BLOCK(NC) for a constant NC (so that
+ * its accumulators stay in registers) */
+#define DP__CDIR_TAIL(n, BLOCK)                                                                                        \
+    switch (n) {                                                                                                       \
+    case 5:                                                                                                            \
+        BLOCK(5);                                                                                                      \
+        break;                                                                                                         \
+    case 4:                                                                                                            \
+        BLOCK(4);                                                                                                      \
+        break;                                                                                                         \
+    case 3:                                                                                                            \
+        BLOCK(3);                                                                                                      \
+        break;                                                                                                         \
+    case 2:                                                                                                            \
+        BLOCK(2);                                                                                                      \
+        break;                                                                                                         \
+    case 1:                                                                                                            \
+        BLOCK(1);                                                                                                      \
+        break;                                                                                                         \
+    default:                                                                                                           \
+        break;                                                                                                         \
+    }
+
 /* the first and one past the last j with 0 <= s j + p - pl < W: the phase's columns that hold input */
 static inline void dp__cdir_cols(const dp__conv_geom *g, int p, int n, int *lo, int *hi) {
     const int s = g->s;
@@ -135,25 +158,9 @@ static void dp__conv_direct_fwd(float *restrict out, float *restrict scr, const 
             const float *row = ph + (size_t)s * oy * Wq;
             int c0 = 0;
             for (; c0 + DP__CDIR_NC <= Cout; c0 += DP__CDIR_NC) dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 6);
-            switch (Cout - c0) {
-            case 5:
-                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 5);
-                break;
-            case 4:
-                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 4);
-                break;
-            case 3:
-                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 3);
-                break;
-            case 2:
-                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 2);
-                break;
-            case 1:
-                dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, 1);
-                break;
-            default:
-                break;
-            }
+#define DP__CDIR_FWD(NC) dp__cdir_fwd_block(oi, row, off, wt, b, g, oy, c0, NC)
+            DP__CDIR_TAIL(Cout - c0, DP__CDIR_FWD)
+#undef DP__CDIR_FWD
         }
         if (g->tanh) {
             _Pragma("omp simd") for (size_t j = 0; j < (size_t)Cout * T; j++) oi[j] = dp__tanhf(oi[j]);
@@ -213,27 +220,12 @@ static void dp__conv_direct_wgrad(float *restrict dw, int add, float *restrict s
             int c0 = 0;
             for (; c0 + DP__CDIR_NC <= Cout; c0 += DP__CDIR_NC)
                 dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 6);
-            switch (Cout - c0) {
-            case 5:
-                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 5);
-                break;
-            case 4:
-                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 4);
-                break;
-            case 3:
-                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 3);
-                break;
-            case 2:
-                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 2);
-                break;
-            case 1:
-                dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, 1);
-                break;
-            default:
-                break;
-            }
+#define DP__CDIR_WGRAD(NC) dp__cdir_wgrad_block(dw, add, gout, row, poff, g, Wp, ci, ky0, c0, NC)
+            DP__CDIR_TAIL(Cout - c0, DP__CDIR_WGRAD)
+#undef DP__CDIR_WGRAD
         }
 }
+#undef DP__CDIR_TAIL
 #define CONV_DIRECT_OK    dp__conv_direct_ok
 #define CONV_DIRECT_FWD   dp__conv_direct_fwd
 #define CONV_DIRECT_WGRAD dp__conv_direct_wgrad
