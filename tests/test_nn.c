@@ -1,6 +1,8 @@
 /* test_nn.c: every layer's backward, per-sample gradient and ghost norm against central
  * finite differences in double precision (the same kernel source compiled for double), and
  * the clipping modes against the microbatch reference (one sample at a time). */
+#include <omp.h>
+
 #include "nn/graph.h"
 #include "nn/kernels/kernels.h"
 #include "test.h"
@@ -1044,6 +1046,35 @@ static void test_forward_grams(void) {
     dp_model_destroy(m);
 }
 
+/* The work buffer holds a share per running thread: a model run with one thread and then with
+ * more (omp_set_num_threads between calls, as the Python package's threads= does) gets its
+ * buffers made again, instead of the extra threads writing past it (which ASan reported here
+ * before: conv_fwd's second thread at work + tw). The outputs agree. */
+static void test_threads_grow(void) {
+    const int nt0 = omp_get_max_threads(), nt1 = nt0 > 1 ? nt0 : 2, B = 6;
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create_named("cnn", 1, 28, 28, 10, &m));
+    if (!m) return;
+    dp_model_init(m, &R);
+    const size_t dim = dp_model_input_size(m), K = (size_t)dp_model_output_size(m);
+    float *x = dp_alloc(sizeof(float) * dim * B), *z1 = dp_alloc(sizeof(float) * K * B);
+    for (size_t j = 0; j < dim * B; j++) x[j] = (float)dp_rng_normal(&R);
+    const float *z = NULL;
+    omp_set_num_threads(1);
+    CHECK_OK(dp_model_forward(m, x, B, 0, NULL, &z));
+    if (z) memcpy(z1, z, sizeof(float) * K * B);
+    omp_set_num_threads(nt1);
+    CHECK_OK(dp_model_forward(m, x, B, 0, NULL, &z));
+    CHECK(m->work_threads >= nt1);
+    double worst = 0;
+    for (size_t j = 0; z && j < K * B; j++) worst = fmax(worst, fabs((double)z[j] - z1[j]));
+    CHECK(z && worst < 1e-5);
+    omp_set_num_threads(nt0);
+    dp_free(x);
+    dp_free(z1);
+    dp_model_destroy(m);
+}
+
 static void test_nonfinite_sample(void) {
     dp_model *m = NULL;
     CHECK_OK(dp_model_create("linear(4) tanh linear(3)", 1, 1, 5, &m));
@@ -1146,6 +1177,7 @@ int main(void) {
     test_conv_tanh_fusion();
     test_auto_estimate();
     test_forward_grams();
+    test_threads_grow();
     test_flatten_view();
     test_conv_chunks(11, 1, 28, 16, 8, 2, 3, 1);  /* the default CNN's layers: 2 samples a chunk */
     test_conv_chunks(23, 16, 13, 32, 4, 2, 0, 1); /* 4 a chunk */

@@ -106,6 +106,7 @@ struct dp_model {
     unsigned char *gw; /* [n] gradient slot written in this backward */
     float *work;      /* scratch for conv, ghost norms, attention */
     size_t work_floats;
+    int work_threads; /* the OpenMP threads work has room for (a share each) */
     double *sq, *sq1; /* [cap] */
     void *scratch;    /* a DP step's large block (bk/auto's kept tensors, vanilla's per-sample
                        * gradients), kept between steps so that it is not faulted in anew */

@@ -67,6 +67,7 @@ void dp__free_buffers(dp_model *m) {
     m->kvalid = NULL;
     m->alloc_nf = m->alloc_ng = 0;
     m->cap = 0;
+    m->work_threads = 0;
     m->stale = 0;
 }
 
@@ -257,7 +258,10 @@ size_t dp__buffer_bytes(const dp_model *m, int B, size_t nt) {
 
 dp_status dp__ensure_capacity(dp_model *m, int B) {
     dp__plan_current(m);
-    if (m->stale) dp__free_buffers(m);
+    /* the kernels give each running thread its share of work: more threads than it was sized
+     * for (omp_set_num_threads between calls, as the Python package's threads= does) would
+     * write past it, so the buffers are made again */
+    if (m->stale || (m->cap && dp__max_threads() > m->work_threads)) dp__free_buffers(m);
     if (B <= m->cap) return DP_OK;
     dp__free_buffers(m);
     const size_t nc = (size_t)B, nt = (size_t)dp__max_threads();
@@ -297,6 +301,7 @@ dp_status dp__ensure_capacity(dp_model *m, int B) {
     if (m->accsz && !(m->gacc = dp_alloc(sizeof(float) * nc * m->accsz))) return DP_ERR_NOMEM;
     m->work = work ? dp_alloc(sizeof(float) * work) : NULL;
     m->work_floats = work;
+    m->work_threads = (int)nt;
     m->sq = dp_alloc(sizeof(double) * nc);
     m->sq1 = dp_alloc(sizeof(double) * nc);
     if ((work && !m->work) || !m->sq || !m->sq1) return DP_ERR_NOMEM;
