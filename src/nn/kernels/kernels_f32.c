@@ -158,8 +158,8 @@ static inline __attribute__((always_inline)) void dp__sgemm_block(float *restric
 /* C[M, N] (=, or += with add) A[M, K] B[K, N], all row-major, for the convolutions' small GEMMs
  * (a chunk of samples: M = a few hundred positions, N and K the channels or the patch), where
  * OpenBLAS's packing of both operands at every call cost more than the product (the default
- * CNN's second convolution: 65-70% of one core's FMA rate in OpenBLAS, 94-98% here, timed on a
- * Zen 3 one chunk after another). Blocks of 3 rows by 32 columns in twelve accumulators, B read
+ * CNN's second convolution ran closer to the core's FMA rate this way, timed on a Zen 3 one
+ * chunk after another). Blocks of 3 rows by 32 columns in twelve accumulators, B read
  * in place (no packing: it must fit the second-level cache, K N <= 32768 floats), N a
  * multiple of 8. Returns 0, having done nothing, for any other shape (the caller's GEMM then). */
 static int dp__sgemm_small(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc,
