@@ -162,9 +162,12 @@ static inline __attribute__((always_inline)) void dp__sgemm_block(float *restric
  * chunk after another). Blocks of 3 rows by 32 columns in twelve accumulators, B read
  * in place (no packing: it must fit the second-level cache, K N <= 32768 floats), N a
  * multiple of 8. Returns 0, having done nothing, for any other shape (the caller's GEMM then). */
+static inline int dp__sgemm_small_ok(int N, int K) {
+    return K >= 1 && N >= 8 && N % 8 == 0 && N <= 512 && (long)K * N <= 32768;
+}
 static int dp__sgemm_small(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc,
                            int add) {
-    if (M < 1 || K < 1 || N < 8 || N % 8 != 0 || N > 512 || (long)K * N > 32768) return 0;
+    if (M < 1 || !dp__sgemm_small_ok(N, K)) return 0;
     for (int j = 0; j < N; j += 32) {
         const int nv = N - j >= 32 ? 4 : (N - j) / 8;
         const float *Bb = B + j;
@@ -184,6 +187,7 @@ static int dp__sgemm_small(int M, int N, int K, const float *A, int lda, const f
 }
 #undef DP__SGEMM_ROWS
 #define GEMM_SMALL dp__sgemm_small
+#define GEMM_SMALL_OK dp__sgemm_small_ok /* whether it takes N columns and inner length K */
 #include "nn/kernels/conv_direct.h"
 #endif
 #define ERF erff

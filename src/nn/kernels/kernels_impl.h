@@ -325,14 +325,19 @@ void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const RE
         return;
     }
 #endif
+#ifdef GEMM_SMALL
+    const int small = GEMM_SMALL_OK(Cg, Dg); /* the chunk GEMM's N and K */
+#endif
 #pragma omp parallel if (nchunks > 1)
     {
         REAL *col = work + (size_t)dp__thread_num() * tw, *res = col + (size_t)nc * T * D;
 #ifdef GEMM_SMALL /* the weight transposed, wt[group][Dg, Cg], in the scratch's tail (>= Cout (Dg + 1) values) */
         REAL *wt = res + (size_t)nc * T * Cout;
-        for (int u = 0; u < G; u++)
-            for (int c = 0; c < Cg; c++)
-                for (int j = 0; j < Dg; j++) wt[(size_t)u * Dg * Cg + (size_t)j * Cg + c] = w[((size_t)u * Cg + c) * Dg + j];
+        if (small)
+            for (int u = 0; u < G; u++)
+                for (int c = 0; c < Cg; c++)
+                    for (int j = 0; j < Dg; j++)
+                        wt[(size_t)u * Dg * Cg + (size_t)j * Cg + c] = w[((size_t)u * Cg + c) * Dg + j];
 #endif
 #pragma omp for schedule(static)
         for (int q = 0; q < nchunks; q++) {
@@ -345,7 +350,8 @@ void KN(conv_fwd)(REAL *out, REAL *work, const REAL *in, const REAL *w, const RE
                                        col + (size_t)i * T * D + (size_t)u * Dg, T, Dg, D);
             for (int u = 0; u < G; u++) {
 #ifdef GEMM_SMALL
-                if (GEMM_SMALL(n * T, Cg, Dg, col + (size_t)u * Dg, D, wt + (size_t)u * Dg * Cg, Cg, res + (size_t)u * Cg, Cout, 0))
+                if (small &&
+                    GEMM_SMALL(n * T, Cg, Dg, col + (size_t)u * Dg, D, wt + (size_t)u * Dg * Cg, Cg, res + (size_t)u * Cg, Cout, 0))
                     continue;
 #endif
                 KN(gemm_into)(CblasNoTrans, CblasTrans, n * T, Cg, Dg, col + (size_t)u * Dg, D, w + (size_t)u * Cg * Dg, Dg,
@@ -463,6 +469,9 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
     const dp__conv_dims z = dp__conv_sizes(g);
     const int T = z.T, D = z.D, G = g->G, Dg = z.Dg, Cout = g->Cout, Cg = z.Cg;
     const size_t isz = z.isz, tw = z.tw;
+#ifdef CONV_DIRECT_OK
+    const int direct = CONV_DIRECT_OK(g, tw);
+#endif
 #pragma omp parallel if (B > 1)
     {
         REAL *col = work + (size_t)dp__thread_num() * tw;
@@ -471,7 +480,7 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
             REAL *gr = ps + (size_t)i * stride;
             const REAL *gi = dout + (size_t)i * Cout * T;
 #ifdef CONV_DIRECT_OK
-            if (CONV_DIRECT_OK(g, tw))
+            if (direct)
                 CONV_DIRECT_WGRAD(gr, 0, col, gi, in + (size_t)i * isz, g); /* conv_direct.h */
             else
 #endif
