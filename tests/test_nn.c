@@ -593,9 +593,10 @@ static void test_conv_f32_paths(void) {
 }
 
 /* The float ghost norms of convolutions with small Grams (T <= 32: with AVX2 their upper
- * triangle by blocks of 3 x 4 rows, kernels_f32.c) against the double kernels' (GEMM): the
- * default CNN's second convolution, a patch length with a tail (D = 27, not a multiple of 8),
- * groups (Dg = 18), T = 1..32 with partial blocks, and bias. */
+ * triangle by blocks of 3 x 4 rows and the contraction with the output gradient by the small
+ * GEMM, kernels_f32.c) against the double kernels' (GEMM): the default CNN's second
+ * convolution, a patch length with a tail (D = 27, not a multiple of 8), groups (Dg = 18),
+ * T = 1..32 with partial blocks, and bias. */
 static void test_ghost_f32(void) {
     const dp__conv_geom gs[] = {
         {16, 12, 12, 32, 4, 2, 0, 0, 1, 1, 5, 5, 1, 0, NULL},
@@ -605,6 +606,16 @@ static void test_ghost_f32(void) {
         {5, 3, 3, 4, 3, 1, 0, 0, 1, 1, 1, 1, 1, 0, NULL},  /* T = 1 */
         {8, 5, 5, 4, 2, 1, 0, 0, 1, 1, 4, 4, 1, 0, NULL},  /* T = 16, D = 32 */
         {1, 9, 9, 3, 3, 2, 1, 1, 1, 1, 5, 5, 1, 0, NULL},  /* padded, D = 9 */
+        /* T % 4 (the Gram's partial column block) and T % 3 (its partial row block) in every
+         * combination, and output channels that leave a partial chunk of DP__GHOST_ROWS */
+        {3, 2, 3, 4, 2, 1, 0, 0, 1, 1, 1, 2, 1, 0, NULL},  /* T = 2 */
+        {2, 2, 4, 7, 2, 1, 0, 0, 1, 1, 1, 3, 1, 0, NULL},  /* T = 3, D = 8 */
+        {5, 3, 4, 6, 2, 1, 0, 0, 1, 1, 2, 3, 1, 0, NULL},  /* T = 6 */
+        {3, 2, 8, 9, 2, 1, 0, 0, 1, 1, 1, 7, 1, 0, NULL},  /* T = 7 */
+        {4, 3, 8, 13, 2, 1, 0, 0, 1, 1, 2, 7, 1, 0, NULL}, /* T = 14, 13 channels */
+        {6, 6, 7, 25, 2, 1, 0, 0, 1, 1, 5, 6, 1, 0, NULL}, /* T = 30, 25 channels */
+        {3, 5, 9, 13, 2, 1, 0, 0, 1, 1, 4, 8, 1, 0, NULL}, /* T = 32 */
+        {3, 4, 5, 26, 2, 1, 0, 0, 1, 1, 3, 4, 1, 0, NULL}, /* T = 12 */
     };
     const int B = 6;
     for (size_t q = 0; q < sizeof gs / sizeof gs[0]; q++) {

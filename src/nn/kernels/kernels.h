@@ -11,7 +11,7 @@ int dp__num_threads(void);
 /* A convolution's geometry: Cin x H x W input, Cout output channels, k x k kernel with taps d
  * apart (dilation), stride s, padding pt above and pl to the left, G groups, Ho x Wo output;
  * grams: whether its norms may be ghost norms (their two T x T Grams need room in the thread
- * scratch: 2 T^2 values, a gigabyte a thread for a 3x3 convolution on 128 x 128 images, which
+ * scratch: about 2 T^2 values, a gigabyte a thread for a 3x3 convolution on 128 x 128 images, which
  * the engine gives only to layers whose norm method can be ghost). */
 typedef struct {
     int Cin, H, W, Cout, k, s, pt, pl, d, G, Ho, Wo, grams;
@@ -43,11 +43,15 @@ static inline int dp__conv_chunk(const dp__conv_geom *g) {
     if (n < nmin) n = nmin;
     return n < 1 ? 1 : (int)n;
 }
+/* The ghost norm's scratch after A A^T (T x T) in a thread's share: G G^T (T x T), or for T <=
+ * DP__GRAM_FWD_T the float contraction's padded triangle, T rows of T rounded up to 8 */
+static inline size_t dp__ghost_scratch(size_t T) { return T <= DP__GRAM_FWD_T ? T * ((T + 7) & ~(size_t)7) : T * T; }
 /* one thread's scratch (in REALs) in the convolution kernels: a chunk's unfolding and GEMM
- * operand, then the partial weight gradient or (g->grams) the two T x T Grams of a ghost norm */
+ * operand, then the partial weight gradient or (g->grams) a ghost norm's Gram A A^T and its
+ * scratch (dp__ghost_scratch) */
 static inline size_t dp__conv_thread_work(const dp__conv_geom *g) {
     const size_t T = (size_t)g->Ho * g->Wo, D = (size_t)g->Cin * g->k * g->k, Dg = D / (size_t)g->G;
-    size_t extra = g->grams ? 2 * T * T : 0;
+    size_t extra = g->grams ? T * T + dp__ghost_scratch(T) : 0;
     if ((size_t)g->Cout * (Dg + 1) > extra) extra = (size_t)g->Cout * (Dg + 1);
     return (size_t)dp__conv_chunk(g) * T * (D + (size_t)g->Cout) + extra;
 }

@@ -80,51 +80,74 @@ static inline float dp__hsum8(__m256 v) {
     sh = _mm_movehl_ps(sh, lo);
     return _mm_cvtss_f32(_mm_add_ss(lo, sh));
 }
-/* The upper triangle of a ghost norm's Gram A A^T (A: T rows of D values, ld apart) into
- * aa[T x T], for the small T where OpenBLAS's SYRK lost to its full GEMM (conv_ghost_sq): in
- * blocks of 3 rows by 4 (twelve vector accumulators in registers), only the blocks that reach
- * the upper triangle, so about 60% of the GEMM's products for the default CNN's second
- * convolution (T = 25, D = 256). Entries below the diagonal are not all written; the caller
- * reads the upper triangle only. */
-static void dp__gram_upper_f32(float *restrict aa, const float *restrict A, int T, int D, int ld) {
-    const int D8 = D & ~7;
-    for (int t0 = 0; t0 < T; t0 += 3)
-        for (int u0 = t0 & ~3; u0 < T; u0 += 4) {
-            const int nt = T - t0 < 3 ? T - t0 : 3, nu = T - u0 < 4 ? T - u0 : 4;
-            if (nt == 3 && nu == 4) {
-                __m256 c[3][4];
-                for (int a = 0; a < 3; a++)
-                    for (int b = 0; b < 4; b++) c[a][b] = _mm256_setzero_ps();
-                const float *x0 = A + (size_t)t0 * ld, *x1 = x0 + ld, *x2 = x1 + ld, *y0 = A + (size_t)u0 * ld;
-                for (int j = 0; j < D8; j += 8) {
-                    const __m256 p0 = _mm256_loadu_ps(x0 + j), p1 = _mm256_loadu_ps(x1 + j), p2 = _mm256_loadu_ps(x2 + j);
-                    for (int b = 0; b < 4; b++) {
-                        const __m256 y = _mm256_loadu_ps(y0 + (size_t)b * ld + j);
-                        c[0][b] = _mm256_fmadd_ps(p0, y, c[0][b]);
-                        c[1][b] = _mm256_fmadd_ps(p1, y, c[1][b]);
-                        c[2][b] = _mm256_fmadd_ps(p2, y, c[2][b]);
-                    }
-                }
-                for (int a = 0; a < 3; a++)
-                    for (int b = 0; b < 4; b++) {
-                        const float *x = A + (size_t)(t0 + a) * ld, *y = A + (size_t)(u0 + b) * ld;
-                        float s = dp__hsum8(c[a][b]);
-                        for (int j = D8; j < D; j++) s += x[j] * y[j];
-                        aa[(size_t)(t0 + a) * T + u0 + b] = s;
-                    }
-                continue;
-            }
-            for (int a = 0; a < nt; a++)
-                for (int b = 0; b < nu; b++) {
-                    const float *x = A + (size_t)(t0 + a) * ld, *y = A + (size_t)(u0 + b) * ld;
-                    __m256 cv = _mm256_setzero_ps();
-                    for (int j = 0; j < D8; j += 8) cv = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j), cv);
-                    float s = dp__hsum8(cv);
-                    for (int j = D8; j < D; j++) s += x[j] * y[j];
-                    aa[(size_t)(t0 + a) * T + u0 + b] = s;
-                }
-        }
+/* The four sums of c0..c3's lanes, in order */
+static inline __m128 dp__hsum8x4(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0, c1), _mm256_hadd_ps(c2, c3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
+/* A block of gram_upper: rows t0.. (NT of them) times rows u0.. (NU), dot products over D
+ * values in NT x NU vector accumulators (NT, NU constants after inlining), the last D % 8
+ * values by masked loads; a row of four stored at once. */
+static inline __attribute__((always_inline)) void dp__gram_block(float *restrict aa, const float *restrict A, int T, int D,
+                                                                 int ld, int t0, int u0, const int NT, const int NU) {
+    static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    const int D8 = D & ~7;
+    const __m256i tail = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (D - D8)));
+    const float *x = A + (size_t)t0 * ld, *y = A + (size_t)u0 * ld;
+    __m256 c[3][4];
+    for (int a = 0; a < NT; a++)
+        for (int b = 0; b < NU; b++) c[a][b] = _mm256_setzero_ps();
+#define DP__GRAM_STEP(LOAD)                                                                                 \
+    {                                                                                                       \
+        __m256 p[3];                                                                                        \
+        for (int a = 0; a < NT; a++) p[a] = LOAD(x + (size_t)a * ld + j);                                   \
+        for (int b = 0; b < NU; b++) {                                                                      \
+            const __m256 q = LOAD(y + (size_t)b * ld + j);                                                  \
+            for (int a = 0; a < NT; a++) c[a][b] = _mm256_fmadd_ps(p[a], q, c[a][b]);                       \
+        }                                                                                                   \
+    }
+#define DP__GRAM_TAIL(ptr) _mm256_maskload_ps(ptr, tail)
+    int j = 0;
+    for (; j < D8; j += 8) DP__GRAM_STEP(_mm256_loadu_ps)
+    if (j < D) DP__GRAM_STEP(DP__GRAM_TAIL)
+#undef DP__GRAM_STEP
+#undef DP__GRAM_TAIL
+    for (int a = 0; a < NT; a++) {
+        float *r = aa + (size_t)(t0 + a) * T + u0;
+        if (NU == 4) _mm_storeu_ps(r, dp__hsum8x4(c[a][0], c[a][1], c[a][2], c[a][3]));
+        else
+            for (int b = 0; b < NU; b++) r[b] = dp__hsum8(c[a][b]);
+    }
+}
+/* The upper triangle of a ghost norm's Gram A A^T (A: T rows of D values, ld apart) into
+ * aa[T x T], for T <= DP__GRAM_FWD_T, where OpenBLAS's SYRK lost to its full GEMM (conv_ghost_sq):
+ * in blocks of 3 rows by 4 (twelve vector accumulators in registers), rows grouped from the
+ * top and columns from the right, so that the partial blocks are the T % 4 leftmost columns
+ * (which only the first rows reach in the upper triangle) and the T % 3 last rows; only the
+ * blocks that reach the upper triangle. Entries below the diagonal are not all written; the
+ * caller reads the upper triangle only. */
+#define DP__GRAM_COLS(NT)                                                                                  \
+    if (t0 < r) switch (r) {                                                                               \
+    case 3: dp__gram_block(aa, A, T, D, ld, t0, 0, NT, 3); break;                                          \
+    case 2: dp__gram_block(aa, A, T, D, ld, t0, 0, NT, 2); break;                                          \
+    case 1: dp__gram_block(aa, A, T, D, ld, t0, 0, NT, 1); break;                                          \
+    default: break;                                                                                        \
+    }                                                                                                      \
+    for (int u0 = r; u0 < T; u0 += 4)                                                                      \
+        if (u0 + 3 >= t0) dp__gram_block(aa, A, T, D, ld, t0, u0, NT, 4);
+static void dp__gram_upper_f32(float *restrict aa, const float *restrict A, int T, int D, int ld) {
+    const int r = T % 4;
+    int t0 = 0;
+    for (; t0 + 3 <= T; t0 += 3) {
+        DP__GRAM_COLS(3)
+    }
+    if (T - t0 == 2) {
+        DP__GRAM_COLS(2)
+    } else if (T - t0 == 1) {
+        DP__GRAM_COLS(1)
+    }
+}
+#undef DP__GRAM_COLS
 #define GRAM_UPPER dp__gram_upper_f32
 
 /* C[MR, 8 NV] (=, or += with add) A[MR, K] B[K, 8 NV] (row-major, leading dimensions lda, ldb,
@@ -186,6 +209,91 @@ static int dp__sgemm_small(int M, int N, int K, const float *A, int lda, const f
     return 1;
 }
 #undef DP__SGEMM_ROWS
+/* A conv ghost norm's <A A^T, G G^T> for one sample's group of T <= DP__GRAM_FWD_T positions
+ * (kernels_impl.h, ghost_contract): aa the upper triangle of A A^T, g the output gradient
+ * [Cg, T]. As sum_c g_c^T A A^T g_c = 2 sum_c g_c^T U g_c, U the upper triangle with half the
+ * diagonal: U into s, rows padded to Tp = T rounded up to 8 (vectors), then for three channels
+ * at a time H = g U in registers (a column vector v only from the rows t <= 8 v + 7 that
+ * are not below the diagonal), <H, g> in a vector, each block's lanes added in double. The
+ * products of G G^T's upper triangle, without OpenBLAS's packing of both operands at each call
+ * (which cost more than the product at T = 25, Cg = 32: the default CNN's second convolution)
+ * and without storing H or G G^T. s: T Tp floats (dp__ghost_scratch). */
+static inline __attribute__((always_inline)) void dp__ghost_seg(__m256 c[3][4], const float *restrict g, int T,
+                                                                const float *restrict s, int Tp, int t0, int t1,
+                                                                const int NR, const int V0, const int NV) {
+    for (int t = t0; t < t1; t++) {
+        __m256 b[4];
+        for (int v = V0; v < NV; v++) b[v] = _mm256_loadu_ps(s + (size_t)t * Tp + 8 * v);
+        for (int i = 0; i < NR; i++) {
+            const __m256 a = _mm256_broadcast_ss(g + (size_t)i * T + t);
+            for (int v = V0; v < NV; v++) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
+        }
+    }
+}
+/* sum over NR channels g_c (rows T apart) of the lanes of H_c * g_c: (g U)_c in registers */
+static inline __attribute__((always_inline)) __m256 dp__ghost_rows(const float *restrict g, int T, const float *restrict s,
+                                                                   const __m256i *mask, const int NR, const int NV) {
+    const int Tp = 8 * NV;
+    __m256 c[3][4];
+    for (int i = 0; i < NR; i++)
+        for (int v = 0; v < NV; v++) c[i][v] = _mm256_setzero_ps();
+    dp__ghost_seg(c, g, T, s, Tp, 0, T < 8 ? T : 8, NR, 0, NV);
+    if (NV > 1) dp__ghost_seg(c, g, T, s, Tp, 8, T < 16 ? T : 16, NR, 1, NV);
+    if (NV > 2) dp__ghost_seg(c, g, T, s, Tp, 16, T < 24 ? T : 24, NR, 2, NV);
+    if (NV > 3) dp__ghost_seg(c, g, T, s, Tp, 24, T, NR, 3, NV);
+    __m256 p = _mm256_setzero_ps();
+    for (int i = 0; i < NR; i++)
+        for (int v = 0; v < NV; v++) p = _mm256_fmadd_ps(c[i][v], _mm256_maskload_ps(g + (size_t)i * T + 8 * v, mask[v]), p);
+    return p;
+}
+static inline __attribute__((always_inline)) double dp__ghost_blocks(const float *restrict g, int T, int Cg,
+                                                                     const float *restrict s, const __m256i *mask,
+                                                                     const int NV) {
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    int c = 0;
+    for (; c <= Cg; c += 3) {
+        __m256 p;
+        if (c + 3 <= Cg) p = dp__ghost_rows(g + (size_t)c * T, T, s, mask, 3, NV);
+        else if (c + 2 == Cg) p = dp__ghost_rows(g + (size_t)c * T, T, s, mask, 2, NV);
+        else if (c + 1 == Cg) p = dp__ghost_rows(g + (size_t)c * T, T, s, mask, 1, NV);
+        else break;
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+    }
+    double l[4];
+    _mm256_storeu_pd(l, _mm256_add_pd(lo, hi));
+    return (l[0] + l[2]) + (l[1] + l[3]);
+}
+static double dp__ghost_contract_f32(const float *restrict aa, const float *restrict g, int T, int Cg, float *restrict s) {
+    static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    const int NV = (T + 7) / 8, Tp = 8 * NV;
+    __m256i mask[4];
+    for (int v = 0; v < NV; v++) {
+        const int n = T - 8 * v < 8 ? T - 8 * v : 8; /* columns of vector v inside the row */
+        mask[v] = _mm256_loadu_si256((const __m256i *)(lanes + 8 - n));
+    }
+    const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), half = _mm256_set1_ps(0.5f);
+    for (int t = 0; t < T; t++) { /* U's row t: a_tu above the diagonal, a_tt / 2, zeros (bitwise:
+                                     the entries below the diagonal may be anything) */
+        const __m256 tv = _mm256_set1_ps((float)t);
+        for (int v = 0; v < NV; v++) {
+            const __m256 u = _mm256_add_ps(iota, _mm256_set1_ps((float)(8 * v)));
+            const __m256 x = _mm256_maskload_ps(aa + (size_t)t * T + 8 * v, mask[v]);
+            const __m256 above = _mm256_and_ps(x, _mm256_cmp_ps(u, tv, _CMP_GT_OQ)),
+                         diag = _mm256_and_ps(_mm256_mul_ps(x, half), _mm256_cmp_ps(u, tv, _CMP_EQ_OQ));
+            _mm256_storeu_ps(s + (size_t)t * Tp + 8 * v, _mm256_or_ps(above, diag));
+        }
+    }
+    double acc;
+    switch (NV) {
+    case 4: acc = dp__ghost_blocks(g, T, Cg, s, mask, 4); break;
+    case 3: acc = dp__ghost_blocks(g, T, Cg, s, mask, 3); break;
+    case 2: acc = dp__ghost_blocks(g, T, Cg, s, mask, 2); break;
+    default: acc = dp__ghost_blocks(g, T, Cg, s, mask, 1); break;
+    }
+    return 2 * acc;
+}
+#define GHOST_CONTRACT dp__ghost_contract_f32
 #define GEMM_SMALL dp__sgemm_small
 #define GEMM_SMALL_OK dp__sgemm_small_ok /* whether it takes N columns and inner length K */
 #include "nn/kernels/conv_direct.h"

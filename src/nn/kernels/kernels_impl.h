@@ -303,6 +303,30 @@ static void KN(gram_small)(REAL *aa, const REAL *A, int T, int Dg, int ld) {
 #endif
 }
 
+/* sum over t <= u of the upper triangles' products, off-diagonal ones twice: <A A^T, G G^T> */
+static double KN(upper_dot)(const REAL *aa, const REAL *gg, int T) {
+    double acc = 0;
+    for (int t = 0; t < T; t++) {
+        acc += (double)aa[(size_t)t * T + t] * gg[(size_t)t * T + t];
+        acc += 2 * DOTD(aa + (size_t)t * T + t + 1, gg + (size_t)t * T + t + 1, (size_t)(T - t - 1));
+    }
+    return acc;
+}
+
+/* <A A^T, G G^T> for one sample's group with T <= DP__GRAM_FWD_T positions: aa the upper
+ * triangle of A A^T, gi the output gradient [Cg, T], s the scratch (dp__ghost_scratch(T)).
+ * G G^T by GEMM (OpenBLAS's beat its SYRK at these sizes on one core, T = 25, the default
+ * CNN's second layer; at T >= 49 SYRK was as fast or faster: conv_ghost_sq), or the float
+ * AVX2 build's contraction without it (kernels_f32.c) */
+static double KN(ghost_contract)(const REAL *aa, const REAL *gi, int T, int Cg, REAL *s) {
+#ifdef GHOST_CONTRACT
+    return GHOST_CONTRACT(aa, gi, T, Cg, s);
+#else
+    KN(gemm_into)(CblasTrans, CblasNoTrans, T, T, Cg, gi, T, gi, T, s, T);
+    return KN(upper_dot)(aa, s, T);
+#endif
+}
+
 /* out[B, Cout, T] = W[Cout, Dg] col_i^T + b, a chunk of samples at a time per thread: their
  * unfolding col[n*T, D], one GEMM per group over its n*T rows (col's group columns times
  * W_g^T -> res[n*T, the group's Cout columns]), then res transposed into out with the bias,
@@ -498,10 +522,9 @@ void KN(conv_ps_grad)(REAL *ps, size_t stride, REAL *work, const REAL *dout, con
 
 /* ghost norm: sq[i] += sum over groups of <A A^T, G G^T> with A = the group's columns of
  * col_i [T, Dg], G = its rows of dout_i, transposed [T, Cout/G]; plus ||sum_t G_i[t]||^2 for
- * the bias. The Grams' upper triangles are read; at T <= 32 they are formed whole by GEMM,
- * which timed faster than SYRK there on one core (T = 25, the default CNN's second layer); at
- * T >= 49 SYRK was as fast or faster. With g->gram_buf the A A^T are the forward's (T <= 32):
- * the input is not unfolded again. */
+ * the bias. The Grams' upper triangles are read; at T <= 32 (DP__GRAM_FWD_T) A A^T comes from
+ * gram_small and the product from ghost_contract; above, both by SYRK. With g->gram_buf the
+ * A A^T are the forward's (T <= 32): the input is not unfolded again. */
 void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in, int B, const dp__conv_geom *g,
                        int has_bias) {
     DP_ASSERT(g->grams); /* the scratch has room for the Grams */
@@ -512,7 +535,8 @@ void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in,
     const size_t isz = z.isz, tw = z.tw;
 #pragma omp parallel if (B > 1)
     {
-        REAL *col = work + (size_t)dp__thread_num() * tw, *aa = col + tw - 2 * (size_t)T * T, *gg = aa + (size_t)T * T;
+        REAL *col = work + (size_t)dp__thread_num() * tw, *gg = col + tw - dp__ghost_scratch((size_t)T),
+             *aa = gg - (size_t)T * T;
 #pragma omp for schedule(static)
         for (int i = 0; i < B; i++) {
             const REAL *gi = dout + (size_t)i * Cout * T;
@@ -521,17 +545,13 @@ void KN(conv_ghost_sq)(double *sq, REAL *work, const REAL *dout, const REAL *in,
             for (int q = 0; q < G; q++) {
                 const REAL *a = aa;
                 if (fwd) a = fwd + ((size_t)i * G + q) * T * T; /* the forward's */
-                if (T <= DP__GRAM_FWD_T) { /* small Grams: OpenBLAS's GEMM beats its SYRK there (both triangles) */
+                if (T <= DP__GRAM_FWD_T) { /* small Grams */
                     if (!fwd) KN(gram_small)(aa, col + (size_t)q * Dg, T, Dg, D);
-                    KN(gemm_into)(CblasTrans, CblasNoTrans, T, T, Cg, gi + (size_t)q * Cg * T, T, gi + (size_t)q * Cg * T, T,
-                                  gg, T);
+                    acc += KN(ghost_contract)(a, gi + (size_t)q * Cg * T, T, Cg, gg);
                 } else {
                     SYRK(CblasRowMajor, CblasUpper, CblasNoTrans, T, Dg, 1, col + (size_t)q * Dg, D, 0, aa, T);
                     SYRK(CblasRowMajor, CblasUpper, CblasTrans, T, Cg, 1, gi + (size_t)q * Cg * T, T, 0, gg, T);
-                }
-                for (int t = 0; t < T; t++) {
-                    acc += (double)a[(size_t)t * T + t] * gg[(size_t)t * T + t];
-                    acc += 2 * DOTD(a + (size_t)t * T + t + 1, gg + (size_t)t * T + t + 1, (size_t)(T - t - 1));
+                    acc += KN(upper_dot)(a, gg, T);
                 }
             }
             if (has_bias)
