@@ -691,6 +691,18 @@ static void test_scale(int B, int rows, int C, int inner, int bias) {
 
 /* ---- the engine: clipping modes against the microbatch reference ---- */
 
+/* auto's plan for B rows clips the lowest layer's per-sample gradients on the fly */
+static void check_plan_fused(const char *spec, int c, int h, int w, int B) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create(spec, c, h, w, &m));
+    if (!m) return;
+    char plan[4096];
+    dp_clip_params cp = {DP_CLIP_AUTO, 1.0, 0, 0};
+    CHECK_OK(dp_model_describe_plan(m, &cp, B, plan, sizeof plan));
+    CHECK(strstr(plan, "on the fly") != NULL);
+    dp_model_destroy(m);
+}
+
 static void check_modes(const char *spec, int c, int h, int w, int B, double C, int freeze_layer) {
     dp_model *m = NULL;
     CHECK_OK(dp_model_create(spec, c, h, w, &m));
@@ -1086,13 +1098,34 @@ static void test_threads_grow(void) {
     dp_model_destroy(m);
 }
 
+static void test_nonfinite_modes(dp_model *m, int net);
+
+/* A sample whose loss gradient is not finite gets R = 0 and leaves the clipped sum finite in
+ * every mode: on an MLP, and on a convolution whose per-sample gradients auto clips as they
+ * are made (the lowest trainable node, clip.c fused_node) */
 static void test_nonfinite_sample(void) {
-    dp_model *m = NULL;
-    CHECK_OK(dp_model_create("linear(4) tanh linear(3)", 1, 1, 5, &m));
-    dp_model_init(m, &R);
-    float x[10], dz[6];
-    for (int j = 0; j < 10; j++) x[j] = (float)dp_rng_normal(&R);
+    for (int net = 0; net < 2; net++) {
+        dp_model *m = NULL;
+        if (net == 0) CHECK_OK(dp_model_create("linear(4) tanh linear(3)", 1, 1, 5, &m));
+        else CHECK_OK(dp_model_create("conv2d(4,3) tanh flatten linear(3)", 1, 8, 8, &m));
+        if (!m) return;
+        dp_model_init(m, &R);
+        test_nonfinite_modes(m, net);
+        dp_model_destroy(m);
+    }
+}
+
+static void test_nonfinite_modes(dp_model *m, int net) {
+    const size_t nx = 2 * dp_model_input_size(m);
+    float x[128], dz[6];
+    for (size_t j = 0; j < nx; j++) x[j] = (float)dp_rng_normal(&R);
     const float *logits;
+    if (net == 1) { /* auto's plan: the convolution's per-sample gradients, on the fly */
+        char plan[2048];
+        dp_clip_params cp = {DP_CLIP_AUTO, 0.5, 0, 0};
+        CHECK_OK(dp_model_describe_plan(m, &cp, 2, plan, sizeof plan));
+        CHECK(strstr(plan, "on the fly") != NULL);
+    }
     for (int mode = 0; mode < DP_CLIP_COUNT; mode++) {
         dp_model_zero_grad(m);
         CHECK_OK(dp_model_forward(m, x, 2, 1, NULL, &logits));
@@ -1108,7 +1141,6 @@ static void test_nonfinite_sample(void) {
         for (size_t j = 0; j < dp_model_num_params(m); j++) finite &= isfinite(dp_model_grad(m)[j]);
         CHECK(finite);
     }
-    dp_model_destroy(m);
 }
 
 static void test_spec_errors(void) {
@@ -1233,6 +1265,10 @@ int main(void) {
     test_f32_vs_f64();
     test_conv_f32_paths();
     check_modes("flatten linear(16) relu linear(5)", 1, 4, 5, 9, 0.5, -1);
+    /* auto clips the convolution's per-sample gradients as they are made (its 6,464
+     * parameters: 40 rows a chunk, so three chunks of a batch of 90) */
+    check_modes("conv2d(64,5) tanh flatten linear(3)", 4, 15, 15, 90, 0.05, -1);
+    check_plan_fused("conv2d(64,5) tanh flatten linear(3)", 4, 15, 15, 90);
     test_conv_scratch();
     check_modes("conv2d(4,3,s1,p1) relu globalavgpool flatten linear(3)", 3, 48, 48, 3, 0.05, -1); /* no Grams */
     check_modes(dp_model_builtin_spec("cnn") ? "conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh linear(10)" : "", 1, 28, 28, 6, 0.1, -1);

@@ -86,15 +86,45 @@ typedef struct {
     size_t kept;         /* bytes of kept tensors */
 } clip_plan;
 
-static size_t keep_bytes(const dp__node *l, int cm, int B) {
-    if (cm == DP_SUM_KEEP_GRAD) return sizeof(float) * (size_t)B * l->out_size;
-    if (cm == DP_SUM_KEEP_PS) return sizeof(float) * (size_t)B * (l->nw + l->nb);
+/* Rows of per-sample gradients made at a time by the node whose clipped sum is formed as they
+ * are made (clipped_grad_bk): about 1 MiB of them, so that they are still in cache when their
+ * norms and their weighted sum read them */
+#define FUSED_FLOATS ((size_t)1 << 18)
+
+/* The node whose per-sample gradients are clipped and summed as they are made, or -1: the last
+ * trainable node the backward reaches (the lowest index), when the plan keeps its per-sample
+ * gradients and rows are examples (group <= 1). Every other node's norm is known by then, so
+ * each sample's clip factor is, once this node's part of its norm is added: the gradients need
+ * not be kept for the whole batch. */
+static int fused_node(const dp_model *m, int group) {
+    if (group > 1) return -1;
+    for (int k = 0; k < m->n; k++)
+        if (dp__trainable(&m->L[k])) return k;
+    return -1;
+}
+
+/* the rows node k keeps of a B-row step under sum method cm (B, or a chunk for the fused node) */
+static size_t keep_rows(const dp_model *m, int k, int cm, int B, int group) {
+    if (cm != DP_SUM_KEEP_PS || k != fused_node(m, group)) return (size_t)B;
+    const dp__node *l = &m->L[k];
+    size_t c = FUSED_FLOATS / (l->nw + l->nb ? l->nw + l->nb : 1);
+    if (c < 1) c = 1;
+    return c < (size_t)B ? c : (size_t)B;
+}
+
+static size_t keep_bytes(const dp_model *m, int k, int cm, int B, int group) {
+    const dp__node *l = &m->L[k];
+    const size_t rows = keep_rows(m, k, cm, B, group);
+    if (cm == DP_SUM_KEEP_GRAD) return sizeof(float) * rows * l->out_size;
+    if (cm == DP_SUM_KEEP_PS) return sizeof(float) * rows * (l->nw + l->nb);
     return 0;
 }
 
 /* Bytes a kept tensor takes in the step scratch: keep_bytes rounded up to 64, so each tensor
  * starts at a 64-byte boundary. */
-static size_t keep_span(const dp__node *l, int cm, int B) { return (keep_bytes(l, cm, B) + 63) / 64 * 64; }
+static size_t keep_span(const dp_model *m, int k, int cm, int B, int group) {
+    return (keep_bytes(m, k, cm, B, group) + 63) / 64 * 64;
+}
 
 /* Bytes of a step of B rows besides its kept tensors (group: rows per example, as
  * dp_clip_params): the buffers, the largest instantiated chunk (vanilla: every per-sample
@@ -140,10 +170,10 @@ static dp_status plan_make(dp_model *m, const dp_clip_params *cp, int B, clip_pl
              * that is no bigger than keeping G (its weighted sum then replaces the weight
              * GEMM); otherwise book-keeping */
             dp_norm_method nm = plan_norm_method(m, k, cp, NULL, NULL);
-            size_t mg = keep_bytes(l, DP_SUM_KEEP_GRAD, B), mp = keep_bytes(l, DP_SUM_KEEP_PS, B);
+            size_t mg = sizeof(float) * (size_t)B * l->out_size, mp = sizeof(float) * (size_t)B * (l->nw + l->nb);
             pl->cm[k] = nm == DP_NORM_INSTANTIATE && mp <= mg ? DP_SUM_KEEP_PS : DP_SUM_KEEP_GRAD;
         }
-        total += keep_span(l, pl->cm[k], B); /* what clipped_grad_bk allocates for it */
+        total += keep_span(m, k, pl->cm[k], B, cp->group); /* what clipped_grad_bk allocates for it */
     }
     pl->budget = 0;
     if (cp->mode == DP_CLIP_AUTO) {
@@ -155,7 +185,7 @@ static dp_status plan_make(dp_model *m, const dp_clip_params *cp, int B, clip_pl
          * needed once a layer that kept its per-sample gradients no longer does) */
         for (int k = m->n - 1; k >= 0 && step_bytes(m, DP_CLIP_GHOST, B, cp->group, pl->cm) + total > b; k--) {
             if (!dp__trainable(&m->L[k]) || pl->cm[k] == DP_SUM_SECOND_PASS) continue;
-            total -= keep_span(&m->L[k], pl->cm[k], B);
+            total -= keep_span(m, k, pl->cm[k], B, cp->group);
             pl->cm[k] = DP_SUM_SECOND_PASS;
         }
     }
@@ -168,8 +198,10 @@ static void plan_free(clip_plan *pl) {
     pl->cm = NULL;
 }
 
-static const char *sum_name(int cm) {
-    return cm == DP_SUM_KEEP_GRAD ? "keep G (book-keeping)" : cm == DP_SUM_KEEP_PS ? "keep per-sample grads" : "second pass";
+static const char *sum_name(int cm, int fused) {
+    return cm == DP_SUM_KEEP_GRAD ? "keep G (book-keeping)"
+           : cm == DP_SUM_KEEP_PS ? (fused ? "per-sample, on the fly" : "keep per-sample grads")
+                                  : "second pass";
 }
 
 static void fmt_bytes(char *b, size_t n, double v) {
@@ -219,11 +251,12 @@ dp_status dp_model_describe_plan(dp_model *m, const dp_clip_params *cp, int B, c
         dp_norm_method nm = plan_norm_method(m, k, cp, &fg, &fi);
         int cm = keeps ? pl.cm[k] : (cp->mode == DP_CLIP_VANILLA ? -1 : DP_SUM_SECOND_PASS);
         second |= cm == DP_SUM_SECOND_PASS;
-        fmt_bytes(b1, sizeof b1, cm >= 0 ? (double)keep_bytes(l, cm, B) : (double)sizeof(float) * B * (l->nw + l->nb));
+        fmt_bytes(b1, sizeof b1,
+                  cm >= 0 ? (double)keep_bytes(m, k, cm, B, cp->group) : (double)sizeof(float) * B * (l->nw + l->nb));
         o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "  %3d %-10s %-40s norm %-11s sum %-22s keeps %10s  norm %.3g FLOP\n", k,
                               dp_layer_kind_name(l->kind), l->name,
                               cp->mode == DP_CLIP_VANILLA ? "per-sample" : nm == DP_NORM_GHOST ? "ghost" : "instantiate",
-                              cm < 0 ? "stored per-sample grads" : sum_name(cm), b1,
+                              cm < 0 ? "stored per-sample grads" : sum_name(cm, keeps && k == fused_node(m, cp->group)), b1,
                               (double)B * (cp->mode == DP_CLIP_VANILLA ? fi : nm == DP_NORM_GHOST ? fg : fi));
     }
     const double step = (double)step_bytes(m, keeps ? DP_CLIP_GHOST : cp->mode, B, cp->group, keeps ? pl.cm : NULL) +
@@ -280,21 +313,43 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
             continue;
         }
         keep[k] = (float *)block;
-        block += keep_span(&m->L[k], pl.cm[k], B);
+        block += keep_span(m, k, pl.cm[k], B, cp->group);
     }
+    int fused = fused_node(m, cp->group);
+    if (fused >= 0 && pl.cm[fused] != DP_SUM_KEEP_PS) fused = -1;
     dp__bwd p1 = dp__bwd_init(DP__BWD_NORMS, cp->mode);
     p1.sq = m->sq;
     p1.cm = pl.cm;
     p1.keep = keep;
     p1.group = cp->group;
+    p1.stop = fused;
     if ((st = dp__backward(m, dlogits, B, &p1)) != DP_OK) goto done;
+    if (fused >= 0) {
+        /* every other node's part of each norm is in sq: this node's per-sample gradients, a
+         * chunk at a time, their norms added, the clip factors (the same function of the same
+         * sq as below, so the same values), and their weighted sum while the chunk is in cache.
+         * A sample with R = 0 has its row zeroed first (a non-finite row times 0 is NaN). */
+        const dp__node *l = &m->L[fused];
+        const size_t pl_n = l->nw + l->nb, chunk = keep_rows(m, fused, DP_SUM_KEEP_PS, B, cp->group);
+        const float *g = dp__out_grad(m, fused);
+        float *ps = keep[fused];
+        for (int b0 = 0; b0 < B; b0 += (int)chunk) {
+            const int nb = B - b0 < (int)chunk ? B - b0 : (int)chunk;
+            dp__ops(l)->ps_grad(m, l, ps, pl_n, g + (size_t)b0 * l->out_size, b0, nb);
+            dp__add_row_sq(m->sq + b0, 1, ps, pl_n, pl_n, nb);
+            clip_factors(m->sq + b0, nb, cp->max_grad_norm, R + b0, NULL);
+            for (int b = 0; b < nb; b++)
+                if (R[b0 + b] == 0.0f) memset(ps + (size_t)b * pl_n, 0, sizeof(float) * pl_n);
+            cblas_sgemv(CblasRowMajor, CblasTrans, nb, (int)pl_n, 1.0f, ps, (int)pl_n, R + b0, 1, 1.0f, m->grad + l->w_off, 1);
+        }
+    }
     group_mean_sq(m->sq, B / G, G);
     *bad = clip_factors(m->sq, B / G, cp->max_grad_norm, Rg, NULL);
     row_factors(Rg, B, G, R);
     dp_mem_stage("backward 2");
     for (int k = 0; k < m->n; k++) {
         dp__node *l = &m->L[k];
-        if (!keep[k]) continue;
+        if (!keep[k] || k == fused) continue;
         if (pl.cm[k] == DP_SUM_KEEP_GRAD) {
             size_t n = l->out_size;
             float *kk = keep[k];

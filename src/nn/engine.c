@@ -263,8 +263,11 @@ dp__bwd dp__bwd_init(int what, dp_clip_mode mode) {
     p.what = what;
     p.mode = mode;
     p.low = -1;
+    p.stop = -1;
     return p;
 }
+
+const float *dp__out_grad(const dp_model *m, int k) { return m->gslots[m->L[k].gslot]; }
 
 dp_status dp__ps_trainable(dp_model *m, const float *dlogits, int B, float **out, int cached) {
     const size_t nt = dp_model_num_trainable(m);
@@ -330,6 +333,7 @@ dp_status dp__backward(dp_model *m, const float *dlogits, int B, const dp__bwd *
             m->gw[k] = 1;
         }
         if (dp__trainable(l)) {
+            if (k == p->stop) break; /* the caller takes it from here (clip.c) */
             dp_status st = node_grad(m, p, k, g, B);
             if (st != DP_OK) return st;
             if (k == p->low) break; /* nothing below needs this pass */

@@ -249,13 +249,18 @@ typedef struct {
     /* ... pass 1: where node k keeps its output gradient or per-sample gradients (NULL: nothing) */
     float *const *keep;
     int low;                  /* PARAM, >= 0: only DP_SUM_SECOND_PASS nodes, down to this one */
+    int stop;                 /* >= 0: the pass ends at this trainable node, its output gradient
+                               * formed (dp__out_grad) but nothing computed from it (clip.c) */
     /* NORMS, > 1: the rows come in groups of `group` consecutive rows (augmented copies of one
      * example) and sq[b / group] gets the squared norm of each group's SUMMED gradient; every
      * node then instantiates (dp_clip_params.group) */
     int group;
 } dp__bwd;
 dp_status dp__backward(dp_model *m, const float *dlogits, int B, const dp__bwd *p);
-dp__bwd dp__bwd_init(int what, dp_clip_mode mode); /* no scale, keep or plan; low = -1 */
+dp__bwd dp__bwd_init(int what, dp_clip_mode mode); /* no scale, keep or plan; low = stop = -1 */
+/* node k's output gradient after a pass that did not keep it (DP_SUM_KEEP_GRAD keeps it in
+ * the pass's keep buffer instead): valid until the next backward */
+const float *dp__out_grad(const dp_model *m, int k);
 /* Per-sample gradients of the trainable coordinates only, [B, trainable], into the step
  * scratch (cached: the clipping step) or a buffer it allocates (*out, dp_free it). */
 dp_status dp__ps_trainable(dp_model *m, const float *dlogits, int B, float **out, int cached);
