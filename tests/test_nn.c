@@ -691,6 +691,23 @@ static void test_scale(int B, int rows, int C, int inner, int bias) {
 
 /* ---- the engine: clipping modes against the microbatch reference ---- */
 
+/* A layer of over 2^18 parameters clipped on the fly still gets a row per thread a chunk (the
+ * per-sample kernels share a chunk's rows among the threads): its plan keeps that many rows
+ * (dp_model_describe_plan prints the bytes kept, here 270,300 floats a row) */
+static void check_fused_rows(void) {
+    dp_model *m = NULL;
+    CHECK_OK(dp_model_create("conv2d(300,3) flatten linear(2)", 100, 33, 33, &m));
+    if (!m) return;
+    char plan[4096], want[64];
+    dp_clip_params cp = {DP_CLIP_AUTO, 1.0, (size_t)1 << 40, 0};
+    CHECK_OK(dp_model_describe_plan(m, &cp, 64, plan, sizeof plan));
+    snprintf(want, sizeof want, "%.1f MiB", 4.0 * 270300 * dp__max_threads() / (1 << 20));
+    const char *row = strstr(plan, "on the fly");
+    CHECK(row != NULL && strstr(row, want) != NULL);
+    if (!row || !strstr(row, want)) fprintf(stderr, "plan (want %s kept):\n%s", want, plan);
+    dp_model_destroy(m);
+}
+
 /* auto's plan for B rows clips the lowest layer's per-sample gradients on the fly */
 static void check_plan_fused(const char *spec, int c, int h, int w, int B) {
     dp_model *m = NULL;
@@ -1269,6 +1286,7 @@ int main(void) {
      * parameters: 40 rows a chunk, so three chunks of a batch of 90) */
     check_modes("conv2d(64,5) tanh flatten linear(3)", 4, 15, 15, 90, 0.05, -1);
     check_plan_fused("conv2d(64,5) tanh flatten linear(3)", 4, 15, 15, 90);
+    check_fused_rows();
     test_conv_scratch();
     check_modes("conv2d(4,3,s1,p1) relu globalavgpool flatten linear(3)", 3, 48, 48, 3, 0.05, -1); /* no Grams */
     check_modes(dp_model_builtin_spec("cnn") ? "conv2d(16,8,s2,p2) tanh maxpool(2,1) conv2d(32,4,s2) tanh maxpool(2,1) flatten linear(32) tanh linear(10)" : "", 1, 28, 28, 6, 0.1, -1);

@@ -88,7 +88,8 @@ typedef struct {
 
 /* Rows of per-sample gradients made at a time by the node whose clipped sum is formed as they
  * are made (clipped_grad_bk): about 1 MiB of them, so that they are still in cache when their
- * norms and their weighted sum read them */
+ * norms and their weighted sum read them, but at least a row per thread (the per-sample kernels
+ * share a chunk's rows among the threads: a layer of over 2^18 parameters had run on one) */
 #define FUSED_FLOATS ((size_t)1 << 18)
 
 /* The node whose per-sample gradients are clipped and summed as they are made, or -1: the last
@@ -108,7 +109,8 @@ static size_t keep_rows(const dp_model *m, int k, int cm, int B, int group) {
     if (cm != DP_SUM_KEEP_PS || k != fused_node(m, group)) return (size_t)B;
     const dp__node *l = &m->L[k];
     size_t c = FUSED_FLOATS / (l->nw + l->nb ? l->nw + l->nb : 1);
-    if (c < 1) c = 1;
+    const size_t nt = (size_t)dp__max_threads();
+    if (c < nt) c = nt;
     return c < (size_t)B ? c : (size_t)B;
 }
 
