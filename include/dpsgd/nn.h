@@ -241,7 +241,9 @@ size_t dp_model_default_mem_budget(dp_model *m, int B);
 typedef enum {
     DP_SUM_SECOND_PASS, /* norms in pass 1; the layer's weight gradient in a second backward */
     DP_SUM_KEEP_GRAD,   /* book-keeping: keep the output gradients G, then A^T diag(R) G */
-    DP_SUM_KEEP_PS      /* keep the per-sample gradients, then their R-weighted sum */
+    DP_SUM_KEEP_PS      /* keep the per-sample gradients, then their R-weighted sum (the lowest
+                         * trainable node's, with one row per example: a chunk at a time, clipped
+                         * and summed as they are made, once the other nodes' norms are known) */
 } dp_sum_method;
 
 /* The private gradient of a forwarded batch: per-sample norms (pass 1, in the chosen mode),
