@@ -168,11 +168,6 @@ static void dp__conv_direct_fwd(float *restrict out, float *restrict scr, const 
     }
 }
 
-/* the first k lanes */
-static inline __m256i dp__cdir_mask(int k) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), lanes);
-}
 /* dw[c0 .. c0 + NC][ci][ky0, ky0 + 1][0 .. k) (=, or += with add) of one sample from its output
  * gradient gout[Cout, T] and padded input rows row (= ky0's row of channel ci): one loop over the
  * T positions, position t reading row + poff[t] and the next row */
@@ -192,7 +187,7 @@ dp__cdir_wgrad_block(float *restrict dw, int add, const float *restrict gout, co
             a1[j] = _mm256_fmadd_ps(gv, v1, a1[j]);
         }
     }
-    const __m256i m = dp__cdir_mask(k);
+    const __m256i m = dp__mask8(k); /* the kernel row's k taps */
     for (int j = 0; j < NC; j++) {
         float *d0 = dw + (size_t)(c0 + j) * D + (size_t)(ci * k + ky0) * k;
         __m256 x0 = a0[j], x1 = a1[j];

@@ -80,6 +80,10 @@ static inline float dp__hsum8(__m256 v) {
     sh = _mm_movehl_ps(sh, lo);
     return _mm_cvtss_f32(_mm_add_ss(lo, sh));
 }
+/* all ones in the first n lanes (n <= 8), zeros after: masked loads and stores of a row's tail */
+static inline __m256i dp__mask8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 /* The four sums of c0..c3's lanes, in order */
 static inline __m128 dp__hsum8x4(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
     const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0, c1), _mm256_hadd_ps(c2, c3));
@@ -90,9 +94,8 @@ static inline __m128 dp__hsum8x4(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
  * values by masked loads; a row of four stored at once. */
 static inline __attribute__((always_inline)) void dp__gram_block(float *restrict aa, const float *restrict A, int T, int D,
                                                                  int ld, int t0, int u0, const int NT, const int NU) {
-    static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
     const int D8 = D & ~7;
-    const __m256i tail = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (D - D8)));
+    const __m256i tail = dp__mask8(D - D8);
     const float *x = A + (size_t)t0 * ld, *y = A + (size_t)u0 * ld;
     __m256 c[3][4];
     for (int a = 0; a < NT; a++)
@@ -150,6 +153,21 @@ static void dp__gram_upper_f32(float *restrict aa, const float *restrict A, int 
 #undef DP__GRAM_COLS
 #define GRAM_UPPER dp__gram_upper_f32
 
+/* c[i][v] += A[i, k] B[k, 8 v .. 8 v + 7] for k in [k0, k1) ascending, i < MR, V0 <= v < NV: a
+ * broadcast of A (rows lda apart) times vectors of B (rows ldb apart); MR, V0 and NV constants
+ * after inlining, so that c stays in registers */
+static inline __attribute__((always_inline)) void dp__fma_rows(__m256 c[3][4], const float *restrict A, int lda,
+                                                               const float *restrict B, int ldb, int k0, int k1,
+                                                               const int MR, const int V0, const int NV) {
+    for (int k = k0; k < k1; k++) {
+        __m256 b[4];
+        for (int v = V0; v < NV; v++) b[v] = _mm256_loadu_ps(B + (size_t)k * ldb + 8 * v);
+        for (int i = 0; i < MR; i++) {
+            const __m256 a = _mm256_broadcast_ss(A + (size_t)i * lda + k);
+            for (int v = V0; v < NV; v++) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
+        }
+    }
+}
 /* C[MR, 8 NV] (=, or += with add) A[MR, K] B[K, 8 NV] (row-major, leading dimensions lda, ldb,
  * ldc; MR and NV constants after inlining: MR x NV vector accumulators in registers), k in
  * ascending order, one accumulator per entry: an entry's value does not depend on the block it
@@ -160,14 +178,7 @@ static inline __attribute__((always_inline)) void dp__sgemm_block(float *restric
     __m256 c[3][4];
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) c[i][v] = add ? _mm256_loadu_ps(C + (size_t)i * ldc + 8 * v) : _mm256_setzero_ps();
-    for (int k = 0; k < K; k++) {
-        __m256 b[4];
-        for (int v = 0; v < NV; v++) b[v] = _mm256_loadu_ps(B + (size_t)k * ldb + 8 * v);
-        for (int i = 0; i < MR; i++) {
-            const __m256 a = _mm256_broadcast_ss(A + (size_t)i * lda + k);
-            for (int v = 0; v < NV; v++) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
-        }
-    }
+    dp__fma_rows(c, A, lda, B, ldb, 0, K, MR, 0, NV);
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(C + (size_t)i * ldc + 8 * v, c[i][v]);
 }
@@ -218,18 +229,6 @@ static int dp__sgemm_small(int M, int N, int K, const float *A, int lda, const f
  * products of G G^T's upper triangle, without OpenBLAS's packing of both operands at each call
  * (which cost more than the product at T = 25, Cg = 32: the default CNN's second convolution)
  * and without storing H or G G^T. s: T Tp floats (dp__ghost_scratch). */
-static inline __attribute__((always_inline)) void dp__ghost_seg(__m256 c[3][4], const float *restrict g, int T,
-                                                                const float *restrict s, int Tp, int t0, int t1,
-                                                                const int NR, const int V0, const int NV) {
-    for (int t = t0; t < t1; t++) {
-        __m256 b[4];
-        for (int v = V0; v < NV; v++) b[v] = _mm256_loadu_ps(s + (size_t)t * Tp + 8 * v);
-        for (int i = 0; i < NR; i++) {
-            const __m256 a = _mm256_broadcast_ss(g + (size_t)i * T + t);
-            for (int v = V0; v < NV; v++) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
-        }
-    }
-}
 /* sum over NR channels g_c (rows T apart) of the lanes of H_c * g_c: (g U)_c in registers */
 static inline __attribute__((always_inline)) __m256 dp__ghost_rows(const float *restrict g, int T, const float *restrict s,
                                                                    const __m256i *mask, const int NR, const int NV) {
@@ -237,10 +236,11 @@ static inline __attribute__((always_inline)) __m256 dp__ghost_rows(const float *
     __m256 c[3][4];
     for (int i = 0; i < NR; i++)
         for (int v = 0; v < NV; v++) c[i][v] = _mm256_setzero_ps();
-    dp__ghost_seg(c, g, T, s, Tp, 0, T < 8 ? T : 8, NR, 0, NV);
-    if (NV > 1) dp__ghost_seg(c, g, T, s, Tp, 8, T < 16 ? T : 16, NR, 1, NV);
-    if (NV > 2) dp__ghost_seg(c, g, T, s, Tp, 16, T < 24 ? T : 24, NR, 2, NV);
-    if (NV > 3) dp__ghost_seg(c, g, T, s, Tp, 24, T, NR, 3, NV);
+    /* column vector v from the rows t <= 8 v + 7 only: U is zero below its diagonal */
+    dp__fma_rows(c, g, T, s, Tp, 0, T < 8 ? T : 8, NR, 0, NV);
+    if (NV > 1) dp__fma_rows(c, g, T, s, Tp, 8, T < 16 ? T : 16, NR, 1, NV);
+    if (NV > 2) dp__fma_rows(c, g, T, s, Tp, 16, T < 24 ? T : 24, NR, 2, NV);
+    if (NV > 3) dp__fma_rows(c, g, T, s, Tp, 24, T, NR, 3, NV);
     __m256 p = _mm256_setzero_ps();
     for (int i = 0; i < NR; i++)
         for (int v = 0; v < NV; v++) p = _mm256_fmadd_ps(c[i][v], _mm256_maskload_ps(g + (size_t)i * T + 8 * v, mask[v]), p);
@@ -265,13 +265,9 @@ static inline __attribute__((always_inline)) double dp__ghost_blocks(const float
     return (l[0] + l[2]) + (l[1] + l[3]);
 }
 static double dp__ghost_contract_f32(const float *restrict aa, const float *restrict g, int T, int Cg, float *restrict s) {
-    static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
     const int NV = (T + 7) / 8, Tp = 8 * NV;
     __m256i mask[4];
-    for (int v = 0; v < NV; v++) {
-        const int n = T - 8 * v < 8 ? T - 8 * v : 8; /* columns of vector v inside the row */
-        mask[v] = _mm256_loadu_si256((const __m256i *)(lanes + 8 - n));
-    }
+    for (int v = 0; v < NV; v++) mask[v] = dp__mask8(T - 8 * v); /* the columns of vector v inside the row */
     const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), half = _mm256_set1_ps(0.5f);
     for (int t = 0; t < T; t++) { /* U's row t: a_tu above the diagonal, a_tt / 2, zeros (bitwise:
                                      the entries below the diagonal may be anything) */
