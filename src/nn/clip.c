@@ -63,6 +63,14 @@ static void row_factors(const float *Rg, int B, int G, float *R) {
     }
 }
 
+/* dst[width] += sum over the B rows (stride apart) of R[b] row b: one GEMV. Rows whose R is 0 are
+ * zeroed first, since a non-finite row times 0 would still poison the sum. */
+static void add_weighted_rows(float *dst, float *rows, size_t stride, size_t width, int B, const float *R) {
+    for (int b = 0; b < B; b++)
+        if (R[b] == 0.0f) memset(rows + (size_t)b * stride, 0, sizeof(float) * width);
+    cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)width, 1.0f, rows, (int)stride, R, 1, 1.0f, dst, 1);
+}
+
 /* Groups of G > 1 rows: the squared norms of the groups' summed gradients become those of
  * their averages, the example's gradient that is clipped */
 static void group_mean_sq(double *sq, int nE, int G) {
@@ -329,8 +337,7 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
     if (fused >= 0) {
         /* every other node's part of each norm is in sq: this node's per-sample gradients, a
          * chunk at a time, their norms added, the clip factors (the same function of the same
-         * sq as below, so the same values), and their weighted sum while the chunk is in cache.
-         * A sample with R = 0 has its row zeroed first (a non-finite row times 0 is NaN). */
+         * sq as below, so the same values), and their weighted sum while the chunk is in cache */
         const dp__node *l = &m->L[fused];
         const size_t pl_n = l->nw + l->nb, chunk = keep_rows(m, fused, DP_SUM_KEEP_PS, B, cp->group);
         const float *g = dp__out_grad(m, fused);
@@ -340,9 +347,7 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
             dp__ops(l)->ps_grad(m, l, ps, pl_n, g + (size_t)b0 * l->out_size, b0, nb);
             dp__add_row_sq(m->sq + b0, 1, ps, pl_n, pl_n, nb);
             clip_factors(m->sq + b0, nb, cp->max_grad_norm, R + b0, NULL);
-            for (int b = 0; b < nb; b++)
-                if (R[b0 + b] == 0.0f) memset(ps + (size_t)b * pl_n, 0, sizeof(float) * pl_n);
-            cblas_sgemv(CblasRowMajor, CblasTrans, nb, (int)pl_n, 1.0f, ps, (int)pl_n, R + b0, 1, 1.0f, m->grad + l->w_off, 1);
+            add_weighted_rows(m->grad + l->w_off, ps, pl_n, pl_n, nb, R + b0);
         }
     }
     group_mean_sq(m->sq, B / G, G);
@@ -364,10 +369,8 @@ static dp_status clipped_grad_bk(dp_model *m, const dp_clip_params *cp, const fl
             }
             dp__ops(l)->bwd_param(m, l, keep[k], B);
         } else {
-            size_t pln = l->nw + l->nb;
-            for (int b = 0; b < B; b++)
-                if (R[b] == 0.0f) memset(keep[k] + (size_t)b * pln, 0, sizeof(float) * pln);
-            cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)pln, 1.0f, keep[k], (int)pln, R, 1, 1.0f, m->grad + l->w_off, 1);
+            const size_t pln = l->nw + l->nb;
+            add_weighted_rows(m->grad + l->w_off, keep[k], pln, pln, B, R);
         }
     }
     if (low >= 0) {
@@ -413,15 +416,11 @@ dp_status dp_model_clipped_grad(dp_model *m, const dp_clip_params *cp, const flo
             bad = clip_factors(sq, nE, cp->max_grad_norm, Rg, norms);
             row_factors(Rg, B, G, R);
             dp_mem_stage("backward 2");
-            /* grad += ps^T R, one GEMV per layer's columns; rows of samples with R = 0 are
-             * zeroed first, since a non-finite row times 0 would still poison the sum */
-            for (int b = 0; b < B; b++)
-                if (R[b] == 0.0f) memset(ps + (size_t)b * nt, 0, sizeof(float) * nt);
+            /* grad += ps^T R, one GEMV per layer's columns */
             for (int k = 0; k < m->n; k++) {
                 const dp__node *l = &m->L[k];
                 if (!dp__trainable(l)) continue;
-                cblas_sgemv(CblasRowMajor, CblasTrans, B, (int)(l->nw + l->nb), 1.0f, ps + dp__trainable_offset(m, k), (int)nt,
-                            R, 1, 1.0f, m->grad + l->w_off, 1);
+                add_weighted_rows(m->grad + l->w_off, ps + dp__trainable_offset(m, k), nt, l->nw + l->nb, B, R);
             }
         }
     } else if (cp->mode == DP_CLIP_BK || cp->mode == DP_CLIP_AUTO) {
